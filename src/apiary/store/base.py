@@ -1,0 +1,477 @@
+"""The store contract: Kubernetes-style object storage with a global resourceVersion.
+
+A backend is a thin subclass that provides four primitives:
+
+* ``_transact(key, mutate)`` — in one atomic transaction: allocate the next global
+  resourceVersion, read the current body at ``key`` (or None), call ``mutate(current, rv)``, write
+  what it returns (None deletes the row), append a change to the change log, commit. If
+  ``mutate`` raises, nothing is written and no version is used.
+* ``_scan(kind, namespace, after, limit)`` — bodies ordered by (namespace, name), after a key.
+* ``_changes_since(rv, limit)`` — change-log entries with version > rv, oldest first.
+* ``_horizon()`` / ``_compact(keep)`` — the newest compacted version; trimming the log.
+
+Everything else — uids, generation, optimistic concurrency, the status subresource, finalizers,
+label selectors, pagination, watches and secret encryption — lives here, once, so every backend
+means the same thing. Object bodies are plain dicts in the wire shape of the API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import copy
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import orjson
+
+from apiary.errors import AlreadyExists, BadRequest, Conflict, Gone, NotFound
+from apiary.store.selectors import Selector
+
+Obj = dict[str, Any]
+Clock = Callable[[], datetime]
+Mutate = Callable[[Obj | None, int], Obj | None]
+ChangeType = Literal["ADDED", "MODIFIED", "DELETED"]
+
+
+@dataclass(frozen=True, order=True)
+class Key:
+    kind: str
+    namespace: str  # "" for cluster-scoped kinds
+    name: str
+
+
+@dataclass(frozen=True)
+class Change:
+    """One entry of the change log: what happened to which object at which version."""
+
+    rv: int
+    type: ChangeType
+    object: Obj
+
+    @property
+    def kind(self) -> str:
+        return str(self.object["kind"])
+
+
+@dataclass
+class ObjectList:
+    items: list[Obj]
+    resource_version: int
+    continue_token: str | None = None
+
+
+@dataclass
+class StoreSettings:
+    """Knobs every backend honours."""
+
+    changelog_retention: int = 100_000
+    """How many change-log entries are kept for watches; older versions answer 410 Gone."""
+
+    compact_interval: float = 5.0
+    """Seconds between compactions of the change log."""
+
+    watch_poll_interval: float = 1.0
+    """Longest a watch sleeps before looking at the log again without being woken."""
+
+
+class SecretCodec(ABC):
+    """Encrypts a Secret's data before it reaches the backend, decrypts after."""
+
+    @abstractmethod
+    def encrypt(self, plaintext: bytes) -> str: ...
+
+    @abstractmethod
+    def decrypt(self, token: str) -> bytes: ...
+
+
+def now_rfc3339(clock: Clock) -> str:
+    return clock().astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def object_key(obj: Obj) -> Key:
+    meta = obj.get("metadata") or {}
+    return Key(str(obj["kind"]), str(meta.get("namespace") or ""), str(meta["name"]))
+
+
+def _rv_of(obj: Obj) -> int:
+    return int(obj["metadata"]["resourceVersion"])
+
+
+def _encode_continue(key: Key) -> str:
+    raw = orjson.dumps([key.namespace, key.name])
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_continue(token: str) -> tuple[str, str]:
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        ns, name = orjson.loads(raw)
+        return str(ns), str(name)
+    except Exception as exc:  # any malformed token is the client's fault
+        raise BadRequest(f"invalid continue token {token!r}") from exc
+
+
+class Store(ABC):
+    """Durable Kubernetes-style object store. Subclasses provide the primitives."""
+
+    def __init__(
+        self,
+        settings: StoreSettings | None = None,
+        *,
+        codec: SecretCodec | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self.settings = settings or StoreSettings()
+        self.codec = codec
+        self.clock: Clock = clock or (lambda: datetime.now(UTC))
+        self._changed = asyncio.Event()
+        self._compactor: asyncio.Task[None] | None = None
+
+    # ----------------------------------------------------------------- lifecycle
+
+    async def open(self) -> None:
+        """Connect, run migrations, start compaction."""
+        await self._open()
+        self._compactor = asyncio.create_task(self._compact_forever(), name="store-compactor")
+
+    async def close(self) -> None:
+        if self._compactor is not None:
+            self._compactor.cancel()
+            try:
+                await self._compactor
+            except asyncio.CancelledError:
+                pass
+            self._compactor = None
+        await self._close()
+
+    async def __aenter__(self) -> Store:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # --------------------------------------------------------------- primitives
+
+    @abstractmethod
+    async def _open(self) -> None: ...
+
+    @abstractmethod
+    async def _close(self) -> None: ...
+
+    @abstractmethod
+    async def _transact(self, key: Key, mutate: Mutate) -> tuple[Obj | None, Obj | None]:
+        """Atomically replace the body at key by ``mutate(current, rv)``; (old, new) bodies.
+
+        Bodies cross this boundary in stored form (secrets encrypted)."""
+
+    @abstractmethod
+    async def _scan(self, kind: str, namespace: str | None, after: tuple[str, str] | None,
+                    limit: int) -> list[Obj]: ...
+
+    @abstractmethod
+    async def _changes_since(self, rv: int, limit: int) -> list[Change]: ...
+
+    @abstractmethod
+    async def _horizon(self) -> int:
+        """Versions at or below this were compacted away."""
+
+    @abstractmethod
+    async def _compact(self, keep: int) -> None: ...
+
+    @abstractmethod
+    async def resource_version(self) -> int:
+        """The newest committed global resourceVersion."""
+
+    # ------------------------------------------------------------------ helpers
+
+    def _notify(self) -> None:
+        """Wake every watcher: something was committed."""
+        event, self._changed = self._changed, asyncio.Event()
+        event.set()
+
+    def _to_stored(self, obj: Obj) -> Obj:
+        if obj.get("kind") != "Secret" or self.codec is None:
+            return obj
+        stored = {k: v for k, v in obj.items() if k not in ("data", "stringData")}
+        data = obj.get("data") or {}
+        stored["encryptedData"] = self.codec.encrypt(orjson.dumps(data))
+        return stored
+
+    def _from_stored(self, obj: Obj | None) -> Obj | None:
+        if obj is None or obj.get("kind") != "Secret" or "encryptedData" not in obj:
+            return obj
+        if self.codec is None:
+            raise RuntimeError("the store holds encrypted secrets but has no key to read them")
+        out = {k: v for k, v in obj.items() if k != "encryptedData"}
+        out["data"] = orjson.loads(self.codec.decrypt(obj["encryptedData"]))
+        return out
+
+    async def _mutate(self, key: Key, mutate: Mutate) -> tuple[Obj | None, Obj | None]:
+        def stored_mutate(current: Obj | None, rv: int) -> Obj | None:
+            new = mutate(self._from_stored(current), rv)
+            return None if new is None else self._to_stored(new)
+
+        old, new = await self._transact(key, stored_mutate)
+        self._notify()
+        return self._from_stored(old), self._from_stored(new)
+
+    # ---------------------------------------------------------------- the API
+
+    async def create(self, obj: Obj) -> Obj:
+        """Store a new object; fills uid, resourceVersion, generation, creationTimestamp."""
+        key = object_key(obj)
+        body = copy.deepcopy(obj)
+        _fold_string_data(body)
+
+        def mutate(current: Obj | None, rv: int) -> Obj:
+            if current is not None:
+                raise AlreadyExists(f"{key.kind} {key.name!r} already exists")
+            meta = body.setdefault("metadata", {})
+            meta["uid"] = str(uuid.uuid4())
+            meta["resourceVersion"] = str(rv)
+            meta["generation"] = 1
+            meta["creationTimestamp"] = now_rfc3339(self.clock)
+            meta.pop("deletionTimestamp", None)
+            if key.namespace:
+                meta["namespace"] = key.namespace
+            else:
+                meta.pop("namespace", None)
+            body.setdefault("status", {})
+            return body
+
+        _, new = await self._mutate(key, mutate)
+        assert new is not None
+        return new
+
+    async def get(self, kind: str, namespace: str, name: str) -> Obj:
+        found = await self._get(Key(kind, namespace, name))
+        if found is None:
+            raise NotFound(f"{kind} {name!r} not found" + (f" in cell {namespace!r}" if namespace else ""))
+        return found
+
+    async def _get(self, key: Key) -> Obj | None:
+        return self._from_stored(await self._read(key))
+
+    @abstractmethod
+    async def _read(self, key: Key) -> Obj | None:
+        """The stored body at key, or None."""
+
+    async def update(self, obj: Obj, *, subresource: Literal["status"] | None = None) -> Obj:
+        """Replace an object (spec, metadata) or, with ``subresource="status"``, its status.
+
+        A ``metadata.resourceVersion`` in ``obj`` must match the stored one (else 409); without one
+        the update is unconditional. ``generation`` goes up when the spec (or a Secret's data)
+        changes. Clearing the last finalizer of an object being deleted removes it.
+        """
+        key = object_key(obj)
+        incoming = copy.deepcopy(obj)
+        _fold_string_data(incoming)
+        want_rv = (incoming.get("metadata") or {}).get("resourceVersion")
+
+        def mutate(current: Obj | None, rv: int) -> Obj | None:
+            if current is None:
+                raise NotFound(f"{key.kind} {key.name!r} not found")
+            cur_meta = current["metadata"]
+            if want_rv not in (None, "", 0) and str(want_rv) != cur_meta["resourceVersion"]:
+                raise Conflict(
+                    f"{key.kind} {key.name!r} was modified: resourceVersion {want_rv} is stale "
+                    f"(now {cur_meta['resourceVersion']}); read it again and retry"
+                )
+            in_uid = (incoming.get("metadata") or {}).get("uid")
+            if in_uid and in_uid != cur_meta["uid"]:
+                raise Conflict(f"{key.kind} {key.name!r} uid mismatch: it was deleted and recreated")
+            if subresource == "status":
+                new = copy.deepcopy(current)
+                new["status"] = incoming.get("status") or {}
+            else:
+                new = {k: v for k, v in incoming.items() if k != "status"}
+                new["status"] = current.get("status") or {}
+                meta = dict(incoming.get("metadata") or {})
+                for managed in ("uid", "creationTimestamp", "generation", "deletionTimestamp"):
+                    if managed in cur_meta:
+                        meta[managed] = cur_meta[managed]
+                    else:
+                        meta.pop(managed, None)
+                meta["name"] = key.name
+                if key.namespace:
+                    meta["namespace"] = key.namespace
+                new["metadata"] = meta
+                if _desired(new) != _desired(current):
+                    meta["generation"] = int(cur_meta.get("generation", 1)) + 1
+                if meta.get("deletionTimestamp") and not meta.get("finalizers"):
+                    return None
+            new["metadata"]["resourceVersion"] = str(rv)
+            return new
+
+        old, new = await self._mutate(key, mutate)
+        if new is None:  # last finalizer gone: the object is deleted now
+            assert old is not None
+            return old
+        return new
+
+    async def delete(self, kind: str, namespace: str, name: str, *,
+                     resource_version: str | None = None) -> Obj:
+        """Delete now, or mark ``deletionTimestamp`` if finalizers remain. Returns the last body."""
+        key = Key(kind, namespace, name)
+
+        def mutate(current: Obj | None, rv: int) -> Obj | None:
+            if current is None:
+                raise NotFound(f"{kind} {name!r} not found")
+            if resource_version and resource_version != current["metadata"]["resourceVersion"]:
+                raise Conflict(f"{kind} {name!r} was modified since resourceVersion {resource_version}")
+            if current["metadata"].get("finalizers"):
+                if current["metadata"].get("deletionTimestamp"):
+                    return current  # already terminating; nothing changes
+                new = copy.deepcopy(current)
+                new["metadata"]["deletionTimestamp"] = now_rfc3339(self.clock)
+                new["metadata"]["resourceVersion"] = str(rv)
+                return new
+            return None
+
+        old, new = await self._mutate(key, mutate)
+        result = new if new is not None else old
+        assert result is not None
+        return result
+
+    async def list(
+        self,
+        kind: str,
+        namespace: str | None = None,
+        *,
+        selector: Selector | None = None,
+        limit: int | None = None,
+        continue_token: str | None = None,
+    ) -> ObjectList:
+        """Objects of a kind, ordered by (namespace, name); ``namespace=None`` means all cells."""
+        rv = await self.resource_version()
+        after = _decode_continue(continue_token) if continue_token else None
+        want = limit if limit and limit > 0 else None
+        batch = max(want or 500, 100)
+        items: list[Obj] = []
+        more = False
+        while True:
+            rows = await self._scan(kind, namespace, after, batch)
+            for row in rows:
+                obj = self._from_stored(row)
+                assert obj is not None
+                after = (obj["metadata"].get("namespace") or "", obj["metadata"]["name"])
+                if selector is not None and not selector.matches(obj["metadata"].get("labels")):
+                    continue
+                if want is not None and len(items) == want:
+                    more = True
+                    break
+                items.append(obj)
+            if more or len(rows) < batch:
+                break
+        token = None
+        if more and items:
+            last = items[-1]["metadata"]
+            token = _encode_continue(Key(kind, last.get("namespace") or "", last["name"]))
+        return ObjectList(items, rv, token)
+
+    async def watch(
+        self,
+        kind: str | None = None,
+        namespace: str | None = None,
+        *,
+        since: int,
+        selector: Selector | None = None,
+    ) -> AsyncIterator[Change]:
+        """Every change after version ``since``, in order, forever. 410 Gone if compacted."""
+        last = since
+        while True:
+            woken = self._changed
+            if last < await self._horizon():
+                raise Gone(f"resourceVersion {last} is too old; list again and watch from there")
+            changes = await self._changes_since(last, 1000)
+            if changes and changes[0].rv > last + 1 and last < await self._horizon():
+                raise Gone(f"resourceVersion {last} is too old; list again and watch from there")
+            for change in changes:
+                last = change.rv
+                obj = change.object
+                if kind is not None and obj["kind"] != kind:
+                    continue
+                if namespace is not None and (obj["metadata"].get("namespace") or "") != namespace:
+                    continue
+                if selector is not None and not selector.matches(obj["metadata"].get("labels")):
+                    continue
+                decoded = self._from_stored(obj)
+                assert decoded is not None
+                yield Change(change.rv, change.type, decoded)
+            if not changes:
+                try:
+                    await asyncio.wait_for(woken.wait(), self.settings.watch_poll_interval)
+                except TimeoutError:
+                    pass
+
+    async def compact(self) -> None:
+        """Trim the change log to ``settings.changelog_retention`` entries."""
+        await self._compact(self.settings.changelog_retention)
+
+    async def _compact_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.compact_interval)
+            try:
+                await self.compact()
+            except Exception:  # a failed compaction is retried next round
+                continue
+
+    # ------------------------------------------------------------ conveniences
+
+    async def update_with_retry(
+        self, kind: str, namespace: str, name: str,
+        change: Callable[[Obj], Awaitable[Obj | None] | Obj | None],
+        *, subresource: Literal["status"] | None = None, attempts: int = 20,
+    ) -> Obj | None:
+        """Read-modify-write with retries on 409: how controllers update status safely."""
+        for _ in range(attempts):
+            try:
+                current = await self.get(kind, namespace, name)
+            except NotFound:
+                return None
+            result = change(current)
+            new = await result if asyncio.iscoroutine(result) else result
+            if new is None:
+                return current
+            try:
+                return await self.update(new, subresource=subresource)  # type: ignore[arg-type]
+            except Conflict:
+                continue
+            except NotFound:
+                return None
+        raise Conflict(f"{kind} {name!r}: too many concurrent updates")
+
+
+def _desired(obj: Obj) -> Any:
+    """What ``generation`` tracks: everything but metadata and status."""
+    return {k: v for k, v in obj.items() if k not in ("metadata", "status", "apiVersion", "kind")}
+
+
+def _fold_string_data(obj: Obj) -> None:
+    """A Secret's ``stringData`` is write-only: merge it into ``data`` as base64."""
+    if obj.get("kind") != "Secret" or not obj.get("stringData"):
+        return
+    data = dict(obj.get("data") or {})
+    for k, v in obj.pop("stringData").items():
+        data[k] = base64.b64encode(str(v).encode()).decode()
+    obj["data"] = data
+
+
+__all__ = [
+    "Change",
+    "ChangeType",
+    "Key",
+    "Obj",
+    "ObjectList",
+    "SecretCodec",
+    "Store",
+    "StoreSettings",
+    "now_rfc3339",
+    "object_key",
+]

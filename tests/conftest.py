@@ -1,0 +1,3 @@
+"""Shared fixtures. Service URLs come from env with the machine's defaults."""
+
+from __future__ import annotations

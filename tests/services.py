@@ -1,0 +1,108 @@
+"""Where the external services of the test machine live, and how tests ask for them.
+
+Tests that need PostgreSQL, NATS or Redis call ``require_*()``: on a laptop without the service the
+test is skipped with a reason that names the address, while CI (``APIARY_REQUIRE_SERVICES=1``)
+turns the same situation into a failure, so a broken service can never pass as "all green".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import socket
+from collections.abc import AsyncIterator
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+
+DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
+DEFAULT_NATS = "nats://127.0.0.1:4222"
+DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
+
+
+def postgres_url() -> str:
+    """The PostgreSQL URL tests use (env ``APIARY_TEST_POSTGRES``)."""
+    return os.environ.get("APIARY_TEST_POSTGRES", DEFAULT_POSTGRES)
+
+
+def nats_url() -> str:
+    """The NATS URL tests use (env ``APIARY_TEST_NATS``)."""
+    return os.environ.get("APIARY_TEST_NATS", DEFAULT_NATS)
+
+
+def redis_url() -> str:
+    """The Redis URL tests use (env ``APIARY_TEST_REDIS``)."""
+    return os.environ.get("APIARY_TEST_REDIS", DEFAULT_REDIS)
+
+
+def services_required() -> bool:
+    """True when a missing service must fail the run instead of skipping (CI)."""
+    return os.environ.get("APIARY_REQUIRE_SERVICES", "") not in ("", "0", "false", "no")
+
+
+def _reachable(url: str, default_port: int) -> bool:
+    parts = urlsplit(url)
+    host = parts.hostname or "127.0.0.1"
+    port = parts.port or default_port
+    try:
+        with socket.create_connection((host, port), timeout=1.0):
+            return True
+    except OSError:
+        return False
+
+
+def _require(name: str, url: str, default_port: int) -> str:
+    if _reachable(url, default_port):
+        return url
+    reason = f"{name} not reachable at {url}"
+    if services_required():
+        pytest.fail(f"{reason} (APIARY_REQUIRE_SERVICES=1)", pytrace=False)
+    pytest.skip(reason)
+
+
+def require_postgres() -> str:
+    """The PostgreSQL URL if its port answers, else skip (or fail under CI)."""
+    return _require("PostgreSQL", postgres_url(), 5432)
+
+
+def require_nats() -> str:
+    """The NATS URL if its port answers, else skip (or fail under CI)."""
+    return _require("NATS", nats_url(), 4222)
+
+
+def require_redis() -> str:
+    """The Redis URL if its port answers, else skip (or fail under CI)."""
+    return _require("Redis", redis_url(), 6379)
+
+
+def _with_database(url: str, database: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, "/" + database, parts.query, parts.fragment))
+
+
+@contextlib.asynccontextmanager
+async def fresh_postgres_url() -> AsyncIterator[str]:
+    """Create a uniquely named database, yield its URL, drop it afterwards.
+
+    Each test run gets its own database so engineers and CI jobs running in parallel on the same
+    server never see each other's rows. The drop uses ``WITH (FORCE)`` so a connection leaked by a
+    failing test cannot keep the database alive.
+    """
+    import asyncpg
+
+    base = require_postgres()
+    name = f"apiary_test_{secrets.token_hex(6)}"
+    admin = await asyncpg.connect(_with_database(base, "postgres"))
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    try:
+        yield _with_database(base, name)
+    finally:
+        admin = await asyncpg.connect(_with_database(base, "postgres"))
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()

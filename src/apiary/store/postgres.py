@@ -1,0 +1,308 @@
+"""The PostgreSQL backend: the scaled-out mode's store, shared by every apiaryd replica.
+
+URL: ``postgresql://user@host:5432/db`` with optional ``pool_min_size`` / ``pool_max_size`` query
+parameters (other parameters, e.g. ``sslmode``, go to asyncpg unchanged).
+
+Watches must never miss a change, so the global resourceVersion is commit-ordered: every write
+transaction first does ``UPDATE rv_counter SET v = v + 1 RETURNING v`` on a single row. The row
+lock it takes is held to commit, so writers are serialized and a version only becomes visible after
+every smaller version is committed (or rolled back, which returns the number: versions are
+gap-free). A reader that has seen version N has therefore seen everything up to N.
+
+Other replicas learn of a commit through ``NOTIFY apiary_changes, '<rv>'``. It is issued inside the
+write transaction, which PostgreSQL delivers exactly when (and only if) the transaction commits;
+each store keeps one dedicated LISTEN connection that wakes its watchers, and re-establishes it
+(waking everyone, since notifications may have been missed) if the server drops it. The periodic
+poll in ``Store.watch`` remains the safety net.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import orjson
+
+from apiary.errors import BadRequest, Unavailable
+from apiary.store import migrations
+from apiary.store.base import (
+    Change,
+    ChangeType,
+    Clock,
+    Key,
+    Mutate,
+    Obj,
+    SecretCodec,
+    Store,
+    StoreSettings,
+)
+
+CHANNEL = "apiary_changes"
+_MIGRATION_LOCK = 0x41_50_49_41  # "APIA": one replica migrates at a time
+
+_WRITE_SQL = """
+WITH w AS (
+    INSERT INTO objects (kind, namespace, name, body, rv) VALUES ($1, $2, $3, $4, $5)
+    ON CONFLICT (kind, namespace, name) DO UPDATE SET body = EXCLUDED.body, rv = EXCLUDED.rv
+), c AS (
+    INSERT INTO changes (rv, type, kind, namespace, name, body) VALUES ($5, $6, $1, $2, $3, $4)
+)
+SELECT pg_notify('apiary_changes', $5::text)
+"""
+
+_DELETE_SQL = """
+WITH d AS (
+    DELETE FROM objects WHERE kind = $1 AND namespace = $2 AND name = $3
+), c AS (
+    INSERT INTO changes (rv, type, kind, namespace, name, body)
+    VALUES ($5, 'DELETED', $1, $2, $3, $4)
+)
+SELECT pg_notify('apiary_changes', $5::text)
+"""
+
+
+class _NoChange(Exception):
+    """mutate returned the current body unchanged: roll back, use no version."""
+
+    def __init__(self, current: Obj | None) -> None:
+        super().__init__("no change")
+        self.current = current
+
+
+def parse_postgres_url(url: str) -> tuple[str, int, int]:
+    """(dsn for asyncpg, pool min, pool max); our own query parameters are taken out."""
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in ("postgresql", "postgres"):
+        raise BadRequest(f"store URL {url!r}: scheme must be postgresql://")
+    pool_min, pool_max = 1, 10
+    rest: list[tuple[str, str]] = []
+    for name, value in parse_qsl(parts.query, keep_blank_values=True):
+        if name in ("pool_min_size", "pool_max_size"):
+            if not value.isdigit() or int(value) < (0 if name == "pool_min_size" else 1):
+                raise BadRequest(f"store URL parameter {name}={value!r}: a positive integer")
+            if name == "pool_min_size":
+                pool_min = int(value)
+            else:
+                pool_max = int(value)
+        else:
+            rest.append((name, value))
+    if pool_min > pool_max:
+        raise BadRequest(
+            f"store URL: pool_min_size={pool_min} is larger than pool_max_size={pool_max}"
+        )
+    dsn = urlunsplit(("postgresql", parts.netloc, parts.path, urlencode(rest), parts.fragment))
+    return dsn, pool_min, pool_max
+
+
+def _dumps(obj: Obj) -> str:
+    return orjson.dumps(obj).decode()
+
+
+class PostgresStore(Store):
+    """Durable store shared by replicas through one PostgreSQL database."""
+
+    def __init__(
+        self,
+        url: str,
+        settings: StoreSettings | None = None,
+        *,
+        codec: SecretCodec | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        super().__init__(settings, codec=codec, clock=clock)
+        self.dsn, self._pool_min, self._pool_max = parse_postgres_url(url)
+        self._pool: Any = None  # asyncpg.Pool
+        self._listener: Any = None  # asyncpg.Connection running LISTEN
+        self._relisten: asyncio.Task[None] | None = None
+        self._closing = False
+
+    # ------------------------------------------------------------------ plumbing
+
+    @contextlib.asynccontextmanager
+    async def _conn(self) -> AsyncIterator[Any]:
+        """A pooled connection; losing the server becomes a clear 503, not a driver traceback."""
+        import asyncpg
+
+        if self._pool is None:
+            raise RuntimeError("the PostgreSQL store is not open")
+        try:
+            async with self._pool.acquire() as conn:
+                yield conn
+        except (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError) as exc:
+            raise Unavailable(f"PostgreSQL store unavailable: {exc}") from exc
+
+    async def _open(self) -> None:
+        import asyncpg
+
+        self._closing = False
+        try:
+            self._pool = await asyncpg.create_pool(
+                self.dsn, min_size=self._pool_min, max_size=self._pool_max
+            )
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise Unavailable(f"cannot connect to PostgreSQL store: {exc}") from exc
+        try:
+            async with self._conn() as conn:
+                await self._migrate(conn)
+            await self._listen()
+        except BaseException:
+            await self._close()
+            raise
+
+    async def _migrate(self, conn: Any) -> None:
+        async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
+            await conn.execute(migrations.SCHEMA_MIGRATIONS_DDL)
+            applied = {int(r[0]) for r in await conn.fetch("SELECT version FROM schema_migrations")}
+            for step in migrations.pending(migrations.POSTGRES, applied):
+                for statement in step.statements:
+                    await conn.execute(statement)
+                await conn.execute(
+                    "INSERT INTO schema_migrations (version, description, applied_at)"
+                    " VALUES ($1, $2, now()::text)",
+                    step.version,
+                    step.description,
+                )
+
+    async def _listen(self) -> None:
+        import asyncpg
+
+        conn = await asyncpg.connect(self.dsn)
+        try:
+            await conn.add_listener(CHANNEL, self._on_notify)
+        except BaseException:
+            await conn.close()
+            raise
+        conn.add_termination_listener(self._on_listener_lost)
+        self._listener = conn
+
+    def _on_notify(self, conn: Any, pid: int, channel: str, payload: str) -> None:
+        self._notify()
+
+    def _on_listener_lost(self, conn: Any) -> None:
+        if self._closing or conn is not self._listener:
+            return
+        self._listener = None
+        self._relisten = asyncio.get_running_loop().create_task(
+            self._listen_again(), name="store-relisten"
+        )
+
+    async def _listen_again(self) -> None:
+        """Reconnect the LISTEN connection with backoff; wake watchers for what was missed."""
+        delay = 0.05
+        while not self._closing:
+            try:
+                await self._listen()
+            except Exception:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            self._notify()
+            return
+
+    async def _close(self) -> None:
+        self._closing = True
+        if self._relisten is not None:
+            self._relisten.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._relisten
+            self._relisten = None
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            with contextlib.suppress(Exception):
+                await listener.close(timeout=5)
+            if not listener.is_closed():
+                listener.terminate()
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            try:
+                await asyncio.wait_for(pool.close(), 10)
+            except (TimeoutError, Exception):
+                pool.terminate()
+
+    # ---------------------------------------------------------------- primitives
+
+    async def _transact(self, key: Key, mutate: Mutate) -> tuple[Obj | None, Obj | None]:
+        k = (key.kind, key.namespace, key.name)
+        try:
+            async with self._conn() as conn, conn.transaction():
+                rv = int(await conn.fetchval("UPDATE rv_counter SET v = v + 1 RETURNING v"))
+                text = await conn.fetchval(
+                    "SELECT body FROM objects WHERE kind = $1 AND namespace = $2 AND name = $3"
+                    " FOR UPDATE",
+                    *k,
+                )
+                current = orjson.loads(text) if text is not None else None
+                new = mutate(orjson.loads(text) if text is not None else None, rv)
+                if new == current:
+                    raise _NoChange(current)
+                if new is None:
+                    logged: Obj = orjson.loads(text)
+                    logged["metadata"]["resourceVersion"] = str(rv)
+                    await conn.execute(_DELETE_SQL, *k, _dumps(logged), rv)
+                else:
+                    change_type: ChangeType = "ADDED" if current is None else "MODIFIED"
+                    await conn.execute(_WRITE_SQL, *k, _dumps(new), rv, change_type)
+        except _NoChange as same:
+            return same.current, same.current
+        return current, new
+
+    async def _read(self, key: Key) -> Obj | None:
+        async with self._conn() as conn:
+            text = await conn.fetchval(
+                "SELECT body FROM objects WHERE kind = $1 AND namespace = $2 AND name = $3",
+                key.kind,
+                key.namespace,
+                key.name,
+            )
+        return None if text is None else orjson.loads(text)  # type: ignore[no-any-return]
+
+    async def _scan(
+        self, kind: str, namespace: str | None, after: tuple[str, str] | None, limit: int
+    ) -> list[Obj]:
+        sql = "SELECT body FROM objects WHERE kind = $1"
+        params: list[Any] = [kind]
+        if namespace is not None:
+            params.append(namespace)
+            sql += f" AND namespace = ${len(params)}"
+        if after is not None:
+            params.extend(after)
+            sql += f" AND (namespace, name) > (${len(params) - 1}, ${len(params)})"
+        params.append(limit)
+        sql += f" ORDER BY namespace, name LIMIT ${len(params)}"
+        async with self._conn() as conn:
+            rows = await conn.fetch(sql, *params)
+        return [orjson.loads(r[0]) for r in rows]
+
+    async def _changes_since(self, rv: int, limit: int) -> list[Change]:
+        async with self._conn() as conn:
+            rows = await conn.fetch(
+                "SELECT rv, type, body FROM changes WHERE rv > $1 ORDER BY rv LIMIT $2", rv, limit
+            )
+        return [Change(int(r[0]), r[1], orjson.loads(r[2])) for r in rows]
+
+    async def _horizon(self) -> int:
+        async with self._conn() as conn:
+            return int(await conn.fetchval("SELECT value FROM meta WHERE key = 'horizon'"))
+
+    async def _compact(self, keep: int) -> None:
+        async with self._conn() as conn, conn.transaction():
+            # FOR UPDATE on the horizon: replicas compacting at once take turns.
+            horizon = int(
+                await conn.fetchval("SELECT value FROM meta WHERE key = 'horizon' FOR UPDATE")
+            )
+            newest = int(await conn.fetchval("SELECT v FROM rv_counter"))
+            cutoff = newest - max(keep, 0)
+            if cutoff > horizon:
+                await conn.execute("DELETE FROM changes WHERE rv <= $1", cutoff)
+                await conn.execute("UPDATE meta SET value = $1 WHERE key = 'horizon'", cutoff)
+
+    async def resource_version(self) -> int:
+        async with self._conn() as conn:
+            return int(await conn.fetchval("SELECT v FROM rv_counter"))
+
+
+__all__ = ["CHANNEL", "PostgresStore", "parse_postgres_url"]

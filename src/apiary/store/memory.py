@@ -29,8 +29,9 @@ class MemoryStore(Store):
             current = self._objects.get(key)
             rv = self._rv + 1
             new = mutate(copy.deepcopy(current), rv)
-            if new is None and current is None:
-                return None, None
+            if new == current:  # nothing changes (e.g. deleting a terminating object)
+                same = copy.deepcopy(current)
+                return same, same
             self._rv = rv
             if new is None:
                 del self._objects[key]

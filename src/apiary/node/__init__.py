@@ -1,0 +1,34 @@
+"""The node side: running agent processes (launcher), their logs, and cleaning up after a crash.
+
+The node agent talks to the control plane over HTTP and the bus only; nothing here imports the
+store, the API or the controllers.
+"""
+
+from apiary.node.backoff import Backoff, BackoffPolicy
+from apiary.node.launcher import (
+    DroneProcess,
+    DroneRuntimeStatus,
+    LaunchError,
+    LaunchSpec,
+    Supervisor,
+    launch,
+)
+from apiary.node.logs import LogLine, LogWriter, drone_log_path, follow_logs, read_logs
+from apiary.node.orphans import reap_orphans
+
+__all__ = [
+    "Backoff",
+    "BackoffPolicy",
+    "DroneProcess",
+    "DroneRuntimeStatus",
+    "LaunchError",
+    "LaunchSpec",
+    "LogLine",
+    "LogWriter",
+    "Supervisor",
+    "drone_log_path",
+    "follow_logs",
+    "launch",
+    "read_logs",
+    "reap_orphans",
+]

@@ -1,0 +1,343 @@
+"""The generic object handlers: one set of functions for every kind, driven by the registry.
+
+Each handler reads the path and query, authorizes, admits (``apiary.resources.admit`` plus the
+server's own checks), talks to the store once or twice, and answers with orjson — no per-request
+pydantic models on the hot path.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import secrets
+import string
+import uuid
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from apiary.api import params
+from apiary.api.bodies import parse_body, read_body
+from apiary.api.cascade import cascade_delete
+from apiary.api.middleware import PRINCIPAL_KEY
+from apiary.api.responses import json_response
+from apiary.api.secrets import has_redacted, keep_redacted, redact
+from apiary.api.state import ApiState
+from apiary.api.watch import watch_response
+from apiary.errors import AlreadyExists, BadRequest, Conflict, FieldDetail, Invalid, NotFound
+from apiary.resources import API_VERSION, KindInfo, ValidationFailed, admit, kind_by_plural
+from apiary.store.base import now_rfc3339
+
+
+class MethodNotAllowed(BadRequest):
+    status = 405
+    code = "MethodNotAllowed"
+
+
+def _state(request: Request) -> ApiState:
+    state: ApiState = request.app.state.apiary
+    return state
+
+
+def _kind(plural: str, cell: str | None, *, listing_all: bool = False) -> KindInfo:
+    info = kind_by_plural(plural)
+    if info is None:
+        raise NotFound(
+            f"unknown resource type {plural!r} (known: cells, nodes, secrets, "
+            "agentspecs, hives, drones, sessions, events)"
+        )
+    if cell is None and info.namespaced and not listing_all:
+        raise NotFound(f"{plural} live in a cell: use /api/v1/cells/{{cell}}/{plural}")
+    if cell is not None and not info.namespaced:
+        raise NotFound(f"{plural} are cluster-scoped: use /api/v1/{plural}")
+    return info
+
+
+def _authorize(request: Request, verb: str, info: KindInfo, cell: str | None) -> None:
+    _state(request).authorizer.authorize(request.scope[PRINCIPAL_KEY], verb, info.kind, cell)
+
+
+def _out(obj: dict[str, Any], reveal: bool) -> dict[str, Any]:
+    return obj if reveal else redact(obj)
+
+
+def _reveal(request: Request, info: KindInfo, cell: str | None) -> bool:
+    if info.kind != "Secret" or not params.flag(request.query_params, "reveal"):
+        return False
+    _authorize(request, "reveal", info, cell)
+    return True
+
+
+async def _body(
+    request: Request, info: KindInfo, cell: str | None, name: str | None
+) -> dict[str, Any]:
+    """The request's object, with apiVersion/kind/namespace defaulted from the path."""
+    state = _state(request)
+    raw = await read_body(request, state.config.max_body_bytes)
+    obj = parse_body(raw, request.headers.get("content-type"))
+    if obj.get("kind") is None:
+        obj["kind"] = info.kind
+    elif obj["kind"] != info.kind:
+        raise BadRequest(f"kind: the body is a {obj['kind']!r} but the path is for {info.kind}")
+    obj.setdefault("apiVersion", API_VERSION)
+    meta = obj.get("metadata")
+    if meta is None:
+        meta = obj["metadata"] = {}
+    if not isinstance(meta, dict):
+        raise Invalid("metadata must be a mapping", [FieldDetail("metadata", "must be a mapping")])
+    body_ns = meta.get("namespace")
+    if cell is not None:
+        if body_ns not in (None, "", cell):
+            raise BadRequest(
+                f"metadata.namespace: the body names cell {body_ns!r} but the path "
+                f"names cell {cell!r}"
+            )
+        meta["namespace"] = cell
+    elif body_ns not in (None, ""):
+        raise BadRequest(f"metadata.namespace: {info.kind} is cluster-scoped and has no cell")
+    else:
+        meta.pop("namespace", None)
+    if name is not None:
+        if meta.get("name") in (None, ""):
+            meta["name"] = name
+        elif meta["name"] != name:
+            raise BadRequest(
+                f"metadata.name: the body names {meta['name']!r} but the path names {name!r}"
+            )
+    elif not meta.get("name") and isinstance(meta.get("generateName"), str):
+        suffix = "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(5))
+        meta["name"] = f"{meta['generateName']}{suffix}"
+    return obj
+
+
+def _admit(obj: dict[str, Any], strict: bool) -> tuple[dict[str, Any], list[str]]:
+    try:
+        admission = admit(obj, strict=strict)
+    except ValidationFailed as exc:
+        details = [FieldDetail(f, m) for f, m in exc.details]
+        meta = obj.get("metadata")
+        name = meta.get("name") if isinstance(meta, dict) else None
+        what = f"{obj.get('kind')} {name!r}" if isinstance(name, str) else str(obj.get("kind"))
+        summary = "; ".join(f"{d.field}: {d.message}" if d.field else d.message for d in details)
+        raise Invalid(f"{what} is invalid: {summary}", details) from None
+    return admission.object, list(admission.warnings)
+
+
+# ------------------------------------------------------------------------------------ reads
+
+
+async def list_objects(request: Request) -> Response:
+    cell = request.path_params.get("cell")
+    plural = request.path_params["plural"]
+    info = _kind(plural, cell, listing_all=cell is None)
+    _authorize(
+        request, "watch" if params.flag(request.query_params, "watch") else "list", info, cell
+    )
+    lp = params.list_params(request.query_params)
+    reveal = _reveal(request, info, cell)
+    namespace = cell if info.namespaced else None
+    state = _state(request)
+    if lp.watch:
+        return await watch_response(state, info, namespace, lp, reveal)
+    if lp.name is not None:
+        try:
+            found = [await state.store.get(info.kind, namespace or "", lp.name)]
+        except NotFound:
+            found = []
+        rv = await state.store.resource_version()
+        items, token = [o for o in found if lp.matches(o)], None
+    else:
+        listed = await state.store.list(
+            info.kind,
+            namespace,
+            selector=lp.selector,
+            limit=lp.limit,
+            continue_token=lp.continue_token,
+        )
+        rv, token = listed.resource_version, listed.continue_token
+        items = [o for o in listed.items if lp.matches(o)]
+    meta: dict[str, Any] = {"resourceVersion": str(rv)}
+    if token:
+        meta["continue"] = token
+    return json_response(
+        {
+            "apiVersion": API_VERSION,
+            "kind": f"{info.kind}List",
+            "metadata": meta,
+            "items": [_out(o, reveal) for o in items],
+        }
+    )
+
+
+async def get_object(request: Request) -> Response:
+    cell = request.path_params.get("cell")
+    info = _kind(request.path_params["plural"], cell)
+    _authorize(request, "get", info, cell)
+    reveal = _reveal(request, info, cell)
+    obj = await _state(request).store.get(info.kind, cell or "", request.path_params["name"])
+    return json_response(_out(obj, reveal))
+
+
+# ----------------------------------------------------------------------------------- writes
+
+
+async def create_object(request: Request) -> Response:
+    cell = request.path_params.get("cell")
+    plural = request.path_params["plural"]
+    info = kind_by_plural(plural)
+    if info is not None and info.namespaced and cell is None:
+        raise MethodNotAllowed(f"create {plural} in a cell: POST /api/v1/cells/{{cell}}/{plural}")
+    info = _kind(plural, cell)
+    _authorize(request, "create", info, cell)
+    state = _state(request)
+    q = request.query_params
+    strict, dry = params.flag(q, "strict"), params.dry_run(q)
+    reveal = _reveal(request, info, cell)
+    obj = await _body(request, info, cell, None)
+    obj.pop("status", None)  # status is written through /status, never on create
+    admitted, warnings = _admit(obj, strict)
+    admitted.pop("status", None)
+    async with state.quotas.admitting(admitted, creating=True):
+        if dry:
+            meta = admitted["metadata"]
+            try:
+                await state.store.get(info.kind, meta.get("namespace") or "", meta["name"])
+                raise AlreadyExists(f"{info.kind} {meta['name']!r} already exists")
+            except NotFound:
+                pass
+            stored = _as_created(admitted, now_rfc3339(state.store.clock))
+        else:
+            stored = await state.store.create(admitted)
+    return json_response(_out(stored, reveal), 201, warnings)
+
+
+def _as_created(obj: dict[str, Any], now: str) -> dict[str, Any]:
+    """What ``store.create`` would store, for a dry run (no resourceVersion: nothing was stored)."""
+    out = copy.deepcopy(obj)
+    meta = out["metadata"]
+    meta.update(uid=str(uuid.uuid4()), generation=1, creationTimestamp=now)
+    for managed in ("resourceVersion", "deletionTimestamp"):
+        meta.pop(managed, None)
+    if out.get("kind") == "Secret" and isinstance(out.get("stringData"), dict):
+        data = dict(out.get("data") or {})
+        for k, v in out.pop("stringData").items():
+            data[k] = base64.b64encode(str(v).encode()).decode()
+        out["data"] = data
+    out["status"] = {}
+    return out
+
+
+async def replace_object(request: Request) -> Response:
+    cell = request.path_params.get("cell")
+    name = request.path_params["name"]
+    info = _kind(request.path_params["plural"], cell)
+    _authorize(request, "update", info, cell)
+    state = _state(request)
+    q = request.query_params
+    strict, dry = params.flag(q, "strict"), params.dry_run(q)
+    reveal = _reveal(request, info, cell)
+    obj = await _body(request, info, cell, name)
+    admitted, warnings = _admit(obj, strict)
+    current: dict[str, Any] | None = None
+    if info.kind == "Secret" and has_redacted(admitted):
+        current = await state.store.get(info.kind, cell or "", name)
+        admitted = keep_redacted(admitted, current)
+    async with state.quotas.admitting(admitted, creating=False):
+        if dry:
+            current = current or await state.store.get(info.kind, cell or "", name)
+            stored = _as_updated(admitted, current)
+        else:
+            stored = await state.store.update(admitted)
+    return json_response(_out(stored, reveal), 200, warnings)
+
+
+def _as_updated(obj: dict[str, Any], current: dict[str, Any]) -> dict[str, Any]:
+    """What ``store.update`` would store, for a dry run; the same 409 checks apply."""
+    cur_meta = current["metadata"]
+    meta = obj.get("metadata") or {}
+    want = meta.get("resourceVersion")
+    if want not in (None, "", 0) and str(want) != cur_meta["resourceVersion"]:
+        raise Conflict(
+            f"{obj['kind']} {cur_meta['name']!r} was modified: resourceVersion {want} "
+            f"is stale (now {cur_meta['resourceVersion']}); read it again and retry"
+        )
+    out = {k: v for k, v in copy.deepcopy(obj).items() if k != "status"}
+    new_meta = dict(out.get("metadata") or {})
+    for managed in (
+        "uid",
+        "creationTimestamp",
+        "generation",
+        "deletionTimestamp",
+        "resourceVersion",
+    ):
+        if managed in cur_meta:
+            new_meta[managed] = cur_meta[managed]
+        else:
+            new_meta.pop(managed, None)
+    out["metadata"] = new_meta
+    out["status"] = current.get("status") or {}
+    return out
+
+
+async def delete_object(request: Request) -> Response:
+    cell = request.path_params.get("cell")
+    name = request.path_params["name"]
+    info = _kind(request.path_params["plural"], cell)
+    _authorize(request, "delete", info, cell)
+    state = _state(request)
+    q = request.query_params
+    want_rv = q.get("resourceVersion") or None
+    reveal = _reveal(request, info, cell)
+    if params.dry_run(q):
+        obj = await state.store.get(info.kind, cell or "", name)
+        if want_rv and want_rv != obj["metadata"]["resourceVersion"]:
+            raise Conflict(f"{info.kind} {name!r} was modified since resourceVersion {want_rv}")
+        if obj["metadata"].get("finalizers"):
+            obj["metadata"].setdefault("deletionTimestamp", now_rfc3339(state.store.clock))
+        return json_response(_out(obj, reveal))
+    last = await cascade_delete(state.store, info.kind, cell or "", name, resource_version=want_rv)
+    return json_response(_out(last, reveal))
+
+
+# ---------------------------------------------------------------------------------- status
+
+
+async def get_status(request: Request) -> Response:
+    return await get_object(request)
+
+
+async def replace_status(request: Request) -> Response:
+    cell = request.path_params.get("cell")
+    name = request.path_params["name"]
+    info = _kind(request.path_params["plural"], cell)
+    _authorize(request, "update/status", info, cell)
+    state = _state(request)
+    reveal = _reveal(request, info, cell)
+    obj = await _body(request, info, cell, name)
+    status = obj.get("status", {})
+    if not isinstance(status, dict):
+        raise Invalid(
+            f"{info.kind} {name!r} is invalid: status must be a mapping",
+            [FieldDetail("status", "must be a mapping")],
+        )
+    rv = obj["metadata"].get("resourceVersion")
+    if rv is not None and not isinstance(rv, str | int):
+        raise Invalid(
+            f"{info.kind} {name!r} is invalid: metadata.resourceVersion must be a string",
+            [FieldDetail("metadata.resourceVersion", "must be a string")],
+        )
+    if params.dry_run(request.query_params):
+        current = await state.store.get(info.kind, cell or "", name)
+        checked = _as_updated(
+            {**current, "metadata": {**current["metadata"], "resourceVersion": rv}}, current
+        )
+        return json_response(_out({**checked, "status": status}, reveal))
+    update = {
+        "apiVersion": API_VERSION,
+        "kind": info.kind,
+        "metadata": {"name": name, "resourceVersion": rv, **({"namespace": cell} if cell else {})},
+        "status": status,
+    }
+    stored = await state.store.update(update, subresource="status")
+    return json_response(_out(stored, reveal))

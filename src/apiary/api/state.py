@@ -1,0 +1,40 @@
+"""What every handler needs, built once per app: the store, config, guards and helpers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from apiary.api.auth import Authenticator, Authorizer
+from apiary.api.events import EventRecorder
+from apiary.api.metrics import ApiMetrics
+from apiary.api.quotas import QuotaGuard
+from apiary.store import Store
+
+
+@dataclass
+class ApiConfig:
+    """Knobs of the HTTP API."""
+
+    max_body_bytes: int = 1 << 20
+    """Largest request body accepted; more is refused with 413."""
+
+    bookmark_interval: float = 15.0
+    """Seconds between BOOKMARK lines on an idle watch stream."""
+
+    ready_timeout: float = 2.0
+    """How long ``/readyz`` waits for the store before answering 503."""
+
+
+@dataclass
+class ApiState:
+    store: Store
+    config: ApiConfig
+    authenticator: Authenticator
+    authorizer: Authorizer = field(default_factory=Authorizer)
+    metrics: ApiMetrics = field(default_factory=ApiMetrics)
+    quotas: QuotaGuard = field(init=False)
+    recorder: EventRecorder = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.quotas = QuotaGuard(self.store)
+        self.recorder = EventRecorder(self.store, component="apiary-apiserver")

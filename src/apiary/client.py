@@ -123,6 +123,10 @@ def normalize_server(server: str | None) -> str:
 # ---------------------------------------------------------------------------- helpers
 
 
+class WatchTimeout(errors.Unavailable):
+    """A watch saw no line (not even a bookmark) within its ``timeout``."""
+
+
 @dataclass
 class ApiResponse:
     """One successful HTTP answer: status, decoded JSON body (or text) and ``Warning`` headers."""
@@ -563,6 +567,8 @@ class ApiClient(_Base):
                     ev = self._event(line)
                     if ev is not None and (bookmarks or ev[0] != "BOOKMARK"):
                         yield ev
+        except httpx.ReadTimeout as exc:
+            raise WatchTimeout(f"watch: nothing from {self.server} within {timeout}s") from exc
         except httpx.HTTPError as exc:
             raise self._transport_error(exc) from exc
 
@@ -695,5 +701,7 @@ class AsyncApiClient(_Base):
                     ev = self._event(line)
                     if ev is not None and (bookmarks or ev[0] != "BOOKMARK"):
                         yield ev
+        except httpx.ReadTimeout as exc:
+            raise WatchTimeout(f"watch: nothing from {self.server} within {timeout}s") from exc
         except httpx.HTTPError as exc:
             raise self._transport_error(exc) from exc

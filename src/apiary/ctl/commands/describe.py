@@ -1,0 +1,157 @@
+"""``apiaryctl describe``: a human summary of one object, its conditions and its Events."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import typer
+
+from apiary import errors
+from apiary.ctl import output, tables
+from apiary.ctl.context import Ctl, get_ctl, split_ref
+from apiary.resources import KindInfo
+
+Obj = dict[str, Any]
+_SKIP_TOP = ("apiVersion", "kind", "metadata", "status")
+
+
+def _mapping(title: str, value: Any) -> list[str]:
+    if not isinstance(value, dict) or not value:
+        return [f"{title:<14}<none>"]
+    lines = []
+    for i, (k, v) in enumerate(value.items()):
+        lines.append(f"{(title if i == 0 else ''):<14}{k}={v}")
+    return lines
+
+
+def _block(title: str, value: Any) -> list[str]:
+    """``Title:`` then the value as indented YAML (complete: nothing is summarised away)."""
+    dumped = output.dump_yaml(value).rstrip("\n")
+    return [f"{title}:"] + ["  " + line for line in dumped.splitlines()]
+
+
+def _secret_data(obj: Obj) -> list[str]:
+    data = obj.get("data") or {}
+    lines = ["Data:"]
+    if not isinstance(data, dict) or not data:
+        return [*lines, "  <none>"]
+    for key, value in data.items():
+        try:
+            size = f"{len(base64.b64decode(str(value), validate=True))} bytes"
+        except (binascii.Error, ValueError):
+            size = "<redacted>"
+        lines.append(f"  {key}: {size}")
+    return lines
+
+
+def summary(obj: Obj, now: datetime) -> list[str]:
+    meta = obj.get("metadata") or {}
+    created = meta.get("creationTimestamp")
+    lines = [f"{'Name:':<14}{meta.get('name', '-')}", f"{'Kind:':<14}{obj.get('kind', '-')}"]
+    if meta.get("namespace"):
+        lines.append(f"{'Cell:':<14}{meta['namespace']}")
+    lines += _mapping("Labels:", meta.get("labels"))
+    lines += _mapping("Annotations:", meta.get("annotations"))
+    lines.append(f"{'Created:':<14}{created or '-'} ({tables.age(created, now)} ago)")
+    for key, label in (
+        ("uid", "UID:"),
+        ("resourceVersion", "Version:"),
+        ("generation", "Generation:"),
+    ):
+        if meta.get(key) is not None:
+            lines.append(f"{label:<14}{meta[key]}")
+    owners = meta.get("ownerReferences") or []
+    if owners:
+        lines.append(
+            f"{'Owned by:':<14}"
+            + ", ".join(f"{str(o.get('kind', '?')).lower()}/{o.get('name', '?')}" for o in owners)
+        )
+    if meta.get("finalizers"):
+        lines.append(f"{'Finalizers:':<14}{', '.join(meta['finalizers'])}")
+    if meta.get("deletionTimestamp"):
+        lines.append(f"{'Deleting:':<14}since {meta['deletionTimestamp']}")
+    for key, value in obj.items():
+        if key in _SKIP_TOP:
+            continue
+        if obj.get("kind") == "Secret" and key == "data":
+            lines += _secret_data(obj)
+        else:
+            lines += _block(key[:1].upper() + key[1:], value)
+    return lines + _status(obj, now)
+
+
+def _status(obj: Obj, now: datetime) -> list[str]:
+    status = obj.get("status") or {}
+    if not isinstance(status, dict) or not status:
+        return ["Status:       <none>"]
+    rest = {k: v for k, v in status.items() if k != "conditions"}
+    lines = _block("Status", rest) if rest else []
+    conds = status.get("conditions") or []
+    lines.append("Conditions:")
+    if not conds:
+        return [*lines, "  <none>"]
+    header = ["TYPE", "STATUS", "REASON", "AGE", "MESSAGE"]
+    rows = [
+        [
+            tables.text(c.get("type")),
+            tables.text(c.get("status")),
+            tables.text(c.get("reason")),
+            tables.age(c.get("lastTransitionTime"), now),
+            tables.text(c.get("message")),
+        ]
+        for c in conds
+        if isinstance(c, dict)
+    ]
+    return lines + ["  " + line for line in tables.render(rows, header)]
+
+
+def events_for(ctl: Ctl, info: KindInfo, name: str, now: datetime) -> list[str]:
+    """The object's Events, oldest first; a failure to list them does not fail describe."""
+    params = {"involvedObject.kind": info.kind, "involvedObject.name": name}
+    try:
+        listed = ctl.client().list("events", ctl.cell, not info.namespaced, params=params)
+    except (errors.Unavailable, errors.Unauthorized):
+        raise
+    except errors.ApiaryError as exc:
+        return ["Events:", f"  <unavailable: {exc.message}>"]
+    items = sorted(
+        listed.get("items") or [],
+        key=lambda e: str(e.get("lastTimestamp") or e.get("firstTimestamp") or ""),
+    )
+    if not items:
+        return ["Events:       <none>"]
+    header = ["TYPE", "REASON", "AGE", "COUNT", "FROM", "MESSAGE"]
+    rows = [
+        [
+            tables.text(e.get("type")),
+            tables.text(e.get("reason")),
+            tables.age(e.get("lastTimestamp") or e.get("firstTimestamp"), now),
+            tables.text(e.get("count")),
+            tables.text(tables.dig(e, "source", "component")),
+            tables.text(e.get("message")),
+        ]
+        for e in items
+    ]
+    return ["Events:"] + ["  " + line for line in tables.render(rows, header)]
+
+
+def describe_command(
+    kind: Annotated[str, typer.Argument(help="Kind (or KIND/NAME).")],
+    name: Annotated[str | None, typer.Argument(help="Object name.")] = None,
+) -> None:
+    """Show an object's metadata, spec, status, conditions and Events."""
+    ctl = get_ctl()
+    info, obj_name = split_ref(kind, name)
+    if not obj_name:
+        raise typer.BadParameter("describe needs a NAME", param_hint="NAME")
+    obj = ctl.client().get(info, obj_name, ctl.cell)
+    now = datetime.now(UTC)
+    for line in summary(obj, now) + events_for(ctl, info, obj_name, now):
+        output.out(line)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("describe")(describe_command)

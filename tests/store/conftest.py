@@ -13,11 +13,11 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from services import fresh_postgres_url
 from storekit import MakeStore, settings_for_tests
 
 from apiary.store import Store, StoreSettings, open_store
 from apiary.store.base import Clock, SecretCodec
+from services import fresh_postgres_url
 
 
 @pytest.fixture(params=["memory", "sqlite", "postgresql"])

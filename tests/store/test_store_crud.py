@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pytest
 from storekit import MakeStore, collect, hive
 
-from apiary.errors import AlreadyExists, Conflict, NotFound
+from apiary.errors import AlreadyExists, Conflict, Invalid, NotFound
 from apiary.store import Store
 
 
@@ -53,8 +53,12 @@ async def test_create_twice_is_already_exists_and_changes_nothing(store: Store) 
 async def test_same_name_in_other_namespace_or_kind_is_distinct(store: Store) -> None:
     await store.create(hive("a", "one"))
     await store.create(hive("a", "two"))
-    agent = {"apiVersion": "apiary.io/v1", "kind": "AgentSpec",
-             "metadata": {"name": "a", "namespace": "one"}, "spec": {}}
+    agent = {
+        "apiVersion": "apiary.io/v1",
+        "kind": "AgentSpec",
+        "metadata": {"name": "a", "namespace": "one"},
+        "spec": {},
+    }
     await store.create(agent)
     assert (await store.get("AgentSpec", "one", "a"))["kind"] == "AgentSpec"
     assert (await store.get("Hive", "two", "a"))["metadata"]["namespace"] == "two"
@@ -103,8 +107,9 @@ async def test_status_subresource_ignores_spec_and_update_ignores_status(store: 
 async def test_update_keeps_server_managed_fields(store: Store) -> None:
     obj = await store.create(hive("a"))
     forged = dict(obj)
-    forged["metadata"] = dict(obj["metadata"], creationTimestamp="1999-01-01T00:00:00Z",
-                              generation=42)
+    forged["metadata"] = dict(
+        obj["metadata"], creationTimestamp="1999-01-01T00:00:00Z", generation=42
+    )
     updated = await store.update(forged)
     assert updated["metadata"]["creationTimestamp"] == obj["metadata"]["creationTimestamp"]
     assert updated["metadata"]["generation"] == 1
@@ -120,7 +125,9 @@ async def test_stale_resource_version_is_conflict(store: Store) -> None:
     with pytest.raises(Conflict, match="stale"):
         await store.update(dict(obj, spec={"v": 2}))
     with pytest.raises(Conflict):
-        await store.delete("Hive", "default", "a", resource_version=obj["metadata"]["resourceVersion"])
+        await store.delete(
+            "Hive", "default", "a", resource_version=obj["metadata"]["resourceVersion"]
+        )
     unconditional = dict(obj, metadata=dict(obj["metadata"], resourceVersion=""), spec={"v": 3})
     assert (await store.update(unconditional))["spec"] == {"v": 3}
 
@@ -130,8 +137,7 @@ async def test_concurrent_updates_with_same_version_exactly_one_wins(store: Stor
     for round_ in range(15):
         current = await store.get("Hive", "default", "a")
         attempts = [dict(current, spec={"n": round_, "writer": w}) for w in range(4)]
-        results = await asyncio.gather(*(store.update(a) for a in attempts),
-                                       return_exceptions=True)
+        results = await asyncio.gather(*(store.update(a) for a in attempts), return_exceptions=True)
         wins = [r for r in results if isinstance(r, dict)]
         losses = [r for r in results if isinstance(r, Conflict)]
         assert len(wins) == 1 and len(losses) == 3, results
@@ -145,8 +151,10 @@ async def test_update_with_retry_applies_every_concurrent_increment(store: Store
         return dict(obj, spec={"n": obj["spec"]["n"] + 1})
 
     await asyncio.gather(
-        *(store.update_with_retry("Hive", "default", "counter", bump, attempts=100)
-          for _ in range(10))
+        *(
+            store.update_with_retry("Hive", "default", "counter", bump, attempts=100)
+            for _ in range(10)
+        )
     )
     assert (await store.get("Hive", "default", "counter"))["spec"]["n"] == 10
 
@@ -183,3 +191,11 @@ async def test_finalizers_hold_deletion_until_cleared(store: Store) -> None:
         await store.get("Hive", "default", "a")
     types = [c.type for c in await collect(store, 3, since=since)]
     assert types == ["MODIFIED", "MODIFIED", "DELETED"]
+
+
+async def test_a_body_without_kind_or_name_is_invalid_naming_the_field(store: Store) -> None:
+    with pytest.raises(Invalid) as caught:
+        await store.create({"apiVersion": "apiary.io/v1", "metadata": {}, "spec": {}})
+    assert [d.field for d in caught.value.details] == ["kind", "metadata.name"]
+    with pytest.raises(Invalid, match=r"metadata\.name"):
+        await store.update({"kind": "Hive", "metadata": {"namespace": "default"}})

@@ -62,14 +62,16 @@ async def test_list_across_namespaces_and_within_one(store: Store) -> None:
     assert everything.resource_version == await store.resource_version()
 
 
-async def _page_all(store: Store, limit: int, selector: str | None = None,
-                    between_pages: object = None) -> list[tuple[str, str]]:
+async def _page_all(
+    store: Store, limit: int, selector: str | None = None, between_pages: object = None
+) -> list[tuple[str, str]]:
     seen: list[tuple[str, str]] = []
     token: str | None = None
     pages = 0
     while True:
-        page = await store.list("Hive", None, selector=parse_selector(selector), limit=limit,
-                                continue_token=token)
+        page = await store.list(
+            "Hive", None, selector=parse_selector(selector), limit=limit, continue_token=token
+        )
         assert len(page.items) <= limit
         seen += [(o["metadata"]["namespace"], o["metadata"]["name"]) for o in page.items]
         pages += 1

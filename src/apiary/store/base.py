@@ -29,7 +29,7 @@ from typing import Any, Literal
 
 import orjson
 
-from apiary.errors import AlreadyExists, BadRequest, Conflict, Gone, NotFound
+from apiary.errors import AlreadyExists, BadRequest, Conflict, FieldDetail, Gone, Invalid, NotFound
 from apiary.store.selectors import Selector
 
 Obj = dict[str, Any]
@@ -94,7 +94,14 @@ def now_rfc3339(clock: Clock) -> str:
 
 
 def object_key(obj: Obj) -> Key:
+    """The key of a body; a body without kind or name is a 422 naming the field, not a KeyError."""
     meta = obj.get("metadata") or {}
+    missing = [
+        f for f, v in (("kind", obj.get("kind")), ("metadata.name", meta.get("name"))) if not v
+    ]
+    if missing:
+        details = [FieldDetail(f, "required") for f in missing]
+        raise Invalid(f"{', '.join(missing)} required", details)
     return Key(str(obj["kind"]), str(meta.get("namespace") or ""), str(meta["name"]))
 
 
@@ -171,8 +178,9 @@ class Store(ABC):
         Bodies cross this boundary in stored form (secrets encrypted)."""
 
     @abstractmethod
-    async def _scan(self, kind: str, namespace: str | None, after: tuple[str, str] | None,
-                    limit: int) -> list[Obj]: ...
+    async def _scan(
+        self, kind: str, namespace: str | None, after: tuple[str, str] | None, limit: int
+    ) -> list[Obj]: ...
 
     @abstractmethod
     async def _changes_since(self, rv: int, limit: int) -> list[Change]: ...
@@ -252,7 +260,9 @@ class Store(ABC):
     async def get(self, kind: str, namespace: str, name: str) -> Obj:
         found = await self._get(Key(kind, namespace, name))
         if found is None:
-            raise NotFound(f"{kind} {name!r} not found" + (f" in cell {namespace!r}" if namespace else ""))
+            raise NotFound(
+                f"{kind} {name!r} not found" + (f" in cell {namespace!r}" if namespace else "")
+            )
         return found
 
     async def _get(self, key: Key) -> Obj | None:
@@ -285,7 +295,9 @@ class Store(ABC):
                 )
             in_uid = (incoming.get("metadata") or {}).get("uid")
             if in_uid and in_uid != cur_meta["uid"]:
-                raise Conflict(f"{key.kind} {key.name!r} uid mismatch: it was deleted and recreated")
+                raise Conflict(
+                    f"{key.kind} {key.name!r} uid mismatch: it was deleted and recreated"
+                )
             if subresource == "status":
                 new = copy.deepcopy(current)
                 new["status"] = incoming.get("status") or {}
@@ -315,8 +327,9 @@ class Store(ABC):
             return old
         return new
 
-    async def delete(self, kind: str, namespace: str, name: str, *,
-                     resource_version: str | None = None) -> Obj:
+    async def delete(
+        self, kind: str, namespace: str, name: str, *, resource_version: str | None = None
+    ) -> Obj:
         """Delete now, or mark ``deletionTimestamp`` if finalizers remain. Returns the last body."""
         key = Key(kind, namespace, name)
 
@@ -324,7 +337,9 @@ class Store(ABC):
             if current is None:
                 raise NotFound(f"{kind} {name!r} not found")
             if resource_version and resource_version != current["metadata"]["resourceVersion"]:
-                raise Conflict(f"{kind} {name!r} was modified since resourceVersion {resource_version}")
+                raise Conflict(
+                    f"{kind} {name!r} was modified since resourceVersion {resource_version}"
+                )
             if current["metadata"].get("finalizers"):
                 if current["metadata"].get("deletionTimestamp"):
                     return current  # already terminating; nothing changes
@@ -425,9 +440,14 @@ class Store(ABC):
     # ------------------------------------------------------------ conveniences
 
     async def update_with_retry(
-        self, kind: str, namespace: str, name: str,
+        self,
+        kind: str,
+        namespace: str,
+        name: str,
         change: Callable[[Obj], Awaitable[Obj | None] | Obj | None],
-        *, subresource: Literal["status"] | None = None, attempts: int = 20,
+        *,
+        subresource: Literal["status"] | None = None,
+        attempts: int = 20,
     ) -> Obj | None:
         """Read-modify-write with retries on 409: how controllers update status safely."""
         for _ in range(attempts):

@@ -41,24 +41,30 @@ class MemoryStore(Store):
                 self._changes.append(Change(rv, "DELETED", gone))
             else:
                 self._objects[key] = copy.deepcopy(new)
-                self._changes.append(Change(rv, "ADDED" if current is None else "MODIFIED",
-                                            copy.deepcopy(new)))
+                self._changes.append(
+                    Change(rv, "ADDED" if current is None else "MODIFIED", copy.deepcopy(new))
+                )
             return current, new
 
     async def _read(self, key: Key) -> Obj | None:
         found = self._objects.get(key)
         return copy.deepcopy(found) if found is not None else None
 
-    async def _scan(self, kind: str, namespace: str | None, after: tuple[str, str] | None,
-                    limit: int) -> list[Obj]:
-        keys = sorted(k for k in self._objects
-                      if k.kind == kind and (namespace is None or k.namespace == namespace)
-                      and (after is None or (k.namespace, k.name) > after))
+    async def _scan(
+        self, kind: str, namespace: str | None, after: tuple[str, str] | None, limit: int
+    ) -> list[Obj]:
+        keys = sorted(
+            k
+            for k in self._objects
+            if k.kind == kind
+            and (namespace is None or k.namespace == namespace)
+            and (after is None or (k.namespace, k.name) > after)
+        )
         return [copy.deepcopy(self._objects[k]) for k in keys[:limit]]
 
     async def _changes_since(self, rv: int, limit: int) -> list[Change]:
         i = bisect.bisect_right([c.rv for c in self._changes], rv)
-        return self._changes[i:i + limit]
+        return self._changes[i : i + limit]
 
     async def _horizon(self) -> int:
         return self._compacted

@@ -1,0 +1,316 @@
+"""The Hive reconciler: a Hive becomes drones, one group per stage, and reports how that goes.
+
+Per pass: read the Hive, its Cell, the AgentSpecs its stages name, and the drones it owns;
+sync each stage group (:mod:`apiary.controllers.rollout`); delete drones of stages that no longer
+exist; write ``status`` only when it differs. A stage whose AgentSpec does not exist (yet) gets no
+new drones and turns ``ResolvedRefs`` False — not an error: the AgentSpec's creation requeues the
+Hive. Drones an existing stage already runs are left alone when its AgentSpec disappears (they
+carry their own copy of it), just as deleting a ConfigMap does not kill pods.
+
+Status: ``phase`` Pending (nothing Ready yet) | Running (every wanted drone Ready) | Degraded
+(partly Ready, a drone Failed, or a stage unresolved); ``replicas``/``readyReplicas``;
+``stages[]`` with ``wanted``/``ready``/``current``/``updated``/``templateHash``; conditions
+``Ready``, ``Progressing``, ``ResolvedRefs``; ``observedGeneration``.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from typing import Any
+
+from apiary.controllers.events import WARNING, EventRecorder
+from apiary.controllers.meta import (
+    LABEL_AGENTSPEC,
+    LABEL_HIVE,
+    LABEL_STAGE,
+    Obj,
+    QuantityError,
+    controller_ref,
+    is_owned_by,
+    set_condition,
+    terminating,
+)
+from apiary.controllers.rollout import Group, GroupResult, sync_group
+from apiary.controllers.settings import QueenSettings
+from apiary.controllers.templates import Stage, drone_template, hive_stages
+from apiary.errors import Conflict, NotFound
+from apiary.store import Store, parse_selector
+
+log = logging.getLogger("apiary.controllers.hive")
+
+
+class FailureMemo:
+    """Remembers which drone failures were already reported, so a Failed drone seen on every
+    resync yields one DroneFailed event per failure (uid, restartCount), not one per pass."""
+
+    def __init__(self, limit: int = 10_000) -> None:
+        self._seen: dict[tuple[str, Any], None] = {}
+        self._limit = limit
+
+    def first_time(self, drone: Obj) -> bool:
+        key = (str(drone["metadata"].get("uid")), (drone.get("status") or {}).get("restartCount"))
+        if key in self._seen:
+            return False
+        self._seen[key] = None
+        if len(self._seen) > self._limit:
+            self._seen.pop(next(iter(self._seen)))
+        return True
+
+
+async def get_or_none(store: Store, kind: str, namespace: str, name: str) -> Obj | None:
+    try:
+        return await store.get(kind, namespace, name)
+    except NotFound:
+        return None
+
+
+def claimer(store: Store, kind: str, owner: Obj) -> Any:
+    """A claim callable: a resourceVersion-conditioned no-op status write of the owner, which
+    fails with Conflict when another controller acted on the owner since we read it."""
+
+    async def claim() -> None:
+        await store.update(
+            {
+                "apiVersion": owner.get("apiVersion"),
+                "kind": kind,
+                "metadata": {
+                    "name": owner["metadata"]["name"],
+                    "namespace": owner["metadata"]["namespace"],
+                    "resourceVersion": owner["metadata"]["resourceVersion"],
+                },
+                "status": owner.get("status") or {},
+            },
+            subresource="status",
+        )
+
+    return claim
+
+
+async def report_group(
+    events: EventRecorder,
+    memo: FailureMemo,
+    owner: Obj,
+    stage: str,
+    result: GroupResult,
+    rolling: bool,
+) -> None:
+    label = f"stage {stage}" if stage else "standalone drones"
+    if result.created:
+        reason = "RollingUpdate" if rolling else "ScalingUp"
+        await events.record(
+            owner,
+            reason,
+            f"{label}: creating drones towards {result.wanted} (template {result.template_hash})",
+        )
+    if result.deleted and not rolling:
+        await events.record(owner, "ScalingDown", f"{label}: scaled down to {result.wanted}")
+    for drone in result.failed:
+        if memo.first_time(drone):
+            status = drone.get("status") or {}
+            why = status.get("reason") or "unknown"
+            detail = status.get("message")
+            await events.record(
+                owner,
+                "DroneFailed",
+                f"drone {drone['metadata']['name']} failed: {why}"
+                + (f" ({detail})" if detail else "")
+                + f", restarts {status.get('restartCount', 0)}",
+                type=WARNING,
+            )
+
+
+class HiveReconciler:
+    def __init__(self, store: Store, settings: QueenSettings, events: EventRecorder) -> None:
+        self.store = store
+        self.settings = settings
+        self.events = events
+        self.failures = FailureMemo()
+
+    async def reconcile(self, namespace: str, name: str) -> None:
+        hive = await get_or_none(self.store, "Hive", namespace, name)
+        selector = parse_selector(f"{LABEL_HIVE}={name}")
+        drones = (await self.store.list("Drone", namespace, selector=selector)).items
+        if hive is None:
+            await self._collect_orphans(drones, name)
+            return
+        if terminating(hive):
+            return
+        owned = [d for d in drones if is_owned_by(d, hive)]
+        cell = await get_or_none(self.store, "Cell", "", namespace)
+        stages, problems = hive_stages(hive)
+        specs: dict[str, Obj | None] = {}
+        results: list[tuple[Stage, GroupResult]] = []
+        unresolved: list[str] = []
+        claim = claimer(self.store, "Hive", hive)
+        for stage in stages:
+            if stage.agent_ref not in specs:
+                specs[stage.agent_ref] = await get_or_none(
+                    self.store, "AgentSpec", namespace, stage.agent_ref
+                )
+            agentspec = specs[stage.agent_ref]
+            template: Obj | None = None
+            if agentspec is None:
+                unresolved.append(
+                    f"{stage.field}.agentRef: AgentSpec {stage.agent_ref!r} "
+                    f"not found in cell {namespace!r}"
+                )
+            else:
+                try:
+                    template = drone_template(agentspec, cell=cell, hive=hive, stage=stage)
+                except QuantityError as exc:
+                    unresolved.append(f"{stage.field}: {exc}")
+            mine = [
+                d
+                for d in owned
+                if (d["metadata"].get("labels") or {}).get(LABEL_STAGE) == stage.name
+            ]
+            group = Group(
+                owner=hive,
+                name_parts=(name, stage.name),
+                labels={
+                    LABEL_HIVE: name,
+                    LABEL_STAGE: stage.name,
+                    LABEL_AGENTSPEC: stage.agent_ref,
+                },
+                wanted=stage.replicas,
+                template=template,
+            )
+            result = await sync_group(
+                self.store,
+                group,
+                mine,
+                max_surge_percent=self.settings.rollout.max_surge_percent,
+                claim=claim,
+            )
+            rolling = any(
+                (d.get("spec") or {}).get("templateHash") != result.template_hash
+                for d in mine
+                if not terminating(d)
+            )
+            await report_group(self.events, self.failures, hive, stage.name, result, rolling)
+            results.append((stage, result))
+        await self._drop_removed_stages(hive, owned, {s.name for s in stages})
+        problems_text = [f"{f}: {m}" for f, m in problems] + unresolved
+        await self._write_status(hive, results, problems_text)
+
+    async def _drop_removed_stages(self, hive: Obj, owned: list[Obj], names: set[str]) -> None:
+        gone = [
+            d
+            for d in owned
+            if (d["metadata"].get("labels") or {}).get(LABEL_STAGE) not in names
+            and not terminating(d)
+        ]
+        for drone in gone:
+            try:
+                await self.store.delete(
+                    "Drone", drone["metadata"]["namespace"], drone["metadata"]["name"]
+                )
+            except NotFound:
+                pass
+        if gone:
+            await self.events.record(
+                hive, "ScalingDown", f"removed {len(gone)} drones of stages no longer in the spec"
+            )
+
+    async def _collect_orphans(self, drones: list[Obj], hive_name: str) -> None:
+        """The Hive is gone: delete the drones it controlled (the API's cascade may have been
+        interrupted)."""
+        for drone in drones:
+            ref = controller_ref(drone)
+            if ref is None or ref.get("kind") != "Hive" or ref.get("name") != hive_name:
+                continue
+            try:
+                await self.store.delete(
+                    "Drone", drone["metadata"]["namespace"], drone["metadata"]["name"]
+                )
+            except NotFound:
+                pass
+
+    async def _write_status(
+        self, hive: Obj, results: list[tuple[Stage, GroupResult]], problems: list[str]
+    ) -> None:
+        now = self.settings.clock()
+        wanted = sum(r.wanted for _, r in results)
+        ready = sum(min(r.ready, r.wanted) for _, r in results)
+        failed = sum(len(r.failed) for _, r in results)
+        settled = all(r.settled for _, r in results) and not problems
+        if problems and ready == 0 and wanted > 0:
+            phase = "Pending"
+        elif settled and failed == 0:
+            phase = "Running"
+        elif ready == 0 and failed == 0 and not problems:
+            phase = "Pending"
+        else:
+            phase = "Degraded"
+        stages_status = [
+            {
+                "name": s.name,
+                "agentRef": s.agent_ref,
+                "wanted": r.wanted,
+                "ready": r.ready,
+                "current": r.current,
+                "updated": r.updated,
+                "templateHash": r.template_hash,
+            }
+            for s, r in results
+        ]
+
+        def change(current: Obj) -> Obj | None:
+            status = copy.deepcopy(current.get("status") or {})
+            conds = list(status.get("conditions") or [])
+            conds = set_condition(
+                conds,
+                "ResolvedRefs",
+                not problems,
+                "InvalidReferences" if problems else "Resolved",
+                "; ".join(problems) if problems else "all AgentSpecs resolved",
+                now,
+            )
+            ready_ok = ready >= wanted and not problems
+            conds = set_condition(
+                conds,
+                "Ready",
+                ready_ok,
+                "AllDronesReady" if ready_ok else "DronesNotReady",
+                f"{ready}/{wanted} drones ready",
+                now,
+            )
+            conds = set_condition(
+                conds,
+                "Progressing",
+                not settled,
+                "Complete" if settled else "Updating",
+                "all stages at their wanted template and size"
+                if settled
+                else "creating, replacing or waiting for drones",
+                now,
+            )
+            status.update(
+                {
+                    "phase": phase,
+                    "observedGeneration": hive["metadata"]["generation"],
+                    "replicas": wanted,
+                    "readyReplicas": ready,
+                    "stages": stages_status,
+                    "conditions": conds,
+                }
+            )
+            if status == current.get("status"):
+                return None
+            current["status"] = status
+            return current
+
+        try:
+            await self.store.update_with_retry(
+                "Hive",
+                hive["metadata"]["namespace"],
+                hive["metadata"]["name"],
+                change,
+                subresource="status",
+            )
+        except Conflict:  # pragma: no cover - 20 conflicts in a row: the next pass writes it
+            log.warning("hive %s: status write kept conflicting", hive["metadata"]["name"])
+
+
+__all__ = ["FailureMemo", "HiveReconciler", "claimer", "get_or_none", "report_group"]

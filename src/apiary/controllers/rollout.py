@@ -1,0 +1,182 @@
+"""Keeping one group of identical drones at its wanted size, with rolling replacement.
+
+A group is a Hive stage or an AgentSpec's standalone drones. Drones are named
+``{owner}-{stage}-{templateHash}-{ordinal}``: deterministic, so two controllers racing to create
+the same drone collide on the name (AlreadyExists, harmless) instead of making duplicates; and a
+template change produces new names, so old and new drones coexist during a rollout.
+
+Rules, applied on every pass (level-triggered, idempotent):
+
+* current-template drones with ordinal ≥ wanted are deleted (scale down removes the highest);
+* old-template drones that are not Ready are deleted at once (they serve nothing);
+* an old-template Ready drone is deleted only while the Ready drones that remain are still at
+  least ``wanted`` — a rollout never dips below the wanted count of Ready drones;
+* missing current-template ordinals are created, but while old drones remain the group may not
+  exceed ``wanted + surge`` drones (surge = ``max_surge_percent`` of wanted, at least one).
+
+Before deleting a Ready drone the pass *claims* the owner with a resourceVersion-conditioned write,
+so of two controllers looking at the same state only one deletes.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from apiary.controllers.meta import (
+    LABEL_TEMPLATE,
+    Obj,
+    dns_name,
+    owner_reference,
+    terminating,
+)
+from apiary.controllers.templates import template_hash
+from apiary.errors import AlreadyExists, Conflict, NotFound
+from apiary.resources import API_VERSION
+from apiary.store import Store
+
+log = logging.getLogger("apiary.controllers.rollout")
+
+Claim = Callable[[], Awaitable[None]]
+
+
+@dataclass
+class Group:
+    """What one group wants."""
+
+    owner: Obj
+    name_parts: tuple[str, ...]
+    labels: dict[str, str]
+    wanted: int
+    template: Obj | None
+    """None when the template cannot be resolved: existing drones are then left alone."""
+
+
+@dataclass
+class GroupResult:
+    wanted: int
+    ready: int = 0
+    current: int = 0
+    updated: int = 0
+    template_hash: str | None = None
+    created: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+    failed: list[Obj] = field(default_factory=list)
+
+    @property
+    def settled(self) -> bool:
+        """All wanted drones exist with the current template, are Ready, and nothing else."""
+        return (
+            self.template_hash is not None
+            and self.updated == self.wanted
+            and self.current == self.wanted
+            and self.ready >= self.wanted
+        )
+
+
+def is_ready(drone: Obj) -> bool:
+    return (drone.get("status") or {}).get("ready") is True
+
+
+def ordinal_of(drone: Obj) -> int:
+    value = (drone.get("spec") or {}).get("ordinal")
+    return value if isinstance(value, int) and not isinstance(value, bool) else 1 << 30
+
+
+def _deletion_order(drone: Obj) -> tuple[int, str]:
+    return (-ordinal_of(drone), str(drone["metadata"]["name"]))
+
+
+def drone_name(parts: tuple[str, ...], thash: str, ordinal: int) -> str:
+    return dns_name(*parts, suffix=f"{thash}-{ordinal}")
+
+
+async def sync_group(
+    store: Store, group: Group, drones: list[Obj], *, max_surge_percent: int, claim: Claim
+) -> GroupResult:
+    """Act once towards the wanted state of ``group`` given its current ``drones``."""
+    alive = [d for d in drones if not terminating(d)]
+    result = GroupResult(
+        wanted=group.wanted, current=len(alive), ready=sum(1 for d in alive if is_ready(d))
+    )
+    result.failed = [d for d in alive if (d.get("status") or {}).get("phase") == "Failed"]
+    if group.template is None:
+        return result
+    thash = template_hash(group.template)
+    result.template_hash = thash
+    current: dict[int, Obj] = {}
+    old: list[Obj] = []
+    for drone in alive:
+        if (drone.get("spec") or {}).get("templateHash") == thash:
+            current[ordinal_of(drone)] = drone
+        else:
+            old.append(drone)
+    surplus = sorted((d for o, d in current.items() if o >= group.wanted), key=_deletion_order)
+    kept = {o: d for o, d in current.items() if o < group.wanted}
+    result.updated = len(kept)
+
+    old_unready = sorted((d for d in old if not is_ready(d)), key=_deletion_order)
+    old_ready = sorted((d for d in old if is_ready(d)), key=_deletion_order)
+    new_ready = sum(1 for d in kept.values() if is_ready(d))
+    retire = old_ready[: max(0, new_ready + len(old_ready) - group.wanted)]
+
+    claimed = False
+    for drone in [*surplus, *old_unready, *retire]:
+        if is_ready(drone) and not claimed:
+            await claim()
+            claimed = True
+        if await _delete(store, drone):
+            result.deleted.append(drone["metadata"]["name"])
+
+    remaining_old = len(old) - len(old_unready) - len(retire)
+    if remaining_old:
+        surge = max(1, math.ceil(group.wanted * max_surge_percent / 100))
+        budget = group.wanted + surge - len(kept) - remaining_old
+    else:
+        budget = group.wanted
+    missing = [o for o in range(group.wanted) if o not in kept][: max(0, budget)]
+    for ordinal in missing:
+        name = await _create(store, group, thash, ordinal)
+        if name is not None:
+            result.created.append(name)
+    return result
+
+
+async def _delete(store: Store, drone: Obj) -> bool:
+    meta = drone["metadata"]
+    try:
+        await store.delete(
+            "Drone", meta["namespace"], meta["name"], resource_version=meta["resourceVersion"]
+        )
+        return True
+    except NotFound:
+        return False
+    except Conflict:
+        # it changed since we looked (became Ready, got placed...): the next pass decides again
+        log.debug("drone %s changed before deletion; deferring", meta["name"])
+        return False
+
+
+async def _create(store: Store, group: Group, thash: str, ordinal: int) -> str | None:
+    assert group.template is not None
+    owner = group.owner
+    name = drone_name(group.name_parts, thash, ordinal)
+    drone: Obj = {
+        "apiVersion": API_VERSION,
+        "kind": "Drone",
+        "metadata": {
+            "name": name,
+            "namespace": owner["metadata"]["namespace"],
+            "labels": {**group.labels, LABEL_TEMPLATE: thash},
+            "ownerReferences": [owner_reference(owner)],
+        },
+        "spec": {**group.template, "templateHash": thash, "ordinal": ordinal},
+        "status": {"phase": "Pending", "ready": False},
+    }
+    try:
+        await store.create(drone)
+        return name
+    except AlreadyExists:
+        return None

@@ -1,0 +1,227 @@
+"""The Queen: every reconciler, driven by one store watch plus periodic resyncs.
+
+``run_controllers(store, settings, stop)`` is what apiaryd supervises. Inside:
+
+* a watcher follows ``store.watch`` from the version read before the initial listing (so nothing
+  between the listing and the watch is missed) and maps changes to work: Hive → that Hive;
+  AgentSpec → its standalone drones and every Hive of its Cell; Drone → its owner, and a
+  scheduling pass; Node → scheduling and lease checks; Cell → everything in it. A 410 Gone
+  re-lists everything.
+* workers take keys from a de-duplicating queue (:mod:`apiary.controllers.workqueue`); a failed
+  reconcile is retried with exponential backoff;
+* the scheduler, the node lease monitor and the garbage collector run as periodic loops that a
+  change can wake early;
+* every ``loop.resync_period`` all Hives and AgentSpecs are queued again (level-triggered: a
+  missed event costs latency, never correctness).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+
+from apiary.controllers.agentspec import AgentSpecReconciler
+from apiary.controllers.events import EventRecorder
+from apiary.controllers.gc import GarbageCollector
+from apiary.controllers.hive import HiveReconciler
+from apiary.controllers.meta import controller_ref
+from apiary.controllers.nodes import NodeController
+from apiary.controllers.scheduler import Scheduler
+from apiary.controllers.settings import QueenSettings
+from apiary.controllers.workqueue import WorkQueue
+from apiary.errors import Gone
+from apiary.store import Change, Store
+
+log = logging.getLogger("apiary.controllers")
+
+Key = tuple[str, str, str]  # (kind, namespace, name)
+
+
+class Queen:
+    """All controllers over one store. ``run`` drives them; ``sync_once`` is one full pass."""
+
+    def __init__(self, store: Store, settings: QueenSettings | None = None) -> None:
+        self.store = store
+        self.settings = settings or QueenSettings()
+        self.events = EventRecorder(store, self.settings)
+        self.hives = HiveReconciler(store, self.settings, self.events)
+        self.agentspecs = AgentSpecReconciler(store, self.settings, self.events)
+        self.scheduler = Scheduler(store, self.settings, self.events)
+        self.nodes = NodeController(store, self.settings, self.events)
+        self.gc = GarbageCollector(store, self.settings)
+        self.queue: WorkQueue[Key] = WorkQueue()
+        self._kick_scheduler = asyncio.Event()
+        self._kick_nodes = asyncio.Event()
+        self._failures: dict[Key, int] = {}
+        self._timers: set[asyncio.TimerHandle] = set()
+
+    # ------------------------------------------------------------------ one pass
+
+    async def reconcile(self, key: Key) -> None:
+        kind, namespace, name = key
+        if kind == "Hive":
+            await self.hives.reconcile(namespace, name)
+        elif kind == "AgentSpec":
+            await self.agentspecs.reconcile(namespace, name)
+            for hive in (await self.store.list("Hive", namespace)).items:
+                if _references(hive, name):
+                    self.queue.add(("Hive", namespace, hive["metadata"]["name"]))
+        elif kind == "Cell":
+            await self._enqueue_all(name)
+
+    async def sync_once(self) -> None:
+        """Reconcile every Hive and AgentSpec, check leases, schedule, collect garbage — once,
+        in that order. Tests and tools use it; the running Queen does the same continuously."""
+        for kind in ("AgentSpec", "Hive"):
+            for obj in (await self.store.list(kind)).items:
+                await self.reconcile((kind, obj["metadata"]["namespace"], obj["metadata"]["name"]))
+        await self.nodes.run_once()
+        await self.scheduler.run_once()
+        await self.gc.run_once()
+
+    async def _enqueue_all(self, namespace: str | None = None) -> None:
+        for kind in ("AgentSpec", "Hive"):
+            for obj in (await self.store.list(kind, namespace)).items:
+                self.queue.add((kind, obj["metadata"]["namespace"], obj["metadata"]["name"]))
+        self._kick_scheduler.set()
+
+    # ------------------------------------------------------------------ running
+
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        """Run until ``stop`` is set (or the task is cancelled); leaves no task behind."""
+        loop = self.settings.loop
+        tasks = [
+            asyncio.create_task(self._watch(), name="queen-watch"),
+            asyncio.create_task(self._resync(), name="queen-resync"),
+            asyncio.create_task(
+                self._periodic(
+                    self.scheduler.run_once, self.settings.scheduler.period, self._kick_scheduler
+                ),
+                name="queen-scheduler",
+            ),
+            asyncio.create_task(
+                self._periodic(
+                    self.nodes.run_once, self.settings.nodes.monitor_period, self._kick_nodes
+                ),
+                name="queen-nodes",
+            ),
+            asyncio.create_task(
+                self._periodic(self.gc.run_once, self.settings.gc.period, None), name="queen-gc"
+            ),
+        ]
+        tasks += [
+            asyncio.create_task(self._worker(), name=f"queen-worker-{i}")
+            for i in range(max(1, loop.workers))
+        ]
+        try:
+            if stop is None:
+                await asyncio.gather(*tasks)
+            else:
+                await stop.wait()
+        finally:
+            for task in tasks:
+                task.cancel()
+            for timer in self._timers:
+                timer.cancel()
+            self._timers.clear()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    async def _watch(self) -> None:
+        while True:
+            since = await self.store.resource_version()
+            await self._enqueue_all()
+            self._kick_nodes.set()
+            try:
+                async for change in self.store.watch(since=since):
+                    self._dispatch(change)
+            except Gone:
+                log.info("watch fell behind the change log; listing everything again")
+            except Exception:
+                log.exception("watch failed; restarting")
+                await asyncio.sleep(self.settings.loop.watch_restart_delay)
+
+    def _dispatch(self, change: Change) -> None:
+        obj = change.object
+        kind = obj["kind"]
+        meta = obj["metadata"]
+        namespace = meta.get("namespace") or ""
+        if kind in ("Hive", "AgentSpec"):
+            self.queue.add((kind, namespace, meta["name"]))
+        elif kind == "Cell":
+            self.queue.add(("Cell", "", meta["name"]))
+        elif kind == "Drone":
+            ref = controller_ref(obj)
+            if ref is not None and ref.get("kind") in ("Hive", "AgentSpec"):
+                self.queue.add((str(ref["kind"]), namespace, str(ref.get("name"))))
+            if change.type == "DELETED" or not (obj.get("spec") or {}).get("nodeName"):
+                self._kick_scheduler.set()
+        elif kind == "Node":
+            self._kick_scheduler.set()
+            self._kick_nodes.set()
+
+    async def _resync(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.loop.resync_period)
+            await self._enqueue_all()
+
+    async def _periodic(
+        self, action: Callable[[], Awaitable[object]], period: float, kick: asyncio.Event | None
+    ) -> None:
+        while True:
+            try:
+                await action()
+            except Exception:
+                log.exception(
+                    "%s failed; retrying next period", getattr(action, "__qualname__", action)
+                )
+            if kick is None:
+                await asyncio.sleep(period)
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(kick.wait(), period)
+            kick.clear()
+
+    async def _worker(self) -> None:
+        while True:
+            key = await self.queue.get()
+            try:
+                await self.reconcile(key)
+                self._failures.pop(key, None)
+            except Exception:
+                failures = self._failures[key] = self._failures.get(key, 0) + 1
+                delay = min(
+                    self.settings.loop.retry_base_delay * 2 ** (failures - 1),
+                    self.settings.loop.retry_max_delay,
+                )
+                log.exception(
+                    "reconcile %s failed (%d in a row); retry in %.2fs", key, failures, delay
+                )
+                self._retry_later(key, delay)
+            finally:
+                self.queue.done(key)
+
+    def _retry_later(self, key: Key, delay: float) -> None:
+        def fire() -> None:
+            self._timers.discard(handle)
+            self.queue.add(key)
+
+        handle = asyncio.get_running_loop().call_later(delay, fire)
+        self._timers.add(handle)
+
+
+def _references(hive: dict[str, object], agentspec: str) -> bool:
+    from apiary.controllers.templates import hive_stages
+
+    stages, _ = hive_stages(hive)  # type: ignore[arg-type]
+    return any(s.agent_ref == agentspec for s in stages)
+
+
+async def run_controllers(
+    store: Store, settings: QueenSettings | None = None, stop: asyncio.Event | None = None
+) -> None:
+    """Run every controller of the Queen against ``store`` until ``stop`` is set."""
+    await Queen(store, settings).run(stop)

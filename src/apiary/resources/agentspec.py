@@ -1,0 +1,218 @@
+"""AgentSpec: how to run one agent program — command, interface, resources, scaling, limits.
+
+An AgentSpec is a template: Hives name it in ``agentRef`` and the controllers start Drones from
+it. ``spec.replicas`` (optional) additionally runs standalone drones owned by the AgentSpec
+itself, which is what ``apiaryctl scale agentspec/NAME`` changes.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from apiary.resources.base import (
+    ApiModel,
+    DNSLabel,
+    EnvName,
+    Fraction,
+    NonNegativeNumber,
+    PositiveNumber,
+    Problems,
+    SecretKey,
+)
+from apiary.resources.guardrails import Guardrails
+from apiary.resources.meta import ApiObject, Status
+from apiary.resources.quantity import Bytes, Millicores
+
+DEFAULT_HEALTH_PATH = "/healthz"
+DEFAULT_MESSAGE_PATH = "/"
+
+
+class SecretKeySelector(ApiModel):
+    """One key of a Secret in the same Cell. Not resolved here: the Secret may come later."""
+
+    name: DNSLabel
+    key: SecretKey
+    optional: bool | None = None
+    """When true a missing Secret or key leaves the variable unset instead of failing the drone."""
+
+
+class EnvVarSource(ApiModel):
+    secret_key_ref: SecretKeySelector
+
+
+class EnvVar(ApiModel):
+    """One environment variable: a literal ``value`` or one taken ``valueFrom`` a Secret."""
+
+    name: EnvName
+    value: str | None = None
+    value_from: EnvVarSource | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> EnvVar:
+        if self.value is not None and self.value_from is not None:
+            problems = Problems()
+            problems.add(("valueFrom",), "may not be set together with value")
+            problems.raise_if_any()
+        return self
+
+
+class Runtime(ApiModel):
+    """The process: ``command`` (argv, no shell unless you ask for one), directory, environment."""
+
+    command: list[str] = Field(min_length=1)
+    args: list[str] | None = None
+    """Appended to ``command``, as in Kubernetes."""
+    working_dir: str | None = Field(default=None, min_length=1)
+    env: list[EnvVar] | None = None
+
+    @model_validator(mode="after")
+    def _program(self) -> Runtime:
+        if not self.command[0].strip():
+            problems = Problems()
+            problems.add(("command", 0), "the program to run must not be empty")
+            problems.raise_if_any()
+        return self
+
+
+class Interface(ApiModel):
+    """How the keeper talks to the agent. ``stdin``: lines on stdin/stdout in ``format``
+    (``waggle`` JSON or plain ``text``). ``http``: POST to ``messagePath`` on ``port``, probing
+    ``healthPath``. ``concurrency`` is how many messages one drone may hold at once."""
+
+    type: Literal["stdin", "http"] = "stdin"
+    format: Literal["waggle", "text"] = "waggle"
+    port: int | None = Field(default=None, ge=1, le=65535)
+    health_path: str | None = None
+    message_path: str | None = None
+    concurrency: int = Field(default=1, ge=1, le=10_000)
+
+    @model_validator(mode="after")
+    def _http_fields(self) -> Interface:
+        problems = Problems()
+        if self.type == "http":
+            if self.port is None:
+                problems.add(("port",), "field required when type is http")
+            if self.health_path is None:
+                self.health_path = DEFAULT_HEALTH_PATH
+            if self.message_path is None:
+                self.message_path = DEFAULT_MESSAGE_PATH
+            for alias, path in (
+                ("healthPath", self.health_path),
+                ("messagePath", self.message_path),
+            ):
+                if not path.startswith("/"):
+                    problems.add((alias,), f"{path!r} must start with '/'")
+        else:
+            for alias, value in (
+                ("port", self.port),
+                ("healthPath", self.health_path),
+                ("messagePath", self.message_path),
+            ):
+                if value is not None:
+                    problems.add((alias,), "only used with type: http")
+        problems.raise_if_any()
+        return self
+
+
+class ResourceList(ApiModel):
+    """``cpu`` in millicores and ``memory`` in bytes (see :mod:`apiary.resources.quantity`)."""
+
+    cpu: Millicores | None = None
+    memory: Bytes | None = None
+
+
+class Resources(ApiModel):
+    """``requests`` are reserved on a node; ``limits`` are enforced on the process.
+
+    As in Kubernetes, a request left out while its limit is set defaults to the limit, and a
+    request may not exceed its limit.
+    """
+
+    requests: ResourceList | None = None
+    limits: ResourceList | None = None
+
+    @model_validator(mode="after")
+    def _requests_within_limits(self) -> Resources:
+        if self.limits is None:
+            return self
+        if self.requests is None:
+            self.requests = ResourceList()
+        problems = Problems()
+        for name in ("cpu", "memory"):
+            limit = getattr(self.limits, name)
+            request = getattr(self.requests, name)
+            if limit is None:
+                continue
+            if request is None:
+                setattr(self.requests, name, limit)
+            elif request > limit:
+                problems.add(
+                    ("requests", name), f"{request} must not exceed limits.{name} ({limit})"
+                )
+        problems.raise_if_any()
+        return self
+
+
+class Scaling(ApiModel):
+    """Autoscaling between ``minReplicas`` and ``maxReplicas``.
+
+    The autoscaler adds a drone when the busy share of capacity (in-flight messages divided by
+    replicas * concurrency) stays above ``scaleUpThreshold`` or observed latency exceeds
+    ``targetLatencyMs``, removes one below ``scaleDownThreshold``, and waits ``cooldownSeconds``
+    between changes.
+    """
+
+    min_replicas: int = Field(default=1, ge=0)
+    max_replicas: int = Field(ge=1)
+    target_latency_ms: PositiveNumber | None = None
+    scale_up_threshold: Fraction = 0.8
+    scale_down_threshold: Fraction = 0.2
+    cooldown_seconds: NonNegativeNumber = 60
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Scaling:
+        problems = Problems()
+        if self.min_replicas > self.max_replicas:
+            problems.add(("minReplicas",), f"must not exceed maxReplicas ({self.max_replicas})")
+        if self.scale_down_threshold >= self.scale_up_threshold:
+            problems.add(
+                ("scaleDownThreshold",),
+                f"must be less than scaleUpThreshold ({self.scale_up_threshold})",
+            )
+        problems.raise_if_any()
+        return self
+
+
+class AgentSpecSpec(ApiModel):
+    runtime: Runtime
+    interface: Interface = Field(default_factory=Interface)
+    resources: Resources | None = None
+    scaling: Scaling | None = None
+    replicas: int | None = Field(default=None, ge=0)
+    task_tier: Literal["simple", "standard", "complex"] | None = None
+    """How demanding the agent's tasks are; the LLM gateway picks a model class from it."""
+    guardrails: Guardrails | None = None
+
+    @model_validator(mode="after")
+    def _replicas_in_range(self) -> AgentSpecSpec:
+        if self.replicas is not None and self.scaling is not None:
+            low, high = self.scaling.min_replicas, self.scaling.max_replicas
+            if not low <= self.replicas <= high:
+                problems = Problems()
+                problems.add(("replicas",), f"must be within scaling bounds {low}..{high}")
+                problems.raise_if_any()
+        return self
+
+
+class AgentSpecStatus(Status):
+    replicas: int | None = Field(default=None, ge=0)
+    ready_replicas: int | None = Field(default=None, ge=0)
+
+
+class AgentSpec(ApiObject):
+    status_model = AgentSpecStatus
+
+    kind: Literal["AgentSpec"]
+    spec: AgentSpecSpec

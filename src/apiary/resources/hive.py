@@ -1,0 +1,194 @@
+"""Hive: a workflow of agents — one pattern over ``stages``, or ``patternSegments`` composed.
+
+Only checks that need nothing but the object itself live here (exactly one of stages and
+segments, unique DNS-1123 stage names, a pattern that fits, ordered bounds). Whether the named
+AgentSpecs exist is the controllers' business: a Hive may be applied before its agents.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from apiary.resources.base import ApiModel, DNSLabel, Loc, Problems, Topic
+from apiary.resources.guardrails import Guardrails
+from apiary.resources.hive_parts import (
+    Member,
+    Routing,
+    SegmentMember,
+    SessionSettings,
+    Stage,
+    SwarmSettings,
+    Webhook,
+)
+from apiary.resources.meta import ApiObject, Status
+
+Pattern = Literal["pipeline", "hierarchical", "swarm", "event-driven"]
+PATTERNS: tuple[str, ...] = ("pipeline", "hierarchical", "swarm", "event-driven", "composed")
+
+MEMBER_KEY: dict[str, str] = {
+    "pipeline": "stages",
+    "hierarchical": "stages",
+    "swarm": "agents",
+    "event-driven": "subscribers",
+}
+"""Which list a segment's ``config`` holds for each pattern (seed 09's shapes)."""
+
+_DEFAULT_PREFIX = {"agents": "agent", "subscribers": "subscriber"}
+
+
+def check_members(
+    members: Sequence[Member], at: Loc, pattern: str | None, problems: Problems
+) -> None:
+    """Unique names, and at most one supervisor in a hierarchical hive."""
+    seen: dict[str, int] = {}
+    supervisors = 0
+    for index, member in enumerate(members):
+        name: str | None = getattr(member, "name", None)
+        if name is not None:
+            if name in seen:
+                problems.add(
+                    (*at, index, "name"), f"duplicate name {name!r} (also at index {seen[name]})"
+                )
+            seen.setdefault(name, index)
+        if member.role == "supervisor":
+            supervisors += 1
+            if pattern != "hierarchical":
+                problems.add((*at, index, "role"), "only used with pattern hierarchical")
+            elif supervisors > 1:
+                problems.add((*at, index, "role"), "a hierarchical hive has one supervisor")
+
+
+class SegmentConfig(ApiModel):
+    """Per-pattern shape: ``stages`` (pipeline, hierarchical), ``agents`` (swarm, with optional
+    ``aggregation``/``rounds``) or ``subscribers`` (event-driven)."""
+
+    stages: list[Stage] | None = Field(default=None, min_length=1)
+    agents: list[SegmentMember] | None = Field(default=None, min_length=1)
+    subscribers: list[SegmentMember] | None = Field(default=None, min_length=1)
+    aggregation: Literal["all", "first", "majority"] | None = None
+    rounds: int | None = Field(default=None, ge=1, le=100)
+
+    def members(self) -> list[Stage] | list[SegmentMember]:
+        return self.stages or self.agents or self.subscribers or []
+
+
+class PatternSegment(ApiModel):
+    """One pattern inside a composed hive; ``outputTopic`` feeds the next ``inputTopic``."""
+
+    name: DNSLabel
+    pattern: Pattern
+    config: SegmentConfig
+    input_topic: Topic | None = None
+    output_topic: Topic | None = None
+
+    @model_validator(mode="after")
+    def _config_fits_pattern(self) -> PatternSegment:
+        problems = Problems()
+        want = MEMBER_KEY[self.pattern]
+        for key in ("stages", "agents", "subscribers"):
+            present = getattr(self.config, key) is not None
+            if key == want and not present:
+                problems.add(("config", key), f"field required for pattern {self.pattern}")
+            elif key != want and present:
+                problems.add(
+                    ("config", key), f"not used by pattern {self.pattern} (it takes {want})"
+                )
+        if self.pattern != "swarm":
+            for key in ("aggregation", "rounds"):
+                if getattr(self.config, key) is not None:
+                    problems.add(("config", key), "only used with pattern swarm")
+        unnamed: list[SegmentMember] = self.config.agents or self.config.subscribers or []
+        for index, member in enumerate(unnamed):
+            if member.name is None:
+                member.name = f"{_DEFAULT_PREFIX[want]}{index + 1}"
+        check_members(self.config.members(), ("config", want), self.pattern, problems)
+        problems.raise_if_any()
+        return self
+
+
+class HiveSpec(ApiModel):
+    """A workflow. ``poolMode``: ``cold`` starts drones on demand, ``warm`` keeps
+    ``warmPoolSize`` idle drones per stage started ahead, ``hybrid`` keeps the warm pool only for
+    the stage that receives the input. ``pattern: composed`` is implied by ``patternSegments``."""
+
+    pattern: Literal["pipeline", "hierarchical", "swarm", "event-driven", "composed"] | None = None
+    stages: list[Stage] | None = Field(default=None, min_length=1)
+    pattern_segments: list[PatternSegment] | None = Field(default=None, min_length=1)
+    pool_mode: Literal["cold", "warm", "hybrid"] = "cold"
+    warm_pool_size: int | None = Field(default=None, ge=0, le=1000)
+    session: SessionSettings | None = None
+    routing: Routing | None = None
+    guardrails: Guardrails | None = None
+    webhook: Webhook | None = None
+    swarm: SwarmSettings | None = None
+
+    @model_validator(mode="after")
+    def _shape(self) -> HiveSpec:
+        problems = Problems()
+        if self.stages is None and self.pattern_segments is None:
+            problems.add(("stages",), "field required (or patternSegments)")
+        elif self.stages is not None and self.pattern_segments is not None:
+            problems.add(("patternSegments",), "may not be set together with stages")
+        elif self.stages is not None:
+            if self.pattern is None:
+                problems.add(("pattern",), "field required with stages")
+            elif self.pattern == "composed":
+                problems.add(("pattern",), "composed takes patternSegments, not stages")
+            check_members(self.stages, ("stages",), self.pattern, problems)
+        elif self.pattern_segments is not None:
+            if self.pattern is None:
+                self.pattern = "composed"
+            elif self.pattern != "composed":
+                problems.add(("pattern",), "must be composed (or unset) with patternSegments")
+            self._check_segments(self.pattern_segments, problems)
+        if self.swarm is not None and self.pattern != "swarm":
+            problems.add(("swarm",), "only used with pattern swarm")
+        if self.warm_pool_size is None:
+            self.warm_pool_size = 0 if self.pool_mode == "cold" else 1
+        elif self.pool_mode == "cold" and self.warm_pool_size > 0:
+            problems.add(("warmPoolSize",), "must be 0 with poolMode cold")
+        problems.raise_if_any()
+        return self
+
+    @staticmethod
+    def _check_segments(segments: list[PatternSegment], problems: Problems) -> None:
+        seen: dict[str, int] = {}
+        for index, segment in enumerate(segments):
+            if segment.name in seen:
+                problems.add(
+                    ("patternSegments", index, "name"),
+                    f"duplicate name {segment.name!r} (also at index {seen[segment.name]})",
+                )
+            seen.setdefault(segment.name, index)
+            if index == 0:
+                continue
+            previous = segments[index - 1].output_topic
+            if previous is not None and segment.input_topic not in (None, previous):
+                problems.add(
+                    ("patternSegments", index, "inputTopic"),
+                    f"must be the previous segment's outputTopic ({previous!r})",
+                )
+
+    def stage_names(self) -> list[str]:
+        """Every stage name, segments included (``segment/stage`` inside a composed hive)."""
+        if self.stages is not None:
+            return [stage.name for stage in self.stages]
+        names: list[str] = []
+        for segment in self.pattern_segments or []:
+            names.extend(f"{segment.name}/{m.name}" for m in segment.config.members())
+        return names
+
+
+class HiveStatus(Status):
+    replicas: int | None = Field(default=None, ge=0)
+    ready_replicas: int | None = Field(default=None, ge=0)
+
+
+class Hive(ApiObject):
+    status_model = HiveStatus
+
+    kind: Literal["Hive"]
+    spec: HiveSpec

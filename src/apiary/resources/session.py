@@ -1,0 +1,50 @@
+"""Session: one conversation or job with a Hive. The transcript and Comb memory live in their
+own stores; the object carries what the API lists: state, output, token usage and timings."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from apiary.resources.base import ApiModel, DNSLabel, PositiveNumber, Timestamp
+from apiary.resources.meta import ApiObject, Status
+
+
+class SessionSpec(ApiModel):
+    """Which hive, the first input (any JSON, optional) and optional tighter time limits than
+    the hive's ``spec.session``."""
+
+    hive_ref: DNSLabel
+    input: Any = None
+    timeout_minutes: PositiveNumber | None = None
+    max_duration_minutes: PositiveNumber | None = None
+
+
+class TokenUsage(ApiModel):
+    prompt_tokens: int = Field(default=0, ge=0)
+    completion_tokens: int = Field(default=0, ge=0)
+    total_tokens: int | None = Field(default=None, ge=0)
+
+
+class SessionStatus(Status):
+    """``phase`` is chosen by the session controller (Pending, Running, WaitingForApproval,
+    Succeeded, Failed, TimedOut, Closed); ``pendingApproval`` names the held stage."""
+
+    output: Any = None
+    usage: TokenUsage | None = None
+    turns: int | None = Field(default=None, ge=0)
+    message_count: int | None = Field(default=None, ge=0)
+    pending_approval: str | None = None
+    reason: str | None = None
+    message: str | None = None
+    start_time: Timestamp | None = None
+    completion_time: Timestamp | None = None
+    last_activity_time: Timestamp | None = None
+
+
+class Session(ApiObject):
+    status_model = SessionStatus
+
+    kind: Literal["Session"]
+    spec: SessionSpec

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 
 from apiary.api.auth import Authenticator, Authorizer
@@ -32,6 +33,8 @@ class ApiState:
     authenticator: Authenticator
     authorizer: Authorizer = field(default_factory=Authorizer)
     metrics: ApiMetrics = field(default_factory=ApiMetrics)
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set at shutdown: open watch streams end so the server can stop promptly."""
     quotas: QuotaGuard = field(init=False)
     recorder: EventRecorder = field(init=False)
 

@@ -92,6 +92,7 @@ async def _stream(
     state.metrics.watches.inc()
     changes = state.store.watch(info.kind, namespace, since=since, selector=lp.selector)
     pending: asyncio.Task[Change] | None = None
+    stop = asyncio.ensure_future(state.stopping.wait())
     try:
         if initial:
             yield b"".join(_line("ADDED", o if reveal else redact(o)) for o in initial)
@@ -102,7 +103,11 @@ async def _stream(
         while True:
             if pending is None:
                 pending = asyncio.ensure_future(anext(changes))
-            done, _ = await asyncio.wait({pending}, timeout=interval)
+            done, _ = await asyncio.wait(
+                {pending, stop}, timeout=interval, return_when=asyncio.FIRST_COMPLETED
+            )
+            if stop in done:
+                return
             if not done:
                 yield _bookmark(info.kind, last)
                 continue
@@ -120,6 +125,9 @@ async def _stream(
             yield _line(change.type, change.object if reveal else redact(change.object))
     finally:
         state.metrics.watches.dec()
+        stop.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await stop
         if pending is not None:
             pending.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

@@ -1,0 +1,193 @@
+"""The control-plane process: one object that owns the store, the API and background tasks.
+
+``Daemon.run()`` opens the store, bootstraps first-start state, serves HTTP under uvicorn and runs
+the controllers under a :class:`Supervisor`; SIGTERM/SIGINT stop it gracefully (in-flight requests
+finish, watch streams end, tasks are cancelled, the store is closed). The runtime issue adds the
+node agent and more controllers with :meth:`Daemon.add_task`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import socket
+import sys
+from typing import Any
+
+import uvicorn
+
+from apiary.api import ApiConfig, ReferenceResolver, api_state, create_app
+from apiary.crypto import codec_from_config
+from apiary.logging import get_logger
+from apiary.server.bootstrap import ensure_default_cell, load_or_create_token, prepare_data_dir
+from apiary.server.settings import Settings
+from apiary.server.supervisor import Supervisor, TaskFactory
+from apiary.store import Store, StoreSettings, open_store
+
+log = get_logger("apiary.daemon")
+
+
+class Daemon:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.supervisor = Supervisor()
+        self.stopping = asyncio.Event()
+        self.store: Store | None = None
+        self.token: str = ""
+        self.address: tuple[str, int] | None = None
+        self._server: uvicorn.Server | None = None
+        self._api_stopping: asyncio.Event | None = None
+
+    def add_task(self, name: str, factory: TaskFactory) -> None:
+        """Run ``factory()`` as a supervised background task once the store is open."""
+        self.supervisor.add(name, factory)
+
+    def stop(self) -> None:
+        """Begin a graceful shutdown (what SIGTERM/SIGINT do)."""
+        if self.stopping.is_set() and self._server is not None:
+            self._server.force_exit = True  # second signal: do not wait for in-flight requests
+        self.stopping.set()
+        if self._api_stopping is not None:
+            self._api_stopping.set()  # end watch streams so connections can drain
+        if self._server is not None:
+            self._server.should_exit = True
+
+    async def run(self) -> None:
+        s = self.settings
+        data_dir = prepare_data_dir(s.data_dir)
+        self.token = load_or_create_token(data_dir)
+        codec = codec_from_config(s.security.secret_key, s.security.secret_key_file, data_dir)
+        store_settings = StoreSettings(
+            changelog_retention=s.store.changelog_retention,
+            compact_interval=s.store.compact_interval,
+        )
+        store = open_store(s.store_url, store_settings, codec=codec)
+        await store.open()
+        self.store = store
+        try:
+            if await ensure_default_cell(store):
+                log.info("created the default cell")
+            await self._serve(store)
+        finally:
+            await store.close()
+            log.info("apiaryd stopped")
+
+    async def _serve(self, store: Store) -> None:
+        s = self.settings
+        app = create_app(
+            store,
+            self.token,
+            ApiConfig(
+                max_body_bytes=s.http.max_body_bytes, bookmark_interval=s.http.bookmark_interval
+            ),
+        )
+        state = api_state(app)
+        self._api_stopping = state.stopping
+        resolver = ReferenceResolver(
+            store, state.recorder, resync_interval=s.controllers.resync_interval
+        )
+        self.supervisor.add("reference-resolver", resolver.run)
+        sock = _bind(s.http.host, s.http.port)
+        config = uvicorn.Config(
+            app,
+            lifespan="off",
+            access_log=False,
+            log_config=None,
+            http="httptools",
+            timeout_graceful_shutdown=int(s.http.graceful_timeout),
+            server_header=False,
+        )
+        server = uvicorn.Server(config)
+        self._server = server
+        self._install_signals()
+        serving = asyncio.ensure_future(server._serve(sockets=[sock]))
+        try:
+            await self._announce(server, serving, sock, state.stopping)
+            supervised = asyncio.ensure_future(self.supervisor.run(self.stopping))
+            done, _ = await asyncio.wait({serving, supervised}, return_when=asyncio.FIRST_COMPLETED)
+            self.stop()
+            if supervised in done:
+                await _finish(serving)
+                supervised.result()  # re-raise a controller failure
+            else:
+                await _finish(supervised)
+                serving.result()
+        finally:
+            self._remove_signals()
+            for task in (serving,):
+                if not task.done():
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await task
+            sock.close()
+
+    async def _announce(
+        self,
+        server: uvicorn.Server,
+        serving: asyncio.Future[Any],
+        sock: socket.socket,
+        stopping: asyncio.Event,
+    ) -> None:
+        while not server.started:
+            if serving.done():
+                serving.result()
+                raise RuntimeError("the HTTP server stopped during startup")
+            await asyncio.sleep(0.005)
+        host, port = sock.getsockname()[:2]
+        self.address = (host, port)
+        shown = f"[{host}]" if ":" in host else host
+        print(
+            f"apiaryd listening on http://{shown}:{port} (data dir {self.settings.data_dir})",
+            file=sys.stderr,
+            flush=True,
+        )
+        log.info("ready", host=host, port=port, store=_safe_url(self.settings.store_url))
+
+    def _install_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(sig, self.stop)
+
+    def _remove_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.remove_signal_handler(sig)
+
+
+async def _finish(task: asyncio.Future[Any]) -> None:
+    """Wait for a task that was told to stop; errors during shutdown are logged, not raised."""
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass
+    except Exception:
+        log.exception("error while shutting down")
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """Bind the listening socket ourselves so port 0 resolves before we announce it."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise OSError(exc.errno, f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    sock.listen(2048)
+    sock.setblocking(False)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _safe_url(url: str) -> str:
+    """A store URL without its password, for logs."""
+    if "@" not in url or "://" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    creds, host = rest.rsplit("@", 1)
+    user = creds.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}" if ":" in creds else f"{scheme}://{user}@{host}"

@@ -1,0 +1,202 @@
+"""``apiaryd``: the control plane in one process, no flags needed.
+
+    apiaryd [--data-dir DIR] [--host H] [--port 8080] [--store URL] [--max-body-bytes N]
+            [--log-level info] [--changelog-retention N] [--secret-key-file F]
+
+Embedded SQLite at ``<data-dir>/apiary.db`` by default; prints
+``apiaryd listening on http://H:P (data dir D)`` to stderr when ready.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from apiary import __version__
+from apiary.errors import ApiaryError
+from apiary.logging import configure_logging
+from apiary.server.daemon import Daemon
+from apiary.server.settings import (
+    ControllerSettings,
+    HttpSettings,
+    LoggingSettings,
+    SecuritySettings,
+    Settings,
+    StoreConfig,
+    default_data_dir,
+)
+
+_LEVELS = ("debug", "info", "warning", "error")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be greater than 0")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (0-65535)")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be greater than 0")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="apiaryd", description="Apiary control plane.")
+    p.add_argument("--version", action="version", version=f"apiaryd {__version__}")
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        help="state directory (env APIARY_DATA_DIR, default ~/.local/share/apiary)",
+    )
+    p.add_argument("--host", help="listen address (env APIARY_HOST, default 127.0.0.1)")
+    p.add_argument(
+        "--port", type=_port, help="listen port; 0 = any free port (env APIARY_PORT, default 8080)"
+    )
+    p.add_argument(
+        "--store",
+        metavar="URL",
+        help="store URL: sqlite:///path, postgresql://…, "
+        "memory:// (env APIARY_STORE, default sqlite in the data dir)",
+    )
+    p.add_argument(
+        "--max-body-bytes", type=_positive_int, help="request body limit (default 1048576)"
+    )
+    p.add_argument("--log-level", choices=_LEVELS, help="env APIARY_LOG_LEVEL, default info")
+    p.add_argument(
+        "--log-format", choices=("json", "console"), help="env APIARY_LOG_FORMAT, default json"
+    )
+    p.add_argument(
+        "--changelog-retention",
+        type=_positive_int,
+        help="change-log entries kept for watches (default 100000)",
+    )
+    p.add_argument(
+        "--compact-interval",
+        type=_seconds,
+        help="seconds between change-log compactions (default 5)",
+    )
+    p.add_argument(
+        "--bookmark-interval", type=_seconds, help="seconds between watch BOOKMARKs (default 15)"
+    )
+    p.add_argument(
+        "--resync-interval",
+        type=_seconds,
+        help="seconds between full controller passes (default 30)",
+    )
+    p.add_argument(
+        "--secret-key-file",
+        type=Path,
+        help="base64 AES-256 key for Secrets "
+        "(default <data-dir>/secret.key; env APIARY_SECRET_KEY wins)",
+    )
+    return p
+
+
+def settings_from(
+    argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
+) -> Settings:
+    """Flags, then env, then defaults. Bad values exit with a usage error (code 2)."""
+    env = os.environ if env is None else env
+    parser = build_parser()
+    a = parser.parse_args(argv)
+
+    def pick(flag: object, name: str, default: object, convert: type = str) -> object:
+        if flag is not None:
+            return flag
+        raw = env.get(name)
+        if raw in (None, ""):
+            return default
+        try:
+            return convert(raw)
+        except ValueError:
+            parser.error(f"environment variable {name}={raw!r} is not a valid {convert.__name__}")
+
+    port = pick(a.port, "APIARY_PORT", 8080, int)
+    assert isinstance(port, int)
+    if not 0 <= port <= 65535:
+        parser.error(f"APIARY_PORT={port} is not a port number (0-65535)")
+    level = str(pick(a.log_level, "APIARY_LOG_LEVEL", "info")).lower()
+    if level not in _LEVELS:
+        parser.error(f"APIARY_LOG_LEVEL={level!r}: use one of {', '.join(_LEVELS)}")
+    fmt = str(pick(a.log_format, "APIARY_LOG_FORMAT", "json")).lower()
+    data_dir = (
+        a.data_dir.expanduser()
+        if a.data_dir
+        else (
+            Path(env["APIARY_DATA_DIR"]).expanduser()
+            if env.get("APIARY_DATA_DIR")
+            else default_data_dir()
+        )
+    )
+    http = HttpSettings(host=str(pick(a.host, "APIARY_HOST", "127.0.0.1")), port=port)
+    if a.max_body_bytes:
+        http.max_body_bytes = a.max_body_bytes
+    if a.bookmark_interval:
+        http.bookmark_interval = a.bookmark_interval
+    store = StoreConfig(url=pick(a.store, "APIARY_STORE", None))  # type: ignore[arg-type]
+    if a.changelog_retention:
+        store.changelog_retention = a.changelog_retention
+    if a.compact_interval:
+        store.compact_interval = a.compact_interval
+    controllers = ControllerSettings()
+    if a.resync_interval:
+        controllers.resync_interval = a.resync_interval
+    return Settings(
+        data_dir=data_dir,
+        http=http,
+        store=store,
+        security=SecuritySettings(
+            secret_key_file=a.secret_key_file, secret_key=env.get("APIARY_SECRET_KEY") or None
+        ),
+        logging=LoggingSettings(level=level, json=fmt != "console"),
+        controllers=controllers,
+    )
+
+
+def _run(coro_main: Daemon) -> None:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency of uvicorn[standard]
+        asyncio.run(coro_main.run())
+    else:
+        uvloop.run(coro_main.run())
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    settings = settings_from(argv)
+    configure_logging(json=settings.logging.json, level=settings.logging.level)
+    try:
+        _run(Daemon(settings))
+    except (ApiaryError, OSError) as exc:  # bad configuration: a clear line, not a traceback
+        message = exc.message if isinstance(exc, ApiaryError) else str(exc)
+        print(f"apiaryd: error: {message}", file=sys.stderr)
+        raise SystemExit(1) from None
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,86 @@
+"""apiaryd's settings: nested dataclasses, one docstring per field, built from flags and env.
+
+Precedence: command-line flag, then environment variable, then the default here.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def default_data_dir() -> Path:
+    env = os.environ.get("APIARY_DATA_DIR")
+    return Path(env).expanduser() if env else Path.home() / ".local" / "share" / "apiary"
+
+
+@dataclass
+class HttpSettings:
+    host: str = "127.0.0.1"
+    """Address to listen on (env ``APIARY_HOST``)."""
+
+    port: int = 8080
+    """TCP port; 0 picks a free one and prints it in the ready line (env ``APIARY_PORT``)."""
+
+    max_body_bytes: int = 1 << 20
+    """Largest request body; more is answered with 413."""
+
+    bookmark_interval: float = 15.0
+    """Seconds between BOOKMARK lines on idle watch streams."""
+
+    graceful_timeout: float = 5.0
+    """Seconds in-flight requests get to finish at shutdown."""
+
+
+@dataclass
+class StoreConfig:
+    url: str | None = None
+    """Store URL (env ``APIARY_STORE``); None means ``sqlite:///<data-dir>/apiary.db``."""
+
+    changelog_retention: int = 100_000
+    """Change-log entries kept for watches; a watch from an older version gets 410."""
+
+    compact_interval: float = 5.0
+    """Seconds between change-log compactions."""
+
+
+@dataclass
+class SecuritySettings:
+    secret_key_file: Path | None = None
+    """File holding the base64 AES-256 key for Secrets; default ``<data-dir>/secret.key``
+    (created on first start). Env ``APIARY_SECRET_KEY`` (comma-separated for rotation) wins."""
+
+    secret_key: str | None = field(default=None, repr=False)
+    """The key itself, from ``APIARY_SECRET_KEY``; never printed."""
+
+
+@dataclass
+class LoggingSettings:
+    level: str = "info"
+    """debug, info, warning or error (env ``APIARY_LOG_LEVEL``)."""
+
+    json: bool = True
+    """One JSON object per line (env ``APIARY_LOG_FORMAT=json|console``)."""
+
+
+@dataclass
+class ControllerSettings:
+    resync_interval: float = 30.0
+    """Seconds between full passes of the in-process controllers (watches do the rest)."""
+
+
+@dataclass
+class Settings:
+    data_dir: Path = field(default_factory=default_data_dir)
+    """Where the SQLite database, admin token and secret key live (env ``APIARY_DATA_DIR``)."""
+
+    http: HttpSettings = field(default_factory=HttpSettings)
+    store: StoreConfig = field(default_factory=StoreConfig)
+    security: SecuritySettings = field(default_factory=SecuritySettings)
+    logging: LoggingSettings = field(default_factory=LoggingSettings)
+    controllers: ControllerSettings = field(default_factory=ControllerSettings)
+
+    @property
+    def store_url(self) -> str:
+        return self.store.url or f"sqlite:///{self.data_dir / 'apiary.db'}"

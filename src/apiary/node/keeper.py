@@ -1,0 +1,221 @@
+"""The keeper: one per drone, it relays messages between Apiary and one agent process.
+
+The launcher spawns the agent and hands the keeper the ``asyncio.subprocess.Process``
+(:meth:`Keeper.attach`); when the agent is restarted the launcher attaches the new process and
+every message that was in flight on the old one fails with :class:`AgentCrashed`, so the router
+can retry it elsewhere. :meth:`Keeper.deliver` sends one message and returns all outputs of the
+agent's turn for it (see docs/waggle.md for the turn rule of each interface).
+
+The keeper owns what is common to every interface: the ``interface.concurrency`` semaphore and
+cheap counters (delivered, failed, timeouts, crashes, in flight, a latency histogram). Everything
+on the per-message path is a counter increment or a bisect; nothing allocates per message beyond
+the message itself and one future.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from bisect import bisect_left
+from collections import deque
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from apiary.node.interfaces import (
+    AgentCrashed,
+    AgentNotReady,
+    AgentProtocolError,
+    Channel,
+    HttpChannel,
+    InterfaceConfig,
+    ResponseTimeout,
+    StdioChannel,
+)
+from apiary.waggle import Message
+
+__all__ = [
+    "AgentCrashed",
+    "AgentNotReady",
+    "AgentProtocolError",
+    "InterfaceConfig",
+    "Keeper",
+    "KeeperStats",
+    "ResponseTimeout",
+]
+
+#: Upper bounds (seconds) of the latency histogram buckets; the last bucket is everything above.
+LATENCY_BUCKETS: tuple[float, ...] = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+)  # fmt: skip
+
+
+class KeeperStats:
+    """Counters for one drone; read by the metrics exporter and ``apiaryctl top``."""
+
+    __slots__ = (
+        "crashes",
+        "delivered",
+        "failed",
+        "in_flight",
+        "latency_counts",
+        "latency_sum",
+        "protocol_errors",
+        "timeouts",
+        "unsolicited",
+    )
+
+    def __init__(self) -> None:
+        self.delivered = 0
+        self.failed = 0
+        self.timeouts = 0
+        self.crashes = 0
+        self.protocol_errors = 0
+        self.unsolicited = 0
+        self.in_flight = 0
+        self.latency_counts = [0] * (len(LATENCY_BUCKETS) + 1)
+        self.latency_sum = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.latency_counts[bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        self.latency_sum += seconds
+
+    def quantile(self, q: float) -> float | None:
+        """An upper bound of the ``q`` quantile of latency, from the buckets (None if empty)."""
+        total = sum(self.latency_counts)
+        if total == 0:
+            return None
+        rank = q * total
+        seen = 0
+        for i, count in enumerate(self.latency_counts):
+            seen += count
+            if seen >= rank and count:
+                return LATENCY_BUCKETS[i] if i < len(LATENCY_BUCKETS) else float("inf")
+        return float("inf")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "delivered": self.delivered,
+            "failed": self.failed,
+            "timeouts": self.timeouts,
+            "crashes": self.crashes,
+            "protocolErrors": self.protocol_errors,
+            "unsolicited": self.unsolicited,
+            "inFlight": self.in_flight,
+            "latencySecondsSum": self.latency_sum,
+            "latencyBuckets": {
+                **{str(b): c for b, c in zip(LATENCY_BUCKETS, self.latency_counts, strict=False)},
+                "+Inf": self.latency_counts[-1],
+            },
+        }
+
+
+class Keeper:
+    """Relays messages to one agent process over its declared interface.
+
+    ``interface`` is ``AgentSpec.spec.interface`` (a mapping, validated here) or an
+    :class:`InterfaceConfig`. ``port`` overrides ``interface.port`` for http agents whose port the
+    launcher allocated. ``on_unsolicited`` sees every output that answers no open message; the
+    last ``keep_unsolicited`` of them are also kept in :attr:`unsolicited`.
+    """
+
+    def __init__(
+        self,
+        interface: InterfaceConfig | Mapping[str, Any] | None = None,
+        *,
+        name: str = "",
+        port: int | None = None,
+        on_unsolicited: Callable[[Message], None] | None = None,
+        clock: Callable[[], float] = time.perf_counter,
+        keep_unsolicited: int = 100,
+        max_line_bytes: int = 16 << 20,
+    ) -> None:
+        self.config = (
+            interface
+            if isinstance(interface, InterfaceConfig)
+            else InterfaceConfig.from_spec(interface)
+        )
+        self.name = name
+        self.stats = KeeperStats()
+        self.unsolicited: deque[Message] = deque(maxlen=keep_unsolicited)
+        self._user_hook = on_unsolicited
+        self._clock = clock
+        self._sem = asyncio.Semaphore(self.config.concurrency)
+        self._channel: Channel
+        if self.config.type == "http":
+            self._channel = HttpChannel(self.config, self._record_unsolicited, port=port)
+        else:
+            self._channel = StdioChannel(
+                self.config.format, self._record_unsolicited, max_line_bytes=max_line_bytes
+            )
+
+    def _record_unsolicited(self, msg: Message) -> None:
+        self.stats.unsolicited += 1
+        self.unsolicited.append(msg)
+        if self._user_hook is not None:
+            self._user_hook(msg)
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        """True while an attached process can take messages (http: after its health check)."""
+        return self._channel.ready
+
+    @property
+    def process(self) -> asyncio.subprocess.Process | None:
+        return self._channel.proc
+
+    async def attach(self, proc: asyncio.subprocess.Process) -> None:
+        """Adopt a (new) agent process; in-flight messages on the previous one get AgentCrashed.
+
+        A stdin agent is ready at once; an http agent after :meth:`start`.
+        """
+        await self._channel.attach(proc)
+
+    async def start(self, timeout: float = 30.0) -> None:
+        """Wait until the agent can take messages (http: ``GET healthPath`` answers 2xx)."""
+        await self._channel.start(timeout)
+
+    async def probe(self) -> bool:
+        """Liveness: the process runs (and an http agent's health check answers 2xx)."""
+        return await self._channel.probe()
+
+    async def stop(self) -> None:
+        """Fail what is in flight and close our pipe ends (the agent sees EOF and may exit)."""
+        await self._channel.stop()
+
+    # -- the hot path ----------------------------------------------------------------------------
+
+    async def deliver(self, msg: Message, timeout: float | None = None) -> list[Message]:
+        """Send ``msg``; return every output of the agent's turn, the last one ending it.
+
+        Raises :class:`ResponseTimeout`, :class:`AgentCrashed` (retry elsewhere),
+        :class:`AgentProtocolError` (the agent's answer is unusable) or :class:`AgentNotReady`.
+        """
+        stats = self.stats
+        async with self._sem:
+            stats.in_flight += 1
+            t0 = self._clock()
+            try:
+                outputs = await self._channel.exchange(msg, timeout)
+            except ResponseTimeout:
+                stats.timeouts += 1
+                stats.failed += 1
+                raise
+            except AgentCrashed:
+                stats.crashes += 1
+                stats.failed += 1
+                raise
+            except AgentProtocolError:
+                stats.protocol_errors += 1
+                stats.failed += 1
+                raise
+            except BaseException:
+                stats.failed += 1
+                raise
+            finally:
+                stats.in_flight -= 1
+            stats.delivered += 1
+            stats.observe(self._clock() - t0)
+            return outputs

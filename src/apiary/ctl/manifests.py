@@ -109,10 +109,11 @@ def parse_text(text: str, source: str, as_json: bool = False) -> list[Document]:
             data = yaml.safe_load(chunk)
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
-            line = start + (mark.line if mark is not None else 0)
+            last = max(0, len(chunk.rstrip().splitlines()) - 1)
+            line = start + min(mark.line if mark is not None else 0, last)
             problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
             docs.append(
-                Document(source, index, line, error=f"invalid YAML at line {line}: {problem}")
+                Document(source, index, start, error=f"invalid YAML at line {line}: {problem}")
             )
             continue
         if data is None:

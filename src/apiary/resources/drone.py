@@ -1,37 +1,62 @@
 """Drone: one running agent instance, created by the controllers and owned by its Hive (or by
-its AgentSpec for standalone replicas). The node agent that runs it writes its status."""
+its AgentSpec for standalone replicas). The node agent that runs it writes its status.
+
+The spec is the AgentSpec's run fields (``runtime``, ``interface``, ``resources``, ``taskTier``)
+as they were when the drone was created, plus where it belongs: a drone does not change under an
+edited AgentSpec, it is replaced (``templateHash`` tells generations apart).
+"""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import Field, PlainValidator
 
-from apiary.resources.agentspec import AgentSpecSpec
-from apiary.resources.base import ApiModel, DNSLabel, Timestamp
+from apiary.resources.agentspec import Interface, Resources, Runtime
+from apiary.resources.base import ApiModel, DNSLabel, NonNegativeNumber
+from apiary.resources.guardrails import Guardrails
 from apiary.resources.meta import ApiObject, Status
 
 DronePhase = Literal["Pending", "Starting", "Running", "Stopping", "Stopped", "Failed"]
 
 
 class DroneSpec(ApiModel):
-    """What to run and where. ``template`` is the AgentSpec's spec as it was when the drone was
-    created, so a running drone does not change under an edited AgentSpec (it is replaced)."""
-
-    agent_ref: DNSLabel
-    hive_ref: DNSLabel | None = None
+    agent_spec: DNSLabel
+    """The AgentSpec it was made from."""
+    runtime: Runtime
+    interface: Interface = Field(default_factory=Interface)
+    resources: Resources | None = None
+    task_tier: Literal["simple", "standard", "complex"] | None = None
+    guardrails: Guardrails | None = None
+    """Already merged: Cell defaults, AgentSpec, Hive, stage."""
+    hive: DNSLabel | None = None
     stage: str | None = Field(default=None, min_length=1, max_length=127)
-    """The stage it serves (``segment/stage`` inside a composed hive)."""
+    pattern: Literal["pipeline", "hierarchical", "swarm", "event-driven"] | None = None
+    segment: DNSLabel | None = None
+    stage_config: dict[str, Any] | None = None
+    """The stage entry of the Hive (role, filter, approval...), minus replicas."""
+    template_hash: str | None = Field(default=None, max_length=64)
+    ordinal: int | None = Field(default=None, ge=0)
     node_name: DNSLabel | None = None
     """Set by the scheduler when the drone is bound to a node."""
-    warm: bool | None = None
-    """True while it idles in a warm pool, not yet serving."""
-    template: AgentSpecSpec | None = None
+
+
+def _stderr(value: Any) -> str | list[str]:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list) and all(isinstance(line, str) for line in value):
+        return list(value)
+    raise ValueError("must be a string or a list of strings (the last stderr lines)")
+
+
+StderrTail = Annotated[
+    str | list[str], PlainValidator(_stderr, json_schema_input_type=str | list[str])
+]
 
 
 class DroneStatus(Status):
     """``phase`` is one of Pending, Starting, Running, Stopping, Stopped, Failed; a drone that
-    keeps crashing stays Pending/Failed with ``reason: CrashLoopBackOff``."""
+    keeps crashing is Failed with ``reason: CrashLoopBackOff`` until its next restart."""
 
     phase: DronePhase | None = None  # type: ignore[assignment]
     node_name: DNSLabel | None = None
@@ -41,10 +66,13 @@ class DroneStatus(Status):
     reason: str | None = None
     message: str | None = None
     exit_code: int | None = None
-    last_stderr: str | None = None
+    signal: str | None = None
+    last_stderr: StderrTail | None = None
     """The last lines the agent wrote to stderr before it exited."""
-    start_time: Timestamp | None = None
-    last_heartbeat_time: Timestamp | None = None
+    started_at: NonNegativeNumber | None = None
+    """Epoch seconds of the current process's start."""
+    next_restart_at: NonNegativeNumber | None = None
+    """Epoch seconds of the next restart while backing off."""
 
 
 class Drone(ApiObject):

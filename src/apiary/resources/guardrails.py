@@ -82,8 +82,8 @@ def json_schema_problems(schema: dict[str, Any]) -> list[tuple[Loc, str]]:
 def merge_guardrails(*layers: Guardrails | None) -> Guardrails:
     """Combine layers, earlier ones winning field by field; None layers are skipped.
 
-    The intended order is ``merge_guardrails(hive, agentspec, cell_defaults)``: the Hive that
-    uses an agent overrides what the AgentSpec says, and Cell defaults fill what neither sets.
+    The intended order is ``merge_guardrails(stage, hive, agentspec, cell_defaults)``: the most
+    specific layer wins, and Cell defaults fill what nothing else sets.
     """
     merged: dict[str, Any] = {}
     for layer in layers:

@@ -8,12 +8,13 @@ AgentSpecs exist is the controllers' business: a Hive may be applied before its 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, ModelWrapValidatorHandler, ValidationError, model_validator
 
 from apiary.resources.base import ApiModel, DNSLabel, Loc, Problems, Topic
 from apiary.resources.guardrails import Guardrails
+from apiary.resources.hive_names import DEFAULT_PREFIX, duplicate_names
 from apiary.resources.hive_parts import (
     Member,
     Routing,
@@ -23,6 +24,7 @@ from apiary.resources.hive_parts import (
     SwarmSettings,
     Webhook,
 )
+from apiary.resources.messages import problem_locs
 from apiary.resources.meta import ApiObject, Status
 
 Pattern = Literal["pipeline", "hierarchical", "swarm", "event-driven"]
@@ -36,23 +38,13 @@ MEMBER_KEY: dict[str, str] = {
 }
 """Which list a segment's ``config`` holds for each pattern (seed 09's shapes)."""
 
-_DEFAULT_PREFIX = {"agents": "agent", "subscribers": "subscriber"}
-
 
 def check_members(
     members: Sequence[Member], at: Loc, pattern: str | None, problems: Problems
 ) -> None:
-    """Unique names, and at most one supervisor in a hierarchical hive."""
-    seen: dict[str, int] = {}
+    """At most one supervisor, and only in a hierarchical hive (names: see hive_names)."""
     supervisors = 0
     for index, member in enumerate(members):
-        name: str | None = getattr(member, "name", None)
-        if name is not None:
-            if name in seen:
-                problems.add(
-                    (*at, index, "name"), f"duplicate name {name!r} (also at index {seen[name]})"
-                )
-            seen.setdefault(name, index)
         if member.role == "supervisor":
             supervisors += 1
             if pattern != "hierarchical":
@@ -103,7 +95,7 @@ class PatternSegment(ApiModel):
         unnamed: list[SegmentMember] = self.config.agents or self.config.subscribers or []
         for index, member in enumerate(unnamed):
             if member.name is None:
-                member.name = f"{_DEFAULT_PREFIX[want]}{index + 1}"
+                member.name = f"{DEFAULT_PREFIX[want]}{index + 1}"
         check_members(self.config.members(), ("config", want), self.pattern, problems)
         problems.raise_if_any()
         return self
@@ -125,9 +117,25 @@ class HiveSpec(ApiModel):
     webhook: Webhook | None = None
     swarm: SwarmSettings | None = None
 
-    @model_validator(mode="after")
-    def _shape(self) -> HiveSpec:
+    @model_validator(mode="wrap")
+    @classmethod
+    def _every_problem(cls, data: Any, handler: ModelWrapValidatorHandler[HiveSpec]) -> HiveSpec:
+        """Duplicate names are reported even when other fields fail (see hive_names)."""
         problems = Problems()
+        problems.items.extend(duplicate_names(data))
+        try:
+            spec = handler(data)
+        except ValidationError as exc:
+            if not problems.items:
+                raise
+            problems.items[:0] = problem_locs(exc)
+            problems.raise_if_any()
+            raise  # pragma: no cover - raise_if_any raised
+        spec._shape(problems)
+        problems.raise_if_any()
+        return spec
+
+    def _shape(self, problems: Problems) -> None:
         if self.stages is None and self.pattern_segments is None:
             problems.add(("stages",), "field required (or patternSegments)")
         elif self.stages is not None and self.pattern_segments is not None:
@@ -150,21 +158,10 @@ class HiveSpec(ApiModel):
             self.warm_pool_size = 0 if self.pool_mode == "cold" else 1
         elif self.pool_mode == "cold" and self.warm_pool_size > 0:
             problems.add(("warmPoolSize",), "must be 0 with poolMode cold")
-        problems.raise_if_any()
-        return self
 
     @staticmethod
     def _check_segments(segments: list[PatternSegment], problems: Problems) -> None:
-        seen: dict[str, int] = {}
-        for index, segment in enumerate(segments):
-            if segment.name in seen:
-                problems.add(
-                    ("patternSegments", index, "name"),
-                    f"duplicate name {segment.name!r} (also at index {seen[segment.name]})",
-                )
-            seen.setdefault(segment.name, index)
-            if index == 0:
-                continue
+        for index, segment in enumerate(segments[1:], start=1):
             previous = segments[index - 1].output_topic
             if previous is not None and segment.input_topic not in (None, previous):
                 problems.add(

@@ -17,6 +17,7 @@ from apiary.resources.base import (
     Problems,
     Topic,
 )
+from apiary.resources.guardrails import Guardrails
 
 WaggleType = Literal["task", "result", "request", "response", "event", "error"]
 
@@ -57,6 +58,8 @@ class Member(ApiModel):
     """Event-driven only: which events this stage gets."""
     approval: Literal["required", "none"] | None = None
     """``required`` holds each session before this stage until a human approves."""
+    guardrails: Guardrails | None = None
+    """Overrides the Hive's and AgentSpec's guardrails for this stage only."""
 
 
 class Stage(Member):

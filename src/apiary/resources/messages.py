@@ -71,18 +71,23 @@ def message_for(error: Any) -> str:
     return message[:1].lower() + message[1:]
 
 
-def render_errors(exc: ValidationError, prefix: Loc = ()) -> list[tuple[str, str]]:
-    """Every problem in ``exc`` as (path, message), expanding cross-field problems to the
+def problem_locs(exc: ValidationError, prefix: Loc = ()) -> list[tuple[Loc, str]]:
+    """Every problem in ``exc`` as (location, message), expanding cross-field problems to the
     exact fields they name."""
-    out: list[tuple[str, str]] = []
+    out: list[tuple[Loc, str]] = []
     for error in exc.errors(include_url=False):
         loc: Loc = (*prefix, *error["loc"])
         if loc and loc[-1] == "[key]":
-            out.append((render_path(loc[:-1]), "keys must be strings"))
+            out.append((loc[:-1], "keys must be strings"))
             continue
         cause = (error.get("ctx") or {}).get("error")
         if isinstance(cause, FieldProblems):
-            out.extend((render_path((*loc, *sub)), message) for sub, message in cause.problems)
+            out.extend(((*loc, *sub), message) for sub, message in cause.problems)
         else:
-            out.append((render_path(loc), message_for(error)))
+            out.append((loc, message_for(error)))
     return out
+
+
+def render_errors(exc: ValidationError, prefix: Loc = ()) -> list[tuple[str, str]]:
+    """Every problem in ``exc`` as (field path, message)."""
+    return [(render_path(loc), message) for loc, message in problem_locs(exc, prefix)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -124,14 +125,24 @@ class FakeNode:
                 continue
             if limit is not None and changed >= limit:
                 break
-            drone["status"] = {
-                **drone["status"],
-                "phase": "Running",
-                "ready": True,
-                "pid": 1000 + changed,
-                "nodeName": self.name,
-            }
-            await self.store.update(drone, subresource="status")
+            pid = 1000 + changed
+
+            def mark(current: Obj, pid: int = pid) -> Obj | None:
+                if current["spec"].get("nodeName") != self.name:
+                    return None
+                current["status"] = {
+                    **current["status"],
+                    "phase": "Running",
+                    "ready": True,
+                    "pid": pid,
+                    "nodeName": self.name,
+                }
+                return current
+
+            meta = drone["metadata"]
+            await self.store.update_with_retry(
+                "Drone", meta["namespace"], meta["name"], mark, subresource="status"
+            )
             changed += 1
         return changed
 
@@ -154,3 +165,26 @@ async def drones_of(store: Store, hive_name: str | None = None) -> list[Obj]:
     if hive_name is None:
         return items
     return [d for d in items if d["metadata"]["labels"].get("apiary.io/hive") == hive_name]
+
+
+async def until(store: Store, predicate: Any, timeout: float = 10.0) -> None:
+    """Wait, by watching the store (no polling sleeps), until ``await predicate()`` is true."""
+
+    async def loop() -> None:
+        since = await store.resource_version()
+        if await predicate():
+            return
+        async for _ in store.watch(since=since):
+            if await predicate():
+                return
+
+    await asyncio.wait_for(loop(), timeout)
+
+
+async def node_agent(node: FakeNode) -> None:
+    """A background fake node agent: marks drones Ready as soon as they are assigned to it."""
+    since = await node.store.resource_version()
+    await node.step()
+    async for change in node.store.watch("Drone", since=since):
+        if change.type != "DELETED" and change.object["spec"].get("nodeName") == node.name:
+            await node.step()

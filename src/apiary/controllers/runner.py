@@ -26,12 +26,13 @@ from apiary.controllers.agentspec import AgentSpecReconciler
 from apiary.controllers.events import EventRecorder
 from apiary.controllers.gc import GarbageCollector
 from apiary.controllers.hive import HiveReconciler
-from apiary.controllers.meta import controller_ref
+from apiary.controllers.meta import Obj, controller_ref
 from apiary.controllers.nodes import NodeController
 from apiary.controllers.scheduler import Scheduler
 from apiary.controllers.settings import QueenSettings
+from apiary.controllers.templates import hive_stages
 from apiary.controllers.workqueue import WorkQueue
-from apiary.errors import Gone
+from apiary.errors import Conflict, Gone
 from apiary.store import Change, Store
 
 log = logging.getLogger("apiary.controllers")
@@ -76,7 +77,9 @@ class Queen:
         in that order. Tests and tools use it; the running Queen does the same continuously."""
         for kind in ("AgentSpec", "Hive"):
             for obj in (await self.store.list(kind)).items:
-                await self.reconcile((kind, obj["metadata"]["namespace"], obj["metadata"]["name"]))
+                key = (kind, obj["metadata"]["namespace"], obj["metadata"]["name"])
+                with contextlib.suppress(Conflict):  # another controller acted: next pass
+                    await self.reconcile(key)
         await self.nodes.run_once()
         await self.scheduler.run_once()
         await self.gc.run_once()
@@ -191,6 +194,10 @@ class Queen:
             try:
                 await self.reconcile(key)
                 self._failures.pop(key, None)
+            except Conflict:
+                # another controller changed the object under us: look again shortly
+                log.debug("reconcile %s hit a conflict; requeued", key)
+                self._retry_later(key, self.settings.loop.retry_base_delay)
             except Exception:
                 failures = self._failures[key] = self._failures.get(key, 0) + 1
                 delay = min(
@@ -213,10 +220,8 @@ class Queen:
         self._timers.add(handle)
 
 
-def _references(hive: dict[str, object], agentspec: str) -> bool:
-    from apiary.controllers.templates import hive_stages
-
-    stages, _ = hive_stages(hive)  # type: ignore[arg-type]
+def _references(hive: Obj, agentspec: str) -> bool:
+    stages, _ = hive_stages(hive)
     return any(s.agent_ref == agentspec for s in stages)
 
 

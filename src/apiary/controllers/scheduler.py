@@ -18,6 +18,7 @@ bytes, optional ``drones`` (max drones on the node). Held drones are re-examined
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import logging
 from collections import Counter
@@ -113,8 +114,15 @@ class Scheduler:
         self.store = store
         self.settings = settings
         self.events = events
+        self._lock = asyncio.Lock()
 
     async def run_once(self) -> PassResult:
+        """One scheduling pass. Passes of one Scheduler never overlap (capacity is counted per
+        pass); across processes, leader election keeps a single active scheduler."""
+        async with self._lock:
+            return await self._run_once()
+
+    async def _run_once(self) -> PassResult:
         now = self.settings.clock()
         lease = self.settings.nodes.lease_duration
         rooms = {

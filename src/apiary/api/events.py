@@ -43,7 +43,7 @@ class EventRecorder:
                 )
             ).encode()
         ).hexdigest()
-        return f"{meta['name'][:46]}.{digest[:16]}"
+        return f"{meta['name'][:46]}-{digest[:16]}"
 
     async def record(
         self, obj: dict[str, Any], type_: EventType, reason: str, message: str

@@ -238,11 +238,11 @@ async def replace_object(request: Request) -> Response:
     strict, dry = params.flag(q, "strict"), params.dry_run(q)
     reveal = _reveal(request, info, cell)
     obj = await _body(request, info, cell, name)
-    admitted, warnings = _admit(obj, strict)
     current: dict[str, Any] | None = None
-    if info.kind == "Secret" and has_redacted(admitted):
+    if info.kind == "Secret" and has_redacted(obj):  # before admission: "<redacted>" is no base64
         current = await state.store.get(info.kind, cell or "", name)
-        admitted = keep_redacted(admitted, current)
+        obj = keep_redacted(obj, current)
+    admitted, warnings = _admit(obj, strict)
     async with state.quotas.admitting(admitted, creating=False):
         if dry:
             current = current or await state.store.get(info.kind, cell or "", name)

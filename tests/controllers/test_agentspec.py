@@ -1,4 +1,4 @@
-"""Standalone drones of an AgentSpec: minReplicas, spec.scaling.replicas, rollout, status."""
+"""Standalone drones of an AgentSpec: minReplicas, spec.replicas, maxReplicas, status."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ async def test_min_replicas_run_standalone_drones(
     assert status["replicas"] == 2 and status["readyReplicas"] == 2
 
     def scale(s: dict) -> dict:
-        s["spec"]["scaling"]["replicas"] = 5
+        s["spec"]["replicas"] = 5
         return s
 
     await store.update_with_retry("AgentSpec", "default", "llm-agent", scale)

@@ -73,6 +73,24 @@ async def test_node_that_never_heartbeats_expires_from_creation(
     assert cond["status"] == "False" and "never" not in cond["message"]
 
 
+async def test_a_node_may_declare_its_own_lease_duration(
+    store: Store, queen: Queen, clock: FakeClock
+) -> None:
+    node = await FakeNode(store, clock, "slow").register()
+
+    def longer(n: dict) -> dict:
+        n["status"]["lease"]["leaseDurationSeconds"] = 40
+        return n
+
+    await store.update_with_retry("Node", "", "slow", longer, subresource="status")
+    clock.advance(30)
+    await queen.nodes.run_once()
+    assert get_condition(await store.get("Node", "", node.name), "Ready")["status"] == "True"
+    clock.advance(11)
+    await queen.nodes.run_once()
+    assert get_condition(await store.get("Node", "", node.name), "Ready")["status"] == "False"
+
+
 async def test_drones_on_a_vanished_node_are_evicted(
     store: Store, queen: Queen, clock: FakeClock
 ) -> None:

@@ -1,11 +1,12 @@
 """Standalone drones of an AgentSpec: an agent that runs on its own, outside any Hive.
 
-Where the replica count lives (what ``apiaryctl scale agentspec/NAME --replicas N`` writes):
-``spec.scaling.replicas``. Without it the AgentSpec runs ``spec.scaling.minReplicas`` drones
-(0 when absent); ``spec.scaling.maxReplicas``, when set, caps either. The drones are labelled
-``apiary.io/agentspec`` (and no ``apiary.io/hive``), owned by the AgentSpec, and replaced by the
-same rolling rules as Hive stages. The AgentSpec's status gets ``replicas``, ``readyReplicas``,
-``updatedReplicas``, ``observedGeneration`` and a ``Ready`` condition.
+Where the replica count lives (what ``apiaryctl scale agentspec/NAME --replicas N`` and the
+autoscaler write): ``spec.replicas``. Without it the AgentSpec runs ``spec.scaling.minReplicas``
+drones (0 when there is no ``scaling``); ``spec.scaling.maxReplicas``, when set, caps either.
+The drones are labelled ``apiary.io/agentspec`` (and no ``apiary.io/hive``), owned by the
+AgentSpec, and replaced by the same rolling rules as Hive stages. The AgentSpec's status gets
+``replicas``, ``readyReplicas``, ``updatedReplicas``, ``observedGeneration``
+and a ``Ready`` condition.
 """
 
 from __future__ import annotations
@@ -33,11 +34,14 @@ from apiary.store import Store, parse_selector
 
 def wanted_replicas(agentspec: Obj) -> tuple[int, str | None]:
     """(standalone replicas wanted, problem naming the field or None)."""
-    scaling = (agentspec.get("spec") or {}).get("scaling") or {}
+    spec = agentspec.get("spec") or {}
+    scaling = spec.get("scaling") or {}
     if not isinstance(scaling, dict):
         return 0, "spec.scaling: must be a mapping"
-    field = "spec.scaling.replicas" if "replicas" in scaling else "spec.scaling.minReplicas"
-    value = scaling.get("replicas", scaling.get("minReplicas", 0))
+    if spec.get("replicas") is not None:
+        field, value = "spec.replicas", spec.get("replicas")
+    else:
+        field, value = "spec.scaling.minReplicas", scaling.get("minReplicas", 0)
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         return 0, f"{field}: must be a non-negative integer, got {value!r}"
     cap = scaling.get("maxReplicas")

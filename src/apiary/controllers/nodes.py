@@ -54,7 +54,13 @@ def renew_time(node: Obj) -> datetime | None:
 
 
 def lease_fresh(node: Obj, now: datetime, duration: float) -> bool:
+    """Renewed within ``duration`` seconds — or within the node's own
+    ``status.lease.leaseDurationSeconds`` when it declares one."""
     renewed = renew_time(node)
+    lease = (node.get("status") or {}).get("lease")
+    own = lease.get("leaseDurationSeconds") if isinstance(lease, dict) else None
+    if isinstance(own, int | float) and not isinstance(own, bool) and own > 0:
+        duration = float(own)
     return renewed is not None and now - renewed <= timedelta(seconds=duration)
 
 

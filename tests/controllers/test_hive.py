@@ -166,7 +166,8 @@ async def test_missing_agentspec_then_created(store: Store, queen: Queen, clock:
     hv = await store.get("Hive", "default", "h")
     cond = get_condition(hv, "ResolvedRefs")
     assert cond["status"] == "False"
-    assert "spec.stages[1].agentRef" in cond["message"] and "'later'" in cond["message"]
+    assert cond["message"] == "AgentSpec 'later' not found (spec.stages[1].agentRef)"
+    assert cond["reason"] == "MissingReferences"
     drones = await drones_of(store, "h")
     assert [d["metadata"]["labels"]["apiary.io/stage"] for d in drones] == ["a"]
     assert hv["status"]["phase"] == "Degraded"
@@ -193,8 +194,11 @@ async def test_invalid_stage_is_reported_with_its_field(store: Store, queen: Que
     bad["spec"]["stages"].append({"name": "b", "agentRef": "echo", "replicas": -2})
     await store.create(bad)
     await queen.sync_once()
-    cond = get_condition(await store.get("Hive", "default", "h"), "ResolvedRefs")
-    assert cond["status"] == "False" and "spec.stages[1].replicas" in cond["message"]
+    hv = await store.get("Hive", "default", "h")
+    cond = get_condition(hv, "Ready")
+    assert cond["status"] == "False" and cond["reason"] == "InvalidSpec"
+    assert "spec.stages[1].replicas" in cond["message"]
+    assert get_condition(hv, "ResolvedRefs")["status"] == "True"
 
 
 async def test_composed_hive_segments_become_stages(

@@ -66,7 +66,7 @@ class EventRecorder:
                 "apiVersion": involved.get("apiVersion", API_VERSION),
                 "kind": involved["kind"],
                 "name": meta["name"],
-                "namespace": namespace,
+                "namespace": meta.get("namespace") or None,
                 "uid": meta.get("uid"),
             },
             "reason": reason,

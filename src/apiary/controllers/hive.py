@@ -141,7 +141,8 @@ class HiveReconciler:
         stages, problems = hive_stages(hive)
         specs: dict[str, Obj | None] = {}
         results: list[tuple[Stage, GroupResult]] = []
-        unresolved: list[str] = []
+        missing: dict[str, list[str]] = {}
+        invalid: list[str] = [f"{f}: {m}" for f, m in problems]
         claim = claimer(self.store, "Hive", hive)
         for stage in stages:
             if stage.agent_ref not in specs:
@@ -151,15 +152,12 @@ class HiveReconciler:
             agentspec = specs[stage.agent_ref]
             template: Obj | None = None
             if agentspec is None:
-                unresolved.append(
-                    f"{stage.field}.agentRef: AgentSpec {stage.agent_ref!r} "
-                    f"not found in cell {namespace!r}"
-                )
+                missing.setdefault(stage.agent_ref, []).append(f"{stage.field}.agentRef")
             else:
                 try:
                     template = drone_template(agentspec, cell=cell, hive=hive, stage=stage)
                 except QuantityError as exc:
-                    unresolved.append(f"{stage.field}: {exc}")
+                    invalid.append(f"{stage.field}: {exc}")
             mine = [
                 d
                 for d in owned
@@ -191,8 +189,8 @@ class HiveReconciler:
             await report_group(self.events, self.failures, hive, stage.name, result, rolling)
             results.append((stage, result))
         await self._drop_removed_stages(hive, owned, {s.name for s in stages})
-        problems_text = [f"{f}: {m}" for f, m in problems] + unresolved
-        await self._write_status(hive, results, problems_text)
+        unresolved = [f"AgentSpec {n!r} not found ({', '.join(p)})" for n, p in missing.items()]
+        await self._write_status(hive, results, unresolved, invalid)
 
     async def _drop_removed_stages(self, hive: Obj, owned: list[Obj], names: set[str]) -> None:
         gone = [
@@ -228,9 +226,17 @@ class HiveReconciler:
                 pass
 
     async def _write_status(
-        self, hive: Obj, results: list[tuple[Stage, GroupResult]], problems: list[str]
+        self,
+        hive: Obj,
+        results: list[tuple[Stage, GroupResult]],
+        unresolved: list[str],
+        invalid: list[str],
     ) -> None:
+        """``unresolved``: missing AgentSpecs, worded exactly as the API's reference resolver
+        words them, so the two never fight over ``ResolvedRefs``; ``invalid``: spec problems,
+        reported through ``Ready`` (reason ``InvalidSpec``)."""
         now = self.settings.clock()
+        problems = unresolved + invalid
         wanted = sum(r.wanted for _, r in results)
         ready = sum(min(r.ready, r.wanted) for _, r in results)
         failed = sum(len(r.failed) for _, r in results)
@@ -262,9 +268,9 @@ class HiveReconciler:
             conds = set_condition(
                 conds,
                 "ResolvedRefs",
-                not problems,
-                "InvalidReferences" if problems else "Resolved",
-                "; ".join(problems) if problems else "all AgentSpecs resolved",
+                not unresolved,
+                "MissingReferences" if unresolved else "AllResolved",
+                "; ".join(unresolved) if unresolved else "all references resolved",
                 now,
             )
             ready_ok = ready >= wanted and not problems
@@ -272,8 +278,8 @@ class HiveReconciler:
                 conds,
                 "Ready",
                 ready_ok,
-                "AllDronesReady" if ready_ok else "DronesNotReady",
-                f"{ready}/{wanted} drones ready",
+                "AllDronesReady" if ready_ok else ("InvalidSpec" if invalid else "DronesNotReady"),
+                "; ".join(invalid) if invalid else f"{ready}/{wanted} drones ready",
                 now,
             )
             conds = set_condition(

@@ -175,8 +175,10 @@ class HttpChannel(Channel):
 
     async def exchange(self, msg: Message, timeout: float | None) -> list[Message]:
         death = self._death
-        if death is None or death.done():
-            raise AgentCrashed(death.result() if death else "no agent process attached")
+        if death is None:
+            raise AgentNotReady("no agent process attached")
+        if death.done():
+            raise AgentCrashed(death.result(), self._exit_code())
         client = self._client_for_use()
         request = asyncio.ensure_future(
             client.post(self._config.message_path, content=encode(msg), headers=_JSON_HEADERS)

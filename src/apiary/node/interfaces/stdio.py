@@ -145,8 +145,10 @@ class StdioChannel(Channel):
 
     async def exchange(self, msg: Message, timeout: float | None) -> list[Message]:
         stdin = self._stdin
+        if self.proc is None:
+            raise AgentNotReady("no agent process attached")
         if self._dead is not None or stdin is None:
-            raise AgentCrashed(self._dead or "no agent process attached", self._exit_code)
+            raise AgentCrashed(self._dead or "the agent is gone", self._exit_code)
         data = (escape_text(msg.payload) + "\n").encode() if self._text else encode_line(msg)
         loop = asyncio.get_running_loop()
         turn = _Turn(msg, loop.create_future())

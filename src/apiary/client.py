@@ -9,6 +9,7 @@ server's structured error body (details kept), and an unreachable server raises
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
 import os
@@ -190,9 +191,16 @@ def selector_string(selector: str | Mapping[str, str] | None) -> str | None:
 
 
 def normalized(obj: Obj) -> Obj:
-    """``obj`` without status and server-managed metadata: what a user's manifest controls."""
+    """``obj`` as a manifest controls it: no status or server-managed metadata, Secret
+    ``stringData`` folded into ``data``."""
     out = copy.deepcopy(obj)
     out.pop("status", None)
+    string_data = out.pop("stringData", None)
+    if isinstance(string_data, dict) and string_data:
+        # Secrets: stringData is write-only sugar for base64 data; compare what gets stored.
+        data = out["data"] = dict(out.get("data") or {})
+        for key, value in string_data.items():
+            data[key] = base64.b64encode(str(value).encode()).decode()
     meta = out.get("metadata")
     if isinstance(meta, dict):
         for key in SERVER_MANAGED_METADATA:

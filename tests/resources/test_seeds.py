@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from apiary.resources import admit, parse
+
 from .helpers import SEEDS, seed
 
 SEED_FILES = sorted(p.name for p in SEEDS.glob("*.yaml"))

@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from apiary.resources.depth import MAX_DEPTH, too_deep
 from apiary.resources.kinds import MODELS
 from apiary.resources.messages import render_errors
 from apiary.resources.meta import ApiObject, ObjectMeta
@@ -66,6 +67,21 @@ def admit(obj: Any, *, strict: bool = False) -> Admission:
         raise ValidationFailed(
             [("", "an object must be a mapping with apiVersion, kind, metadata")]
         )
+    _check_depth(obj)
+    try:
+        return _admit(obj, strict)
+    except RecursionError:  # pragma: no cover - _check_depth keeps nesting well below the limit
+        raise ValidationFailed([("", "the object is nested too deeply")]) from None
+
+
+def _check_depth(value: Any, prefix: tuple[str, ...] = ()) -> None:
+    loc = too_deep(value)
+    if loc is not None:
+        path = render_path((*prefix, *loc[:MAX_DEPTH]))
+        raise ValidationFailed([(path, f"nested more than {MAX_DEPTH} levels deep")])
+
+
+def _admit(obj: dict[str, Any], strict: bool) -> Admission:
     kind = obj.get("kind")
     model = MODELS.get(kind) if isinstance(kind, str) else None
     if model is None:
@@ -115,6 +131,7 @@ def validate_status(kind: str, status: Any) -> dict[str, Any]:
         raise ValidationFailed([("status", f"a {model.__name__} has no status")])
     if not isinstance(status, dict):
         raise ValidationFailed([("status", "must be a mapping")])
+    _check_depth(status, ("status",))
     try:
         return dict(to_wire(model.status_model.model_validate(status)))
     except ValidationError as exc:
@@ -126,6 +143,7 @@ def parse(obj: Any) -> ApiObject:
     attributes and defaults instead of dict lookups."""
     if not isinstance(obj, dict):
         raise ValidationFailed([("", "an object must be a mapping")])
+    _check_depth(obj)
     model = _model_for(obj.get("kind"))  # type: ignore[arg-type]
     try:
         return model.model_validate(obj)

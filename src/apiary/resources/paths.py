@@ -15,8 +15,8 @@ def render_path(loc: Sequence[str | int]) -> str:
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif _PLAIN.match(part):
+        elif isinstance(part, str) and _PLAIN.match(part):
             out += f".{part}" if out else part
         else:
-            out += f"[{json.dumps(part)}]"
+            out += f"[{json.dumps(str(part))}]"
     return out

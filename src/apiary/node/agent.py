@@ -1,0 +1,287 @@
+"""The node agent: registers this machine as a Node, keeps its lease, runs the drones placed on it.
+
+It talks to the control plane through the API only (an :class:`~apiary.client.AsyncApiClient`),
+in embedded mode too, so both modes exercise the same path. Level-triggered: a full list of the
+drones every ``resync_seconds`` plus a watch in between; for each pass the set of drones assigned
+here (``spec.nodeName``, not being deleted) is compared with the runners it has, by uid — what is
+wanted and missing is started, what runs and is no longer wanted (deleted, moved to another node
+after this node lost its lease, recreated under the same name) is stopped.
+
+On start it first kills whatever a previous incarnation left running (:func:`reap_orphans`), so
+``kill -9`` of the node agent never leaves an agent process behind for long.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import platform
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import psutil
+
+from apiary.client import AsyncApiClient
+from apiary.errors import ApiaryError, Conflict, NotFound
+from apiary.node.orphans import reap_orphans
+from apiary.node.runner import DroneRunner, RunnerSettings, StatusWriter, rfc3339
+
+log = logging.getLogger("apiary.node")
+
+Obj = dict[str, Any]
+
+
+def _default_cpu() -> int:
+    return (os.cpu_count() or 1) * 1000
+
+
+def _default_memory() -> int:
+    return int(psutil.virtual_memory().total)
+
+
+@dataclass
+class NodeSettings:
+    """Who this node is and how it keeps in touch."""
+
+    name: str = field(default_factory=socket.gethostname)
+    """The Node object's name (DNS-1123; the host name by default)."""
+
+    state_dir: str = "."
+    """Drone logs and process records live here (``<data-dir>/node`` in embedded mode)."""
+
+    cpu_millicores: int = field(default_factory=_default_cpu)
+    """Capacity offered to drones: this machine's cores x 1000 unless given."""
+
+    memory_bytes: int = field(default_factory=_default_memory)
+    """Capacity offered to drones: this machine's memory unless given."""
+
+    heartbeat_seconds: float = 2.0
+    """How often the lease is renewed."""
+
+    lease_seconds: float = 10.0
+    """How long the lease lasts without renewal; the control plane moves drones after it."""
+
+    resync_seconds: float = 30.0
+    """Full relist of the drones even when the watch is quiet."""
+
+    runner: RunnerSettings | None = None
+    """How drones run (grace period, back-off); defaults under ``state_dir``."""
+
+
+class NodeAgent:
+    """Runs drones for one Node until the stop event is set."""
+
+    def __init__(self, client: AsyncApiClient, settings: NodeSettings) -> None:
+        self.client = client
+        self.settings = settings
+        self.runner_settings = settings.runner or RunnerSettings(state_dir=settings.state_dir)
+        self.runners: dict[str, DroneRunner] = {}
+        self._stopping: set[asyncio.Task[None]] = set()
+        self.status_writer = StatusWriter(
+            self._get_drone, client.update_status, node_name=settings.name
+        )
+        self.registered = asyncio.Event()
+
+    # --------------------------------------------------------------------------- running
+
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        """Reap orphans, register, then heartbeat + drone sync + status writes until ``stop``."""
+        stop = stop or asyncio.Event()
+        killed = await asyncio.to_thread(
+            reap_orphans, os.path.join(self.runner_settings.state_dir, "pids")
+        )
+        for rec in killed:
+            log.warning(
+                "killed orphaned agent process group %s of drone %s/%s",
+                rec.pgid,
+                rec.cell,
+                rec.drone,
+            )
+        tasks = [
+            asyncio.create_task(self._heartbeat_forever(), name="node:heartbeat"),
+            asyncio.create_task(self._sync_forever(), name="node:drones"),
+            asyncio.create_task(self.status_writer.run(), name="node:status"),
+        ]
+        stopper = asyncio.create_task(stop.wait(), name="node:stop")
+        try:
+            done, _ = await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                if task is not stopper and task.exception() is not None:
+                    raise task.exception()  # type: ignore[misc]
+        finally:
+            for task in [*tasks, stopper]:
+                task.cancel()
+            await asyncio.gather(*tasks, stopper, return_exceptions=True)
+            await self.stop_all()
+
+    async def stop_all(self) -> None:
+        """Stop every drone process (graceful) — on shutdown."""
+        runners, self.runners = list(self.runners.values()), {}
+        await asyncio.gather(*(r.stop() for r in runners), *self._stopping, return_exceptions=True)
+
+    # -------------------------------------------------------------------------- the Node
+
+    async def register(self) -> None:
+        """Create or update this Node with its capacity."""
+        s = self.settings
+        capacity = {"cpu": s.cpu_millicores, "memory": s.memory_bytes}
+        body: Obj = {
+            "apiVersion": "apiary.io/v1", "kind": "Node",
+            "metadata": {"name": s.name, "labels": {"apiary.io/hostname": socket.gethostname()}},
+            "spec": {"capacity": capacity},
+        }  # fmt: skip
+        try:
+            current = await self.client.get("Node", s.name)
+        except NotFound:
+            with contextlib.suppress(Conflict):
+                await self.client.create(body)
+        else:
+            if (current.get("spec") or {}).get("capacity") != capacity:
+                current.setdefault("spec", {})["capacity"] = capacity
+                await self.client.update(current)
+        await self.heartbeat()
+        self.registered.set()
+
+    async def heartbeat(self) -> None:
+        """Renew the lease and report allocatable room (keeps controller-owned conditions)."""
+        s = self.settings
+        for _ in range(5):
+            node = await self.client.get("Node", s.name)
+            status = dict(node.get("status") or {})
+            status["lease"] = {
+                "renewTime": rfc3339(time.time()),
+                "holderIdentity": f"{socket.gethostname()}:{os.getpid()}",
+                "leaseDurationSeconds": s.lease_seconds,
+            }
+            status["capacity"] = {"cpu": s.cpu_millicores, "memory": s.memory_bytes}
+            status["allocatable"] = status["capacity"]
+            status["nodeInfo"] = {
+                "hostname": socket.gethostname(), "platform": platform.platform(),
+                "python": platform.python_version(), "drones": str(len(self.runners)),
+            }  # fmt: skip
+            conditions = [c for c in status.get("conditions") or [] if c.get("type") != "Ready"]
+            if not any(c.get("type") == "Ready" for c in status.get("conditions") or []):
+                conditions.append(
+                    {
+                        "type": "Ready",
+                        "status": "True",
+                        "reason": "NodeAgentUp",
+                        "lastTransitionTime": rfc3339(time.time()),
+                    }
+                )
+            else:
+                conditions = status["conditions"]
+            status["conditions"] = conditions
+            node["status"] = status
+            try:
+                await self.client.update_status(node)
+                return
+            except Conflict:
+                continue
+
+    async def _heartbeat_forever(self) -> None:
+        await self._retrying(self.register)
+        while True:
+            await asyncio.sleep(self.settings.heartbeat_seconds)
+            await self._retrying(self.heartbeat)
+
+    @staticmethod
+    async def _retrying(call: Callable[[], Awaitable[None]]) -> None:
+        delay = 0.2
+        while True:
+            try:
+                await call()
+                return
+            except NotFound:
+                raise
+            except (ApiaryError, OSError) as exc:
+                log.warning("node: %s; retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    # ------------------------------------------------------------------------- the drones
+
+    async def _sync_forever(self) -> None:
+        await self.registered.wait()
+        delay = 0.2
+        while True:
+            try:
+                listing = await self.client.list("Drone", all_cells=True)
+                self.sync(listing.get("items") or [])
+                rv = (listing.get("metadata") or {}).get("resourceVersion")
+                delay = 0.2
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.settings.resync_seconds):
+                        async for kind, obj in self.client.watch(
+                            "Drone", all_cells=True, resource_version=rv
+                        ):
+                            self.observe(kind, obj)
+            except (ApiaryError, OSError) as exc:
+                log.warning("node: drone watch interrupted: %s; relisting in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    def _mine(self, drone: Obj) -> bool:
+        meta = drone.get("metadata") or {}
+        return (drone.get("spec") or {}).get("nodeName") == self.settings.name and not meta.get(
+            "deletionTimestamp"
+        )
+
+    def sync(self, drones: list[Obj]) -> None:
+        """Full reconcile against a complete list of drones."""
+        wanted = {d["metadata"]["uid"]: d for d in drones if self._mine(d)}
+        for uid in [u for u in self.runners if u not in wanted]:
+            self._stop(uid)
+        for uid, drone in wanted.items():
+            if uid not in self.runners:
+                self._start(drone)
+
+    def observe(self, kind: str, drone: Obj) -> None:
+        """One watch event."""
+        uid = (drone.get("metadata") or {}).get("uid")
+        if not uid:
+            return
+        if kind != "DELETED" and self._mine(drone):
+            if uid not in self.runners:
+                self._start(drone)
+        elif uid in self.runners:
+            self._stop(uid)
+
+    def _start(self, drone: Obj) -> None:
+        cell = drone["metadata"].get("namespace") or "default"
+        name = drone["metadata"]["name"]
+        for other in [r for r in self.runners.values() if (r.cell, r.name) == (cell, name)]:
+            self._stop(other.uid)  # same name, new uid: the old one goes first
+
+        async def read_secret(secret: str) -> Obj:
+            return await self.client.get("Secret", secret, cell, reveal=True)
+
+        runner = DroneRunner(
+            drone,
+            settings=self.runner_settings,
+            read_secret=read_secret,
+            on_status=self.status_writer.submit,
+            extra_env={"APIARY_NODE": self.settings.name, "APIARY_SERVER": self.client.server},
+        )
+        self.runners[runner.uid] = runner
+        runner.start()
+        log.info("drone %s/%s started on %s", cell, name, self.settings.name)
+
+    def _stop(self, uid: str) -> None:
+        runner = self.runners.pop(uid)
+        task = asyncio.create_task(runner.stop(), name=f"stop:{runner.cell}/{runner.name}")
+        self._stopping.add(task)
+        task.add_done_callback(self._stopping.discard)
+        log.info("drone %s/%s stopping on %s", runner.cell, runner.name, self.settings.name)
+
+    async def _get_drone(self, cell: str, name: str) -> Obj:
+        return await self.client.get("Drone", name, cell)
+
+    def find(self, cell: str, name: str) -> DroneRunner | None:
+        """The runner of a drone by name, for the router and the logs endpoint."""
+        return next((r for r in self.runners.values() if (r.cell, r.name) == (cell, name)), None)

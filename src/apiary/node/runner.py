@@ -1,0 +1,317 @@
+"""One drone on this node: its environment, its supervised process, its keeper, its status.
+
+A :class:`DroneRunner` is created by the node agent for every Drone placed here and stopped when
+the Drone goes away or moves. It resolves the environment through the API (secrets included),
+hands a :class:`~apiary.node.launcher.Supervisor` the launch spec, attaches each started process
+to the :class:`~apiary.node.keeper.Keeper`, and turns every state change into a Drone status,
+which the :class:`StatusWriter` sends to the API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from apiary.errors import Conflict, NotFound
+from apiary.node.backoff import Backoff, BackoffPolicy
+from apiary.node.env import EnvError, SecretReader, resolve_env
+from apiary.node.keeper import Keeper
+from apiary.node.launcher import DroneProcess, DroneRuntimeStatus, LaunchSpec, Supervisor
+
+log = logging.getLogger("apiary.node")
+
+Obj = dict[str, Any]
+StatusSink = Callable[["DroneRunner", Obj], None]
+
+NODE_STATUS_KEYS = (
+    "phase", "pid", "restartCount", "exitCode", "signal", "reason", "message", "lastStderr",
+    "nextRestartAt", "startedAt", "ready", "startTime", "hostIP",
+)  # fmt: skip
+"""The Drone status fields the node agent owns; the rest (nodeName, Scheduled, ...) is kept."""
+
+
+@dataclass
+class RunnerSettings:
+    """How the node runs each drone."""
+
+    state_dir: str
+    """Where drone logs (``logs/``) and orphan records (``pids/``) live."""
+
+    grace_period_seconds: float = 10.0
+    """SIGTERM → SIGKILL grace when a drone stops."""
+
+    backoff: BackoffPolicy = field(default_factory=BackoffPolicy)
+    """Restart back-off of crashing drones (CrashLoopBackOff)."""
+
+    default_working_dir: str | None = None
+    """Where a drone runs when its AgentSpec gives no ``workingDir`` (None: the node's cwd)."""
+
+    http_ready_timeout: float = 60.0
+    """How long an http agent may take to answer its health path before it is restarted."""
+
+
+def rfc3339(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def free_port() -> int:
+    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def agent_path(env: dict[str, str]) -> str:
+    """PATH for agents: the directory of the Python running Apiary first, so that a ``python``
+    agent finds the interpreter that has ``apiary.agent`` installed, then the agent's or ours."""
+    here = os.path.dirname(sys.executable)
+    rest = env.get("PATH") or os.environ.get("PATH") or "/usr/local/bin:/usr/bin:/bin"
+    return here + os.pathsep + rest
+
+
+class DroneRunner:
+    """Runs one Drone (identified by uid) until :meth:`stop`."""
+
+    def __init__(
+        self,
+        drone: Obj,
+        *,
+        settings: RunnerSettings,
+        read_secret: SecretReader,
+        on_status: StatusSink,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
+        meta = drone["metadata"]
+        self.uid: str = meta["uid"]
+        self.name: str = meta["name"]
+        self.cell: str = meta.get("namespace") or "default"
+        self.spec: Obj = drone.get("spec") or {}
+        self.settings = settings
+        self._read_secret = read_secret
+        self._on_status = on_status
+        self._extra_env = dict(extra_env or {})
+        interface = dict(self.spec.get("interface") or {})
+        self.http = interface.get("type") == "http"
+        self.port: int | None = None
+        if self.http:
+            self.port = int(interface.get("port") or 0) or free_port()
+        self.keeper = Keeper(interface, name=f"{self.cell}/{self.name}", port=self.port)
+        self.supervisor: Supervisor | None = None
+        self._runtime = DroneRuntimeStatus(phase="Starting")
+        self._ready = False
+        self._stopping = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._probe: asyncio.Task[None] | None = None
+
+    # ---------------------------------------------------------------------------- lifecycle
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"runner:{self.cell}/{self.name}")
+
+    async def stop(self) -> None:
+        """Stop the process (SIGTERM, grace, SIGKILL) and the keeper; idempotent."""
+        self._stopping.set()
+        if self._probe is not None:
+            self._probe.cancel()
+        if self.supervisor is not None:
+            await self.supervisor.stop()
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self.keeper.stop()
+
+    @property
+    def ready(self) -> bool:
+        return self._ready
+
+    async def _run(self) -> None:
+        backoff = Backoff(self.settings.backoff)
+        while not self._stopping.is_set():
+            try:
+                env = await resolve_env(
+                    (self.spec.get("runtime") or {}).get("env"), self._read_secret
+                )
+            except EnvError as exc:
+                delay = backoff.next_delay()
+                self._runtime = DroneRuntimeStatus(
+                    phase="Failed", reason=exc.reason,
+                    message=f"{exc.message}; retrying in {delay:g}s",
+                    next_restart_at=time.time() + delay,
+                )  # fmt: skip
+                self._report()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), delay)
+                continue
+            except Exception as exc:  # the API is away: try again soon
+                log.warning("drone %s/%s: cannot resolve env: %s", self.cell, self.name, exc)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), 2.0)
+                continue
+            break
+        if self._stopping.is_set():
+            return
+        self.supervisor = Supervisor(
+            self._launch_spec(env),
+            on_status=self._runtime_changed,
+            on_started=self._started,
+            backoff=self.settings.backoff,
+        )
+        await self.supervisor.start()
+
+    def _launch_spec(self, env: dict[str, str]) -> LaunchSpec:
+        runtime = self.spec.get("runtime") or {}
+        limits = (self.spec.get("resources") or {}).get("limits") or {}
+        memory = limits.get("memory")
+        cpu = limits.get("cpu")
+        env = {**env, **self._extra_env, "APIARY_DRONE_UID": self.uid}
+        env["PATH"] = agent_path(env)
+        if self.port is not None:
+            env.setdefault("PORT", str(self.port))
+            env.setdefault("APIARY_AGENT_PORT", str(self.port))
+        command = list(runtime.get("command") or []) + list(runtime.get("args") or [])
+        return LaunchSpec(
+            drone=self.name,
+            cell=self.cell,
+            command=command,
+            env=env,
+            working_dir=runtime.get("workingDir") or self.settings.default_working_dir,
+            memory_limit_bytes=int(memory) if isinstance(memory, int) and memory > 0 else None,
+            cpu_limit_millicores=int(cpu) if isinstance(cpu, int) and cpu > 0 else None,
+            stdio="log" if self.http else "pipes",
+            log_dir=os.path.join(self.settings.state_dir, "logs"),
+            state_dir=os.path.join(self.settings.state_dir, "pids"),
+            grace_period_seconds=self.settings.grace_period_seconds,
+        )
+
+    # ------------------------------------------------------------------------ callbacks
+
+    async def _started(self, proc: DroneProcess) -> None:
+        await self.keeper.attach(proc.process)
+        if not self.http:
+            self._ready = self.keeper.ready
+            self._report()
+            return
+        if self._probe is not None:
+            self._probe.cancel()
+        self._probe = asyncio.create_task(self._wait_http_ready(proc))
+
+    async def _wait_http_ready(self, proc: DroneProcess) -> None:
+        try:
+            await self.keeper.start(timeout=self.settings.http_ready_timeout)
+        except Exception as exc:
+            log.warning("drone %s/%s: health check never answered: %s", self.cell, self.name, exc)
+            if proc.returncode is None:
+                proc.kill()  # the supervisor restarts it with back-off
+            return
+        if proc.returncode is None:
+            self._ready = True
+            self._report()
+
+    def _runtime_changed(self, status: DroneRuntimeStatus) -> None:
+        self._runtime = status
+        if status.phase != "Running":
+            self._ready = False
+        self._report()
+
+    def _report(self) -> None:
+        self._on_status(self, self.status())
+
+    def status(self) -> Obj:
+        """The node-owned part of this drone's status, right now."""
+        st = self._runtime.as_status()
+        for epoch_key in ("nextRestartAt", "startedAt"):
+            if epoch_key in st:
+                st[epoch_key] = rfc3339(float(st[epoch_key]))
+        if self._runtime.started_at is not None:
+            st["startTime"] = rfc3339(self._runtime.started_at)
+        st["ready"] = self._ready and self._runtime.phase == "Running"
+        return st
+
+
+class StatusWriter:
+    """Coalesces drone status reports and writes the newest of each to the API.
+
+    Reports are cheap and synchronous (the supervisor emits many); a single task writes them,
+    read-modify-write on ``/status`` so the fields the controllers own (``nodeName``,
+    ``Scheduled``) are kept. A drone that was deleted or recreated (other uid) is skipped.
+    """
+
+    def __init__(
+        self,
+        get: Callable[[str, str], Awaitable[Obj]],
+        put_status: Callable[[Obj], Awaitable[Obj]],
+        *,
+        node_name: str,
+    ) -> None:
+        self._get = get
+        self._put = put_status
+        self.node_name = node_name
+        self._pending: dict[tuple[str, str], tuple[str, Obj]] = {}
+        self._wake = asyncio.Event()
+
+    def submit(self, runner: DroneRunner, status: Obj) -> None:
+        self._pending[(runner.cell, runner.name)] = (runner.uid, status)
+        self._wake.set()
+
+    async def run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            batch, self._pending = self._pending, {}
+            for (cell, name), (uid, status) in batch.items():
+                try:
+                    await self._write(cell, name, uid, status)
+                except Exception as exc:  # the API is away: keep the newest and try again
+                    log.warning("drone %s/%s: status not written: %s", cell, name, exc)
+                    self._pending.setdefault((cell, name), (uid, status))
+                    self._wake.set()
+                    await asyncio.sleep(1.0)
+
+    async def _write(self, cell: str, name: str, uid: str, status: Obj) -> None:
+        for _ in range(10):
+            try:
+                drone = await self._get(cell, name)
+            except NotFound:
+                return
+            if drone["metadata"].get("uid") != uid:
+                return
+            current = dict(drone.get("status") or {})
+            merged = {k: v for k, v in current.items() if k not in NODE_STATUS_KEYS}
+            merged.update(status)
+            merged["nodeName"] = self.node_name
+            merged["conditions"] = _with_ready(current.get("conditions") or [], status)
+            if merged == current:
+                return
+            drone["status"] = merged
+            try:
+                await self._put(drone)
+                return
+            except Conflict:
+                continue
+            except NotFound:
+                return
+
+
+def _with_ready(conditions: list[Obj], status: Obj) -> list[Obj]:
+    ready = bool(status.get("ready"))
+    want = "True" if ready else "False"
+    out = [c for c in conditions if c.get("type") != "Ready"]
+    old = next((c for c in conditions if c.get("type") == "Ready"), None)
+    reason = "AgentReady" if ready else str(status.get("reason") or status.get("phase") or "")
+    if old is not None and old.get("status") == want and old.get("reason") == reason:
+        out.append(old)
+    else:
+        out.append({
+            "type": "Ready", "status": want, "reason": reason,
+            "message": str(status.get("message") or ""),
+            "lastTransitionTime": rfc3339(time.time()),
+        })  # fmt: skip
+    return out

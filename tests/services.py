@@ -81,13 +81,10 @@ def _with_database(url: str, database: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, "/" + database, parts.query, parts.fragment))
 
 
-@contextlib.asynccontextmanager
-async def fresh_postgres_url() -> AsyncIterator[str]:
-    """Create a uniquely named database, yield its URL, drop it afterwards.
+async def create_postgres_database() -> str:
+    """Create a uniquely named database, return its URL; ``drop_postgres_database`` removes it.
 
-    Each test run gets its own database so engineers and CI jobs running in parallel on the same
-    server never see each other's rows. The drop uses ``WITH (FORCE)`` so a connection leaked by a
-    failing test cannot keep the database alive.
+    For fixtures that outlive one event loop (session scope); tests use ``fresh_postgres_url``.
     """
     import asyncpg
 
@@ -98,11 +95,33 @@ async def fresh_postgres_url() -> AsyncIterator[str]:
         await admin.execute(f'CREATE DATABASE "{name}"')
     finally:
         await admin.close()
+    return _with_database(base, name)
+
+
+async def drop_postgres_database(url: str) -> None:
+    """Drop a database made by ``create_postgres_database``, even with connections still open."""
+    import asyncpg
+
+    name = urlsplit(url).path.lstrip("/")
+    if not name.startswith("apiary_test_"):
+        raise ValueError(f"refusing to drop {name!r}: not a test database")
+    admin = await asyncpg.connect(_with_database(url, "postgres"))
     try:
-        yield _with_database(base, name)
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
-        admin = await asyncpg.connect(_with_database(base, "postgres"))
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
+        await admin.close()
+
+
+@contextlib.asynccontextmanager
+async def fresh_postgres_url() -> AsyncIterator[str]:
+    """Create a uniquely named database, yield its URL, drop it afterwards.
+
+    Each test run gets its own database so engineers and CI jobs running in parallel on the same
+    server never see each other's rows. The drop uses ``WITH (FORCE)`` so a connection leaked by a
+    failing test cannot keep the database alive.
+    """
+    url = await create_postgres_database()
+    try:
+        yield url
+    finally:
+        await drop_postgres_database(url)

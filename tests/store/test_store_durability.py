@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sys
@@ -33,6 +34,7 @@ async def _kill_mid_burst(url: str, *, acks_before_kill: int = 200) -> list[str]
     )
     assert proc.stdout is not None and proc.stderr is not None
     acked: list[str] = []
+    killed = False
     try:
         async with asyncio.timeout(4):
             first = await proc.stdout.readline()
@@ -43,14 +45,20 @@ async def _kill_mid_burst(url: str, *, acks_before_kill: int = 200) -> list[str]
                 line = await proc.stdout.readline()
                 assert line, "writer exited early"
                 acked.append(line.decode().strip())
-        proc.send_signal(signal.SIGKILL)
+        # os.kill, not proc.send_signal: Popen.send_signal polls (waitpid) first and races the
+        # asyncio child watcher, which then reports exit status 255 (CPython issue #87744).
+        os.kill(proc.pid, signal.SIGKILL)
+        killed = True
         rest = await proc.stdout.read()  # acknowledgements already in the pipe count too
         acked += [line for line in rest.decode().splitlines() if line.strip()]
     finally:
-        if proc.returncode is None:
-            proc.kill()
+        if not killed:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, signal.SIGKILL)
         await proc.wait()
-    assert proc.returncode == -signal.SIGKILL
+    if proc.returncode != -signal.SIGKILL:
+        err = (await proc.stderr.read()).decode()[-2000:]
+        raise AssertionError(f"writer ended by itself ({proc.returncode}): {err}")
     return [name for name in acked if name.startswith("burst-")]
 
 

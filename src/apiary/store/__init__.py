@@ -16,8 +16,9 @@ from apiary.store.base import (
 from apiary.store.selectors import Selector, parse_selector
 
 
-def open_store(url: str, settings: StoreSettings | None = None, *,
-               codec: SecretCodec | None = None) -> Store:
+def open_store(
+    url: str, settings: StoreSettings | None = None, *, codec: SecretCodec | None = None
+) -> Store:
     """A store for ``url`` (not yet opened). Backends import their drivers only here, lazily."""
     scheme = url.split(":", 1)[0].lower()
     if scheme == "memory":
@@ -32,10 +33,21 @@ def open_store(url: str, settings: StoreSettings | None = None, *,
         from apiary.store.postgres import PostgresStore
 
         return PostgresStore(url, settings, codec=codec)
-    raise BadRequest(f"unknown store URL scheme {scheme!r} (use memory://, sqlite:// or postgresql://)")
+    raise BadRequest(
+        f"unknown store URL scheme {scheme!r} (use memory://, sqlite:// or postgresql://)"
+    )
 
 
 __all__ = [
-    "Change", "Key", "Obj", "ObjectList", "SecretCodec", "Selector", "Store", "StoreSettings",
-    "object_key", "open_store", "parse_selector",
+    "Change",
+    "Key",
+    "Obj",
+    "ObjectList",
+    "SecretCodec",
+    "Selector",
+    "Store",
+    "StoreSettings",
+    "object_key",
+    "open_store",
+    "parse_selector",
 ]

@@ -186,7 +186,7 @@ def run(
 ) -> None:
     """Serve ``handler`` on stdin/stdout until EOF; stray ``print()``s go to stderr (the log).
 
-    Outputs of a turn are written with one ``write``+``flush`` at its end, except ``more``
+    Outputs are written when every message that has arrived is answered, except ``more``
     outputs, which are flushed at once (a supervisor's tasks should not wait for its turn's end).
     """
     inp = stdin if stdin is not None else sys.stdin.buffer
@@ -206,18 +206,40 @@ def run(
         if m.metadata.get("more") == "true":
             flush()
 
+    def one(line: bytes) -> None:
+        if not line.strip():
+            return
+        try:
+            msg = parse_input(line.rstrip(b"\r"))
+        except InvalidMessage as exc:
+            detail = {"error": "InvalidMessage", "field": exc.field, "message": str(exc)}
+            write(Message(detail, "error"))
+        else:
+            handle(handler, msg, write, with_ctx)
+
+    # Read whatever has arrived (read1: one read(2), no waiting for a full buffer), answer every
+    # complete line in it, then write all the answers at once: pipelined messages cost one
+    # write(2) per batch instead of one per message, and a lone message is not delayed at all.
+    read = getattr(inp, "read1", None) or inp.read
+    partial = bytearray()
     try:
-        for line in inp:
-            if not line.strip():
+        while chunk := read(1 << 16):
+            end = chunk.rfind(b"\n")
+            if end < 0:
+                partial += chunk
                 continue
-            try:
-                msg = parse_input(line.rstrip(b"\r\n"))
-            except InvalidMessage as exc:
-                detail = {"error": "InvalidMessage", "field": exc.field, "message": str(exc)}
-                write(Message(detail, "error"))
+            if partial:
+                partial += chunk[: end + 1]
+                block, rest = bytes(partial), chunk[end + 1 :]
+                partial = bytearray(rest)
             else:
-                handle(handler, msg, write, with_ctx)
+                block, partial = chunk[: end + 1], bytearray(chunk[end + 1 :])
+            for line in block.split(b"\n")[:-1]:
+                one(line)
             if buffered:
                 flush()
+        one(bytes(partial))  # a last line without its newline
+        if buffered:
+            flush()
     except (KeyboardInterrupt, BrokenPipeError):
         pass  # interrupted by hand, or the keeper went away: nothing left to answer

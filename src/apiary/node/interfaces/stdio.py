@@ -41,6 +41,7 @@ from apiary.waggle import (
 
 READ_CHUNK = 1 << 16
 DEFAULT_MAX_LINE = 16 << 20
+WRITE_HIGH_WATER = 1 << 20
 
 
 def escape_text(payload: Any) -> str:
@@ -99,6 +100,7 @@ class StdioChannel(Channel):
         self._by_id: dict[str, _Turn] = {}
         self._reader: asyncio.Task[None] | None = None
         self._stdin: asyncio.StreamWriter | None = None
+        self._out: list[bytes] = []
         self._dead: str | None = "no agent process attached"
         self._exit_code: int | None = None
         self.protocol_errors = 0
@@ -136,6 +138,7 @@ class StdioChannel(Channel):
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reader
+        self._out = []
         if self._stdin is not None:
             with contextlib.suppress(Exception):
                 self._stdin.close()
@@ -149,17 +152,22 @@ class StdioChannel(Channel):
             raise AgentNotReady("no agent process attached")
         if self._dead is not None or stdin is None:
             raise AgentCrashed(self._dead or "the agent is gone", self._exit_code)
+        if stdin.transport.is_closing():
+            raise AgentCrashed("the agent's stdin is closed", self._exit_code)
         data = (escape_text(msg.payload) + "\n").encode() if self._text else encode_line(msg)
         loop = asyncio.get_running_loop()
         turn = _Turn(msg, loop.create_future())
         self._queue.append(turn)
         self._by_id[msg.id] = turn
-        try:
-            stdin.write(data)
-            await stdin.drain()
-        except (ConnectionError, RuntimeError) as exc:
-            # The agent no longer reads its stdin: this message can never be answered.
-            self._finish(turn, AgentCrashed(f"the agent's stdin is closed ({exc!r})", None))
+        # Coalesce: every message queued in this loop iteration goes out in one write(2).
+        self._out.append(data)
+        if len(self._out) == 1:
+            loop.call_soon(self._flush)
+        elif stdin.transport.get_write_buffer_size() > WRITE_HIGH_WATER:
+            try:
+                await stdin.drain()  # the agent reads slower than we write: back-pressure
+            except (ConnectionError, RuntimeError) as exc:
+                self._finish(turn, AgentCrashed(f"the agent's stdin is closed ({exc!r})", None))
         if timeout is not None and not turn.future.done():
             turn.timer = loop.call_later(timeout, self._expire, turn, timeout)
         try:
@@ -167,6 +175,11 @@ class StdioChannel(Channel):
         except asyncio.CancelledError:
             self._abandon(turn)
             raise
+
+    def _flush(self) -> None:
+        out, self._out = self._out, []
+        if self._stdin is not None and out:
+            self._stdin.write(out[0] if len(out) == 1 else b"".join(out))
 
     def _expire(self, turn: _Turn, timeout: float) -> None:
         turn.timer = None

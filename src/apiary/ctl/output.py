@@ -44,7 +44,11 @@ def warn(text: str) -> None:
 def error(message: str, details: list[errors.FieldDetail] | None = None) -> None:
     """``error: <message>`` plus one indented line per field detail, on stderr."""
     con = err_console()
-    lines = [f"  {d.field}: {d.message}" if d.field else f"  {d.message}" for d in details or []]
+    texts = [f"{d.field}: {d.message}" if d.field else d.message for d in details or []]
+    if texts and all(t in message for t in texts) and message.find(texts[0]) > 0:
+        # the server also spelled the details out in the message: list them once, indented
+        message = message[: message.find(texts[0])].rstrip(" :;")
+    lines = [f"  {t}" for t in texts]
     if con.is_terminal:
         con.print("[bold red]error:[/bold red] " + _escape(message), markup=True)
         for line in lines:

@@ -56,8 +56,9 @@ def apply_command(
         bool, typer.Option("--strict", help="Unknown fields are errors, not warnings.")
     ] = False,
 ) -> None:
-    """Create or update objects. Cells, Secrets, AgentSpecs and Hives go first; a bad document
-    is reported (file, document, field) and the rest still applied; exit 1 if any failed."""
+    """Create or update the objects in files, directories or stdin (Cells, Secrets, AgentSpecs,
+    Hives first). A bad document is reported with file, document and field; the rest are still
+    applied, and the exit code is 1."""
     ctl = get_ctl()
     docs = apply_order(load_or_fail(files, recursive))
     client = ctl.client()

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
+from apiary.client import WatchTimeout
 from apiary.ctl import output, tables
 from apiary.ctl.context import Ctl, get_ctl, ref, split_ref
 from apiary.ctl.durations import parse_duration
@@ -73,7 +74,7 @@ def get_command(
         bool, typer.Option("--reveal", help="Secrets: show data values instead of <redacted>.")
     ] = False,
 ) -> None:
-    """Show one object or a list; tables have per-kind columns (``-o wide`` adds more)."""
+    """Show one object or a list (-o wide adds columns; -w streams changes)."""
     ctl = get_ctl()
     info, name = split_ref(kind, name)
     limit_s = None
@@ -114,8 +115,6 @@ def stream(
     """Print each change as it arrives until interrupted (or ``--watch-timeout`` passes)."""
     deadline = None if limit_s is None else time.monotonic() + limit_s
     client = ctl.client()
-    from apiary.client import WatchTimeout
-
     try:
         for etype, obj in client.watch(
             info,

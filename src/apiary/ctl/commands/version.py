@@ -24,7 +24,7 @@ def version_command(
         bool, typer.Option("--client", help="Do not contact the server.")
     ] = False,
 ) -> None:
-    """Print versions; checks the server and token unless ``--client``."""
+    """Print the client version and check the server and token (unless --client)."""
     ctl = get_ctl()
     output.out(f"apiaryctl {client_version()}")
     if client_only:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -9,10 +10,11 @@ from typing import Annotated, Any
 import typer
 
 from apiary import errors
-from apiary.client import WatchTimeout
+from apiary.client import ApiClient, WatchTimeout
 from apiary.ctl import output, tables
 from apiary.ctl.context import get_ctl, ref, split_ref
 from apiary.ctl.durations import parse_duration
+from apiary.resources import KindInfo
 
 Obj = dict[str, Any]
 
@@ -65,8 +67,7 @@ def wait_command(
     ] = "condition=Ready",
     timeout: Annotated[str, typer.Option("--timeout", help="Give up after (60s, 5m).")] = "60s",
 ) -> None:
-    """Wait until the object meets ``--for``; exit 1 on timeout. A missing object is waited
-    for (it may be about to be created), unless waiting for deletion."""
+    """Wait until an object meets --for (exit 1 on timeout); a missing object is waited for."""
     ctl = get_ctl()
     info, obj_name = split_ref(target, name)
     if not obj_name:
@@ -77,29 +78,51 @@ def wait_command(
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="'--timeout'") from None
     deadline = time.monotonic() + seconds
-    client = ctl.client()
-    field = f"metadata.name={obj_name}"
     what = ref(info, obj_name)
+    con = output.err_console()
+    progress = (
+        con.status(f"waiting for {goal.describe()} on {what}…")
+        if con.is_terminal
+        else contextlib.nullcontext()
+    )
+    with progress:
+        met = _wait(ctl.client(), info, ctl.cell, obj_name, goal, deadline)
+    if not met:
+        output.error(f"timed out after {timeout} waiting for {goal.describe()} on {what}")
+        raise typer.Exit(output.EXIT_FAILED)
+    output.out(f"{what} {'deleted' if goal.mode == 'delete' else goal.describe() + ' met'}")
+
+
+def _wait(
+    client: ApiClient,
+    info: KindInfo,
+    cell: str,
+    obj_name: str,
+    goal: Goal,
+    deadline: float,
+) -> bool:
+    """True once ``goal`` is met; False when ``deadline`` passes first."""
+    field = f"metadata.name={obj_name}"
     while True:
-        listed = client.list(info, ctl.cell, params={"fieldSelector": field})
+        listed = client.list(info, cell, params={"fieldSelector": field})
         items = [
             o for o in listed.get("items") or [] if tables.dig(o, "metadata", "name") == obj_name
         ]
         current: Obj | None = items[0] if items else None
         if goal.met(current):
-            return _done(what, goal)
+            return True
         rv = tables.dig(listed, "metadata", "resourceVersion")
         try:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
             for etype, obj in client.watch(
-                info, ctl.cell, rv, field_selector=field, timeout=remaining, bookmarks=True
+                info, cell, rv, field_selector=field, timeout=remaining, bookmarks=True
             ):
                 if etype != "BOOKMARK" and tables.dig(obj, "metadata", "name") == obj_name:
                     current = None if etype == "DELETED" else obj
                     if goal.met(current):
-                        return _done(what, goal)
+                        return True
                 if time.monotonic() >= deadline:
                     break
             else:
@@ -109,12 +132,7 @@ def wait_command(
             break
         except errors.Gone:
             continue
-    output.error(f"timed out after {timeout} waiting for {goal.describe()} on {what}")
-    raise typer.Exit(output.EXIT_FAILED)
-
-
-def _done(what: str, goal: Goal) -> None:
-    output.out(f"{what} {'deleted' if goal.mode == 'delete' else goal.describe() + ' met'}")
+    return False
 
 
 def register(app: typer.Typer) -> None:

@@ -7,6 +7,8 @@ only overrides what it names; :func:`merge_guardrails` resolves the layers field
 
 from __future__ import annotations
 
+import functools
+import json
 from typing import Any
 
 from jsonschema.validators import (  # type: ignore[import-untyped]
@@ -60,7 +62,29 @@ class Guardrails(ApiModel):
 
 def json_schema_problems(schema: dict[str, Any]) -> list[tuple[Loc, str]]:
     """Why ``schema`` is not a valid JSON Schema (draft 2020-12 unless ``$schema`` says
-    otherwise), as (path inside the schema, message) pairs; empty when it is valid."""
+    otherwise), as (path inside the schema, message) pairs; empty when it is valid.
+
+    Checking against the meta-schema takes about half a millisecond, and the same AgentSpec is
+    admitted again on every apply, so answers are cached by the schema's canonical JSON.
+    """
+    try:
+        key = json.dumps(schema, sort_keys=True)
+    except (TypeError, ValueError):  # not plain JSON (a caller outside the API): no caching
+        return _check_schema(schema)
+    return list(_cached_check(key))
+
+
+@functools.lru_cache(maxsize=512)
+def _cached_check(key: str) -> tuple[tuple[Loc, str], ...]:
+    return tuple(_check_schema(json.loads(key)))
+
+
+@functools.cache
+def _meta_checker(checker_class: Any) -> Any:
+    return checker_class(checker_class.META_SCHEMA)
+
+
+def _check_schema(schema: dict[str, Any]) -> list[tuple[Loc, str]]:
     declared = schema.get("$schema")
     if declared is not None:
         if not isinstance(declared, str):
@@ -69,7 +93,7 @@ def json_schema_problems(schema: dict[str, Any]) -> list[tuple[Loc, str]]:
             return [(("$schema",), f"unknown JSON Schema draft {declared!r}")]
     checker_class = validator_for(schema, default=Draft202012Validator)
     try:
-        errors = list(checker_class(checker_class.META_SCHEMA).iter_errors(schema))
+        errors = list(_meta_checker(checker_class).iter_errors(schema))
     except Exception as exc:  # a pathological schema must be an error, never a crash
         return [((), f"is not a valid JSON Schema: {exc}")]
     problems: list[tuple[Loc, str]] = []

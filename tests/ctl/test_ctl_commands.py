@@ -255,3 +255,55 @@ def test_get_watch_streams_changes(ctl: Ctl, cell: str) -> None:
     t.join(10)
     assert results and results[0].exit_code == 0, results
     assert "agentspec/streamed" in results[0].stdout.split()
+
+
+def test_describe_lists_the_objects_events(ctl: Ctl, cell: str, tmp_path: Path) -> None:
+    assert (
+        ctl(
+            "apply", "-f", write(tmp_path, "a.yaml", AGENT.format(name="ev", cell=cell, app="e"))
+        ).exit_code
+        == 0
+    )
+    with ctl.server.client() as c:
+        c.create(
+            {
+                "apiVersion": "apiary.io/v1",
+                "kind": "Event",
+                "metadata": {"name": "ev-1", "namespace": cell},
+                "involvedObject": {"kind": "AgentSpec", "name": "ev", "namespace": cell},
+                "reason": "Tested",
+                "message": "described by a test",
+                "type": "Warning",
+                "count": 2,
+            }
+        )
+        c.create(
+            {
+                "apiVersion": "apiary.io/v1",
+                "kind": "Event",
+                "metadata": {"name": "other-1", "namespace": cell},
+                "involvedObject": {"kind": "AgentSpec", "name": "other", "namespace": cell},
+                "reason": "Elsewhere",
+                "message": "not ours",
+                "type": "Normal",
+            }
+        )
+    out = ctl("describe", "agentspec/ev", "-n", cell).stdout
+    events = out[out.index("Events:") :]
+    assert "Tested" in events and "described by a test" in events and "Warning" in events
+    assert "Elsewhere" not in events
+    r = ctl("get", "events", "-n", cell)
+    assert r.stdout.splitlines()[0].split()[:4] == ["LAST", "SEEN", "TYPE", "REASON"]
+    assert "agentspec/ev" in r.stdout
+
+
+def test_quota_refusal_is_reported_with_its_name(ctl: Ctl, cell: str, tmp_path: Path) -> None:
+    cell_doc = (
+        f"apiVersion: apiary.io/v1\nkind: Cell\nmetadata: {{name: {cell}}}\n"
+        "spec: {resourceQuota: {maxAgentSpecs: 1}}\n"
+    )
+    agents = "---\n".join(AGENT.format(name=n, cell=cell, app=n) for n in ("q1", "q2"))
+    r = ctl("apply", "-f", write(tmp_path, "q.yaml", agents + "---\n" + cell_doc))
+    assert r.exit_code == 1, r
+    assert r.stdout.splitlines() == [f"cell/{cell} created", "agentspec/q1 created"]
+    assert "agentspec/q2" in r.stderr and "maxAgentSpecs" in r.stderr

@@ -24,7 +24,6 @@ class Ctl:
     cell: str
     token: str | None
     output: str
-    cell_explicit: bool = False
     _client: api.ApiClient | None = field(default=None, repr=False)
 
     @classmethod
@@ -42,7 +41,6 @@ class Ctl:
             cell=cell or config.get("cell") or api.DEFAULT_CELL,
             token=token or config.get("token") or None,
             output=fmt,
-            cell_explicit=cell is not None,
         )
 
     def client(self) -> api.ApiClient:

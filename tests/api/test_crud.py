@@ -64,8 +64,7 @@ async def test_crud_every_kind(api: Api, kind: str) -> None:
     assert int(updated["metadata"]["resourceVersion"]) > int(meta["resourceVersion"])
     assert updated["metadata"]["generation"] == (2 if kind == "Hive" else 1)
 
-    r = await c.put(path_of(kind, "one") + "/status",
-                    json={"status": {"phase": "Testing"}})
+    r = await c.put(path_of(kind, "one") + "/status", json={"status": {"phase": "Testing"}})
     assert r.status_code == 200, r.text
     assert r.json()["status"]["phase"] == "Testing"
     status = (await c.get(path_of(kind, "one") + "/status")).json()
@@ -106,8 +105,10 @@ async def test_put_without_version_is_unconditional_and_status_checks_version(ap
     stale = obj["metadata"]["resourceVersion"]
     body = {**obj, "metadata": {"name": "h"}}
     assert (await c.put(path_of("Hive", "h"), json=body)).status_code == 200
-    r = await c.put(path_of("Hive", "h") + "/status",
-                    json={"metadata": {"resourceVersion": stale}, "status": {"phase": "X"}})
+    r = await c.put(
+        path_of("Hive", "h") + "/status",
+        json={"metadata": {"resourceVersion": stale}, "status": {"phase": "X"}},
+    )
     assert r.status_code == 409
 
 
@@ -156,8 +157,9 @@ async def test_warnings_header_and_strict_mode(api: Api) -> None:
 
 async def test_yaml_bodies(api: Api) -> None:
     text = "kind: AgentSpec\nmetadata:\n  name: y\nspec:\n  runtime:\n    command: [cat]\n"
-    r = await api.client.post(path_of("AgentSpec"), content=text,
-                              headers={"Content-Type": "application/yaml"})
+    r = await api.client.post(
+        path_of("AgentSpec"), content=text, headers={"Content-Type": "application/yaml"}
+    )
     assert r.status_code == 201, r.text
     assert r.json()["metadata"]["namespace"] == "default"
 
@@ -186,8 +188,9 @@ async def test_labels_pagination_field_and_event_filters(api: Api) -> None:
         ev = sample("Event", name)
         ev["involvedObject"] = {"kind": kind, "name": "x"}
         assert (await c.post(path_of("Event"), json=ev)).status_code == 201
-    r = await c.get(path_of("Event"), params={"involvedObject.kind": "AgentSpec",
-                                              "involvedObject.name": "x"})
+    r = await c.get(
+        path_of("Event"), params={"involvedObject.kind": "AgentSpec", "involvedObject.name": "x"}
+    )
     assert [i["metadata"]["name"] for i in r.json()["items"]] == ["e2"]
 
 

@@ -32,8 +32,13 @@ def url_for(doc: dict[str, Any]) -> str:
     return path_of(doc["kind"], None, doc["metadata"].get("namespace", "default"))
 
 
-ORDERS = {"reversed": lambda d: d[::-1], **{
-    f"shuffle{s}": (lambda s: lambda d: random.Random(s).sample(d, len(d)))(s) for s in (1, 2, 3)}}
+ORDERS = {
+    "reversed": lambda d: d[::-1],
+    **{
+        f"shuffle{s}": (lambda s: lambda d: random.Random(s).sample(d, len(d)))(s)
+        for s in (1, 2, 3)
+    },
+}
 
 
 @pytest.mark.parametrize("order", list(ORDERS))
@@ -83,29 +88,38 @@ async def test_missing_references_are_named_then_resolved(mem_api: Api) -> None:
     assert "Secret 'api-key-secret' not found" in condition(spec)["message"]  # type: ignore[index]
     body = await mem_api.wait_for(
         path_of("Hive", "pipeline-hive"),
-        lambda b: "llm-agent" not in (condition(b) or {}).get("message", "llm-agent"))
+        lambda b: "llm-agent" not in (condition(b) or {}).get("message", "llm-agent"),
+    )
     assert "'echo-agent'" in condition(body)["message"]  # type: ignore[index]
 
-    secret = {"kind": "Secret", "metadata": {"name": "api-key-secret"},
-              "stringData": {"wrong-key": "x"}}
+    secret = {
+        "kind": "Secret",
+        "metadata": {"name": "api-key-secret"},
+        "stringData": {"wrong-key": "x"},
+    }
     assert (await c.post(path_of("Secret"), json=secret)).status_code == 201
-    await mem_api.wait_for(path_of("AgentSpec", "llm-agent"),
-                           lambda b: "has no key 'openai-api-key'" in condition(b)["message"])
+    await mem_api.wait_for(
+        path_of("AgentSpec", "llm-agent"),
+        lambda b: "has no key 'openai-api-key'" in condition(b)["message"],
+    )
     secret = (await c.get(path_of("Secret", "api-key-secret"))).json()
     secret["stringData"] = {"openai-api-key": "sk"}
     assert (await c.put(path_of("Secret", "api-key-secret"), json=secret)).status_code == 200
-    await mem_api.wait_for(path_of("AgentSpec", "llm-agent"),
-                           lambda b: condition(b)["status"] == "True")
+    await mem_api.wait_for(
+        path_of("AgentSpec", "llm-agent"), lambda b: condition(b)["status"] == "True"
+    )
 
     echo = next(d for d in seeds() if d["metadata"]["name"] == "echo-agent")
     assert (await c.post(path_of("AgentSpec"), json=echo)).status_code == 201
-    await mem_api.wait_for(path_of("Hive", "pipeline-hive"),
-                           lambda b: condition(b)["status"] == "True")
+    await mem_api.wait_for(
+        path_of("Hive", "pipeline-hive"), lambda b: condition(b)["status"] == "True"
+    )
     # deleting a referenced agent makes it unresolved again (level-triggered)
     assert (await c.delete(path_of("AgentSpec", "echo-agent"))).status_code == 200
-    await mem_api.wait_for(path_of("Hive", "pipeline-hive"),
-                           lambda b: condition(b)["status"] == "False")
-    events = (await c.get(path_of("Event"), params={"involvedObject.name": "pipeline-hive"}))
+    await mem_api.wait_for(
+        path_of("Hive", "pipeline-hive"), lambda b: condition(b)["status"] == "False"
+    )
+    events = await c.get(path_of("Event"), params={"involvedObject.name": "pipeline-hive"})
     reasons = {e["reason"]: e for e in events.json()["items"]}
     assert {"UnresolvedReferences", "ResolvedReferences"} <= set(reasons)
 
@@ -119,8 +133,9 @@ async def test_two_resolvers_side_by_side_agree() -> None:
                 if doc["kind"] != "Cell":
                     assert (await api.client.post(url_for(doc), json=doc)).status_code == 201
             for name in ("pipeline-hive", "composed-hive", "swarm-hive"):
-                await api.wait_for(path_of("Hive", name),
-                                   lambda b: (condition(b) or {}).get("status") == "True")
+                await api.wait_for(
+                    path_of("Hive", name), lambda b: (condition(b) or {}).get("status") == "True"
+                )
             rv = await api.store.resource_version()
             await asyncio.sleep(0.2)
             assert await api.store.resource_version() == rv  # converged: nobody keeps writing
@@ -131,19 +146,30 @@ async def test_two_resolvers_side_by_side_agree() -> None:
 
 
 async def test_event_recorder_bumps_count(mem_api: Api) -> None:
-    hive = (await mem_api.client.post(path_of("Hive"), json={
-        "kind": "Hive", "metadata": {"name": "h"},
-        "spec": {"pattern": "pipeline", "stages": [{"name": "s", "agentRef": "a"}]}})).json()
+    hive = (
+        await mem_api.client.post(
+            path_of("Hive"),
+            json={
+                "kind": "Hive",
+                "metadata": {"name": "h"},
+                "spec": {"pattern": "pipeline", "stages": [{"name": "s", "agentRef": "a"}]},
+            },
+        )
+    ).json()
     recorder = EventRecorder(mem_api.store, component="test")
     first = await recorder.record(hive, "Warning", "Crashed", "exit code 1")
-    again = await asyncio.gather(*(recorder.record(hive, "Warning", "Crashed", "exit code 1")
-                                   for _ in range(5)))
+    again = await asyncio.gather(
+        *(recorder.record(hive, "Warning", "Crashed", "exit code 1") for _ in range(5))
+    )
     assert first["count"] == 1 and max(e["count"] for e in again) == 6
     other = await recorder.record(hive, "Normal", "Started", "ok")
     assert other["metadata"]["name"] != first["metadata"]["name"]
-    listed = (await mem_api.client.get(path_of("Event"), params={
-        "involvedObject.kind": "Hive", "involvedObject.name": "h",
-        "labelSelector": ""})).json()["items"]
+    listed = (
+        await mem_api.client.get(
+            path_of("Event"),
+            params={"involvedObject.kind": "Hive", "involvedObject.name": "h", "labelSelector": ""},
+        )
+    ).json()["items"]
     crashed = next(e for e in listed if e["reason"] == "Crashed")
     assert crashed["count"] == 6 and crashed["type"] == "Warning"
     assert crashed["involvedObject"]["uid"] == hive["metadata"]["uid"]

@@ -57,7 +57,9 @@ async def test_quotas_refuse_with_403_naming_the_quota(api: Api) -> None:
     cell["spec"] = {"resourceQuota": {"maxAgentSpecs": 2, "maxHives": 1, "maxDronesPerHive": 3}}
     assert (await c.post("/api/v1/cells", json=cell)).status_code == 201
     for i in range(2):
-        r = await c.post(path_of("AgentSpec", None, "small"), json=sample("AgentSpec", f"a{i}", "small"))
+        r = await c.post(
+            path_of("AgentSpec", None, "small"), json=sample("AgentSpec", f"a{i}", "small")
+        )
         assert r.status_code == 201
     r = await c.post(path_of("AgentSpec", None, "small"), json=sample("AgentSpec", "a2", "small"))
     assert r.status_code == 403
@@ -66,29 +68,37 @@ async def test_quotas_refuse_with_403_naming_the_quota(api: Api) -> None:
     big["spec"]["stages"][0]["replicas"] = 4
     r = await c.post(path_of("Hive", None, "small"), json=big)
     assert r.status_code == 403 and "maxDronesPerHive" in r.json()["message"]
-    assert (await c.post(path_of("Hive", None, "small"),
-                         json=sample("Hive", "h1", "small"))).status_code == 201
+    assert (
+        await c.post(path_of("Hive", None, "small"), json=sample("Hive", "h1", "small"))
+    ).status_code == 201
     r = await c.post(path_of("Hive", None, "small"), json=sample("Hive", "h2", "small"))
     assert r.status_code == 403 and "maxHives" in r.json()["message"]
-    r = await c.post(path_of("Hive", None, "small") + "?dryRun=All",
-                     json=sample("Hive", "h2", "small"))
+    r = await c.post(
+        path_of("Hive", None, "small") + "?dryRun=All", json=sample("Hive", "h2", "small")
+    )
     assert r.status_code == 403  # dry-run admits fully
     # other cells (and cells that do not exist) are not limited
-    assert (await c.post(path_of("Hive", None, "nowhere"),
-                         json=sample("Hive", "h2", "nowhere"))).status_code == 201
+    assert (
+        await c.post(path_of("Hive", None, "nowhere"), json=sample("Hive", "h2", "nowhere"))
+    ).status_code == 201
 
 
 async def test_delete_cascades_through_owner_references(api: Api) -> None:
     c = api.client
     hive = (await c.post(path_of("Hive"), json=sample("Hive", "owner"))).json()
-    ref = {"apiVersion": "apiary.io/v1", "kind": "Hive", "name": "owner",
-           "uid": hive["metadata"]["uid"]}
+    ref = {
+        "apiVersion": "apiary.io/v1",
+        "kind": "Hive",
+        "name": "owner",
+        "uid": hive["metadata"]["uid"],
+    }
     drone = sample("Drone", "d1")
     drone["metadata"]["ownerReferences"] = [ref]
     d1 = (await c.post(path_of("Drone"), json=drone)).json()
     session = sample("Session", "s1")  # owned by the drone: a grandchild of the hive
-    session["metadata"]["ownerReferences"] = [{"apiVersion": "apiary.io/v1", "kind": "Drone",
-                                               "name": "d1", "uid": d1["metadata"]["uid"]}]
+    session["metadata"]["ownerReferences"] = [
+        {"apiVersion": "apiary.io/v1", "kind": "Drone", "name": "d1", "uid": d1["metadata"]["uid"]}
+    ]
     assert (await c.post(path_of("Session"), json=session)).status_code == 201
     bystander = sample("Drone", "free")
     assert (await c.post(path_of("Drone"), json=bystander)).status_code == 201

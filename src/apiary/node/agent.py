@@ -18,6 +18,7 @@ import contextlib
 import logging
 import os
 import platform
+import re
 import socket
 import time
 from collections.abc import Awaitable, Callable
@@ -36,6 +37,12 @@ log = logging.getLogger("apiary.node")
 Obj = dict[str, Any]
 
 
+def node_name_from_host(host: str) -> str:
+    """A DNS-1123 label from a host name (``Web_01.example.com`` → ``web-01-example-com``)."""
+    name = re.sub(r"[^a-z0-9-]+", "-", host.lower()).strip("-")[:63].rstrip("-")
+    return name or "node"
+
+
 def _default_cpu() -> int:
     return (os.cpu_count() or 1) * 1000
 
@@ -48,7 +55,7 @@ def _default_memory() -> int:
 class NodeSettings:
     """Who this node is and how it keeps in touch."""
 
-    name: str = field(default_factory=socket.gethostname)
+    name: str = field(default_factory=lambda: node_name_from_host(socket.gethostname()))
     """The Node object's name (DNS-1123; the host name by default)."""
 
     state_dir: str = "."

@@ -32,13 +32,11 @@ def url_for(doc: dict[str, Any]) -> str:
     return path_of(doc["kind"], None, doc["metadata"].get("namespace", "default"))
 
 
-ORDERS = {
-    "reversed": lambda d: d[::-1],
-    **{
-        f"shuffle{s}": (lambda s: lambda d: random.Random(s).sample(d, len(d)))(s)
-        for s in (1, 2, 3)
-    },
-}
+def _shuffled(seed: int) -> Any:
+    return lambda docs: random.Random(seed).sample(docs, len(docs))
+
+
+ORDERS = {"reversed": lambda d: d[::-1], **{f"shuffle{s}": _shuffled(s) for s in (1, 2, 3)}}
 
 
 @pytest.mark.parametrize("order", list(ORDERS))

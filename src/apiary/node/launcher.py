@@ -197,15 +197,46 @@ def describe_exit(returncode: int) -> tuple[str, int, str | None, str]:
     return "Error", returncode, None, f"exited with code {returncode}"
 
 
+class _DroneProtocol(asyncio.subprocess.SubprocessStreamProtocol):
+    """asyncio's own stream protocol plus two signals it keeps to itself.
+
+    ``Process.wait()`` only returns once every pipe is closed, so a grandchild that inherited
+    stderr would keep a dead agent "running" (and its group unkilled) for as long as it lives.
+    ``exited`` fires when the process itself has exited; ``closed`` when all pipes are closed."""
+
+    def __init__(self, limit: int, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(limit=limit, loop=loop)
+        self.exited: asyncio.Future[None] = loop.create_future()
+        self.closed: asyncio.Future[None] = loop.create_future()
+
+    def process_exited(self) -> None:
+        super().process_exited()
+        if not self.exited.done():
+            self.exited.set_result(None)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+
 class DroneProcess:
     """A started drone: the asyncio ``Process`` (whose stdin/stdout the keeper uses in pipes mode)
     plus the log pumps and the orphan record the launcher keeps for it."""
 
     def __init__(
-        self, spec: LaunchSpec, process: asyncio.subprocess.Process, log: LogWriter | None
+        self,
+        spec: LaunchSpec,
+        transport: asyncio.SubprocessTransport,
+        protocol: _DroneProtocol,
+        log: LogWriter | None,
     ) -> None:
         self.spec = spec
-        self.process = process
+        self.process = process = asyncio.subprocess.Process(
+            transport, protocol, asyncio.get_running_loop()
+        )
+        self._transport = transport
+        self._protocol = protocol
         self.pid = process.pid
         self.pgid = process.pid  # start_new_session: the leader's pid is the group id
         self.started_at = time.time()
@@ -259,9 +290,16 @@ class DroneProcess:
         return await self.wait()
 
     async def _finish(self) -> int:
-        rc = await self.process.wait()
+        await self._protocol.exited
+        rc = self.process.returncode
+        assert rc is not None  # set by the transport before it tells the protocol
         # Like a container: when the main process is gone, whatever it started goes too.
         self.kill()
+        try:
+            await asyncio.wait_for(asyncio.shield(self._protocol.closed), _PUMP_DRAIN_SECONDS)
+        except TimeoutError:
+            # Someone outside the group (it called setsid) still holds a pipe: stop listening.
+            self._transport.close()
         _, pending = await asyncio.wait(self._pumps, timeout=_PUMP_DRAIN_SECONDS)
         for task in pending:
             task.cancel()
@@ -304,8 +342,10 @@ async def launch(spec: LaunchSpec, *, log: LogWriter | None = None) -> DroneProc
     (``WorkingDirMissing``, ``ExecFailed``) for problems on the machine; never a bare OSError."""
     env, executable = preflight(spec)
     pipes = spec.stdio == "pipes"
+    loop = asyncio.get_running_loop()
     try:
-        process = await asyncio.create_subprocess_exec(
+        transport, protocol = await loop.subprocess_exec(
+            lambda: _DroneProtocol(spec.stream_limit_bytes, loop),
             *spec.command,
             executable=executable,
             stdin=asyncio.subprocess.PIPE if pipes else asyncio.subprocess.DEVNULL,
@@ -315,7 +355,6 @@ async def launch(spec: LaunchSpec, *, log: LogWriter | None = None) -> DroneProc
             env=env,
             start_new_session=True,
             preexec_fn=_child_setup(os.getpid(), spec.memory_limit_bytes),
-            limit=spec.stream_limit_bytes,
         )
     except OSError as exc:
         detail = exc.strerror or str(exc)
@@ -324,7 +363,7 @@ async def launch(spec: LaunchSpec, *, log: LogWriter | None = None) -> DroneProc
         raise LaunchError("ExecFailed", f'cannot execute "{spec.command[0]}": {detail}') from exc
     except Exception as exc:  # preexec failure (e.g. a limit above the hard limit)
         raise LaunchError("ExecFailed", f'cannot start "{spec.command[0]}": {exc}') from exc
-    proc = DroneProcess(spec, process, log)
+    proc = DroneProcess(spec, transport, protocol, log)
     if spec.state_dir is not None:
         try:
             orphans.record_process(spec.state_dir, spec.cell, spec.drone, proc.pid, proc.pgid)

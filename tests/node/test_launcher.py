@@ -177,7 +177,9 @@ async def test_log_mode_sends_stdout_and_stderr_to_the_drone_log(cell: str, tmp_
 
     writer = LogWriter(drone_log_path(tmp_path, cell, "web"))
     proc = await launch(spec, log=writer)
-    assert proc.stdout is None and proc.stdin is None  # nothing for a keeper in log mode
+    # Nothing for a keeper to read in log mode, not even through the asyncio Process.
+    assert proc.stdout is None and proc.stdin is None
+    assert proc.process.stdout is None and proc.process.stderr is None
     assert await proc.wait() == 0
     writer.close()
     lines = read_logs(drone_log_path(tmp_path, cell, "web"))

@@ -242,9 +242,13 @@ class DroneProcess:
         self.started_at = time.time()
         self._log = log
         self._stderr_tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
+        # The streams the launcher pumps are taken off the Process it hands out, so a keeper that
+        # is given ``.process`` cannot become a second reader of the same StreamReader.
         self._pumps = [asyncio.ensure_future(self._pump(process.stderr, "stderr"))]
+        process.stderr = None
         if spec.stdio == "log":
             self._pumps.append(asyncio.ensure_future(self._pump(process.stdout, "stdout")))
+            process.stdout = None
         self._finished: asyncio.Future[int] | None = None
 
     @property
@@ -254,7 +258,7 @@ class DroneProcess:
     @property
     def stdout(self) -> asyncio.StreamReader | None:
         """The agent's stdout for the keeper (pipes mode); in log mode the launcher reads it."""
-        return self.process.stdout if self.spec.stdio == "pipes" else None
+        return self.process.stdout
 
     @property
     def returncode(self) -> int | None:

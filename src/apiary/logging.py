@@ -49,6 +49,9 @@ def configure_logging(json: bool = True, level: str | int = "info") -> None:
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logging.getLogger(name).handlers = []
         logging.getLogger(name).propagate = True
+    # The local node agent's HTTP calls would log every request at info: keep them out.
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(max(lvl, logging.WARNING))
 
 
 def get_logger(name: str) -> Any:

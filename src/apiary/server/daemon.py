@@ -21,6 +21,7 @@ from apiary.api import ApiConfig, ReferenceResolver, api_state, create_app
 from apiary.crypto import codec_from_config
 from apiary.logging import get_logger
 from apiary.server.bootstrap import ensure_default_cell, load_or_create_token, prepare_data_dir
+from apiary.server.runtime import local_node_task, queen_task
 from apiary.server.settings import Settings
 from apiary.server.supervisor import Supervisor, TaskFactory
 from apiary.store import Store, StoreSettings, open_store
@@ -104,6 +105,7 @@ class Daemon:
         serving = asyncio.ensure_future(server._serve(sockets=[sock]))
         try:
             await self._announce(server, serving, sock, state.stopping)
+            self._add_runtime(store)
             supervised = asyncio.ensure_future(self.supervisor.run(self.stopping))
             done, _ = await asyncio.wait({serving, supervised}, return_when=asyncio.FIRST_COMPLETED)
             self.stop()
@@ -121,6 +123,15 @@ class Daemon:
                     with contextlib.suppress(asyncio.CancelledError, Exception):
                         await task
             sock.close()
+
+    def _add_runtime(self, store: Store) -> None:
+        """The Queen, and in embedded mode the local node agent (needs our address)."""
+        self.supervisor.add("queen", queen_task(store, self.settings, self.stopping))
+        if self.settings.runtime.local_node and self.address is not None:
+            self.supervisor.add(
+                "local-node",
+                local_node_task(self.address, self.token, self.settings, self.stopping),
+            )
 
     async def _announce(
         self,

@@ -1,7 +1,8 @@
 """``apiaryd``: the control plane in one process, no flags needed.
 
     apiaryd [--data-dir DIR] [--host H] [--port 8080] [--store URL] [--max-body-bytes N]
-            [--log-level info] [--changelog-retention N] [--secret-key-file F]
+            [--log-level info] [--changelog-retention N] [--secret-key-file F] [--no-local-node]
+    apiaryd node --server URL --token T [--name N]     # a node agent alone, on a worker machine
 
 Embedded SQLite at ``<data-dir>/apiary.db`` by default; prints
 ``apiaryd listening on http://H:P (data dir D)`` to stderr when ready.
@@ -24,6 +25,7 @@ from apiary.server.settings import (
     ControllerSettings,
     HttpSettings,
     LoggingSettings,
+    RuntimeSettings,
     SecuritySettings,
     Settings,
     StoreConfig,
@@ -64,7 +66,10 @@ def _seconds(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="apiaryd", description="Apiary control plane.")
+    p = argparse.ArgumentParser(
+        prog="apiaryd",
+        description="Apiary control plane. `apiaryd node --help`: a node agent alone.",
+    )
     p.add_argument("--version", action="version", version=f"apiaryd {__version__}")
     p.add_argument(
         "--data-dir",
@@ -105,6 +110,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--resync-interval",
         type=_seconds,
         help="seconds between full controller passes (default 30)",
+    )
+    p.add_argument(
+        "--no-local-node",
+        action="store_true",
+        help="run no node agent in this process (drones run on `apiaryd node` machines)",
+    )
+    p.add_argument("--node-name", help="the local node's name (default: the host name)")
+    p.add_argument("--node-cpu", type=_positive_int, help="millicores the local node offers")
+    p.add_argument("--node-memory", type=_positive_int, help="bytes the local node offers")
+    p.add_argument(
+        "--lease-seconds", type=_seconds, help="node lease before drones move (default 10)"
     )
     p.add_argument(
         "--secret-key-file",
@@ -164,7 +180,16 @@ def settings_from(
     controllers = ControllerSettings()
     if a.resync_interval:
         controllers.resync_interval = a.resync_interval
+    runtime = RuntimeSettings(
+        local_node=not a.no_local_node and env.get("APIARY_LOCAL_NODE", "1") not in ("0", "false"),
+        node_name=a.node_name,
+        node_cpu=a.node_cpu,
+        node_memory=a.node_memory,
+    )
+    if a.lease_seconds:
+        runtime.lease_seconds = a.lease_seconds
     return Settings(
+        runtime=runtime,
         data_dir=data_dir,
         http=http,
         store=store,
@@ -186,7 +211,13 @@ def _run(coro_main: Daemon) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    settings = settings_from(argv)
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["node"]:
+        from apiary.node.main import main as node_main
+
+        node_main(args[1:])
+        return
+    settings = settings_from(args)
     configure_logging(json=settings.logging.json, level=settings.logging.level)
     try:
         _run(Daemon(settings))

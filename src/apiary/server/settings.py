@@ -71,6 +71,25 @@ class ControllerSettings:
 
 
 @dataclass
+class RuntimeSettings:
+    local_node: bool = True
+    """Run a node agent inside apiaryd (embedded mode); ``--no-local-node`` for a control plane
+    whose drones run only on ``apiaryd node`` machines."""
+
+    node_name: str | None = None
+    """The local node's name (default: the host name as a DNS-1123 label)."""
+
+    node_cpu: int | None = None
+    """CPU millicores the local node offers (default: cores x 1000)."""
+
+    node_memory: int | None = None
+    """Memory bytes the local node offers (default: the machine's memory)."""
+
+    lease_seconds: float = 10.0
+    """Node lease: drones of a node silent this long are placed elsewhere."""
+
+
+@dataclass
 class Settings:
     data_dir: Path = field(default_factory=default_data_dir)
     """Where the SQLite database, admin token and secret key live (env ``APIARY_DATA_DIR``)."""
@@ -80,6 +99,7 @@ class Settings:
     security: SecuritySettings = field(default_factory=SecuritySettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
     controllers: ControllerSettings = field(default_factory=ControllerSettings)
+    runtime: RuntimeSettings = field(default_factory=RuntimeSettings)
 
     @property
     def store_url(self) -> str:

@@ -1,0 +1,83 @@
+"""``apiaryd node``: a node agent alone, on a worker machine, talking to the control plane's API.
+
+    apiaryd node --server URL --token T [--name N] [--data-dir D] [--cpu MILLICORES]
+                 [--memory BYTES] [--lease-seconds S]
+
+Outbound connections only. SIGTERM/SIGINT stop its drones gracefully and exit 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from apiary.client import AsyncApiClient
+from apiary.errors import ApiaryError
+from apiary.node.agent import NodeAgent, NodeSettings, node_name_from_host
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="apiaryd node", description="Run an Apiary node agent: drones placed here run here."
+    )
+    p.add_argument("--server", help="control plane URL (env APIARY_SERVER)")
+    p.add_argument("--token", help="bearer token (env APIARY_TOKEN)")
+    p.add_argument("--name", help="node name (default: the host name as a DNS-1123 label)")
+    p.add_argument(
+        "--data-dir", type=Path, help="state dir for drone logs and process records "
+        "(default $APIARY_DATA_DIR/node-NAME or ~/.local/share/apiary/node-NAME)",
+    )  # fmt: skip
+    p.add_argument("--cpu", type=int, help="CPU millicores offered (default: cores x 1000)")
+    p.add_argument("--memory", type=int, help="memory bytes offered (default: all)")
+    p.add_argument("--lease-seconds", type=float, default=10.0, help="node lease (default 10)")
+    p.add_argument("--heartbeat-seconds", type=float, default=2.0, help="renewal period")
+    p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    return p
+
+
+def settings_from(argv: Sequence[str] | None) -> tuple[NodeSettings, str | None, str | None]:
+    parser = build_parser()
+    a = parser.parse_args(argv)
+    ns = NodeSettings(lease_seconds=a.lease_seconds, heartbeat_seconds=a.heartbeat_seconds)
+    if a.name:
+        ns.name = node_name_from_host(a.name)
+    if a.cpu:
+        ns.cpu_millicores = a.cpu
+    if a.memory:
+        ns.memory_bytes = a.memory
+    base = Path(os.environ.get("APIARY_DATA_DIR") or Path.home() / ".local/share/apiary")
+    ns.state_dir = str((a.data_dir or base / f"node-{ns.name}").expanduser())
+    logging.basicConfig(level=a.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # fmt: skip
+    return ns, a.server, a.token
+
+
+async def run_node(settings: NodeSettings, server: str | None, token: str | None) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    async with AsyncApiClient(server, token) as client:
+        await client.whoami()  # a wrong token or unreachable server fails here, clearly
+        print(f"apiaryd node {settings.name} joined {client.server}", file=sys.stderr, flush=True)
+        await NodeAgent(client, settings).run(stop)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    settings, server, token = settings_from(argv)
+    Path(settings.state_dir).mkdir(parents=True, exist_ok=True)
+    try:
+        asyncio.run(run_node(settings, server, token))
+    except ApiaryError as exc:
+        print(f"apiaryd node: error: {exc.message}", file=sys.stderr)
+        raise SystemExit(3 if exc.status in (401, 503) else 1) from None
+    except KeyboardInterrupt:
+        pass

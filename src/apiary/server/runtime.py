@@ -1,0 +1,59 @@
+"""The runtime apiaryd supervises beside the API: the Queen (under leader election) and,
+in embedded mode, a node agent that reaches the API over loopback HTTP like any remote node."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from apiary.client import AsyncApiClient
+from apiary.controllers import QueenSettings, run_controllers
+from apiary.controllers.leader import LeaderElector
+from apiary.node.agent import NodeAgent, NodeSettings
+from apiary.server.settings import Settings
+from apiary.server.supervisor import TaskFactory
+from apiary.store import Store
+
+
+def queen_task(store: Store, settings: Settings, stop: asyncio.Event) -> TaskFactory:
+    """Controllers that run on the one replica holding the lease."""
+    queen = QueenSettings()
+    queen.loop.resync_period = settings.controllers.resync_interval
+    queen.nodes.lease_duration = settings.runtime.lease_seconds
+
+    async def lead(stop_leading: asyncio.Event) -> None:
+        await run_controllers(store, queen, stop_leading)
+
+    async def run() -> None:
+        await LeaderElector(store).run(lead, stop)
+
+    return run
+
+
+def node_settings(settings: Settings, state_dir: Path) -> NodeSettings:
+    rt = settings.runtime
+    ns = NodeSettings(state_dir=str(state_dir), lease_seconds=rt.lease_seconds)
+    if rt.node_name:
+        ns.name = rt.node_name
+    if rt.node_cpu:
+        ns.cpu_millicores = rt.node_cpu
+    if rt.node_memory:
+        ns.memory_bytes = rt.node_memory
+    return ns
+
+
+def local_node_task(
+    address: tuple[str, int], token: str, settings: Settings, stop: asyncio.Event
+) -> TaskFactory:
+    """The embedded node: state under ``<data-dir>/node``, talking to our own API."""
+    host, port = address
+    if host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1"
+    shown = f"[{host}]" if ":" in host else host
+
+    async def run() -> None:
+        async with AsyncApiClient(f"http://{shown}:{port}", token) as client:
+            agent = NodeAgent(client, node_settings(settings, settings.data_dir / "node"))
+            await agent.run(stop)
+
+    return run

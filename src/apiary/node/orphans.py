@@ -189,6 +189,10 @@ def reap_orphans(
         pending = _live(pending)
     for rec in records:
         forget_process(state_dir, rec.cell, rec.drone, rec.pid)
-    for tmp in Path(state_dir).glob(".*.tmp") if Path(state_dir).is_dir() else ():
-        tmp.unlink(missing_ok=True)
+    if Path(state_dir).is_dir():  # leftovers of a crash mid-write, and unreadable records
+        for stale in Path(state_dir).glob(".*.tmp"):
+            stale.unlink(missing_ok=True)
+        for path in Path(state_dir).glob("*__*.pid"):
+            if _load(path) is None:
+                path.unlink(missing_ok=True)
     return alive

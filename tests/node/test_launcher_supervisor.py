@@ -184,6 +184,7 @@ async def test_cancelled_supervisor_leaves_no_process(cell: str, waiter: Any) ->
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     assert rec.started[0].returncode == -signal.SIGKILL
+    await sup.stop()  # stopping after a cancel is fine, and does not raise CancelledError
 
 
 async def test_failing_callback_does_not_stop_supervision(cell: str, waiter: Any) -> None:
@@ -214,3 +215,21 @@ def test_status_as_drone_status_fields() -> None:
         "lastStderr": ["a"],
         "nextRestartAt": 5.0,
     }
+
+
+async def test_memory_limit_death_points_at_the_limit(cell: str, clock: Any, waiter: Any) -> None:
+    hog = [sys.executable, "-c", "x = bytearray(1024 * 1024 * 1024)"]
+    spec = LaunchSpec(drone="hog", cell=cell, command=hog, memory_limit_bytes=256_000_000)
+    rec = Recorder()
+    sup = supervisor(spec, rec, clock)
+    sup.start()
+    try:
+        await waiter(lambda: clock.sleeps, what="the first crash")
+    finally:
+        await sup.stop()
+    failed = next(s for s in rec.statuses if s.phase == "Failed")
+    assert failed.reason == "Error" and failed.exit_code == 1
+    assert failed.message == (
+        "exited with code 1; last stderr: MemoryError (the memory limit of 256000000 bytes of"
+        " address space may be too low); restarting in 1s"
+    )

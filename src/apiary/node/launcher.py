@@ -197,6 +197,23 @@ def describe_exit(returncode: int) -> tuple[str, int, str | None, str]:
     return "Error", returncode, None, f"exited with code {returncode}"
 
 
+_MEMORY_SYMPTOMS = ("MemoryError", "Cannot allocate memory", "failed to map", "out of memory")
+
+
+def memory_hint(spec: LaunchSpec, returncode: int, stderr_tail: list[str]) -> str:
+    """A pointer at the memory limit when the death looks like it: RLIMIT_AS failures surface as
+    allocation errors, or as SIGSEGV/SIGABRT when a runtime cannot even map its libraries."""
+    if spec.memory_limit_bytes is None:
+        return ""
+    crashed = returncode in (-signal.SIGSEGV, -signal.SIGABRT, -signal.SIGBUS)
+    if crashed or any(s in line for line in stderr_tail for s in _MEMORY_SYMPTOMS):
+        return (
+            f" (the memory limit of {spec.memory_limit_bytes} bytes of address space"
+            " may be too low)"
+        )
+    return ""
+
+
 class _DroneProtocol(asyncio.subprocess.SubprocessStreamProtocol):
     """asyncio's own stream protocol plus two signals it keeps to itself.
 
@@ -469,7 +486,16 @@ class Supervisor:
         """Stop for good (graceful: SIGTERM, grace period, SIGKILL) and return the final status."""
         self._stop.set()
         if self._task is not None:
-            await asyncio.shield(self._task)
+            # asyncio.wait, not await: a supervisor task that was cancelled (or crashed) must not
+            # make the caller of stop() look cancelled itself.
+            await asyncio.wait({self._task})
+            if not self._task.cancelled() and self._task.exception() is not None:
+                log.error(
+                    "drone %s/%s: supervisor failed",
+                    self.spec.cell,
+                    self.spec.drone,
+                    exc_info=self._task.exception(),
+                )
         elif self._status.phase != "Stopped":
             await self._emit(phase="Stopped", pid=None, next_restart_at=None)
         if self.log is not None:
@@ -530,6 +556,7 @@ class Supervisor:
         tail = proc.last_stderr
         if tail:
             message += f"; last stderr: {tail[-1]}"
+        message += memory_hint(self.spec, exited.result(), tail)
         delay = self._backoff.next_delay()
         if self._backoff.failures > 1:
             reason = "CrashLoopBackOff"

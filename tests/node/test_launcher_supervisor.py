@@ -233,3 +233,18 @@ async def test_memory_limit_death_points_at_the_limit(cell: str, clock: Any, wai
         "exited with code 1; last stderr: MemoryError (the memory limit of 256000000 bytes of"
         " address space may be too low); restarting in 1s"
     )
+
+
+async def test_unwritable_log_dir_does_not_stop_the_agent(
+    cell: str, waiter: Any, tmp_path: Path
+) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    rec = Recorder()
+    spec = LaunchSpec(drone="echo", cell=cell, command=ECHO_LOOP, log_dir=str(blocker))
+    sup = supervisor(spec, rec)
+    assert sup.log is None
+    sup.start()
+    await waiter(lambda: rec.started, what="the start")
+    assert sup.status.phase == "Running"
+    await sup.stop()

@@ -72,7 +72,10 @@ _prctl = _load_prctl()  # resolved once here: the forked child must not load lib
 
 @dataclass(frozen=True)
 class LaunchSpec:
-    """Everything needed to start one drone's process; ``env`` is fully resolved (secrets too)."""
+    """Everything needed to start one drone's process; ``env`` is fully resolved (secrets too).
+
+    ``log_dir`` is used by :class:`Supervisor`, which keeps one :class:`LogWriter` across restarts
+    (``<log_dir>/<cell>/<drone>.log``); a bare :func:`launch` writes to the writer it is given."""
 
     drone: str
     cell: str
@@ -464,12 +467,16 @@ class Supervisor:
         self.process: DroneProcess | None = None
         self.log: LogWriter | None = None
         if spec.log_dir is not None:
-            self.log = LogWriter(
-                drone_log_path(spec.log_dir, spec.cell, spec.drone),
-                max_bytes=spec.log_max_bytes,
-                backups=spec.log_backups,
-                memory_lines=STDERR_TAIL_LINES,
-            )
+            path = drone_log_path(spec.log_dir, spec.cell, spec.drone)
+            try:
+                self.log = LogWriter(
+                    path,
+                    max_bytes=spec.log_max_bytes,
+                    backups=spec.log_backups,
+                    memory_lines=STDERR_TAIL_LINES,
+                )
+            except OSError as exc:  # an unwritable log dir must not keep the agent from running
+                log.warning("drone %s/%s: no log file at %s: %s", spec.cell, spec.drone, path, exc)
 
     @property
     def status(self) -> DroneRuntimeStatus:

@@ -19,8 +19,16 @@ from apiary.bus.base import Delivery
 class InFlight:
     """Tracks unsettled deliveries, reserves slots for workers and expires overdue ones."""
 
-    def __init__(self, limit: int, ack_wait: float, on_expire: Callable[[Delivery], None]) -> None:
+    def __init__(
+        self,
+        limit: int,
+        ack_wait: float,
+        on_expire: Callable[[Delivery], None],
+        on_free: Callable[[], None] | None = None,
+    ) -> None:
+        """``on_expire`` hands an overdue delivery back; ``on_free`` hears of every freed slot."""
         self.limit = limit
+        self._on_free = on_free
         self.ack_wait = ack_wait
         self._on_expire = on_expire
         self._loop = asyncio.get_running_loop()
@@ -67,6 +75,8 @@ class InFlight:
             return False
         if self._waiters:
             self._wake()
+        if self._on_free is not None:
+            self._on_free()
         return True
 
     def touch(self, delivery: Delivery) -> bool:
@@ -122,6 +132,8 @@ class InFlight:
         for delivery in expired:
             self._wake()
             self._on_expire(delivery)
+        if expired and self._on_free is not None:
+            self._on_free()
 
 
 __all__ = ["InFlight"]

@@ -180,7 +180,7 @@ class _JSSubscription(Subscription):
         self.durable = consumer_name(subject, group)
         self.ack_wait = ack_wait
         self._loop = asyncio.get_running_loop()
-        self.inflight = InFlight(max_in_flight, ack_wait, self._expired)
+        self.inflight = InFlight(max_in_flight, ack_wait, self._expired, self._freed)
         self.mailbox: Mailbox[_Item] = Mailbox()
         self._pool: WorkerPool[_Item] = WorkerPool(
             name=f"{subject}/{group}",
@@ -246,17 +246,21 @@ class _JSSubscription(Subscription):
         msg_id = headers.pop(MSG_ID, None) if headers else None
         delivery = _JSDelivery(msg, self, headers, msg_id)
         self.inflight.add(delivery)
-        if self._pending == 0 or self._room() >= self._threshold:
-            self._kick.set()
         return delivery
 
     def _give_back(self, item: _Item) -> None:
         self.mailbox.put(item, front=True)
 
     def _expired(self, delivery: Delivery) -> None:
-        # JetStream redelivers on its own ack timer; locally only the slot is freed. A late ack is
-        # still sent (the server accepts it while the message is pending), so it is not settled.
-        self._kick.set()
+        """JetStream redelivers on its own ack timer; locally only the slot is freed.
+
+        A late ack is still sent (the server accepts it while the message is pending), so the
+        delivery is not marked settled.
+        """
+
+    def _freed(self) -> None:
+        if self._pending == 0 or self._room() >= self._threshold:
+            self._kick.set()
 
     async def _on_msg(self, msg: Any) -> None:
         headers = msg.headers
@@ -354,7 +358,7 @@ class JetStreamBus(Bus):
         self._nc: Any = None
         self._js: Any = None
         self._subs: set[_JSSubscription] = set()
-        self._consumers: dict[str, tuple[str, float]] = {}
+        self._closing = False
 
     # ------------------------------------------------------------------ connection
 
@@ -387,6 +391,7 @@ class JetStreamBus(Bus):
             raise
 
     async def close(self) -> None:
+        self._closing = True
         for sub in list(self._subs):
             await sub._leave(cancel=True)
         if self._nc is not None and not self._nc.is_closed:
@@ -399,7 +404,8 @@ class JetStreamBus(Bus):
             sub.reset_credit()
 
     async def _disconnected(self) -> None:
-        log.warning("bus disconnected from NATS; reconnecting")
+        if not self._closing:
+            log.warning("bus disconnected from NATS; reconnecting")
 
     async def _error(self, exc: Exception) -> None:
         log.warning("NATS client error: %s", exc)

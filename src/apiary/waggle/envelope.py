@@ -1,0 +1,113 @@
+"""The two envelopes on the bus between the router and the drones (docs/sessions.md).
+
+* a **Dispatch** (router → one drone of a stage): which session and stage, and the Waggle message;
+* an **Outcome** (drone → router): what the agent made of a dispatch — its outputs, how long it
+  took, or why it failed.
+
+Subjects are built here too, so both sides agree on them. Names are DNS-1123 labels, so they never
+contain the ``.`` that separates subject tokens.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+OUTCOMES = "apiary.*.*.out"
+"""What the router subscribes to: the outcome subjects of every hive in every cell."""
+
+ROUTER_GROUP = "router"
+
+
+def stage_subject(cell: str, hive: str, stage: str) -> str:
+    return f"apiary.{cell}.{hive}.{stage}.in"
+
+
+def stage_group(cell: str, hive: str, stage: str) -> str:
+    return f"{cell}.{hive}.{stage}"
+
+
+def outcome_subject(cell: str, hive: str) -> str:
+    return f"apiary.{cell}.{hive}.out"
+
+
+class EnvelopeError(ValueError):
+    """A bus message that is not a well-formed envelope; it is dropped with this reason."""
+
+
+@dataclass(frozen=True, slots=True)
+class Dispatch:
+    dispatch: str
+    session: str  # "<cell>/<session name>"
+    hive: str
+    stage: str
+    message: dict[str, Any]
+    timeout: float | None = None  # seconds the agent gets (guardrails.responseTimeoutSeconds)
+
+    def encode(self) -> bytes:
+        body: dict[str, Any] = {
+            "dispatch": self.dispatch, "session": self.session, "hive": self.hive,
+            "stage": self.stage, "message": self.message,
+        }  # fmt: skip
+        if self.timeout is not None:
+            body["timeout"] = self.timeout
+        return orjson.dumps(body)
+
+    @classmethod
+    def decode(cls, data: bytes) -> Dispatch:
+        body = _load(data, ("dispatch", "session", "hive", "stage", "message"))
+        timeout = body.get("timeout")
+        return cls(
+            str(body["dispatch"]), str(body["session"]), str(body["hive"]), str(body["stage"]),
+            dict(body["message"]), float(timeout) if timeout is not None else None,
+        )  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    dispatch: str
+    session: str
+    hive: str
+    stage: str
+    drone: str
+    outputs: list[dict[str, Any]]
+    latency_ms: float = 0.0
+    error: tuple[str, str] | None = None  # (reason, message)
+
+    def encode(self) -> bytes:
+        body: dict[str, Any] = {
+            "dispatch": self.dispatch, "session": self.session, "hive": self.hive,
+            "stage": self.stage, "drone": self.drone, "outputs": self.outputs,
+            "latencyMs": self.latency_ms,
+        }  # fmt: skip
+        if self.error is not None:
+            body["error"] = {"reason": self.error[0], "message": self.error[1]}
+        return orjson.dumps(body)
+
+    @classmethod
+    def decode(cls, data: bytes) -> Outcome:
+        body = _load(data, ("dispatch", "session", "hive", "stage", "outputs"))
+        err = body.get("error")
+        error = (str(err.get("reason")), str(err.get("message"))) if isinstance(err, dict) else None
+        outputs = body["outputs"]
+        if not isinstance(outputs, list):
+            raise EnvelopeError("outputs must be a list")
+        return cls(
+            str(body["dispatch"]), str(body["session"]), str(body["hive"]), str(body["stage"]),
+            str(body.get("drone") or ""), outputs, float(body.get("latencyMs") or 0.0), error,
+        )  # fmt: skip
+
+
+def _load(data: bytes, required: tuple[str, ...]) -> dict[str, Any]:
+    try:
+        body = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise EnvelopeError(f"not JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise EnvelopeError("not a JSON object")
+    missing = [k for k in required if k not in body]
+    if missing:
+        raise EnvelopeError(f"missing {', '.join(missing)}")
+    return body

@@ -9,6 +9,8 @@ from apiary.api.auth import Authenticator, Authorizer
 from apiary.api.events import EventRecorder
 from apiary.api.metrics import ApiMetrics
 from apiary.api.quotas import QuotaGuard
+from apiary.journal import Journal
+from apiary.router import Router
 from apiary.store import Store
 
 
@@ -35,6 +37,10 @@ class ApiState:
     metrics: ApiMetrics = field(default_factory=ApiMetrics)
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     """Set at shutdown: open watch streams end so the server can stop promptly."""
+    router: Router | None = None
+    """Runs sessions (set by apiaryd once the journal and bus are open)."""
+    journal: Journal | None = None
+    """Session transcripts and pattern state."""
     quotas: QuotaGuard = field(init=False)
     recorder: EventRecorder = field(init=False)
 

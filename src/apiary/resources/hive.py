@@ -16,6 +16,7 @@ from apiary.resources.base import ApiModel, DNSLabel, Loc, Problems, Topic
 from apiary.resources.guardrails import Guardrails
 from apiary.resources.hive_names import DEFAULT_PREFIX, duplicate_names
 from apiary.resources.hive_parts import (
+    EventDrivenSettings,
     Member,
     Routing,
     SegmentMember,
@@ -55,13 +56,14 @@ def check_members(
 
 class SegmentConfig(ApiModel):
     """Per-pattern shape: ``stages`` (pipeline, hierarchical), ``agents`` (swarm, with optional
-    ``aggregation``/``rounds``) or ``subscribers`` (event-driven)."""
+    ``aggregation``/``rounds``) or ``subscribers`` (event-driven, with optional ``maxHops``)."""
 
     stages: list[Stage] | None = Field(default=None, min_length=1)
     agents: list[SegmentMember] | None = Field(default=None, min_length=1)
     subscribers: list[SegmentMember] | None = Field(default=None, min_length=1)
     aggregation: Literal["all", "first", "majority"] | None = None
     rounds: int | None = Field(default=None, ge=1, le=100)
+    max_hops: int | None = Field(default=None, ge=1, le=1000)
 
     def members(self) -> list[Stage] | list[SegmentMember]:
         return self.stages or self.agents or self.subscribers or []
@@ -92,6 +94,8 @@ class PatternSegment(ApiModel):
             for key in ("aggregation", "rounds"):
                 if getattr(self.config, key) is not None:
                     problems.add(("config", key), "only used with pattern swarm")
+        if self.pattern != "event-driven" and self.config.max_hops is not None:
+            problems.add(("config", "maxHops"), "only used with pattern event-driven")
         unnamed: list[SegmentMember] = self.config.agents or self.config.subscribers or []
         for index, member in enumerate(unnamed):
             if member.name is None:
@@ -116,6 +120,7 @@ class HiveSpec(ApiModel):
     guardrails: Guardrails | None = None
     webhook: Webhook | None = None
     swarm: SwarmSettings | None = None
+    event_driven: EventDrivenSettings | None = None
 
     @model_validator(mode="wrap")
     @classmethod
@@ -154,6 +159,8 @@ class HiveSpec(ApiModel):
             self._check_segments(self.pattern_segments, problems)
         if self.swarm is not None and self.pattern != "swarm":
             problems.add(("swarm",), "only used with pattern swarm")
+        if self.event_driven is not None and self.pattern != "event-driven":
+            problems.add(("eventDriven",), "only used with pattern event-driven")
         if self.warm_pool_size is None:
             self.warm_pool_size = 0 if self.pool_mode == "cold" else 1
         elif self.pool_mode == "cold" and self.warm_pool_size > 0:

@@ -1,4 +1,5 @@
-"""The parts a Hive is built from: stages, event filters, session, routing, webhook, swarm."""
+"""The parts a Hive is built from: stages, event filters, session, routing, webhook, swarm,
+event-driven settings."""
 
 from __future__ import annotations
 
@@ -147,3 +148,15 @@ class SwarmSettings(ApiModel):
 
     aggregation: Literal["all", "first", "majority"] = "all"
     rounds: int = Field(default=1, ge=1, le=100)
+
+
+DEFAULT_MAX_HOPS = 8
+"""How many times an event-driven hive re-routes outputs as events when nothing sets a bound."""
+
+
+class EventDrivenSettings(ApiModel):
+    """Event-driven choreography: an event that has already travelled ``maxHops`` hops is
+    recorded but routed no further, so two subscribers answering each other cannot loop forever.
+    Unset, the Hive's ``guardrails.maxTurns`` applies, then 8."""
+
+    max_hops: int | None = Field(default=None, ge=1, le=1000)

@@ -1,0 +1,210 @@
+"""The pattern engine: the pure brain of the router (docs/sessions.md, docs/patterns.md).
+
+The router calls :meth:`Engine.on_input` when a client's input is accepted and
+:meth:`Engine.on_outcome` when a drone reports what it made of a dispatch; each returns a
+:class:`Step` — the new state document plus the dispatches to publish and the records to
+journal — which the router commits atomically before publishing. No I/O, no clock, no
+randomness: the same state and event always give the same step, ids included, so a step retried
+after a version conflict, or replayed by another replica, is a no-op for the journal and the bus.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from apiary.patterns.base import Pattern
+from apiary.patterns.effects import Effects
+from apiary.patterns.eventdriven import EventDriven
+from apiary.patterns.hierarchical import Hierarchical
+from apiary.patterns.ids import make_id
+from apiary.patterns.layout import Segment, layout
+from apiary.patterns.messages import Output, carried, describe, recorded
+from apiary.patterns.pipeline import Pipeline
+from apiary.patterns.state import begin, normalize
+from apiary.patterns.step import Record, Step
+from apiary.patterns.swarm import Swarm
+from apiary.waggle import Message
+
+PATTERN_TYPES: dict[str, type[Pattern]] = {
+    "pipeline": Pipeline,
+    "hierarchical": Hierarchical,
+    "swarm": Swarm,
+    "event-driven": EventDriven,
+}
+
+
+class Engine:
+    """Routes the messages of one Hive. Build one per hive generation and reuse it: it holds
+    only the hive's layout, never session state."""
+
+    def __init__(self, hive: dict[str, Any]) -> None:
+        """Raises :class:`apiary.errors.Invalid` naming each field it cannot route by."""
+        self.segments: list[Segment] = layout(hive)
+        self.patterns: list[Pattern] = [PATTERN_TYPES[s.pattern](s) for s in self.segments]
+
+    def stages(self) -> list[str]:
+        """Every stage name, as the controllers label the drones (``apiary.io/stage``)."""
+        return [name for segment in self.segments for name in segment.stage_names()]
+
+    # -- queries ----------------------------------------------------------------------------------
+
+    def open_dispatches(self, state: dict[str, Any]) -> list[str]:
+        """Dispatches still waiting for an outcome, oldest first (what a recovery sweep
+        republishes)."""
+        return list(normalize(state)["open"])
+
+    def quiescent(self, state: dict[str, Any]) -> bool:
+        """Nothing in flight: every input has ended and no dispatch is open."""
+        current = normalize(state)
+        return not current["open"] and not current["flows"]
+
+    def input_status(self, state: dict[str, Any], input_id: str) -> str | None:
+        """``active``, ``completed``, ``failed``, or None for an input the session never saw."""
+        current = normalize(state)
+        if input_id in current["flows"]:
+            return "active"
+        done = current["done"].get(input_id)
+        return str(done) if done is not None else None
+
+    # -- steps ------------------------------------------------------------------------------------
+
+    def on_input(self, state: dict[str, Any], message: Message) -> Step:
+        """A client's input (its id is the input's journal id). A re-sent input is a no-op."""
+        current = normalize(state)
+        input_id = message.id
+        if (
+            input_id in current["flows"]
+            or input_id in current["done"]
+            or input_id in current["open"]
+        ):
+            return Step(current)
+        step = Step(begin(current))
+        flow: dict[str, Any] = {
+            "seg": 0,
+            "pending": 0,
+            "ctx": {
+                "sessionId": message.session_id,
+                "traceparent": message.traceparent,
+                "metadata": carried(message.metadata),
+                "timestamp": message.timestamp,
+            },
+            "s": {},
+        }
+        step.state["flows"][input_id] = flow
+        fx = Effects(step, input_id, flow, self.segments[0], message.timestamp)
+        self.patterns[0].start(fx, flow["s"], message, input_id)
+        self._settle(step, fx, input_id, None)
+        return step
+
+    def on_outcome(
+        self,
+        state: dict[str, Any],
+        dispatch_id: str,
+        stage: str,
+        outputs: list[Message],
+        error: tuple[str, str] | None = None,
+    ) -> Step:
+        """What a drone made of a dispatch: its outputs, or an error (reason, message).
+
+        An outcome for a dispatch that is not open (a duplicate, or a straggler of a failed
+        flow) returns a Step with nothing to do. ``stage`` is informational: the stage the
+        dispatch was sent to is taken from the state.
+        """
+        current = normalize(state)
+        entry = current["open"].get(dispatch_id)
+        if entry is None:
+            return Step(current)
+        for index, output in enumerate(outputs):
+            if not isinstance(output, Message):
+                raise TypeError(f"outputs[{index}] must be a waggle Message, not {output!r}")
+        step = Step(begin(current))
+        del step.state["open"][dispatch_id]
+        stage = entry["stage"]
+        received: list[Output] = []
+        for index, output in enumerate(outputs):
+            record_id = make_id(dispatch_id, "out", index)
+            message = recorded(output, record_id, dispatch_id)
+            step.records.append(Record(record_id, "output", message, stage, dispatch_id))
+            received.append((record_id, message))
+        flow_id = entry["flow"]
+        flow = step.state["flows"].get(flow_id)
+        if flow is None or flow["seg"] != entry["seg"]:
+            return step  # the flow (or this segment) already has its answer: record only
+        flow = step.state["flows"][flow_id] = copy.deepcopy(flow)
+        flow["pending"] -= 1
+        timestamp = outputs[-1].timestamp if outputs else flow["ctx"]["timestamp"]
+        fx = Effects(step, flow_id, flow, self.segments[flow["seg"]], timestamp)
+        agent_error = next(((r, m) for r, m in received if m.type == "error"), None)
+        if error is not None:
+            reason, text = error
+            fx.fail(str(reason), str(text), dispatch_id)
+        elif agent_error is not None:
+            record_id, message = agent_error
+            fx.fail(
+                "AgentError",
+                f"stage {stage!r} answered with an error: {describe(message.payload)}",
+                record_id,
+            )
+        else:
+            self.patterns[flow["seg"]].outcome(fx, flow["s"], dispatch_id, stage, received)
+        self._settle(step, fx, dispatch_id, stage)
+        return step
+
+    # -- the end of a step ------------------------------------------------------------------------
+
+    def _settle(self, step: Step, fx: Effects, trigger: str, stage: str | None) -> None:
+        """Turn a pattern's result into a final or the next segment's start, a failure into an
+        error record; and fail a flow left waiting on nothing."""
+        while True:
+            if fx.failure is not None:
+                self._fail(step, fx, stage)
+                return
+            if fx.result is None:
+                if fx.pending == 0:
+                    where = f"stage {stage!r}" if stage else "the input"
+                    fx.fail("Stalled", f"after {where} nothing is left to wait for", trigger)
+                    continue
+                return
+            payload, parent, metadata = fx.result
+            flow_id, flow = fx.flow_id, fx.flow
+            following = flow["seg"] + 1
+            if following == len(self.segments):
+                record_id = make_id(flow_id, "#final", 0)
+                message = fx.message(
+                    payload, "result", id=record_id, metadata=metadata, correlation_id=flow_id
+                )
+                final = Record(record_id, "final", message, None, flow_id)
+                step.records.append(final)
+                step.finals.append(final)
+                del step.state["flows"][flow_id]
+                step.state["done"][flow_id] = "completed"
+                return
+            segment = self.segments[following]
+            record_id = make_id(flow_id, "#segment", following)
+            handoff_meta = {**metadata, "fromSegment": str(self.segments[following - 1].name)}
+            message = fx.message(
+                payload, "result", id=record_id, metadata=handoff_meta, correlation_id=flow_id
+            )
+            step.records.append(Record(record_id, "event", message, None, parent))
+            flow.update(seg=following, pending=0, s={})
+            fx = Effects(step, flow_id, flow, segment, fx.timestamp)
+            self.patterns[following].start(fx, flow["s"], message, record_id)
+            trigger, stage = record_id, None
+
+    @staticmethod
+    def _fail(step: Step, fx: Effects, stage: str | None) -> None:
+        assert fx.failure is not None
+        reason, text, parent = fx.failure
+        flow_id = fx.flow_id
+        record_id = make_id(parent, "#error", 0)
+        payload = {"reason": reason, "message": text}
+        message = fx.message(payload, "error", id=record_id, correlation_id=flow_id)
+        step.records.append(Record(record_id, "error", message, stage, parent))
+        step.failure = (reason, text)
+        opened = step.state["open"]
+        for dispatch_id in [d for d, e in opened.items() if e["flow"] == flow_id]:
+            del opened[dispatch_id]
+        step.dispatches = [d for d in step.dispatches if d.id in opened]
+        del step.state["flows"][flow_id]
+        step.state["done"][flow_id] = "failed"

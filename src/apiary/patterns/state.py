@@ -1,0 +1,54 @@
+"""The session's state document: plain JSON the journal stores between steps.
+
+    {"version": 1,
+     "flows": {input id: {"seg": k, "pending": n, "ctx": {...}, "s": {pattern state}}},
+     "open":  {dispatch id: {"flow": input id, "stage": S, "seg": k}},
+     "done":  {input id: "completed" | "failed"}}
+
+``flows`` holds the inputs still in progress (a conversation may have several at once); ``open``
+every dispatch still waiting for an outcome — including stragglers of a segment that already has
+its answer (swarm ``first``), whose outputs are still recorded when they come; ``done`` lets a
+re-sent input be recognised as a duplicate after its flow has ended.
+
+Steps never mutate the document they are given: :func:`begin` copies the top level and the engine
+copies a flow before touching it, so a router that retries a step after a version conflict (or a
+test that replays one) still holds the state it started from.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+STATE_VERSION = 1
+
+
+def initial_state() -> dict[str, Any]:
+    """The state of a session that has seen nothing yet."""
+    return {"version": STATE_VERSION, "flows": {}, "open": {}, "done": {}}
+
+
+def normalize(state: Any) -> dict[str, Any]:
+    """``state`` checked for shape; an empty or None state is a new session's. Raises
+    ValueError naming the key when the document is not one the engine wrote."""
+    if not state:
+        return initial_state()
+    if not isinstance(state, dict):
+        raise ValueError(f"session state must be a JSON object, not {type(state).__name__}")
+    if state.get("version") != STATE_VERSION:
+        raise ValueError(
+            f"session state: version must be {STATE_VERSION}, got {state.get('version')!r}"
+        )
+    for key in ("flows", "open", "done"):
+        if not isinstance(state.get(key), dict):
+            raise ValueError(f"session state: {key} must be an object")
+    return state
+
+
+def begin(state: dict[str, Any]) -> dict[str, Any]:
+    """A copy to build the next state in: new top-level maps, flows shared until copied."""
+    return {
+        "version": STATE_VERSION,
+        "flows": dict(state["flows"]),
+        "open": dict(state["open"]),
+        "done": dict(state["done"]),
+    }

@@ -1,0 +1,236 @@
+"""The Journal contract: per session, an append-only transcript plus one versioned state document.
+
+Every message hop in a session is one ``commit``: the router read the state (``load``), ran the
+pattern engine, and now writes the new state and the entries it produced — atomically, and only
+if nobody committed in between (``expect_version``). Entry ids are idempotency keys, so redoing a
+step after a crash or a duplicate delivery writes nothing twice. See docs/sessions.md.
+
+A backend is a thin subclass with one primitive per operation (``_commit``, ``_read`` …). The
+public methods here check their arguments once (a clear ``Invalid`` naming the field, never a
+driver traceback) and implement the long-poll ``wait`` over ``_read`` for every backend: waiters
+register per session and are woken by ``_wake`` when a commit to that session lands in this
+process, by a backend's cross-process signal (PostgreSQL LISTEN/NOTIFY), or at the latest after
+``poll_interval`` seconds, when they simply read again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Collection, Sequence
+from typing import Any
+
+from apiary.journal.model import (
+    Entry,
+    PendingCommit,
+    SessionState,
+    check_id,
+    check_int,
+    check_kinds,
+    check_limit,
+    check_seconds,
+    check_session,
+    prepare_commit,
+)
+
+Clock = Callable[[], float]
+"""Epoch seconds; tests inject a fake one to make ``created`` and ``open_dispatches`` exact."""
+
+DEFAULT_POLL_INTERVAL = 0.5
+
+
+class Journal(ABC):
+    """Session transcripts and state; open with ``open_journal(url)``."""
+
+    def __init__(self, *, clock: Clock | None = None, poll_interval: float | None = None) -> None:
+        self.clock: Clock = clock or time.time
+        self.poll_interval = check_seconds(
+            DEFAULT_POLL_INTERVAL if poll_interval is None else poll_interval, "poll_interval"
+        )
+        self._waiters: dict[str, set[asyncio.Future[None]]] = {}
+        self._is_open = False
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def open(self) -> None:
+        """Connect and create the tables if needed (idempotent)."""
+        if not self._is_open:
+            await self._open()
+            self._is_open = True
+
+    async def close(self) -> None:
+        """Finish queued commits, wake every waiter, release connections (idempotent)."""
+        if self._is_open:
+            self._is_open = False
+            await self._close()
+        for session in list(self._waiters):
+            self._wake(session)
+
+    async def __aenter__(self) -> Journal:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def _check_open(self) -> None:
+        if not self._is_open:
+            raise RuntimeError(f"the journal {type(self).__name__} is not open")
+
+    # -------------------------------------------------------------------- public API
+
+    async def load(self, session: str) -> SessionState:
+        """The session's state and version (``SessionState(0, {})`` for a new session)."""
+        self._check_open()
+        return await self._load(check_session(session))
+
+    async def commit(
+        self,
+        session: str,
+        *,
+        expect_version: int,
+        state: dict[str, Any],
+        entries: Sequence[Entry],
+    ) -> int | None:
+        """Write ``state`` as version ``expect_version + 1`` and append the new entries, atomically.
+
+        None (nothing written) when the stored version is not ``expect_version`` — another writer
+        got there first: reload and redo the step. Entries whose id the session already has are
+        skipped silently; those written get ``seq`` and ``created`` filled in place. An output or
+        error entry whose ``parent`` names a dispatch marks that dispatch answered.
+        """
+        self._check_open()
+        pending = prepare_commit(session, expect_version, state, entries)
+        version = await self._commit(pending)
+        if version is not None:
+            self._wake(session)
+        return version
+
+    async def get(self, session: str, id: str) -> Entry | None:
+        """One entry by id, or None."""
+        self._check_open()
+        return await self._get(check_session(session), check_id(id))
+
+    async def read(
+        self,
+        session: str,
+        after_seq: int = 0,
+        limit: int = 1000,
+        kinds: Collection[str] | None = None,
+    ) -> list[Entry]:
+        """Entries with ``seq > after_seq`` in seq order, at most ``limit``, optionally by kind."""
+        self._check_open()
+        check_session(session)
+        check_int(after_seq, "after_seq")
+        return await self._read(session, after_seq, check_limit(limit), check_kinds(kinds))
+
+    async def wait(
+        self, session: str, after_seq: int, timeout: float, *, limit: int = 1000
+    ) -> list[Entry]:
+        """Long-poll: the entries after ``after_seq``, waiting up to ``timeout`` s for the first.
+
+        Returns ``[]`` on timeout (or when the journal closes while waiting).
+        """
+        self._check_open()
+        check_session(session)
+        check_int(after_seq, "after_seq")
+        timeout = check_seconds(timeout, "timeout")
+        limit = check_limit(limit)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            # Register before reading: a commit landing between the read and the sleep still
+            # finds this waiter and wakes it.
+            woken: asyncio.Future[None] = loop.create_future()
+            self._waiters.setdefault(session, set()).add(woken)
+            try:
+                got = await self._read(session, after_seq, limit, None)
+                remaining = deadline - loop.time()
+                if got or remaining <= 0 or not self._is_open:
+                    return got
+                await asyncio.wait({woken}, timeout=min(remaining, self.poll_interval))
+            finally:
+                waiting = self._waiters.get(session)
+                if waiting is not None:
+                    waiting.discard(woken)
+                    if not waiting:
+                        del self._waiters[session]
+                if not woken.done():
+                    woken.cancel()
+            if not self._is_open:
+                return []
+
+    async def is_answered(self, session: str, dispatch_id: str) -> bool:
+        """True when the dispatch is journaled and an output or error answered it."""
+        self._check_open()
+        return await self._is_answered(check_session(session), check_id(dispatch_id, "dispatch_id"))
+
+    async def open_dispatches(self, older_than: float, limit: int = 1000) -> list[Entry]:
+        """Across all sessions: unanswered dispatches created before ``older_than``, oldest first.
+
+        The recovery sweep republishes these (a crash between commit and publish, a lost drone).
+        """
+        self._check_open()
+        return await self._open_dispatches(
+            check_seconds(older_than, "older_than"), check_limit(limit)
+        )
+
+    async def usage(self, session: str) -> tuple[int, int, int]:
+        """(entries, prompt tokens, completion tokens) of the session, kept as running sums."""
+        self._check_open()
+        return await self._usage(check_session(session))
+
+    async def delete(self, session: str) -> None:
+        """Forget the session: its state and every entry (a no-op for an unknown session)."""
+        self._check_open()
+        await self._delete(check_session(session))
+
+    # --------------------------------------------------------------------- wakeups
+
+    def _wake(self, session: str) -> None:
+        """Wake this process's waiters on ``session`` (they read again)."""
+        for woken in self._waiters.pop(session, ()):
+            if not woken.done():
+                woken.set_result(None)
+
+    def _wake_all(self) -> None:
+        for session in list(self._waiters):
+            self._wake(session)
+
+    # ------------------------------------------------------------------ primitives
+
+    @abstractmethod
+    async def _open(self) -> None: ...
+
+    @abstractmethod
+    async def _close(self) -> None: ...
+
+    @abstractmethod
+    async def _load(self, session: str) -> SessionState: ...
+
+    @abstractmethod
+    async def _commit(self, pending: PendingCommit) -> int | None: ...
+
+    @abstractmethod
+    async def _get(self, session: str, id: str) -> Entry | None: ...
+
+    @abstractmethod
+    async def _read(
+        self, session: str, after_seq: int, limit: int, kinds: tuple[str, ...] | None
+    ) -> list[Entry]: ...
+
+    @abstractmethod
+    async def _is_answered(self, session: str, dispatch_id: str) -> bool: ...
+
+    @abstractmethod
+    async def _open_dispatches(self, older_than: float, limit: int) -> list[Entry]: ...
+
+    @abstractmethod
+    async def _usage(self, session: str) -> tuple[int, int, int]: ...
+
+    @abstractmethod
+    async def _delete(self, session: str) -> None: ...
+
+
+__all__ = ["DEFAULT_POLL_INTERVAL", "Clock", "Journal"]

@@ -1,0 +1,257 @@
+"""What the journal stores — entries and the session state — and the checks every backend shares.
+
+Input is checked once, here, before a backend sees it, so every backend refuses the same things
+with the same message naming the field (``entries[1].kind``), and a backend's writer never meets
+a value it cannot serialize: a failure inside a group-commit batch would fail every caller in it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from apiary.errors import BadRequest, FieldDetail, Invalid
+
+KINDS = frozenset({"input", "dispatch", "output", "final", "error", "event"})
+"""Every kind of entry; see docs/sessions.md "Journal entries"."""
+
+ANSWER_KINDS = frozenset({"output", "error"})
+"""Kinds that close the dispatch named by their ``parent``."""
+
+MAX_SESSION_LENGTH = 512
+MAX_ID_LENGTH = 256
+MAX_READ_LIMIT = 10_000
+
+
+@dataclass
+class Entry:
+    """One journal entry: a message in a session's transcript (see docs/sessions.md)."""
+
+    session: str  # "<cell>/<session name>"
+    id: str  # unique within the session: the idempotency key
+    kind: str  # input | dispatch | output | final | error | event
+    message: dict[str, Any]  # the Waggle message as a dict (opaque JSON to the journal)
+    stage: str | None = None
+    parent: str | None = None
+    drone: str | None = None
+    latency_ms: float | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    seq: int = 0  # assigned by the journal on commit; increasing within a session
+    created: float = 0.0  # epoch seconds, assigned on commit (injectable clock)
+
+
+@dataclass
+class SessionState:
+    """The pattern engine's state document for one session and its optimistic-lock version."""
+
+    version: int  # 0 when the session has no state yet
+    state: dict[str, Any]
+
+
+@dataclass
+class PendingCommit:
+    """A checked ``commit`` call, serialized and ready for a backend's writer.
+
+    ``entries`` has duplicates within the call removed (the first of an id wins); ``messages``
+    are their messages as JSON text, index-aligned.
+    """
+
+    session: str
+    expect_version: int
+    state: str
+    entries: list[Entry]
+    messages: list[str]
+
+
+@dataclass
+class Row:
+    """One entry a writer inserts: its seq, JSON message and whether it is an open dispatch."""
+
+    entry: Entry
+    seq: int
+    message: str
+    pending: bool
+
+
+@dataclass
+class Plan:
+    """What a commit writes once its version check passed and the existing ids are known.
+
+    ``close`` are the dispatch ids (journaled by earlier commits) that this commit answers; a
+    dispatch answered within the same commit is simply written closed. The seqs are copied onto
+    the caller's entries (``apply``) only after the transaction committed, so a failed batch
+    leaves them untouched.
+    """
+
+    rows: list[Row] = field(default_factory=list)
+    close: list[str] = field(default_factory=list)
+    last_seq: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    def apply(self, created: float) -> None:
+        for row in self.rows:
+            row.entry.seq = row.seq
+            row.entry.created = created
+
+
+def plan_commit(pending: PendingCommit, existing: Collection[str], last_seq: int) -> Plan:
+    """Number the entries whose id is new in the session (gap-free after ``last_seq``)."""
+    plan = Plan(last_seq=last_seq)
+    fresh = [
+        (e, m)
+        for e, m in zip(pending.entries, pending.messages, strict=True)
+        if e.id not in existing
+    ]
+    answered = {e.parent for e, _ in fresh if e.kind in ANSWER_KINDS and e.parent is not None}
+    here: set[str] = set()
+    for entry, message in fresh:
+        plan.last_seq += 1
+        is_dispatch = entry.kind == "dispatch"
+        if is_dispatch:
+            here.add(entry.id)
+        plan.rows.append(
+            Row(entry, plan.last_seq, message, is_dispatch and entry.id not in answered)
+        )
+        plan.prompt_tokens += entry.prompt_tokens
+        plan.completion_tokens += entry.completion_tokens
+    plan.close = sorted(answered - here)
+    return plan
+
+
+def _invalid(path: str, message: str) -> Invalid:
+    return Invalid(f"{path}: {message}", [FieldDetail(path, message)])
+
+
+def check_session(session: object, path: str = "session") -> str:
+    """A session key must be a non-empty string ("<cell>/<session name>")."""
+    if not isinstance(session, str) or not session:
+        raise _invalid(path, "must be a non-empty string such as 'cell/session'")
+    if len(session) > MAX_SESSION_LENGTH or "\x00" in session or "\n" in session:
+        raise _invalid(path, f"must be at most {MAX_SESSION_LENGTH} characters, no NUL/newline")
+    return session
+
+
+def check_id(value: object, path: str = "id") -> str:
+    """An entry id: a non-empty string of at most MAX_ID_LENGTH characters."""
+    if not isinstance(value, str) or not value or len(value) > MAX_ID_LENGTH:
+        raise _invalid(path, f"must be a non-empty string of at most {MAX_ID_LENGTH} characters")
+    return value
+
+
+def check_int(value: object, path: str, minimum: int = 0) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise _invalid(path, f"must be an integer ≥ {minimum}")
+    return value
+
+
+def check_seconds(value: object, path: str) -> float:
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    if not ok or not math.isfinite(float(value)) or float(value) < 0:  # type: ignore[arg-type]
+        raise _invalid(path, "must be a finite number of seconds ≥ 0")
+    return float(value)  # type: ignore[arg-type]
+
+
+def check_limit(limit: object) -> int:
+    value = check_int(limit, "limit", 1)
+    if value > MAX_READ_LIMIT:
+        raise _invalid("limit", f"must be at most {MAX_READ_LIMIT}")
+    return value
+
+
+def check_kinds(kinds: Collection[str] | None) -> tuple[str, ...] | None:
+    """None means every kind; an unknown kind is an error rather than an empty answer."""
+    if kinds is None:
+        return None
+    if isinstance(kinds, str):
+        kinds = [kinds]
+    out = tuple(sorted(set(kinds)))
+    unknown = [k for k in out if k not in KINDS]
+    if unknown:
+        raise _invalid("kinds", f"unknown kind(s) {unknown}; known: {sorted(KINDS)}")
+    return out
+
+
+def _dumps(value: object, path: str) -> str:
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError as exc:
+        raise _invalid(path, f"must be JSON-serializable ({exc})") from exc
+
+
+def _check_optional_str(value: object, path: str) -> None:
+    if value is not None and (not isinstance(value, str) or not value):
+        raise _invalid(path, "must be a non-empty string or null")
+
+
+def _check_entry(entry: object, session: str, path: str) -> Entry:
+    if not isinstance(entry, Entry):
+        raise _invalid(path, f"must be an Entry, not {type(entry).__name__}")
+    if entry.session != session:
+        raise _invalid(f"{path}.session", f"is {entry.session!r}, the commit is for {session!r}")
+    check_id(entry.id, f"{path}.id")
+    if entry.kind not in KINDS:
+        raise _invalid(f"{path}.kind", f"is {entry.kind!r}; one of {sorted(KINDS)}")
+    if not isinstance(entry.message, dict):
+        raise _invalid(f"{path}.message", "must be an object (the Waggle message as a dict)")
+    for name in ("stage", "parent", "drone"):
+        _check_optional_str(getattr(entry, name), f"{path}.{name}")
+    if entry.latency_ms is not None:
+        check_seconds(entry.latency_ms, f"{path}.latency_ms")
+    check_int(entry.prompt_tokens, f"{path}.prompt_tokens")
+    check_int(entry.completion_tokens, f"{path}.completion_tokens")
+    return entry
+
+
+def prepare_commit(
+    session: str, expect_version: int, state: dict[str, Any], entries: Sequence[Entry]
+) -> PendingCommit:
+    """Check and serialize one ``commit`` call; raise ``Invalid`` naming the bad field."""
+    check_session(session)
+    check_int(expect_version, "expect_version")
+    if not isinstance(state, dict):
+        raise _invalid("state", "must be an object (dict)")
+    if isinstance(entries, str | bytes) or not isinstance(entries, Sequence):
+        raise BadRequest("entries: must be a sequence of Entry")
+    kept: list[Entry] = []
+    messages: list[str] = []
+    seen: set[str] = set()
+    for i, raw in enumerate(entries):
+        entry = _check_entry(raw, session, f"entries[{i}]")
+        if entry.id in seen:
+            continue
+        seen.add(entry.id)
+        messages.append(_dumps(entry.message, f"entries[{i}].message"))
+        kept.append(entry)
+    return PendingCommit(session, expect_version, _dumps(state, "state"), kept, messages)
+
+
+def load_json(text: str) -> dict[str, Any]:
+    value = orjson.loads(text)
+    assert isinstance(value, dict)
+    return value
+
+
+__all__ = [
+    "ANSWER_KINDS",
+    "KINDS",
+    "Entry",
+    "PendingCommit",
+    "Plan",
+    "Row",
+    "SessionState",
+    "check_id",
+    "check_int",
+    "check_kinds",
+    "check_limit",
+    "check_seconds",
+    "check_session",
+    "load_json",
+    "plan_commit",
+    "prepare_commit",
+]

@@ -1,0 +1,184 @@
+"""One group-commit batch on PostgreSQL, in a few set-based statements.
+
+A naive commit costs 3-4 round trips (check the version, insert entries, update the state,
+notify); a batch of N commits would cost 4N. Here the batch is split into *rounds* — round k holds
+the k-th commit of every session in the batch, so a round has at most one commit per session and
+a session's commits keep their order — and each round is 3-4 statements whatever its size:
+
+1. ``SELECT … FOR UPDATE`` the round's sessions, ordered by name: the version check reads them,
+   and the row locks keep other replicas out until commit. Locks are always taken in session
+   order (and only in round 1: later rounds' sessions are a subset), so two replicas' batches can
+   never deadlock on each other.
+2. Sessions that do not exist yet and are expected at version 0 get a placeholder row
+   (``INSERT … ON CONFLICT DO NOTHING``); if another replica created the row first, this commit
+   lost the race and answers None.
+3. Which of the winners' entry ids the sessions already hold (idempotency, under the lock).
+4. One statement writes everything else: the entries (``unnest`` of column arrays), the session
+   rows, the dispatches answered, and ``pg_notify`` for the sessions written.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from apiary.journal.model import PendingCommit, Plan, plan_commit
+
+CHANNEL = "apiary_journal"
+_NOTIFY_BYTES = 7000  # PostgreSQL caps a payload at 8000 bytes
+
+_LOCK = (
+    "SELECT session, version, last_seq FROM journal_sessions"
+    " WHERE session = ANY($1::text[]) ORDER BY session FOR UPDATE"
+)
+_CREATE = (
+    "INSERT INTO journal_sessions (session, version, state, last_seq)"
+    " SELECT s, 0, '{}', 0 FROM unnest($1::text[]) AS s ORDER BY s"
+    " ON CONFLICT (session) DO NOTHING RETURNING session"
+)
+_EXISTING = (
+    "SELECT e.session, e.id FROM journal_entries e"
+    " JOIN unnest($1::text[], $2::text[]) AS t(session, id)"
+    " ON e.session = t.session AND e.id = t.id"
+)
+_WRITE = """
+WITH ins AS (
+    INSERT INTO journal_entries (session, seq, id, kind, stage, parent, drone, latency_ms,
+                                 prompt_tokens, completion_tokens, created, message, pending)
+    SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[],
+                         $6::text[], $7::text[], $8::float8[], $9::bigint[], $10::bigint[],
+                         $11::float8[], $12::text[], $13::bool[])
+), ses AS (
+    UPDATE journal_sessions s
+    SET version = t.version, state = t.state, last_seq = t.last_seq,
+        messages = s.messages + t.messages, prompt_tokens = s.prompt_tokens + t.prompt,
+        completion_tokens = s.completion_tokens + t.completion
+    FROM unnest($14::text[], $15::bigint[], $16::text[], $17::bigint[], $18::bigint[],
+                $19::bigint[], $20::bigint[])
+         AS t(session, version, state, last_seq, messages, prompt, completion)
+    WHERE s.session = t.session
+), ans AS (
+    UPDATE journal_entries e SET pending = NULL
+    FROM unnest($21::text[], $22::text[]) AS t(session, id)
+    WHERE e.session = t.session AND e.id = t.id AND e.kind = 'dispatch' AND e.pending
+)
+SELECT pg_notify('apiary_journal', p) FROM unnest($23::text[]) AS p
+"""
+
+
+def rounds(batch: list[PendingCommit]) -> list[list[int]]:
+    """Indexes into ``batch``: round k = the k-th commit of each session, sorted by session."""
+    out: list[list[int]] = []
+    seen: dict[str, int] = {}
+    for i, c in enumerate(batch):
+        k = seen.get(c.session, 0)
+        seen[c.session] = k + 1
+        if k == len(out):
+            out.append([])
+        out[k].append(i)
+    for r in out:
+        r.sort(key=lambda i: batch[i].session)
+    return out
+
+
+def notify_payloads(sessions: list[str]) -> list[str]:
+    """Session names joined by newlines, in chunks that fit a NOTIFY payload."""
+    chunks: list[str] = []
+    current: list[str] = []
+    size = 0
+    for s in sessions:
+        n = len(s.encode()) + 1
+        if current and size + n > _NOTIFY_BYTES:
+            chunks.append("\n".join(current))
+            current, size = [], 0
+        current.append(s)
+        size += n
+    if current:
+        chunks.append("\n".join(current))
+    return chunks
+
+
+async def write_batch(conn: Any, batch: list[PendingCommit], created: float) -> list[Plan | None]:
+    """Write a batch inside the caller's transaction; one Plan per commit, None = version lost."""
+    plans: list[Plan | None] = [None] * len(batch)
+    for idx in rounds(batch):
+        await _write_round(conn, batch, idx, created, plans)
+    return plans
+
+
+async def _write_round(
+    conn: Any, batch: list[PendingCommit], idx: list[int], created: float, plans: list[Plan | None]
+) -> None:
+    names = [batch[i].session for i in idx]
+    current = {r[0]: (int(r[1]), int(r[2])) for r in await conn.fetch(_LOCK, names)}
+    new = [
+        batch[i].session
+        for i in idx
+        if batch[i].session not in current and batch[i].expect_version == 0
+    ]
+    made: set[str] = set()
+    if new:
+        made = {r[0] for r in await conn.fetch(_CREATE, new)}
+        for s in made:
+            current[s] = (0, 0)
+    winners = [i for i in idx if batch[i].session in current]
+    winners = [i for i in winners if current[batch[i].session][0] == batch[i].expect_version]
+    if not winners:
+        return
+    existing: dict[str, set[str]] = {}
+    probe = [
+        (batch[i].session, e.id)
+        for i in winners
+        if batch[i].session not in made
+        for e in batch[i].entries
+    ]
+    probe_s = [s for s, _ in probe]
+    probe_i = [e for _, e in probe]
+    if probe_s:
+        for r in await conn.fetch(_EXISTING, probe_s, probe_i):
+            existing.setdefault(r[0], set()).add(r[1])
+    cols: list[list[Any]] = [[] for _ in range(22)]
+    for i in winners:
+        c = batch[i]
+        version, last_seq = current[c.session]
+        plan = plan_commit(c, existing.get(c.session, ()), last_seq)
+        plans[i] = plan
+        for row in plan.rows:
+            e = row.entry
+            for col, value in enumerate(
+                (
+                    c.session,
+                    row.seq,
+                    e.id,
+                    e.kind,
+                    e.stage,
+                    e.parent,
+                    e.drone,
+                    None if e.latency_ms is None else float(e.latency_ms),
+                    e.prompt_tokens,
+                    e.completion_tokens,
+                    created,
+                    row.message,
+                    True if row.pending else None,
+                )
+            ):
+                cols[col].append(value)
+        for col, field in enumerate(
+            (
+                c.session,
+                version + 1,
+                c.state,
+                plan.last_seq,
+                len(plan.rows),
+                plan.prompt_tokens,
+                plan.completion_tokens,
+            ),
+            start=13,
+        ):
+            cols[col].append(field)
+        for dispatch in plan.close:
+            cols[20].append(c.session)
+            cols[21].append(dispatch)
+    await conn.execute(_WRITE, *cols, notify_payloads([batch[i].session for i in winners]))
+
+
+__all__ = ["CHANNEL", "notify_payloads", "rounds", "write_batch"]

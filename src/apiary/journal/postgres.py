@@ -1,0 +1,316 @@
+"""The PostgreSQL journal: scaled-out mode, shared by every apiaryd replica.
+
+URL: ``postgresql://user@host:5432/db`` with optional ``pool_min_size`` / ``pool_max_size``
+(other query parameters go to asyncpg unchanged). JSON is stored as text: the journal never looks
+inside a message, and text skips jsonb's parse-and-rebuild on every write.
+
+Commits are group-committed (``GroupCommit``): a batch is one transaction whose cost is a handful
+of round trips however many commits it carries (``pgwrite.write_batch``). Each commit keeps its own
+version check; concurrency with other replicas is handled by row locks on the session rows, always
+taken in session order, so replicas never deadlock.
+
+Waits in other replicas wake at once through ``NOTIFY apiary_journal, '<session>\\n<session>…'``,
+issued inside the write transaction (PostgreSQL delivers it exactly when the transaction commits).
+Each journal keeps one LISTEN connection and re-establishes it with backoff if the server drops
+it, waking every waiter since notifications may have been missed; ``poll_interval`` remains the
+safety net.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from apiary.errors import BadRequest, Unavailable
+from apiary.journal import pgwrite
+from apiary.journal.base import Clock, Journal
+from apiary.journal.batch import GroupCommit
+from apiary.journal.model import Entry, PendingCommit, SessionState, load_json
+from apiary.journal.schema import POSTGRES_DDL, SCHEMA_VERSION, check_schema_version
+
+_MIGRATION_LOCK = 0x4A_52_4E_4C  # "JRNL": one replica creates the tables at a time
+_COLUMNS = (
+    "session, id, kind, message, stage, parent, drone, latency_ms,"
+    " prompt_tokens, completion_tokens, seq, created"
+)
+
+
+def parse_postgres_url(url: str) -> tuple[str, int, int]:
+    """(dsn for asyncpg, pool min, pool max); our own query parameters are taken out."""
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in ("postgresql", "postgres"):
+        raise BadRequest(f"journal URL {url!r}: scheme must be postgresql://")
+    pool_min, pool_max = 1, 10
+    rest: list[tuple[str, str]] = []
+    for name, value in parse_qsl(parts.query, keep_blank_values=True):
+        if name in ("pool_min_size", "pool_max_size"):
+            if not value.isdigit() or int(value) < (0 if name == "pool_min_size" else 1):
+                raise BadRequest(f"journal URL parameter {name}={value!r}: a positive integer")
+            if name == "pool_min_size":
+                pool_min = int(value)
+            else:
+                pool_max = int(value)
+        else:
+            rest.append((name, value))
+    if pool_min > pool_max:
+        raise BadRequest(
+            f"journal URL: pool_min_size={pool_min} is larger than pool_max_size={pool_max}"
+        )
+    dsn = urlunsplit(("postgresql", parts.netloc, parts.path, urlencode(rest), parts.fragment))
+    return dsn, pool_min, pool_max
+
+
+def _entry(row: Any) -> Entry:
+    return Entry(
+        session=row[0],
+        id=row[1],
+        kind=row[2],
+        message=load_json(row[3]),
+        stage=row[4],
+        parent=row[5],
+        drone=row[6],
+        latency_ms=row[7],
+        prompt_tokens=int(row[8]),
+        completion_tokens=int(row[9]),
+        seq=int(row[10]),
+        created=float(row[11]),
+    )
+
+
+class PostgresJournal(Journal):
+    """Durable journal shared by replicas through one PostgreSQL database."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        clock: Clock | None = None,
+        poll_interval: float | None = None,
+        max_batch: int = 1024,
+    ) -> None:
+        super().__init__(clock=clock, poll_interval=poll_interval)
+        self.dsn, self._pool_min, self._pool_max = parse_postgres_url(url)
+        self._pool: Any = None  # asyncpg.Pool
+        self._listener: Any = None  # asyncpg.Connection running LISTEN
+        self._relisten: asyncio.Task[None] | None = None
+        self._closing = False
+        self.group = GroupCommit(self._flush, max_batch)
+
+    # ------------------------------------------------------------------ plumbing
+
+    @contextlib.asynccontextmanager
+    async def _conn(self) -> AsyncIterator[Any]:
+        """A pooled connection; losing the server becomes a clear 503, not a driver traceback."""
+        import asyncpg
+
+        if self._pool is None:
+            raise RuntimeError("the PostgreSQL journal is not open")
+        try:
+            async with self._pool.acquire() as conn:
+                yield conn
+        except (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError) as exc:
+            raise Unavailable(f"PostgreSQL journal unavailable: {exc}") from exc
+
+    async def _open(self) -> None:
+        import asyncpg
+
+        self._closing = False
+        try:
+            self._pool = await asyncpg.create_pool(
+                self.dsn, min_size=self._pool_min, max_size=self._pool_max
+            )
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise Unavailable(f"cannot connect to the PostgreSQL journal: {exc}") from exc
+        try:
+            async with self._conn() as conn:
+                await self._migrate(conn)
+            await self._listen()
+        except BaseException:
+            await self._close_connections()
+            raise
+        self.group.reopen()
+
+    async def _migrate(self, conn: Any) -> None:
+        async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
+            for statement in POSTGRES_DDL:
+                await conn.execute(statement)
+            found = await conn.fetchval("SELECT version FROM journal_schema")
+            if found is None:
+                await conn.execute(
+                    "INSERT INTO journal_schema (version) VALUES ($1)", SCHEMA_VERSION
+                )
+            else:
+                check_schema_version(int(found), "PostgreSQL")
+
+    async def _listen(self) -> None:
+        import asyncpg
+
+        conn = await asyncpg.connect(self.dsn)
+        try:
+            await conn.add_listener(pgwrite.CHANNEL, self._on_notify)
+        except BaseException:
+            await conn.close()
+            raise
+        conn.add_termination_listener(self._on_listener_lost)
+        self._listener = conn
+
+    def _on_notify(self, conn: Any, pid: int, channel: str, payload: str) -> None:
+        for session in payload.split("\n"):
+            self._wake(session)
+
+    def _on_listener_lost(self, conn: Any) -> None:
+        if self._closing or conn is not self._listener:
+            return
+        self._listener = None
+        self._relisten = asyncio.get_running_loop().create_task(
+            self._listen_again(), name="journal-relisten"
+        )
+
+    async def _listen_again(self) -> None:
+        """Reconnect the LISTEN connection with backoff; wake waiters for what was missed."""
+        delay = 0.05
+        while not self._closing:
+            try:
+                await self._listen()
+            except Exception:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            self._wake_all()
+            return
+
+    async def _close_connections(self) -> None:
+        self._closing = True
+        if self._relisten is not None:
+            self._relisten.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._relisten
+            self._relisten = None
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            with contextlib.suppress(Exception):
+                await listener.close(timeout=5)
+            if not listener.is_closed():
+                listener.terminate()
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            try:
+                await asyncio.wait_for(pool.close(), 10)
+            except (TimeoutError, Exception):
+                pool.terminate()
+
+    async def _close(self) -> None:
+        await self.group.close()
+        await self._close_connections()
+
+    # ---------------------------------------------------------------- primitives
+
+    async def _commit(self, pending: PendingCommit) -> int | None:
+        return await self.group.submit(pending)
+
+    async def _flush(self, batch: list[PendingCommit]) -> list[int | None]:
+        import asyncpg
+
+        created = self.clock()
+        for attempt in range(5):
+            try:
+                async with self._conn() as conn, conn.transaction():
+                    plans = await pgwrite.write_batch(conn, batch, created)
+                break
+            except (asyncpg.DeadlockDetectedError, asyncpg.SerializationError):
+                if attempt == 4:
+                    raise
+        results: list[int | None] = []
+        for c, plan in zip(batch, plans, strict=True):
+            if plan is None:
+                results.append(None)
+            else:
+                plan.apply(created)
+                results.append(c.expect_version + 1)
+        return results
+
+    async def _load(self, session: str) -> SessionState:
+        async with self._conn() as conn:
+            row = await conn.fetchrow(
+                "SELECT version, state FROM journal_sessions WHERE session = $1", session
+            )
+        if row is None or int(row[0]) == 0:
+            return SessionState(0, {})
+        return SessionState(int(row[0]), load_json(row[1]))
+
+    async def _get(self, session: str, id: str) -> Entry | None:
+        async with self._conn() as conn:
+            row = await conn.fetchrow(
+                f"SELECT {_COLUMNS} FROM journal_entries WHERE session = $1 AND id = $2",
+                session,
+                id,
+            )
+        return None if row is None else _entry(row)
+
+    async def _read(
+        self, session: str, after_seq: int, limit: int, kinds: tuple[str, ...] | None
+    ) -> list[Entry]:
+        async with self._conn() as conn:
+            if kinds is None:
+                rows = await conn.fetch(
+                    f"SELECT {_COLUMNS} FROM journal_entries WHERE session = $1 AND seq > $2"
+                    " ORDER BY seq LIMIT $3",
+                    session,
+                    after_seq,
+                    limit,
+                )
+            else:
+                rows = await conn.fetch(
+                    f"SELECT {_COLUMNS} FROM journal_entries WHERE session = $1 AND seq > $2"
+                    " AND kind = ANY($4::text[]) ORDER BY seq LIMIT $3",
+                    session,
+                    after_seq,
+                    limit,
+                    list(kinds),
+                )
+        return [_entry(r) for r in rows]
+
+    async def _is_answered(self, session: str, dispatch_id: str) -> bool:
+        async with self._conn() as conn:
+            row = await conn.fetchrow(
+                "SELECT pending FROM journal_entries"
+                " WHERE session = $1 AND id = $2 AND kind = 'dispatch'",
+                session,
+                dispatch_id,
+            )
+        return row is not None and row[0] is None
+
+    async def _open_dispatches(self, older_than: float, limit: int) -> list[Entry]:
+        async with self._conn() as conn:
+            rows = await conn.fetch(
+                f"SELECT {_COLUMNS} FROM journal_entries WHERE pending AND created < $1"
+                " ORDER BY created, session, seq LIMIT $2",
+                older_than,
+                limit,
+            )
+        return [_entry(r) for r in rows]
+
+    async def _usage(self, session: str) -> tuple[int, int, int]:
+        async with self._conn() as conn:
+            row = await conn.fetchrow(
+                "SELECT messages, prompt_tokens, completion_tokens FROM journal_sessions"
+                " WHERE session = $1",
+                session,
+            )
+        return (0, 0, 0) if row is None else (int(row[0]), int(row[1]), int(row[2]))
+
+    async def _delete(self, session: str) -> None:
+        async with self._conn() as conn, conn.transaction():
+            # Lock the session row first, as writers do, so a delete never deadlocks with them.
+            await conn.execute(
+                "SELECT 1 FROM journal_sessions WHERE session = $1 FOR UPDATE", session
+            )
+            await conn.execute("DELETE FROM journal_entries WHERE session = $1", session)
+            await conn.execute("DELETE FROM journal_sessions WHERE session = $1", session)
+
+
+__all__ = ["PostgresJournal", "parse_postgres_url"]

@@ -1,0 +1,355 @@
+"""The SQLite journal: embedded mode, its own file (``<data-dir>/journal.db``).
+
+URL: ``sqlite:///abs/path/journal.db`` with optional ``synchronous=normal|full|off|extra``
+(default normal) and ``busy_timeout`` (ms, default 5000). A file of its own means the journal and
+the object store never wait on each other's write lock.
+
+Writes: WAL with ``synchronous=NORMAL`` (a committed batch survives ``kill -9``; the last ones may
+not survive a power loss — ``synchronous=full`` buys that with an fsync per batch). All commits go
+through ``GroupCommit``: the queued calls run as ONE transaction in ONE function on the writer
+connection's worker thread (one thread hop per batch, no asyncio lock needed since aiosqlite runs
+calls in order), each call with its own version check, so a failed check fails only that call.
+Reads use a second connection (WAL readers never block the writer, nor it them); a commit is
+acknowledged only after its transaction committed, so a read issued afterwards sees it.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl, urlsplit
+
+from apiary.errors import BadRequest
+from apiary.journal.base import Clock, Journal
+from apiary.journal.batch import GroupCommit
+from apiary.journal.model import Entry, PendingCommit, Plan, SessionState, load_json, plan_commit
+from apiary.journal.schema import SCHEMA_VERSION, SQLITE_DDL, check_schema_version
+
+T = TypeVar("T")
+
+_SYNCHRONOUS = ("off", "normal", "full", "extra")
+_COLUMNS = (
+    "session, id, kind, message, stage, parent, drone, latency_ms,"
+    " prompt_tokens, completion_tokens, seq, created"
+)
+_INSERT = (
+    "INSERT INTO journal_entries (session, seq, id, kind, stage, parent, drone, latency_ms,"
+    " prompt_tokens, completion_tokens, created, message, pending)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def parse_sqlite_url(url: str) -> tuple[Path, str, int]:
+    """(path, synchronous, busy_timeout_ms) from ``sqlite:///abs/path.db?…``; bad parts → 400."""
+    parts = urlsplit(url)
+    if parts.scheme.lower() != "sqlite":
+        raise BadRequest(f"journal URL {url!r}: scheme must be sqlite://")
+    if parts.netloc:
+        raise BadRequest(
+            f"journal URL {url!r}: expected sqlite:///absolute/path.db (three slashes), "
+            f"got host {parts.netloc!r}"
+        )
+    if not parts.path or parts.path == "/":
+        raise BadRequest(f"journal URL {url!r}: missing database file path")
+    synchronous, busy_timeout = "normal", 5000
+    for name, value in parse_qsl(parts.query, keep_blank_values=True):
+        if name == "synchronous" and value.lower() in _SYNCHRONOUS:
+            synchronous = value.lower()
+        elif name == "synchronous":
+            raise BadRequest(
+                f"journal URL parameter synchronous={value!r}: use one of {', '.join(_SYNCHRONOUS)}"
+            )
+        elif name == "busy_timeout" and value.isdigit():
+            busy_timeout = int(value)
+        elif name == "busy_timeout":
+            raise BadRequest(f"journal URL parameter busy_timeout={value!r}: milliseconds")
+        else:
+            raise BadRequest(
+                f"journal URL parameter {name!r} is unknown (known: synchronous, busy_timeout)"
+            )
+    return Path(parts.path), synchronous, busy_timeout
+
+
+def _entry(row: Any) -> Entry:
+    return Entry(
+        session=row[0],
+        id=row[1],
+        kind=row[2],
+        message=load_json(row[3]),
+        stage=row[4],
+        parent=row[5],
+        drone=row[6],
+        latency_ms=row[7],
+        prompt_tokens=int(row[8]),
+        completion_tokens=int(row[9]),
+        seq=int(row[10]),
+        created=float(row[11]),
+    )
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    if conn.in_transaction:
+        conn.execute("ROLLBACK")
+
+
+def _write_one(conn: sqlite3.Connection, c: PendingCommit, created: float) -> Plan | None:
+    """One commit inside the batch transaction: version check, then the writes."""
+    row = conn.execute(
+        "SELECT version, last_seq FROM journal_sessions WHERE session = ?", (c.session,)
+    ).fetchone()
+    version, last_seq = (int(row[0]), int(row[1])) if row is not None else (0, 0)
+    if version != c.expect_version:
+        return None
+    existing = {
+        e.id
+        for e in c.entries
+        if conn.execute(
+            "SELECT 1 FROM journal_entries WHERE session = ? AND id = ?", (c.session, e.id)
+        ).fetchone()
+        is not None
+    }
+    plan = plan_commit(c, existing, last_seq)
+    conn.executemany(
+        _INSERT,
+        [
+            (
+                c.session,
+                r.seq,
+                r.entry.id,
+                r.entry.kind,
+                r.entry.stage,
+                r.entry.parent,
+                r.entry.drone,
+                r.entry.latency_ms,
+                r.entry.prompt_tokens,
+                r.entry.completion_tokens,
+                created,
+                r.message,
+                1 if r.pending else None,
+            )
+            for r in plan.rows
+        ],
+    )
+    if plan.close:
+        conn.executemany(
+            "UPDATE journal_entries SET pending = NULL"
+            " WHERE session = ? AND id = ? AND kind = 'dispatch' AND pending = 1",
+            [(c.session, d) for d in plan.close],
+        )
+    counts = (len(plan.rows), plan.prompt_tokens, plan.completion_tokens)
+    if row is None:
+        conn.execute(
+            "INSERT INTO journal_sessions (session, version, state, last_seq, messages,"
+            " prompt_tokens, completion_tokens) VALUES (?, 1, ?, ?, ?, ?, ?)",
+            (c.session, c.state, plan.last_seq, *counts),
+        )
+    else:
+        conn.execute(
+            "UPDATE journal_sessions SET version = version + 1, state = ?, last_seq = ?,"
+            " messages = messages + ?, prompt_tokens = prompt_tokens + ?,"
+            " completion_tokens = completion_tokens + ? WHERE session = ?",
+            (c.state, plan.last_seq, *counts, c.session),
+        )
+    return plan
+
+
+def _write_batch(
+    conn: sqlite3.Connection, batch: list[PendingCommit], created: float
+) -> list[Plan | None]:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        plans = [_write_one(conn, c, created) for c in batch]
+        conn.execute("COMMIT")
+    except BaseException:
+        _rollback(conn)
+        raise
+    return plans
+
+
+class SQLiteJournal(Journal):
+    """Durable journal in one SQLite file (WAL), group-committed."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        clock: Clock | None = None,
+        poll_interval: float | None = None,
+        max_batch: int = 1024,
+    ) -> None:
+        super().__init__(clock=clock, poll_interval=poll_interval)
+        self.url = url
+        self.path, self.synchronous, self.busy_timeout_ms = parse_sqlite_url(url)
+        self._writer: Any = None  # aiosqlite.Connection
+        self._reader: Any = None
+        self.group = GroupCommit(self._flush, max_batch)
+
+    # ------------------------------------------------------------------ plumbing
+
+    @staticmethod
+    async def _on(db: Any, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn(raw connection)`` on that connection's worker thread, after earlier calls."""
+        if db is None:
+            raise RuntimeError("the SQLite journal is not open")
+        result: T = await db._execute(fn, db._conn)
+        return result
+
+    async def _open(self) -> None:
+        import aiosqlite
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._writer = await aiosqlite.connect(str(self.path), isolation_level=None)
+            await self._on(self._writer, self._setup_writer)
+            self._reader = await aiosqlite.connect(str(self.path), isolation_level=None)
+            await self._on(self._reader, self._setup_reader)
+        except BaseException:
+            await self._close_connections()
+            raise
+        self.group.reopen()
+
+    def _pragmas(self, conn: sqlite3.Connection) -> None:
+        conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_ms)}")
+        conn.execute(f"PRAGMA synchronous={self.synchronous.upper()}")
+
+    def _setup_writer(self, conn: sqlite3.Connection) -> None:
+        self._pragmas(conn)
+        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise RuntimeError(f"SQLite journal at {self.path} refused WAL mode (got {mode!r})")
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in SQLITE_DDL:
+                conn.execute(statement)
+            row = conn.execute("SELECT version FROM journal_schema").fetchone()
+            if row is None:
+                conn.execute("INSERT INTO journal_schema (version) VALUES (?)", (SCHEMA_VERSION,))
+            else:
+                check_schema_version(int(row[0]), str(self.path))
+            conn.execute("COMMIT")
+        except BaseException:
+            _rollback(conn)
+            raise
+
+    def _setup_reader(self, conn: sqlite3.Connection) -> None:
+        self._pragmas(conn)
+        conn.execute("PRAGMA query_only=ON")
+
+    async def _close_connections(self) -> None:
+        for attr in ("_reader", "_writer"):
+            db = getattr(self, attr)
+            setattr(self, attr, None)
+            if db is not None:
+                await db.close()
+
+    async def _close(self) -> None:
+        await self.group.close()
+        await self._close_connections()
+
+    async def _read_on(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return await self._on(self._reader, fn)
+
+    # ---------------------------------------------------------------- primitives
+
+    async def _commit(self, pending: PendingCommit) -> int | None:
+        return await self.group.submit(pending)
+
+    async def _flush(self, batch: list[PendingCommit]) -> list[int | None]:
+        created = self.clock()
+        plans = await self._on(self._writer, lambda conn: _write_batch(conn, batch, created))
+        results: list[int | None] = []
+        for c, plan in zip(batch, plans, strict=True):
+            if plan is None:
+                results.append(None)
+            else:
+                plan.apply(created)
+                results.append(c.expect_version + 1)
+        return results
+
+    async def _load(self, session: str) -> SessionState:
+        def load(conn: sqlite3.Connection) -> SessionState:
+            row = conn.execute(
+                "SELECT version, state FROM journal_sessions WHERE session = ?", (session,)
+            ).fetchone()
+            return (
+                SessionState(0, {}) if row is None else SessionState(int(row[0]), load_json(row[1]))
+            )
+
+        return await self._read_on(load)
+
+    async def _get(self, session: str, id: str) -> Entry | None:
+        def get(conn: sqlite3.Connection) -> Entry | None:
+            row = conn.execute(
+                f"SELECT {_COLUMNS} FROM journal_entries WHERE session = ? AND id = ?",
+                (session, id),
+            ).fetchone()
+            return None if row is None else _entry(row)
+
+        return await self._read_on(get)
+
+    async def _read(
+        self, session: str, after_seq: int, limit: int, kinds: tuple[str, ...] | None
+    ) -> list[Entry]:
+        sql = f"SELECT {_COLUMNS} FROM journal_entries WHERE session = ? AND seq > ?"
+        params: list[Any] = [session, after_seq]
+        if kinds is not None:
+            sql += f" AND kind IN ({', '.join('?' * len(kinds))})"
+            params.extend(kinds)
+        sql += " ORDER BY seq LIMIT ?"
+        params.append(limit)
+
+        def read(conn: sqlite3.Connection) -> list[Entry]:
+            return [_entry(r) for r in conn.execute(sql, params)]
+
+        return await self._read_on(read)
+
+    async def _is_answered(self, session: str, dispatch_id: str) -> bool:
+        def answered(conn: sqlite3.Connection) -> bool:
+            row = conn.execute(
+                "SELECT pending FROM journal_entries"
+                " WHERE session = ? AND id = ? AND kind = 'dispatch'",
+                (session, dispatch_id),
+            ).fetchone()
+            return row is not None and row[0] is None
+
+        return await self._read_on(answered)
+
+    async def _open_dispatches(self, older_than: float, limit: int) -> list[Entry]:
+        def scan(conn: sqlite3.Connection) -> list[Entry]:
+            rows = conn.execute(
+                f"SELECT {_COLUMNS} FROM journal_entries WHERE pending = 1 AND created < ?"
+                " ORDER BY created, session, seq LIMIT ?",
+                (older_than, limit),
+            )
+            return [_entry(r) for r in rows]
+
+        return await self._read_on(scan)
+
+    async def _usage(self, session: str) -> tuple[int, int, int]:
+        def usage(conn: sqlite3.Connection) -> tuple[int, int, int]:
+            row = conn.execute(
+                "SELECT messages, prompt_tokens, completion_tokens FROM journal_sessions"
+                " WHERE session = ?",
+                (session,),
+            ).fetchone()
+            return (0, 0, 0) if row is None else (int(row[0]), int(row[1]), int(row[2]))
+
+        return await self._read_on(usage)
+
+    async def _delete(self, session: str) -> None:
+        def delete(conn: sqlite3.Connection) -> None:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute("DELETE FROM journal_entries WHERE session = ?", (session,))
+                conn.execute("DELETE FROM journal_sessions WHERE session = ?", (session,))
+                conn.execute("COMMIT")
+            except BaseException:
+                _rollback(conn)
+                raise
+
+        await self._on(self._writer, delete)
+
+
+__all__ = ["SQLiteJournal", "parse_sqlite_url"]

@@ -38,9 +38,11 @@ def _check_tokens(value: str, field: str, *, wildcards: bool) -> tuple[str, ...]
             if i != len(tokens) - 1:
                 raise _invalid(field, value, "'>' may only be the last token")
             continue
+        if token in ("*", ">"):
+            raise _invalid(field, value, "wildcards are not allowed here (publish to a subject)")
         if _BAD_TOKEN_CHARS.search(token):
-            what = "wildcards are not allowed here" if not wildcards else "bad character in token"
-            raise _invalid(field, value, f"{what} ({token!r}); no whitespace, '*' or '>' inside")
+            why = f"bad character in token {token!r} (no whitespace, '*' or '>' inside a token)"
+            raise _invalid(field, value, why)
     return tokens
 
 

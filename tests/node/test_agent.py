@@ -7,133 +7,34 @@ memory store, the controllers, and a NodeAgent talking to the API over HTTP like
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
-import socket
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import psutil
 import pytest
-import uvicorn
 
-from apiary.api import create_app
-from apiary.client import AsyncApiClient
-from apiary.controllers import QueenSettings, run_controllers
-from apiary.node.agent import NodeAgent, NodeSettings
-from apiary.node.backoff import BackoffPolicy
-from apiary.node.runner import RunnerSettings
-from apiary.store import Store, open_store
+from apiary.waggle import Message
+from stack import Stack, agentspec, running_stack
+from stack import is_ready as _ready
 
 Obj = dict[str, Any]
-TOKEN = "test-token"
 ECHO = ["/bin/sh", "-c", 'while IFS= read -r line; do echo "Echo: $line"; done']
-
-
-@dataclass
-class Stack:
-    store: Store
-    client: AsyncApiClient
-    node: NodeAgent
-    cell: str
-
-    async def apply(self, obj: Obj) -> Obj:
-        return (await self.client.apply(obj))[1]
-
-    async def drones(self) -> list[Obj]:
-        listing = await self.client.list("Drone", self.cell)
-        return list(listing["items"])
-
-    async def wait(self, predicate: Any, timeout: float = 10.0, what: str = "") -> list[Obj]:
-        deadline = time.monotonic() + timeout
-        while True:
-            drones = await self.drones()
-            if predicate(drones):
-                return drones
-            if time.monotonic() > deadline:
-                pytest.fail(f"timed out after {timeout}s waiting for {what}: {_summary(drones)}")
-            await asyncio.sleep(0.02)
-
-
-def _summary(drones: list[Obj]) -> list[tuple[str, Any, Any, Any]]:
-    return [
-        (d["metadata"]["name"], (d.get("status") or {}).get("phase"),
-         (d.get("status") or {}).get("reason"), (d.get("status") or {}).get("message"))
-        for d in drones
-    ]  # fmt: skip
-
-
-def _ready(d: Obj) -> bool:
-    st = d.get("status") or {}
-    return bool(st.get("ready")) and st.get("phase") == "Running"
 
 
 @pytest.fixture
 async def stack(tmp_path: Path, cell: str) -> AsyncIterator[Stack]:
-    store = open_store("memory://")
-    await store.open()
-    app = create_app(store, TOKEN)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(128)
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, lifespan="off", log_config=None, access_log=False))
-    serving = asyncio.create_task(server.serve(sockets=[sock]))
-    while not server.started:
-        await asyncio.sleep(0.005)
-    stop = asyncio.Event()
-    queen_settings = QueenSettings()
-    queen = asyncio.create_task(run_controllers(store, queen_settings, stop))
-    client = AsyncApiClient(f"http://127.0.0.1:{port}", TOKEN, cell)
-    node = NodeAgent(
-        client,
-        NodeSettings(
-            name="node-a",
-            state_dir=str(tmp_path / "node"),
-            heartbeat_seconds=0.5,
-            runner=RunnerSettings(
-                state_dir=str(tmp_path / "node"),
-                grace_period_seconds=2.0,
-                backoff=BackoffPolicy(initial_seconds=0.05, factor=2.0, cap_seconds=0.4),
-            ),
-        ),
-    )
-    node_task = asyncio.create_task(node.run(stop))
-    try:
-        yield Stack(store, client, node, cell)
-    finally:
-        stop.set()
-        await asyncio.wait_for(asyncio.gather(node_task, queen, return_exceptions=True), 15)
-        server.should_exit = True
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(serving, 5)
-        await client.aclose()
-        await store.close()
-        sock.close()
-
-
-def agentspec(cell: str, name: str, command: list[str], **spec: Any) -> Obj:
-    body: Obj = {
-        "runtime": {"command": command},
-        "interface": {"type": "stdin", "format": "text"},
-        "resources": {"requests": {"cpu": 100, "memory": 16_000_000}},
-    }
-    body.update(spec)
-    return {"apiVersion": "apiary.io/v1", "kind": "AgentSpec",
-            "metadata": {"name": name, "namespace": cell}, "spec": body}  # fmt: skip
+    async with running_stack(tmp_path, cell) as s:
+        yield s
 
 
 def hive(cell: str, name: str, agent: str, replicas: int) -> Obj:
-    return {
-        "apiVersion": "apiary.io/v1", "kind": "Hive",
-        "metadata": {"name": name, "namespace": cell},
-        "spec": {"pattern": "pipeline",
-                 "stages": [{"name": "echo", "agentRef": agent, "replicas": replicas}]},
-    }  # fmt: skip
+    from stack import hive as make
+
+    return make(cell, name, [("echo", agent, replicas)])
 
 
 def _alive(pid: int) -> bool:
@@ -158,8 +59,6 @@ async def test_three_echo_drones_run_ready_fast_and_leave_nothing(stack: Stack) 
     # The keeper really relays to the shell loop.
     runner = stack.node.find(stack.cell, drones[0]["metadata"]["name"])
     assert runner is not None
-    from apiary.waggle import Message
-
     out = await runner.keeper.deliver(Message("hello"), timeout=5)
     assert out[-1].payload == "Echo: hello"
     # Deleting the hive leaves no agent process behind.
@@ -245,8 +144,6 @@ async def test_secret_env_is_resolved_and_a_missing_one_is_named(stack: Stack) -
     (drone,) = await stack.wait(lambda ds: len(ds) == 1 and _ready(ds[0]), 10, "ready")
     runner = stack.node.find(stack.cell, drone["metadata"]["name"])
     assert runner is not None
-    from apiary.waggle import Message
-
     out = await runner.keeper.deliver(Message("x"), timeout=5)
     assert out[-1].payload == "s3cret"
     await stack.client.delete("Hive", "sec")

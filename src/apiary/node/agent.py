@@ -21,16 +21,19 @@ import platform
 import re
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
 import psutil
 
+from apiary.bus import Bus
 from apiary.client import AsyncApiClient
 from apiary.errors import ApiaryError, Conflict, NotFound
+from apiary.node.logship import LogShipper, ShipperSettings
 from apiary.node.orphans import reap_orphans
 from apiary.node.runner import DroneRunner, RunnerSettings, StatusWriter, rfc3339
+from apiary.node.worker import StageWorker
 
 log = logging.getLogger("apiary.node")
 
@@ -83,16 +86,29 @@ class NodeSettings:
 class NodeAgent:
     """Runs drones for one Node until the stop event is set."""
 
-    def __init__(self, client: AsyncApiClient, settings: NodeSettings) -> None:
+    def __init__(
+        self, client: AsyncApiClient, settings: NodeSettings, bus: Bus | None = None
+    ) -> None:
         self.client = client
         self.settings = settings
         self.runner_settings = settings.runner or RunnerSettings(state_dir=settings.state_dir)
         self.runners: dict[str, DroneRunner] = {}
         self._stopping: set[asyncio.Task[None]] = set()
+        self.bus = bus
+        self.workers: dict[str, StageWorker] = {}
         self.status_writer = StatusWriter(
             self._get_drone, client.update_status, node_name=settings.name
         )
         self.registered = asyncio.Event()
+        state = self.runner_settings.state_dir
+        self.log_shipper = LogShipper(
+            self._post_logs,
+            ShipperSettings(
+                log_dir=os.path.join(state, "logs"),
+                cursor_dir=os.path.join(state, "logship"),
+                node=settings.name,
+            ),
+        )
 
     # --------------------------------------------------------------------------- running
 
@@ -113,6 +129,7 @@ class NodeAgent:
             asyncio.create_task(self._heartbeat_forever(), name="node:heartbeat"),
             asyncio.create_task(self._sync_forever(), name="node:drones"),
             asyncio.create_task(self.status_writer.run(), name="node:status"),
+            asyncio.create_task(self.log_shipper.run(), name="node:logs"),
         ]
         stopper = asyncio.create_task(stop.wait(), name="node:stop")
         try:
@@ -129,7 +146,9 @@ class NodeAgent:
     async def stop_all(self) -> None:
         """Stop every drone process (graceful) — on shutdown."""
         runners, self.runners = list(self.runners.values()), {}
-        await asyncio.gather(*(r.stop() for r in runners), *self._stopping, return_exceptions=True)
+        await asyncio.gather(
+            *(self._stop_runner(r) for r in runners), *self._stopping, return_exceptions=True
+        )
 
     # -------------------------------------------------------------------------- the Node
 
@@ -272,19 +291,60 @@ class NodeAgent:
             drone,
             settings=self.runner_settings,
             read_secret=read_secret,
-            on_status=self.status_writer.submit,
+            on_status=self._drone_status,
             extra_env={"APIARY_NODE": self.settings.name, "APIARY_SERVER": self.client.server},
         )
         self.runners[runner.uid] = runner
         runner.start()
+        self.log_shipper.track(runner.uid, cell, name, drone["metadata"].get("creationTimestamp"))
         log.info("drone %s/%s started on %s", cell, name, self.settings.name)
+
+    def _drone_status(self, runner: DroneRunner, status: Obj) -> None:
+        """Report, and put a drone on its stage's queue once it is first ready."""
+        self.status_writer.submit(runner, status)
+        if status.get("ready") and self.bus is not None and runner.uid not in self.workers:
+            hive, stage = runner.spec.get("hive"), runner.spec.get("stage")
+            if hive and stage and runner.uid in self.runners:
+                worker = StageWorker(
+                    self.bus, runner.keeper, cell=runner.cell, hive=str(hive), stage=str(stage),
+                    drone=runner.name, guardrails=runner.spec.get("guardrails"),
+                    answered=self._answered,
+                )  # fmt: skip
+                self.workers[runner.uid] = worker
+                self._spawn(worker.start(), f"worker:{runner.cell}/{runner.name}")
+
+    async def _answered(self, session: str, dispatch: str) -> bool:
+        cell, _, name = session.partition("/")
+        path = f"/api/v1/cells/{cell}/sessions/{name}/dispatches/{dispatch}"
+        try:
+            answer = await self.client.request("GET", path)
+        except ApiaryError:
+            return False  # unknown: let the agent answer; the router drops a duplicate outcome
+        return bool((answer.body or {}).get("answered"))
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.create_task(coro, name=name)
+        self._stopping.add(task)
+        task.add_done_callback(self._stopping.discard)
+
+    async def _stop_runner(self, runner: DroneRunner) -> None:
+        worker = self.workers.pop(runner.uid, None)
+        if worker is not None:
+            await worker.stop()  # no new dispatches; in-flight ones finish first
+        await runner.stop()
 
     def _stop(self, uid: str) -> None:
         runner = self.runners.pop(uid)
-        task = asyncio.create_task(runner.stop(), name=f"stop:{runner.cell}/{runner.name}")
+        self.log_shipper.untrack(uid)
+        task = asyncio.create_task(
+            self._stop_runner(runner), name=f"stop:{runner.cell}/{runner.name}"
+        )
         self._stopping.add(task)
         task.add_done_callback(self._stopping.discard)
         log.info("drone %s/%s stopping on %s", runner.cell, runner.name, self.settings.name)
+
+    async def _post_logs(self, cell: str, drone: str, body: Obj) -> None:
+        await self.client.post_logs(cell, drone, body)
 
     async def _get_drone(self, cell: str, name: str) -> Obj:
         return await self.client.get("Drone", name, cell)

@@ -18,8 +18,12 @@ from typing import Any
 import uvicorn
 
 from apiary.api import ApiConfig, ReferenceResolver, api_state, create_app
+from apiary.bus import Bus, open_bus
 from apiary.crypto import codec_from_config
+from apiary.journal import Journal, open_journal
 from apiary.logging import get_logger
+from apiary.router import Router, SessionDirectory
+from apiary.router.status import SessionStatusWriter
 from apiary.server.bootstrap import ensure_default_cell, load_or_create_token, prepare_data_dir
 from apiary.server.runtime import local_node_task, queen_task
 from apiary.server.settings import Settings
@@ -35,6 +39,8 @@ class Daemon:
         self.supervisor = Supervisor()
         self.stopping = asyncio.Event()
         self.store: Store | None = None
+        self.journal: Journal | None = None
+        self.bus: Bus | None = None
         self.token: str = ""
         self.address: tuple[str, int] | None = None
         self._server: uvicorn.Server | None = None
@@ -63,16 +69,17 @@ class Daemon:
             changelog_retention=s.store.changelog_retention,
             compact_interval=s.store.compact_interval,
         )
-        store = open_store(s.store_url, store_settings, codec=codec)
-        await store.open()
-        self.store = store
-        try:
+        async with contextlib.AsyncExitStack() as opened:
+            store = await opened.enter_async_context(
+                open_store(s.store_url, store_settings, codec=codec)
+            )
+            self.store = store
+            self.journal = await opened.enter_async_context(open_journal(s.journal_url))
+            self.bus = await opened.enter_async_context(open_bus(s.messaging.bus_url))
             if await ensure_default_cell(store):
                 log.info("created the default cell")
             await self._serve(store)
-        finally:
-            await store.close()
-            log.info("apiaryd stopped")
+        log.info("apiaryd stopped")
 
     async def _serve(self, store: Store) -> None:
         s = self.settings
@@ -82,9 +89,22 @@ class Daemon:
             ApiConfig(
                 max_body_bytes=s.http.max_body_bytes, bookmark_interval=s.http.bookmark_interval
             ),
+            log_dir=s.data_dir / "logs",
         )
         state = api_state(app)
         self._api_stopping = state.stopping
+        assert self.journal is not None and self.bus is not None
+        sessions = SessionDirectory(store)
+        router = Router(
+            self.journal,
+            self.bus,
+            sessions,
+            # The in-process bus loses what it held in a crash; JetStream keeps it.
+            sweep_on_start=s.messaging.bus_url.startswith("memory:"),
+        )
+        router.on_settled = SessionStatusWriter(store, self.journal).settled
+        state.router, state.journal = router, self.journal
+        self.supervisor.add("router", lambda: router.run(self.stopping))
         resolver = ReferenceResolver(
             store, state.recorder, resync_interval=s.controllers.resync_interval
         )

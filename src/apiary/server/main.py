@@ -25,6 +25,7 @@ from apiary.server.settings import (
     ControllerSettings,
     HttpSettings,
     LoggingSettings,
+    MessagingSettings,
     RuntimeSettings,
     SecuritySettings,
     Settings,
@@ -112,6 +113,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds between full controller passes (default 30)",
     )
     p.add_argument(
+        "--bus",
+        metavar="URL",
+        help="message bus: memory:// (default) or nats://host:4222 (env APIARY_BUS)",
+    )
+    p.add_argument(
+        "--journal",
+        metavar="URL",
+        help="session journal (env APIARY_JOURNAL; default sqlite in the data dir, "
+        "or the store URL when it is PostgreSQL)",
+    )
+    p.add_argument(
         "--no-local-node",
         action="store_true",
         help="run no node agent in this process (drones run on `apiaryd node` machines)",
@@ -188,7 +200,12 @@ def settings_from(
     )
     if a.lease_seconds:
         runtime.lease_seconds = a.lease_seconds
+    messaging = MessagingSettings(
+        journal_url=pick(a.journal, "APIARY_JOURNAL", None),  # type: ignore[arg-type]
+        bus_url=str(pick(a.bus, "APIARY_BUS", "memory://")),
+    )
     return Settings(
+        messaging=messaging,
         runtime=runtime,
         data_dir=data_dir,
         http=http,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from apiary.bus import Bus
 from apiary.client import AsyncApiClient
 from apiary.controllers import QueenSettings, run_controllers
 from apiary.controllers.leader import LeaderElector
@@ -43,7 +44,11 @@ def node_settings(settings: Settings, state_dir: Path) -> NodeSettings:
 
 
 def local_node_task(
-    address: tuple[str, int], token: str, settings: Settings, stop: asyncio.Event
+    address: tuple[str, int],
+    token: str,
+    settings: Settings,
+    stop: asyncio.Event,
+    bus: Bus | None = None,
 ) -> TaskFactory:
     """The embedded node: state under ``<data-dir>/node``, talking to our own API."""
     host, port = address
@@ -53,7 +58,7 @@ def local_node_task(
 
     async def run() -> None:
         async with AsyncApiClient(f"http://{shown}:{port}", token) as client:
-            agent = NodeAgent(client, node_settings(settings, settings.data_dir / "node"))
+            agent = NodeAgent(client, node_settings(settings, settings.data_dir / "node"), bus)
             await agent.run(stop)
 
     return run

@@ -90,6 +90,16 @@ class RuntimeSettings:
 
 
 @dataclass
+class MessagingSettings:
+    journal_url: str | None = None
+    """Session journal URL (env ``APIARY_JOURNAL``); None: ``sqlite:///<data-dir>/journal.db``,
+    or the store's URL when the store is PostgreSQL."""
+
+    bus_url: str = "memory://"
+    """Message bus URL (env ``APIARY_BUS``): ``memory://`` in-process, ``nats://host:4222``."""
+
+
+@dataclass
 class Settings:
     data_dir: Path = field(default_factory=default_data_dir)
     """Where the SQLite database, admin token and secret key live (env ``APIARY_DATA_DIR``)."""
@@ -100,7 +110,18 @@ class Settings:
     logging: LoggingSettings = field(default_factory=LoggingSettings)
     controllers: ControllerSettings = field(default_factory=ControllerSettings)
     runtime: RuntimeSettings = field(default_factory=RuntimeSettings)
+    messaging: MessagingSettings = field(default_factory=MessagingSettings)
 
     @property
     def store_url(self) -> str:
         return self.store.url or f"sqlite:///{self.data_dir / 'apiary.db'}"
+
+    @property
+    def journal_url(self) -> str:
+        if self.messaging.journal_url:
+            return self.messaging.journal_url
+        if self.store_url.startswith(("postgresql:", "postgres:")):
+            return self.store_url
+        if self.store_url.startswith("memory:"):
+            return "memory://"
+        return f"sqlite:///{self.data_dir / 'journal.db'}"

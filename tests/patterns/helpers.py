@@ -23,7 +23,9 @@ def seed(prefix: str) -> dict[str, Any]:
     return admit(yaml.safe_load(path.read_text())).object
 
 
-def hive(pattern: str | None, stages: list[dict[str, Any]] | None = None, **spec: Any) -> dict:
+def hive(
+    pattern: str | None, stages: list[dict[str, Any]] | None = None, **spec: Any
+) -> dict[str, Any]:
     body: dict[str, Any] = {"pattern": pattern, "stages": stages, **spec}
     obj = {
         "apiVersion": "apiary.io/v1",
@@ -73,8 +75,8 @@ class Run:
     def _apply(self, step: Step) -> Step:
         text = json.dumps(step.state)  # the journal stores the state as JSON: it must survive
         self.state = json.loads(text)
-        for item in [*step.records, *step.dispatches]:
-            json.dumps(item.message.to_dict())
+        for message in [*(r.message for r in step.records), *(d.message for d in step.dispatches)]:
+            json.dumps(message.to_dict())
         assert [r for r in step.records if r.kind == "final"] == step.finals
         for dispatch in step.dispatches:
             assert dispatch.message.id == dispatch.id

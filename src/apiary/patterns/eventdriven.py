@@ -5,7 +5,9 @@ becomes an event again, until nothing is open any more.
   type the keeper gives an answer the agent did not type itself) and ``metadata.hops = "0"``.
 * Each output that is not partial becomes an event with ``metadata.hops`` = its cause's + 1 and
   the agent's metadata (the engine's ``hops`` wins); it goes to every matching stage, in stage
-  order. An event whose hops reach ``maxHops`` is recorded, noted (``HopLimitReached``) when some
+  order, except the stage that produced it (an agent reacting to its own output is a loop, not
+  a conversation: seed 09's lone unfiltered subscriber would otherwise echo itself 8 times). An
+  event whose hops reach ``maxHops`` is recorded, noted (``HopLimitReached``) when some
   stage would have taken it, and routed no further.
 * When the flow has nothing open, the final payload is every output of the flow in the order
   recorded: ``[{"stage", "type", "payload"}, ...]`` (an input no stage matches → ``[]``).
@@ -47,8 +49,8 @@ class EventDriven(Pattern):
                 continue
             metadata = {**carried(message.metadata), "hops": str(hops)}
             if hops < self.segment.max_hops:
-                self._route(fx, st, record_id, kind, message.payload, metadata, hops)
-            elif any(s.matches(kind, metadata) for s in self.segment.stages):
+                self._route(fx, st, record_id, kind, message.payload, metadata, hops, stage)
+            elif any(s.matches(kind, metadata) for s in self.segment.stages if s.name != stage):
                 note = {
                     "reason": "HopLimitReached",
                     "message": f"event {record_id} reached maxHops {self.segment.max_hops}; "
@@ -69,9 +71,10 @@ class EventDriven(Pattern):
         payload: Any,
         metadata: dict[str, str],
         hops: int,
+        producer: str | None = None,
     ) -> None:
         for stage in self.segment.stages:
-            if stage.matches(kind, metadata):
+            if stage.name != producer and stage.matches(kind, metadata):
                 did = fx.dispatch(
                     stage.name,
                     cause,

@@ -158,7 +158,7 @@ def layout(hive: Any) -> list[Segment]:
             paths = dict.fromkeys(settings, f"{path}.config")
             segments.append(_segment(read, s, name, pattern, infos, settings, paths, hive_turns))
     if not segments:
-        read.problems.append(FieldDetail("spec.stages", "field required (or patternSegments)"))
+        read.problems.append(FieldDetail("spec.patternSegments", "no segments to route through"))
     if read.problems:
         name = (hive.get("metadata") or {}).get("name", "?")
         raise Invalid(f"hive {name!r} cannot be routed", read.problems)
@@ -175,9 +175,9 @@ def _segment(
     paths: dict[str, str],
     hive_turns: int,
 ) -> Segment:
-    where = f"spec.patternSegments[{index}]" if name is not None else "spec"
     if not stages:
-        read.problems.append(FieldDetail(where, "has no stages"))
+        where = "spec.stages" if name is None else f"spec.patternSegments[{index}].config"
+        read.problems.append(FieldDetail(where, "no stages to route to"))
         stages = [StageInfo("?")]
     aggregation = read.choice(
         settings["aggregation"], f"{paths['aggregation']}.aggregation", AGGREGATIONS, "all"

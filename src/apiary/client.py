@@ -377,6 +377,46 @@ class _Base:
             params["resourceVersion"] = resource_version
         return Call("GET", self.path(kind, None, cell, all_cells=all_cells), params)
 
+    # -- subresources: scale and logs
+
+    def _scale_path(self, kind: str | KindInfo, name: str, cell: str | None) -> str:
+        info = resolve_kind(kind)
+        if info.kind not in ("Hive", "AgentSpec"):
+            msg = f"only hives and agentspecs can be scaled, not {info.plural}"
+            raise errors.Invalid(msg, [errors.FieldDetail("kind", msg)])
+        return self.path(info, name, cell, sub="scale")
+
+    def _scale_call(
+        self, kind: str | KindInfo, name: str, replicas: int | None, cell: str | None,
+        stage: str | None,
+    ) -> Call:  # fmt: skip
+        path = self._scale_path(kind, name, cell)
+        if replicas is None:
+            return Call("GET", path, {"stage": stage} if stage else None)
+        body: Obj = {"replicas": replicas}
+        if stage:
+            body["stage"] = stage
+        return Call("PUT", path, None, body)
+
+    def _logs_call(
+        self, kind: str | KindInfo, name: str, cell: str | None, tail: int | None,
+        since: str | None, timestamps: bool, follow: bool,
+    ) -> Call:  # fmt: skip
+        info = resolve_kind(kind)
+        if info.kind not in ("Drone", "Hive"):
+            msg = f"logs are kept for drones and hives, not {info.plural}"
+            raise errors.Invalid(msg, [errors.FieldDetail("kind", msg)])
+        params: dict[str, str] = {}
+        if tail is not None:
+            params["tail"] = str(tail)
+        if since:
+            params["since"] = since
+        if timestamps:
+            params["timestamps"] = "true"
+        if follow:
+            params["follow"] = "true"
+        return Call("GET", self.path(info, name, cell, sub="logs"), params)
+
     # -- operations (sans-I/O)
 
     def _op_one(self, call: Call) -> Op[Obj]:
@@ -551,6 +591,37 @@ class ApiClient(_Base):
         """Create or update ``obj``: ``(created|configured|unchanged, object, warnings)``."""
         return self._run(self._op_apply(obj, dry_run, strict))
 
+    def get_scale(
+        self, kind: str | KindInfo, name: str, cell: str | None = None, *, stage: str | None = None
+    ) -> Obj:
+        """The ``Scale`` of a hive (all stages, or ``stage``) or an agentspec."""
+        return self._run(self._op_one(self._scale_call(kind, name, None, cell, stage)))
+
+    def scale(
+        self, kind: str | KindInfo, name: str, replicas: int, cell: str | None = None,
+        *, stage: str | None = None,
+    ) -> Obj:  # fmt: skip
+        """Set the replicas of a hive stage or an agentspec; returns the new ``Scale``."""
+        return self._run(self._op_one(self._scale_call(kind, name, replicas, cell, stage)))
+
+    def logs(
+        self, kind: str | KindInfo, name: str, cell: str | None = None, *,
+        tail: int | None = None, since: str | None = None, timestamps: bool = False,
+        follow: bool = False,
+    ) -> Iterator[str]:  # fmt: skip
+        """Lines (without newline) of a drone's or hive's log; ``follow`` streams until the
+        server ends it (drone or hive deleted) or the caller stops iterating."""
+        call = self._logs_call(kind, name, cell, tail, since, timestamps, follow)
+        try:
+            with self._http.stream(
+                "GET", call.path, params=call.params, timeout=httpx.Timeout(30.0, read=None)
+            ) as resp:
+                if resp.status_code >= 400:
+                    raise self._error(resp.status_code, resp.read().decode("utf-8", "replace"))
+                yield from resp.iter_lines()
+        except httpx.HTTPError as exc:
+            raise self._transport_error(exc) from exc
+
     def watch(
         self,
         kind: str | KindInfo,
@@ -683,6 +754,43 @@ class AsyncApiClient(_Base):
     async def apply(self, obj: Obj, dry_run: bool = False, strict: bool = False) -> ApplyResult:
         """Create or update ``obj``: ``(created|configured|unchanged, object, warnings)``."""
         return await self._run(self._op_apply(obj, dry_run, strict))
+
+    async def get_scale(
+        self, kind: str | KindInfo, name: str, cell: str | None = None, *, stage: str | None = None
+    ) -> Obj:
+        """The ``Scale`` of a hive (all stages, or ``stage``) or an agentspec."""
+        return await self._run(self._op_one(self._scale_call(kind, name, None, cell, stage)))
+
+    async def scale(
+        self, kind: str | KindInfo, name: str, replicas: int, cell: str | None = None,
+        *, stage: str | None = None,
+    ) -> Obj:  # fmt: skip
+        """Set the replicas of a hive stage or an agentspec; returns the new ``Scale``."""
+        return await self._run(self._op_one(self._scale_call(kind, name, replicas, cell, stage)))
+
+    async def post_logs(self, cell: str, drone: str, body: Obj) -> Obj:
+        """Append a batch of a drone's log lines (what the node's log shipper sends)."""
+        path = self.path("Drone", drone, cell, sub="logs")
+        return await self._run(self._op_one(Call("POST", path, None, body)))
+
+    async def logs(
+        self, kind: str | KindInfo, name: str, cell: str | None = None, *,
+        tail: int | None = None, since: str | None = None, timestamps: bool = False,
+        follow: bool = False,
+    ) -> AsyncIterator[str]:  # fmt: skip
+        """Lines of a drone's or hive's log, as :meth:`ApiClient.logs`."""
+        call = self._logs_call(kind, name, cell, tail, since, timestamps, follow)
+        try:
+            async with self._http.stream(
+                "GET", call.path, params=call.params, timeout=httpx.Timeout(30.0, read=None)
+            ) as resp:
+                if resp.status_code >= 400:
+                    text = (await resp.aread()).decode("utf-8", "replace")
+                    raise self._error(resp.status_code, text)
+                async for line in resp.aiter_lines():
+                    yield line
+        except httpx.HTTPError as exc:
+            raise self._transport_error(exc) from exc
 
     async def watch(
         self,

@@ -7,6 +7,7 @@ daemon (:mod:`apiary.server`) runs it under uvicorn next to the background contr
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
@@ -17,8 +18,10 @@ from starlette.responses import Response
 from apiary import __version__
 from apiary.api import handlers
 from apiary.api.auth import Authenticator
+from apiary.api.logs import LogStore, logs_routes
 from apiary.api.middleware import PRINCIPAL_KEY, ApiMiddleware
 from apiary.api.responses import JSON, error_body, error_response, json_response
+from apiary.api.scale import scale_routes
 from apiary.api.state import ApiConfig, ApiState
 from apiary.errors import ApiaryError, Unavailable
 from apiary.store import Store
@@ -47,7 +50,15 @@ _OBJECT_BODY: dict[str, Any] = {
 }
 
 
-def create_app(store: Store, token: str, config: ApiConfig | None = None) -> FastAPI:
+def create_app(
+    store: Store,
+    token: str,
+    config: ApiConfig | None = None,
+    *,
+    log_dir: str | os.PathLike[str] | None = None,
+) -> FastAPI:
+    """``log_dir``: where drone logs pushed by the nodes are kept (``<data-dir>/logs``); without
+    it the log endpoints answer 503."""
     state = ApiState(
         store=store, config=config or ApiConfig(), authenticator=Authenticator.admin(token)
     )
@@ -59,9 +70,12 @@ def create_app(store: Store, token: str, config: ApiConfig | None = None) -> Fas
         "Every endpoint but /healthz and /readyz needs a bearer token.",
     )
     app.state.apiary = state
+    app.state.apiary_logs = LogStore(log_dir) if log_dir is not None else None
     app.add_middleware(ApiMiddleware, authenticator=state.authenticator, metrics=state.metrics)
     _install_error_handlers(app)
     app.include_router(_system_routes())
+    app.include_router(logs_routes())
+    app.include_router(scale_routes())
     app.include_router(_object_routes())
     return app
 

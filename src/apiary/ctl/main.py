@@ -21,7 +21,9 @@ from typer.core import TyperGroup
 
 from apiary import errors
 from apiary.ctl import output
+from apiary.ctl.commands import logs as logs_command
 from apiary.ctl.commands import register_all
+from apiary.ctl.commands import scale as scale_command
 from apiary.ctl.context import Ctl
 
 #: global options that take a value, by every spelling
@@ -165,6 +167,8 @@ def _globals(
 
 
 register_all(app)
+logs_command.register(app)
+scale_command.register(app)
 
 
 def main() -> None:

@@ -27,6 +27,9 @@ class ApiConfig:
     ready_timeout: float = 2.0
     """How long ``/readyz`` waits for the store before answering 503."""
 
+    max_message_bytes: int = 256 << 10
+    """Largest session message payload (JSON-encoded) accepted; more is refused with 413."""
+
 
 @dataclass
 class ApiState:

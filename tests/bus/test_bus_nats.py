@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 import pytest
 from buskit import BusEnv, Collector
 
-from apiary.bus import open_bus
+from apiary.bus import Delivery, open_bus
 from apiary.bus.jetstream import JetStreamBus
 from apiary.errors import BadRequest, Invalid
 
@@ -160,3 +160,24 @@ async def _until(predicate: object) -> None:
     assert callable(predicate)
     while not predicate():
         await asyncio.sleep(0.01)
+
+
+async def test_group_wide_max_ack_pending_throttles_without_stalling(nats_env: BusEnv) -> None:
+    """The consumer's max_ack_pending (URL option) caps the whole group; pulls resume on ack."""
+    bus = JetStreamBus(nats_env.url + "&max_ack_pending=2")
+    await bus.open()
+    nats_env.buses.append(bus)
+    held: list[Delivery] = []
+    a, b = Collector(ack=False, action=held.append), Collector(ack=False, action=held.append)
+    await bus.subscribe(nats_env.subject("cap"), "g", a, max_in_flight=3, ack_wait=30)
+    await bus.subscribe(nats_env.subject("cap"), "g", b, max_in_flight=3, ack_wait=30)
+    await bus.publish_many([(nats_env.subject("cap"), b"%d" % i) for i in range(6)])
+    await asyncio.wait_for(_until(lambda: len(held) >= 2), 5)
+    await asyncio.sleep(0.5)
+    assert len(held) == 2
+    acked = 0
+    while acked < 6:
+        await asyncio.wait_for(_until(lambda: bool(held)), 5)
+        await held.pop(0).ack()
+        acked += 1
+    assert sorted(a.data + b.data) == [b"%d" % i for i in range(6)]

@@ -121,6 +121,7 @@ class JSSubscription(Subscription):
         self._last_heard = 0.0
         self._kick = asyncio.Event()
         self._recheck = False
+        self._cooldown = False
         self._stopping = False
         self._inbox = ""
         self._nsub: Any = None
@@ -210,6 +211,9 @@ class JSSubscription(Subscription):
         if status == "409" and "deleted" in description.lower():
             self._recheck = True
         if status not in ("404", "408"):
+            # 409 Exceeded MaxAckPending / MaxWaiting, 400, 503...: the server refused the pull;
+            # asking again at once would spin, so the loop pauses briefly first.
+            self._cooldown = True
             log.debug("pull %s: status %s %s", self.durable, status, description)
         self._kick.set()
 
@@ -231,6 +235,9 @@ class JSSubscription(Subscription):
         failures = 0
         while not self._stopping:
             try:
+                if self._cooldown:
+                    self._cooldown = False
+                    await asyncio.sleep(0.25)
                 if self._recheck:
                     self._recheck = False
                     await bus._ensure_consumer(

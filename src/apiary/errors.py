@@ -1,17 +1,17 @@
 """The exception tree every layer raises and the API turns into structured errors.
 
-    ApiaryError
-    ├── BadRequest (400)
-    │   └── Invalid (422)            — carries field details
-    ├── Unauthorized (401)
-    ├── Forbidden (403)
-    │   └── QuotaExceeded (403)
-    ├── NotFound (404)
-    ├── Conflict (409)
-    │   └── AlreadyExists (409)
-    ├── Gone (410)                  — watch from a compacted resourceVersion
-    ├── PayloadTooLarge (413)
-    └── Unavailable (503)
+ApiaryError
+├── BadRequest (400)
+│   └── Invalid (422)            — carries field details
+├── Unauthorized (401)
+├── Forbidden (403)
+│   └── QuotaExceeded (403)
+├── NotFound (404)
+├── Conflict (409)
+│   └── AlreadyExists (409)
+├── Gone (410)                  — watch from a compacted resourceVersion
+├── PayloadTooLarge (413)
+└── Unavailable (503)
 """
 
 from __future__ import annotations
@@ -40,7 +40,11 @@ class ApiaryError(Exception):
         self.details = list(details or [])
 
     def as_dict(self) -> dict[str, object]:
-        body: dict[str, object] = {"code": self.status, "reason": self.code, "message": self.message}
+        body: dict[str, object] = {
+            "code": self.status,
+            "reason": self.code,
+            "message": self.message,
+        }
         if self.details:
             body["details"] = [d.as_dict() for d in self.details]
         return body

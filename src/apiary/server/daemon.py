@@ -146,7 +146,7 @@ class Daemon:
 
     def _add_runtime(self, store: Store) -> None:
         """The Queen, and in embedded mode the local node agent (needs our address)."""
-        self.supervisor.add("queen", queen_task(store, self.settings, self.stopping))
+        self.supervisor.add("queen", queen_task(store, self.settings, self.stopping, self.journal))
         if self.settings.runtime.local_node and self.address is not None:
             self.supervisor.add(
                 "local-node",

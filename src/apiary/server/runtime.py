@@ -10,20 +10,27 @@ from apiary.bus import Bus
 from apiary.client import AsyncApiClient
 from apiary.controllers import QueenSettings, run_controllers
 from apiary.controllers.leader import LeaderElector
+from apiary.controllers.sessions import SessionReaper
+from apiary.journal import Journal
 from apiary.node.agent import NodeAgent, NodeSettings
 from apiary.server.settings import Settings
 from apiary.server.supervisor import TaskFactory
 from apiary.store import Store
 
 
-def queen_task(store: Store, settings: Settings, stop: asyncio.Event) -> TaskFactory:
-    """Controllers that run on the one replica holding the lease."""
+def queen_task(
+    store: Store, settings: Settings, stop: asyncio.Event, journal: Journal | None = None
+) -> TaskFactory:
+    """Controllers that run on the one replica holding the lease: the Queen, the session reaper."""
     queen = QueenSettings()
     queen.loop.resync_period = settings.controllers.resync_interval
     queen.nodes.lease_duration = settings.runtime.lease_seconds
 
     async def lead(stop_leading: asyncio.Event) -> None:
-        await run_controllers(store, queen, stop_leading)
+        await asyncio.gather(
+            run_controllers(store, queen, stop_leading),
+            SessionReaper(store, journal).run(stop_leading),
+        )
 
     async def run() -> None:
         await LeaderElector(store).run(lead, stop)

@@ -10,7 +10,6 @@ after a version conflict, or replayed by another replica, is a no-op for the jou
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 from apiary.patterns.base import Pattern
@@ -21,7 +20,7 @@ from apiary.patterns.ids import make_id
 from apiary.patterns.layout import Segment, layout
 from apiary.patterns.messages import Output, carried, describe, recorded
 from apiary.patterns.pipeline import Pipeline
-from apiary.patterns.state import begin, normalize
+from apiary.patterns.state import begin, clone, normalize, remember
 from apiary.patterns.step import Record, Step
 from apiary.patterns.swarm import Swarm
 from apiary.waggle import Message
@@ -131,7 +130,7 @@ class Engine:
         flow = step.state["flows"].get(flow_id)
         if flow is None or flow["seg"] != entry["seg"]:
             return step  # the flow (or this segment) already has its answer: record only
-        flow = step.state["flows"][flow_id] = copy.deepcopy(flow)
+        flow = step.state["flows"][flow_id] = clone(flow)
         flow["pending"] -= 1
         timestamp = outputs[-1].timestamp if outputs else flow["ctx"]["timestamp"]
         fx = Effects(step, flow_id, flow, self.segments[flow["seg"]], timestamp)
@@ -178,7 +177,7 @@ class Engine:
                 step.records.append(final)
                 step.finals.append(final)
                 del step.state["flows"][flow_id]
-                step.state["done"][flow_id] = "completed"
+                remember(step.state, flow_id, "completed")
                 return
             segment = self.segments[following]
             record_id = make_id(flow_id, "#segment", following)
@@ -207,4 +206,4 @@ class Engine:
             del opened[dispatch_id]
         step.dispatches = [d for d in step.dispatches if d.id in opened]
         del step.state["flows"][flow_id]
-        step.state["done"][flow_id] = "failed"
+        remember(step.state, flow_id, "failed")

@@ -117,3 +117,13 @@ def test_unroutable_hives_name_the_field() -> None:
 def test_every_seed_hive_builds_an_engine() -> None:
     for prefix in ("05", "06", "07", "08", "09"):
         assert Engine(seed(prefix)).stages()
+
+
+def test_the_state_remembers_only_recent_ended_inputs() -> None:
+    run = Run(Engine(hive("pipeline", stages("s"))))
+    for i in range(300):
+        run.reply(run.input(i, id=f"in-{i}").dispatches[0], i)
+    assert len(run.state["done"]) == 256
+    assert run.engine.input_status(run.state, "in-299") == "completed"
+    assert run.engine.input_status(run.state, "in-0") is None
+    assert len(run.finals) == 300

@@ -18,6 +18,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from apiary.bus import open_bus
 from apiary.client import AsyncApiClient
 from apiary.errors import ApiaryError
 from apiary.node.agent import NodeAgent, NodeSettings, node_name_from_host
@@ -29,6 +30,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--server", help="control plane URL (env APIARY_SERVER)")
     p.add_argument("--token", help="bearer token (env APIARY_TOKEN)")
+    p.add_argument(
+        "--bus", help="message bus the control plane uses, e.g. nats://host:4222 (env APIARY_BUS); "
+        "without one the node runs drones but takes no session traffic",
+    )  # fmt: skip
     p.add_argument("--name", help="node name (default: the host name as a DNS-1123 label)")
     p.add_argument(
         "--data-dir", type=Path, help="state dir for drone logs and process records "
@@ -42,7 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def settings_from(argv: Sequence[str] | None) -> tuple[NodeSettings, str | None, str | None]:
+def settings_from(
+    argv: Sequence[str] | None,
+) -> tuple[NodeSettings, str | None, str | None, str | None]:
     parser = build_parser()
     a = parser.parse_args(argv)
     ns = NodeSettings(lease_seconds=a.lease_seconds, heartbeat_seconds=a.heartbeat_seconds)
@@ -56,26 +63,30 @@ def settings_from(argv: Sequence[str] | None) -> tuple[NodeSettings, str | None,
     ns.state_dir = str((a.data_dir or base / f"node-{ns.name}").expanduser())
     logging.basicConfig(level=a.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # fmt: skip
-    return ns, a.server, a.token
+    return ns, a.server, a.token, a.bus or os.environ.get("APIARY_BUS") or None
 
 
-async def run_node(settings: NodeSettings, server: str | None, token: str | None) -> None:
+async def run_node(
+    settings: NodeSettings, server: str | None, token: str | None, bus_url: str | None = None
+) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
-    async with AsyncApiClient(server, token) as client:
+    async with contextlib.AsyncExitStack() as opened:
+        client = await opened.enter_async_context(AsyncApiClient(server, token))
         await client.whoami()  # a wrong token or unreachable server fails here, clearly
+        bus = await opened.enter_async_context(open_bus(bus_url)) if bus_url else None
         print(f"apiaryd node {settings.name} joined {client.server}", file=sys.stderr, flush=True)
-        await NodeAgent(client, settings).run(stop)
+        await NodeAgent(client, settings, bus).run(stop)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    settings, server, token = settings_from(argv)
+    settings, server, token, bus_url = settings_from(argv)
     Path(settings.state_dir).mkdir(parents=True, exist_ok=True)
     try:
-        asyncio.run(run_node(settings, server, token))
+        asyncio.run(run_node(settings, server, token, bus_url))
     except ApiaryError as exc:
         print(f"apiaryd node: error: {exc.message}", file=sys.stderr)
         raise SystemExit(3 if exc.status in (401, 503) else 1) from None

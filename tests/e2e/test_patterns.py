@@ -1,0 +1,122 @@
+"""Every pattern end to end on a real apiaryd with real agents: the seed hives 05–09 (their agents
+replaced by examples/seeds/agents.yaml) plus a majority swarm and filtered events."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from apiary.client import ApiClient
+
+from .cluster import REPO, SEEDS, Apiaryd, is_ready
+
+pytestmark = pytest.mark.slow
+Obj = dict[str, Any]
+
+
+@pytest.fixture(scope="module")
+def seeded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiClient]:
+    server = Apiaryd(tmp_path_factory.mktemp("patterns") / "data").start()
+    try:
+        c = server.client("default")
+        docs = [d for f in sorted(SEEDS.glob("*.yaml")) for d in yaml.safe_load_all(f.read_text())]
+        docs += list(yaml.safe_load_all((REPO / "examples/seeds/agents.yaml").read_text()))
+        docs += list(yaml.safe_load_all((REPO / "tests/e2e/pattern_hives.yaml").read_text()))
+        for doc in docs:
+            c.apply(doc)
+        deadline = time.monotonic() + 60
+        while True:
+            hives = c.list("Hive", "default")["items"]
+            drones = c.list("Drone", "default")["items"]
+            mine = [d for d in drones if d["spec"].get("hive")]
+            if hives and all(
+                (h.get("status") or {}).get("readyReplicas") == (h.get("status") or {}).get(
+                    "replicas"
+                )
+                for h in hives
+            ) and mine and all(map(is_ready, mine)):
+                break
+            if time.monotonic() > deadline:
+                pytest.fail(f"hives never became ready: {[h.get('status') for h in hives]}")
+            time.sleep(0.2)
+        yield c
+    finally:
+        server.stop()
+
+
+def run(c: ApiClient, hive: str, payload: Any, type: str = "task", timeout: float = 30) -> Any:
+    """Create a session, send one input, wait for its final (or error) and return the payload."""
+    s = c.create({"apiVersion": "apiary.io/v1", "kind": "Session",
+                  "metadata": {"generateName": f"{hive}-", "namespace": "default"},
+                  "spec": {"hiveRef": hive}})  # fmt: skip
+    name = s["metadata"]["name"]
+    base = f"/api/v1/cells/default/sessions/{name}"
+    sent = c.request("POST", f"{base}/messages", json_body={"payload": payload, "type": type})
+    input_id = sent.body["id"]
+    after = 0
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = c.request("GET", f"{base}/messages", params={"after": str(after), "wait": "5"})
+        for entry in got.body["items"]:
+            after = max(after, entry["seq"])
+            if entry["kind"] in ("final", "error") and entry.get("parent") == input_id:
+                assert entry["kind"] == "final", entry
+                return entry["message"]["payload"]
+    pytest.fail(f"no final output from hive/{hive} within {timeout}s")
+
+
+def test_pipeline_applies_the_stages_in_order(seeded: ApiClient) -> None:
+    out = run(seeded, "pipeline-hive", "hello")
+    # echo → llm → echo: the last stage echoes the LLM's JSON answer to "Echo: hello".
+    assert isinstance(out, str) and out.startswith("Echo: ")
+    assert json.loads(out[len("Echo: "):]) == {"response": "LLM(Echo: hello)", "confidence": 0.9}
+
+
+def test_hierarchical_supervisor_answers_from_its_workers(seeded: ApiClient) -> None:
+    out = run(seeded, "hierarchical-hive", "plan a trip")
+    assert out == {
+        "response": "summary of 2 workers: worker1: Echo: plan a trip; worker2: Echo: plan a trip",
+        "confidence": 0.9,
+    }
+
+
+def test_swarm_gathers_every_agent(seeded: ApiClient) -> None:
+    out = run(seeded, "swarm-hive", "q")
+    assert out == [
+        {"stage": "agent1", "payload": "Echo: q"},
+        {"stage": "agent2", "payload": {"response": "LLM(q)", "confidence": 0.9}},
+        {"stage": "agent3", "payload": "Echo: q"},
+    ]
+
+
+def test_swarm_majority_outvotes_the_wrong_agent(seeded: ApiClient) -> None:
+    assert run(seeded, "majority-swarm", "2+2") == "Echo: 2+2"
+
+
+def test_event_driven_honours_filters(seeded: ApiClient) -> None:
+    out = run(seeded, "filtered-events", "new order", type="event")
+    # Only the stage whose filter takes plain events answered; its output (an event) matched no
+    # other filter, so the flow ended there.
+    assert out == [{"stage": "any-event", "type": "event", "payload": "Echo: new order"}]
+
+
+def test_seed_event_driven_hive_runs_to_its_hop_limit(seeded: ApiClient) -> None:
+    out = run(seeded, "event-driven-hive", "ping", type="event")
+    assert isinstance(out, list) and out
+    assert {o["stage"] for o in out} == {"subscriber1", "subscriber2"}
+
+
+def test_composed_chains_its_segments(seeded: ApiClient) -> None:
+    out = run(seeded, "composed-hive", "go")
+    assert isinstance(out, list) and len(out) == 1
+    (only,) = out
+    assert only["stage"] == "swarm-stage-agent1"
+    # event segment → echo; pipeline segment → llm then echo; swarm segment → echo.
+    assert only["payload"].startswith("Echo: Echo: ")
+    assert "LLM(" in only["payload"]

@@ -18,11 +18,13 @@ from starlette.responses import Response
 from apiary import __version__
 from apiary.api import handlers
 from apiary.api.auth import Authenticator
+from apiary.api.comb import comb_routes
 from apiary.api.logs import LogStore, logs_routes
 from apiary.api.middleware import PRINCIPAL_KEY, ApiMiddleware
 from apiary.api.responses import JSON, error_body, error_response, json_response
 from apiary.api.scale import scale_routes
 from apiary.api.state import ApiConfig, ApiState
+from apiary.comb import Comb
 from apiary.errors import ApiaryError, Unavailable
 from apiary.store import Store
 
@@ -55,6 +57,7 @@ def create_app(
     token: str,
     config: ApiConfig | None = None,
     *,
+    comb: Comb | None = None,
     log_dir: str | os.PathLike[str] | None = None,
 ) -> FastAPI:
     """``log_dir``: where drone logs pushed by the nodes are kept (``<data-dir>/logs``); without
@@ -62,6 +65,8 @@ def create_app(
     state = ApiState(
         store=store, config=config or ApiConfig(), authenticator=Authenticator.admin(token)
     )
+    if comb is not None:  # the caller owns it (opens and closes), like the store
+        state.comb = comb
     app = FastAPI(
         title="Apiary API",
         version=__version__,
@@ -76,6 +81,7 @@ def create_app(
     app.include_router(_system_routes())
     app.include_router(logs_routes())
     app.include_router(scale_routes())
+    app.include_router(comb_routes())  # before the generic routes: /cells/{c}/memory
     app.include_router(_object_routes())
     return app
 

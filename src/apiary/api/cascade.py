@@ -7,6 +7,7 @@ call :func:`cascade_delete` too, so they mean the same thing as the API.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from apiary.errors import Conflict, NotFound
@@ -16,9 +17,18 @@ from apiary.store import Store
 _NAMESPACED = tuple(k.kind for k in KINDS if k.namespaced)
 _ALL = tuple(k.kind for k in KINDS)
 
+OnDeleted = Callable[[dict[str, Any]], Awaitable[None]]
+"""Called with the last body of every object the cascade deleted (e.g. to clear its Comb)."""
+
 
 async def cascade_delete(
-    store: Store, kind: str, namespace: str, name: str, *, resource_version: str | None = None
+    store: Store,
+    kind: str,
+    namespace: str,
+    name: str,
+    *,
+    resource_version: str | None = None,
+    on_deleted: OnDeleted | None = None,
 ) -> dict[str, Any]:
     """Delete an object and, first, everything it owns (recursively). Returns its last body."""
     obj = await store.get(kind, namespace, name)
@@ -27,36 +37,45 @@ async def cascade_delete(
             f"{kind} {name!r} was modified: resourceVersion {resource_version} is stale "
             f"(now {obj['metadata']['resourceVersion']})"
         )
-    await _delete_dependents(store, obj, {obj["metadata"]["uid"]})
-    return await store.delete(kind, namespace, name, resource_version=resource_version)
+    await _delete_dependents(store, obj, {obj["metadata"]["uid"]}, on_deleted)
+    last = await store.delete(kind, namespace, name, resource_version=resource_version)
+    if on_deleted is not None:
+        await on_deleted(last)
+    return last
 
 
-async def _delete_dependents(store: Store, owner: dict[str, Any], seen: set[str]) -> None:
+async def _delete_dependents(
+    store: Store, owner: dict[str, Any], seen: set[str], on_deleted: OnDeleted | None = None
+) -> None:
     meta = owner["metadata"]
     uid = meta["uid"]
     owner_ns = meta.get("namespace") or ""
     if owner["kind"] == "Cell":
         for kind in _NAMESPACED:
             for item in (await store.list(kind, meta["name"])).items:
-                await _delete_one(store, item, seen)
+                await _delete_one(store, item, seen, on_deleted)
     kinds = _NAMESPACED if owner_ns else _ALL
     for kind in kinds:
         listed = await store.list(kind, owner_ns or None)
         for item in listed.items:
             refs = item["metadata"].get("ownerReferences") or []
             if any(isinstance(r, dict) and r.get("uid") == uid for r in refs):
-                await _delete_one(store, item, seen)
+                await _delete_one(store, item, seen, on_deleted)
 
 
-async def _delete_one(store: Store, obj: dict[str, Any], seen: set[str]) -> None:
+async def _delete_one(
+    store: Store, obj: dict[str, Any], seen: set[str], on_deleted: OnDeleted | None = None
+) -> None:
     uid = obj["metadata"]["uid"]
     if uid in seen:
         return
     seen.add(uid)
-    await _delete_dependents(store, obj, seen)
+    await _delete_dependents(store, obj, seen, on_deleted)
     try:
-        await store.delete(
+        last = await store.delete(
             obj["kind"], obj["metadata"].get("namespace") or "", obj["metadata"]["name"]
         )
     except NotFound:
-        pass  # someone else deleted it meanwhile: what we wanted
+        return  # someone else deleted it meanwhile: what we wanted
+    if on_deleted is not None:
+        await on_deleted(last)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import functools
 import secrets
 import string
 import uuid
@@ -20,6 +21,7 @@ from starlette.responses import Response
 from apiary.api import params
 from apiary.api.bodies import parse_body, read_body
 from apiary.api.cascade import cascade_delete
+from apiary.api.comb import forget_deleted
 from apiary.api.middleware import PRINCIPAL_KEY
 from apiary.api.responses import json_response
 from apiary.api.secrets import has_redacted, keep_redacted, redact
@@ -296,7 +298,14 @@ async def delete_object(request: Request) -> Response:
         if obj["metadata"].get("finalizers"):
             obj["metadata"].setdefault("deletionTimestamp", now_rfc3339(state.store.clock))
         return json_response(_out(obj, reveal))
-    last = await cascade_delete(state.store, info.kind, cell or "", name, resource_version=want_rv)
+    last = await cascade_delete(
+        state.store,
+        info.kind,
+        cell or "",
+        name,
+        resource_version=want_rv,
+        on_deleted=functools.partial(forget_deleted, state.comb),
+    )
     return json_response(_out(last, reveal))
 
 

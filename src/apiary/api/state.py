@@ -9,6 +9,8 @@ from apiary.api.auth import Authenticator, Authorizer
 from apiary.api.events import EventRecorder
 from apiary.api.metrics import ApiMetrics
 from apiary.api.quotas import QuotaGuard
+from apiary.comb import Comb
+from apiary.comb.memory import MemoryComb
 from apiary.journal import Journal
 from apiary.router import Router
 from apiary.store import Store
@@ -44,6 +46,8 @@ class ApiState:
     """Runs sessions (set by apiaryd once the journal and bus are open)."""
     journal: Journal | None = None
     """Session transcripts and pattern state."""
+    comb: Comb = field(default_factory=MemoryComb)
+    """Session and long-term memory (apiaryd passes the configured one; memory:// otherwise)."""
     quotas: QuotaGuard = field(init=False)
     recorder: EventRecorder = field(init=False)
 

@@ -19,7 +19,9 @@ import uvicorn
 
 from apiary.api import ApiConfig, ReferenceResolver, api_state, create_app
 from apiary.bus import Bus, open_bus
+from apiary.comb import Comb, CombSettings, open_comb
 from apiary.crypto import codec_from_config
+from apiary.errors import ApiaryError
 from apiary.journal import Journal, open_journal
 from apiary.logging import get_logger
 from apiary.router import Router, SessionDirectory
@@ -41,6 +43,7 @@ class Daemon:
         self.store: Store | None = None
         self.journal: Journal | None = None
         self.bus: Bus | None = None
+        self.comb: Comb | None = None
         self.token: str = ""
         self.address: tuple[str, int] | None = None
         self._server: uvicorn.Server | None = None
@@ -76,6 +79,8 @@ class Daemon:
             self.store = store
             self.journal = await opened.enter_async_context(open_journal(s.journal_url))
             self.bus = await opened.enter_async_context(open_bus(s.messaging.bus_url))
+            comb_settings = CombSettings(max_session_bytes=s.comb.max_session_bytes)
+            self.comb = await opened.enter_async_context(open_comb(s.comb_url, comb_settings))
             if await ensure_default_cell(store):
                 log.info("created the default cell")
             await self._serve(store)
@@ -90,6 +95,7 @@ class Daemon:
                 max_body_bytes=s.http.max_body_bytes, bookmark_interval=s.http.bookmark_interval
             ),
             log_dir=s.data_dir / "logs",
+            comb=self.comb,
         )
         state = api_state(app)
         self._api_stopping = state.stopping
@@ -109,6 +115,8 @@ class Daemon:
             store, state.recorder, resync_interval=s.controllers.resync_interval
         )
         self.supervisor.add("reference-resolver", resolver.run)
+        if self.comb is not None:
+            self.supervisor.add("comb-sweeper", self._sweep_comb)
         sock = _bind(s.http.host, s.http.port)
         config = uvicorn.Config(
             app,
@@ -143,6 +151,19 @@ class Daemon:
                     with contextlib.suppress(asyncio.CancelledError, Exception):
                         await task
             sock.close()
+
+    async def _sweep_comb(self) -> None:
+        """Delete expired comb keys now and then (reads already ignore them)."""
+        assert self.comb is not None
+        while True:
+            await asyncio.sleep(self.settings.comb.sweep_interval)
+            try:
+                removed = await self.comb.purge_expired()
+            except ApiaryError as exc:  # the backend is away: try again next time
+                log.warning("comb sweep failed", error=str(exc))
+                continue
+            if removed:
+                log.info("comb sweep", expired=removed)
 
     def _add_runtime(self, store: Store) -> None:
         """The Queen, and in embedded mode the local node agent (needs our address)."""

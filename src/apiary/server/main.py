@@ -22,6 +22,7 @@ from apiary.errors import ApiaryError
 from apiary.logging import configure_logging
 from apiary.server.daemon import Daemon
 from apiary.server.settings import (
+    CombConfig,
     ControllerSettings,
     HttpSettings,
     LoggingSettings,
@@ -124,6 +125,17 @@ def build_parser() -> argparse.ArgumentParser:
         "or the store URL when it is PostgreSQL)",
     )
     p.add_argument(
+        "--comb",
+        metavar="URL",
+        help="session and long-term memory: sqlite:///path, postgresql://…, redis://… (env "
+        "APIARY_COMB; default sqlite in the data dir, or the store URL when it is PostgreSQL)",
+    )
+    p.add_argument(
+        "--comb-session-bytes",
+        type=_positive_int,
+        help="memory one session may hold in its comb (default 1048576)",
+    )
+    p.add_argument(
         "--no-local-node",
         action="store_true",
         help="run no node agent in this process (drones run on `apiaryd node` machines)",
@@ -204,7 +216,11 @@ def settings_from(
         journal_url=pick(a.journal, "APIARY_JOURNAL", None),  # type: ignore[arg-type]
         bus_url=str(pick(a.bus, "APIARY_BUS", "memory://")),
     )
+    comb = CombConfig(url=pick(a.comb, "APIARY_COMB", None))  # type: ignore[arg-type]
+    if a.comb_session_bytes:
+        comb.max_session_bytes = a.comb_session_bytes
     return Settings(
+        comb=comb,
         messaging=messaging,
         runtime=runtime,
         data_dir=data_dir,

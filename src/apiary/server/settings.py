@@ -100,6 +100,20 @@ class MessagingSettings:
 
 
 @dataclass
+class CombConfig:
+    url: str | None = None
+    """Comb URL (env ``APIARY_COMB``): ``sqlite://``, ``postgresql://``, ``redis://``, ``memory://``.
+    None: the store's database when the store is PostgreSQL, ``memory://`` with a memory store,
+    else ``sqlite:///<data-dir>/comb.db``."""
+
+    max_session_bytes: int = 1 << 20
+    """Bytes of keys and values one session's memory may hold; more is refused with 413."""
+
+    sweep_interval: float = 60.0
+    """Seconds between sweeps that delete expired keys (reads never see them anyway)."""
+
+
+@dataclass
 class Settings:
     data_dir: Path = field(default_factory=default_data_dir)
     """Where the SQLite database, admin token and secret key live (env ``APIARY_DATA_DIR``)."""
@@ -111,10 +125,21 @@ class Settings:
     controllers: ControllerSettings = field(default_factory=ControllerSettings)
     runtime: RuntimeSettings = field(default_factory=RuntimeSettings)
     messaging: MessagingSettings = field(default_factory=MessagingSettings)
+    comb: CombConfig = field(default_factory=CombConfig)
 
     @property
     def store_url(self) -> str:
         return self.store.url or f"sqlite:///{self.data_dir / 'apiary.db'}"
+
+    @property
+    def comb_url(self) -> str:
+        if self.comb.url:
+            return self.comb.url
+        if self.store_url.startswith(("postgresql:", "postgres:")):
+            return self.store_url
+        if self.store_url.startswith("memory:"):
+            return "memory://"
+        return f"sqlite:///{self.data_dir / 'comb.db'}"
 
     @property
     def journal_url(self) -> str:

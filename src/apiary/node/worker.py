@@ -112,8 +112,9 @@ class StageWorker:
         outcome = Outcome(
             dispatch.dispatch, dispatch.session, dispatch.hive, dispatch.stage, self.drone,
             [o.to_dict() for o in outputs], (time.perf_counter() - t0) * 1000.0, error,
+            dispatch.attempt,
         )  # fmt: skip
-        await self.bus.publish(self._out, outcome.encode(), msg_id=dispatch.dispatch + ":out")
+        await self.bus.publish(self._out, outcome.encode(), msg_id=outcome.msg_id)
         await delivery.ack()
 
 

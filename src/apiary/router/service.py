@@ -209,7 +209,9 @@ class Router:
         for d in step.dispatches:
             env = Dispatch(d.id, info.key, info.hive, d.stage, d.message.to_dict(),
                            info.timeout_for(d.stage))  # fmt: skip
-            items.append(Publish(stage_subject(info.cell, info.hive, d.stage), env.encode(), d.id))
+            items.append(
+                Publish(stage_subject(info.cell, info.hive, d.stage), env.encode(), env.msg_id)
+            )
         try:
             await self.bus.publish_many(items)
         except Exception as exc:  # journaled already: the sweep publishes them later

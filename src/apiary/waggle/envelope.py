@@ -45,6 +45,12 @@ class Dispatch:
     stage: str
     message: dict[str, Any]
     timeout: float | None = None  # seconds the agent gets (guardrails.responseTimeoutSeconds)
+    attempt: int = 0  # 0 the first time; a retry or a DLQ replay counts up
+
+    @property
+    def msg_id(self) -> str:
+        """Bus dedupe id: a retry is a new message, a republish of the same attempt is not."""
+        return self.dispatch if not self.attempt else f"{self.dispatch}#{self.attempt}"
 
     def encode(self) -> bytes:
         body: dict[str, Any] = {
@@ -53,6 +59,8 @@ class Dispatch:
         }  # fmt: skip
         if self.timeout is not None:
             body["timeout"] = self.timeout
+        if self.attempt:
+            body["attempt"] = self.attempt
         return orjson.dumps(body)
 
     @classmethod
@@ -62,6 +70,7 @@ class Dispatch:
         return cls(
             str(body["dispatch"]), str(body["session"]), str(body["hive"]), str(body["stage"]),
             dict(body["message"]), float(timeout) if timeout is not None else None,
+            int(body.get("attempt") or 0),
         )  # fmt: skip
 
 
@@ -75,6 +84,12 @@ class Outcome:
     outputs: list[dict[str, Any]]
     latency_ms: float = 0.0
     error: tuple[str, str] | None = None  # (reason, message)
+    attempt: int = 0
+    usage: tuple[int, int] = (0, 0)  # (prompt, completion) tokens the agent used, gateway counted
+
+    @property
+    def msg_id(self) -> str:
+        return f"{self.dispatch}:{self.attempt}:out"
 
     def encode(self) -> bytes:
         body: dict[str, Any] = {
@@ -84,6 +99,10 @@ class Outcome:
         }  # fmt: skip
         if self.error is not None:
             body["error"] = {"reason": self.error[0], "message": self.error[1]}
+        if self.attempt:
+            body["attempt"] = self.attempt
+        if self.usage != (0, 0):
+            body["usage"] = {"promptTokens": self.usage[0], "completionTokens": self.usage[1]}
         return orjson.dumps(body)
 
     @classmethod
@@ -97,7 +116,14 @@ class Outcome:
         return cls(
             str(body["dispatch"]), str(body["session"]), str(body["hive"]), str(body["stage"]),
             str(body.get("drone") or ""), outputs, float(body.get("latencyMs") or 0.0), error,
+            int(body.get("attempt") or 0), _usage(body.get("usage")),
         )  # fmt: skip
+
+
+def _usage(raw: Any) -> tuple[int, int]:
+    if not isinstance(raw, dict):
+        return (0, 0)
+    return (int(raw.get("promptTokens") or 0), int(raw.get("completionTokens") or 0))
 
 
 def _load(data: bytes, required: tuple[str, ...]) -> dict[str, Any]:

@@ -264,6 +264,7 @@ class NodeAgent:
         for uid in [u for u in self.runners if u not in wanted]:
             self._stop(uid)
         for uid, drone in wanted.items():
+            self.status_writer.seen(drone)
             if uid not in self.runners:
                 self._start(drone)
 
@@ -273,6 +274,7 @@ class NodeAgent:
         if not uid:
             return
         if kind != "DELETED" and self._mine(drone):
+            self.status_writer.seen(drone)  # the base of its next status write: no GET
             if uid not in self.runners:
                 self._start(drone)
         elif uid in self.runners:
@@ -335,6 +337,7 @@ class NodeAgent:
 
     def _stop(self, uid: str) -> None:
         runner = self.runners.pop(uid)
+        self.status_writer.forget(runner.cell, runner.name)
         self.log_shipper.untrack(uid)
         task = asyncio.create_task(
             self._stop_runner(runner), name=f"stop:{runner.cell}/{runner.name}"

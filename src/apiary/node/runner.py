@@ -172,6 +172,10 @@ class DroneRunner:
         memory = limits.get("memory")
         cpu = limits.get("cpu")
         env = {**env, **self._extra_env, "APIARY_DRONE_UID": self.uid}
+        for var, key in (("APIARY_HIVE", "hive"), ("APIARY_STAGE", "stage"),
+                         ("APIARY_PATTERN", "pattern")):  # fmt: skip
+            if self.spec.get(key):
+                env.setdefault(var, str(self.spec[key]))
         env["PATH"] = agent_path(env)
         if self.port is not None:
             env.setdefault("PORT", str(self.port))
@@ -239,9 +243,18 @@ class DroneRunner:
 class StatusWriter:
     """Coalesces drone status reports and writes the newest of each to the API.
 
-    Reports are cheap and synchronous (the supervisor emits many); a single task writes them,
-    read-modify-write on ``/status`` so the fields the controllers own (``nodeName``,
-    ``Scheduled``) are kept. A drone that was deleted or recreated (other uid) is skipped.
+    Reports are cheap and synchronous (the supervisor emits many); writes are read-modify-write
+    on ``/status`` so the fields the controllers own (``nodeName``, ``Scheduled``) are kept. A
+    drone that was deleted or recreated (other uid) is skipped.
+
+    Why it is built for latency (apply → Ready is a benchmark target):
+
+    * drones are written concurrently — one write in flight per drone, at most ``max_in_flight``
+      at once — so ten drones starting together do not queue behind each other's round trips;
+    * the base of the read-modify-write is the newest copy the node already holds (fed by the
+      node agent's watch through :meth:`seen`, and by the answers to our own writes), sent with
+      its ``resourceVersion`` as precondition; only a missing copy or a conflict costs a GET.
+      One round trip per status instead of two.
     """
 
     def __init__(
@@ -250,39 +263,76 @@ class StatusWriter:
         put_status: Callable[[Obj], Awaitable[Obj]],
         *,
         node_name: str,
+        max_in_flight: int = 16,
     ) -> None:
         self._get = get
         self._put = put_status
         self.node_name = node_name
         self._pending: dict[tuple[str, str], tuple[str, Obj]] = {}
+        self._known: dict[tuple[str, str], Obj] = {}
+        self._busy: set[tuple[str, str]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._slots = asyncio.Semaphore(max(1, max_in_flight))
         self._wake = asyncio.Event()
 
     def submit(self, runner: DroneRunner, status: Obj) -> None:
         self._pending[(runner.cell, runner.name)] = (runner.uid, status)
         self._wake.set()
 
+    def seen(self, drone: Obj) -> None:
+        """The newest copy of a drone of this node (from the watch); older copies are ignored."""
+        meta = drone.get("metadata") or {}
+        key = (meta.get("namespace") or "default", str(meta.get("name")))
+        if _newer(drone, self._known.get(key)):
+            self._known[key] = drone
+
+    def forget(self, cell: str, name: str) -> None:
+        """The drone left this node: drop its copy (a later write GETs it again)."""
+        self._known.pop((cell, name), None)
+
     async def run(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            batch, self._pending = self._pending, {}
-            for (cell, name), (uid, status) in batch.items():
-                try:
-                    await self._write(cell, name, uid, status)
-                except Exception as exc:  # the API is away: keep the newest and try again
-                    log.warning("drone %s/%s: status not written: %s", cell, name, exc)
-                    self._pending.setdefault((cell, name), (uid, status))
-                    self._wake.set()
-                    await asyncio.sleep(1.0)
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                for key in [k for k in self._pending if k not in self._busy]:
+                    uid, status = self._pending.pop(key)
+                    self._busy.add(key)
+                    task = asyncio.create_task(self._write_one(key, uid, status))
+                    self._tasks.add(task)
+                    task.add_done_callback(self._tasks.discard)
+        finally:
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _write_one(self, key: tuple[str, str], uid: str, status: Obj) -> None:
+        cell, name = key
+        try:
+            async with self._slots:
+                await self._write(cell, name, uid, status)
+        except Exception as exc:  # the API is away: keep the newest and try again
+            log.warning("drone %s/%s: status not written: %s", cell, name, exc)
+            self._pending.setdefault(key, (uid, status))
+            await asyncio.sleep(1.0)
+        finally:
+            self._busy.discard(key)
+            if key in self._pending:
+                self._wake.set()
 
     async def _write(self, cell: str, name: str, uid: str, status: Obj) -> None:
-        for _ in range(10):
-            try:
-                drone = await self._get(cell, name)
-            except NotFound:
-                return
-            if drone["metadata"].get("uid") != uid:
-                return
+        key = (cell, name)
+        for attempt in range(10):
+            drone = self._known.get(key) if attempt == 0 else None
+            if drone is None or drone["metadata"].get("uid") != uid:
+                try:
+                    drone = await self._get(cell, name)
+                except NotFound:
+                    self.forget(cell, name)
+                    return
+                if drone["metadata"].get("uid") != uid:
+                    return
+                self.seen(drone)
             current = dict(drone.get("status") or {})
             merged = {k: v for k, v in current.items() if k not in NODE_STATUS_KEYS}
             merged.update(status)
@@ -290,14 +340,29 @@ class StatusWriter:
             merged["conditions"] = _with_ready(current.get("conditions") or [], status)
             if merged == current:
                 return
-            drone["status"] = merged
+            body = {**drone, "status": merged}
             try:
-                await self._put(drone)
-                return
+                written = await self._put(body)
             except Conflict:
                 continue
             except NotFound:
+                self.forget(cell, name)
                 return
+            self.seen(written)
+            return
+
+
+def _newer(drone: Obj, than: Obj | None) -> bool:
+    """Whether ``drone`` is a later version than ``than`` (resourceVersions of this store are
+    increasing integers; anything else counts as newer, the safe side: a stale base only costs
+    a conflict and a GET)."""
+    if than is None:
+        return True
+    new = str((drone.get("metadata") or {}).get("resourceVersion") or "")
+    old = str((than.get("metadata") or {}).get("resourceVersion") or "")
+    if new.isdigit() and old.isdigit():
+        return int(new) >= int(old)
+    return True
 
 
 def _with_ready(conditions: list[Obj], status: Obj) -> list[Obj]:

@@ -141,6 +141,7 @@ class _Drone:
     leave_at: float | None = None
     task: asyncio.Task[None] | None = None
     gone: bool = False
+    retrack: bool = False
 
 
 class LogShipper:
@@ -165,8 +166,11 @@ class LogShipper:
         """Follow this drone's log (``created``: its creationTimestamp, where a first follow
         starts)."""
         found = self._drones.get(uid)
-        if found is not None:
+        if found is not None and not found.stop.is_set():
             found.leave_at = None
+            return
+        if found is not None:  # back while its old follower drains: a new one takes over
+            found.retrack = True
             return
         self._drones[uid] = _Drone(uid, cell, name, parse_rfc3339(created))
         self._wake.set()
@@ -201,7 +205,10 @@ class LogShipper:
                             next_check = wait if next_check is None else min(next_check, wait)
                     if d.task.done():
                         del self._drones[uid]
-                        if d.gone or d.leave_at is not None:
+                        if d.retrack and not d.gone:
+                            self._drones[uid] = _Drone(uid, d.cell, d.name, d.start)
+                            self._wake.set()
+                        elif d.gone or d.leave_at is not None:
                             self._cursor_path(d).unlink(missing_ok=True)
                         if not d.task.cancelled() and d.task.exception() is not None:
                             log.error("log shipping of %s/%s failed: %r", d.cell, d.name,

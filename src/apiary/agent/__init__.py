@@ -24,6 +24,7 @@ and writes lines is an agent.
 
 from __future__ import annotations
 
+from apiary.agent.comb import Comb, CombError
 from apiary.agent.runtime import Context, handle, run, wants_context
 from apiary.waggle.message import Message
 
@@ -59,4 +60,14 @@ def agent(handler: Handler) -> Agent:
     return Agent(handler)
 
 
-__all__ = ["Agent", "Context", "Message", "agent", "handle", "run", "wants_context"]
+__all__ = [
+    "Agent",
+    "Comb",
+    "CombError",
+    "Context",
+    "Message",
+    "agent",
+    "handle",
+    "run",
+    "wants_context",
+]

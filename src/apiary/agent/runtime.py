@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
     from typing import IO, Any
 
+    from apiary.agent.comb import Comb
+
     Handler = Callable[..., Any]
 
 _encode = JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
@@ -85,6 +87,13 @@ class Context:
     def keeper_url(self) -> str | None:
         """The keeper's local HTTP endpoint (Comb memory, LLM gateway), if the node offers one."""
         return os.environ.get("APIARY_KEEPER_URL")
+
+    @property
+    def comb(self) -> Comb:
+        """This message's session memory and the cell's long-term memory (see apiary.agent.comb)."""
+        from apiary.agent.comb import Comb
+
+        return Comb.for_message(self.message)
 
     def _push(self, out: Message) -> None:
         m = self.message

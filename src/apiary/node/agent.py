@@ -30,6 +30,7 @@ import psutil
 from apiary.bus import Bus
 from apiary.client import AsyncApiClient
 from apiary.errors import ApiaryError, Conflict, NotFound
+from apiary.node.keeperhttp import KeeperHttpServer
 from apiary.node.logship import LogShipper, ShipperSettings
 from apiary.node.orphans import reap_orphans
 from apiary.node.runner import DroneRunner, RunnerSettings, StatusWriter, rfc3339
@@ -100,6 +101,10 @@ class NodeAgent:
             self._get_drone, client.update_status, node_name=settings.name
         )
         self.registered = asyncio.Event()
+        self.keeper_http = KeeperHttpServer(
+            client, allowed=lambda cell, drone: self.find(cell, drone) is not None
+        )
+        """Agents' local HTTP endpoint (Comb memory): one per node, in every drone's env."""
         state = self.runner_settings.state_dir
         self.log_shipper = LogShipper(
             self._post_logs,
@@ -125,6 +130,7 @@ class NodeAgent:
                 rec.cell,
                 rec.drone,
             )
+        await self.keeper_http.start()
         tasks = [
             asyncio.create_task(self._heartbeat_forever(), name="node:heartbeat"),
             asyncio.create_task(self._sync_forever(), name="node:drones"),
@@ -142,6 +148,7 @@ class NodeAgent:
                 task.cancel()
             await asyncio.gather(*tasks, stopper, return_exceptions=True)
             await self.stop_all()
+            await self.keeper_http.stop()
 
     async def stop_all(self) -> None:
         """Stop every drone process (graceful) — on shutdown."""
@@ -294,7 +301,11 @@ class NodeAgent:
             settings=self.runner_settings,
             read_secret=read_secret,
             on_status=self._drone_status,
-            extra_env={"APIARY_NODE": self.settings.name, "APIARY_SERVER": self.client.server},
+            extra_env={
+                "APIARY_NODE": self.settings.name,
+                "APIARY_SERVER": self.client.server,
+                **self.keeper_http.drone_env(cell, name),
+            },
         )
         self.runners[runner.uid] = runner
         runner.start()

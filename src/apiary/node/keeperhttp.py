@@ -1,0 +1,276 @@
+"""The node's local HTTP server for agents: Comb memory now, the LLM gateway later.
+
+One server per node agent on ``127.0.0.1:<ephemeral>``. Each drone gets, in its environment,
+``APIARY_KEEPER_URL=http://127.0.0.1:PORT/drones/<cell>/<drone>`` and ``APIARY_KEEPER_TOKEN``,
+an HMAC of ``<cell>/<drone>`` under a key that lives only in this process: the server recomputes
+it to check a caller, so no table of tokens is kept, a token is good for its own drone's paths
+only, and a restarted node agent invalidates every old token. A drone that no longer runs here
+is refused too (``allowed``).
+
+Requests are forwarded to the control plane's API with the node's own client — the node talks to
+the control plane over HTTP only — under the drone's cell:
+
+    /drones/{cell}/{drone}/comb/{s}[/{key}[/incr]]  →  /api/v1/cells/{cell}/sessions/{s}/comb…
+    /drones/{cell}/{drone}/lists/{s}/{name}         →  /api/v1/cells/{cell}/sessions/{s}/lists/…
+    /drones/{cell}/{drone}/memory[/search|/{id}]    →  /api/v1/cells/{cell}/memory…
+
+A later feature adds routes with :meth:`KeeperHttpServer.add_routes` (e.g.
+``/drones/{cell}/{drone}/v1/chat/completions``) and checks callers with
+:meth:`KeeperHttpServer.authenticate`, on the same server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import logging
+import secrets
+import socket
+from collections.abc import Callable, Sequence
+from typing import Any
+from urllib.parse import quote
+
+import orjson
+import uvicorn
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from apiary.client import AsyncApiClient
+from apiary.errors import ApiaryError, BadRequest, Forbidden, PayloadTooLarge, Unauthorized
+
+log = logging.getLogger("apiary.node")
+
+Allowed = Callable[[str, str], bool]
+PREFIX = "/drones/{cell}/{drone}"
+
+
+def _json(body: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+
+
+def _error(exc: ApiaryError) -> Response:
+    return _json(exc.as_dict(), exc.status)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Unknown paths and wrong methods answer JSON like the API, not Starlette's plain text."""
+    assert isinstance(exc, HTTPException)
+    reason = {404: "NotFound", 405: "MethodNotAllowed"}.get(exc.status_code, "Error")
+    message = {404: "no such keeper route", 405: "method not allowed on this route"}.get(
+        exc.status_code, str(exc.detail)
+    )
+    return _json({"code": exc.status_code, "reason": reason, "message": message}, exc.status_code)
+
+
+def _q(part: str) -> str:
+    return quote(part, safe="")
+
+
+class KeeperHttpServer:
+    """Serves the drones of one node; :meth:`start` before the drones, :meth:`stop` after."""
+
+    def __init__(
+        self,
+        client: AsyncApiClient,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        allowed: Allowed | None = None,
+        max_body_bytes: int = 1 << 20,
+    ) -> None:
+        self.client = client
+        self.host = host
+        self.port = port
+        self.allowed = allowed
+        self.max_body_bytes = max_body_bytes
+        self._key = secrets.token_bytes(32)
+        self._routes: list[BaseRoute] = [
+            Route("/healthz", self._healthz, methods=["GET"]),
+            *self._comb_routes(),
+        ]
+        self._server: uvicorn.Server | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._sock: socket.socket | None = None
+
+    # ------------------------------------------------------------------------ identity
+
+    def token_for(self, cell: str, drone: str) -> str:
+        return hmac.new(self._key, f"{cell}/{drone}".encode(), hashlib.sha256).hexdigest()
+
+    @property
+    def url(self) -> str:
+        if self._sock is None:
+            raise RuntimeError("the keeper HTTP server is not started")
+        return f"http://{self.host}:{self.port}"
+
+    def drone_env(self, cell: str, drone: str) -> dict[str, str]:
+        """What a drone needs in its environment to reach this server ({} before it runs)."""
+        if self._sock is None:
+            return {}
+        return {
+            "APIARY_KEEPER_URL": f"{self.url}/drones/{_q(cell)}/{_q(drone)}",
+            "APIARY_KEEPER_TOKEN": self.token_for(cell, drone),
+        }
+
+    def authenticate(self, request: Request) -> tuple[str, str]:
+        """(cell, drone) of the path, if the bearer token is that drone's and it runs here."""
+        cell, drone = request.path_params["cell"], request.path_params["drone"]
+        header = request.headers.get("authorization") or ""
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Unauthorized("send 'Authorization: Bearer $APIARY_KEEPER_TOKEN'")
+        if not hmac.compare_digest(token.strip().encode(), self.token_for(cell, drone).encode()):
+            raise Unauthorized(f"the token is not drone {cell}/{drone}'s")
+        if self.allowed is not None and not self.allowed(cell, drone):
+            raise Forbidden(f"drone {cell}/{drone} does not run on this node")
+        return cell, drone
+
+    # ------------------------------------------------------------------------ serving
+
+    def add_routes(self, routes: Sequence[BaseRoute]) -> None:
+        """More routes on the same server (before :meth:`start`)."""
+        if self._server is not None:
+            raise RuntimeError("add routes before the keeper HTTP server starts")
+        self._routes.extend(routes)
+
+    async def start(self) -> None:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.host, self.port))
+        sock.listen(512)
+        sock.setblocking(False)
+        self._sock = sock
+        self.port = int(sock.getsockname()[1])
+        app = Starlette(routes=self._routes, exception_handlers={HTTPException: _http_error})
+        config = uvicorn.Config(
+            app,
+            lifespan="off",
+            access_log=False,
+            log_config=None,
+            http="httptools",
+            timeout_graceful_shutdown=1,
+            server_header=False,
+        )
+        server = uvicorn.Server(config)
+        self._server = server
+        self._task = asyncio.create_task(server._serve(sockets=[sock]), name="keeper-http")
+        while not server.started:
+            if self._task.done():
+                self._task.result()
+                raise RuntimeError("the keeper HTTP server stopped during startup")
+            await asyncio.sleep(0.002)
+        log.info("keeper HTTP server for agents on %s", self.url)
+
+    async def stop(self) -> None:
+        server, task, sock = self._server, self._task, self._sock
+        self._server = self._task = None
+        if server is not None:
+            server.should_exit = True
+        if task is not None:
+            try:
+                await asyncio.wait_for(task, 5)
+            except (TimeoutError, asyncio.CancelledError):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            except Exception:  # shutting down: a server error is only worth a log line
+                log.exception("keeper HTTP server failed while stopping")
+        if sock is not None:
+            sock.close()
+            self._sock = None
+
+    async def __aenter__(self) -> KeeperHttpServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # ------------------------------------------------------------------------ handlers
+
+    async def _healthz(self, request: Request) -> Response:
+        return _json({"status": "ok"})
+
+    async def _body(self, request: Request) -> Any:
+        raw = b""
+        async for chunk in request.stream():
+            raw += chunk
+            if len(raw) > self.max_body_bytes:
+                raise PayloadTooLarge(
+                    f"request body is over the limit of {self.max_body_bytes} bytes"
+                )
+        if not raw.strip():
+            return None
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise BadRequest(f"malformed JSON body: {exc}") from None
+
+    def _forwarder(self, api_path: Callable[[str, dict[str, str]], str]) -> Any:
+        """A handler that authenticates, then replays the request on ``api_path`` of the API."""
+
+        async def handle(request: Request) -> Response:
+            try:
+                cell, _ = self.authenticate(request)
+                body = await self._body(request) if request.method in ("PUT", "POST") else None
+                answer = await self.client.request(
+                    request.method,
+                    api_path(cell, dict(request.path_params)),
+                    params=dict(request.query_params) or None,
+                    json_body=body,
+                )
+            except ApiaryError as exc:
+                return _error(exc)
+            return _json(answer.body, answer.status)
+
+        return handle
+
+    def _comb_routes(self) -> list[BaseRoute]:
+        def session(cell: str, p: dict[str, str]) -> str:
+            return f"/api/v1/cells/{_q(cell)}/sessions/{_q(p['session'])}"
+
+        def memory(cell: str, _: dict[str, str]) -> str:
+            return f"/api/v1/cells/{_q(cell)}/memory"
+
+        forward = self._forwarder
+        return [
+            Route(
+                PREFIX + "/comb/{session}",
+                forward(lambda c, p: session(c, p) + "/comb"),
+                methods=["GET", "DELETE"],
+            ),
+            Route(
+                PREFIX + "/comb/{session}/{key}",
+                forward(lambda c, p: session(c, p) + "/comb/" + _q(p["key"])),
+                methods=["GET", "PUT", "DELETE"],
+            ),
+            Route(
+                PREFIX + "/comb/{session}/{key}/incr",
+                forward(lambda c, p: session(c, p) + "/comb/" + _q(p["key"]) + "/incr"),
+                methods=["POST"],
+            ),
+            Route(
+                PREFIX + "/lists/{session}/{name}",
+                forward(lambda c, p: session(c, p) + "/lists/" + _q(p["name"])),
+                methods=["GET", "POST"],
+            ),
+            Route(PREFIX + "/memory", forward(memory), methods=["POST"]),
+            Route(
+                PREFIX + "/memory/search",
+                forward(lambda c, p: memory(c, p) + "/search"),
+                methods=["GET"],
+            ),
+            Route(
+                PREFIX + "/memory/{id}",
+                forward(lambda c, p: memory(c, p) + "/" + _q(p["id"])),
+                methods=["DELETE"],
+            ),
+        ]
+
+
+__all__ = ["KeeperHttpServer"]

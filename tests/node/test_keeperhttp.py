@@ -1,0 +1,187 @@
+"""The keeper's local HTTP server for agents, against a real API on loopback.
+
+First the server alone (tokens, forwarding, errors), then the whole path: a real node agent runs a
+small SDK agent process that increments a Comb counter through ``ctx.comb``; the API shows it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import sys
+import textwrap
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+
+from apiary.api import create_app
+from apiary.client import AsyncApiClient
+from apiary.comb import open_comb
+from apiary.controllers import QueenSettings, run_controllers
+from apiary.node.agent import NodeAgent, NodeSettings
+from apiary.node.keeperhttp import KeeperHttpServer
+from apiary.node.runner import RunnerSettings
+from apiary.store import Store, open_store
+from apiary.waggle import Message
+
+TOKEN = "test-token"
+
+
+@dataclass
+class Api:
+    store: Store
+    client: AsyncApiClient
+    url: str
+
+
+@contextlib.asynccontextmanager
+async def running_api(cell: str) -> AsyncIterator[Api]:
+    store = open_store("memory://")
+    comb = open_comb("memory://")
+    async with store, comb:
+        app = create_app(store, TOKEN, comb=comb)
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(128)
+        port = sock.getsockname()[1]
+        server = uvicorn.Server(
+            uvicorn.Config(app, lifespan="off", log_config=None, access_log=False)
+        )
+        serving = asyncio.create_task(server._serve(sockets=[sock]))
+        while not server.started:
+            await asyncio.sleep(0.005)
+        client = AsyncApiClient(f"http://127.0.0.1:{port}", TOKEN, cell)
+        try:
+            yield Api(store, client, f"http://127.0.0.1:{port}")
+        finally:
+            server.should_exit = True
+            await asyncio.wait_for(serving, 5)
+            await client.aclose()
+            sock.close()
+
+
+def session(cell: str, name: str) -> dict[str, Any]:
+    return {"apiVersion": "apiary.io/v1", "kind": "Session",
+            "metadata": {"name": name, "namespace": cell}, "spec": {"hiveRef": "h"}}  # fmt: skip
+
+
+async def test_tokens_paths_and_forwarding(cell: str) -> None:
+    async with running_api(cell) as api:
+        await api.client.create(session(cell, "s1"))
+        running = {(cell, "d1")}
+        keeper = KeeperHttpServer(api.client, allowed=lambda c, d: (c, d) in running)
+        async with keeper:
+            env = keeper.drone_env(cell, "d1")
+            base = env["APIARY_KEEPER_URL"]
+            assert base == f"{keeper.url}/drones/{cell}/d1"
+            auth = {"Authorization": f"Bearer {env['APIARY_KEEPER_TOKEN']}"}
+            async with httpx.AsyncClient(headers=auth) as c:
+                r = await c.post(f"{base}/comb/s1/hits/incr", json={"by": 2})
+                assert r.json() == {"key": "hits", "value": 2}
+                assert (await c.post(f"{base}/comb/s1/hits/incr")).json()["value"] == 3
+                r = await c.put(f"{base}/comb/s1/note", json={"value": [1, "two"]})
+                assert r.status_code == 200
+                assert (await c.get(f"{base}/comb/s1?pattern=*")).json()["keys"] == ["hits", "note"]
+                r = await c.post(f"{base}/lists/s1/conversation", json={"item": "hi"})
+                assert r.json()["length"] == 1
+                r = await c.post(f"{base}/memory", json={"text": "likes tea"})
+                assert r.status_code == 201
+                r = await c.get(f"{base}/memory/search", params={"q": "tea"})
+                assert [i["text"] for i in r.json()["items"]] == ["likes tea"]
+                # errors come back as the API's JSON
+                r = await c.get(f"{base}/comb/nope/k")
+                assert r.status_code == 404 and "Session 'nope'" in r.json()["message"]
+                r = await c.put(f"{base}/comb/s1/k", content=b"{not json")
+                assert r.status_code == 400 and "malformed JSON" in r.json()["message"]
+                r = await c.get(f"{keeper.url}/drones/{cell}/d1/nowhere")
+                assert r.status_code == 404 and r.json()["reason"] == "NotFound"
+                # another drone's path with this token, no token, a drone not running here
+                r = await c.get(f"{keeper.url}/drones/{cell}/d2/comb/s1")
+                assert r.status_code == 401
+            async with httpx.AsyncClient() as c:
+                r = await c.get(f"{base}/comb/s1")
+                assert r.status_code == 401 and "Bearer" in r.json()["message"]
+                running.clear()
+                r = await c.get(f"{base}/comb/s1", headers=auth)
+                assert r.status_code == 403 and "does not run on this node" in r.json()["message"]
+        # the API has what the drone wrote
+        r = await api.client.request("GET", f"/api/v1/cells/{cell}/sessions/s1/comb/hits")
+        assert r.body["value"] == 3
+    assert keeper.drone_env(cell, "d1") == {}
+
+
+AGENT = textwrap.dedent(
+    """
+    from apiary.agent import agent
+
+    @agent
+    def count(msg, ctx):
+        n = ctx.comb.incr("counter", msg.payload["by"])
+        ctx.comb.append("conversation", msg.payload)
+        return {"counter": n, "seen": ctx.comb.get("counter"), "missing": ctx.comb.get("x", "-")}
+
+    count.run()
+    """
+)
+
+
+async def test_an_sdk_agent_increments_a_counter_the_api_shows(cell: str, tmp_path: Path) -> None:
+    async with running_api(cell) as api:
+        stop = asyncio.Event()
+        queen = asyncio.create_task(run_controllers(api.store, QueenSettings(), stop))
+        state = str(tmp_path / "node")
+        node = NodeAgent(
+            api.client,
+            NodeSettings(
+                name="node-k",
+                state_dir=state,
+                heartbeat_seconds=0.5,
+                runner=RunnerSettings(state_dir=state, grace_period_seconds=2.0),
+            ),
+        )
+        node_task = asyncio.create_task(node.run(stop))
+        try:
+            await api.client.create(session(cell, "chat"))
+            await api.client.apply(
+                {"apiVersion": "apiary.io/v1", "kind": "AgentSpec",
+                 "metadata": {"name": "counter", "namespace": cell},
+                 "spec": {"runtime": {"command": [sys.executable, "-c", AGENT]},
+                          "interface": {"type": "stdin"},
+                          "resources": {"requests": {"cpu": 100, "memory": 16_000_000}}}}
+            )  # fmt: skip
+            await api.client.apply(
+                {"apiVersion": "apiary.io/v1", "kind": "Hive",
+                 "metadata": {"name": "h", "namespace": cell},
+                 "spec": {"pattern": "pipeline",
+                          "stages": [{"name": "count", "agentRef": "counter", "replicas": 1}]}}
+            )  # fmt: skip
+            deadline = time.monotonic() + 15
+            while True:
+                drones = (await api.client.list("Drone", cell))["items"]
+                if drones and (drones[0].get("status") or {}).get("ready"):
+                    break
+                if time.monotonic() > deadline:
+                    pytest.fail(f"the drone never became ready: {drones}")
+                await asyncio.sleep(0.02)
+            runner = node.find(cell, drones[0]["metadata"]["name"])
+            assert runner is not None
+            for by, expected in ((1, 1), (41, 42)):
+                out = await runner.keeper.deliver(
+                    Message({"by": by}, "task", session_id="chat"), timeout=10
+                )
+                assert out[-1].payload == {"counter": expected, "seen": expected, "missing": "-"}
+            r = await api.client.request("GET", f"/api/v1/cells/{cell}/sessions/chat/comb/counter")
+            assert r.body["value"] == 42
+            path = f"/api/v1/cells/{cell}/sessions/chat/lists/conversation"
+            assert (await api.client.request("GET", path)).body["items"] == [{"by": 1}, {"by": 41}]
+            await api.client.delete("Hive", "h")
+        finally:
+            stop.set()
+            await asyncio.wait_for(asyncio.gather(node_task, queen, return_exceptions=True), 15)

@@ -23,6 +23,7 @@ from apiary.api.logs import LogStore, logs_routes
 from apiary.api.middleware import PRINCIPAL_KEY, ApiMiddleware
 from apiary.api.responses import JSON, error_body, error_response, json_response
 from apiary.api.scale import scale_routes
+from apiary.api.sessions import session_routes
 from apiary.api.state import ApiConfig, ApiState
 from apiary.comb import Comb
 from apiary.errors import ApiaryError, Unavailable
@@ -81,6 +82,7 @@ def create_app(
     app.include_router(_system_routes())
     app.include_router(logs_routes())
     app.include_router(scale_routes())
+    app.include_router(session_routes())  # before the generic routes: it overrides two
     app.include_router(comb_routes())  # before the generic routes: /cells/{c}/memory
     app.include_router(_object_routes())
     return app

@@ -1,10 +1,12 @@
 """The router: inputs from the API and outcomes from the drones in, dispatches to the drones out.
 
-Each step is: load the session's state from the journal, run the pattern engine, commit the new
-state with every entry the step produced (outputs are recorded here, before anything is
-forwarded), then publish the dispatches, then ack. A version conflict means another replica (or a
-concurrent outcome of the same session) committed first: load again and redo the step — the
-engine is deterministic, so ids repeat and nothing is written twice. See docs/sessions.md.
+Each step is: load the session's state from the journal, decide (pattern engine + the router's
+own policy: retries, approvals, dead letters — :mod:`apiary.router.plan`), commit the new state
+with every entry the step produced (outputs are recorded here, before anything is forwarded),
+then publish the dispatches, then ack. A version conflict means another replica (or a concurrent
+outcome of the same session) committed first: load again and redo the step — the engine is
+deterministic, so ids repeat and nothing is written twice. See docs/sessions.md and
+docs/guardrails.md.
 """
 
 from __future__ import annotations
@@ -13,13 +15,29 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+import orjson
+
 from apiary.bus import Bus, Delivery, Publish, Subscription
-from apiary.errors import Conflict, Unavailable
+from apiary.errors import AlreadyExists, Conflict, NotFound, Unavailable
 from apiary.journal import Entry, Journal
 from apiary.patterns import Engine, Step
+from apiary.router.plan import (
+    APPROVAL,
+    DEAD,
+    DeadLetter,
+    Plan,
+    Send,
+    agent_error,
+    held_for,
+    hold_approvals,
+    join,
+    note,
+    split,
+)
+from apiary.router.policy import NOT_RETRIED, HivePolicy, topic_subject
 from apiary.router.sessions import SessionDirectory, SessionInfo
 from apiary.waggle import Message
 from apiary.waggle.envelope import (
@@ -34,6 +52,7 @@ from apiary.waggle.envelope import (
 log = logging.getLogger("apiary.router")
 
 MAX_ATTEMPTS = 100
+Obj = dict[str, Any]
 
 
 class Router:
@@ -50,7 +69,6 @@ class Router:
         sweep_age: float = 300.0,
         sweep_interval: float = 30.0,
         clock: Callable[[], float] = time.time,
-        outcomes: str = OUTCOMES,
     ) -> None:
         self.journal = journal
         self.bus = bus
@@ -60,19 +78,20 @@ class Router:
         self.sweep_age = sweep_age
         self.sweep_interval = sweep_interval
         self.clock = clock
-        self.outcomes = outcomes
-        """The outcome subjects this router takes: every cell's by default; a narrower filter
-        (``apiary.<cell>.*.out``) lets it live on a JetStream stream that covers one cell only."""
         self._sub: Subscription | None = None
-        self.on_settled: Callable[[SessionInfo, Step], None] | None = None
-        """Called after a step that produced finals or a failure (session status updates)."""
+        self._timers: set[asyncio.TimerHandle] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.on_status: Callable[[SessionInfo, Obj], None] | None = None
+        """Called after a commit whose plan changes the Session's status (output, phase...)."""
+        self.on_dead_letter: Callable[[SessionInfo, DeadLetter], Awaitable[None]] | None = None
+        """Extra work when a dispatch is dead-lettered (webhooks, metrics)."""
 
     # ---------------------------------------------------------------------------- lifecycle
 
     async def run(self, stop: asyncio.Event) -> None:
         """Take outcomes until ``stop``; republish what a crash may have lost, then sweep."""
         self._sub = await self.bus.subscribe(
-            self.outcomes, ROUTER_GROUP, self._on_outcome, max_in_flight=self.max_in_flight
+            OUTCOMES, ROUTER_GROUP, self._on_outcome, max_in_flight=self.max_in_flight
         )
         try:
             if self.sweep_on_start:
@@ -83,10 +102,13 @@ class Router:
                 if not stop.is_set():
                     await self.sweep(older_than=self.clock() - self.sweep_age)
         finally:
+            for timer in self._timers:
+                timer.cancel()
             await self._sub.drain()
 
     async def sweep(self, older_than: float) -> int:
-        """Publish again every dispatch that has no outcome and is older than ``older_than``.
+        """Publish again every dispatch that has no outcome, is older than ``older_than`` and is
+        not held (approval, dead letter) — at its current attempt.
 
         After a crash of an embedded apiaryd the in-process bus lost what it held; the journal did
         not. Republishing is harmless: ids are the same, duplicates are dropped by the router."""
@@ -96,17 +118,21 @@ class Router:
             fresh = [e for e in entries if e.created <= older_than]
             if not fresh:
                 return count
+            states: dict[str, Obj] = {}
             items = []
             for e in fresh:
                 info = await self.sessions.get_by_key(e.session)
                 if info is None:
                     continue
-                d = Dispatch(e.id, e.session, info.hive, e.stage or "", e.message,
-                             info.timeout_for(e.stage))  # fmt: skip
-                items.append(
-                    Publish(stage_subject(info.cell, info.hive, d.stage), d.encode(), d.dispatch)
-                )
-            await self.bus.publish_many(items)
+                if e.session not in states:
+                    states[e.session] = split((await self.journal.load(e.session)).state)[1]
+                mine = states[e.session]
+                if e.id in mine["held"]:
+                    continue
+                send = Send(e.id, e.stage or "", e.message, int(mine["attempts"].get(e.id, 0)))
+                items.append(self._publication(info, send))
+            if items:
+                await self.bus.publish_many(items)
             count += len(items)
             if len(entries) < 1000:
                 return count
@@ -123,11 +149,15 @@ class Router:
         message.session_id = info.key
         if await self.journal.get(info.key, message.id) is not None:
             return message
-        engine = await self.sessions.engine(info)
+        engine, policy = await self.sessions.hive(info)
         entry = Entry(info.key, message.id, "input", message.to_dict())
-        step = await self._commit(info, lambda st: engine.on_input(st, message), [entry])
-        if step is not None:
-            await self._publish(info, step)
+
+        def plan(state: Obj) -> Plan:
+            es, mine = split(state)
+            step = engine.on_input(es, message)
+            return self._after_engine(info, policy, step, mine, [entry])
+
+        await self._run(info, plan)
         return message
 
     # ---------------------------------------------------------------------------- outcomes
@@ -146,47 +176,270 @@ class Router:
         await self.handle_outcome(info, outcome)
         await delivery.ack()
 
-    async def handle_outcome(self, info: SessionInfo, outcome: Outcome) -> Step | None:
-        engine = await self.sessions.engine(info)
+    async def handle_outcome(self, info: SessionInfo, outcome: Outcome) -> Plan | None:
+        engine, policy = await self.sessions.hive(info)
         outputs = [Message.from_dict(o, default_type="result") for o in outcome.outputs]
+        error = outcome.error or agent_error(outputs)
+        budget_error = await self._over_budget(info, policy, outputs, outcome)
+        d = outcome.dispatch
+        original: Obj = {}
+        if error is not None:  # a retry or a dead letter needs the message that failed
+            sent = await self.journal.get(info.key, d)
+            original = sent.message if sent is not None else {}
 
-        def step(state: dict[str, Any]) -> Step | None:
-            if outcome.dispatch not in engine.open_dispatches(state):
+        def plan(state: Obj) -> Plan | None:
+            es, mine = split(state)
+            if d not in engine.open_dispatches(es):
                 return None  # a duplicate: this dispatch was answered already
-            return engine.on_outcome(state, outcome.dispatch, outcome.stage, outputs, outcome.error)
+            attempt = int(mine["attempts"].get(d, 0))
+            if error is not None and (outcome.attempt < attempt or d in mine["held"]):
+                return None  # a late failure of an attempt already superseded
+            if error is not None and error[0] not in NOT_RETRIED and budget_error is None:
+                return self._retry_or_dead_letter(
+                    info, policy, es, mine, outcome, error, attempt, original
+                )
+            mine["attempts"].pop(d, None)
+            mine["held"].pop(d, None)
+            step = engine.on_outcome(es, d, outcome.stage, outputs, budget_error or error)
+            return self._after_engine(info, policy, step, mine, [], outcome)
 
-        done = await self._commit(info, step, [], outcome)
-        if done is not None:
-            await self._publish(info, done)
-        return done
+        return await self._run(info, plan)
+
+    def _retry_or_dead_letter(
+        self, info: SessionInfo, policy: HivePolicy, es: Obj, mine: Obj, outcome: Outcome,
+        error: tuple[str, str], attempt: int, original: Obj,
+    ) -> Plan:  # fmt: skip
+        d, key = outcome.dispatch, info.key
+        failed = note(key, f"{d}#failed{attempt}", outcome.stage, d,
+                      {"reason": error[0], "message": error[1], "attempt": attempt,
+                       "drone": outcome.drone}, type="error")  # fmt: skip
+        failed.drone, failed.latency_ms = outcome.drone or None, outcome.latency_ms
+        if attempt < policy.retry.max_retries:
+            delay = policy.retry.delay(attempt)
+            mine["attempts"][d] = attempt + 1
+            send = Send(d, outcome.stage, original, attempt + 1, delay)
+            return Plan(join(es, mine), [failed], [send])
+        mine["held"][d] = {"reason": DEAD, "stage": outcome.stage, "error": list(error),
+                           "attempts": attempt + 1, "message": original}  # fmt: skip
+        dead = DeadLetter(d, outcome.stage, original, attempt + 1, error[0], error[1])
+        status = {"phase": "Failed", "reason": DEAD,
+                  "message": f"stage {outcome.stage}: {error[0]}: {error[1]} "
+                             f"after {attempt + 1} attempts; see apiaryctl dlq list"}  # fmt: skip
+        return Plan(join(es, mine), [failed], [], [dead], status)
+
+    def _after_engine(
+        self, info: SessionInfo, policy: HivePolicy, step: Step, mine: Obj,
+        extra: list[Entry], outcome: Outcome | None = None,
+    ) -> Plan:  # fmt: skip
+        send, notes, status = hold_approvals(step, mine, policy.approval_stages, info.key)
+        entries = [*extra, *self._entries(info, step, outcome), *notes]
+        if step.finals:
+            status["output"] = step.finals[-1].message.payload
+            if info.job:
+                status["phase"] = "Succeeded"
+        if step.failure is not None:
+            status["reason"], status["message"] = step.failure
+            if info.job:
+                status["phase"] = "Failed"
+        sends = [Send(d.id, d.stage, d.message.to_dict(), int(mine["attempts"].get(d.id, 0)))
+                 for d in send]  # fmt: skip
+        return Plan(join(step.state, mine), entries, sends, [], status, step)
+
+    async def _over_budget(
+        self, info: SessionInfo, policy: HivePolicy, outputs: list[Message], outcome: Outcome
+    ) -> tuple[str, str] | None:
+        budget = policy.session_token_budget
+        if budget is None:
+            return None
+        _, prompt, completion = await self.journal.usage(info.key)
+        used = prompt + completion + sum(o.usage.total for o in outputs if o.usage is not None)
+        used += sum(outcome.usage)
+        if used <= budget:
+            return None
+        return ("TokenBudgetExceeded",
+                f"the session used {used} tokens, over its budget of {budget}")  # fmt: skip
+
+    # ------------------------------------------------------------------- human decisions
+
+    async def approve(self, cell: str, session: str, stage: str | None = None) -> int:
+        """Release the dispatches held for approval (of ``stage``, or all); how many."""
+        info = await self.sessions.get(cell, session)
+
+        def plan(state: Obj) -> Plan | None:
+            es, mine = split(state)
+            held = held_for(mine, APPROVAL, stage)
+            if not held:
+                return None
+            sends = []
+            for d, h in held:
+                del mine["held"][d]
+                sends.append(Send(d, h["stage"], h.get("message") or {},
+                                  int(mine["attempts"].get(d, 0))))  # fmt: skip
+            notes = [note(info.key, f"{d}#approved", h["stage"], d, {"approved": h["stage"]})
+                     for d, h in held]  # fmt: skip
+            left = held_for(mine, APPROVAL)
+            status: Obj = (
+                {"phase": "Running", "pendingApproval": None}
+                if not left
+                else {"pendingApproval": ",".join(sorted({h["stage"] for _, h in left}))}
+            )
+            return Plan(join(es, mine), notes, sends, [], status)
+
+        done = await self._run(info, plan)
+        return len(done.send) if done is not None else 0
+
+    async def reject(self, cell: str, session: str, stage: str | None = None,
+                     reason: str = "rejected by a human") -> int:  # fmt: skip
+        """Fail the flows whose dispatches wait for approval (of ``stage``, or all)."""
+        return await self._fail_held(cell, session, APPROVAL, stage, ("Rejected", reason))
+
+    async def replay(self, cell: str, session: str, dispatch: str) -> bool:
+        """Put a dead-lettered dispatch back on the bus (a new attempt) — ``dlq replay``."""
+        info = await self.sessions.get(cell, session)
+
+        def plan(state: Obj) -> Plan | None:
+            es, mine = split(state)
+            held = mine["held"].get(dispatch)
+            if held is None or held.get("reason") != DEAD:
+                return None
+            del mine["held"][dispatch]
+            attempt = int(mine["attempts"].get(dispatch, 0)) + 1
+            mine["attempts"][dispatch] = attempt
+            send = Send(dispatch, held["stage"], held.get("message") or {}, attempt)
+            replayed = note(info.key, f"{dispatch}#replay{attempt}", held["stage"], dispatch,
+                            {"replayed": held["stage"], "attempt": attempt})  # fmt: skip
+            status = {"phase": "Running", "reason": None, "message": None}
+            return Plan(join(es, mine), [replayed], [send], [], status)
+
+        return await self._run(info, plan) is not None
+
+    async def purge(self, cell: str, session: str, dispatch: str) -> bool:
+        """Give a dead-lettered dispatch up: its flow fails for good — ``dlq purge``."""
+        n = await self._fail_held(
+            cell, session, DEAD, None, ("DeadLetterPurged", "the dead letter was purged"), dispatch
+        )
+        return n > 0
+
+    async def _fail_held(
+        self, cell: str, session: str, reason: str, stage: str | None,
+        error: tuple[str, str], only: str | None = None,
+    ) -> int:  # fmt: skip
+        info = await self.sessions.get(cell, session)
+        engine, policy = await self.sessions.hive(info)
+
+        def plan(state: Obj) -> Plan | None:
+            es, mine = split(state)
+            held = [(d, h) for d, h in held_for(mine, reason, stage) if only in (None, d)]
+            if not held:
+                return None
+            entries: list[Entry] = []
+            result: Plan | None = None
+            for d, h in held:
+                del mine["held"][d]
+                step = engine.on_outcome(es, d, h["stage"], [], error)
+                result = self._after_engine(info, policy, step, mine, entries)
+                es, mine = split(result.state)
+                entries = result.entries
+            assert result is not None
+            if not held_for(mine, APPROVAL):
+                result.status.setdefault("pendingApproval", None)
+            return result
+
+        done = await self._run(info, plan)
+        return 0 if done is None else len(done.entries)
 
     # ------------------------------------------------------------------------------ steps
 
-    async def _commit(
-        self,
-        info: SessionInfo,
-        make: Callable[[dict[str, Any]], Step | None],
-        extra: Sequence[Entry],
-        outcome: Outcome | None = None,
-    ) -> Step | None:
+    async def _run(self, info: SessionInfo, make: Callable[[Obj], Plan | None]) -> Plan | None:
+        """Plan → commit (retrying on conflicts) → side effects. None: nothing to do."""
         for _ in range(MAX_ATTEMPTS):
             current = await self.journal.load(info.key)
-            step = make(current.state)
-            if step is None:
+            plan = make(current.state)
+            if plan is None:
                 return None
-            entries = [*extra, *self._entries(info, step, outcome)]
             version = await self.journal.commit(
-                info.key, expect_version=current.version, state=step.state, entries=entries
+                info.key, expect_version=current.version, state=plan.state, entries=plan.entries
             )
             if version is not None:
-                if (step.finals or step.failure) and self.on_settled is not None:
-                    self.on_settled(info, step)
-                return step
+                await self._effects(info, plan)
+                return plan
         raise Conflict(f"session {info.key}: too many concurrent updates")
+
+    async def _effects(self, info: SessionInfo, plan: Plan) -> None:
+        if plan.status and self.on_status is not None:
+            self.on_status(info, plan.status)
+        now = [self._publication(info, s) for s in plan.send if s.delay <= 0]
+        for s in plan.send:
+            if s.delay > 0:
+                self._later(s.delay, self._publish_one(info, s))
+        for dead in plan.dead:
+            await self._file_dead_letter(info, dead)
+        if not now:
+            return
+        try:
+            await self.bus.publish_many(now)
+        except Exception as exc:  # journaled already: the sweep publishes them later
+            log.warning("session %s: publish failed, the sweep will retry: %s", info.key, exc)
+            raise Unavailable(f"the message bus is unavailable: {exc}") from exc
+
+    def _publication(self, info: SessionInfo, send: Send) -> Publish:
+        env = Dispatch(send.id, info.key, info.hive, send.stage, send.message,
+                       info.timeout_for(send.stage), send.attempt)  # fmt: skip
+        return Publish(stage_subject(info.cell, info.hive, send.stage), env.encode(), env.msg_id)
+
+    async def _publish_one(self, info: SessionInfo, send: Send) -> None:
+        try:
+            await self.bus.publish_many([self._publication(info, send)])
+        except Exception as exc:  # the sweep republishes open dispatches later
+            log.warning("session %s: retry publish failed: %s", info.key, exc)
+
+    def _later(self, delay: float, coro: Any) -> None:
+        loop = asyncio.get_running_loop()
+
+        def fire() -> None:
+            self._timers.discard(handle)
+            task = asyncio.ensure_future(coro)
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+        handle = loop.call_later(delay, fire)
+        self._timers.add(handle)
+
+    async def _file_dead_letter(self, info: SessionInfo, dead: DeadLetter) -> None:
+        """A durable DeadLetter object in the store, announced on the hive's dead-letter topic."""
+        _, policy = await self.sessions.hive(info)
+        body = {
+            "apiVersion": "apiary.io/v1", "kind": "DeadLetter",
+            "metadata": {"name": f"dl-{dead.dispatch}", "namespace": info.cell,
+                         "labels": {"apiary.io/hive": info.hive, "apiary.io/session": info.name}},
+            "spec": {"hive": info.hive, "session": info.name, "stage": dead.stage,
+                     "dispatch": dead.dispatch, "attempts": dead.attempts, "reason": dead.reason,
+                     "message": dead.detail, "original": dead.message,
+                     "topic": policy.dead_letter_topic},
+        }  # fmt: skip
+        try:
+            await self.sessions.store.create(body)
+        except AlreadyExists:  # the same dispatch died again after a replay: refresh it
+            with contextlib.suppress(NotFound, Conflict):
+                current = await self.sessions.store.get(
+                    "DeadLetter", info.cell, f"dl-{dead.dispatch}"
+                )
+                current["spec"] = body["spec"]
+                current["status"] = {}
+                await self.sessions.store.update(current)
+        with contextlib.suppress(Exception):  # an announcement; the DeadLetter object is the record
+            announce = Message(body["spec"], "event", metadata={"apiary.io/dead-letter": "true"})
+            await self.bus.publish(topic_subject(info.cell, policy.dead_letter_topic),
+                                   orjson.dumps(announce.to_dict()))  # fmt: skip
+        if self.on_dead_letter is not None:
+            await self.on_dead_letter(info, dead)
+        log.warning("session %s: stage %s dead-lettered after %d attempts: %s",
+                    info.key, dead.stage, dead.attempts, dead.reason)  # fmt: skip
 
     @staticmethod
     def _entries(info: SessionInfo, step: Step, outcome: Outcome | None) -> list[Entry]:
         out = []
+        gateway_usage = outcome.usage if outcome is not None else (0, 0)
         for r in step.records:
             msg = r.message
             entry = Entry(info.key, r.id, r.kind, msg.to_dict(), stage=r.stage, parent=r.parent)
@@ -196,27 +449,14 @@ class Router:
             if msg.usage is not None:
                 entry.prompt_tokens = msg.usage.prompt_tokens
                 entry.completion_tokens = msg.usage.completion_tokens
+            elif r.kind == "output" and gateway_usage != (0, 0):
+                entry.prompt_tokens, entry.completion_tokens = gateway_usage
+                gateway_usage = (0, 0)  # counted once, on the first output
             out.append(entry)
         for d in step.dispatches:
             out.append(Entry(info.key, d.id, "dispatch", d.message.to_dict(), stage=d.stage,
                              parent=d.parent))  # fmt: skip
         return out
-
-    async def _publish(self, info: SessionInfo, step: Step) -> None:
-        if not step.dispatches:
-            return
-        items = []
-        for d in step.dispatches:
-            env = Dispatch(d.id, info.key, info.hive, d.stage, d.message.to_dict(),
-                           info.timeout_for(d.stage))  # fmt: skip
-            items.append(
-                Publish(stage_subject(info.cell, info.hive, d.stage), env.encode(), env.msg_id)
-            )
-        try:
-            await self.bus.publish_many(items)
-        except Exception as exc:  # journaled already: the sweep publishes them later
-            log.warning("session %s: publish failed, the sweep will retry: %s", info.key, exc)
-            raise Unavailable(f"the message bus is unavailable: {exc}") from exc
 
 
 __all__ = ["Engine", "Router"]

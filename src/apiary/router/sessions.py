@@ -8,6 +8,7 @@ router within a second.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from typing import Any
 
 from apiary.errors import Conflict, NotFound
 from apiary.patterns import Engine
+from apiary.router.policy import HivePolicy
 from apiary.store import Store
 
 OPEN_PHASES = frozenset({"", "Pending", "Running", "WaitingForApproval"})
@@ -70,7 +72,7 @@ class SessionDirectory:
         self.ttl = ttl
         self.clock = clock
         self._sessions: dict[tuple[str, str], SessionInfo] = {}
-        self._engines: dict[tuple[str, str], tuple[float, str, Engine]] = {}
+        self._engines: dict[tuple[str, str], tuple[float, str, Engine, HivePolicy]] = {}
 
     async def get(self, cell: str, name: str) -> SessionInfo:
         """The session (NotFound when it does not exist)."""
@@ -102,10 +104,14 @@ class SessionDirectory:
 
     async def engine(self, info: SessionInfo) -> Engine:
         """The pattern engine of the session's hive (NotFound naming the hive if it is gone)."""
+        return (await self.hive(info))[0]
+
+    async def hive(self, info: SessionInfo) -> tuple[Engine, HivePolicy]:
+        """The session's hive: its pattern engine and its routing policy."""
         now = self.clock()
         cached = self._engines.get((info.cell, info.hive))
         if cached is not None and now - cached[0] < self.ttl:
-            return cached[2]
+            return cached[2], cached[3]
         try:
             hive = await self.store.get("Hive", info.cell, info.hive)
         except NotFound:
@@ -114,5 +120,13 @@ class SessionDirectory:
             ) from None
         rv = hive["metadata"]["resourceVersion"]
         engine = cached[2] if cached is not None and cached[1] == rv else Engine(hive)
-        self._engines[(info.cell, info.hive)] = (now, rv, engine)
-        return engine
+        agentspecs = {}
+        for ref in HivePolicy().agent_refs(hive):
+            with contextlib.suppress(NotFound):
+                agentspecs[ref] = await self.store.get("AgentSpec", info.cell, ref)
+        cell = None
+        with contextlib.suppress(NotFound):
+            cell = await self.store.get("Cell", "", info.cell)
+        policy = HivePolicy.build(hive, agentspecs, cell)
+        self._engines[(info.cell, info.hive)] = (now, rv, engine, policy)
+        return engine, policy

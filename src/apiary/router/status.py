@@ -1,8 +1,9 @@
-"""Session status from what the router settles: the output, token usage, and — for jobs — the end.
+"""Session status from what the router decides: output, phase, reason, approvals, token usage.
 
 Writing a Session object on every message would put a store write on the hot path; instead the
-router reports each step that produced a final output or a failure, and one task writes the newest
-state of each such session (coalesced), with counts and usage read from the journal.
+router reports the steps that change what a Session shows (a final output, a failure, a hold for
+approval, a dead letter, a resumption) as a patch, and one task writes the newest state of each
+such session (patches merged, writes coalesced), with counts and usage read from the journal.
 """
 
 from __future__ import annotations
@@ -13,11 +14,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from apiary.journal import Journal
-from apiary.patterns import Step
-from apiary.router.sessions import OPEN_PHASES, SessionInfo
+from apiary.router.sessions import SessionInfo
 from apiary.store import Store
 
 log = logging.getLogger("apiary.router")
+
+ENDED = frozenset({"Succeeded", "TimedOut", "Closed", "Failed"})
 
 
 def _now() -> str:
@@ -31,17 +33,11 @@ class SessionStatusWriter:
         self._pending: dict[str, tuple[SessionInfo, dict[str, Any]]] = {}
         self._task: asyncio.Task[None] | None = None
 
-    def settled(self, info: SessionInfo, step: Step) -> None:
-        """Router callback (sync): remember what to write, wake the writer."""
+    def update(self, info: SessionInfo, patch: dict[str, Any]) -> None:
+        """Router callback (sync): merge the patch into what is pending, wake the writer.
+        A ``None`` value removes the field."""
         change: dict[str, Any] = dict(self._pending.get(info.key, (info, {}))[1])
-        if step.finals:
-            change["output"] = step.finals[-1].message.payload
-            if info.job:
-                change["phase"] = "Succeeded"
-        if step.failure is not None:
-            change["reason"], change["message"] = step.failure
-            if info.job:
-                change["phase"] = "Failed"
+        change.update(patch)
         self._pending[info.key] = (info, change)
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._flush(), name="session-status")
@@ -62,9 +58,14 @@ class SessionStatusWriter:
             if obj["metadata"].get("uid") != info.uid:
                 return None
             status = dict(obj.get("status") or {})
-            if status.get("phase") not in OPEN_PHASES:
-                change.pop("phase", None)  # closed or expired meanwhile: keep that
-            status.update(change)
+            patch = dict(change)
+            if status.get("phase") in ENDED and status.get("reason") != "DeadLettered":
+                patch.pop("phase", None)  # closed, expired or done meanwhile: that stands
+            for k, v in patch.items():
+                if v is None:
+                    status.pop(k, None)
+                else:
+                    status[k] = v
             if status.get("phase") in ("Succeeded", "Failed"):
                 status.setdefault("completionTime", _now())
             status["messageCount"] = messages

@@ -108,7 +108,7 @@ class Daemon:
             # The in-process bus loses what it held in a crash; JetStream keeps it.
             sweep_on_start=s.messaging.bus_url.startswith("memory:"),
         )
-        router.on_settled = SessionStatusWriter(store, self.journal).settled
+        router.on_status = SessionStatusWriter(store, self.journal).update
         state.router, state.journal = router, self.journal
         self.supervisor.add("router", lambda: router.run(self.stopping))
         resolver = ReferenceResolver(

@@ -21,6 +21,7 @@ from typer.core import TyperGroup
 
 from apiary import errors
 from apiary.ctl import output
+from apiary.ctl.commands import comb as comb_commands
 from apiary.ctl.commands import logs as logs_command
 from apiary.ctl.commands import register_all
 from apiary.ctl.commands import scale as scale_command
@@ -167,6 +168,7 @@ def _globals(
 
 
 register_all(app)
+comb_commands.register(app)  # comb …, memory …
 logs_command.register(app)
 scale_command.register(app)
 

@@ -69,6 +69,7 @@ class Router:
         sweep_age: float = 300.0,
         sweep_interval: float = 30.0,
         clock: Callable[[], float] = time.time,
+        outcomes: str = OUTCOMES,
     ) -> None:
         self.journal = journal
         self.bus = bus
@@ -78,6 +79,9 @@ class Router:
         self.sweep_age = sweep_age
         self.sweep_interval = sweep_interval
         self.clock = clock
+        self.outcomes = outcomes
+        """The outcome subjects this router takes: every cell's by default; a narrower filter
+        (``apiary.<cell>.*.out``) lets it run on a JetStream stream that covers one cell only."""
         self._sub: Subscription | None = None
         self._timers: set[asyncio.TimerHandle] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -91,7 +95,7 @@ class Router:
     async def run(self, stop: asyncio.Event) -> None:
         """Take outcomes until ``stop``; republish what a crash may have lost, then sweep."""
         self._sub = await self.bus.subscribe(
-            OUTCOMES, ROUTER_GROUP, self._on_outcome, max_in_flight=self.max_in_flight
+            self.outcomes, ROUTER_GROUP, self._on_outcome, max_in_flight=self.max_in_flight
         )
         try:
             if self.sweep_on_start:

@@ -58,7 +58,8 @@ class PendingCommit:
     """A checked ``commit`` call, serialized and ready for a backend's writer.
 
     ``entries`` has duplicates within the call removed (the first of an id wins); ``messages``
-    are their messages as JSON text, index-aligned.
+    are their messages as JSON text and ``opens`` says which are dispatches not answered within
+    this same call (written open), both index-aligned.
     """
 
     session: str
@@ -66,6 +67,7 @@ class PendingCommit:
     state: str
     entries: list[Entry]
     messages: list[str]
+    opens: list[bool]
 
 
 @dataclass
@@ -94,6 +96,24 @@ class Plan:
     prompt_tokens: int = 0
     completion_tokens: int = 0
 
+    def take(self, entry: Entry, message: str, open_: bool) -> None:
+        """Append ``entry`` (new in the session) as the next seq."""
+        self.last_seq += 1
+        self.rows.append(Row(entry, self.last_seq, message, open_))
+        self.prompt_tokens += entry.prompt_tokens
+        self.completion_tokens += entry.completion_tokens
+
+    def finish(self) -> None:
+        """Work out ``close``: dispatches of earlier commits that the new entries answer."""
+        answered = {
+            r.entry.parent
+            for r in self.rows
+            if r.entry.kind in ANSWER_KINDS and r.entry.parent is not None
+        }
+        if answered:
+            here = {r.entry.id for r in self.rows if r.entry.kind == "dispatch"}
+            self.close = sorted(answered - here)
+
     def apply(self, created: float) -> None:
         for row in self.rows:
             row.entry.seq = row.seq
@@ -103,24 +123,10 @@ class Plan:
 def plan_commit(pending: PendingCommit, existing: Collection[str], last_seq: int) -> Plan:
     """Number the entries whose id is new in the session (gap-free after ``last_seq``)."""
     plan = Plan(last_seq=last_seq)
-    fresh = [
-        (e, m)
-        for e, m in zip(pending.entries, pending.messages, strict=True)
-        if e.id not in existing
-    ]
-    answered = {e.parent for e, _ in fresh if e.kind in ANSWER_KINDS and e.parent is not None}
-    here: set[str] = set()
-    for entry, message in fresh:
-        plan.last_seq += 1
-        is_dispatch = entry.kind == "dispatch"
-        if is_dispatch:
-            here.add(entry.id)
-        plan.rows.append(
-            Row(entry, plan.last_seq, message, is_dispatch and entry.id not in answered)
-        )
-        plan.prompt_tokens += entry.prompt_tokens
-        plan.completion_tokens += entry.completion_tokens
-    plan.close = sorted(answered - here)
+    for entry, message, open_ in zip(pending.entries, pending.messages, pending.opens, strict=True):
+        if entry.id not in existing:
+            plan.take(entry, message, open_)
+    plan.finish()
     return plan
 
 
@@ -189,7 +195,36 @@ def _check_optional_str(value: object, path: str) -> None:
         raise _invalid(path, "must be a non-empty string or null")
 
 
+def _optional_str_ok(value: object) -> bool:
+    return value is None or (type(value) is str and value != "")
+
+
+def _count_ok(value: object) -> bool:
+    return type(value) is int and value >= 0
+
+
+def _looks_right(e: Entry, session: str) -> bool:
+    """The common case in one expression (commit is on every message's path); ``_check_entry``
+    then only runs its field-by-field checks to explain a failure."""
+    latency = e.latency_ms
+    return (
+        e.session == session
+        and e.kind in KINDS
+        and type(e.id) is str
+        and 0 < len(e.id) <= MAX_ID_LENGTH
+        and type(e.message) is dict
+        and _optional_str_ok(e.stage)
+        and _optional_str_ok(e.parent)
+        and _optional_str_ok(e.drone)
+        and _count_ok(e.prompt_tokens)
+        and _count_ok(e.completion_tokens)
+        and (latency is None or (type(latency) in (int, float) and 0 <= latency < math.inf))
+    )
+
+
 def _check_entry(entry: object, session: str, path: str) -> Entry:
+    if type(entry) is Entry and _looks_right(entry, session):
+        return entry
     if not isinstance(entry, Entry):
         raise _invalid(path, f"must be an Entry, not {type(entry).__name__}")
     if entry.session != session:
@@ -220,6 +255,7 @@ def prepare_commit(
         raise BadRequest("entries: must be a sequence of Entry")
     kept: list[Entry] = []
     messages: list[str] = []
+    answered: set[str] = set()
     seen: set[str] = set()
     for i, raw in enumerate(entries):
         entry = _check_entry(raw, session, f"entries[{i}]")
@@ -228,7 +264,10 @@ def prepare_commit(
         seen.add(entry.id)
         messages.append(_dumps(entry.message, f"entries[{i}].message"))
         kept.append(entry)
-    return PendingCommit(session, expect_version, _dumps(state, "state"), kept, messages)
+        if entry.kind in ANSWER_KINDS and entry.parent is not None:
+            answered.add(entry.parent)
+    opens = [e.kind == "dispatch" and e.id not in answered for e in kept]
+    return PendingCommit(session, expect_version, _dumps(state, "state"), kept, messages, opens)
 
 
 def load_json(text: str) -> dict[str, Any]:

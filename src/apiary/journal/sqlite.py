@@ -24,7 +24,7 @@ from urllib.parse import parse_qsl, urlsplit
 from apiary.errors import BadRequest
 from apiary.journal.base import Clock, Journal
 from apiary.journal.batch import GroupCommit
-from apiary.journal.model import Entry, PendingCommit, Plan, SessionState, load_json, plan_commit
+from apiary.journal.model import Entry, PendingCommit, Plan, SessionState, load_json
 from apiary.journal.schema import SCHEMA_VERSION, SQLITE_DDL, check_schema_version
 
 T = TypeVar("T")
@@ -35,7 +35,8 @@ _COLUMNS = (
     " prompt_tokens, completion_tokens, seq, created"
 )
 _INSERT = (
-    "INSERT INTO journal_entries (session, seq, id, kind, stage, parent, drone, latency_ms,"
+    "INSERT OR IGNORE INTO journal_entries (session, seq, id, kind, stage, parent, drone,"
+    " latency_ms,"
     " prompt_tokens, completion_tokens, created, message, pending)"
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
@@ -94,64 +95,89 @@ def _rollback(conn: sqlite3.Connection) -> None:
         conn.execute("ROLLBACK")
 
 
+_CLAIM = (
+    "UPDATE journal_sessions SET version = version + 1, state = ?, last_seq = last_seq + ?,"
+    " messages = messages + ?, prompt_tokens = prompt_tokens + ?,"
+    " completion_tokens = completion_tokens + ? WHERE session = ? AND version = ?"
+    " RETURNING last_seq"
+)
+_CREATE = (
+    "INSERT OR IGNORE INTO journal_sessions (session, version, state, last_seq, messages,"
+    " prompt_tokens, completion_tokens) VALUES (?, 1, ?, ?, ?, ?, ?)"
+)
+_FIX = (
+    "UPDATE journal_sessions SET last_seq = last_seq - ?, messages = messages - ?,"
+    " prompt_tokens = prompt_tokens - ?, completion_tokens = completion_tokens - ?"
+    " WHERE session = ?"
+)
+_CLOSE = (
+    "UPDATE journal_entries SET pending = NULL"
+    " WHERE session = ? AND id = ? AND kind = 'dispatch' AND pending = 1"
+)
+
+
 def _write_one(conn: sqlite3.Connection, c: PendingCommit, created: float) -> Plan | None:
-    """One commit inside the batch transaction: version check, then the writes."""
-    row = conn.execute(
-        "SELECT version, last_seq FROM journal_sessions WHERE session = ?", (c.session,)
-    ).fetchone()
-    version, last_seq = (int(row[0]), int(row[1])) if row is not None else (0, 0)
-    if version != c.expect_version:
-        return None
-    existing = {
-        e.id
-        for e in c.entries
-        if conn.execute(
-            "SELECT 1 FROM journal_entries WHERE session = ? AND id = ?", (c.session, e.id)
-        ).fetchone()
-        is not None
-    }
-    plan = plan_commit(c, existing, last_seq)
-    conn.executemany(
-        _INSERT,
-        [
-            (
-                c.session,
-                r.seq,
-                r.entry.id,
-                r.entry.kind,
-                r.entry.stage,
-                r.entry.parent,
-                r.entry.drone,
-                r.entry.latency_ms,
-                r.entry.prompt_tokens,
-                r.entry.completion_tokens,
-                created,
-                r.message,
-                1 if r.pending else None,
-            )
-            for r in plan.rows
-        ],
-    )
-    if plan.close:
-        conn.executemany(
-            "UPDATE journal_entries SET pending = NULL"
-            " WHERE session = ? AND id = ? AND kind = 'dispatch' AND pending = 1",
-            [(c.session, d) for d in plan.close],
-        )
-    counts = (len(plan.rows), plan.prompt_tokens, plan.completion_tokens)
-    if row is None:
-        conn.execute(
-            "INSERT INTO journal_sessions (session, version, state, last_seq, messages,"
-            " prompt_tokens, completion_tokens) VALUES (?, 1, ?, ?, ?, ?, ?)",
-            (c.session, c.state, plan.last_seq, *counts),
-        )
+    """One commit inside the batch transaction: version check and writes, in few statements.
+
+    The session row is claimed first with a compare-and-set on its version that already counts
+    every entry as new (one statement does the check, the state, the seq range and the usage
+    sums); the rare entry whose id the session already has is then taken back (``_FIX``).
+    """
+    n = len(c.entries)
+    prompt = sum(e.prompt_tokens for e in c.entries)
+    completion = sum(e.completion_tokens for e in c.entries)
+    if c.expect_version == 0:
+        claimed = conn.execute(_CREATE, (c.session, c.state, n, n, prompt, completion)).rowcount
+        if claimed != 1:
+            return None  # the session exists: version 0 is stale
+        last_seq = 0
     else:
+        row = conn.execute(
+            _CLAIM, (c.state, n, n, prompt, completion, c.session, c.expect_version)
+        ).fetchone()
+        if row is None:
+            return None
+        last_seq = int(row[0]) - n
+    # INSERT OR IGNORE skips an id the session already has (the unique (session, id) index);
+    # its rowcount says whether the row went in, so a skipped id does not use up a seq.
+    plan = Plan(last_seq=last_seq)
+    session = c.session
+    for e, message, open_ in zip(c.entries, c.messages, c.opens, strict=True):
+        inserted = conn.execute(
+            _INSERT,
+            (
+                session,
+                plan.last_seq + 1,
+                e.id,
+                e.kind,
+                e.stage,
+                e.parent,
+                e.drone,
+                e.latency_ms,
+                e.prompt_tokens,
+                e.completion_tokens,
+                created,
+                message,
+                1 if open_ else None,
+            ),
+        ).rowcount
+        if inserted == 1:
+            plan.take(e, message, open_)
+    plan.finish()
+    skipped = n - len(plan.rows)
+    if skipped:
         conn.execute(
-            "UPDATE journal_sessions SET version = version + 1, state = ?, last_seq = ?,"
-            " messages = messages + ?, prompt_tokens = prompt_tokens + ?,"
-            " completion_tokens = completion_tokens + ? WHERE session = ?",
-            (c.state, plan.last_seq, *counts, c.session),
+            _FIX,
+            (
+                skipped,
+                skipped,
+                prompt - plan.prompt_tokens,
+                completion - plan.completion_tokens,
+                session,
+            ),
         )
+    for dispatch in plan.close:
+        conn.execute(_CLOSE, (session, dispatch))
     return plan
 
 

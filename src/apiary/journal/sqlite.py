@@ -24,7 +24,7 @@ from urllib.parse import parse_qsl, urlsplit
 from apiary.errors import BadRequest
 from apiary.journal.base import Clock, Journal
 from apiary.journal.batch import GroupCommit
-from apiary.journal.model import Entry, PendingCommit, Plan, SessionState, load_json
+from apiary.journal.model import Entry, PendingCommit, Plan, SessionState, load_json, plan_commit
 from apiary.journal.schema import SCHEMA_VERSION, SQLITE_DDL, check_schema_version
 
 T = TypeVar("T")
@@ -35,7 +35,7 @@ _COLUMNS = (
     " prompt_tokens, completion_tokens, seq, created"
 )
 _INSERT = (
-    "INSERT OR IGNORE INTO journal_entries (session, seq, id, kind, stage, parent, drone,"
+    "INSERT INTO journal_entries (session, seq, id, kind, stage, parent, drone,"
     " latency_ms,"
     " prompt_tokens, completion_tokens, created, message, pending)"
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -95,98 +95,119 @@ def _rollback(conn: sqlite3.Connection) -> None:
         conn.execute("ROLLBACK")
 
 
-_CLAIM = (
-    "UPDATE journal_sessions SET version = version + 1, state = ?, last_seq = last_seq + ?,"
-    " messages = messages + ?, prompt_tokens = prompt_tokens + ?,"
-    " completion_tokens = completion_tokens + ? WHERE session = ? AND version = ?"
-    " RETURNING last_seq"
+_SESSION_UPDATE = (
+    "UPDATE journal_sessions SET version = ?, state = ?, last_seq = ?, messages = ?,"
+    " prompt_tokens = ?, completion_tokens = ? WHERE session = ?"
 )
-_CREATE = (
-    "INSERT OR IGNORE INTO journal_sessions (session, version, state, last_seq, messages,"
-    " prompt_tokens, completion_tokens) VALUES (?, 1, ?, ?, ?, ?, ?)"
-)
-_FIX = (
-    "UPDATE journal_sessions SET last_seq = last_seq - ?, messages = messages - ?,"
-    " prompt_tokens = prompt_tokens - ?, completion_tokens = completion_tokens - ?"
-    " WHERE session = ?"
+_SESSION_INSERT = (
+    "INSERT INTO journal_sessions (version, state, last_seq, messages, prompt_tokens,"
+    " completion_tokens, session) VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
 _CLOSE = (
     "UPDATE journal_entries SET pending = NULL"
     " WHERE session = ? AND id = ? AND kind = 'dispatch' AND pending = 1"
 )
+_CHUNK = 400  # pairs per IN (...) query: well under SQLite's 32,766 bound variables
 
 
-def _write_one(conn: sqlite3.Connection, c: PendingCommit, created: float) -> Plan | None:
-    """One commit inside the batch transaction: version check and writes, in few statements.
+def _chunks(items: list[T], size: int = _CHUNK) -> list[list[T]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
 
-    The session row is claimed first with a compare-and-set on its version that already counts
-    every entry as new (one statement does the check, the state, the seq range and the usage
-    sums); the rare entry whose id the session already has is then taken back (``_FIX``).
-    """
-    n = len(c.entries)
-    prompt = sum(e.prompt_tokens for e in c.entries)
-    completion = sum(e.completion_tokens for e in c.entries)
-    if c.expect_version == 0:
-        claimed = conn.execute(_CREATE, (c.session, c.state, n, n, prompt, completion)).rowcount
-        if claimed != 1:
-            return None  # the session exists: version 0 is stale
-        last_seq = 0
-    else:
-        row = conn.execute(
-            _CLAIM, (c.state, n, n, prompt, completion, c.session, c.expect_version)
-        ).fetchone()
-        if row is None:
-            return None
-        last_seq = int(row[0]) - n
-    # INSERT OR IGNORE skips an id the session already has (the unique (session, id) index);
-    # its rowcount says whether the row went in, so a skipped id does not use up a seq.
-    plan = Plan(last_seq=last_seq)
-    session = c.session
-    for e, message, open_ in zip(c.entries, c.messages, c.opens, strict=True):
-        inserted = conn.execute(
-            _INSERT,
-            (
-                session,
-                plan.last_seq + 1,
-                e.id,
-                e.kind,
-                e.stage,
-                e.parent,
-                e.drone,
-                e.latency_ms,
-                e.prompt_tokens,
-                e.completion_tokens,
-                created,
-                message,
-                1 if open_ else None,
-            ),
-        ).rowcount
-        if inserted == 1:
-            plan.take(e, message, open_)
-    plan.finish()
-    skipped = n - len(plan.rows)
-    if skipped:
-        conn.execute(
-            _FIX,
-            (
-                skipped,
-                skipped,
-                prompt - plan.prompt_tokens,
-                completion - plan.completion_tokens,
-                session,
-            ),
+
+def _sessions_of(conn: sqlite3.Connection, names: list[str]) -> dict[str, list[Any]]:
+    """session -> [version, state, last_seq, messages, prompt, completion] for those that exist."""
+    out: dict[str, list[Any]] = {}
+    for chunk in _chunks(names):
+        marks = ",".join("?" * len(chunk))
+        rows = conn.execute(
+            "SELECT session, version, state, last_seq, messages, prompt_tokens,"
+            f" completion_tokens FROM journal_sessions WHERE session IN ({marks})",
+            chunk,
         )
-    for dispatch in plan.close:
-        conn.execute(_CLOSE, (session, dispatch))
-    return plan
+        for r in rows:
+            out[r[0]] = list(r[1:])
+    return out
+
+
+def _existing_ids(conn: sqlite3.Connection, pairs: list[tuple[str, str]]) -> dict[str, set[str]]:
+    """session -> the ids among ``pairs`` that the session already holds."""
+    out: dict[str, set[str]] = {}
+    for chunk in _chunks(pairs):
+        flat = [v for pair in chunk for v in pair]
+        rows = conn.execute(
+            # CROSS JOIN keeps the VALUES list outside: one index probe per pair, not a scan.
+            f"SELECT e.session, e.id FROM (VALUES {','.join(['(?, ?)'] * len(chunk))}) AS t"
+            " CROSS JOIN journal_entries e ON e.session = t.column1 AND e.id = t.column2",
+            flat,
+        )
+        for session, id_ in rows:
+            out.setdefault(session, set()).add(id_)
+    return out
 
 
 def _write_batch(
     conn: sqlite3.Connection, batch: list[PendingCommit], created: float
 ) -> list[Plan | None]:
+    """A whole batch in one transaction and a handful of statements, whatever its size.
+
+    Under the write lock (``BEGIN IMMEDIATE``) nothing else can change the rows, so the batch
+    reads the sessions and the ids it might repeat once, decides every commit in order in Python
+    (each with its own version check, later commits of a session seeing earlier ones), then writes
+    with ``executemany``: C loops instead of four Python-level statements per commit.
+    """
     conn.execute("BEGIN IMMEDIATE")
     try:
-        plans = [_write_one(conn, c, created) for c in batch]
+        sessions = _sessions_of(conn, list({c.session: None for c in batch}))
+        existing = _existing_ids(
+            conn, [(c.session, e.id) for c in batch if c.session in sessions for e in c.entries]
+        )
+        known = set(sessions)
+        plans: list[Plan | None] = []
+        rows: list[tuple[Any, ...]] = []
+        closes: list[tuple[str, str]] = []
+        for c in batch:
+            cur = sessions.get(c.session)
+            if (cur[0] if cur is not None else 0) != c.expect_version:
+                plans.append(None)
+                continue
+            if cur is None:
+                cur = sessions[c.session] = [0, "", 0, 0, 0, 0]
+            ids = existing.setdefault(c.session, set())
+            plan = plan_commit(c, ids, cur[2])
+            plans.append(plan)
+            for r in plan.rows:
+                e = r.entry
+                ids.add(e.id)
+                rows.append(
+                    (
+                        c.session,
+                        r.seq,
+                        e.id,
+                        e.kind,
+                        e.stage,
+                        e.parent,
+                        e.drone,
+                        e.latency_ms,
+                        e.prompt_tokens,
+                        e.completion_tokens,
+                        created,
+                        r.message,
+                        1 if r.pending else None,
+                    )
+                )
+            closes.extend((c.session, d) for d in plan.close)
+            cur[0] += 1
+            cur[1] = c.state
+            cur[2] = plan.last_seq
+            cur[3] += len(plan.rows)
+            cur[4] += plan.prompt_tokens
+            cur[5] += plan.completion_tokens
+        conn.executemany(_INSERT, rows)
+        if closes:
+            conn.executemany(_CLOSE, closes)
+        touched = {c.session for c, p in zip(batch, plans, strict=True) if p is not None}
+        conn.executemany(_SESSION_UPDATE, [(*sessions[s], s) for s in touched if s in known])
+        conn.executemany(_SESSION_INSERT, [(*sessions[s], s) for s in touched if s not in known])
         conn.execute("COMMIT")
     except BaseException:
         _rollback(conn)

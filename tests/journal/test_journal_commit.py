@@ -216,3 +216,31 @@ async def test_closed_journal_refuses(make_journal: MakeJournal) -> None:
     await journal.close()
     with pytest.raises(RuntimeError, match="not open"):
         await journal.load(S)
+
+
+async def test_chained_commits_in_one_batch(journal: Journal) -> None:
+    """Commits of one session queued together apply in order, each seeing the one before."""
+    a, b, b2, c = entry(S, "a"), entry(S, "b"), entry(S, "b"), entry(S, "c")
+    results = await asyncio.gather(
+        journal.commit(S, expect_version=0, state={"n": 1}, entries=[a, b]),
+        journal.commit(S, expect_version=1, state={"n": 2}, entries=[b2, c]),
+        journal.commit(S, expect_version=1, state={"n": 9}, entries=[entry(S, "lost")]),
+        journal.commit(S, expect_version=2, state={"n": 3}, entries=[entry(S, "d", "dispatch")]),
+        journal.commit(
+            S, expect_version=3, state={"n": 4}, entries=[entry(S, "o", "output", parent="d")]
+        ),
+    )
+    assert results == [1, 2, None, 3, 4]
+    group = getattr(journal, "group", None)
+    assert group is None or (group.batches, group.items) == (1, 5)  # really one transaction
+    assert [(e.id, e.seq) for e in await journal.read(S)] == [
+        ("a", 1),
+        ("b", 2),
+        ("c", 3),
+        ("d", 4),
+        ("o", 5),
+    ]
+    assert (a.seq, b.seq, b2.seq, c.seq) == (1, 2, 0, 3)
+    assert await journal.load(S) == SessionState(4, {"n": 4})
+    assert await journal.usage(S) == (5, 0, 0)
+    assert await journal.is_answered(S, "d")

@@ -285,6 +285,8 @@ class NodeAgent:
             if uid not in self.runners:
                 self._start(drone)
         elif uid in self.runners:
+            if kind == "DELETED":
+                self.status_writer.deleted(uid)  # its Stopping/Stopped need no write
             self._stop(uid)
 
     def _start(self, drone: Obj) -> None:

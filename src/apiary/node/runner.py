@@ -254,7 +254,11 @@ class StatusWriter:
     * the base of the read-modify-write is the newest copy the node already holds (fed by the
       node agent's watch through :meth:`seen`, and by the answers to our own writes), sent with
       its ``resourceVersion`` as precondition; only a missing copy or a conflict costs a GET.
-      One round trip per status instead of two.
+      One round trip per status instead of two;
+    * a ``Starting`` report waits ``settle_seconds`` before it is written: a drone that starts
+      at once goes Pending → Running in one write (the write of a phase that lasted a few
+      milliseconds would sit on the path to Ready), while a slow start still shows Starting;
+    * drones the node saw deleted (:meth:`deleted`) are not written at all.
     """
 
     def __init__(
@@ -264,11 +268,16 @@ class StatusWriter:
         *,
         node_name: str,
         max_in_flight: int = 16,
+        settle_seconds: float = 0.05,
     ) -> None:
         self._get = get
         self._put = put_status
         self.node_name = node_name
+        self.settle_seconds = settle_seconds
         self._pending: dict[tuple[str, str], tuple[str, Obj]] = {}
+        self._due: dict[tuple[str, str], float] = {}
+        self._deleted: dict[str, None] = {}
+        self._timer: asyncio.TimerHandle | None = None
         self._known: dict[tuple[str, str], Obj] = {}
         self._busy: set[tuple[str, str]] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -276,8 +285,17 @@ class StatusWriter:
         self._wake = asyncio.Event()
 
     def submit(self, runner: DroneRunner, status: Obj) -> None:
-        self._pending[(runner.cell, runner.name)] = (runner.uid, status)
+        key = (runner.cell, runner.name)
+        self._pending[key] = (runner.uid, status)
+        settle = self.settle_seconds if status.get("phase") == "Starting" else 0.0
+        self._due[key] = time.monotonic() + settle
         self._wake.set()
+
+    def deleted(self, uid: str) -> None:
+        """The drone with this uid is gone from the API: drop its reports from now on."""
+        self._deleted[uid] = None
+        if len(self._deleted) > 10_000:
+            self._deleted.pop(next(iter(self._deleted)))
 
     def seen(self, drone: Obj) -> None:
         """The newest copy of a drone of this node (from the watch); older copies are ignored."""
@@ -295,16 +313,35 @@ class StatusWriter:
             while True:
                 await self._wake.wait()
                 self._wake.clear()
-                for key in [k for k in self._pending if k not in self._busy]:
-                    uid, status = self._pending.pop(key)
-                    self._busy.add(key)
-                    task = asyncio.create_task(self._write_one(key, uid, status))
-                    self._tasks.add(task)
-                    task.add_done_callback(self._tasks.discard)
+                self._start_due_writes()
         finally:
+            if self._timer is not None:
+                self._timer.cancel()
             for task in list(self._tasks):
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _start_due_writes(self) -> None:
+        now = time.monotonic()
+        later: float | None = None
+        for key in [k for k in self._pending if k not in self._busy]:
+            due = self._due.get(key, now)
+            if due > now:
+                later = due if later is None else min(later, due)
+                continue
+            uid, status = self._pending.pop(key)
+            self._due.pop(key, None)
+            if uid in self._deleted:
+                continue
+            self._busy.add(key)
+            task = asyncio.create_task(self._write_one(key, uid, status))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if later is not None:
+            self._timer = asyncio.get_running_loop().call_later(later - now, self._wake.set)
 
     async def _write_one(self, key: tuple[str, str], uid: str, status: Obj) -> None:
         cell, name = key

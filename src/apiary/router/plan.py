@@ -53,6 +53,21 @@ class Plan:
     status: Obj = field(default_factory=dict)
     """A patch for the Session's status (empty: nothing to say)."""
     step: Step | None = None
+    notices: list[tuple[str, Obj]] = field(default_factory=list)
+    """(event, detail) for webhooks, Events and metrics — event names as in WEBHOOK_EVENTS."""
+
+
+VIOLATIONS = frozenset({"OutputSchemaViolation", "TokenBudgetExceeded", "RateLimited",
+                        "MaxTurnsExceeded", "CircuitOpen"})  # fmt: skip
+
+
+def failure_notices(reason: str, detail: Obj) -> list[tuple[str, Obj]]:
+    """What a failed attempt announces: ``timeout`` or ``guardrail_violation`` (or nothing)."""
+    if reason == "ResponseTimeout":
+        return [("timeout", detail)]
+    if reason in VIOLATIONS:
+        return [("guardrail_violation", detail)]
+    return []
 
 
 def split(state: Obj) -> tuple[Obj, Obj]:

@@ -22,7 +22,7 @@ import orjson
 
 from apiary.bus import Bus, Delivery, Publish, Subscription
 from apiary.errors import AlreadyExists, Conflict, NotFound, Unavailable
-from apiary.journal import Entry, Journal
+from apiary.journal import Entry, Journal, SessionState
 from apiary.patterns import Engine, Step
 from apiary.router.plan import (
     APPROVAL,
@@ -31,6 +31,7 @@ from apiary.router.plan import (
     Plan,
     Send,
     agent_error,
+    failure_notices,
     held_for,
     hold_approvals,
     join,
@@ -70,6 +71,7 @@ class Router:
         sweep_interval: float = 30.0,
         clock: Callable[[], float] = time.time,
         outcomes: str = OUTCOMES,
+        state_cache_size: int = 10_000,
     ) -> None:
         self.journal = journal
         self.bus = bus
@@ -82,13 +84,18 @@ class Router:
         self.outcomes = outcomes
         """The outcome subjects this router takes: every cell's by default; a narrower filter
         (``apiary.<cell>.*.out``) lets it run on a JetStream stream that covers one cell only."""
+        self.state_cache_size = state_cache_size
+        self._states: dict[str, tuple[str, int, bytes]] = {}
+        """session key → (uid, version, state as JSON) after this router's last commit."""
         self._sub: Subscription | None = None
         self._timers: set[asyncio.TimerHandle] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self.on_status: Callable[[SessionInfo, Obj], None] | None = None
         """Called after a commit whose plan changes the Session's status (output, phase...)."""
-        self.on_dead_letter: Callable[[SessionInfo, DeadLetter], Awaitable[None]] | None = None
-        """Extra work when a dispatch is dead-lettered (webhooks, metrics)."""
+        self.on_notice: Callable[[SessionInfo, str, Obj], Awaitable[None]] | None = None
+        """Called with (session, event, detail) for what hives may be notified of (webhooks,
+        Events, metrics): timeout, guardrail_violation, dead_letter, approval_required,
+        session_started, session_completed, session_failed."""
 
     # ---------------------------------------------------------------------------- lifecycle
 
@@ -159,7 +166,10 @@ class Router:
         def plan(state: Obj) -> Plan:
             es, mine = split(state)
             step = engine.on_input(es, message)
-            return self._after_engine(info, policy, step, mine, [entry])
+            done = self._after_engine(info, policy, step, mine, [entry])
+            if not state:
+                done.notices.insert(0, ("session_started", {"input": message.id}))
+            return done
 
         await self._run(info, plan)
         return message
@@ -218,18 +228,22 @@ class Router:
                       {"reason": error[0], "message": error[1], "attempt": attempt,
                        "drone": outcome.drone}, type="error")  # fmt: skip
         failed.drone, failed.latency_ms = outcome.drone or None, outcome.latency_ms
+        detail = {"stage": outcome.stage, "drone": outcome.drone, "dispatch": d,
+                  "reason": error[0], "message": error[1], "attempt": attempt}  # fmt: skip
+        notices = failure_notices(error[0], detail)
         if attempt < policy.retry.max_retries:
             delay = policy.retry.delay(attempt)
             mine["attempts"][d] = attempt + 1
             send = Send(d, outcome.stage, original, attempt + 1, delay)
-            return Plan(join(es, mine), [failed], [send])
+            return Plan(join(es, mine), [failed], [send], notices=notices)
         mine["held"][d] = {"reason": DEAD, "stage": outcome.stage, "error": list(error),
                            "attempts": attempt + 1, "message": original}  # fmt: skip
         dead = DeadLetter(d, outcome.stage, original, attempt + 1, error[0], error[1])
         status = {"phase": "Failed", "reason": DEAD,
                   "message": f"stage {outcome.stage}: {error[0]}: {error[1]} "
                              f"after {attempt + 1} attempts; see apiaryctl dlq list"}  # fmt: skip
-        return Plan(join(es, mine), [failed], [], [dead], status)
+        notices.append(("dead_letter", {**detail, "attempts": attempt + 1}))
+        return Plan(join(es, mine), [failed], [], [dead], status, notices=notices)
 
     def _after_engine(
         self, info: SessionInfo, policy: HivePolicy, step: Step, mine: Obj,
@@ -247,7 +261,16 @@ class Router:
                 status["phase"] = "Failed"
         sends = [Send(d.id, d.stage, d.message.to_dict(), int(mine["attempts"].get(d.id, 0)))
                  for d in send]  # fmt: skip
-        return Plan(join(step.state, mine), entries, sends, [], status, step)
+        notices: list[tuple[str, Obj]] = []
+        if status.get("pendingApproval"):
+            notices.append(("approval_required", {"stages": status["pendingApproval"]}))
+        for final in step.finals:
+            notices.append(("session_completed", {"input": final.parent}))
+        if step.failure is not None:
+            detail = {"reason": step.failure[0], "message": step.failure[1]}
+            notices += failure_notices(step.failure[0], detail)
+            notices.append(("session_failed", detail))
+        return Plan(join(step.state, mine), entries, sends, [], status, step, notices)
 
     async def _over_budget(
         self, info: SessionInfo, policy: HivePolicy, outputs: list[Message], outcome: Outcome
@@ -357,17 +380,44 @@ class Router:
     async def _run(self, info: SessionInfo, make: Callable[[Obj], Plan | None]) -> Plan | None:
         """Plan → commit (retrying on conflicts) → side effects. None: nothing to do."""
         for _ in range(MAX_ATTEMPTS):
-            current = await self.journal.load(info.key)
-            plan = make(current.state)
-            if plan is None:
-                return None
-            version = await self.journal.commit(
-                info.key, expect_version=current.version, state=plan.state, entries=plan.entries
-            )
-            if version is not None:
-                await self._effects(info, plan)
-                return plan
+            current = await self._load(info)
+            try:
+                plan = make(current.state)
+                if plan is None:
+                    self._states.pop(info.key, None)
+                    return None
+                version = await self.journal.commit(
+                    info.key, expect_version=current.version, state=plan.state, entries=plan.entries
+                )
+            except BaseException:
+                self._states.pop(info.key, None)
+                raise
+            if version is None:  # someone else committed first: read theirs and redo the step
+                self._states.pop(info.key, None)
+                continue
+            self._remember(info, version, plan.state)
+            await self._effects(info, plan)
+            return plan
         raise Conflict(f"session {info.key}: too many concurrent updates")
+
+    async def _load(self, info: SessionInfo) -> SessionState:
+        """The session's state as this router last committed it, else from the journal.
+
+        Saves a journal read per step (a thread hop and a query on SQLite, a round trip on
+        PostgreSQL). Safe with other writers: a stale cache only makes the commit's version
+        check fail, and the step is redone from the journal. Keyed by the session's uid too, so
+        a deleted and re-created session never inherits its predecessor's state. The step gets a
+        private copy: it may change the document in place."""
+        cached = self._states.get(info.key)
+        if cached is not None and cached[0] == info.uid:
+            return SessionState(cached[1], orjson.loads(cached[2]))
+        return await self.journal.load(info.key)
+
+    def _remember(self, info: SessionInfo, version: int, state: Obj) -> None:
+        self._states.pop(info.key, None)  # re-insert: the dict's order is least recently used
+        self._states[info.key] = (info.uid, version, orjson.dumps(state))
+        while len(self._states) > self.state_cache_size:
+            del self._states[next(iter(self._states))]
 
     async def _effects(self, info: SessionInfo, plan: Plan) -> None:
         if plan.status and self.on_status is not None:
@@ -378,6 +428,12 @@ class Router:
                 self._later(s.delay, self._publish_one(info, s))
         for dead in plan.dead:
             await self._file_dead_letter(info, dead)
+        if self.on_notice is not None:
+            for event, detail in plan.notices:
+                try:
+                    await self.on_notice(info, event, detail)
+                except Exception:  # a notification must never break routing
+                    log.exception("session %s: notice %s failed", info.key, event)
         if not now:
             return
         try:
@@ -435,8 +491,6 @@ class Router:
             announce = Message(body["spec"], "event", metadata={"apiary.io/dead-letter": "true"})
             await self.bus.publish(topic_subject(info.cell, policy.dead_letter_topic),
                                    orjson.dumps(announce.to_dict()))  # fmt: skip
-        if self.on_dead_letter is not None:
-            await self.on_dead_letter(info, dead)
         log.warning("session %s: stage %s dead-lettered after %d attempts: %s",
                     info.key, dead.stage, dead.attempts, dead.reason)  # fmt: skip
 

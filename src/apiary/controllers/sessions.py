@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -57,11 +57,18 @@ def _ts(t: datetime) -> str:
 
 class SessionReaper:
     def __init__(
-        self, store: Store, journal: Journal | None = None, settings: ReaperSettings | None = None
+        self,
+        store: Store,
+        journal: Journal | None = None,
+        settings: ReaperSettings | None = None,
+        *,
+        on_deleted: Callable[[Obj], Awaitable[None]] | None = None,
     ) -> None:
         self.store = store
         self.journal = journal
         self.settings = settings or ReaperSettings()
+        self.on_deleted = on_deleted
+        """Called with each Session the reaper deletes (apiaryd clears its Comb memory)."""
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -135,3 +142,5 @@ class SessionReaper:
             await self.store.delete("Session", cell, meta["name"])
         if self.journal is not None:
             await self.journal.delete(f"{cell}/{meta['name']}")
+        if self.on_deleted is not None:
+            await self.on_deleted(s)

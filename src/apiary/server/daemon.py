@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import signal
 import socket
 import sys
@@ -18,6 +19,7 @@ from typing import Any
 import uvicorn
 
 from apiary.api import ApiConfig, ReferenceResolver, api_state, create_app
+from apiary.api.comb import forget_deleted
 from apiary.bus import Bus, open_bus
 from apiary.comb import Comb, CombSettings, open_comb
 from apiary.crypto import codec_from_config
@@ -167,11 +169,14 @@ class Daemon:
 
     def _add_runtime(self, store: Store) -> None:
         """The Queen, and in embedded mode the local node agent (needs our address)."""
-        self.supervisor.add("queen", queen_task(store, self.settings, self.stopping, self.journal))
+        forget = functools.partial(forget_deleted, self.comb) if self.comb is not None else None
+        self.supervisor.add(
+            "queen", queen_task(store, self.settings, self.stopping, self.journal, forget)
+        )
         if self.settings.runtime.local_node and self.address is not None:
             self.supervisor.add(
                 "local-node",
-                local_node_task(self.address, self.token, self.settings, self.stopping),
+                local_node_task(self.address, self.token, self.settings, self.stopping, self.bus),
             )
 
     async def _announce(

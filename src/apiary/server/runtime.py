@@ -4,7 +4,9 @@ in embedded mode, a node agent that reaches the API over loopback HTTP like any 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 from apiary.bus import Bus
 from apiary.client import AsyncApiClient
@@ -19,7 +21,11 @@ from apiary.store import Store
 
 
 def queen_task(
-    store: Store, settings: Settings, stop: asyncio.Event, journal: Journal | None = None
+    store: Store,
+    settings: Settings,
+    stop: asyncio.Event,
+    journal: Journal | None = None,
+    on_session_deleted: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
 ) -> TaskFactory:
     """Controllers that run on the one replica holding the lease: the Queen, the session reaper."""
     queen = QueenSettings()
@@ -29,7 +35,7 @@ def queen_task(
     async def lead(stop_leading: asyncio.Event) -> None:
         await asyncio.gather(
             run_controllers(store, queen, stop_leading),
-            SessionReaper(store, journal).run(stop_leading),
+            SessionReaper(store, journal, on_deleted=on_session_deleted).run(stop_leading),
         )
 
     async def run() -> None:

@@ -1,4 +1,4 @@
-"""Every pattern end to end on a real apiaryd with real agents: the seed hives 05–09 (their agents
+"""Every pattern end to end on a real apiaryd with real agents: the seed hives 05-09 (their agents
 replaced by examples/seeds/agents.yaml) plus a majority swarm and filtered events."""
 
 from __future__ import annotations
@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -35,12 +34,16 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiClient]:
             hives = c.list("Hive", "default")["items"]
             drones = c.list("Drone", "default")["items"]
             mine = [d for d in drones if d["spec"].get("hive")]
-            if hives and all(
-                (h.get("status") or {}).get("readyReplicas") == (h.get("status") or {}).get(
-                    "replicas"
+            if (
+                hives
+                and all(
+                    (h.get("status") or {}).get("readyReplicas")
+                    == (h.get("status") or {}).get("replicas")
+                    for h in hives
                 )
-                for h in hives
-            ) and mine and all(map(is_ready, mine)):
+                and mine
+                and all(map(is_ready, mine))
+            ):
                 break
             if time.monotonic() > deadline:
                 pytest.fail(f"hives never became ready: {[h.get('status') for h in hives]}")
@@ -75,7 +78,7 @@ def test_pipeline_applies_the_stages_in_order(seeded: ApiClient) -> None:
     out = run(seeded, "pipeline-hive", "hello")
     # echo → llm → echo: the last stage echoes the LLM's JSON answer to "Echo: hello".
     assert isinstance(out, str) and out.startswith("Echo: ")
-    assert json.loads(out[len("Echo: "):]) == {"response": "LLM(Echo: hello)", "confidence": 0.9}
+    assert json.loads(out[len("Echo: ") :]) == {"response": "LLM(Echo: hello)", "confidence": 0.9}
 
 
 def test_hierarchical_supervisor_answers_from_its_workers(seeded: ApiClient) -> None:

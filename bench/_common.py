@@ -29,6 +29,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import psutil
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -107,8 +109,33 @@ def machine_info() -> dict[str, Any]:
         "implementation": platform.python_implementation(),
         "platform": platform.platform(),
         "commit": git_commit(),
+        "pythonpath": os.environ.get("PYTHONPATH", ""),  # set when measuring a source snapshot
         "loadavg_at_start": [round(x, 2) for x in load],
     }
+
+
+def machine_busy_cpu() -> float:
+    """CPU seconds the whole machine has been busy (all cores), to see who else was running."""
+    t = psutil.cpu_times()
+    return float(sum(t) - t.idle - getattr(t, "iowait", 0.0))
+
+
+def postgres_cpu() -> dict[int, float]:
+    """CPU seconds of each PostgreSQL server process by pid (its share of the store's cost).
+
+    By pid, so :func:`cpu_delta` can ignore backends that exit between two readings (their time
+    would otherwise vanish from a plain sum and make the delta negative).
+    """
+    out: dict[int, float] = {}
+    for p in psutil.process_iter(["name", "cpu_times"]):
+        if p.info["name"] in ("postgres", "postmaster") and p.info["cpu_times"] is not None:
+            out[p.pid] = p.info["cpu_times"].user + p.info["cpu_times"].system
+    return out
+
+
+def cpu_delta(before: dict[int, float], after: dict[int, float]) -> float:
+    """CPU seconds spent between two :func:`postgres_cpu` readings by the processes still alive."""
+    return sum(max(0.0, cpu - before.get(pid, 0.0)) for pid, cpu in after.items())
 
 
 def write_result(name: str, report: dict[str, Any], path: Path | None = None) -> Path:

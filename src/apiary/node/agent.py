@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import platform
@@ -30,6 +31,8 @@ import psutil
 from apiary.bus import Bus
 from apiary.client import AsyncApiClient
 from apiary.errors import ApiaryError, Conflict, NotFound
+from apiary.node.guardrails import GuardrailError, circuit_status
+from apiary.node.gateway import LlmGateway
 from apiary.node.keeperhttp import KeeperHttpServer
 from apiary.node.logship import LogShipper, ShipperSettings
 from apiary.node.orphans import reap_orphans
@@ -105,6 +108,13 @@ class NodeAgent:
             client, allowed=lambda cell, drone: self.find(cell, drone) is not None
         )
         """Agents' local HTTP endpoint (Comb memory): one per node, in every drone's env."""
+
+        async def read(kind: str, cell: str, name: str) -> Obj:
+            return await client.get(kind, name, cell, reveal=kind == "Secret")
+
+        self.gateway = LlmGateway(self.keeper_http, self.find, read)
+        """The LLM gateway (``$APIARY_KEEPER_URL/v1``) on the same server: docs/gateway.md."""
+        self.keeper_http.add_routes(self.gateway.routes())
         state = self.runner_settings.state_dir
         self.log_shipper = LogShipper(
             self._post_logs,
@@ -149,6 +159,7 @@ class NodeAgent:
             await asyncio.gather(*tasks, stopper, return_exceptions=True)
             await self.stop_all()
             await self.keeper_http.stop()
+            await self.gateway.aclose()
 
     async def stop_all(self) -> None:
         """Stop every drone process (graceful) — on shutdown."""
@@ -315,18 +326,33 @@ class NodeAgent:
         log.info("drone %s/%s started on %s", cell, name, self.settings.name)
 
     def _drone_status(self, runner: DroneRunner, status: Obj) -> None:
-        """Report, and put a drone on its stage's queue once it is first ready."""
-        self.status_writer.submit(runner, status)
+        """Report, and put a drone on its stage's queue once it is first ready. A drone whose
+        circuit breaker is not closed is reported not ready (reason ``CircuitOpen``)."""
+        current = self.workers.get(runner.uid)
+        guard = current.guard if current is not None else None
+        shown = circuit_status(status, guard) if guard is not None else status
+        self.status_writer.submit(runner, shown)
         if status.get("ready") and self.bus is not None and runner.uid not in self.workers:
             hive, stage = runner.spec.get("hive"), runner.spec.get("stage")
             if hive and stage and runner.uid in self.runners:
-                worker = StageWorker(
-                    self.bus, runner.keeper, cell=runner.cell, hive=str(hive), stage=str(stage),
-                    drone=runner.name, guardrails=runner.spec.get("guardrails"),
-                    answered=self._answered,
-                )  # fmt: skip
+                try:
+                    worker = StageWorker(
+                        self.bus, runner.keeper, cell=runner.cell, hive=str(hive),
+                        stage=str(stage), drone=runner.name,
+                        guardrails=runner.spec.get("guardrails"), answered=self._answered,
+                        meter=runner.meter,
+                        on_circuit=functools.partial(self._circuit_changed, runner),
+                    )  # fmt: skip
+                except GuardrailError as exc:  # takes no traffic it could not police
+                    bad = {**status, "ready": False, "reason": "InvalidGuardrails"}
+                    self.status_writer.submit(runner, {**bad, "message": str(exc)})
+                    return
                 self.workers[runner.uid] = worker
                 self._spawn(worker.start(), f"worker:{runner.cell}/{runner.name}")
+
+    def _circuit_changed(self, runner: DroneRunner, _state: str) -> None:
+        if self.runners.get(runner.uid) is runner:
+            self._drone_status(runner, runner.status())
 
     async def _answered(self, session: str, dispatch: str) -> bool:
         cell, _, name = session.partition("/")

@@ -8,6 +8,11 @@ whose answer exists (docs/sessions.md, "Effectively once").
 
 While the agent works, the delivery is marked in progress every ``ack_wait / 3`` seconds, so a
 long message is not redelivered to another drone.
+
+The drone-side guardrails (:mod:`apiary.node.guardrails`, docs/guardrails.md) wrap the delivery:
+a message the drone may not take now (rate limit, per-minute token budget, open circuit) goes back
+to the queue with the exact wait; an answer over its token budget or against ``outputSchema``
+becomes the Outcome's error. A drone without them pays one ``is None`` test.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from apiary.bus import Bus, Delivery, Subscription
+from apiary.node.circuit import HALF_OPEN, OPEN, State
+from apiary.node.guardrails import GuardrailChain
 from apiary.node.interfaces import AgentCrashed, AgentNotReady, AgentProtocolError, ResponseTimeout
 from apiary.node.keeper import Keeper
 from apiary.waggle import Message
@@ -39,6 +46,10 @@ AnsweredCheck = Callable[[str, str], Awaitable[bool]]
 RETRY_DELAY = 0.05
 """Seconds before a dispatch this drone could not take is offered again (to any replica)."""
 
+GatewayUsage = Callable[[Message], tuple[int, int]]
+"""The LLM gateway's (prompt, completion) token count for one delivered message (the hook the
+gateway fills in; the worker puts it in the Outcome and counts it against the budgets)."""
+
 
 class StageWorker:
     def __init__(
@@ -53,6 +64,9 @@ class StageWorker:
         guardrails: dict[str, Any] | None = None,
         answered: AnsweredCheck | None = None,
         ack_wait: float = 30.0,
+        gateway_usage: GatewayUsage | None = None,
+        on_circuit: Callable[[State], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.bus = bus
         self.keeper = keeper
@@ -63,9 +77,16 @@ class StageWorker:
         self.ack_wait = max(ack_wait, (self.timeout or 0) + 5)
         self._out = outcome_subject(cell, hive)
         self._sub: Subscription | None = None
+        self.gateway_usage = gateway_usage
+        self.on_circuit = on_circuit
+        self.guard = GuardrailChain.build(guardrails, clock=clock, on_circuit=self._circuit)
+        """None when the drone has no drone-side guardrails (raises GuardrailError if bad)."""
+        self._stopped = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
-        if self._sub is None:
+        if self._sub is None and not self._stopped:
             self._sub = await self.bus.subscribe(
                 stage_subject(self.cell, self.hive, self.stage),
                 stage_group(self.cell, self.hive, self.stage),
@@ -75,9 +96,49 @@ class StageWorker:
             )
 
     async def stop(self) -> None:
+        self._stopped = True
+        if self._timer is not None:
+            self._timer.cancel()
         sub, self._sub = self._sub, None
         if sub is not None:
             await sub.drain()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    @property
+    def circuit(self) -> State | None:
+        """The circuit breaker's state (None without one)."""
+        return self.guard.circuit if self.guard is not None else None
+
+    def _circuit(self, state: State) -> None:
+        """Open: leave the queue group (the work goes to other replicas, or waits) until the
+        cooldown is over; then join again, half open, for the trial message."""
+        if state == OPEN and not self._stopped:
+            self._background(self._trip())
+        if self.on_circuit is not None:
+            self.on_circuit(state)
+
+    async def _trip(self) -> None:
+        sub, self._sub = self._sub, None
+        if sub is not None:
+            await sub.drain()
+        if self._stopped or self.guard is None or self.guard.breaker is None:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        delay = self.guard.breaker.remaining()
+        self._timer = asyncio.get_running_loop().call_later(delay, self._half_open)
+
+    def _half_open(self) -> None:
+        self._timer = None
+        if self._stopped or self.guard is None or self.guard.breaker is None:
+            return
+        if self.guard.breaker.poll() == HALF_OPEN:
+            self._background(self.start())
+
+    def _background(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def handle(self, delivery: Delivery) -> None:
         try:
@@ -87,11 +148,30 @@ class StageWorker:
             log.warning("drone %s: dropping a malformed dispatch: %s", self.drone, exc)
             await delivery.term()
             return
+        guard = self.guard
+        if guard is None:
+            await self._deliver(delivery, dispatch, message, None)
+            return
+        wait = guard.admit()
+        if wait:  # not now: back to the queue (any replica) after exactly the wait
+            await delivery.nak(wait)
+            return
+        try:
+            await self._deliver(delivery, dispatch, message, guard)
+        except BaseException:
+            guard.cancel()  # not answered: the delivery goes back, and so do its token and trial
+            raise
+
+    async def _deliver(
+        self, delivery: Delivery, dispatch: Dispatch, message: Message, guard: GuardrailChain | None
+    ) -> None:
         if (
             delivery.num_delivered > 1
             and self.answered is not None
             and await self.answered(dispatch.session, dispatch.dispatch)
         ):
+            if guard is not None:
+                guard.cancel()
             await delivery.ack()
             return
         t0 = time.perf_counter()
@@ -102,6 +182,8 @@ class StageWorker:
             outputs = await self.keeper.deliver(message, timeout=dispatch.timeout or self.timeout)
         except (AgentCrashed, AgentNotReady):
             await delivery.nak(RETRY_DELAY)  # another replica (or this one, restarted) takes it
+            if guard is not None:
+                guard.crashed()
             return
         except ResponseTimeout as exc:
             error = ("ResponseTimeout", str(exc))
@@ -109,13 +191,18 @@ class StageWorker:
             error = ("AgentProtocolError", str(exc))
         finally:
             heartbeat.cancel()
+        usage = self.gateway_usage(message) if self.gateway_usage is not None else (0, 0)
+        if guard is not None and error is None:
+            error = guard.check(outputs, usage)
         outcome = Outcome(
             dispatch.dispatch, dispatch.session, dispatch.hive, dispatch.stage, self.drone,
             [o.to_dict() for o in outputs], (time.perf_counter() - t0) * 1000.0, error,
-            dispatch.attempt,
+            dispatch.attempt, usage,
         )  # fmt: skip
         await self.bus.publish(self._out, outcome.encode(), msg_id=outcome.msg_id)
         await delivery.ack()
+        if guard is not None:
+            guard.settle(error, outputs)
 
 
 class _KeepAlive:

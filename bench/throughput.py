@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import inspect
 import secrets
 import socket
 import statistics
@@ -99,6 +100,25 @@ class Apiary:
     cell: str
 
 
+def routes_one_cell() -> bool:
+    """Whether this Router can take a narrower outcome filter than every cell's."""
+    return "outcomes" in inspect.signature(Router).parameters
+
+
+def make_router(journal: Journal, bus: Bus, sessions: SessionDirectory, cell: str) -> Router:
+    if routes_one_cell():
+        return Router(journal, bus, sessions, outcomes=f"apiary.{cell}.*.out")  # type: ignore[call-arg]
+    return Router(journal, bus, sessions)
+
+
+def wire_status(router: Router, writer: SessionStatusWriter) -> None:
+    """Session status written as apiaryd writes it (the hook's name differs between versions)."""
+    if hasattr(router, "on_status") and hasattr(writer, "update"):
+        router.on_status = writer.update
+    elif hasattr(router, "on_settled"):
+        router.on_settled = writer.settled
+
+
 @contextlib.asynccontextmanager
 async def apiary_stack(
     tmp: Path, bus_url: str, journal_url: str, cell: str | None = None
@@ -112,8 +132,8 @@ async def apiary_stack(
         if bus_url.startswith("nats:"):
             opened.push_async_callback(bus.delete_stream)  # type: ignore[attr-defined]
         app = create_app(store, TOKEN)
-        router = Router(journal, bus, SessionDirectory(store), outcomes=f"apiary.{cell}.*.out")
-        router.on_settled = SessionStatusWriter(store, journal).settled
+        router = make_router(journal, bus, SessionDirectory(store), cell)
+        wire_status(router, SessionStatusWriter(store, journal))
         state = api_state(app)
         state.router, state.journal = router, journal
         sock = socket.socket()
@@ -527,7 +547,9 @@ async def _peers(
     seconds, in_flight = args.seconds, args.in_flight
     cell = f"tp{secrets.token_hex(3)}"
     # A stream of its own that covers only this run's cell: other streams are untouched.
-    bus_url = f"{args.nats}?stream=TPBENCH_{cell}&subjects=apiary.{cell}.>"
+    # (falls back to apiary.> when the Router cannot narrow its outcome filter).
+    subjects = f"apiary.{cell}.>" if routes_one_cell() else "apiary.>"
+    bus_url = f"{args.nats}?stream=TPBENCH_{cell}&subjects={subjects}"
     print(f"== Apiary with NATS (JetStream stream TPBENCH_{cell}, SQLite journal)", file=sys.stderr)
     try:
         report["nats"] = await apiary_mode(

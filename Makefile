@@ -28,6 +28,7 @@ check: $(STAMP)
 
 ## bench: every benchmark, JSON under bench/results/
 bench: $(STAMP)
+	$(PY) -m pip install -q -e '.[dev,bench]'
 	bash scripts/bench
 
 clean:

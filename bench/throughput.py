@@ -313,12 +313,15 @@ async def apiary_mode(
         t0 = time.perf_counter()
         await deploy(ap)
         deployed = time.perf_counter() - t0
+        drones = (await ap.client.list("Drone", ap.cell))["items"]
+        pids = sorted(int(d["status"]["pid"]) for d in drones if (d.get("status") or {}).get("pid"))
         rows = []
         for hive in hives:
             rows.append(await closed_loop(ap, hive, seconds, in_flight))
             print(f"  {hive}: {rows[-1]['msgs_per_s']} msgs/s", file=sys.stderr)
         latency = await hop_latency(ap, latency_n, agent_alone)
-    return {"deploy_seconds": round(deployed, 2), "throughput": rows, "latency": latency}
+    return {"deploy_seconds": round(deployed, 2), "drone_pids": pids, "throughput": rows,
+            "latency": latency}  # fmt: skip
 
 
 async def session_creation(seconds: float, clients: list[int]) -> list[dict[str, Any]]:

@@ -10,9 +10,11 @@ While the agent works, the delivery is marked in progress every ``ack_wait / 3``
 long message is not redelivered to another drone.
 
 The drone-side guardrails (:mod:`apiary.node.guardrails`, docs/guardrails.md) wrap the delivery:
-a message the drone may not take now (rate limit, per-minute token budget, open circuit) goes back
-to the queue with the exact wait; an answer over its token budget or against ``outputSchema``
-becomes the Outcome's error. A drone without them pays one ``is None`` test.
+a drone that may not take a message now (rate limit, per-minute token budget, open circuit)
+holds it for a short wait, or hands it back to the queue and leaves the queue group for a long
+one, so the work goes to other replicas or waits, never lost; an answer over its token budget or
+against ``outputSchema`` becomes the Outcome's error. A drone without them pays one ``is None``
+test.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from apiary.bus import Bus, Delivery, Subscription
-from apiary.node.circuit import HALF_OPEN, OPEN, State
+from apiary.node.circuit import OPEN, State
 from apiary.node.guardrails import GuardrailChain
 from apiary.node.interfaces import AgentCrashed, AgentNotReady, AgentProtocolError, ResponseTimeout
 from apiary.node.keeper import Keeper
@@ -49,6 +51,10 @@ RETRY_DELAY = 0.05
 GatewayUsage = Callable[[Message], tuple[int, int]]
 """The LLM gateway's (prompt, completion) token count for one delivered message (the hook the
 gateway fills in; the worker puts it in the Outcome and counts it against the budgets)."""
+
+HOLD_MAX = 0.5
+"""A guardrail wait up to this long holds the message; a longer one hands it back to the queue
+and pauses the drone's intake for the wait (docs/guardrails.md)."""
 
 
 class StageWorker:
@@ -83,17 +89,22 @@ class StageWorker:
         """None when the drone has no drone-side guardrails (raises GuardrailError if bad)."""
         self._stopped = False
         self._timer: asyncio.TimerHandle | None = None
+        self._resume_at: float | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         if self._sub is None and not self._stopped:
-            self._sub = await self.bus.subscribe(
+            sub = await self.bus.subscribe(
                 stage_subject(self.cell, self.hive, self.stage),
                 stage_group(self.cell, self.hive, self.stage),
                 self.handle,
                 max_in_flight=self.keeper.config.concurrency,
                 ack_wait=self.ack_wait,
             )
+            if self._resume_at is not None or self._stopped or self._sub is not None:
+                await sub.drain()  # paused (or stopped) while we were joining
+            else:
+                self._sub = sub
 
     async def stop(self) -> None:
         self._stopped = True
@@ -109,36 +120,47 @@ class StageWorker:
         """The circuit breaker's state (None without one)."""
         return self.guard.circuit if self.guard is not None else None
 
+    # ------------------------------------------------------------- pausing the intake
+
     def _circuit(self, state: State) -> None:
-        """Open: leave the queue group (the work goes to other replicas, or waits) until the
-        cooldown is over; then join again, half open, for the trial message."""
-        if state == OPEN and not self._stopped:
-            self._background(self._trip())
+        """Open: leave the queue group until the cooldown is over, then join again (half open)
+        for the trial message."""
+        if state == OPEN and self.guard is not None and self.guard.breaker is not None:
+            self._pause(self.guard.breaker.remaining())
         if self.on_circuit is not None:
             self.on_circuit(state)
 
-    async def _trip(self) -> None:
-        sub, self._sub = self._sub, None
-        if sub is not None:
-            await sub.drain()
-        if self._stopped or self.guard is None or self.guard.breaker is None:
+    def _pause(self, seconds: float) -> None:
+        """Take no messages for ``seconds``: leave the queue group, so that the bus offers the
+        work to the other replicas (or keeps it queued), and join again afterwards."""
+        if self._stopped:
             return
+        loop = asyncio.get_running_loop()
+        until = loop.time() + seconds
+        if self._resume_at is not None and self._resume_at >= until:
+            return
+        self._resume_at = until
         if self._timer is not None:
             self._timer.cancel()
-        delay = self.guard.breaker.remaining()
-        self._timer = asyncio.get_running_loop().call_later(delay, self._half_open)
+        self._timer = loop.call_at(until, self._resume)
+        sub, self._sub = self._sub, None
+        if sub is not None:
+            self._background(sub.drain())
 
-    def _half_open(self) -> None:
-        self._timer = None
-        if self._stopped or self.guard is None or self.guard.breaker is None:
+    def _resume(self) -> None:
+        self._timer, self._resume_at = None, None
+        breaker = self.guard.breaker if self.guard is not None else None
+        if breaker is not None and breaker.poll() == OPEN:
+            self._pause(max(breaker.remaining(), 1e-3))  # paused for less than the cooldown
             return
-        if self.guard.breaker.poll() == HALF_OPEN:
-            self._background(self.start())
+        self._background(self.start())
 
     def _background(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    # ---------------------------------------------------------------------- messages
 
     async def handle(self, delivery: Delivery) -> None:
         try:
@@ -153,9 +175,15 @@ class StageWorker:
             await self._deliver(delivery, dispatch, message, None)
             return
         wait = guard.admit()
-        if wait:  # not now: back to the queue (any replica) after exactly the wait
-            await delivery.nak(wait)
-            return
+        while wait:
+            if wait > HOLD_MAX or self._stopped:  # back to the queue now, and stop taking more
+                await delivery.nak(RETRY_DELAY)
+                self._pause(wait)
+                return
+            # A short wait is held here: the busy slot keeps the bus offering the next
+            # messages to the other replicas, and a ping-pong through the queue is saved.
+            await asyncio.sleep(wait)
+            wait = guard.admit()
         try:
             await self._deliver(delivery, dispatch, message, guard)
         except BaseException:

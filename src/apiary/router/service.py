@@ -130,6 +130,7 @@ class Router:
             if not fresh:
                 return count
             states: dict[str, Obj] = {}
+            lefts: dict[str, int | None] = {}
             items = []
             for e in fresh:
                 info = await self.sessions.get_by_key(e.session)
@@ -137,11 +138,12 @@ class Router:
                     continue
                 if e.session not in states:
                     states[e.session] = split((await self.journal.load(e.session)).state)[1]
+                    lefts[e.session] = await self._tokens_left(info)
                 mine = states[e.session]
                 if e.id in mine["held"]:
                     continue
                 send = Send(e.id, e.stage or "", e.message, int(mine["attempts"].get(e.id, 0)))
-                items.append(self._publication(info, send))
+                items.append(self._publication(info, send, lefts[e.session]))
             if items:
                 await self.bus.publish_many(items)
             count += len(items)
@@ -228,6 +230,7 @@ class Router:
                       {"reason": error[0], "message": error[1], "attempt": attempt,
                        "drone": outcome.drone}, type="error")  # fmt: skip
         failed.drone, failed.latency_ms = outcome.drone or None, outcome.latency_ms
+        failed.prompt_tokens, failed.completion_tokens = outcome.usage  # the attempt's LLM calls
         detail = {"stage": outcome.stage, "drone": outcome.drone, "dispatch": d,
                   "reason": error[0], "message": error[1], "attempt": attempt}  # fmt: skip
         notices = failure_notices(error[0], detail)
@@ -422,7 +425,8 @@ class Router:
     async def _effects(self, info: SessionInfo, plan: Plan) -> None:
         if plan.status and self.on_status is not None:
             self.on_status(info, plan.status)
-        now = [self._publication(info, s) for s in plan.send if s.delay <= 0]
+        left = await self._tokens_left(info) if plan.send else None
+        now = [self._publication(info, s, left) for s in plan.send if s.delay <= 0]
         for s in plan.send:
             if s.delay > 0:
                 self._later(s.delay, self._publish_one(info, s))
@@ -442,14 +446,25 @@ class Router:
             log.warning("session %s: publish failed, the sweep will retry: %s", info.key, exc)
             raise Unavailable(f"the message bus is unavailable: {exc}") from exc
 
-    def _publication(self, info: SessionInfo, send: Send) -> Publish:
+    def _publication(self, info: SessionInfo, send: Send, tokens_left: int | None) -> Publish:
         env = Dispatch(send.id, info.key, info.hive, send.stage, send.message,
-                       info.timeout_for(send.stage), send.attempt)  # fmt: skip
+                       info.timeout_for(send.stage), send.attempt, tokens_left)  # fmt: skip
         return Publish(stage_subject(info.cell, info.hive, send.stage), env.encode(), env.msg_id)
+
+    async def _tokens_left(self, info: SessionInfo) -> int | None:
+        """What is left of the session's token budget (None without one): the LLM gateway of
+        the drone stops an agent's calls when its message has used it up."""
+        _, policy = await self.sessions.hive(info)
+        budget = policy.session_token_budget
+        if budget is None:
+            return None
+        _, prompt, completion = await self.journal.usage(info.key)
+        return max(0, budget - prompt - completion)
 
     async def _publish_one(self, info: SessionInfo, send: Send) -> None:
         try:
-            await self.bus.publish_many([self._publication(info, send)])
+            left = await self._tokens_left(info)
+            await self.bus.publish_many([self._publication(info, send, left)])
         except Exception as exc:  # the sweep republishes open dispatches later
             log.warning("session %s: retry publish failed: %s", info.key, exc)
 
@@ -507,7 +522,7 @@ class Router:
             if msg.usage is not None:
                 entry.prompt_tokens = msg.usage.prompt_tokens
                 entry.completion_tokens = msg.usage.completion_tokens
-            elif r.kind == "output" and gateway_usage != (0, 0):
+            elif r.kind in ("output", "error") and gateway_usage != (0, 0):
                 entry.prompt_tokens, entry.completion_tokens = gateway_usage
                 gateway_usage = (0, 0)  # counted once, on the first output
             out.append(entry)

@@ -46,6 +46,7 @@ class Dispatch:
     message: dict[str, Any]
     timeout: float | None = None  # seconds the agent gets (guardrails.responseTimeoutSeconds)
     attempt: int = 0  # 0 the first time; a retry or a DLQ replay counts up
+    tokens_left: int | None = None  # of the session's token budget, when the hive has one
 
     @property
     def msg_id(self) -> str:
@@ -61,16 +62,19 @@ class Dispatch:
             body["timeout"] = self.timeout
         if self.attempt:
             body["attempt"] = self.attempt
+        if self.tokens_left is not None:
+            body["tokensLeft"] = self.tokens_left
         return orjson.dumps(body)
 
     @classmethod
     def decode(cls, data: bytes) -> Dispatch:
         body = _load(data, ("dispatch", "session", "hive", "stage", "message"))
         timeout = body.get("timeout")
+        left = body.get("tokensLeft")
         return cls(
             str(body["dispatch"]), str(body["session"]), str(body["hive"]), str(body["stage"]),
             dict(body["message"]), float(timeout) if timeout is not None else None,
-            int(body.get("attempt") or 0),
+            int(body.get("attempt") or 0), int(left) if left is not None else None,
         )  # fmt: skip
 
 

@@ -25,6 +25,7 @@ and writes lines is an agent.
 from __future__ import annotations
 
 from apiary.agent.comb import Comb, CombError
+from apiary.agent.llm import Llm, LlmError
 from apiary.agent.runtime import Context, handle, run, wants_context
 from apiary.waggle.message import Message
 
@@ -65,6 +66,8 @@ __all__ = [
     "Comb",
     "CombError",
     "Context",
+    "Llm",
+    "LlmError",
     "Message",
     "agent",
     "handle",

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from typing import IO, Any
 
     from apiary.agent.comb import Comb
+    from apiary.agent.llm import Llm
 
     Handler = Callable[..., Any]
 
@@ -94,6 +95,13 @@ class Context:
         from apiary.agent.comb import Comb
 
         return Comb.for_message(self.message)
+
+    @property
+    def llm(self) -> Llm:
+        """The drone's LLM gateway, counting against this message (see apiary.agent.llm)."""
+        from apiary.agent.llm import Llm
+
+        return Llm(self.message.id)
 
     def _push(self, out: Message) -> None:
         m = self.message

@@ -24,6 +24,7 @@ from typing import Any
 from apiary.errors import Conflict, NotFound
 from apiary.node.backoff import Backoff, BackoffPolicy
 from apiary.node.env import EnvError, SecretReader, resolve_env
+from apiary.node.gateway_budget import DroneMeter
 from apiary.node.keeper import Keeper
 from apiary.node.launcher import DroneProcess, DroneRuntimeStatus, LaunchSpec, Supervisor
 
@@ -104,6 +105,8 @@ class DroneRunner:
         if self.http:
             self.port = int(interface.get("port") or 0) or free_port()
         self.keeper = Keeper(interface, name=f"{self.cell}/{self.name}", port=self.port)
+        self.meter = DroneMeter.from_guardrails(self.spec.get("guardrails"))
+        """Tokens the drone's LLM calls use, per message in flight (the gateway's budgets)."""
         self.supervisor: Supervisor | None = None
         self._runtime = DroneRuntimeStatus(phase="Starting")
         self._ready = False

@@ -185,6 +185,31 @@ class Scaling(ApiModel):
         return self
 
 
+class LlmSecretRef(ApiModel):
+    """The Secret (same Cell) that holds the provider's base URL and API key, and which keys."""
+
+    name: DNSLabel
+    base_url_key: SecretKey = "baseUrl"
+    """Key of the OpenAI-compatible base URL (``https://api.openai.com/v1``, the default when
+    the key is missing)."""
+    api_key_key: SecretKey = "apiKey"
+    """Key of the API key; a missing key sends no ``Authorization`` (local providers)."""
+
+
+class LlmProvider(ApiModel):
+    secret_ref: LlmSecretRef
+
+
+class Llm(ApiModel):
+    """The LLM gateway of this agent's drones (docs/gateway.md): the node forwards the agent's
+    OpenAI-style calls to ``provider`` with the key from the Secret — the agent never sees the
+    key — counts tokens and enforces the token budgets."""
+
+    provider: LlmProvider
+    model: str | None = Field(default=None, min_length=1)
+    """Injected into requests that name no model."""
+
+
 class AgentSpecSpec(ApiModel):
     runtime: Runtime
     interface: Interface = Field(default_factory=Interface)
@@ -194,6 +219,7 @@ class AgentSpecSpec(ApiModel):
     task_tier: Literal["simple", "standard", "complex"] | None = None
     """How demanding the agent's tasks are; the LLM gateway picks a model class from it."""
     guardrails: Guardrails | None = None
+    llm: Llm | None = None
 
     @model_validator(mode="after")
     def _replicas_in_range(self) -> AgentSpecSpec:

@@ -1,0 +1,363 @@
+"""The LLM gateway: an OpenAI-compatible endpoint per drone on the node's keeper HTTP server.
+
+    POST /drones/{cell}/{drone}/v1/chat/completions   (``"stream": true`` → SSE, passed through)
+    POST /drones/{cell}/{drone}/v1/embeddings
+    GET  /drones/{cell}/{drone}/v1/models
+
+So an agent points any OpenAI client at ``$APIARY_KEEPER_URL/v1`` with ``$APIARY_KEEPER_TOKEN``
+as its API key. The gateway checks the caller (the keeper token of that drone), finds the provider
+the drone's AgentSpec names (``spec.llm``, :mod:`apiary.node.gateway_provider`), injects the
+default model, forwards with the provider's key (which the agent never sees) over one keep-alive
+``httpx.AsyncClient``, and counts the tokens the provider reports in ``usage`` against the
+message the drone is working on (:mod:`apiary.node.gateway_budget`). For streams it asks the
+provider for a final usage chunk (``stream_options.include_usage``) and hands the agent every
+event as it arrives — nothing buffers the answer; the usage chunk reaches the agent only if it
+asked for it. A provider that reports no usage is charged an estimate (4 characters a token), so
+budgets still hold.
+
+Errors: the provider's own status and body reach the agent unchanged; a provider that cannot be
+reached is a 502; the gateway's refusals are OpenAI-style ``{"error": {"type", "message"}}``
+bodies (429 ``budget_exceeded``, 409 ``message_not_in_flight``, 404 ``llm_not_configured``,
+503 ``gateway_misconfigured``, 401/403 for a wrong token).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any, Protocol
+
+import httpx
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import BaseRoute, Route
+
+from apiary.errors import ApiaryError
+from apiary.node.gateway_budget import DroneMeter, GatewayRefusal, Tally
+from apiary.node.gateway_provider import Provider, Providers, Reader
+from apiary.node.keeperhttp import PREFIX, KeeperHttpServer
+
+log = logging.getLogger("apiary.node.gateway")
+
+MESSAGE_HEADER = "x-apiary-message-id"
+CHARS_PER_TOKEN = 4
+PASSED_HEADERS = ("content-type", "x-request-id", "openai-processing-ms", "retry-after")
+
+
+class GatewayDrone(Protocol):
+    """What the gateway needs of a drone running here (a DroneRunner)."""
+
+    spec: dict[str, Any]
+    meter: DroneMeter
+
+
+Lookup = Callable[[str, str], GatewayDrone | None]
+
+
+def _refusal(exc: GatewayRefusal) -> Response:
+    return Response(
+        orjson.dumps(exc.body()), exc.status, exc.headers or None, media_type="application/json"
+    )
+
+
+def _apiary_refusal(exc: ApiaryError) -> GatewayRefusal:
+    kind = {401: "authentication_error", 403: "permission_error", 413: "invalid_request_error"}
+    return GatewayRefusal(exc.status, kind.get(exc.status, "invalid_request_error"), exc.message)
+
+
+def estimate(text: str) -> int:
+    return (len(text) + CHARS_PER_TOKEN - 1) // CHARS_PER_TOKEN
+
+
+def prompt_text(body: dict[str, Any]) -> str:
+    """The text of a request's messages or input, for the estimate when usage is missing."""
+    parts: list[str] = []
+    for m in body.get("messages") or []:
+        content = m.get("content") if isinstance(m, dict) else None
+        parts.append(content if isinstance(content, str) else orjson.dumps(content).decode())
+    given = body.get("input")
+    if given is not None:
+        parts.append(given if isinstance(given, str) else orjson.dumps(given).decode())
+    return "".join(parts)
+
+
+def usage_of(answer: Any) -> tuple[int, int] | None:
+    usage = answer.get("usage") if isinstance(answer, dict) else None
+    if not isinstance(usage, dict):
+        return None
+    prompt = usage.get("prompt_tokens")
+    completion = usage.get("completion_tokens")
+    if not isinstance(prompt, int):
+        total = usage.get("total_tokens")
+        if not isinstance(total, int):
+            return None
+        prompt = total - (completion if isinstance(completion, int) else 0)
+    return (prompt, completion if isinstance(completion, int) else 0)
+
+
+class LlmGateway:
+    """The gateway of one node; :meth:`routes` go on its :class:`KeeperHttpServer`."""
+
+    def __init__(
+        self,
+        server: KeeperHttpServer,
+        lookup: Lookup,
+        read: Reader,
+        *,
+        http: httpx.AsyncClient | None = None,
+        timeout: float = 600.0,
+        max_body_bytes: int = 8 << 20,
+        provider_ttl: float = 30.0,
+    ) -> None:
+        self.server = server
+        self.lookup = lookup
+        self.providers = Providers(read, ttl=provider_ttl)
+        self.max_body_bytes = max_body_bytes
+        self._own_http = http is None
+        self.http = http or httpx.AsyncClient(
+            timeout=httpx.Timeout(timeout, connect=10.0),
+            limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
+        )
+
+    def routes(self) -> list[BaseRoute]:
+        return [
+            Route(PREFIX + "/v1/chat/completions", self._chat, methods=["POST"]),
+            Route(PREFIX + "/v1/embeddings", self._embeddings, methods=["POST"]),
+            Route(PREFIX + "/v1/models", self._models, methods=["GET"]),
+        ]
+
+    async def aclose(self) -> None:
+        if self._own_http:
+            await self.http.aclose()
+
+    # ------------------------------------------------------------------------- plumbing
+
+    def _drone(self, request: Request) -> tuple[str, GatewayDrone]:
+        try:
+            cell, name = self.server.authenticate(request)
+        except ApiaryError as exc:
+            raise _apiary_refusal(exc) from None
+        drone = self.lookup(cell, name)
+        if drone is None:
+            raise GatewayRefusal(
+                403, "permission_error", f"drone {cell}/{name} is not running here"
+            )
+        return cell, drone
+
+    async def _body(self, request: Request) -> dict[str, Any]:
+        raw = bytearray()
+        async for chunk in request.stream():
+            raw += chunk
+            if len(raw) > self.max_body_bytes:
+                raise GatewayRefusal(
+                    413, "invalid_request_error",
+                    f"request body is over the limit of {self.max_body_bytes} bytes",
+                )  # fmt: skip
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise GatewayRefusal(
+                400, "invalid_request_error", f"malformed JSON body: {exc}"
+            ) from None
+        if not isinstance(body, dict):
+            raise GatewayRefusal(400, "invalid_request_error", "the body must be a JSON object")
+        return body
+
+    async def _prepare(
+        self, request: Request, with_model: bool = True
+    ) -> tuple[GatewayDrone, Provider, Tally, dict[str, Any]]:
+        """Authenticate, parse, find the provider and the message, check the budgets."""
+        cell, drone = self._drone(request)
+        body = await self._body(request)
+        provider = await self.providers.resolve(cell, drone.spec)
+        meter = drone.meter
+        tally = meter.pick(request.headers.get(MESSAGE_HEADER))
+        meter.admit(tally)
+        if with_model and not body.get("model"):
+            if not provider.model:
+                raise GatewayRefusal(
+                    400, "invalid_request_error",
+                    "the request names no model and the AgentSpec has no spec.llm.model",
+                )  # fmt: skip
+            body["model"] = provider.model
+        return drone, provider, tally, body
+
+    async def _post(self, provider: Provider, path: str, body: dict[str, Any]) -> httpx.Response:
+        url = provider.url(path)
+        try:
+            return await self.http.post(
+                url, content=orjson.dumps(body),
+                headers={**provider.headers(), "Content-Type": "application/json"},
+            )  # fmt: skip
+        except httpx.HTTPError as exc:
+            raise _unreachable(url, exc) from None
+
+    # ------------------------------------------------------------------------- handlers
+
+    async def _chat(self, request: Request) -> Response:
+        try:
+            drone, provider, tally, body = await self._prepare(request)
+            if body.get("stream"):
+                return await self._stream(drone.meter, tally, provider, body)
+            answer = await self._post(provider, "/chat/completions", body)
+        except GatewayRefusal as exc:
+            return _refusal(exc)
+        return self._answer(drone.meter, tally, body, answer, completion_of_chat)
+
+    async def _embeddings(self, request: Request) -> Response:
+        try:
+            drone, provider, tally, body = await self._prepare(request)
+            answer = await self._post(provider, "/embeddings", body)
+        except GatewayRefusal as exc:
+            return _refusal(exc)
+        return self._answer(drone.meter, tally, body, answer, lambda _: "")
+
+    async def _models(self, request: Request) -> Response:
+        try:
+            cell, drone = self._drone(request)
+            provider = await self.providers.resolve(cell, drone.spec)
+            url = provider.url("/models")
+            try:
+                answer = await self.http.get(url, headers=provider.headers())
+            except httpx.HTTPError as exc:
+                raise _unreachable(url, exc) from None
+        except GatewayRefusal as exc:
+            return _refusal(exc)
+        return Response(answer.content, answer.status_code, _passed(answer))
+
+    def _answer(
+        self, meter: DroneMeter, tally: Tally, body: dict[str, Any], answer: httpx.Response,
+        completion: Callable[[Any], str],
+    ) -> Response:  # fmt: skip
+        """Count a non-streamed answer (2xx only: a refused call costs nothing) and pass it on."""
+        if answer.is_success:
+            try:
+                parsed = orjson.loads(answer.content)
+            except orjson.JSONDecodeError:
+                parsed = None
+            counted = usage_of(parsed)
+            if counted is None:
+                counted = (estimate(prompt_text(body)), estimate(completion(parsed)))
+            meter.charge(tally, *counted)
+        return Response(answer.content, answer.status_code, _passed(answer))
+
+    async def _stream(
+        self, meter: DroneMeter, tally: Tally, provider: Provider, body: dict[str, Any]
+    ) -> Response:
+        asked = bool((body.get("stream_options") or {}).get("include_usage"))
+        body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
+        url = provider.url("/chat/completions")
+        request = self.http.build_request(
+            "POST", url, content=orjson.dumps(body),
+            headers={**provider.headers(), "Content-Type": "application/json"},
+        )  # fmt: skip
+        try:
+            answer = await self.http.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            raise _unreachable(url, exc) from None
+        if not answer.is_success:
+            try:
+                content = await answer.aread()
+            finally:
+                await answer.aclose()
+            return Response(content, answer.status_code, _passed(answer))
+        relay = _SseRelay(meter, tally, prompt_text(body), keep_usage_chunk=asked)
+        return StreamingResponse(
+            relay.run(answer), answer.status_code, _passed(answer), media_type="text/event-stream"
+        )
+
+
+def completion_of_chat(answer: Any) -> str:
+    if not isinstance(answer, dict):
+        return ""
+    parts = []
+    for choice in answer.get("choices") or []:
+        content = ((choice or {}).get("message") or {}).get("content")
+        if isinstance(content, str):
+            parts.append(content)
+    return "".join(parts)
+
+
+def _passed(answer: httpx.Response) -> dict[str, str]:
+    return {k: v for k, v in answer.headers.items() if k.lower() in PASSED_HEADERS}
+
+
+def _unreachable(url: str, exc: httpx.HTTPError) -> GatewayRefusal:
+    what = type(exc).__name__
+    return GatewayRefusal(
+        502,
+        "provider_unreachable",
+        f"the LLM provider at {url} could not be reached: {what}: {exc}",
+    )
+
+
+class _SseRelay:
+    """Passes a provider's SSE stream on event by event, reading usage from the final chunk.
+
+    The usage-only chunk (``choices: []``) the gateway asked for is dropped unless the agent asked
+    for it too. The tally is charged when the stream ends — also when the agent hangs up or the
+    provider breaks off, with an estimate of what was streamed when no usage arrived."""
+
+    def __init__(self, meter: DroneMeter, tally: Tally, prompt: str, *, keep_usage_chunk: bool):
+        self.meter = meter
+        self.tally = tally
+        self.prompt = prompt
+        self.keep_usage_chunk = keep_usage_chunk
+        self.usage: tuple[int, int] | None = None
+        self.streamed = 0  # characters of content seen
+
+    def event(self, raw: bytes) -> bytes | None:
+        """One event (without its blank line): what to send on, or None to drop it."""
+        data = b"".join(line[5:].strip() for line in raw.split(b"\n") if line.startswith(b"data:"))
+        if not data or data == b"[DONE]":
+            return raw
+        try:
+            chunk = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return raw
+        if not isinstance(chunk, dict):
+            return raw
+        counted = usage_of(chunk)
+        if counted is not None:
+            self.usage = counted
+        for choice in chunk.get("choices") or []:
+            content = ((choice or {}).get("delta") or {}).get("content")
+            if isinstance(content, str):
+                self.streamed += len(content)
+        if counted is not None and chunk.get("choices") == [] and not self.keep_usage_chunk:
+            return None
+        return raw
+
+    async def run(self, answer: httpx.Response) -> AsyncIterator[bytes]:
+        buffer = b""
+        try:
+            async for chunk in answer.aiter_bytes():
+                buffer += chunk.replace(b"\r\n", b"\n")
+                while True:
+                    end = buffer.find(b"\n\n")
+                    if end < 0:
+                        break
+                    raw, buffer = buffer[:end], buffer[end + 2 :]
+                    out = self.event(raw)
+                    if out is not None:
+                        yield out + b"\n\n"
+            if buffer.strip():
+                out = self.event(buffer.rstrip(b"\n"))
+                if out is not None:
+                    yield out + b"\n\n"
+        except httpx.HTTPError as exc:
+            log.warning("LLM provider stream broke off: %s", exc)
+            failure = {"error": {"type": "provider_unreachable",
+                                 "message": f"the provider's stream broke off: {exc}"}}  # fmt: skip
+            yield b"data: " + orjson.dumps(failure) + b"\n\n"
+        finally:
+            await answer.aclose()
+            usage = self.usage or (
+                estimate(self.prompt),
+                (self.streamed + CHARS_PER_TOKEN - 1) // CHARS_PER_TOKEN,
+            )
+            self.meter.charge(self.tally, *usage)
+
+
+__all__ = ["MESSAGE_HEADER", "GatewayDrone", "LlmGateway", "estimate", "usage_of"]

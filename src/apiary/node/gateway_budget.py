@@ -1,0 +1,244 @@
+"""Token budgets of one drone, enforced by the node — never trusted to the agent.
+
+Every LLM call through the gateway is attributed to a *message in flight* on the drone (a
+:class:`Tally`), because that is what the budgets are about:
+
+* ``tokenBudgetPerRequest`` — tokens one message may use;
+* the session's remaining budget — the router puts it in the Dispatch (``tokens_left``) when the
+  hive has ``tokenBudgetPerSession``;
+* ``tokenBudgetPerMinute`` — tokens the drone may use in any sliding 60 s window.
+
+A call is admitted while every budget has room left; the call that crosses a budget is allowed
+(its size is not known before the provider answers), the next one is refused. So an agent that
+loops on the gateway uses at most *budget + one call*. A refused call, or a message whose total
+ends over its budget, marks the tally ``exceeded``; the worker reports the message as failed with
+``TokenBudgetExceeded`` (not retried) and, through :meth:`Tally.watch`, stops waiting for an
+agent that does not answer within :attr:`DroneMeter.stop_grace` seconds of the refusal.
+
+Calls that name no message in flight are refused: a token no message pays for would escape the
+per-request and the session budgets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+EXCEEDED = "TokenBudgetExceeded"
+"""The Outcome error reason of a message that ran out of tokens (router/policy.py NOT_RETRIED)."""
+
+
+class GatewayRefusal(Exception):
+    """A call the gateway will not forward: an HTTP status and an OpenAI-style error body."""
+
+    def __init__(
+        self, status: int, type: str, message: str, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.type = type
+        self.message = message
+        self.headers = dict(headers or {})
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"type": self.type, "message": self.message, "code": self.status}}
+
+
+class Tally:
+    """What one message in flight has used, and what it may still use."""
+
+    __slots__ = ("_cm", "completion", "exceeded", "limit", "message_id", "prompt", "session_left")
+
+    def __init__(self, message_id: str, limit: int | None, session_left: int | None) -> None:
+        self.message_id = message_id
+        self.limit = limit
+        self.session_left = session_left
+        self.prompt = 0
+        self.completion = 0
+        self.exceeded: str | None = None
+        """Why the message ran out of tokens (the Outcome error message), once it has."""
+        self._cm: asyncio.Timeout | None = None
+
+    @property
+    def used(self) -> int:
+        return self.prompt + self.completion
+
+    @property
+    def usage(self) -> tuple[int, int]:
+        return (self.prompt, self.completion)
+
+    def over(self) -> str | None:
+        """Which budget has no room left (a sentence), else None."""
+        if self.limit is not None and self.used >= self.limit:
+            return (
+                f"message {self.message_id} used {self.used} tokens of its per-request "
+                f"budget of {self.limit}"
+            )
+        if self.session_left is not None and self.used >= self.session_left:
+            return (
+                f"message {self.message_id} used {self.used} tokens; the session had "
+                f"{self.session_left} left of its budget"
+            )
+        return None
+
+    def watch(self, cm: asyncio.Timeout | None) -> None:
+        """The worker's ``asyncio.timeout(None)`` around the delivery: when the message runs
+        out of tokens the deadline is set, so a runaway agent is not waited for forever."""
+        self._cm = cm
+
+    def mark(self, reason: str, grace: float) -> None:
+        if self.exceeded is None:
+            self.exceeded = reason
+        cm = self._cm
+        if cm is not None and cm.when() is None:
+            with contextlib.suppress(RuntimeError):  # the delivery is over already
+                cm.reschedule(asyncio.get_running_loop().time() + grace)
+
+
+class DroneMeter:
+    """The budgets and tallies of one drone; one per :class:`~apiary.node.runner.DroneRunner`.
+
+    ``clock`` (monotonic seconds) is injectable for the per-minute window."""
+
+    def __init__(
+        self,
+        *,
+        per_request: int | None = None,
+        per_minute: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        window: float = 60.0,
+        stop_grace: float = 1.0,
+    ) -> None:
+        self.per_request = per_request
+        self.per_minute = per_minute
+        self.clock = clock
+        self.window = window
+        self.stop_grace = stop_grace
+        """Seconds an agent may still take to answer after its message ran out of tokens."""
+        self.tallies: dict[str, Tally] = {}
+        self._spent: deque[tuple[float, int]] = deque()
+        self._spent_sum = 0
+        self.total = (0, 0)
+        """(prompt, completion) tokens of every call since the drone started."""
+
+    @classmethod
+    def from_guardrails(cls, guardrails: Mapping[str, Any] | None, **kwargs: Any) -> DroneMeter:
+        g = guardrails or {}
+
+        def positive(key: str) -> int | None:
+            value = g.get(key)
+            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+                return None
+            return int(value)
+
+        return cls(
+            per_request=positive("tokenBudgetPerRequest"),
+            per_minute=positive("tokenBudgetPerMinute"),
+            **kwargs,
+        )
+
+    # ------------------------------------------------------------------- worker side
+
+    def begin(self, message_id: str, tokens_left: int | None = None) -> Tally:
+        """A message is handed to the agent; its calls are counted from now."""
+        tally = Tally(message_id, self.per_request, tokens_left)
+        self.tallies[message_id] = tally
+        return tally
+
+    def end(self, message_id: str) -> Tally | None:
+        """The message is done (answered, failed or given up); later calls for it are refused."""
+        return self.tallies.pop(message_id, None)
+
+    # ------------------------------------------------------------------ gateway side
+
+    def pick(self, message_id: str | None) -> Tally:
+        """The tally a call is for: the one named by ``X-Apiary-Message-Id``, else the only
+        message in flight."""
+        if message_id:
+            tally = self.tallies.get(message_id)
+            if tally is None:
+                raise GatewayRefusal(
+                    409, "message_not_in_flight",
+                    f"message {message_id!r} (X-Apiary-Message-Id) is not in flight on this drone",
+                )  # fmt: skip
+            return tally
+        if len(self.tallies) == 1:
+            return next(iter(self.tallies.values()))
+        if not self.tallies:
+            raise GatewayRefusal(
+                409, "message_not_in_flight",
+                "no message is in flight on this drone: LLM calls are made while handling one",
+            )  # fmt: skip
+        raise GatewayRefusal(
+            400, "invalid_request_error",
+            f"{len(self.tallies)} messages are in flight on this drone: name the one this call "
+            "is for in the X-Apiary-Message-Id header",
+        )  # fmt: skip
+
+    def minute_used(self) -> int:
+        horizon = self.clock() - self.window
+        spent = self._spent
+        while spent and spent[0][0] <= horizon:
+            self._spent_sum -= spent.popleft()[1]
+        return self._spent_sum
+
+    def admit(self, tally: Tally) -> None:
+        """Raise a 429 :class:`GatewayRefusal` (and mark the message) when a budget is used up."""
+        reason = tally.exceeded or tally.over()
+        if reason is None and self.per_minute is not None:
+            used = self.minute_used()
+            if used >= self.per_minute:
+                retry = max(1, int(self._spent[0][0] + self.window - self.clock()) + 1)
+                reason = (
+                    f"the drone used {used} tokens in the last {self.window:g}s, its "
+                    f"per-minute budget is {self.per_minute}"
+                )
+                tally.mark(reason, self.stop_grace)
+                raise GatewayRefusal(429, "budget_exceeded", reason, {"Retry-After": str(retry)})
+        if reason is not None:
+            tally.mark(reason, self.stop_grace)
+            raise GatewayRefusal(429, "budget_exceeded", f"token budget exceeded: {reason}")
+
+    def charge(self, tally: Tally | None, prompt: int, completion: int) -> None:
+        """Count a call the provider answered; a message that ends over budget is marked."""
+        prompt, completion = max(0, prompt), max(0, completion)
+        self.total = (self.total[0] + prompt, self.total[1] + completion)
+        if prompt + completion:
+            self._spent.append((self.clock(), prompt + completion))
+            self._spent_sum += prompt + completion
+        if tally is None:
+            return
+        tally.prompt += prompt
+        tally.completion += completion
+        if (tally.limit is not None and tally.used > tally.limit) or (
+            tally.session_left is not None and tally.used > tally.session_left
+        ):
+            reason = tally.over()
+            assert reason is not None
+            tally.mark(reason, self.stop_grace)
+
+
+async def until_exceeded(tally: Tally, delivery: Awaitable[list[T]]) -> list[T]:
+    """Await the agent's answer to the tally's message, but give up (an empty answer) once the
+    message ran out of tokens and the agent has not answered within the meter's grace — the
+    agent got a 429 and keeps going. The caller reports ``tally.exceeded``."""
+    cm = asyncio.timeout(None)
+    try:
+        async with cm:
+            tally.watch(cm)
+            return await delivery
+    except TimeoutError:
+        if cm.expired() and tally.exceeded is not None:
+            return []
+        raise
+    finally:
+        tally.watch(None)
+
+
+__all__ = ["EXCEEDED", "DroneMeter", "GatewayRefusal", "Tally", "until_exceeded"]

@@ -1,0 +1,131 @@
+"""Where a drone's LLM calls go: ``spec.llm`` of its AgentSpec and the Secret it names.
+
+The node reads both through the API (the Secret with ``reveal=true``, as for ``runtime.env``), so
+the provider's key lives in this process only; the agent's environment never holds it. Answers
+are cached for ``ttl`` seconds: a call does not cost API round trips, and a rotated key or a
+changed model is picked up within the TTL.
+
+``spec.llm`` is taken from the Drone's spec when the controllers copied it there, else from the
+AgentSpec the drone was made from (``spec.agentSpec``).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from apiary.errors import ApiaryError, NotFound
+from apiary.node.gateway_budget import GatewayRefusal
+
+Obj = dict[str, Any]
+Reader = Callable[[str, str, str], Awaitable[Obj]]
+"""(kind, cell, name) → the object; Secrets revealed."""
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+
+
+@dataclass(frozen=True)
+class Provider:
+    base_url: str
+    api_key: str | None
+    model: str | None
+
+    def url(self, path: str) -> str:
+        return self.base_url.rstrip("/") + path
+
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+
+
+def _unconfigured(message: str) -> GatewayRefusal:
+    return GatewayRefusal(503, "gateway_misconfigured", message)
+
+
+class Providers:
+    """Resolves and caches the :class:`Provider` of each drone."""
+
+    def __init__(
+        self, read: Reader, *, ttl: float = 30.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.read = read
+        self.ttl = ttl
+        self.clock = clock
+        self._cache: dict[tuple[str, str, str], tuple[float, Obj]] = {}
+
+    async def _get(self, kind: str, cell: str, name: str) -> Obj:
+        key = (kind, cell, name)
+        hit = self._cache.get(key)
+        now = self.clock()
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        obj = await self.read(kind, cell, name)
+        self._cache[key] = (now + self.ttl, obj)
+        return obj
+
+    async def llm_spec(self, cell: str, drone_spec: Obj) -> Obj:
+        llm = drone_spec.get("llm")
+        if isinstance(llm, dict):
+            return llm
+        agentspec = drone_spec.get("agentSpec")
+        if not agentspec:
+            raise GatewayRefusal(404, "llm_not_configured", "this drone has no AgentSpec")
+        try:
+            spec = (await self._get("AgentSpec", cell, str(agentspec))).get("spec") or {}
+        except NotFound:
+            raise GatewayRefusal(
+                404, "llm_not_configured", f"AgentSpec {agentspec!r} no longer exists"
+            ) from None
+        except ApiaryError as exc:
+            raise GatewayRefusal(
+                503, "gateway_unavailable", f"cannot read AgentSpec: {exc}"
+            ) from exc
+        llm = spec.get("llm")
+        if not isinstance(llm, dict):
+            raise GatewayRefusal(
+                404, "llm_not_configured",
+                f"AgentSpec {agentspec!r} has no spec.llm: add spec.llm.provider.secretRef",
+            )  # fmt: skip
+        return llm
+
+    async def resolve(self, cell: str, drone_spec: Obj) -> Provider:
+        llm = await self.llm_spec(cell, drone_spec)
+        where = "spec.llm.provider.secretRef"
+        ref = (llm.get("provider") or {}).get("secretRef") or {}
+        name = ref.get("name")
+        if not isinstance(name, str) or not name:
+            raise _unconfigured(f"{where}.name is required")
+        try:
+            secret = await self._get("Secret", cell, name)
+        except NotFound:
+            raise _unconfigured(f"{where}: Secret {name!r} not found in cell {cell!r}") from None
+        except ApiaryError as exc:
+            raise GatewayRefusal(503, "gateway_unavailable", f"cannot read Secret: {exc}") from exc
+        data = secret.get("data") or {}
+
+        def value(key: str) -> str | None:
+            raw = data.get(key)
+            if raw is None:
+                return None
+            try:
+                return base64.b64decode(str(raw), validate=True).decode().strip()
+            except (binascii.Error, UnicodeDecodeError):
+                raise _unconfigured(
+                    f"{where}: Secret {name!r} key {key!r} is not base64 text"
+                ) from None
+
+        base_url = value(str(ref.get("baseUrlKey") or "baseUrl")) or DEFAULT_BASE_URL
+        if not base_url.startswith(("http://", "https://")):
+            raise _unconfigured(
+                f"{where}: Secret {name!r} key {ref.get('baseUrlKey') or 'baseUrl'!r} must be an "
+                f"http(s) URL, got {base_url[:60]!r}"
+            )
+        api_key = value(str(ref.get("apiKeyKey") or "apiKey")) or None
+        model = llm.get("model")
+        return Provider(base_url, api_key, str(model) if model else None)
+
+
+__all__ = ["DEFAULT_BASE_URL", "Provider", "Providers"]

@@ -1,0 +1,1 @@
+"""Local stand-ins for external services (real servers on loopback, deterministic answers)."""

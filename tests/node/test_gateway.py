@@ -1,0 +1,283 @@
+"""The LLM gateway on a real keeper HTTP server, forwarding to a real fake provider on loopback.
+
+The drone here is a real :class:`DroneMeter` with a spec, which is all the gateway reads of a
+running drone; objects (AgentSpec, Secret) come from a table, as the API would answer them.
+The whole path — node agent, worker, router, a real agent process — is in test_gateway_stack.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import pytest
+
+from apiary.client import AsyncApiClient
+from apiary.errors import NotFound
+from apiary.node.gateway import LlmGateway
+from apiary.node.gateway_budget import DroneMeter, until_exceeded
+from apiary.node.keeperhttp import KeeperHttpServer
+from fakes.openai_server import FakeOpenAI, running_fake_openai
+
+CELL, DRONE = "c1", "d1"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@dataclass
+class Drone:
+    spec: dict[str, Any]
+    meter: DroneMeter
+
+
+@dataclass
+class Env:
+    fake: FakeOpenAI
+    http: httpx.AsyncClient
+    drone: Drone
+    objects: dict[tuple[str, str], dict[str, Any]]
+    keeper: KeeperHttpServer
+    base: str = ""
+    headers: dict[str, str] = field(default_factory=dict)
+
+    async def chat(self, content: str = "hi", **body: Any) -> httpx.Response:
+        payload = {"messages": [{"role": "user", "content": content}], **body}
+        return await self.http.post(
+            self.base + "/chat/completions", json=payload, headers=self.headers
+        )
+
+
+def b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def secret(url: str, key: str) -> dict[str, Any]:
+    return {"kind": "Secret", "data": {"baseUrl": b64(url), "apiKey": b64(key)}}
+
+
+@pytest.fixture
+async def env() -> AsyncIterator[Env]:
+    async with running_fake_openai() as fake:
+        objects: dict[tuple[str, str], dict[str, Any]] = {
+            ("Secret", "provider"): secret(fake.url, fake.api_key),
+            ("AgentSpec", "writer"): {
+                "spec": {"llm": {"provider": {"secretRef": {"name": "provider"}},
+                                 "model": "fake-small"}},
+            },
+        }  # fmt: skip
+
+        async def read(kind: str, cell: str, name: str) -> dict[str, Any]:
+            assert cell == CELL
+            if (kind, name) not in objects:
+                raise NotFound(f"{kind} {name!r} not found")
+            return objects[(kind, name)]
+
+        drone = Drone({"agentSpec": "writer"}, DroneMeter(stop_grace=0.05))
+        client = AsyncApiClient("http://127.0.0.1:9", "unused", CELL)
+        keeper = KeeperHttpServer(client, allowed=lambda c, d: (c, d) == (CELL, DRONE))
+        gateway = LlmGateway(
+            keeper, lambda c, d: drone if (c, d) == (CELL, DRONE) else None, read,
+            provider_ttl=0,
+        )  # fmt: skip
+        keeper.add_routes(gateway.routes())
+        async with keeper, httpx.AsyncClient(timeout=10) as http:
+            env = Env(fake, http, drone, objects, keeper)
+            env.base = keeper.drone_env(CELL, DRONE)["APIARY_KEEPER_URL"] + "/v1"
+            env.headers = {"Authorization": f"Bearer {keeper.token_for(CELL, DRONE)}"}
+            yield env
+        await gateway.aclose()
+        await client.aclose()
+
+
+async def test_chat_is_forwarded_with_the_provider_key_and_counted(env: Env) -> None:
+    tally = env.drone.meter.begin("m1")
+    answer = await env.chat("hello there")
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["choices"][0]["message"]["content"] == "echo: hello there"
+    (call,) = env.fake.chat_calls()
+    assert call.body["model"] == "fake-small"  # injected from spec.llm.model
+    assert call.headers["authorization"] == f"Bearer {env.fake.api_key}"
+    assert env.keeper.token_for(CELL, DRONE) not in str(call.headers)
+    assert tally.usage == (10, 5)
+    answer = await env.chat("again", model="fake-large")
+    assert env.fake.chat_calls()[-1].body["model"] == "fake-large"  # the agent's choice wins
+    assert tally.usage == (20, 10) and env.drone.meter.total == (20, 10)
+
+
+async def test_streaming_passes_events_through_as_they_come_and_counts_the_usage_chunk(
+    env: Env,
+) -> None:
+    tally = env.drone.meter.begin("m1")
+    env.fake.stream_gate = asyncio.Event()
+    body = {"messages": [{"role": "user", "content": "one two three"}], "stream": True}
+    async with env.http.stream(
+        "POST", env.base + "/chat/completions", json=body, headers=env.headers
+    ) as resp:
+        assert resp.status_code == 200
+        assert resp.headers["content-type"].startswith("text/event-stream")
+        lines = resp.aiter_lines()
+        first = await asyncio.wait_for(anext(lines), 5)  # the provider still holds the rest
+        assert first.startswith("data: ") and '"echo:"' in first
+        assert tally.usage == (0, 0)
+        env.fake.stream_gate.set()
+        rest = [line async for line in lines if line]
+    events = [first, *rest]
+    assert events[-1] == "data: [DONE]"
+    assert all('"usage"' not in e for e in events)  # the agent did not ask for the usage chunk
+    assert env.fake.chat_calls()[0].body["stream_options"] == {"include_usage": True}
+    assert tally.usage == (10, 5)
+
+
+async def test_streaming_keeps_the_usage_chunk_when_the_agent_asked(env: Env) -> None:
+    tally = env.drone.meter.begin("m1")
+    body = {"messages": [{"role": "user", "content": "x"}], "stream": True,
+            "stream_options": {"include_usage": True}}  # fmt: skip
+    async with env.http.stream(
+        "POST", env.base + "/chat/completions", json=body, headers=env.headers
+    ) as resp:
+        events = [line async for line in resp.aiter_lines() if line]
+    assert any('"usage"' in e for e in events)
+    assert tally.usage == (10, 5)
+
+
+async def test_embeddings_and_models(env: Env) -> None:
+    tally = env.drone.meter.begin("m1")
+    answer = await env.http.post(
+        env.base + "/embeddings", json={"input": ["a", "b"]}, headers=env.headers
+    )
+    assert answer.status_code == 200, answer.text
+    assert [d["index"] for d in answer.json()["data"]] == [0, 1]
+    assert tally.usage == (4, 0)
+    models = await env.http.get(env.base + "/models", headers=env.headers)
+    assert [m["id"] for m in models.json()["data"]] == ["fake-small", "fake-large"]
+
+
+async def test_callers_and_messages_are_checked(env: Env) -> None:
+    wrong = await env.http.post(
+        env.base + "/chat/completions", json={"messages": []},
+        headers={"Authorization": "Bearer nope"},
+    )  # fmt: skip
+    assert wrong.status_code == 401 and wrong.json()["error"]["type"] == "authentication_error"
+    idle = await env.chat()
+    assert idle.status_code == 409 and idle.json()["error"]["type"] == "message_not_in_flight"
+    first, second = env.drone.meter.begin("m1"), env.drone.meter.begin("m2")
+    both = await env.chat()
+    assert both.status_code == 400 and "X-Apiary-Message-Id" in both.json()["error"]["message"]
+    named = await env.http.post(
+        env.base + "/chat/completions", json={"messages": [{"role": "user", "content": "x"}]},
+        headers={**env.headers, "X-Apiary-Message-Id": "m2"},
+    )  # fmt: skip
+    assert named.status_code == 200 and second.usage == (10, 5) and first.usage == (0, 0)
+    env.drone.meter.end("m2")
+    gone = await env.http.post(
+        env.base + "/chat/completions", json={"messages": []},
+        headers={**env.headers, "X-Apiary-Message-Id": "m2"},
+    )  # fmt: skip
+    assert gone.status_code == 409
+    bad = await env.http.post(env.base + "/chat/completions", content=b"{nope", headers=env.headers)
+    assert bad.status_code == 400 and "malformed JSON" in bad.json()["error"]["message"]
+    assert len(env.fake.chat_calls()) == 1
+
+
+async def test_per_request_budget_stops_at_budget_plus_one_call(env: Env) -> None:
+    env.drone.meter.per_request = 25  # each call costs 15
+    tally = env.drone.meter.begin("m1")
+    assert (await env.chat()).status_code == 200
+    assert tally.exceeded is None
+    assert (await env.chat()).status_code == 200  # crosses the budget: allowed, message marked
+    assert tally.exceeded is not None and "per-request budget of 25" in tally.exceeded
+    refused = await env.chat()
+    assert refused.status_code == 429
+    assert refused.json()["error"]["type"] == "budget_exceeded"
+    assert tally.used == 30 <= 25 + 15 and env.fake.tokens_billed() == 30
+
+
+async def test_session_budget_from_the_dispatch(env: Env) -> None:
+    tally = env.drone.meter.begin("m1", tokens_left=15)
+    assert (await env.chat()).status_code == 200  # exactly the rest: no overshoot
+    assert tally.exceeded is None
+    refused = await env.chat()
+    assert (
+        refused.status_code == 429 and "session had 15 left" in refused.json()["error"]["message"]
+    )
+    assert tally.exceeded is not None and len(env.fake.chat_calls()) == 1
+
+
+async def test_per_minute_budget_is_a_sliding_window(env: Env) -> None:
+    clock = Clock()
+    env.drone.meter = DroneMeter(per_minute=20, clock=clock, stop_grace=0.05)
+    first = env.drone.meter.begin("m1")
+    assert (await env.chat()).status_code == 200
+    clock.now += 30
+    assert (await env.chat()).status_code == 200  # 15 < 20 used: admitted, now 30
+    refused = await env.chat()
+    assert refused.status_code == 429 and refused.headers["retry-after"] == "31"
+    assert first.exceeded is not None and "per-minute budget is 20" in first.exceeded
+    env.drone.meter.end("m1")
+    env.drone.meter.begin("m2")
+    clock.now += 30.5  # the first call left the window; the second is still in it
+    assert (await env.chat()).status_code == 200
+    assert env.drone.meter.minute_used() == 30
+
+
+async def test_provider_errors_pass_through_and_cost_nothing(env: Env) -> None:
+    tally = env.drone.meter.begin("m1")
+    env.fake.fail_next.append((503, {"error": {"message": "overloaded", "type": "server_error"}}))
+    answer = await env.chat()
+    assert answer.status_code == 503 and answer.json()["error"]["message"] == "overloaded"
+    assert tally.usage == (0, 0)
+    env.objects[("Secret", "provider")] = secret(env.fake.url, "sk-wrong")
+    assert (await env.chat()).status_code == 401  # the provider's own refusal
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{s.getsockname()[1]}/v1"
+    env.objects[("Secret", "provider")] = secret(closed, "k")
+    down = await env.chat()
+    assert down.status_code == 502 and down.json()["error"]["type"] == "provider_unreachable"
+    assert closed in down.json()["error"]["message"]
+
+
+async def test_misconfiguration_is_named(env: Env) -> None:
+    env.drone.meter.begin("m1")
+    del env.objects[("Secret", "provider")]
+    missing = await env.chat()
+    assert missing.status_code == 503
+    assert missing.json()["error"]["message"] == (
+        "spec.llm.provider.secretRef: Secret 'provider' not found in cell 'c1'"
+    )
+    env.objects[("AgentSpec", "writer")] = {"spec": {}}
+    none = await env.chat()
+    assert none.status_code == 404 and "has no spec.llm" in none.json()["error"]["message"]
+
+
+async def test_a_runaway_delivery_is_given_up_after_the_grace() -> None:
+    meter = DroneMeter(per_request=10, stop_grace=0.05)
+    tally = meter.begin("m1")
+    never = asyncio.get_running_loop().create_future()
+
+    async def agent_never_answers() -> list[str]:
+        return list(await never)
+
+    async def runaway_calls() -> None:
+        await asyncio.sleep(0.01)
+        meter.charge(tally, 8, 4)  # over: marked, the stop timer starts
+
+    caller = asyncio.create_task(runaway_calls())
+    assert await asyncio.wait_for(until_exceeded(tally, agent_never_answers()), 2) == []
+    await caller
+    assert tally.exceeded is not None and never.cancelled()
+    # An agent that answers after a refusal, within the grace, is heard.
+    done = meter.begin("m2")
+    meter.charge(done, 20, 0)
+    assert await until_exceeded(done, asyncio.sleep(0, ["late answer"])) == ["late answer"]

@@ -14,6 +14,10 @@ to the Hive and made the Drone), ``scheduled`` (``spec.nodeName`` set), ``starte
 reported the process's pid) and ``ready`` (``status.ready`` true). The status timestamps themselves
 have one-second resolution, so the watch's arrival times are the finer clock.
 
+The ``cpu ms`` column is apiaryd's own CPU time per drone life cycle (create, place, start, report
+Ready, delete, stop): on a shared machine it moves far less than the latencies do, so it is the
+figure to compare two versions by.
+
 Floors measured in the same run: a bare ``python -c pass`` spawn, ``python -I -S -c pass`` (the
 interpreter's own minimum), and the *first answer* of echo.py and of the seed-03 loop when spawned
 directly (spawn → one message → its answer: what the agent itself costs, without Apiary).
@@ -21,7 +25,7 @@ The keeper relay through one echo agent reuses ``bench/keeper_relay.py``.
 
 Prints a table and writes ``bench/results/drone_start.json``.
 
-    .venv/bin/python bench/drone_start.py [--quick] [--runs N] [--out PATH]
+    .venv/bin/python bench/drone_start.py [--quick] [--runs N] [--x10-runs N] [--out PATH]
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -248,7 +254,8 @@ async def floors(runs: int) -> list[Obj]:
 
 
 @contextlib.asynccontextmanager
-async def cluster(data_dir: Path) -> AsyncIterator[tuple[AsyncApiClient, DroneWatch]]:
+async def cluster(data_dir: Path) -> AsyncIterator[tuple[AsyncApiClient, DroneWatch, int]]:
+    """A real apiaryd (API, Queen, embedded node), a client, the Drone watch and its pid."""
     server = start_apiaryd(data_dir)
     try:
         async with AsyncApiClient(server.url, server.token, CELL) as client:
@@ -256,11 +263,17 @@ async def cluster(data_dir: Path) -> AsyncIterator[tuple[AsyncApiClient, DroneWa
             watch = DroneWatch(client)
             await watch.start()
             try:
-                yield client, watch
+                yield client, watch, server.pid
             finally:
                 await watch.stop()
     finally:
         server.stop()
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time apiaryd itself has used (all threads; not its agents)."""
+    times = psutil.Process(pid).cpu_times()
+    return float(times.user + times.system)
 
 
 async def wait_for_node(client: AsyncApiClient, timeout: float = 30) -> None:
@@ -274,7 +287,7 @@ async def wait_for_node(client: AsyncApiClient, timeout: float = 30) -> None:
 
 
 async def drone_scenarios(data_dir: Path, runs: int, runs_x10: int) -> list[Obj]:
-    async with cluster(data_dir) as (client, watch):
+    async with cluster(data_dir) as (client, watch, pid):
         await client.create(agentspec("py-echo", [sys.executable, ECHO], "waggle"))
         await client.create(agentspec("sh-echo", ["/bin/sh", "-c", SEED_03_LOOP], "text"))
         plans = [
@@ -285,10 +298,17 @@ async def drone_scenarios(data_dir: Path, runs: int, runs_x10: int) -> list[Obj]
         out = []
         for scenario, agent, replicas, n in plans:
             results = []
+            cpu0 = cpu_seconds(pid)
             for i in range(n):
                 name = f"{scenario}-{i}"
                 results.append(await drone_start(client, watch, agent, name, replicas))
-            out.append({"replicas": replicas, **summarize_runs(scenario, results)})
+            # CPU per drone life cycle (create, place, start, report, delete, stop): unlike the
+            # latencies, barely moved by whatever else the machine's cores are doing.
+            cpu_ms = (cpu_seconds(pid) - cpu0) * 1000 / (n * replicas)
+            summary = summarize_runs(scenario, results)
+            out.append(
+                {"replicas": replicas, **summary, "apiaryd_cpu_ms_per_drone": round(cpu_ms, 2)}
+            )
         return out
 
 
@@ -302,18 +322,22 @@ async def relay(messages: int) -> list[Obj]:
 
 
 def table(drones: list[Obj], floor: list[Obj], relay_rows: list[Obj]) -> str:
-    head = f"{'scenario':<24} {'runs':>4} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8}  breakdown p50"
-    lines = [head, "-" * 100]
+    head = (
+        f"{'scenario':<24} {'runs':>4} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8} {'cpu ms':>7}"
+        "  breakdown p50 (ms after the previous step)"
+    )
+    lines = [head, "-" * len(head)]
     for r in drones:
         steps = " ".join(f"{k.split('->')[1]}+{v:.0f}" for k, v in r["breakdown_p50_ms"].items())
         lines.append(
             f"{r['scenario']:<24} {r['requests']:>4} {r['p50_ms']:>8.1f} {r['p95_ms']:>8.1f}"
-            f" {r['max_ms']:>8.1f}  {steps} (POST {r['accepted_p50_ms']:.0f})"
+            f" {r['max_ms']:>8.1f} {r['apiaryd_cpu_ms_per_drone']:>7.1f}"
+            f"  {steps} (POST {r['accepted_p50_ms']:.0f})"
         )
     for r in floor:
         lines.append(
             f"{r['scenario']:<24} {r['requests']:>4} {r['p50_ms']:>8.1f} {r['p95_ms']:>8.1f}"
-            f" {r['max_ms']:>8.1f}  (no Apiary)"
+            f" {r['max_ms']:>8.1f} {'':>7}  (no Apiary)"
         )
     lines.append("")
     lines.append(keeper_relay.table(relay_rows))
@@ -322,7 +346,7 @@ def table(drones: list[Obj], floor: list[Obj], relay_rows: list[Obj]) -> str:
 
 async def main(args: argparse.Namespace) -> Obj:
     runs = args.runs or (5 if args.quick else 30)
-    runs_x10 = max(1, runs // 5)
+    runs_x10 = args.x10_runs or max(1, runs // 5)
     info = machine_info()
     floor = await floors(runs)
     with temp_dir("apiary-drone-start-") as data_dir:
@@ -332,6 +356,7 @@ async def main(args: argparse.Namespace) -> Obj:
     return {
         "machine": info,
         "runs": runs,
+        "runs_x10": runs_x10,
         "target_p50_ms": 300,
         "drone_start": drones,
         "floors": floor,
@@ -343,10 +368,13 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="5 runs, short relay (smoke test)")
     parser.add_argument("--runs", type=int, default=0, help="runs per scenario (default 30)")
+    parser.add_argument(
+        "--x10-runs", type=int, default=0, help="runs of the 10-replica case (default runs/5)"
+    )
     parser.add_argument("--out", type=Path, default=None, help="where to write the JSON")
     args = parser.parse_args()
-    if args.runs < 0:
-        parser.error("--runs must be >= 0")
+    if args.runs < 0 or args.x10_runs < 0:
+        parser.error("--runs and --x10-runs must be >= 0")
     report = asyncio.run(main(args))
     path = write_result("drone_start", report, args.out)
     print(f"\nwrote {path}")

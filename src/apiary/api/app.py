@@ -17,8 +17,10 @@ from starlette.responses import Response
 
 from apiary import __version__
 from apiary.api import handlers
+from apiary.api.approvals import approval_routes
 from apiary.api.auth import Authenticator
 from apiary.api.comb import comb_routes
+from apiary.api.dlq import dlq_routes
 from apiary.api.logs import LogStore, logs_routes
 from apiary.api.middleware import PRINCIPAL_KEY, ApiMiddleware
 from apiary.api.responses import JSON, error_body, error_response, json_response
@@ -83,6 +85,8 @@ def create_app(
     app.include_router(logs_routes())
     app.include_router(scale_routes())
     app.include_router(session_routes())  # before the generic routes: it overrides two
+    app.include_router(approval_routes())
+    app.include_router(dlq_routes())
     app.include_router(comb_routes())  # before the generic routes: /cells/{c}/memory
     app.include_router(_object_routes())
     return app

@@ -39,13 +39,13 @@ def test_quick_run_writes_every_figure(tmp_path: Path) -> None:
     report = json.loads(out.read_text())
     assert report["benchmark"] == "drone_start"
     assert report["machine"]["cores"] >= 1 and report["machine"]["python"]
-    assert report["runs"] == 3
+    assert report["runs"] == 3 and report["runs_x10"] == 1
 
     scenarios = {s["scenario"]: s for s in report["drone_start"]}
     assert set(scenarios) == {"python-echo", "python-echo-x10", "seed03-sh"}
     assert scenarios["python-echo-x10"]["replicas"] == 10
     for s in scenarios.values():
-        assert s["requests"] >= 1
+        assert s["requests"] >= 1 and s["apiaryd_cpu_ms_per_drone"] >= 0
         assert 0 < s["p50_ms"] <= s["p95_ms"] <= s["max_ms"] < 30_000
         steps = s["breakdown_p50_ms"]
         assert list(steps) == [

@@ -45,12 +45,21 @@ def deploy(server: Server, cell: str, flag: Path, approval: bool = False) -> Non
     if approval:
         stages[1]["approval"] = "required"
     with server.client() as c:
-        c.create({"apiVersion": "apiary.io/v1", "kind": "AgentSpec",
-                  "metadata": {"name": "flaky", "namespace": cell},
-                  "spec": {"runtime": {"command": [sys.executable, "-c", AGENT],
-                                       "env": [{"name": "BROKEN_FLAG", "value": str(flag)}]},
-                           "interface": {"type": "stdin", "format": "waggle"},
-                           "resources": {"requests": {"cpu": 10, "memory": 8_000_000}}}})
+        c.create(
+            {
+                "apiVersion": "apiary.io/v1",
+                "kind": "AgentSpec",
+                "metadata": {"name": "flaky", "namespace": cell},
+                "spec": {
+                    "runtime": {
+                        "command": [sys.executable, "-c", AGENT],
+                        "env": [{"name": "BROKEN_FLAG", "value": str(flag)}],
+                    },
+                    "interface": {"type": "stdin", "format": "waggle"},
+                    "resources": {"requests": {"cpu": 10, "memory": 8_000_000}},
+                },
+            }
+        )
         c.create({"apiVersion": "apiary.io/v1", "kind": "Hive",
                   "metadata": {"name": "h", "namespace": cell},
                   "spec": {"pattern": "pipeline", "stages": stages,

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlsplit
@@ -35,7 +36,7 @@ _COLUMNS = (
     " prompt_tokens, completion_tokens, seq, created"
 )
 _INSERT = (
-    "INSERT INTO journal_entries (session, seq, id, kind, stage, parent, drone,"
+    "INSERT OR IGNORE INTO journal_entries (session, seq, id, kind, stage, parent, drone,"
     " latency_ms,"
     " prompt_tokens, completion_tokens, created, message, pending)"
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -145,74 +146,104 @@ def _existing_ids(conn: sqlite3.Connection, pairs: list[tuple[str, str]]) -> dic
     return out
 
 
+@dataclass
+class _Decided:
+    """What a batch writes, decided in Python from the sessions' rows and the known ids."""
+
+    plans: list[Plan | None]
+    rows: list[tuple[Any, ...]]
+    closes: list[tuple[str, str]]
+    updates: list[tuple[Any, ...]]
+    inserts: list[tuple[Any, ...]]
+
+
+def _decide(
+    batch: list[PendingCommit],
+    sessions: dict[str, list[Any]],
+    existing: dict[str, set[str]],
+    created: float,
+) -> _Decided:
+    """Every commit in order, each with its own version check; later ones see earlier ones."""
+    known = set(sessions)
+    out = _Decided([], [], [], [], [])
+    touched: dict[str, None] = {}
+    for c in batch:
+        cur = sessions.get(c.session)
+        if (cur[0] if cur is not None else 0) != c.expect_version:
+            out.plans.append(None)
+            continue
+        if cur is None:
+            cur = sessions[c.session] = [0, "", 0, 0, 0, 0]
+        ids = existing.setdefault(c.session, set())
+        plan = plan_commit(c, ids, cur[2])
+        out.plans.append(plan)
+        for r in plan.rows:
+            e = r.entry
+            ids.add(e.id)
+            out.rows.append(
+                (
+                    c.session,
+                    r.seq,
+                    e.id,
+                    e.kind,
+                    e.stage,
+                    e.parent,
+                    e.drone,
+                    e.latency_ms,
+                    e.prompt_tokens,
+                    e.completion_tokens,
+                    created,
+                    r.message,
+                    1 if r.pending else None,
+                )
+            )
+        out.closes.extend((c.session, d) for d in plan.close)
+        cur[0] += 1
+        cur[1] = c.state
+        cur[2] = plan.last_seq
+        cur[3] += len(plan.rows)
+        cur[4] += plan.prompt_tokens
+        cur[5] += plan.completion_tokens
+        touched[c.session] = None
+    for s in touched:
+        (out.updates if s in known else out.inserts).append((*sessions[s], s))
+    return out
+
+
 def _write_batch(
     conn: sqlite3.Connection, batch: list[PendingCommit], created: float
 ) -> list[Plan | None]:
     """A whole batch in one transaction and a handful of statements, whatever its size.
 
     Under the write lock (``BEGIN IMMEDIATE``) nothing else can change the rows, so the batch
-    reads the sessions and the ids it might repeat once, decides every commit in order in Python
-    (each with its own version check, later commits of a session seeing earlier ones), then writes
-    with ``executemany``: C loops instead of four Python-level statements per commit.
+    reads its sessions once, decides every commit in Python, and writes with ``executemany``: C
+    loops instead of Python-level statements per commit. Entry ids are assumed new (the usual
+    case): ``INSERT OR IGNORE`` plus the change count proves it for the price of the insert
+    itself. If some id already existed, the attempt is rolled back and the batch decided again
+    knowing which ids exist, so a repeated id never uses up a seq.
     """
     conn.execute("BEGIN IMMEDIATE")
     try:
-        sessions = _sessions_of(conn, list({c.session: None for c in batch}))
-        existing = _existing_ids(
-            conn, [(c.session, e.id) for c in batch if c.session in sessions for e in c.entries]
-        )
-        known = set(sessions)
-        plans: list[Plan | None] = []
-        rows: list[tuple[Any, ...]] = []
-        closes: list[tuple[str, str]] = []
-        for c in batch:
-            cur = sessions.get(c.session)
-            if (cur[0] if cur is not None else 0) != c.expect_version:
-                plans.append(None)
-                continue
-            if cur is None:
-                cur = sessions[c.session] = [0, "", 0, 0, 0, 0]
-            ids = existing.setdefault(c.session, set())
-            plan = plan_commit(c, ids, cur[2])
-            plans.append(plan)
-            for r in plan.rows:
-                e = r.entry
-                ids.add(e.id)
-                rows.append(
-                    (
-                        c.session,
-                        r.seq,
-                        e.id,
-                        e.kind,
-                        e.stage,
-                        e.parent,
-                        e.drone,
-                        e.latency_ms,
-                        e.prompt_tokens,
-                        e.completion_tokens,
-                        created,
-                        r.message,
-                        1 if r.pending else None,
-                    )
-                )
-            closes.extend((c.session, d) for d in plan.close)
-            cur[0] += 1
-            cur[1] = c.state
-            cur[2] = plan.last_seq
-            cur[3] += len(plan.rows)
-            cur[4] += plan.prompt_tokens
-            cur[5] += plan.completion_tokens
-        conn.executemany(_INSERT, rows)
-        if closes:
-            conn.executemany(_CLOSE, closes)
-        touched = {c.session for c, p in zip(batch, plans, strict=True) if p is not None}
-        conn.executemany(_SESSION_UPDATE, [(*sessions[s], s) for s in touched if s in known])
-        conn.executemany(_SESSION_INSERT, [(*sessions[s], s) for s in touched if s not in known])
+        names = list({c.session: None for c in batch})
+        decided = _decide(batch, _sessions_of(conn, names), {}, created)
+        before = conn.total_changes
+        conn.executemany(_INSERT, decided.rows)
+        if conn.total_changes - before != len(decided.rows):
+            conn.execute("ROLLBACK")
+            conn.execute("BEGIN IMMEDIATE")
+            sessions = _sessions_of(conn, names)
+            pairs = [(c.session, e.id) for c in batch if c.session in sessions for e in c.entries]
+            decided = _decide(batch, sessions, _existing_ids(conn, pairs), created)
+            conn.executemany(_INSERT, decided.rows)
+        if decided.closes:
+            conn.executemany(_CLOSE, decided.closes)
+        conn.executemany(_SESSION_UPDATE, decided.updates)
+        conn.executemany(_SESSION_INSERT, decided.inserts)
         conn.execute("COMMIT")
     except BaseException:
         _rollback(conn)
         raise
-    return plans
+    return decided.plans
 
 
 class SQLiteJournal(Journal):

@@ -18,6 +18,7 @@ from starlette.responses import Response
 from apiary import __version__
 from apiary.api import handlers
 from apiary.api.approvals import approval_routes
+from apiary.api.audit import AuditLog, AuditMiddleware, audit_routes
 from apiary.api.auth import Authenticator
 from apiary.api.comb import comb_routes
 from apiary.api.dlq import dlq_routes
@@ -62,9 +63,11 @@ def create_app(
     *,
     comb: Comb | None = None,
     log_dir: str | os.PathLike[str] | None = None,
+    audit: AuditLog | None = None,
 ) -> FastAPI:
     """``log_dir``: where drone logs pushed by the nodes are kept (``<data-dir>/logs``); without
-    it the log endpoints answer 503."""
+    it the log endpoints answer 503. ``audit``: where mutating requests are recorded (the caller
+    owns it); without it nothing is recorded and ``/api/v1/audit`` answers 503."""
     state = ApiState(
         store=store, config=config or ApiConfig(), authenticator=Authenticator.admin(token)
     )
@@ -79,9 +82,13 @@ def create_app(
     )
     app.state.apiary = state
     app.state.apiary_logs = LogStore(log_dir) if log_dir is not None else None
+    app.state.apiary_audit = audit
     app.add_middleware(ApiMiddleware, authenticator=state.authenticator, metrics=state.metrics)
+    if audit is not None:  # outermost: it sees refusals too, and the principal once known
+        app.add_middleware(AuditMiddleware, audit=audit)
     _install_error_handlers(app)
     app.include_router(_system_routes())
+    app.include_router(audit_routes())  # before the generic /api/v1/{plural}
     app.include_router(logs_routes())
     app.include_router(scale_routes())
     app.include_router(session_routes())  # before the generic routes: it overrides two

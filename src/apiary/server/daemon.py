@@ -19,6 +19,7 @@ from typing import Any
 import uvicorn
 
 from apiary.api import ApiConfig, ReferenceResolver, api_state, create_app
+from apiary.api.audit import AuditLog
 from apiary.api.comb import forget_deleted
 from apiary.bus import Bus, open_bus
 from apiary.comb import Comb, CombSettings, open_comb
@@ -29,6 +30,8 @@ from apiary.logging import get_logger
 from apiary.router import Router, SessionDirectory
 from apiary.router.status import SessionStatusWriter
 from apiary.server.bootstrap import ensure_default_cell, load_or_create_token, prepare_data_dir
+from apiary.server.notify import Notifier
+from apiary.server.notify_metrics import NotifyMetrics
 from apiary.server.runtime import local_node_task, queen_task
 from apiary.server.settings import Settings
 from apiary.server.supervisor import Supervisor, TaskFactory
@@ -90,6 +93,7 @@ class Daemon:
 
     async def _serve(self, store: Store) -> None:
         s = self.settings
+        audit = AuditLog(s.data_dir / "audit.log")
         app = create_app(
             store,
             self.token,
@@ -98,6 +102,7 @@ class Daemon:
             ),
             log_dir=s.data_dir / "logs",
             comb=self.comb,
+            audit=audit,
         )
         state = api_state(app)
         self._api_stopping = state.stopping
@@ -111,6 +116,9 @@ class Daemon:
             sweep_on_start=s.messaging.bus_url.startswith("memory:"),
         )
         router.on_status = SessionStatusWriter(store, self.journal).update
+        notifier = Notifier(store, metrics=NotifyMetrics(state.metrics.registry))
+        router.on_notice = notifier.on_notice  # webhooks, Events, metrics (docs/notifications.md)
+        self.supervisor.add("notifier", notifier.run)
         state.router, state.journal = router, self.journal
         self.supervisor.add("router", lambda: router.run(self.stopping))
         resolver = ReferenceResolver(
@@ -153,6 +161,7 @@ class Daemon:
                     with contextlib.suppress(asyncio.CancelledError, Exception):
                         await task
             sock.close()
+            audit.close()
 
     async def _sweep_comb(self) -> None:
         """Delete expired comb keys now and then (reads already ignore them)."""

@@ -161,7 +161,7 @@ def run_peer(
             rows.append({"pool": pool, "concurrency": conc, "hops": hops,
                          "in_flight": in_flight, **row})  # fmt: skip
     finally:
-        client.delete(queue)
+        client.delete(queue, f"_kombu.binding.{queue}", f"_kombu.binding_permanent.{queue}")
         client.close()
     return rows
 

@@ -20,6 +20,12 @@ One run measures, side by side on the same machine:
 Prints a table and writes ``bench/results/throughput.json`` with the ratios to the targets.
 
     .venv/bin/python bench/throughput.py [--quick] [--seconds N] [--out FILE]
+
+To see where a message's time goes, sample every thread of a run (the journal's SQLite work runs
+on aiosqlite threads, so a main-thread-only profiler such as cProfile misses half of it):
+
+    .venv/bin/py-spy record --threads -f raw -o /tmp/tp.txt -- \
+        .venv/bin/python bench/throughput.py --quick
 """
 
 from __future__ import annotations

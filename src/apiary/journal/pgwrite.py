@@ -15,6 +15,10 @@ a session's commits keep their order — and each round is 3-4 statements whatev
 3. Which of the winners' entry ids the sessions already hold (idempotency, under the lock).
 4. One statement writes everything else: the entries (``unnest`` of column arrays), the session
    rows, the dispatches answered, and ``pg_notify`` for the sessions written.
+
+Step 3 is skipped on the first attempt: ids are assumed new, ``INSERT … ON CONFLICT DO NOTHING``
+counts what went in, and only when an id already existed is the batch rolled back and redone with
+the probe (``careful``) — so the usual batch costs one round trip less.
 """
 
 from __future__ import annotations
@@ -47,6 +51,8 @@ WITH ins AS (
     SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[],
                          $6::text[], $7::text[], $8::float8[], $9::bigint[], $10::bigint[],
                          $11::float8[], $12::text[], $13::bool[])
+    ON CONFLICT DO NOTHING
+    RETURNING 1
 ), ses AS (
     UPDATE journal_sessions s
     SET version = t.version, state = t.state, last_seq = t.last_seq,
@@ -60,8 +66,10 @@ WITH ins AS (
     UPDATE journal_entries e SET pending = NULL
     FROM unnest($21::text[], $22::text[]) AS t(session, id)
     WHERE e.session = t.session AND e.id = t.id AND e.kind = 'dispatch' AND e.pending
+), notified AS (
+    SELECT pg_notify('apiary_journal', p) FROM unnest($23::text[]) AS p
 )
-SELECT pg_notify('apiary_journal', p) FROM unnest($23::text[]) AS p
+SELECT (SELECT count(*) FROM ins) + 0 * (SELECT count(*) FROM notified)
 """
 
 
@@ -97,16 +105,32 @@ def notify_payloads(sessions: list[str]) -> list[str]:
     return chunks
 
 
-async def write_batch(conn: Any, batch: list[PendingCommit], created: float) -> list[Plan | None]:
-    """Write a batch inside the caller's transaction; one Plan per commit, None = version lost."""
+class IdsExisted(Exception):
+    """An optimistic round met an entry id the session already had: roll back, redo carefully."""
+
+
+async def write_batch(
+    conn: Any, batch: list[PendingCommit], created: float, *, careful: bool = False
+) -> list[Plan | None]:
+    """Write a batch inside the caller's transaction; one Plan per commit, None = version lost.
+
+    Optimistic unless ``careful``: entry ids are assumed new (the usual case), which saves the
+    id probe; the insert's ``ON CONFLICT DO NOTHING`` count proves it, and a mismatch raises
+    ``IdsExisted`` so the caller rolls back and runs the batch again with ``careful=True``.
+    """
     plans: list[Plan | None] = [None] * len(batch)
     for idx in rounds(batch):
-        await _write_round(conn, batch, idx, created, plans)
+        await _write_round(conn, batch, idx, created, plans, careful)
     return plans
 
 
 async def _write_round(
-    conn: Any, batch: list[PendingCommit], idx: list[int], created: float, plans: list[Plan | None]
+    conn: Any,
+    batch: list[PendingCommit],
+    idx: list[int],
+    created: float,
+    plans: list[Plan | None],
+    careful: bool,
 ) -> None:
     names = [batch[i].session for i in idx]
     current = {r[0]: (int(r[1]), int(r[2])) for r in await conn.fetch(_LOCK, names)}
@@ -128,7 +152,7 @@ async def _write_round(
     probe = [
         (batch[i].session, e.id)
         for i in winners
-        if batch[i].session not in made
+        if careful and batch[i].session not in made
         for e in batch[i].entries
     ]
     probe_s = [s for s, _ in probe]
@@ -178,7 +202,11 @@ async def _write_round(
         for dispatch in plan.close:
             cols[20].append(c.session)
             cols[21].append(dispatch)
-    await conn.execute(_WRITE, *cols, notify_payloads([batch[i].session for i in winners]))
+    inserted = await conn.fetchval(
+        _WRITE, *cols, notify_payloads([batch[i].session for i in winners])
+    )
+    if inserted != len(cols[0]):
+        raise IdsExisted(f"{len(cols[0]) - inserted} entry id(s) already journaled")
 
 
-__all__ = ["CHANNEL", "notify_payloads", "rounds", "write_batch"]
+__all__ = ["CHANNEL", "IdsExisted", "notify_payloads", "rounds", "write_batch"]

@@ -216,14 +216,19 @@ class PostgresJournal(Journal):
         import asyncpg
 
         created = self.clock()
+        careful = False
         for attempt in range(5):
             try:
                 async with self._conn() as conn, conn.transaction():
-                    plans = await pgwrite.write_batch(conn, batch, created)
+                    plans = await pgwrite.write_batch(conn, batch, created, careful=careful)
                 break
+            except pgwrite.IdsExisted:
+                careful = True  # a repeated id: redo, probing which ids exist first
             except (asyncpg.DeadlockDetectedError, asyncpg.SerializationError):
                 if attempt == 4:
                     raise
+        else:
+            raise Unavailable("PostgreSQL journal: a commit batch kept failing; try again")
         results: list[int | None] = []
         for c, plan in zip(batch, plans, strict=True):
             if plan is None:

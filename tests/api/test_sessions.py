@@ -2,7 +2,8 @@
 test that takes every stage's dispatches from the bus and answers them (upper-casing text).
 
 Payload conventions the fake drone understands: ``"hold…"`` waits until the test releases it,
-``"boom"`` answers with an agent error, ``"crash"`` reports a ResponseTimeout outcome.
+``"empty"`` answers with no output at all (the flow fails: NoOutput), ``"boom"`` answers with an
+agent error (retried per the hive's retryPolicy, then dead-lettered).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from apiary.api import ApiConfig, api_state, create_app
 from apiary.bus import Bus, Delivery, open_bus
 from apiary.journal import Journal, open_journal
 from apiary.router import Router, SessionDirectory
+from apiary.router.status import SessionStatusWriter
 from apiary.store import open_store
 from apiary.waggle.envelope import Dispatch, Outcome, outcome_subject
 
@@ -44,22 +46,19 @@ class FakeDrone:
         d = Dispatch.decode(delivery.data)
         self.seen.append(d)
         payload = d.message.get("payload")
-        error = None
         outputs: list[Obj] = []
         if isinstance(payload, str) and payload.startswith("hold"):
             await self.gate.wait()
         if payload == "boom":
             outputs = [{"type": "error", "payload": "the agent gave up"}]
-        elif payload == "crash":
-            error = ("ResponseTimeout", "no answer within 1s")
+        elif payload == "empty":
+            outputs = []
         else:
             text = payload.upper() if isinstance(payload, str) else payload
             usage = {"promptTokens": 3, "completionTokens": 5}
             outputs = [{"type": "result", "payload": text, "usage": usage}]
         cell, _, _ = d.session.partition("/")
-        out = Outcome(
-            d.dispatch, d.session, d.hive, d.stage, f"drone-{d.stage}", outputs, 1.5, error
-        )
+        out = Outcome(d.dispatch, d.session, d.hive, d.stage, f"drone-{d.stage}", outputs, 1.5)
         await self.bus.publish(
             outcome_subject(cell, d.hive), out.encode(), msg_id=d.dispatch + ":out"
         )
@@ -74,8 +73,11 @@ class Env:
     drone: FakeDrone
     app: Any
 
-    async def hive(self, name: str = "h", stages: tuple[str, ...] = ("shout",)) -> None:
+    async def hive(
+        self, name: str = "h", stages: tuple[str, ...] = ("shout",), **extra: Any
+    ) -> None:
         spec = {"pattern": "pipeline", "stages": [{"name": s, "agentRef": "a"} for s in stages]}
+        spec.update(extra)
         r = await self.client.post(f"{CELL}/hives", json={"metadata": {"name": name}, "spec": spec})
         assert r.status_code == 201, r.text
 
@@ -117,6 +119,7 @@ async def environment(config: ApiConfig | None = None, router: bool = True) -> A
         bus = await stack.enter_async_context(open_bus("memory://"))
         journal = await stack.enter_async_context(open_journal("memory://", poll_interval=0.05))
         rt = Router(journal, bus, SessionDirectory(store, ttl=0.2), sweep_on_start=False)
+        rt.on_status = SessionStatusWriter(store, journal).update
         app = create_app(store, TOKEN, config)
         if router:
             api_state(app).router, api_state(app).journal = rt, journal
@@ -347,10 +350,10 @@ async def test_spec_input_is_sent_on_create_with_the_uid_as_its_id(env: Env) -> 
 
 async def test_failure_is_an_error_entry_correlated_to_its_input(env: Env) -> None:
     await env.session("f")
-    sent = (await env.send("f", "boom")).json()
+    sent = (await env.send("f", "empty")).json()
     (error,) = await env.until("f", {"error"})
     assert error["message"]["correlationId"] == sent["id"]
-    assert error["message"]["payload"]["reason"] == "AgentError"
+    assert error["message"]["payload"]["reason"] == "NoOutput"
 
 
 async def test_dispatch_answered_check(env: Env) -> None:
@@ -415,17 +418,35 @@ async def test_job_lifecycle_running_then_succeeded_with_results(env: Env) -> No
 
 async def test_failed_job_shows_the_error_and_has_no_results(env: Env) -> None:
     r = await env.client.post(
-        f"{CELL}/jobs", json={"hive": "h", "input": "crash", "metadata": {"k": "v"}}
+        f"{CELL}/jobs", json={"hive": "h", "input": "empty", "metadata": {"k": "v"}}
     )
     name = r.json()["id"]
     await env.until(name, {"error"})
     got = (await env.client.get(f"{CELL}/jobs/{name}")).json()
     assert got["phase"] == "Failed"
-    assert got["error"]["reason"] == "ResponseTimeout"
+    assert got["error"]["reason"] == "NoOutput"
     r = await env.client.get(f"{CELL}/jobs/{name}/results")
-    assert r.status_code == 409 and "ResponseTimeout" in r.json()["message"]
+    assert r.status_code == 409 and "NoOutput" in r.json()["message"]
     (d,) = [d for d in env.drone.seen if d.session == f"default/{name}"]
     assert d.message["metadata"]["k"] == "v"
+
+
+async def test_dead_lettered_job_is_failed_with_the_reason_from_its_status(env: Env) -> None:
+    await env.hive("fragile", routing={"retryPolicy": {"maxRetries": 0}})
+    name = (
+        await env.client.post(f"{CELL}/jobs", json={"hive": "fragile", "input": "boom"})
+    ).json()["id"]
+    for _ in range(200):
+        got = (await env.client.get(f"{CELL}/jobs/{name}")).json()
+        if got["phase"] != "Running":
+            break
+        await asyncio.sleep(0.02)
+    assert got["phase"] == "Failed"
+    assert got["error"]["reason"] == "DeadLettered"
+    assert "the agent gave up" in got["error"]["message"]
+    r = await env.client.get(f"{CELL}/jobs/{name}/results")
+    assert r.status_code == 409 and "DeadLettered" in r.json()["message"]
+    assert (await env.send(name, "again")).status_code == 409
 
 
 async def test_job_errors(env: Env) -> None:

@@ -78,7 +78,8 @@ async def create_session(request: Request) -> Response:
         check_size(first, state.config.max_message_bytes, "spec.input")
         hive = spec.get("hiveRef") if isinstance(spec, dict) else None
         if isinstance(hive, str) and hive:
-            await ops.check_hive(cell, hive)  # 503 without a router: nothing is stored
+            # 503 without a router, 404 without the hive: either way nothing is stored
+            await ops.check_hive(cell, hive, "spec.hiveRef", "cannot send spec.input")
     response = await handlers.create_object(request)
     if dry or state.router is None:
         return response
@@ -143,7 +144,7 @@ async def create_job(request: Request) -> Response:
         state.config.max_message_bytes,
     )
     ops = SessionOps(state)
-    await ops.check_hive(cell, hive, "hive")
+    await ops.check_hive(cell, hive, "hive", "cannot run the job")
     stored = await new_session(state, cell, "job-", hive, {JOB_LABEL: "true"}, body["input"])
     name = stored["metadata"]["name"]
     if body.get("id") is None:
@@ -241,7 +242,7 @@ async def publish_event(request: Request) -> Response:
     else:
         if state.router is None:
             raise Unavailable("sessions are not running on this server (no router configured)")
-        await ops.check_hive(cell, hive)
+        await ops.check_hive(cell, hive, "hive", "cannot publish the event")
         stored = await new_session(state, cell, "event-", hive, {"apiary.io/hive": hive})
         name, created = stored["metadata"]["name"], True
     sent = await ops.send(cell, name, message)

@@ -60,18 +60,20 @@ class SessionOps:
         except NotFound:
             raise NotFound(f"session {name!r} not found in cell {cell!r}") from None
 
-    async def engine(self, info: SessionInfo, field: str = "spec.hiveRef") -> Engine:
+    async def engine(
+        self, info: SessionInfo, field: str = "spec.hiveRef", what: str | None = None
+    ) -> Engine:
         """The hive's pattern engine; a missing hive is a 404 naming ``field``."""
         try:
             return await self.router.sessions.engine(info)
         except NotFound:
-            where = f"session {info.name!r}: " if info.name else ""
+            what = what or f"session {info.name!r} cannot take messages"
             why = f"hive {info.hive!r} not found in cell {info.cell!r}"
-            raise NotFound(f"{where}{field}: {why}", [FieldDetail(field, why)]) from None
+            raise NotFound(f"{what}: {field}: {why}", [FieldDetail(field, why)]) from None
 
-    async def check_hive(self, cell: str, hive: str, field: str = "spec.hiveRef") -> None:
+    async def check_hive(self, cell: str, hive: str, field: str, what: str) -> None:
         """Before creating a session that sends at once: its hive must exist (and be routable)."""
-        await self.engine(SessionInfo(cell, "", hive, "", False, ""), field)
+        await self.engine(SessionInfo(cell, "", hive, "", False, ""), field, what)
 
     # ------------------------------------------------------------------------------ send
 

@@ -21,10 +21,14 @@ from typer.core import TyperGroup
 
 from apiary import errors
 from apiary.ctl import output
+from apiary.ctl.commands import approve as approve_commands
 from apiary.ctl.commands import comb as comb_commands
+from apiary.ctl.commands import dlq as dlq_commands
 from apiary.ctl.commands import logs as logs_command
 from apiary.ctl.commands import register_all
+from apiary.ctl.commands import run as run_command
 from apiary.ctl.commands import scale as scale_command
+from apiary.ctl.commands import session as session_command
 from apiary.ctl.context import Ctl
 
 #: global options that take a value, by every spelling
@@ -171,6 +175,10 @@ register_all(app)
 comb_commands.register(app)  # comb …, memory …
 logs_command.register(app)
 scale_command.register(app)
+dlq_commands.register(app)  # dlq list|show|replay|purge
+approve_commands.register(app)  # approve, reject
+run_command.register(app)
+session_command.register(app)
 
 
 def main() -> None:

@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
+from apiary.agent import Llm, LlmError
 from apiary.client import AsyncApiClient
 from apiary.errors import NotFound
 from apiary.node.gateway import LlmGateway
@@ -281,3 +282,28 @@ async def test_a_runaway_delivery_is_given_up_after_the_grace() -> None:
     done = meter.begin("m2")
     meter.charge(done, 20, 0)
     assert await until_exceeded(done, asyncio.sleep(0, ["late answer"])) == ["late answer"]
+
+
+async def test_the_sdk_helper_names_its_message_and_raises_on_refusals(env: Env) -> None:
+    base = env.base.removesuffix("/v1")
+    token = env.keeper.token_for(CELL, DRONE)
+    env.drone.meter.per_request = 34  # exactly what the calls below use
+    tally = env.drone.meter.begin("m1")
+    env.drone.meter.begin("m2")  # two in flight: only the header tells them apart
+    llm = Llm("m1", url=base, token=token)
+    assert await asyncio.to_thread(llm.chat, "hi") == "echo: hi"
+    pieces = await asyncio.to_thread(lambda: list(llm.stream("a b c")))
+    assert "".join(pieces) == "echo: a b c" and len(pieces) == 4
+    vectors = await asyncio.to_thread(llm.embed, ["x", "y"])
+    assert len(vectors) == 2 and len(vectors[0]) == 8
+    assert await asyncio.to_thread(llm.models) == ["fake-small", "fake-large"]
+    assert tally.usage == (24, 10)
+    with pytest.raises(LlmError) as refused:
+        await asyncio.to_thread(llm.chat, "more")
+    assert (refused.value.status, refused.value.type) == (429, "budget_exceeded")
+    with pytest.raises(LlmError) as unknown:
+        await asyncio.to_thread(Llm("m9", url=base, token=token).chat, "x")
+    assert unknown.value.type == "message_not_in_flight"
+    with pytest.raises(LlmError) as nowhere:
+        Llm("m1", url="", token="").chat("x")
+    assert nowhere.value.type == "no_keeper"

@@ -27,6 +27,7 @@ from typing import Any
 
 from apiary.bus import Bus, Delivery, Subscription
 from apiary.node.circuit import OPEN, State
+from apiary.node.gateway_budget import EXCEEDED, DroneMeter, until_exceeded
 from apiary.node.guardrails import GuardrailChain
 from apiary.node.interfaces import AgentCrashed, AgentNotReady, AgentProtocolError, ResponseTimeout
 from apiary.node.keeper import Keeper
@@ -48,10 +49,6 @@ AnsweredCheck = Callable[[str, str], Awaitable[bool]]
 RETRY_DELAY = 0.05
 """Seconds before a dispatch this drone could not take is offered again (to any replica)."""
 
-GatewayUsage = Callable[[Message], tuple[int, int]]
-"""The LLM gateway's (prompt, completion) token count for one delivered message (the hook the
-gateway fills in; the worker puts it in the Outcome and counts it against the budgets)."""
-
 HOLD_MAX = 0.5
 """A guardrail wait up to this long holds the message; a longer one hands it back to the queue
 and pauses the drone's intake for the wait (docs/guardrails.md)."""
@@ -70,7 +67,7 @@ class StageWorker:
         guardrails: dict[str, Any] | None = None,
         answered: AnsweredCheck | None = None,
         ack_wait: float = 30.0,
-        gateway_usage: GatewayUsage | None = None,
+        meter: DroneMeter | None = None,
         on_circuit: Callable[[State], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -83,7 +80,9 @@ class StageWorker:
         self.ack_wait = max(ack_wait, (self.timeout or 0) + 5)
         self._out = outcome_subject(cell, hive)
         self._sub: Subscription | None = None
-        self.gateway_usage = gateway_usage
+        self.meter = meter
+        """The LLM gateway's token count of this drone: told which message the agent works on,
+        it stops the agent's calls at the budgets and says what the message used."""
         self.on_circuit = on_circuit
         self.guard = GuardrailChain.build(guardrails, clock=clock, on_circuit=self._circuit)
         """None when the drone has no drone-side guardrails (raises GuardrailError if bad)."""
@@ -206,8 +205,11 @@ class StageWorker:
         error: tuple[str, str] | None = None
         outputs: list[Message] = []
         heartbeat = _KeepAlive(delivery, self.ack_wait / 3)
+        meter = self.meter
+        tally = meter.begin(message.id, dispatch.tokens_left) if meter is not None else None
         try:
-            outputs = await self.keeper.deliver(message, timeout=dispatch.timeout or self.timeout)
+            answer = self.keeper.deliver(message, timeout=dispatch.timeout or self.timeout)
+            outputs = await (answer if tally is None else until_exceeded(tally, answer))
         except (AgentCrashed, AgentNotReady):
             await delivery.nak(RETRY_DELAY)  # another replica (or this one, restarted) takes it
             if guard is not None:
@@ -219,7 +221,13 @@ class StageWorker:
             error = ("AgentProtocolError", str(exc))
         finally:
             heartbeat.cancel()
-        usage = self.gateway_usage(message) if self.gateway_usage is not None else (0, 0)
+            if meter is not None:
+                meter.end(message.id)
+        usage = (0, 0)
+        if tally is not None:
+            usage = tally.usage
+            if tally.exceeded is not None:  # the gateway refused a call: a hard stop
+                error = (EXCEEDED, tally.exceeded)
         if guard is not None and error is None:
             error = guard.check(outputs, usage)
         outcome = Outcome(

@@ -11,6 +11,7 @@ ApiaryError
 │   └── AlreadyExists (409)
 ├── Gone (410)                  — watch from a compacted resourceVersion
 ├── PayloadTooLarge (413)
+├── TooManyRequests (429)       — a hive's queue is at its routing.queueLimit
 └── Unavailable (503)
 """
 
@@ -96,6 +97,11 @@ class Gone(ApiaryError):
 class PayloadTooLarge(ApiaryError):
     status = 413
     code = "PayloadTooLarge"
+
+
+class TooManyRequests(ApiaryError):
+    status = 429
+    code = "TooManyRequests"
 
 
 class Unavailable(ApiaryError):

@@ -119,6 +119,8 @@ class Routing(ApiModel):
     retry_policy: RetryPolicy | None = None
     dead_letter_topic: Topic | None = None
     """Where exhausted messages go; defaults to ``dlq/<hive name>``."""
+    queue_limit: int | None = Field(default=None, ge=1)
+    """Undelivered dispatches a router replica lets this hive have; more inputs get 429."""
 
 
 class Webhook(ApiModel):

@@ -7,6 +7,8 @@
 * ``routing.deadLetterTopic`` — where dead letters are announced (default ``dlq/<hive>``).
 * ``tokenBudgetPerSession`` — the tightest of the hive's, the Cell default's and the stages'
   AgentSpecs' budgets: a session past it fails with ``TokenBudgetExceeded`` (not retried).
+* ``routing.queueLimit`` — at most this many of the hive's dispatches on the bus without an
+  outcome (counted per router replica, :class:`HiveQueue`); a new input beyond it gets 429.
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ class HivePolicy:
     approval_stages: frozenset[str] = frozenset()
     dead_letter_topic: str = ""
     session_token_budget: int | None = None
+    queue_limit: int | None = None
 
     @classmethod
     def build(cls, hive: Obj, agentspecs: dict[str, Obj], cell: Obj | None) -> HivePolicy:
@@ -76,10 +79,46 @@ class HivePolicy:
                 routing.get("deadLetterTopic") or f"dlq/{hive['metadata']['name']}"
             ),
             session_token_budget=min(known) if known else None,
+            queue_limit=_positive_int(routing.get("queueLimit")),
         )
 
     def agent_refs(self, hive: Obj) -> set[str]:
         return {s.agent_ref for s in hive_stages(hive)[0]}
+
+
+def _positive_int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
+@dataclass
+class HiveQueue:
+    """This router replica's count of a hive's undelivered dispatches (``routing.queueLimit``):
+    +1 when one is published, -1 when its outcome is handled.
+
+    Kept in memory, per replica, so the count costs a dict operation per message rather than a
+    journal query. With several replicas an outcome may be handled by another one, so the
+    count can only be too high, never too low; before refusing an input the router
+    :class:`~apiary.router.service.Router` prunes it against the journal (``pruned_at``)."""
+
+    limit: int
+    open: dict[tuple[str, str], int] = field(default_factory=dict)
+    """(session key, dispatch id) → attempt last published."""
+    pruned_at: float = float("-inf")
+
+    def published(self, session: str, dispatch: str, attempt: int) -> None:
+        key = (session, dispatch)
+        if self.open.get(key, -1) < attempt:
+            self.open[key] = attempt
+
+    def handled(self, session: str, dispatch: str, attempt: int) -> None:
+        """An outcome of ``attempt`` (a late one of an older attempt leaves the newer counted)."""
+        key = (session, dispatch)
+        if self.open.get(key, attempt) <= attempt:
+            self.open.pop(key, None)
+
+    @property
+    def full(self) -> bool:
+        return len(self.open) >= self.limit
 
 
 def topic_subject(cell: str, topic: str) -> str:

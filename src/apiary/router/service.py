@@ -21,7 +21,14 @@ from typing import Any
 import orjson
 
 from apiary.bus import Bus, Delivery, Publish, Subscription
-from apiary.errors import AlreadyExists, Conflict, NotFound, Unavailable
+from apiary.errors import (
+    AlreadyExists,
+    Conflict,
+    FieldDetail,
+    NotFound,
+    TooManyRequests,
+    Unavailable,
+)
 from apiary.journal import Entry, Journal, SessionState
 from apiary.patterns import Engine, Step
 from apiary.router.plan import (
@@ -38,7 +45,7 @@ from apiary.router.plan import (
     note,
     split,
 )
-from apiary.router.policy import NOT_RETRIED, HivePolicy, topic_subject
+from apiary.router.policy import NOT_RETRIED, HivePolicy, HiveQueue, topic_subject
 from apiary.router.sessions import SessionDirectory, SessionInfo
 from apiary.waggle import Message
 from apiary.waggle.envelope import (
@@ -53,6 +60,8 @@ from apiary.waggle.envelope import (
 log = logging.getLogger("apiary.router")
 
 MAX_ATTEMPTS = 100
+QUEUE_PRUNE_INTERVAL = 1.0
+"""Seconds between two checks of a full hive queue against the journal (docs/guardrails.md)."""
 Obj = dict[str, Any]
 
 
@@ -90,6 +99,8 @@ class Router:
         self._sub: Subscription | None = None
         self._timers: set[asyncio.TimerHandle] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._queues: dict[tuple[str, str], HiveQueue] = {}
+        """(cell, hive) → undelivered dispatches, for hives with ``routing.queueLimit``."""
         self.on_status: Callable[[SessionInfo, Obj], None] | None = None
         """Called after a commit whose plan changes the Session's status (output, phase...)."""
         self.on_notice: Callable[[SessionInfo, str, Obj], Awaitable[None]] | None = None
@@ -163,6 +174,7 @@ class Router:
         if await self.journal.get(info.key, message.id) is not None:
             return message
         engine, policy = await self.sessions.hive(info)
+        await self._check_queue(info, engine, policy)
         entry = Entry(info.key, message.id, "input", message.to_dict())
 
         def plan(state: Obj) -> Plan:
@@ -194,6 +206,9 @@ class Router:
 
     async def handle_outcome(self, info: SessionInfo, outcome: Outcome) -> Plan | None:
         engine, policy = await self.sessions.hive(info)
+        queue = self._queues.get((info.cell, info.hive))
+        if queue is not None:
+            queue.handled(info.key, outcome.dispatch, outcome.attempt)
         outputs = [Message.from_dict(o, default_type="result") for o in outcome.outputs]
         error = outcome.error or agent_error(outputs)
         budget_error = await self._over_budget(info, policy, outputs, outcome)
@@ -288,6 +303,41 @@ class Router:
             return None
         return ("TokenBudgetExceeded",
                 f"the session used {used} tokens, over its budget of {budget}")  # fmt: skip
+
+    async def _check_queue(self, info: SessionInfo, engine: Engine, policy: HivePolicy) -> None:
+        """429 when the hive has ``routing.queueLimit`` undelivered dispatches (this replica's
+        count, pruned against the journal before refusing: outcomes handled by another replica
+        never reached this count)."""
+        where = (info.cell, info.hive)
+        limit = policy.queue_limit
+        queue = self._queues.get(where)
+        if limit is None:
+            self._queues.pop(where, None)
+            return
+        if queue is None:
+            queue = self._queues[where] = HiveQueue(limit)
+        queue.limit = limit
+        if not queue.full:
+            return
+        now = time.monotonic()
+        if now - queue.pruned_at >= QUEUE_PRUNE_INTERVAL:
+            queue.pruned_at = now
+            await self._prune(queue, engine)
+        if queue.full:
+            why = f"the hive has {len(queue.open)} undelivered messages, at its queue limit"
+            raise TooManyRequests(
+                f"hive {info.hive!r}: {why} of {limit}; retry later",
+                [FieldDetail("spec.routing.queueLimit", f"{why} of {limit}")],
+            )
+
+    async def _prune(self, queue: HiveQueue, engine: Engine) -> None:
+        """Forget counted dispatches the journal says are answered, held or gone."""
+        sessions = {session for session, _ in queue.open}
+        for session in sessions:
+            es, mine = split((await self.journal.load(session)).state)
+            still = set(engine.open_dispatches(es)) - set(mine["held"])
+            for key in [k for k in queue.open if k[0] == session and k[1] not in still]:
+                del queue.open[key]
 
     # ------------------------------------------------------------------- human decisions
 
@@ -447,6 +497,9 @@ class Router:
             raise Unavailable(f"the message bus is unavailable: {exc}") from exc
 
     def _publication(self, info: SessionInfo, send: Send, tokens_left: int | None) -> Publish:
+        queue = self._queues.get((info.cell, info.hive))
+        if queue is not None:
+            queue.published(info.key, send.id, send.attempt)
         env = Dispatch(send.id, info.key, info.hive, send.stage, send.message,
                        info.timeout_for(send.stage), send.attempt, tokens_left)  # fmt: skip
         return Publish(stage_subject(info.cell, info.hive, send.stage), env.encode(), env.msg_id)

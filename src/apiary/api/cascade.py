@@ -1,8 +1,11 @@
 """Cascading deletion through ``ownerReferences``, and of everything in a deleted Cell.
 
-Dependents go first, then the owner: if the process dies half-way the owner still exists and the
-delete can simply be repeated, so nothing is ever orphaned. Controllers that delete objects should
-call :func:`cascade_delete` too, so they mean the same thing as the API.
+The owner goes first, then what it owns (Kubernetes' background deletion): deleting a Hive's
+drones first would let the Queen, seeing the Hive still there, recreate them in between. If the
+process dies half-way, the dependents are orphans and the Queen's garbage collector deletes them.
+A Cell is the exception — its contents go first, so a half-deleted Cell can be deleted again.
+Controllers that delete objects should call :func:`cascade_delete` too, so they mean the same
+thing as the API.
 """
 
 from __future__ import annotations
@@ -37,10 +40,14 @@ async def cascade_delete(
             f"{kind} {name!r} was modified: resourceVersion {resource_version} is stale "
             f"(now {obj['metadata']['resourceVersion']})"
         )
-    await _delete_dependents(store, obj, {obj["metadata"]["uid"]}, on_deleted)
+    seen = {obj["metadata"]["uid"]}
+    if kind == "Cell":
+        await _delete_dependents(store, obj, seen, on_deleted)
     last = await store.delete(kind, namespace, name, resource_version=resource_version)
     if on_deleted is not None:
         await on_deleted(last)
+    if kind != "Cell":
+        await _delete_dependents(store, obj, seen, on_deleted)
     return last
 
 
@@ -70,12 +77,14 @@ async def _delete_one(
     if uid in seen:
         return
     seen.add(uid)
-    await _delete_dependents(store, obj, seen, on_deleted)
     try:
         last = await store.delete(
             obj["kind"], obj["metadata"].get("namespace") or "", obj["metadata"]["name"]
         )
     except NotFound:
-        return  # someone else deleted it meanwhile: what we wanted
+        last = None  # someone else deleted it meanwhile: what we wanted
+    await _delete_dependents(store, obj, seen, on_deleted)
+    if last is None:
+        return
     if on_deleted is not None:
         await on_deleted(last)

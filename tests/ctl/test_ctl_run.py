@@ -170,3 +170,26 @@ def test_session_commands_and_run_into_a_session(run: Ctl) -> None:
     assert r.exit_code == 1 and "Closed" in r.stderr, r
     r = run("session", "get", "nobody")
     assert r.exit_code == 1 and "not found" in r.stderr
+
+
+def test_progress_shows_the_stage_only_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    from rich.console import Console
+
+    from apiary.ctl import output
+    from apiary.ctl.commands import run as run_module
+
+    quiet = run_module.Progress("hive/x")
+    assert quiet.status is None  # stderr is no terminal under the test runner
+    with quiet:
+        quiet.stage("up")  # harmless no-ops
+    buf = io.StringIO()
+    console = Console(file=buf, force_terminal=True, width=80)
+    monkeypatch.setattr(output, "err_console", lambda: console)
+    with run_module.Progress("hive/x") as shown:
+        assert shown.status is not None
+        shown.stage("up")
+        assert "hive/x: stage up working" in str(shown.status.status)
+        shown.retrying("up", {"reason": "ResponseTimeout"})
+        assert "failed (ResponseTimeout), retrying" in str(shown.status.status)

@@ -166,3 +166,22 @@ async def test_unreachable_postgres_is_unavailable() -> None:
     journal = open_journal("postgresql://postgres@127.0.0.1:1/none")
     with pytest.raises(Unavailable, match="PostgreSQL"):
         await journal.open()
+
+
+async def test_sqlite_locked_by_another_process_is_unavailable(tmp_path: Path) -> None:
+    """Another process holding the write lock past busy_timeout: a clear 503, not a traceback."""
+    import sqlite3
+
+    from apiary.errors import Unavailable
+
+    url = f"sqlite://{tmp_path / 'journal.db'}?busy_timeout=50"
+    async with open_journal(url) as journal:
+        holder = sqlite3.connect(tmp_path / "journal.db", isolation_level=None)
+        try:
+            holder.execute("BEGIN IMMEDIATE")
+            with pytest.raises(Unavailable, match="locked"):
+                await journal.commit(S, expect_version=0, state={}, entries=[entry(S, "in")])
+            holder.execute("ROLLBACK")
+        finally:
+            holder.close()
+        assert await journal.commit(S, expect_version=0, state={}, entries=[entry(S, "in")]) == 1

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlsplit
 
-from apiary.errors import BadRequest
+from apiary.errors import BadRequest, Unavailable
 from apiary.journal.base import Clock, Journal
 from apiary.journal.batch import GroupCommit
 from apiary.journal.model import Entry, PendingCommit, Plan, SessionState, load_json, plan_commit
@@ -336,7 +336,10 @@ class SQLiteJournal(Journal):
 
     async def _flush(self, batch: list[PendingCommit]) -> list[int | None]:
         created = self.clock()
-        plans = await self._on(self._writer, lambda conn: _write_batch(conn, batch, created))
+        try:
+            plans = await self._on(self._writer, lambda conn: _write_batch(conn, batch, created))
+        except sqlite3.OperationalError as exc:  # locked by another process, disk full, …
+            raise Unavailable(f"SQLite journal at {self.path}: {exc}") from exc
         results: list[int | None] = []
         for c, plan in zip(batch, plans, strict=True):
             if plan is None:

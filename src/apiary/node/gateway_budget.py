@@ -53,7 +53,16 @@ class GatewayRefusal(Exception):
 class Tally:
     """What one message in flight has used, and what it may still use."""
 
-    __slots__ = ("_cm", "completion", "exceeded", "limit", "message_id", "prompt", "session_left")
+    __slots__ = (
+        "_cm",
+        "bounded",
+        "completion",
+        "exceeded",
+        "limit",
+        "message_id",
+        "prompt",
+        "session_left",
+    )
 
     def __init__(self, message_id: str, limit: int | None, session_left: int | None) -> None:
         self.message_id = message_id
@@ -63,6 +72,8 @@ class Tally:
         self.completion = 0
         self.exceeded: str | None = None
         """Why the message ran out of tokens (the Outcome error message), once it has."""
+        self.bounded = limit is not None or session_left is not None
+        """Whether any budget applies; without one the worker need not watch the delivery."""
         self._cm: asyncio.Timeout | None = None
 
     @property
@@ -148,6 +159,8 @@ class DroneMeter:
     def begin(self, message_id: str, tokens_left: int | None = None) -> Tally:
         """A message is handed to the agent; its calls are counted from now."""
         tally = Tally(message_id, self.per_request, tokens_left)
+        if self.per_minute is not None:
+            tally.bounded = True
         self.tallies[message_id] = tally
         return tally
 

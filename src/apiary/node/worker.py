@@ -209,7 +209,10 @@ class StageWorker:
         tally = meter.begin(message.id, dispatch.tokens_left) if meter is not None else None
         try:
             answer = self.keeper.deliver(message, timeout=dispatch.timeout or self.timeout)
-            outputs = await (answer if tally is None else until_exceeded(tally, answer))
+            if tally is not None and tally.bounded:  # watched: stopped when out of tokens
+                outputs = await until_exceeded(tally, answer)
+            else:
+                outputs = await answer
         except (AgentCrashed, AgentNotReady):
             await delivery.nak(RETRY_DELAY)  # another replica (or this one, restarted) takes it
             if guard is not None:

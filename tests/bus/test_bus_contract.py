@@ -236,3 +236,14 @@ async def test_bus_close_returns_unsettled_work_for_others(env: BusEnv, bus: Bus
         await bus.close()
         with pytest.raises(Exception, match="not open"):
             await bus.publish(env.subject("cl"), b"late")
+
+
+async def test_messages_published_before_any_subscriber_wait_for_the_first_group(
+    env: BusEnv, bus: Bus
+) -> None:
+    """Work sent to a stage whose drones are still starting is not lost (both backends)."""
+    await bus.publish_many([(env.subject("early"), b"%d" % i) for i in range(5)])
+    got = Collector()
+    await bus.subscribe(env.subject("early"), "late-joiner", got)
+    await got.wait_for(5)
+    assert got.data == [b"%d" % i for i in range(5)]

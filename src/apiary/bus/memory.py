@@ -7,14 +7,16 @@ and puts one message copy in each — that is how different groups each get ever
 
 Like a JetStream durable consumer, a group outlives its members: messages published while a
 group has no members wait for the next one (``remove_group`` forgets a group). Messages for a
-subject no group has subscribed to yet are dropped. Nothing here survives the process: the
-session journal in the store is what makes accepted work durable in embedded mode.
+subject no group has subscribed to yet are kept (up to ``RETAIN_UNROUTED``, oldest dropped first)
+and go to the first group that subscribes to them. Nothing here survives the process: the session
+journal in the store is what makes accepted work durable in embedded mode.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 
 from apiary.bus.base import (
@@ -34,6 +36,8 @@ from apiary.bus.workers import WorkerPool
 from apiary.errors import Unavailable
 
 _ROUTE_CACHE_MAX = 10_000
+RETAIN_UNROUTED = 100_000
+"""Most messages kept for subjects no group has subscribed to yet."""
 
 
 class _Message:
@@ -159,6 +163,11 @@ class MemoryBus(Bus):
         self._groups: dict[tuple[str, str], _Group] = {}
         self._routes: dict[str, list[_Group]] = {}
         self._seen: dict[str, float] = {}
+        self._waiting: deque[_Message] = deque()
+        """Messages published while no group matched their subject, oldest first, bounded by
+        ``RETAIN_UNROUTED``: handed to the first group that subscribes to them (as JetStream
+        keeps them for a consumer created later), so work sent to a stage whose drones are still
+        starting is not dropped."""
         self._subs: set[_MemorySubscription] = set()
         self._timers: set[asyncio.TimerHandle] = set()
         self._open = False
@@ -175,6 +184,7 @@ class MemoryBus(Bus):
         self._timers.clear()
         self._groups.clear()
         self._routes.clear()
+        self._waiting.clear()
 
     def _check_open(self) -> None:
         if not self._open:
@@ -221,7 +231,13 @@ class MemoryBus(Bus):
                 headers = dict(headers)
             if msg_id is not None and self._duplicate(msg_id):
                 return
-        for group in self._route(subject):
+        groups = self._route(subject)
+        if not groups:
+            if len(self._waiting) >= RETAIN_UNROUTED:
+                self._waiting.popleft()  # the oldest goes; the router's sweep republishes it
+            self._waiting.append(_Message(subject, data, headers, msg_id))
+            return
+        for group in groups:
             group.mailbox.put(_Message(subject, data, headers, msg_id))
 
     async def subscribe(
@@ -242,9 +258,20 @@ class MemoryBus(Bus):
         if g is None:
             g = self._groups[key] = _Group(subject, group)
             self._routes.clear()
+            if self._waiting:
+                self._adopt_waiting(g)
         sub = _MemorySubscription(self, g, handler, max_in_flight, ack_wait)
         self._subs.add(sub)
         return sub
+
+    def _adopt_waiting(self, g: _Group) -> None:
+        keep: deque[_Message] = deque()
+        for msg in self._waiting:
+            if matches(g.tokens, msg.subject):
+                g.mailbox.put(msg)
+            else:
+                keep.append(msg)
+        self._waiting = keep
 
     async def remove_group(self, subject: str, group: str) -> None:
         g = self._groups.pop((subject, group), None)

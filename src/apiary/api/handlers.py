@@ -304,9 +304,18 @@ async def delete_object(request: Request) -> Response:
         cell or "",
         name,
         resource_version=want_rv,
-        on_deleted=functools.partial(forget_deleted, state.comb),
+        on_deleted=functools.partial(_forget_deleted, state),
     )
     return json_response(_out(last, reveal))
+
+
+async def _forget_deleted(state: ApiState, obj: dict[str, Any]) -> None:
+    """What goes with a deleted object besides the object: a Session's Comb memory and its
+    transcript (also when a Cell takes its sessions along)."""
+    await forget_deleted(state.comb, obj)
+    meta = obj.get("metadata") or {}
+    if obj.get("kind") == "Session" and state.journal is not None and not meta.get("finalizers"):
+        await state.journal.delete(f"{meta.get('namespace') or 'default'}/{meta['name']}")
 
 
 # ---------------------------------------------------------------------------------- status

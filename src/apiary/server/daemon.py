@@ -98,7 +98,9 @@ class Daemon:
             store,
             self.token,
             ApiConfig(
-                max_body_bytes=s.http.max_body_bytes, bookmark_interval=s.http.bookmark_interval
+                max_body_bytes=s.http.max_body_bytes,
+                bookmark_interval=s.http.bookmark_interval,
+                max_message_bytes=s.http.max_message_bytes,
             ),
             log_dir=s.data_dir / "logs",
             comb=self.comb,

@@ -91,6 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--max-body-bytes", type=_positive_int, help="request body limit (default 1048576)"
     )
+    p.add_argument(
+        "--max-message-bytes",
+        type=_positive_int,
+        help="largest session message payload (default 262144); larger is answered with 413",
+    )
     p.add_argument("--log-level", choices=_LEVELS, help="env APIARY_LOG_LEVEL, default info")
     p.add_argument(
         "--log-format", choices=("json", "console"), help="env APIARY_LOG_FORMAT, default json"
@@ -194,6 +199,8 @@ def settings_from(
     http = HttpSettings(host=str(pick(a.host, "APIARY_HOST", "127.0.0.1")), port=port)
     if a.max_body_bytes:
         http.max_body_bytes = a.max_body_bytes
+    if a.max_message_bytes:
+        http.max_message_bytes = a.max_message_bytes
     if a.bookmark_interval:
         http.bookmark_interval = a.bookmark_interval
     store = StoreConfig(url=pick(a.store, "APIARY_STORE", None))  # type: ignore[arg-type]

@@ -26,6 +26,9 @@ class HttpSettings:
     max_body_bytes: int = 1 << 20
     """Largest request body; more is answered with 413."""
 
+    max_message_bytes: int = 256 << 10
+    """Largest session message payload; more is answered with 413."""
+
     bookmark_interval: float = 15.0
     """Seconds between BOOKMARK lines on idle watch streams."""
 

@@ -118,7 +118,7 @@ async def test_group_commit_batches_and_checks_each_call(
         assert len(await journal.read(s)) == expected
 
 
-async def test_many_sessions_concurrently(journal_url: str, make_journal: MakeJournal) -> None:
+async def test_many_sessions_concurrently(make_journal: MakeJournal) -> None:
     """1,000 sessions x 3 router steps each, all at once: all present, versions right."""
     journal = await make_journal()
     sessions = [f"cell-{n % 7}/session-{n}" for n in range(1000)]

@@ -196,6 +196,8 @@ class Notifier:
         cached = self._hives.get((cell, hive))
         if cached is not None and now < cached.expires:
             return cached
+        if not hive:  # a session without a hive: nothing to read, nobody to tell
+            return _HiveEntry(now + self.ttl)
         try:
             obj = await self.store.get("Hive", cell, hive)
         except NotFound:

@@ -1,0 +1,232 @@
+"""The fault test: apiaryd is killed with SIGKILL five times while 2,000 sessions run through a
+3-stage pipeline (2 replicas a stage), and restarted at once on the same data dir.
+
+The client is honest about acceptance (:mod:`tests.e2e.crashkit`): a session counts as accepted
+once its input got a 202; it retries with the same session name and message id until then.
+Afterwards every session must have exactly one final with the right payload, one input, and
+each stage's output once — an output recorded twice would mean a redelivered message was
+routed twice; one sent twice to an agent but recorded once never reaches the client and is not
+counted here. Kill moments come from a seeded RNG (``APIARY_CRASH_SEED``, printed) so a failing
+run can be repeated. Embedded (SQLite + in-process bus + local node) and PostgreSQL + NATS
+JetStream (a shorter ack wait, so work held by the dead process comes back in seconds, not 30).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import socket
+import statistics
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from services import fresh_postgres_url, require_nats, require_postgres
+
+from .cluster import Apiaryd, agent_processes, n_ready, new_cell, wait_drones
+from .crashkit import Answer, CrashTolerantClient
+from .test_sessions_scale import pipeline
+
+pytestmark = pytest.mark.slow
+
+SESSIONS = int(os.environ.get("APIARY_CRASH_SESSIONS", "2000"))
+KILLS = 5
+BOUND = 170.0
+"""Seconds the run (sessions, kills, restarts) may take: the acceptance says < 3 minutes."""
+CONCURRENCY = 64
+ACK_WAIT = 3.0
+"""JetStream ack wait (seconds) in the NATS variant: how long a message delivered to the killed
+process stays invisible before it is redelivered."""
+
+
+def free_port() -> int:
+    """A port for apiaryd to keep across restarts (clients do not learn a new address)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@dataclass
+class Crash:
+    at_done: int
+    killed: float
+    ready: float = 0.0
+    resumed: float = 0.0
+
+    @property
+    def restart(self) -> float:
+        return self.ready - self.killed
+
+    @property
+    def recover(self) -> float:
+        return self.resumed - self.killed
+
+
+@dataclass
+class Run:
+    answers: list[Answer] = field(default_factory=list)
+    crashes: list[Crash] = field(default_factory=list)
+    done: int = 0
+    progress: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+async def killer(server: Apiaryd, run: Run, rng: random.Random, finished: asyncio.Event) -> None:
+    """SIGKILL at random points of progress (and a random delay past them), restart at once;
+    wait until finals flow again before arming the next kill, so each recovery is measured."""
+    marks = sorted(rng.sample(range(SESSIONS // 20, SESSIONS * 9 // 10), KILLS))
+    delays = [rng.uniform(0.0, 0.25) for _ in marks]
+    print(f"kill after sessions done: {marks}, then +{[round(d, 3) for d in delays]}s")
+    for mark, delay in zip(marks, delays, strict=True):
+        while run.done < mark and not finished.is_set():
+            run.progress.clear()
+            await run.progress.wait()
+        if finished.is_set():
+            return
+        await asyncio.sleep(delay)
+        crash = Crash(run.done, time.monotonic())
+        server.kill()
+        run.crashes.append(crash)
+        await asyncio.to_thread(server.start, 60.0)
+        crash.ready = time.monotonic()
+        seen = run.done
+        while run.done == seen and not finished.is_set():
+            run.progress.clear()
+            await run.progress.wait()
+        crash.resumed = time.monotonic()
+
+
+async def drive(server: Apiaryd, cell: str, seed: int) -> tuple[Run, CrashTolerantClient, float]:
+    client = CrashTolerantClient(lambda: server.url, server.token, cell,
+                                 concurrency=CONCURRENCY, give_up_after=BOUND)  # fmt: skip
+    run = Run()
+    gate = asyncio.Semaphore(CONCURRENCY)
+    finished = asyncio.Event()
+
+    async def one(i: int) -> None:
+        async with gate:
+            answer = await client.run_one(f"s{i}", "p", f"in-{i}", f"m{i}")
+        run.answers.append(answer)
+        run.done += 1
+        run.progress.set()
+
+    t0 = time.monotonic()
+    kills = asyncio.ensure_future(killer(server, run, random.Random(seed), finished))
+    try:
+        await asyncio.wait_for(asyncio.gather(*(one(i) for i in range(SESSIONS))), BOUND)
+    finally:
+        finished.set()
+        run.progress.set()
+        await kills
+    return run, client, time.monotonic() - t0
+
+
+async def audit(client: CrashTolerantClient, run: Run) -> list[str]:
+    """Read every transcript back: one input, one final (the right one), each stage once."""
+    problems: list[str] = []
+    gate = asyncio.Semaphore(16)
+    extra_outputs: Counter[str] = Counter()
+
+    async def check(i: int) -> None:
+        async with gate:
+            items = await client.transcript(f"s{i}")
+        kinds = Counter(e["kind"] for e in items)
+        finals = [e for e in items if e["kind"] == "final"]
+        inputs = [e["id"] for e in items if e["kind"] == "input"]
+        outputs = Counter(e["stage"] for e in items if e["kind"] == "output")
+        if inputs != [f"in-{i}"]:
+            problems.append(f"s{i}: inputs {inputs}")
+        if [(f["message"]["payload"], f["parent"]) for f in finals] != [(f"B:A:M{i}", f"in-{i}")]:
+            problems.append(f"s{i}: finals {[f['message']['payload'] for f in finals]}")
+        if kinds["error"]:
+            problems.append(f"s{i}: {kinds['error']} error entries")
+        for stage in ("s1", "s2", "s3"):
+            if outputs[stage] != 1:
+                extra_outputs[stage] += outputs[stage] - 1
+                problems.append(f"s{i}: stage {stage} output recorded {outputs[stage]} times")
+
+    await asyncio.gather(*(check(i) for i in range(SESSIONS)))
+    if extra_outputs:
+        print(f"stage outputs recorded more than once: {dict(extra_outputs)}")
+    return problems
+
+
+async def crash_run(server: Apiaryd) -> None:
+    seed = int(os.environ.get("APIARY_CRASH_SEED", random.randrange(1 << 30)))
+    print(f"\nAPIARY_CRASH_SEED={seed}")
+    cell = new_cell()
+    c = server.client(cell)
+    for obj in pipeline(cell):
+        c.create(obj)
+    wait_drones(c, cell, n_ready(6), 30, "6 drones Ready")
+    await asyncio.sleep(0.3)  # workers subscribe right after Ready is reported
+    run, client, took = await drive(server, cell, seed)
+    try:
+        by_session = Counter(a.session for a in run.answers)
+        assert len(by_session) == SESSIONS and max(by_session.values()) == 1
+        wrong = [(a.session, a.final["message"]["payload"]) for a in run.answers
+                 if a.final["message"]["payload"] != f"B:A:M{a.session[1:]}"]  # fmt: skip
+        assert not wrong, wrong[:10]
+        problems = await audit(client, run)
+        assert not problems, f"{len(problems)} problems: {problems[:20]}"
+    finally:
+        await client.aclose()
+    latency = sorted(a.answered_at - a.accepted_at for a in run.answers)
+    print(f"{SESSIONS} sessions, {len(run.crashes)} kills in {took:.1f}s: "
+          f"{SESSIONS / took:.0f} sessions/s overall; accept→final p50 "
+          f"{statistics.median(latency) * 1000:.0f} ms, max {latency[-1]:.2f}s")  # fmt: skip
+    for n, k in enumerate(run.crashes, 1):
+        print(f"kill {n} after {k.at_done} done: ready again in {k.restart:.2f}s, "
+              f"finals flowing again {k.recover:.2f}s after the kill")  # fmt: skip
+    print(f"client retries: {dict(sorted(client.tally.retries.items()))}; "
+          f"creates that found their session made: {client.tally.already_existed}")  # fmt: skip
+    assert len(run.crashes) == KILLS
+    server.stop()
+    deadline = time.monotonic() + 15
+    while agent_processes(cell) and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    assert not agent_processes(cell), "agent processes outlived apiaryd"
+
+
+@pytest.fixture
+def embedded(tmp_path: Path) -> AsyncIterator[Apiaryd]:
+    server = Apiaryd(tmp_path / "data", ["--port", str(free_port())]).start()
+    yield server  # type: ignore[misc]
+    server.stop()
+
+
+async def test_kill9_embedded(embedded: Apiaryd) -> None:
+    await crash_run(embedded)
+
+
+@pytest.fixture
+async def scaled(tmp_path: Path) -> AsyncIterator[Apiaryd]:
+    require_postgres()
+    nats = require_nats()
+    stream = f"CRASH{int(time.time() * 1000) % 10**9}"
+    bus = f"{nats}?stream={stream}&ack_wait={ACK_WAIT}"
+    async with fresh_postgres_url() as pg:
+        server = Apiaryd(
+            tmp_path / "data", ["--port", str(free_port()), "--store", pg, "--bus", bus]
+        ).start()
+        try:
+            yield server
+        finally:
+            server.stop()
+            import nats as nats_py
+
+            nc = await nats_py.connect(nats)
+            try:
+                await nc.jetstream().delete_stream(stream)
+            except Exception:
+                pass
+            await nc.close()
+
+
+async def test_kill9_on_postgres_and_nats(scaled: Apiaryd) -> None:
+    await crash_run(scaled)

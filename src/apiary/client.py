@@ -48,6 +48,7 @@ _STATUS_ERRORS: dict[int, type[errors.ApiaryError]] = {
     410: errors.Gone,
     413: errors.PayloadTooLarge,
     422: errors.Invalid,
+    429: errors.TooManyRequests,
     503: errors.Unavailable,
 }
 _REASON_ERRORS: dict[str, type[errors.ApiaryError]] = {

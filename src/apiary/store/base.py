@@ -5,7 +5,9 @@ A backend is a thin subclass that provides four primitives:
 * ``_transact(key, mutate)`` — in one atomic transaction: allocate the next global
   resourceVersion, read the current body at ``key`` (or None), call ``mutate(current, rv)``, write
   what it returns (None deletes the row), append a change to the change log, commit. If
-  ``mutate`` raises, nothing is written and no version is used.
+  ``mutate`` raises, nothing is written and no version is used. ``rv`` is used for nothing but
+  ``metadata.resourceVersion``, so a backend that allocates the version last (PostgreSQL) may pass
+  a provisional one and stamp the real one into the written body.
 * ``_scan(kind, namespace, after, limit)`` — bodies ordered by (namespace, name), after a key.
 * ``_changes_since(rv, limit)`` — change-log entries with version > rv, oldest first.
 * ``_horizon()`` / ``_compact(keep)`` — the newest compacted version; trimming the log.
@@ -367,7 +369,14 @@ class Store(ABC):
         rv = await self.resource_version()
         after = _decode_continue(continue_token) if continue_token else None
         want = limit if limit and limit > 0 else None
-        batch = max(want or 500, 100)
+        # One row past the page tells whether a continue token is due; decoding more is waste
+        # (``limit=50`` used to decode 100 rows). A selector may skip rows, so it reads wider.
+        if want is None:
+            batch = 500
+        elif selector is None:
+            batch = want + 1
+        else:
+            batch = max(want + 1, 100)
         items: list[Obj] = []
         more = False
         while True:

@@ -23,7 +23,9 @@ def open_bus(url: str = "memory://") -> Bus:
 
     NATS query options: ``stream`` (default ``APIARY``), ``subjects`` (comma list, default
     ``apiary.>``), ``max_age`` (seconds, default 86400), ``duplicate_window`` (seconds, default
-    120), ``storage`` (``file``/``memory``), ``replicas``, ``max_ack_pending``.
+    120), ``storage`` (``file``/``memory``), ``replicas``, ``max_ack_pending``, ``ack_wait``
+    (seconds: a cap on every consumer's ack wait, i.e. how soon a crashed process's work is
+    redelivered).
     """
     scheme = url.split(":", 1)[0].lower() if isinstance(url, str) else ""
     if scheme == "memory":

@@ -114,6 +114,11 @@ class Bus(ABC):
 
     url: str
 
+    ack_wait_cap: float | None = None
+    """When set, every subscription's ``ack_wait`` is at most this (a bus option, e.g. NATS
+    ``?ack_wait=3``): work held by a crashed process comes back that much sooner. A handler that
+    marks long work ``in_progress`` must do so more often than the capped wait."""
+
     @abstractmethod
     async def open(self) -> None:
         """Connect / start; must be called (or ``async with``) before anything else."""

@@ -54,6 +54,7 @@ class JetStreamBus(Bus):
     ) -> None:
         self.url = url
         self.options = NatsOptions(url, options)
+        self.ack_wait_cap = self.options.ack_wait
         self.error_delay = error_delay
         self.name = name
         self._nc: Any = None
@@ -285,6 +286,8 @@ class JetStreamBus(Bus):
         check_filter(subject)
         check_group(group)
         max_in_flight, ack_wait = check_options(max_in_flight, ack_wait)
+        if self.ack_wait_cap is not None:
+            ack_wait = min(ack_wait, self.ack_wait_cap)
         sub = JSSubscription(self, subject, group, handler, max_in_flight, ack_wait)
         await sub.start()
         self._subs.add(sub)

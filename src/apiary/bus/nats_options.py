@@ -35,6 +35,7 @@ class NatsOptions:
             "max_ack_pending",
             "pull_expires",
             "publish_timeout",
+            "ack_wait",
         }
         for key in query:
             if key not in known:
@@ -57,6 +58,9 @@ class NatsOptions:
         self.max_ack_pending = int(self._number(query, "max_ack_pending", 20_000))
         self.pull_expires = self._number(query, "pull_expires", 5.0)
         self.publish_timeout = self._number(query, "publish_timeout", 10.0)
+        self.ack_wait = self._number(query, "ack_wait", 1.0) if "ack_wait" in query else None
+        """Cap on every consumer's ack wait (seconds): how soon work a crashed process held is
+        redelivered (JetStream's own timer; 30 s by default)."""
 
     @staticmethod
     def _number(query: Mapping[str, str], key: str, default: float) -> float:

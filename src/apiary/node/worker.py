@@ -78,6 +78,10 @@ class StageWorker:
         self.timeout: float | None = float(timeout) if timeout else None
         self.answered = answered
         self.ack_wait = max(ack_wait, (self.timeout or 0) + 5)
+        cap = bus.ack_wait_cap
+        self._beat = (self.ack_wait if cap is None else min(self.ack_wait, cap)) / 3
+        """Seconds between two in-progress marks: a third of the ack wait the bus really uses
+        (it may cap ours), so long work is never redelivered while the agent is on it."""
         self._out = outcome_subject(cell, hive)
         self._sub: Subscription | None = None
         self.meter = meter
@@ -204,7 +208,7 @@ class StageWorker:
         t0 = time.perf_counter()
         error: tuple[str, str] | None = None
         outputs: list[Message] = []
-        heartbeat = _KeepAlive(delivery, self.ack_wait / 3)
+        heartbeat = _KeepAlive(delivery, self._beat)
         meter = self.meter
         tally = meter.begin(message.id, dispatch.tokens_left) if meter is not None else None
         try:

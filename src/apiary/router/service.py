@@ -162,6 +162,28 @@ class Router:
                 return count
             older_than = min(older_than, fresh[-1].created - 1e-6)
 
+    async def _redrive(self, info: SessionInfo) -> int:
+        """Publish again the session's open, not held dispatches at their current attempt.
+
+        For the moments a step's publish may have been lost (a crash between commit and
+        publish shows up as a re-sent input or a redelivered outcome): the same ``msg_id`` is
+        dropped by the bus inside its dedupe window, and a copy that still gets through is
+        answered twice at worst — the router records only the first answer."""
+        engine, _ = await self.sessions.hive(info)
+        es, mine = split((await self.journal.load(info.key)).state)
+        sends = []
+        for d in engine.open_dispatches(es):
+            entry = None if d in mine["held"] else await self.journal.get(info.key, d)
+            if entry is not None and entry.kind == "dispatch":
+                attempt = int(mine["attempts"].get(d, 0))
+                sends.append(Send(d, entry.stage or "", entry.message, attempt))
+        left = await self._tokens_left(info) if sends else None
+        items = [self._publication(info, send, left) for send in sends]
+        if items:
+            await self.bus.publish_many(items)
+            log.info("session %s: republished %d open dispatch(es)", info.key, len(items))
+        return len(items)
+
     # ------------------------------------------------------------------------------ inputs
 
     async def submit(self, cell: str, session: str, message: Message) -> Message:
@@ -172,6 +194,8 @@ class Router:
         info.check_open()
         message.session_id = info.key
         if await self.journal.get(info.key, message.id) is not None:
+            # A re-send: maybe because a crash came between our commit and the publish.
+            await self._redrive(info)
             return message
         engine, policy = await self.sessions.hive(info)
         await self._check_queue(info, engine, policy)
@@ -218,9 +242,13 @@ class Router:
             sent = await self.journal.get(info.key, d)
             original = sent.message if sent is not None else {}
 
+        duplicate = False
+
         def plan(state: Obj) -> Plan | None:
+            nonlocal duplicate
             es, mine = split(state)
             if d not in engine.open_dispatches(es):
+                duplicate = True
                 return None  # a duplicate: this dispatch was answered already
             attempt = int(mine["attempts"].get(d, 0))
             if error is not None and (outcome.attempt < attempt or d in mine["held"]):
@@ -234,7 +262,13 @@ class Router:
             step = engine.on_outcome(es, d, outcome.stage, outputs, budget_error or error)
             return self._after_engine(info, policy, step, mine, [], outcome)
 
-        return await self._run(info, plan)
+        done = await self._run(info, plan)
+        if duplicate:
+            # A redelivered outcome: we (or a replica that died) may have committed its step
+            # and crashed before publishing what it caused; the ack of this copy would then
+            # strand the flow until a sweep. Publishing again is deduplicated by the bus.
+            await self._redrive(info)
+        return done
 
     def _retry_or_dead_letter(
         self, info: SessionInfo, policy: HivePolicy, es: Obj, mine: Obj, outcome: Outcome,

@@ -119,11 +119,31 @@ async def drive(server: Apiaryd, cell: str, seed: int) -> tuple[Run, CrashTolera
     kills = asyncio.ensure_future(killer(server, run, random.Random(seed), finished))
     try:
         await asyncio.wait_for(asyncio.gather(*(one(i) for i in range(SESSIONS))), BOUND)
+    except TimeoutError:
+        stuck = await describe_stuck(client, run)
+        await client.aclose()
+        pytest.fail(f"{SESSIONS - run.done} sessions without a final after {BOUND}s "
+                    f"(kills: {[(k.at_done, round(k.restart, 2)) for k in run.crashes]}); "
+                    f"some of them: {stuck}")  # fmt: skip
     finally:
         finished.set()
         run.progress.set()
         await kills
     return run, client, time.monotonic() - t0
+
+
+async def describe_stuck(client: CrashTolerantClient, run: Run) -> list[str]:
+    """Where the first few unanswered sessions stand: their journal entries, in order."""
+    answered = {a.session for a in run.answers}
+    out = []
+    for name in [f"s{i}" for i in range(SESSIONS) if f"s{i}" not in answered][:5]:
+        try:
+            items = await client.transcript(name)
+        except Exception as exc:  # not even created, or the server is away
+            out.append(f"{name}: {exc}")
+            continue
+        out.append(f"{name}: " + " ".join(f"{e['kind']}/{e['stage']}" for e in items))
+    return out
 
 
 async def audit(client: CrashTolerantClient, run: Run) -> list[str]:

@@ -32,8 +32,6 @@ from .cluster import Apiaryd, agent_processes, n_ready, new_cell, wait_drones
 from .crashkit import Answer, CrashTolerantClient
 from .test_sessions_scale import pipeline
 
-pytestmark = pytest.mark.slow
-
 SESSIONS = int(os.environ.get("APIARY_CRASH_SESSIONS", "2000"))
 KILLS = 5
 BOUND = 170.0
@@ -220,6 +218,7 @@ def embedded(tmp_path: Path) -> AsyncIterator[Apiaryd]:
     server.stop()
 
 
+@pytest.mark.slow
 async def test_kill9_embedded(embedded: Apiaryd) -> None:
     await crash_run(embedded)
 
@@ -248,5 +247,50 @@ async def scaled(tmp_path: Path) -> AsyncIterator[Apiaryd]:
             await nc.close()
 
 
+@pytest.mark.slow
 async def test_kill9_on_postgres_and_nats(scaled: Apiaryd) -> None:
     await crash_run(scaled)
+
+
+def test_ack_wait_option_is_checked() -> None:
+    """The NATS ``ack_wait`` option the NATS variant relies on: a cap, validated by name."""
+    from apiary.bus.nats_options import NatsOptions
+    from apiary.errors import Invalid
+
+    assert NatsOptions("nats://h:4222", {}).ack_wait is None
+    assert NatsOptions(f"nats://h:4222?ack_wait={ACK_WAIT}", {}).ack_wait == ACK_WAIT
+    with pytest.raises(Invalid) as bad:
+        NatsOptions("nats://h:4222?ack_wait=0", {})
+    assert bad.value.details[0].field == "bus.ack_wait"
+
+
+async def test_ack_wait_caps_the_consumer() -> None:
+    """A subscription asking for 30 s gets the capped ack wait on the JetStream consumer itself
+    (the server's timer is what redelivers a dead process's work)."""
+    import nats as nats_py
+
+    from apiary.bus import open_bus
+
+    nats = require_nats()
+    stream = f"ACKCAP{int(time.time() * 1000) % 10**9}"
+
+    async def handler(delivery: object) -> None:
+        return None
+
+    try:
+        async with open_bus(f"{nats}?stream={stream}&ack_wait=2") as bus:
+            sub = await bus.subscribe("apiary.c.h.s.in", "c.h.s", handler, ack_wait=30.0)
+            nc = await nats_py.connect(nats)
+            try:
+                infos = await nc.jetstream().consumers_info(stream)
+                assert [i.config.ack_wait for i in infos] == [2.0]
+            finally:
+                await nc.close()
+            await sub.drain()
+    finally:
+        nc = await nats_py.connect(nats)
+        try:
+            await nc.jetstream().delete_stream(stream)
+        except Exception:
+            pass
+        await nc.close()

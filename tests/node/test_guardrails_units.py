@@ -186,6 +186,18 @@ def test_output_schema_checks_terminal_outputs_only() -> None:
                        "outputs[1].payload: 'response' is a required property")  # fmt: skip
 
 
+def test_output_schema_judges_answers_not_messages_to_other_agents() -> None:
+    """A hierarchical supervisor's tasks and its event notes are not its answer (seed 06 gives
+    the supervisor seat to llm-agent, whose outputSchema describes its answers)."""
+    chain = GuardrailChain.build({"outputSchema": SEED_04_SCHEMA})
+    assert chain is not None
+    task = Message("plan a trip", "task", dest_agent_id="worker1")
+    note = Message("waiting for workers", "event")
+    assert chain.check([task]) is None
+    assert chain.check([note]) is None
+    assert chain.check([Message("not an object", "result")]) is not None
+
+
 def test_output_schema_of_another_draft_is_honoured() -> None:
     schema = {"$schema": "http://json-schema.org/draft-07/schema#", "type": "array",
               "items": [{"type": "integer"}], "additionalItems": False}  # fmt: skip

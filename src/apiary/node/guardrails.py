@@ -49,6 +49,9 @@ them (a prompt that needs too many tokens does not make a replica sick)."""
 MAX_DETAIL = 300
 """Characters of a schema error message kept (jsonschema quotes the offending value)."""
 
+ANSWER_TYPES = frozenset({"result", "response"})
+"""Output types ``outputSchema`` judges: an agent's answer, not what it sends to other agents."""
+
 
 class GuardrailError(ValueError):
     """The drone's ``spec.guardrails`` cannot be enforced; the message names the field."""
@@ -233,9 +236,15 @@ class GuardrailChain:
         return None
 
     def _schema_problem(self, outputs: Sequence[Message]) -> str | None:
-        """``"<path>: <message>"`` for the first terminal output whose payload breaks the
-        schema. Terminal: not ``more`` (a partial) and not an ``error`` (already a failure)."""
-        checked = [(i, o) for i, o in enumerate(outputs) if not o.more and o.type != "error"]
+        """``"<path>: <message>"`` for the first answer whose payload breaks the schema.
+
+        An answer is a terminal output (not ``more``) of type ``result``/``response`` without a
+        destination: a supervisor's ``task`` to a worker, an ``event`` and an ``error`` are not
+        answers (an error is a failure already), so the schema does not judge them."""
+        checked = [
+            (i, o) for i, o in enumerate(outputs)
+            if not o.more and o.type in ANSWER_TYPES and not o.dest_agent_id
+        ]  # fmt: skip
         for index, out in checked:
             if self.validator.is_valid(out.payload):
                 continue

@@ -587,8 +587,9 @@ class Router:
                     "DeadLetter", info.cell, f"dl-{dead.dispatch}"
                 )
                 current["spec"] = body["spec"]
-                current["status"] = {}
-                await self.sessions.store.update(current)
+                updated = await self.sessions.store.update(current)
+                updated["status"] = {}  # no longer Replayed: it died again
+                await self.sessions.store.update(updated, subresource="status")
         with contextlib.suppress(Exception):  # an announcement; the DeadLetter object is the record
             announce = Message(body["spec"], "event", metadata={"apiary.io/dead-letter": "true"})
             await self.bus.publish(topic_subject(info.cell, policy.dead_letter_topic),

@@ -4,6 +4,8 @@ in embedded mode, a node agent that reaches the API over loopback HTTP like any 
 from __future__ import annotations
 
 import asyncio
+import socket
+import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -11,7 +13,7 @@ from typing import Any
 from apiary.bus import Bus
 from apiary.client import AsyncApiClient
 from apiary.controllers import QueenSettings, run_controllers
-from apiary.controllers.leader import LeaderElector
+from apiary.controllers.leader import LeaderElector, LeaderSettings
 from apiary.controllers.sessions import SessionReaper
 from apiary.journal import Journal
 from apiary.node.agent import NodeAgent, NodeSettings
@@ -39,9 +41,27 @@ def queen_task(
         )
 
     async def run() -> None:
-        await LeaderElector(store).run(lead, stop)
+        identity = leader_identity(settings.data_dir)
+        await LeaderElector(store, LeaderSettings(identity=identity)).run(lead, stop)
 
     return run
+
+
+def leader_identity(data_dir: Path) -> str:
+    """This replica's identity in leader elections, stable across restarts of the same data dir:
+    an apiaryd killed with -9 and started again takes its own lease back at once instead of
+    waiting for it to expire (another replica has another data dir, so another identity)."""
+    path = data_dir / "leader.id"
+    try:
+        return path.read_text().strip() or _new_identity(path)
+    except FileNotFoundError:
+        return _new_identity(path)
+
+
+def _new_identity(path: Path) -> str:
+    identity = f"{socket.gethostname()}-{uuid.uuid4().hex[:12]}"
+    path.write_text(identity + "\n")
+    return identity
 
 
 def node_settings(settings: Settings, state_dir: Path) -> NodeSettings:

@@ -224,3 +224,30 @@ def wait_drones(
 
 def n_ready(n: int) -> Callable[[list[Obj]], bool]:
     return lambda ds: len(ds) == n and all(map(is_ready, ds))
+
+
+TEST_STREAM_PREFIXES = ("E2E", "CRASH")
+
+
+async def drop_stale_test_streams(nats_url: str, older_than: float = 600.0) -> list[str]:
+    """Delete JetStream streams an earlier, killed test run left behind: they keep `apiary.>`
+    and would make every later apiaryd on that server fail with "subjects overlap". Only streams
+    named by these tests and older than ``older_than`` seconds (a parallel run keeps its own)."""
+    from datetime import UTC, datetime
+
+    import nats
+
+    nc = await nats.connect(nats_url)
+    dropped = []
+    try:
+        js = nc.jetstream()
+        for info in await js.streams_info():
+            name = info.config.name or ""
+            created = getattr(info, "created", None)
+            age = (datetime.now(UTC) - created).total_seconds() if created else older_than
+            if name.startswith(TEST_STREAM_PREFIXES) and age >= older_than:
+                await js.delete_stream(name)
+                dropped.append(name)
+    finally:
+        await nc.close()
+    return dropped

@@ -16,7 +16,15 @@ import pytest
 
 from services import fresh_postgres_url, require_nats, require_postgres
 
-from .cluster import REPO, Apiaryd, is_ready, n_ready, new_cell, wait_drones
+from .cluster import (
+    REPO,
+    Apiaryd,
+    drop_stale_test_streams,
+    is_ready,
+    n_ready,
+    new_cell,
+    wait_drones,
+)
 
 pytestmark = pytest.mark.slow
 Obj = dict[str, Any]
@@ -125,6 +133,7 @@ async def test_thousand_sessions_embedded(embedded: Apiaryd) -> None:
 async def scaled(tmp_path: Path) -> AsyncIterator[Apiaryd]:
     require_postgres()
     nats = require_nats()
+    await drop_stale_test_streams(nats)
     stream = f"E2E{int(time.time() * 1000) % 10**9}"
     async with fresh_postgres_url() as pg:
         server = Apiaryd(

@@ -137,6 +137,9 @@ class Daemon:
             log_config=None,
             http="httptools",
             timeout_graceful_shutdown=int(s.http.graceful_timeout),
+            # Clients pool connections; uvicorn's 5 s idle close races a client reusing one
+            # (a ReadError for a request the server never saw) — 75 s, as nginx does.
+            timeout_keep_alive=75,
             server_header=False,
         )
         server = uvicorn.Server(config)

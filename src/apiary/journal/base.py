@@ -10,7 +10,9 @@ public methods here check their arguments once (a clear ``Invalid`` naming the f
 driver traceback) and implement the long-poll ``wait`` over ``_read`` for every backend: waiters
 register per session and are woken by ``_wake`` when a commit to that session lands in this
 process, by a backend's cross-process signal (PostgreSQL LISTEN/NOTIFY), or at the latest after
-``poll_interval`` seconds, when they simply read again.
+``poll_interval`` seconds, when they simply read again. A commit in this process hands the
+waiters the entries it wrote (when they continue right where the waiter is), so the common
+long-poll — "tell me when the next entries of this session are in" — costs no read at all.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Any
 from apiary.journal.model import (
     Entry,
     PendingCommit,
+    Row,
     SessionState,
     check_id,
     check_int,
@@ -32,7 +35,11 @@ from apiary.journal.model import (
     check_seconds,
     check_session,
     prepare_commit,
+    written_entries,
 )
+
+Waiter = asyncio.Future[list[Entry] | None]
+"""A long-poll's future: the entries a commit handed over, or None (read again)."""
 
 Clock = Callable[[], float]
 """Epoch seconds; tests inject a fake one to make ``created`` and ``open_dispatches`` exact."""
@@ -48,7 +55,8 @@ class Journal(ABC):
         self.poll_interval = check_seconds(
             DEFAULT_POLL_INTERVAL if poll_interval is None else poll_interval, "poll_interval"
         )
-        self._waiters: dict[str, set[asyncio.Future[None]]] = {}
+        self._waiters: dict[str, dict[Waiter, tuple[int, int]]] = {}
+        """session → each waiter's future and its (after_seq, limit)."""
         self._is_open = False
 
     # ------------------------------------------------------------------ lifecycle
@@ -104,7 +112,7 @@ class Journal(ABC):
         pending = prepare_commit(session, expect_version, state, entries)
         version = await self._commit(pending)
         if version is not None:
-            self._wake(session)
+            self._wake(session, pending.written)
         return version
 
     async def get(self, session: str, id: str) -> Entry | None:
@@ -142,18 +150,24 @@ class Journal(ABC):
         while True:
             # Register before reading: a commit landing between the read and the sleep still
             # finds this waiter and wakes it.
-            woken: asyncio.Future[None] = loop.create_future()
-            self._waiters.setdefault(session, set()).add(woken)
+            woken: Waiter = loop.create_future()
+            self._waiters.setdefault(session, {})[woken] = (after_seq, limit)
+            timer: asyncio.TimerHandle | None = None
             try:
                 got = await self._read(session, after_seq, limit, None)
                 remaining = deadline - loop.time()
                 if got or remaining <= 0 or not self._is_open:
                     return got
-                await asyncio.wait({woken}, timeout=min(remaining, self.poll_interval))
+                timer = loop.call_later(min(remaining, self.poll_interval), _expire, woken)
+                handed = await woken
+                if handed and self._is_open:
+                    return handed
             finally:
+                if timer is not None:
+                    timer.cancel()
                 waiting = self._waiters.get(session)
                 if waiting is not None:
-                    waiting.discard(woken)
+                    waiting.pop(woken, None)
                     if not waiting:
                         del self._waiters[session]
                 if not woken.done():
@@ -188,11 +202,16 @@ class Journal(ABC):
 
     # --------------------------------------------------------------------- wakeups
 
-    def _wake(self, session: str) -> None:
-        """Wake this process's waiters on ``session`` (they read again)."""
-        for woken in self._waiters.pop(session, ()):
+    def _wake(self, session: str, written: Sequence[Row] | None = None) -> None:
+        """Wake this process's waiters on ``session``: with the entries of ``written`` (the rows
+        a commit just wrote, in seq order) where they continue a waiter's ``after_seq``, else
+        with None — that waiter reads again."""
+        waiting = self._waiters.pop(session, None)
+        if not waiting:
+            return
+        for woken, (after_seq, limit) in waiting.items():
             if not woken.done():
-                woken.set_result(None)
+                woken.set_result(written_entries(written, after_seq, limit) if written else None)
 
     def _wake_all(self) -> None:
         for session in list(self._waiters):
@@ -231,6 +250,11 @@ class Journal(ABC):
 
     @abstractmethod
     async def _delete(self, session: str) -> None: ...
+
+
+def _expire(woken: Waiter) -> None:
+    if not woken.done():
+        woken.set_result(None)
 
 
 __all__ = ["DEFAULT_POLL_INTERVAL", "Clock", "Journal"]

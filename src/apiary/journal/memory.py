@@ -111,6 +111,7 @@ class MemoryJournal(Journal):
         s.version += 1
         s.state = pending.state
         plan.apply(created)
+        pending.written = plan.rows
         return s.version
 
     async def _get(self, session: str, id: str) -> Entry | None:

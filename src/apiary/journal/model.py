@@ -59,7 +59,9 @@ class PendingCommit:
 
     ``entries`` has duplicates within the call removed (the first of an id wins); ``messages``
     are their messages as JSON text and ``opens`` says which are dispatches not answered within
-    this same call (written open), both index-aligned.
+    this same call (written open), both index-aligned. A backend sets ``written`` to the rows it
+    wrote once the commit succeeded: ``Journal.commit`` hands copies of them to the session's
+    waiters instead of making each waiter read them back.
     """
 
     session: str
@@ -68,6 +70,7 @@ class PendingCommit:
     entries: list[Entry]
     messages: list[str]
     opens: list[bool]
+    written: list[Row] | None = None
 
 
 @dataclass
@@ -118,6 +121,41 @@ class Plan:
         for row in self.rows:
             row.entry.seq = row.seq
             row.entry.created = created
+
+
+def written_entries(rows: Sequence[Row], after_seq: int, limit: int) -> list[Entry] | None:
+    """What a read of ``seq > after_seq`` would return, built from a commit's rows — or None
+    when the rows do not continue right after ``after_seq`` (the reader must read).
+
+    Seqs are gap-free per session, so rows starting at ``after_seq + 1`` are exactly the next
+    entries whoever else writes. Each is a private copy with its message decoded from the JSON
+    that was stored, as a read would give it.
+    """
+    start = 0
+    while start < len(rows) and rows[start].seq <= after_seq:
+        start += 1
+    if start == len(rows) or rows[start].seq != after_seq + 1:
+        return None
+    out: list[Entry] = []
+    for r in rows[start : start + limit]:
+        e = r.entry
+        out.append(
+            Entry(
+                e.session,
+                e.id,
+                e.kind,
+                load_json(r.message),
+                e.stage,
+                e.parent,
+                e.drone,
+                None if e.latency_ms is None else float(e.latency_ms),
+                e.prompt_tokens,
+                e.completion_tokens,
+                r.seq,
+                e.created,
+            )
+        )
+    return out
 
 
 def plan_commit(pending: PendingCommit, existing: Collection[str], last_seq: int) -> Plan:
@@ -293,4 +331,5 @@ __all__ = [
     "load_json",
     "plan_commit",
     "prepare_commit",
+    "written_entries",
 ]

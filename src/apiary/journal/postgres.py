@@ -235,6 +235,7 @@ class PostgresJournal(Journal):
                 results.append(None)
             else:
                 plan.apply(created)
+                c.written = plan.rows
                 results.append(c.expect_version + 1)
         return results
 

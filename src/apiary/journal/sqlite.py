@@ -10,8 +10,15 @@ through ``GroupCommit``: the queued calls run as ONE transaction in ONE function
 connection's worker thread (one thread hop per batch, no asyncio lock needed since aiosqlite runs
 calls in order), each call with its own version check, so a failed check fails only that call
 (``sqlitewrite``).
-Reads use a second connection (WAL readers never block the writer, nor it them); a commit is
-acknowledged only after its transaction committed, so a read issued afterwards sees it.
+Reads use other connections (WAL readers never block the writer, nor it them); a commit is
+acknowledged only after its transaction committed, so a read issued afterwards sees it. The
+reads on every message's path — ``get``, ``load``, ``usage``, ``is_answered`` and the first
+:data:`INLINE_ROWS` rows of a ``read`` — run right on the event loop thread, on a connection of
+their own: an indexed lookup in a WAL database takes microseconds, far less than handing it to a
+thread and waking the loop for the answer. A WAL reader does not wait for locks; should SQLite
+still answer "busy" (a crash recovery in another process), the read is retried on the reader
+thread, which may wait up to ``busy_timeout``. Scans that may be long (``open_dispatches``, the
+rest of a long ``read``) always run on that thread.
 """
 
 from __future__ import annotations
@@ -32,6 +39,9 @@ from apiary.journal.schema import SCHEMA_VERSION, SQLITE_DDL, check_schema_versi
 T = TypeVar("T")
 
 _SYNCHRONOUS = ("off", "normal", "full", "extra")
+_BUSY = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+INLINE_ROWS = 64
+"""Most rows a ``read`` decodes on the event loop thread; the rest come from the reader thread."""
 _COLUMNS = (
     "session, id, kind, message, stage, parent, drone, latency_ms,"
     " prompt_tokens, completion_tokens, seq, created"
@@ -102,6 +112,7 @@ class SQLiteJournal(Journal):
         self.path, self.synchronous, self.busy_timeout_ms = parse_sqlite_url(url)
         self._writer: Any = None  # aiosqlite.Connection
         self._reader: Any = None
+        self._inline: sqlite3.Connection | None = None  # used on the event loop thread only
         self.group = GroupCommit(self._flush, max_batch)
 
     # ------------------------------------------------------------------ plumbing
@@ -123,6 +134,11 @@ class SQLiteJournal(Journal):
             await self._on(self._writer, self._setup_writer)
             self._reader = await aiosqlite.connect(str(self.path), isolation_level=None)
             await self._on(self._reader, self._setup_reader)
+            self._inline = sqlite3.connect(
+                str(self.path), isolation_level=None, check_same_thread=False
+            )
+            self._inline.execute("PRAGMA busy_timeout=0")  # never sleep on the loop: see _fast
+            self._inline.execute("PRAGMA query_only=ON")
         except BaseException:
             await self._close_connections()
             raise
@@ -156,6 +172,9 @@ class SQLiteJournal(Journal):
         conn.execute("PRAGMA query_only=ON")
 
     async def _close_connections(self) -> None:
+        inline, self._inline = self._inline, None
+        if inline is not None:
+            inline.close()
         for attr in ("_reader", "_writer"):
             db = getattr(self, attr)
             setattr(self, attr, None)
@@ -168,6 +187,18 @@ class SQLiteJournal(Journal):
 
     async def _read_on(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         return await self._on(self._reader, fn)
+
+    async def _fast(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run a short read right here on the loop thread; on "busy", on the reader thread."""
+        conn = self._inline
+        if conn is None:
+            raise RuntimeError("the SQLite journal is not open")
+        try:
+            return fn(conn)
+        except sqlite3.OperationalError as exc:
+            if getattr(exc, "sqlite_errorcode", None) not in _BUSY:
+                raise Unavailable(f"SQLite journal at {self.path}: {exc}") from exc
+        return await self._read_on(fn)
 
     # ---------------------------------------------------------------- primitives
 
@@ -188,6 +219,7 @@ class SQLiteJournal(Journal):
                 results.append(None)
             else:
                 plan.apply(created)
+                c.written = plan.rows
                 results.append(c.expect_version + 1)
         return results
 
@@ -200,7 +232,7 @@ class SQLiteJournal(Journal):
                 SessionState(0, {}) if row is None else SessionState(int(row[0]), load_json(row[1]))
             )
 
-        return await self._read_on(load)
+        return await self._fast(load)
 
     async def _get(self, session: str, id: str) -> Entry | None:
         def get(conn: sqlite3.Connection) -> Entry | None:
@@ -210,23 +242,26 @@ class SQLiteJournal(Journal):
             ).fetchone()
             return None if row is None else _entry(row)
 
-        return await self._read_on(get)
+        return await self._fast(get)
 
     async def _read(
         self, session: str, after_seq: int, limit: int, kinds: tuple[str, ...] | None
     ) -> list[Entry]:
         sql = f"SELECT {_COLUMNS} FROM journal_entries WHERE session = ? AND seq > ?"
-        params: list[Any] = [session, after_seq]
         if kinds is not None:
             sql += f" AND kind IN ({', '.join('?' * len(kinds))})"
-            params.extend(kinds)
         sql += " ORDER BY seq LIMIT ?"
-        params.append(limit)
+        kinds = kinds or ()
 
-        def read(conn: sqlite3.Connection) -> list[Entry]:
-            return [_entry(r) for r in conn.execute(sql, params)]
+        def read(after: int, most: int) -> Callable[[sqlite3.Connection], list[Entry]]:
+            return lambda conn: [
+                _entry(r) for r in conn.execute(sql, (session, after, *kinds, most))
+            ]
 
-        return await self._read_on(read)
+        got = await self._fast(read(after_seq, min(limit, INLINE_ROWS)))
+        if len(got) < INLINE_ROWS or limit <= INLINE_ROWS:
+            return got
+        return got + await self._read_on(read(got[-1].seq, limit - len(got)))
 
     async def _is_answered(self, session: str, dispatch_id: str) -> bool:
         def answered(conn: sqlite3.Connection) -> bool:
@@ -237,7 +272,7 @@ class SQLiteJournal(Journal):
             ).fetchone()
             return row is not None and row[0] is None
 
-        return await self._read_on(answered)
+        return await self._fast(answered)
 
     async def _open_dispatches(self, older_than: float, limit: int) -> list[Entry]:
         def scan(conn: sqlite3.Connection) -> list[Entry]:
@@ -259,7 +294,7 @@ class SQLiteJournal(Journal):
             ).fetchone()
             return (0, 0, 0) if row is None else (int(row[0]), int(row[1]), int(row[2]))
 
-        return await self._read_on(usage)
+        return await self._fast(usage)
 
     async def _delete(self, session: str) -> None:
         def delete(conn: sqlite3.Connection) -> None:

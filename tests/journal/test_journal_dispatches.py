@@ -73,3 +73,25 @@ async def test_answers_in_one_batch_of_concurrent_commits(make_journal: MakeJour
     left = await journal.open_dispatches(older_than=2e9)
     assert sorted(e.session for e in left) == sorted(sessions[1::2])
     assert all([await journal.is_answered(s, "d") for s in sessions[::2]])
+
+
+async def test_open_dispatches_pages_with_a_cursor_without_repeats_or_gaps(
+    make_journal: MakeJournal,
+) -> None:
+    """The sweep pages past 1,000 open dispatches: (created, session, seq) keyset paging."""
+    clock = FakeClock(1000.0)
+    journal = await make_journal(clock=clock)
+    for i in range(25):
+        s = f"cell/s{i % 7}"
+        await step(journal, s, [entry(s, f"d{i}", "dispatch")])
+        if i % 3 == 0:
+            clock.advance(1)  # several dispatches share a created time: the cursor must break ties
+    seen, after = [], None
+    while True:
+        page = await journal.open_dispatches(older_than=1e9, limit=4, after=after)
+        if not page:
+            break
+        seen += [e.id for e in page]
+        after = page[-1]
+    assert sorted(seen) == sorted(f"d{i}" for i in range(25))
+    assert len(seen) == 25

@@ -180,14 +180,18 @@ class Journal(ABC):
         self._check_open()
         return await self._is_answered(check_session(session), check_id(dispatch_id, "dispatch_id"))
 
-    async def open_dispatches(self, older_than: float, limit: int = 1000) -> list[Entry]:
-        """Across all sessions: unanswered dispatches created before ``older_than``, oldest first.
+    async def open_dispatches(
+        self, older_than: float, limit: int = 1000, after: Entry | None = None
+    ) -> list[Entry]:
+        """Across all sessions: unanswered dispatches created before ``older_than``, oldest first
+        (by created, session, seq); ``after`` = the last entry of the previous page.
 
         The recovery sweep republishes these (a crash between commit and publish, a lost drone).
         """
         self._check_open()
+        cursor = None if after is None else (after.created, after.session, after.seq)
         return await self._open_dispatches(
-            check_seconds(older_than, "older_than"), check_limit(limit)
+            check_seconds(older_than, "older_than"), check_limit(limit), cursor
         )
 
     async def usage(self, session: str) -> tuple[int, int, int]:
@@ -243,7 +247,9 @@ class Journal(ABC):
     async def _is_answered(self, session: str, dispatch_id: str) -> bool: ...
 
     @abstractmethod
-    async def _open_dispatches(self, older_than: float, limit: int) -> list[Entry]: ...
+    async def _open_dispatches(
+        self, older_than: float, limit: int, after: tuple[float, str, int] | None
+    ) -> list[Entry]: ...
 
     @abstractmethod
     async def _usage(self, session: str) -> tuple[int, int, int]: ...

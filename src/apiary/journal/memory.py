@@ -140,12 +140,18 @@ class MemoryJournal(Journal):
         stored = s.by_id.get(dispatch_id)
         return stored is not None and stored.entry.kind == "dispatch" and dispatch_id not in s.open
 
-    async def _open_dispatches(self, older_than: float, limit: int) -> list[Entry]:
+    async def _open_dispatches(
+        self, older_than: float, limit: int, after: tuple[float, str, int] | None
+    ) -> list[Entry]:
         found = [
             stored
             for s in self._sessions.values()
             for stored in s.open.values()
             if stored.entry.created < older_than
+            and (
+                after is None
+                or (stored.entry.created, stored.entry.session, stored.entry.seq) > after
+            )
         ]
         found.sort(key=lambda st: (st.entry.created, st.entry.session, st.entry.seq))
         return [stored.copy() for stored in found[:limit]]

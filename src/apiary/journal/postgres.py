@@ -290,13 +290,18 @@ class PostgresJournal(Journal):
             )
         return row is not None and row[0] is None
 
-    async def _open_dispatches(self, older_than: float, limit: int) -> list[Entry]:
+    async def _open_dispatches(
+        self, older_than: float, limit: int, after: tuple[float, str, int] | None
+    ) -> list[Entry]:
+        start = after or (-1.0, "", -1)
         async with self._conn() as conn:
             rows = await conn.fetch(
                 f"SELECT {_COLUMNS} FROM journal_entries WHERE pending AND created < $1"
+                " AND (created, session, seq) > ($3, $4, $5)"
                 " ORDER BY created, session, seq LIMIT $2",
                 older_than,
                 limit,
+                *start,
             )
         return [_entry(r) for r in rows]
 

@@ -274,12 +274,17 @@ class SQLiteJournal(Journal):
 
         return await self._fast(answered)
 
-    async def _open_dispatches(self, older_than: float, limit: int) -> list[Entry]:
+    async def _open_dispatches(
+        self, older_than: float, limit: int, after: tuple[float, str, int] | None
+    ) -> list[Entry]:
+        start = after or (-1.0, "", -1)
+
         def scan(conn: sqlite3.Connection) -> list[Entry]:
             rows = conn.execute(
                 f"SELECT {_COLUMNS} FROM journal_entries WHERE pending = 1 AND created < ?"
+                " AND (created, session, seq) > (?, ?, ?)"
                 " ORDER BY created, session, seq LIMIT ?",
-                (older_than, limit),
+                (older_than, *start, limit),
             )
             return [_entry(r) for r in rows]
 

@@ -135,11 +135,13 @@ class Router:
         After a crash of an embedded apiaryd the in-process bus lost what it held; the journal did
         not. Republishing is harmless: ids are the same, duplicates are dropped by the router."""
         count = 0
+        after: Entry | None = None
         while True:
-            entries = await self.journal.open_dispatches(older_than, limit=1000)
+            entries = await self.journal.open_dispatches(older_than, limit=1000, after=after)
             fresh = [e for e in entries if e.created <= older_than]
             if not fresh:
                 return count
+            after = entries[-1]
             states: dict[str, Obj] = {}
             lefts: dict[str, int | None] = {}
             items = []
@@ -160,7 +162,6 @@ class Router:
             count += len(items)
             if len(entries) < 1000:
                 return count
-            older_than = min(older_than, fresh[-1].created - 1e-6)
 
     async def _redrive(self, info: SessionInfo) -> int:
         """Publish again the session's open, not held dispatches at their current attempt.

@@ -114,8 +114,10 @@ class Daemon:
             self.journal,
             self.bus,
             sessions,
-            # The in-process bus loses what it held in a crash; JetStream keeps it.
-            sweep_on_start=s.messaging.bus_url.startswith("memory:"),
+            # The in-process bus loses what it held in a crash; JetStream keeps its messages but
+            # not a retry that was waiting on a timer, so both sweep at start (a copy JetStream
+            # still holds is dropped by its dedupe window, or answered twice at worst, once seen).
+            sweep_on_start=True,
         )
         router.on_status = SessionStatusWriter(store, self.journal).update
         notifier = Notifier(store, metrics=NotifyMetrics(state.metrics.registry))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import stat
 import time
 from pathlib import Path
@@ -65,16 +66,20 @@ def test_watch_from_a_compacted_version_is_410(tmp_path: Path) -> None:
                     "/api/v1/cells/default/sessions",
                     json={"metadata": {"name": f"s{i}"}, "spec": {"hiveRef": "h"}},
                 )
+            status, body = 0, {}
             for _ in range(100):
-                r = c.get(
+                # Streamed: until compaction has run, the watch answers 200 and never ends.
+                with c.stream(
+                    "GET",
                     "/api/v1/cells/default/sessions",
                     params={"watch": "true", "resourceVersion": "1"},
-                )
-                if r.status_code == 410:
-                    break
-                r.close()
+                ) as r:
+                    status = r.status_code
+                    if status == 410:
+                        body = json.loads(r.read())
+                        break
                 time.sleep(0.05)
-            assert r.status_code == 410 and r.json()["reason"] == "Gone"
+            assert status == 410 and body["reason"] == "Gone"
     finally:
         assert d.terminate() == 0
 

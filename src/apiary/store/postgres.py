@@ -4,10 +4,12 @@ URL: ``postgresql://user@host:5432/db`` with optional ``pool_min_size`` / ``pool
 parameters (other parameters, e.g. ``sslmode``, go to asyncpg unchanged).
 
 Watches must never miss a change, so the global resourceVersion is commit-ordered: every write
-transaction first does ``UPDATE rv_counter SET v = v + 1 RETURNING v`` on a single row. The row
-lock it takes is held to commit, so writers are serialized and a version only becomes visible after
-every smaller version is committed (or rolled back, which returns the number: versions are
-gap-free). A reader that has seen version N has therefore seen everything up to N.
+transaction increments a single row, ``rv_counter``, and the row lock that takes is held to commit.
+A version therefore only becomes visible after every smaller version is committed (or rolled back,
+which returns the number: versions are gap-free), and a reader that has seen version N has seen
+everything up to N. The increment is the transaction's LAST statement (see ``_transact``), so the
+lock that serializes all writers is held for one statement and the commit, not for the whole
+read-modify-write.
 
 Other replicas learn of a commit through ``NOTIFY apiary_changes, '<rv>'``. It is issued inside the
 write transaction, which PostgreSQL delivers exactly when (and only if) the transaction commits;
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -30,7 +33,6 @@ from apiary.errors import BadRequest, Unavailable
 from apiary.store import migrations
 from apiary.store.base import (
     Change,
-    ChangeType,
     Clock,
     Key,
     Mutate,
@@ -43,25 +45,46 @@ from apiary.store.base import (
 CHANNEL = "apiary_changes"
 _MIGRATION_LOCK = 0x41_50_49_41  # "APIA": one replica migrates at a time
 
-_WRITE_SQL = """
-WITH w AS (
-    INSERT INTO objects (kind, namespace, name, body, rv) VALUES ($1, $2, $3, $4, $5)
-    ON CONFLICT (kind, namespace, name) DO UPDATE SET body = EXCLUDED.body, rv = EXCLUDED.rv
+# The last statement of every write: allocate the version (rv_counter, locked to commit), stamp
+# it into the body in place of the transaction's placeholder ($5) and write object + change log.
+# Data-modifying CTEs all run, exactly once; each reads ``r``, so the counter is locked before any
+# row is inserted (no lock-order cycle between the counter and a unique-index wait).
+_RV_CTE = "WITH r AS (UPDATE rv_counter SET v = v + 1 RETURNING v)"
+_STAMPED = "replace($4, $5, r.v::text)"
+
+_INSERT_SQL = f"""
+{_RV_CTE}, w AS (
+    INSERT INTO objects (kind, namespace, name, body, rv) SELECT $1, $2, $3, {_STAMPED}, r.v FROM r
 ), c AS (
-    INSERT INTO changes (rv, type, kind, namespace, name, body) VALUES ($5, $6, $1, $2, $3, $4)
+    INSERT INTO changes (rv, type, kind, namespace, name, body)
+    SELECT r.v, 'ADDED', $1, $2, $3, {_STAMPED} FROM r
 )
-SELECT pg_notify('apiary_changes', $5::text)
+SELECT v, pg_notify('{CHANNEL}', v::text) FROM r
 """
 
-_DELETE_SQL = """
-WITH d AS (
+_UPDATE_SQL = f"""
+{_RV_CTE}, w AS (
+    UPDATE objects SET body = {_STAMPED}, rv = r.v FROM r
+    WHERE kind = $1 AND namespace = $2 AND name = $3
+), c AS (
+    INSERT INTO changes (rv, type, kind, namespace, name, body)
+    SELECT r.v, 'MODIFIED', $1, $2, $3, {_STAMPED} FROM r
+)
+SELECT v, pg_notify('{CHANNEL}', v::text) FROM r
+"""
+
+_DELETE_SQL = f"""
+{_RV_CTE}, d AS (
     DELETE FROM objects WHERE kind = $1 AND namespace = $2 AND name = $3
 ), c AS (
     INSERT INTO changes (rv, type, kind, namespace, name, body)
-    VALUES ($5, 'DELETED', $1, $2, $3, $4)
+    SELECT r.v, 'DELETED', $1, $2, $3, {_STAMPED} FROM r
 )
-SELECT pg_notify('apiary_changes', $5::text)
+SELECT v, pg_notify('{CHANNEL}', v::text) FROM r
 """
+
+_CREATE_RACES = 3
+"""Attempts when another replica creates the same key between our read and our insert."""
 
 
 class _NoChange(Exception):
@@ -226,28 +249,56 @@ class PostgresStore(Store):
     # ---------------------------------------------------------------- primitives
 
     async def _transact(self, key: Key, mutate: Mutate) -> tuple[Obj | None, Obj | None]:
+        """Lock the object's row, run ``mutate``, then — last — take the version and write.
+
+        Commit order still equals version order: the version is allocated by the final
+        statement, whose ``rv_counter`` row lock is held until COMMIT, so version N+1 cannot be
+        allocated before N's transaction has ended; a rollback after the increment returns N
+        (gap-free). Everything before — the row read, ``mutate`` in Python — holds only the
+        object's own row lock, so writers of different objects overlap there. ``mutate`` sees a
+        provisional version 0; the body is written with a random placeholder as
+        ``metadata.resourceVersion`` that the final statement replaces by the real number (the
+        only place the version appears in a body). A missing row cannot be locked, so two creates
+        of one key can both get here: the loser's INSERT fails on the primary key and it runs
+        again, now reading the winner's row (``mutate`` then says AlreadyExists).
+        """
+        import asyncpg
+
+        for attempt in range(_CREATE_RACES):
+            try:
+                return await self._transact_once(key, mutate)
+            except asyncpg.UniqueViolationError:
+                if attempt == _CREATE_RACES - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def _transact_once(self, key: Key, mutate: Mutate) -> tuple[Obj | None, Obj | None]:
         k = (key.kind, key.namespace, key.name)
+        placeholder = f"rv-{uuid.uuid4().hex}"
         try:
             async with self._conn() as conn, conn.transaction():
-                rv = int(await conn.fetchval("UPDATE rv_counter SET v = v + 1 RETURNING v"))
                 text = await conn.fetchval(
                     "SELECT body FROM objects WHERE kind = $1 AND namespace = $2 AND name = $3"
                     " FOR UPDATE",
                     *k,
                 )
                 current = orjson.loads(text) if text is not None else None
-                new = mutate(orjson.loads(text) if text is not None else None, rv)
+                new = mutate(orjson.loads(text) if text is not None else None, 0)
                 if new == current:
                     raise _NoChange(current)
                 if new is None:
                     logged: Obj = orjson.loads(text)
-                    logged["metadata"]["resourceVersion"] = str(rv)
-                    await conn.execute(_DELETE_SQL, *k, _dumps(logged), rv)
+                    logged["metadata"]["resourceVersion"] = placeholder
+                    sql, body = _DELETE_SQL, logged
                 else:
-                    change_type: ChangeType = "ADDED" if current is None else "MODIFIED"
-                    await conn.execute(_WRITE_SQL, *k, _dumps(new), rv, change_type)
+                    new["metadata"]["resourceVersion"] = placeholder
+                    sql, body = (_INSERT_SQL if current is None else _UPDATE_SQL), new
+                row = await conn.fetchrow(sql, *k, _dumps(body), placeholder)
+                rv = int(row[0])
         except _NoChange as same:
             return same.current, same.current
+        if new is not None:
+            new["metadata"]["resourceVersion"] = str(rv)
         return current, new
 
     async def _read(self, key: Key) -> Obj | None:

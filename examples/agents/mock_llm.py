@@ -31,9 +31,11 @@ def llm(msg, ctx):
     if not _supervising():
         return {"response": f"LLM({_text(msg.payload)})", "confidence": 0.9}
     if msg.type == "result":  # the workers answered: one payload, or a list of stage results
-        results = msg.payload if isinstance(msg.payload, list) else [
-            {"stage": msg.source_agent_id or "worker", "payload": msg.payload}
-        ]
+        results = (
+            msg.payload
+            if isinstance(msg.payload, list)
+            else [{"stage": msg.source_agent_id or "worker", "payload": msg.payload}]
+        )
         summary = "; ".join(f"{r['stage']}: {_text(r['payload'])}" for r in results)
         return {"response": f"summary of {len(results)} workers: {summary}", "confidence": 0.9}
     workers = [w for w in os.environ.get("WORKERS", "worker1,worker2").split(",") if w]

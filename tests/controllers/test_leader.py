@@ -12,8 +12,14 @@ from .helpers import FakeClock
 
 def _candidate(store: Store, clock: FakeClock, identity: str) -> LeaderElector:
     return LeaderElector(
-        store, LeaderSettings(identity=identity, lease_seconds=15, renew_deadline_seconds=10,
-                              retry_seconds=0.01, clock=clock)
+        store,
+        LeaderSettings(
+            identity=identity,
+            lease_seconds=15,
+            renew_deadline_seconds=10,
+            retry_seconds=0.01,
+            clock=clock,
+        ),
     )
 
 

@@ -17,7 +17,10 @@ from stack import Stack, agentspec, hive, is_ready, running_stack, session
 from .test_router_stack import ECHO, finals
 
 # An agent that answers `error` to its first FAIL_FIRST messages, then echoes (waggle format).
-FLAKY = [sys.executable, "-c", """
+FLAKY = [
+    sys.executable,
+    "-c",
+    """
 import json, os, sys
 left = int(os.environ.get("FAIL_FIRST", "0"))
 for line in sys.stdin:
@@ -28,7 +31,8 @@ for line in sys.stdin:
     else:
         out = {"type": "result", "payload": "ok: " + str(msg["payload"]), "version": "1.0"}
     print(json.dumps(out), flush=True)
-"""]
+""",
+]
 
 
 @pytest.fixture

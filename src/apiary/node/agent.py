@@ -37,6 +37,7 @@ from apiary.node.keeperhttp import KeeperHttpServer
 from apiary.node.logship import LogShipper, ShipperSettings
 from apiary.node.orphans import reap_orphans
 from apiary.node.runner import DroneRunner, RunnerSettings, StatusWriter, rfc3339
+from apiary.node.usage import GroupSampler, collect
 from apiary.node.worker import StageWorker
 
 log = logging.getLogger("apiary.node")
@@ -86,6 +87,9 @@ class NodeSettings:
     runner: RunnerSettings | None = None
     """How drones run (grace period, back-off); defaults under ``state_dir``."""
 
+    usage_seconds: float = 5.0
+    """How often each running drone's ``status.usage`` is sampled (written only when changed)."""
+
 
 class NodeAgent:
     """Runs drones for one Node until the stop event is set."""
@@ -104,6 +108,7 @@ class NodeAgent:
             self._get_drone, client.update_status, node_name=settings.name
         )
         self.registered = asyncio.Event()
+        self.usage_sampler = GroupSampler()
         self.keeper_http = KeeperHttpServer(
             client, allowed=lambda cell, drone: self.find(cell, drone) is not None
         )
@@ -146,6 +151,7 @@ class NodeAgent:
             asyncio.create_task(self._sync_forever(), name="node:drones"),
             asyncio.create_task(self.status_writer.run(), name="node:status"),
             asyncio.create_task(self.log_shipper.run(), name="node:logs"),
+            asyncio.create_task(self._usage_forever(), name="node:usage"),
         ]
         stopper = asyncio.create_task(stop.wait(), name="node:stop")
         try:
@@ -247,6 +253,25 @@ class NodeAgent:
                 log.warning("node: %s; retrying in %.1fs", exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
+
+    # -------------------------------------------------------------------------- usage
+
+    async def _usage_forever(self) -> None:
+        await self.registered.wait()
+        while True:
+            await asyncio.sleep(self.settings.usage_seconds)
+            try:
+                await self.report_usage()
+            except (OSError, RuntimeError) as exc:  # /proc unreadable: skip this round
+                log.warning("node: usage not sampled: %s", exc)
+
+    async def report_usage(self) -> int:
+        """Sample every running drone once (one process-table scan, in a thread) and report
+        the usage of those whose usage changed; returns how many changed."""
+        runners = list(self.runners.values())
+        pgids = [g for g in (r.pgid for r in runners) if g is not None]
+        samples = await asyncio.to_thread(self.usage_sampler.sample, pgids)
+        return collect((r for r in runners if self.runners.get(r.uid) is r), samples)
 
     # ------------------------------------------------------------------------- the drones
 

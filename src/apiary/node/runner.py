@@ -25,7 +25,7 @@ from apiary.errors import Conflict, NotFound
 from apiary.node.backoff import Backoff, BackoffPolicy
 from apiary.node.env import EnvError, SecretReader, resolve_env
 from apiary.node.gateway_budget import DroneMeter
-from apiary.node.keeper import Keeper
+from apiary.node.keeper import Keeper, KeeperStats
 from apiary.node.launcher import DroneProcess, DroneRuntimeStatus, LaunchSpec, Supervisor
 
 log = logging.getLogger("apiary.node")
@@ -35,7 +35,7 @@ StatusSink = Callable[["DroneRunner", Obj], None]
 
 NODE_STATUS_KEYS = (
     "phase", "pid", "restartCount", "exitCode", "signal", "reason", "message", "lastStderr",
-    "nextRestartAt", "startedAt", "ready", "startTime", "hostIP",
+    "nextRestartAt", "startedAt", "ready", "startTime", "hostIP", "usage",
 )  # fmt: skip
 """The Drone status fields the node agent owns; the rest (nodeName, Scheduled, ...) is kept."""
 
@@ -113,6 +113,8 @@ class DroneRunner:
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._probe: asyncio.Task[None] | None = None
+        self.usage: Obj | None = None
+        """The last ``status.usage`` (node/usage.py), sent with every status from then on."""
 
     # ---------------------------------------------------------------------------- lifecycle
 
@@ -134,6 +136,21 @@ class DroneRunner:
     @property
     def ready(self) -> bool:
         return self._ready
+
+    @property
+    def pgid(self) -> int | None:
+        """The running agent's process group (its leader's pid), None while none runs."""
+        proc = self.keeper.process
+        return proc.pid if proc is not None and proc.returncode is None else None
+
+    @property
+    def usage_stats(self) -> KeeperStats:
+        return self.keeper.stats
+
+    def set_usage(self, usage: Obj) -> None:
+        """A new usage sample: reported like any status change (coalesced by the writer)."""
+        self.usage = usage
+        self._report()
 
     async def _run(self) -> None:
         backoff = Backoff(self.settings.backoff)
@@ -240,6 +257,8 @@ class DroneRunner:
         if self._runtime.started_at is not None:
             st["startTime"] = rfc3339(self._runtime.started_at)
         st["ready"] = self._ready and self._runtime.phase == "Running"
+        if self.usage is not None:
+            st["usage"] = self.usage
         return st
 
 

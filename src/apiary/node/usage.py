@@ -93,9 +93,7 @@ class GroupSampler:
             rss[pgid] += int(memory)
             count[pgid] += 1
         self._last = seen
-        return {
-            g: GroupUsage(round(cpu[g] * 1000), rss[g], count[g]) for g in wanted if count[g]
-        }
+        return {g: GroupUsage(round(cpu[g] * 1000), rss[g], count[g]) for g in wanted if count[g]}
 
 
 def latency_ms(stats: KeeperStats, q: float) -> float | None:

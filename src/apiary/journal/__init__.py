@@ -18,7 +18,8 @@ def open_journal(url: str, **kw: Any) -> Journal:
 
     Keywords every backend takes: ``clock`` (epoch seconds, default ``time.time``) and
     ``poll_interval`` (longest a ``wait`` sleeps without being woken, default 0.5 s). SQLite and
-    PostgreSQL also take ``max_batch`` (most commits per group-commit transaction).
+    PostgreSQL also take ``max_batch`` (most commits per group-commit transaction); SQLite
+    ``checkpoint_every`` (commits between two WAL checkpoints, run beside the writer).
     """
     if not isinstance(url, str) or ":" not in url:
         raise BadRequest(

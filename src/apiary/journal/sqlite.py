@@ -1,15 +1,17 @@
 """The SQLite journal: embedded mode, its own file (``<data-dir>/journal.db``).
 
 URL: ``sqlite:///abs/path/journal.db`` with optional ``synchronous=normal|full|off|extra``
-(default normal) and ``busy_timeout`` (ms, default 5000). A file of its own means the journal and
-the object store never wait on each other's write lock.
+(default normal) and ``busy_timeout`` (ms, default 5000). Constructor keywords: ``max_batch``
+(commits per transaction) and ``checkpoint_every`` (commits between two WAL checkpoints). A
+file of its own means the journal and the object store never wait on each other's write lock.
 
 Writes: WAL with ``synchronous=NORMAL`` (a committed batch survives ``kill -9``; the last ones may
 not survive a power loss — ``synchronous=full`` buys that with an fsync per batch). All commits go
 through ``GroupCommit``: the queued calls run as ONE transaction in ONE function on the writer
 connection's worker thread (one thread hop per batch, no asyncio lock needed since aiosqlite runs
 calls in order), each call with its own version check, so a failed check fails only that call
-(``sqlitewrite``).
+(``sqlitewrite``). WAL checkpoints run on the reader thread, not inside a commit
+(``checkpoint``).
 Reads use other connections (WAL readers never block the writer, nor it them); a commit is
 acknowledged only after its transaction committed, so a read issued afterwards sees it. The
 reads on every message's path — ``get``, ``load``, ``usage``, ``is_answered`` and the first
@@ -33,6 +35,7 @@ from apiary.errors import BadRequest, Unavailable
 from apiary.journal import sqlitewrite
 from apiary.journal.base import Clock, Journal
 from apiary.journal.batch import GroupCommit
+from apiary.journal.checkpoint import Checkpointer, Outcome
 from apiary.journal.model import Entry, PendingCommit, SessionState, load_json
 from apiary.journal.schema import SCHEMA_VERSION, SQLITE_DDL, check_schema_version
 
@@ -40,6 +43,9 @@ T = TypeVar("T")
 
 _SYNCHRONOUS = ("off", "normal", "full", "extra")
 _BUSY = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+CHECKPOINT_EVERY = 256
+"""Commits between two WAL checkpoints: a few MB of WAL, about SQLite's own default of 1000
+pages (a commit rewrites a handful of pages; batched ones share theirs)."""
 INLINE_ROWS = 64
 """Most rows a ``read`` decodes on the event loop thread; the rest come from the reader thread."""
 _COLUMNS = (
@@ -106,6 +112,7 @@ class SQLiteJournal(Journal):
         clock: Clock | None = None,
         poll_interval: float | None = None,
         max_batch: int = 1024,
+        checkpoint_every: int = CHECKPOINT_EVERY,
     ) -> None:
         super().__init__(clock=clock, poll_interval=poll_interval)
         self.url = url
@@ -114,6 +121,7 @@ class SQLiteJournal(Journal):
         self._reader: Any = None
         self._inline: sqlite3.Connection | None = None  # used on the event loop thread only
         self.group = GroupCommit(self._flush, max_batch)
+        self.checkpoints = Checkpointer(self._checkpoint, checkpoint_every, str(self.path))
 
     # ------------------------------------------------------------------ plumbing
 
@@ -143,6 +151,7 @@ class SQLiteJournal(Journal):
             await self._close_connections()
             raise
         self.group.reopen()
+        self.checkpoints.reopen()
 
     def _pragmas(self, conn: sqlite3.Connection) -> None:
         conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_ms)}")
@@ -150,6 +159,7 @@ class SQLiteJournal(Journal):
 
     def _setup_writer(self, conn: sqlite3.Connection) -> None:
         self._pragmas(conn)
+        conn.execute("PRAGMA wal_autocheckpoint=0")  # the Checkpointer's job, off the writer
         mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
         if str(mode).lower() != "wal":
             raise RuntimeError(f"SQLite journal at {self.path} refused WAL mode (got {mode!r})")
@@ -183,10 +193,20 @@ class SQLiteJournal(Journal):
 
     async def _close(self) -> None:
         await self.group.close()
+        await self.checkpoints.close()
         await self._close_connections()
 
     async def _read_on(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         return await self._on(self._reader, fn)
+
+    async def _checkpoint(self) -> Outcome:
+        """One PASSIVE checkpoint on the reader connection (its thread), beside the writer."""
+
+        def checkpoint(conn: sqlite3.Connection) -> Outcome:
+            busy, frames, done = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            return int(busy), int(frames), int(done)
+
+        return await self._read_on(checkpoint)
 
     async def _fast(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run a short read right here on the loop thread; on "busy", on the reader thread."""
@@ -221,6 +241,7 @@ class SQLiteJournal(Journal):
                 plan.apply(created)
                 c.written = plan.rows
                 results.append(c.expect_version + 1)
+        self.checkpoints.committed(len(batch))
         return results
 
     async def _load(self, session: str) -> SessionState:

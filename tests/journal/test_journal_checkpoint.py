@@ -1,0 +1,62 @@
+"""SQLite WAL checkpoints run beside the writer every ``checkpoint_every`` commits, never inside
+a commit; data survives them and a reopen."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+from journalkit import entry, step
+
+from apiary.journal import SessionState, open_journal
+from apiary.journal.sqlite import SQLiteJournal
+
+S = "cell-c/ckpt"
+
+
+async def test_checkpoints_run_beside_the_writer(tmp_path: Path) -> None:
+    path = tmp_path / "journal.db"
+    journal = open_journal(f"sqlite://{path}", checkpoint_every=10)
+    assert isinstance(journal, SQLiteJournal)
+    async with journal:
+        autocheckpoint = await journal._on(  # the writer itself never checkpoints
+            journal._writer, lambda c: c.execute("PRAGMA wal_autocheckpoint").fetchone()[0]
+        )
+        assert autocheckpoint == 0
+        for n in range(25):
+            assert await step(journal, S, [entry(S, f"in{n}")], n=n) == n + 1
+        await journal.checkpoints.idle()
+        assert journal.checkpoints.runs == 2  # after commits 10 and 20
+        busy, frames, done = journal.checkpoints.last or (1, 0, -1)
+        assert busy == 0 and done == frames > 0  # caught up with the WAL of its time
+        outside = sqlite3.connect(path, isolation_level=None)  # another connection sees it all
+        try:
+            assert outside.execute("SELECT count(*) FROM journal_entries").fetchone()[0] == 25
+        finally:
+            outside.close()
+    async with open_journal(f"sqlite://{path}") as again:
+        assert await again.load(S) == SessionState(25, {"n": 24})
+        assert len(await again.read(S)) == 25
+
+
+async def test_a_failing_checkpoint_leaves_commits_alone(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    journal = SQLiteJournal(f"sqlite://{tmp_path / 'journal.db'}", checkpoint_every=1)
+    async with journal:
+        reader, journal._reader = journal._reader, None  # the checkpoint's connection is gone
+        try:
+            assert await step(journal, S, [entry(S, "in")]) == 1
+            await journal.checkpoints.idle()
+        finally:
+            journal._reader = reader
+        assert journal.checkpoints.runs == 0 and "checkpoint failed" in caplog.text
+        assert await step(journal, S, [entry(S, "next")]) == 2
+        await journal.checkpoints.idle()
+        assert journal.checkpoints.runs == 1
+
+
+def test_checkpoint_every_must_be_positive(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="checkpoint_every"):
+        SQLiteJournal(f"sqlite://{tmp_path / 'journal.db'}", checkpoint_every=0)

@@ -156,3 +156,12 @@ async def test_a_drone_that_handled_messages_reports_them_in_its_status(stack: S
     await asyncio.sleep(0.3)  # three more periodic samples
     (again,) = await stack.drones()
     assert again["metadata"]["resourceVersion"] == rv
+
+
+def test_the_sampling_period_comes_from_the_environment_and_bad_values_fall_back() -> None:
+    from apiary.node.agent import _usage_seconds
+
+    assert _usage_seconds({}) == 5.0
+    assert _usage_seconds({"APIARY_NODE_USAGE_SECONDS": "0.5"}) == 0.5
+    for bad in ("soon", "0", "-1", "1e9", "nan"):
+        assert _usage_seconds({"APIARY_NODE_USAGE_SECONDS": bad}) == 5.0, bad

@@ -29,6 +29,7 @@ from apiary.ctl.commands import register_all
 from apiary.ctl.commands import run as run_command
 from apiary.ctl.commands import scale as scale_command
 from apiary.ctl.commands import session as session_command
+from apiary.ctl.commands import top as top_command
 from apiary.ctl.context import Ctl
 
 #: global options that take a value, by every spelling
@@ -179,6 +180,7 @@ dlq_commands.register(app)  # dlq list|show|replay|purge
 approve_commands.register(app)  # approve, reject
 run_command.register(app)
 session_command.register(app)
+top_command.register(app)  # top drones|hives
 
 
 def main() -> None:

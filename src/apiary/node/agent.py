@@ -22,7 +22,7 @@ import platform
 import re
 import socket
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,6 +59,21 @@ def _default_memory() -> int:
     return int(psutil.virtual_memory().total)
 
 
+def _usage_seconds(env: Mapping[str, str]) -> float:
+    """``APIARY_NODE_USAGE_SECONDS`` (default 5): a bad value is logged and ignored, since it
+    must not keep a node from starting."""
+    raw = env.get("APIARY_NODE_USAGE_SECONDS", "")
+    if raw:
+        try:
+            value = float(raw)
+        except ValueError:
+            value = 0.0
+        if 0.05 <= value <= 3600:
+            return value
+        log.warning("APIARY_NODE_USAGE_SECONDS=%r: not seconds in [0.05, 3600]; using 5", raw)
+    return 5.0
+
+
 @dataclass
 class NodeSettings:
     """Who this node is and how it keeps in touch."""
@@ -87,7 +102,7 @@ class NodeSettings:
     runner: RunnerSettings | None = None
     """How drones run (grace period, back-off); defaults under ``state_dir``."""
 
-    usage_seconds: float = 5.0
+    usage_seconds: float = field(default_factory=lambda: _usage_seconds(os.environ))
     """How often each running drone's ``status.usage`` is sampled (written only when changed)."""
 
 

@@ -7,15 +7,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from apiary.server.drone_notices import DroneNotices, stable_message
 from apiary.server.notify import Notifier
 from apiary.store import Store, open_store
 
+from .daemon_proc import start
 from .test_notify import Receiver, make_notifier, running, sample, serving
 
 Obj = dict[str, Any]
@@ -330,3 +335,69 @@ def test_stable_message_drops_the_countdowns() -> None:
 def test_a_resync_interval_must_be_positive(store: Store) -> None:
     with pytest.raises(ValueError, match="resync_interval"):
         DroneNotices(store, make_notifier(store), resync_interval=0)
+
+
+# ------------------------------------------------------------------ end to end, real apiaryd
+
+
+async def test_a_crashing_agent_and_a_scale_reach_the_webhook_from_apiaryd(tmp_path: Path) -> None:
+    """The leader of a real apiaryd runs the watcher: a real agent that exits at once goes into
+    CrashLoopBackOff on the embedded node, and ``/scale`` changes the stage's wanted size."""
+    daemon = start(tmp_path / "data")
+    try:
+        async with (
+            serving(Receiver()) as receiver,
+            httpx.AsyncClient(base_url=daemon.url, headers=daemon.headers, timeout=10) as c,
+        ):
+            for plural, obj in crashing_objects(receiver.url):
+                r = await c.post(f"/api/v1/cells/{CELL}/{plural}", json=obj)
+                assert r.status_code == 201, r.text
+
+            def events(name: str) -> list[Obj]:
+                return [r.json for r in receiver.received if r.json["event"] == name]
+
+            await until("a crash_loop webhook", lambda: events("crash_loop"))
+            first = events("crash_loop")[0]
+            assert first["hive"] == "h" and first["detail"]["stage"] == "work"
+            assert first["detail"]["exitCode"] == 3
+            assert first["detail"]["restartCount"] >= 1
+            r = await c.put(f"/api/v1/cells/{CELL}/hives/h/scale", json={"replicas": 2})
+            assert r.status_code == 200, r.text
+            (scaled,) = await until("a scaled webhook", lambda: events("scaled"))
+            assert scaled["detail"]["stages"] == {"work": {"from": 1, "to": 2}}
+            restarts = [(e["detail"]["drone"], e["detail"]["restartCount"])
+                        for e in events("crash_loop")]  # fmt: skip
+            assert len(restarts) == len(set(restarts))  # once per entry, never per status write
+            text = (await c.get("/metrics")).text
+            assert 'apiary_notices_total{cell="default",event="crash_loop",hive="h"}' in text
+            items = (await c.get(f"/api/v1/cells/{CELL}/events")).json()["items"]
+            assert any(e["involvedObject"]["kind"] == "Drone" and e["reason"] ==
+                       "CrashLoopBackOff" for e in items)  # fmt: skip
+    finally:
+        if daemon.terminate(15) != 0:
+            print("".join(daemon.lines), file=sys.stderr)
+
+
+def crashing_objects(url: str) -> list[tuple[str, Obj]]:
+    agent = {
+        "apiVersion": "apiary.io/v1", "kind": "AgentSpec",
+        "metadata": {"name": "crashy", "namespace": CELL},
+        "spec": {"runtime": {"command": [sys.executable, "-I", "-S", "-c", "raise SystemExit(3)"]},
+                 "resources": {"requests": {"cpu": 50, "memory": 16_000_000}}},
+    }  # fmt: skip
+    hive = {
+        "apiVersion": "apiary.io/v1", "kind": "Hive",
+        "metadata": {"name": "h", "namespace": CELL},
+        "spec": {"pattern": "pipeline", "stages": [{"name": "work", "agentRef": "crashy"}],
+                 "webhook": {"url": url, "events": ["crash_loop", "scaled"]}},
+    }  # fmt: skip
+    return [("agentspecs", agent), ("hives", hive)]
+
+
+async def until(what: str, check: Callable[[], Any], timeout: float = 30.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (got := check()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+    return got

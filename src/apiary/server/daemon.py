@@ -150,7 +150,7 @@ class Daemon:
         serving = asyncio.ensure_future(server._serve(sockets=[sock]))
         try:
             await self._announce(server, serving, sock, state.stopping)
-            self._add_runtime(store)
+            self._add_runtime(store, notifier)
             supervised = asyncio.ensure_future(self.supervisor.run(self.stopping))
             done, _ = await asyncio.wait({serving, supervised}, return_when=asyncio.FIRST_COMPLETED)
             self.stop()
@@ -183,11 +183,15 @@ class Daemon:
             if removed:
                 log.info("comb sweep", expired=removed)
 
-    def _add_runtime(self, store: Store) -> None:
-        """The Queen, and in embedded mode the local node agent (needs our address)."""
+    def _add_runtime(self, store: Store, notifier: Notifier) -> None:
+        """The Queen (with the drone notices for ``notifier``), and in embedded mode the local
+        node agent (needs our address)."""
         forget = functools.partial(forget_deleted, self.comb) if self.comb is not None else None
         self.supervisor.add(
-            "queen", queen_task(store, self.settings, self.stopping, self.journal, forget)
+            "queen",
+            queen_task(
+                store, self.settings, self.stopping, self.journal, forget, notifier=notifier
+            ),
         )
         if self.settings.runtime.local_node and self.address is not None:
             self.supervisor.add(

@@ -17,6 +17,8 @@ from apiary.controllers.leader import LeaderElector, LeaderSettings
 from apiary.controllers.sessions import SessionReaper
 from apiary.journal import Journal
 from apiary.node.agent import NodeAgent, NodeSettings
+from apiary.server.drone_notices import DroneNotices
+from apiary.server.notify import Notifier
 from apiary.server.settings import Settings
 from apiary.server.supervisor import TaskFactory
 from apiary.store import Store
@@ -28,17 +30,27 @@ def queen_task(
     stop: asyncio.Event,
     journal: Journal | None = None,
     on_session_deleted: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
+    *,
+    notifier: Notifier | None = None,
 ) -> TaskFactory:
-    """Controllers that run on the one replica holding the lease: the Queen, the session reaper."""
+    """Controllers that run on the one replica holding the lease: the Queen, the session reaper
+    and, given the ``notifier``, the drone notices (one sender, or every replica would send the
+    same crash_loop/circuit_open/scaled webhooks)."""
     queen = QueenSettings()
     queen.loop.resync_period = settings.controllers.resync_interval
     queen.nodes.lease_duration = settings.runtime.lease_seconds
 
     async def lead(stop_leading: asyncio.Event) -> None:
-        await asyncio.gather(
+        work = [
             run_controllers(store, queen, stop_leading),
             SessionReaper(store, journal, on_deleted=on_session_deleted).run(stop_leading),
-        )
+        ]
+        if notifier is not None:
+            notices = DroneNotices(
+                store, notifier, resync_interval=settings.controllers.resync_interval
+            )
+            work.append(notices.run(stop_leading))
+        await asyncio.gather(*work)
 
     async def run() -> None:
         identity = leader_identity(settings.data_dir)

@@ -125,14 +125,14 @@ async def test_a_write_on_one_replica_wakes_a_watch_on_another(pg_url: str) -> N
         assert await _wake_latency(a, b, "first") < 1.0
 
         # the server drops b's LISTEN connection: b reconnects and is woken again
-        lost = b._listener
+        lost = b._listener.conn
         async with a._conn() as conn:
             await conn.execute("SELECT pg_terminate_backend($1)", lost.get_server_pid())
         for _ in range(200):
-            if b._listener is not None and b._listener is not lost:
+            if b._listener.conn is not None and b._listener.conn is not lost:
                 break
             await asyncio.sleep(0.02)
-        assert b._listener is not None and b._listener is not lost
+        assert b._listener.conn is not None and b._listener.conn is not lost
         assert await _wake_latency(a, b, "second") < 1.0
 
 

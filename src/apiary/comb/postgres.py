@@ -20,6 +20,7 @@ from typing import Any
 
 import orjson
 
+from apiary import pgbackend
 from apiary.comb.base import (
     Comb,
     CombSettings,
@@ -31,7 +32,6 @@ from apiary.comb.base import (
     python_range,
     too_large,
 )
-from apiary.errors import Unavailable
 
 _SCHEMA_LOCK = 0x434F4D42  # "COMB"
 
@@ -65,22 +65,15 @@ SELECT coalesce((SELECT sum(size) FROM comb_kv
 class PostgresComb(Comb):
     def __init__(self, url: str, settings: CombSettings | None = None) -> None:
         super().__init__(settings)
-        from apiary.store.postgres import parse_postgres_url
-
-        self.dsn, self._pool_min, self._pool_max = parse_postgres_url(url)
+        self.dsn, self._pool_min, self._pool_max = pgbackend.parse_postgres_url(url, "comb")
         self._pool: Any = None  # asyncpg.Pool
 
     async def open(self) -> None:
         if self._pool is not None:
             return
-        import asyncpg
-
-        try:
-            self._pool = await asyncpg.create_pool(
-                self.dsn, min_size=min(self._pool_min, 2), max_size=self._pool_max
-            )
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            raise Unavailable(f"cannot connect to the PostgreSQL comb: {exc}") from exc
+        self._pool = await pgbackend.open_pool(
+            self.dsn, min(self._pool_min, 2), self._pool_max, "comb"
+        )
         try:
             async with self._conn() as conn, conn.transaction():
                 await conn.execute("SELECT pg_advisory_xact_lock($1)", _SCHEMA_LOCK)
@@ -92,20 +85,10 @@ class PostgresComb(Comb):
 
     async def close(self) -> None:
         pool, self._pool = self._pool, None
-        if pool is not None:
-            await pool.close()
+        await pgbackend.close_pool(pool)
 
-    @contextlib.asynccontextmanager
-    async def _conn(self) -> AsyncIterator[Any]:
-        import asyncpg
-
-        if self._pool is None:
-            raise RuntimeError("the PostgreSQL comb is not open")
-        try:
-            async with self._pool.acquire() as conn:
-                yield conn
-        except (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError) as exc:
-            raise Unavailable(f"PostgreSQL comb unavailable: {exc}") from exc
+    def _conn(self) -> contextlib.AbstractAsyncContextManager[Any]:
+        return pgbackend.pooled(self._pool, "comb")
 
     @contextlib.asynccontextmanager
     async def _locked(self, session: str, now: float) -> AsyncIterator[tuple[Any, int]]:

@@ -18,13 +18,11 @@ safety net.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-from collections.abc import AsyncIterator
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from apiary.errors import BadRequest, Unavailable
+from apiary import pgbackend
+from apiary.errors import Unavailable
 from apiary.journal import pgwrite
 from apiary.journal.base import Clock, Journal
 from apiary.journal.batch import GroupCommit
@@ -39,28 +37,8 @@ _COLUMNS = (
 
 
 def parse_postgres_url(url: str) -> tuple[str, int, int]:
-    """(dsn for asyncpg, pool min, pool max); our own query parameters are taken out."""
-    parts = urlsplit(url)
-    if parts.scheme.lower() not in ("postgresql", "postgres"):
-        raise BadRequest(f"journal URL {url!r}: scheme must be postgresql://")
-    pool_min, pool_max = 1, 10
-    rest: list[tuple[str, str]] = []
-    for name, value in parse_qsl(parts.query, keep_blank_values=True):
-        if name in ("pool_min_size", "pool_max_size"):
-            if not value.isdigit() or int(value) < (0 if name == "pool_min_size" else 1):
-                raise BadRequest(f"journal URL parameter {name}={value!r}: a positive integer")
-            if name == "pool_min_size":
-                pool_min = int(value)
-            else:
-                pool_max = int(value)
-        else:
-            rest.append((name, value))
-    if pool_min > pool_max:
-        raise BadRequest(
-            f"journal URL: pool_min_size={pool_min} is larger than pool_max_size={pool_max}"
-        )
-    dsn = urlunsplit(("postgresql", parts.netloc, parts.path, urlencode(rest), parts.fragment))
-    return dsn, pool_min, pool_max
+    """(dsn for asyncpg, pool min, pool max) of a journal URL; see ``pgbackend``."""
+    return pgbackend.parse_postgres_url(url, "journal")
 
 
 def _entry(row: Any) -> Entry:
@@ -94,40 +72,23 @@ class PostgresJournal(Journal):
         super().__init__(clock=clock, poll_interval=poll_interval)
         self.dsn, self._pool_min, self._pool_max = parse_postgres_url(url)
         self._pool: Any = None  # asyncpg.Pool
-        self._listener: Any = None  # asyncpg.Connection running LISTEN
-        self._relisten: asyncio.Task[None] | None = None
-        self._closing = False
+        self._listener = pgbackend.Listener(
+            self.dsn, pgwrite.CHANNEL, self._on_notify, self._wake_all, name="journal-relisten"
+        )
         self.group = GroupCommit(self._flush, max_batch)
 
     # ------------------------------------------------------------------ plumbing
 
-    @contextlib.asynccontextmanager
-    async def _conn(self) -> AsyncIterator[Any]:
+    def _conn(self) -> contextlib.AbstractAsyncContextManager[Any]:
         """A pooled connection; losing the server becomes a clear 503, not a driver traceback."""
-        import asyncpg
-
-        if self._pool is None:
-            raise RuntimeError("the PostgreSQL journal is not open")
-        try:
-            async with self._pool.acquire() as conn:
-                yield conn
-        except (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError) as exc:
-            raise Unavailable(f"PostgreSQL journal unavailable: {exc}") from exc
+        return pgbackend.pooled(self._pool, "journal")
 
     async def _open(self) -> None:
-        import asyncpg
-
-        self._closing = False
-        try:
-            self._pool = await asyncpg.create_pool(
-                self.dsn, min_size=self._pool_min, max_size=self._pool_max
-            )
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            raise Unavailable(f"cannot connect to the PostgreSQL journal: {exc}") from exc
+        self._pool = await pgbackend.open_pool(self.dsn, self._pool_min, self._pool_max, "journal")
         try:
             async with self._conn() as conn:
                 await self._migrate(conn)
-            await self._listen()
+            await self._listener.start()
         except BaseException:
             await self._close_connections()
             raise
@@ -146,62 +107,14 @@ class PostgresJournal(Journal):
             else:
                 check_schema_version(int(found), "PostgreSQL")
 
-    async def _listen(self) -> None:
-        import asyncpg
-
-        conn = await asyncpg.connect(self.dsn)
-        try:
-            await conn.add_listener(pgwrite.CHANNEL, self._on_notify)
-        except BaseException:
-            await conn.close()
-            raise
-        conn.add_termination_listener(self._on_listener_lost)
-        self._listener = conn
-
-    def _on_notify(self, conn: Any, pid: int, channel: str, payload: str) -> None:
+    def _on_notify(self, payload: str) -> None:
         for session in payload.split("\n"):
             self._wake(session)
 
-    def _on_listener_lost(self, conn: Any) -> None:
-        if self._closing or conn is not self._listener:
-            return
-        self._listener = None
-        self._relisten = asyncio.get_running_loop().create_task(
-            self._listen_again(), name="journal-relisten"
-        )
-
-    async def _listen_again(self) -> None:
-        """Reconnect the LISTEN connection with backoff; wake waiters for what was missed."""
-        delay = 0.05
-        while not self._closing:
-            try:
-                await self._listen()
-            except Exception:
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-                continue
-            self._wake_all()
-            return
-
     async def _close_connections(self) -> None:
-        self._closing = True
-        if self._relisten is not None:
-            self._relisten.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._relisten
-            self._relisten = None
-        listener, self._listener = self._listener, None
-        if listener is not None:
-            with contextlib.suppress(Exception):
-                await listener.close(timeout=5)
-            if not listener.is_closed():
-                listener.terminate()
+        await self._listener.close()
         pool, self._pool = self._pool, None
-        if pool is not None:
-            try:
-                await asyncio.wait_for(pool.close(), 10)
-            except (TimeoutError, Exception):
-                pool.terminate()
+        await pgbackend.close_pool(pool)
 
     async def _close(self) -> None:
         await self.group.close()

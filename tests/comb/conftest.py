@@ -9,17 +9,15 @@ moving time, never by sleeping.
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import asyncpg
 import pytest
 from combkit import FakeClock, MakeComb
 
 from apiary.comb import Comb, CombSettings, open_comb
-from services import create_postgres_database, drop_postgres_database, require_redis
+from services import drop_postgres_tables, require_redis, session_postgres_database
 
 
 @pytest.fixture(params=["memory", "sqlite", "postgresql", "redis"])
@@ -29,11 +27,9 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture(scope="session")
 def postgres_database() -> Iterator[str]:
-    url = asyncio.run(create_postgres_database())
-    try:
+    """A database for this test session (tables are dropped before each test)."""
+    with session_postgres_database() as url:
         yield url
-    finally:
-        asyncio.run(drop_postgres_database(url))
 
 
 @pytest.fixture
@@ -54,14 +50,6 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
-async def _drop_postgres_tables(url: str) -> None:
-    conn = await asyncpg.connect(url)
-    try:
-        await conn.execute("DROP TABLE IF EXISTS comb_kv, comb_list, comb_memory")
-    finally:
-        await conn.close()
-
-
 async def _drop_redis_keys(url: str) -> None:
     import redis.asyncio as aioredis
 
@@ -80,7 +68,7 @@ async def _drop_redis_keys(url: str) -> None:
 @pytest.fixture
 async def make_comb(backend: str, comb_url: str, clock: FakeClock) -> AsyncIterator[MakeComb]:
     if backend == "postgresql":
-        await _drop_postgres_tables(comb_url)
+        await drop_postgres_tables(comb_url, ("comb_kv", "comb_list", "comb_memory"))
     opened: list[Comb] = []
 
     async def make(max_session_bytes: int = 1 << 20) -> Comb:

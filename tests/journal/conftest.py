@@ -9,17 +9,15 @@ closes them all at the end, so no test leaves a task or connection behind.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import asyncpg
 import pytest
 from journalkit import MakeJournal
 
 from apiary.journal import Journal, open_journal
 from apiary.journal.schema import TABLES
-from services import create_postgres_database, drop_postgres_database
+from services import drop_postgres_tables, session_postgres_database
 
 
 @pytest.fixture(params=["memory", "sqlite", "postgresql"])
@@ -29,20 +27,9 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture(scope="session")
 def journal_postgres_database() -> Iterator[str]:
-    """A database for this test session, created and dropped on its own short-lived loop."""
-    url = asyncio.run(create_postgres_database())
-    try:
+    """A database for this test session (tables are dropped before each test)."""
+    with session_postgres_database() as url:
         yield url
-    finally:
-        asyncio.run(drop_postgres_database(url))
-
-
-async def _empty_database(url: str) -> None:
-    conn = await asyncpg.connect(url)
-    try:
-        await conn.execute(f"DROP TABLE IF EXISTS {', '.join(TABLES)}")
-    finally:
-        await conn.close()
 
 
 @pytest.fixture
@@ -57,7 +44,7 @@ def journal_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) ->
 @pytest.fixture
 async def make_journal(backend: str, journal_url: str) -> AsyncIterator[MakeJournal]:
     if backend == "postgresql":
-        await _empty_database(journal_url)
+        await drop_postgres_tables(journal_url, TABLES)
     opened: list[Journal] = []
 
     async def make(**kw: object) -> Journal:

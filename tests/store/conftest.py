@@ -11,17 +11,17 @@ behind.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import asyncpg
 import pytest
 from storekit import MakeStore, settings_for_tests
 
 from apiary.store import Store, StoreSettings, open_store
 from apiary.store.base import Clock, SecretCodec
-from services import create_postgres_database, drop_postgres_database
+from services import drop_postgres_tables, session_postgres_database
+
+_TABLES = ("objects", "changes", "rv_counter", "meta", "schema_migrations")
 
 
 @pytest.fixture(params=["memory", "sqlite", "postgresql"])
@@ -31,22 +31,9 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture(scope="session")
 def postgres_database() -> Iterator[str]:
-    """A database for this test session, created and dropped on its own short-lived loop."""
-    url = asyncio.run(create_postgres_database())
-    try:
+    """A database for this test session (tables are dropped before each test)."""
+    with session_postgres_database() as url:
         yield url
-    finally:
-        asyncio.run(drop_postgres_database(url))
-
-
-async def _empty_database(url: str) -> None:
-    conn = await asyncpg.connect(url)
-    try:
-        await conn.execute(
-            "DROP TABLE IF EXISTS objects, changes, rv_counter, meta, schema_migrations"
-        )
-    finally:
-        await conn.close()
 
 
 @pytest.fixture
@@ -61,7 +48,7 @@ def store_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> s
 @pytest.fixture
 async def make_store(backend: str, store_url: str) -> AsyncIterator[MakeStore]:
     if backend == "postgresql":
-        await _empty_database(store_url)
+        await drop_postgres_tables(store_url, _TABLES)
     opened: list[Store] = []
 
     async def make(

@@ -16,10 +16,10 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 import orjson
 
+from apiary import sqlitebackend
 from apiary.comb.base import (
     Comb,
     CombSettings,
@@ -60,22 +60,11 @@ SELECT coalesce((SELECT sum(size) FROM comb_kv
 
 
 def parse_sqlite_comb_url(url: str) -> Path:
-    parts = urlsplit(url)
-    if parts.netloc:
-        raise BadRequest(
-            f"comb URL {url!r}: expected sqlite:///absolute/path.db (three slashes), "
-            f"got host {parts.netloc!r}"
-        )
-    if not parts.path or parts.path == "/":
-        raise BadRequest(f"comb URL {url!r}: missing database file path")
-    if parts.query:
+    """The database file of ``sqlite:///abs/path/comb.db`` (the Comb takes no options)."""
+    path, params = sqlitebackend.sqlite_path(url, "comb")
+    if params:
         raise BadRequest(f"comb URL {url!r}: takes no query parameters")
-    return Path(parts.path)
-
-
-def _rollback(conn: sqlite3.Connection) -> None:
-    if conn.in_transaction:
-        conn.execute("ROLLBACK")
+    return path
 
 
 def _cell_range(cell: str) -> tuple[str, str]:
@@ -88,7 +77,6 @@ class SQLiteComb(Comb):
         super().__init__(settings)
         self.path = parse_sqlite_comb_url(url)
         self._db: Any = None  # aiosqlite.Connection
-        self._raw: sqlite3.Connection | None = None
 
     async def open(self) -> None:
         if self._db is not None:
@@ -97,7 +85,6 @@ class SQLiteComb(Comb):
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = await aiosqlite.connect(str(self.path), isolation_level=None)
-        self._raw = self._db._conn
         try:
             await self._call(self._setup)
         except BaseException:
@@ -113,15 +100,12 @@ class SQLiteComb(Comb):
             conn.execute(statement)
 
     async def close(self) -> None:
-        db, self._db, self._raw = self._db, None, None
+        db, self._db = self._db, None
         if db is not None:
             await db.close()
 
     async def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        if self._db is None or self._raw is None:
-            raise RuntimeError("the SQLite comb is not open")
-        result: T = await self._db._execute(fn, self._raw)
-        return result
+        return await sqlitebackend.run_on(self._db, fn, "comb")
 
     async def _tx(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """``fn`` inside ``BEGIN IMMEDIATE`` … ``COMMIT`` (rolled back if it raises)."""
@@ -132,7 +116,7 @@ class SQLiteComb(Comb):
                 out = fn(conn)
                 conn.execute("COMMIT")
             except BaseException:
-                _rollback(conn)
+                sqlitebackend.rollback(conn)
                 raise
             return out
 

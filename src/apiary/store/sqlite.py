@@ -25,11 +25,10 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import parse_qsl, urlsplit
 
 import orjson
 
-from apiary.errors import BadRequest
+from apiary import sqlitebackend
 from apiary.store import migrations
 from apiary.store.base import (
     Change,
@@ -45,8 +44,6 @@ from apiary.store.base import (
 
 T = TypeVar("T")
 
-_SYNCHRONOUS = ("off", "normal", "full", "extra")
-
 _RV_SQL = (
     "SELECT max(coalesce((SELECT max(rv) FROM changes), 0),"
     " (SELECT value FROM meta WHERE key = 'horizon'))"
@@ -54,43 +51,8 @@ _RV_SQL = (
 
 
 def parse_sqlite_url(url: str) -> tuple[Path, str, int]:
-    """(path, synchronous, busy_timeout_ms) from ``sqlite:///abs/path.db?…``; bad parts → 400."""
-    parts = urlsplit(url)
-    if parts.scheme.lower() != "sqlite":
-        raise BadRequest(f"store URL {url!r}: scheme must be sqlite://")
-    if parts.netloc:
-        raise BadRequest(
-            f"store URL {url!r}: expected sqlite:///absolute/path.db (three slashes), "
-            f"got host {parts.netloc!r}"
-        )
-    if not parts.path or parts.path == "/":
-        raise BadRequest(f"store URL {url!r}: missing database file path")
-    synchronous, busy_timeout = "normal", 5000
-    for name, value in parse_qsl(parts.query, keep_blank_values=True):
-        if name == "synchronous":
-            if value.lower() not in _SYNCHRONOUS:
-                raise BadRequest(
-                    f"store URL parameter synchronous={value!r}: "
-                    f"use one of {', '.join(_SYNCHRONOUS)}"
-                )
-            synchronous = value.lower()
-        elif name == "busy_timeout":
-            if not value.isdigit():
-                raise BadRequest(
-                    f"store URL parameter busy_timeout={value!r}: milliseconds as an integer"
-                )
-            busy_timeout = int(value)
-        else:
-            raise BadRequest(
-                f"store URL parameter {name!r} is unknown (known: synchronous, busy_timeout)"
-            )
-    return Path(parts.path), synchronous, busy_timeout
-
-
-def _rollback(conn: sqlite3.Connection) -> None:
-    """Roll back if a transaction is still open (SQLite may have rolled back on its own)."""
-    if conn.in_transaction:
-        conn.execute("ROLLBACK")
+    """(path, synchronous, busy_timeout_ms) of a store URL; see ``sqlitebackend``."""
+    return sqlitebackend.parse_sqlite_url(url, "store")
 
 
 def _dumps(obj: Obj) -> str:
@@ -112,25 +74,18 @@ class SQLiteStore(Store):
         self.url = url
         self.path, self.synchronous, self.busy_timeout_ms = parse_sqlite_url(url)
         self._db: Any = None  # aiosqlite.Connection
-        self._raw: sqlite3.Connection | None = None
 
     # ------------------------------------------------------------------ plumbing
 
     async def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn(connection)`` on the connection's worker thread, after all earlier calls."""
-        if self._db is None or self._raw is None:
-            raise RuntimeError("the SQLite store is not open")
-        raw = self._raw
-        # aiosqlite's own execute() is built on this: a function queued to the worker thread.
-        result: T = await self._db._execute(fn, raw)
-        return result
+        return await sqlitebackend.run_on(self._db, fn, "store")
 
     async def _open(self) -> None:
         import aiosqlite
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = await aiosqlite.connect(str(self.path), isolation_level=None)
-        self._raw = self._db._conn
         try:
             await self._call(self._setup)
         except BaseException:
@@ -158,11 +113,11 @@ class SQLiteStore(Store):
                 )
             conn.execute("COMMIT")
         except BaseException:
-            _rollback(conn)
+            sqlitebackend.rollback(conn)
             raise
 
     async def _close(self) -> None:
-        db, self._db, self._raw = self._db, None, None
+        db, self._db = self._db, None
         if db is not None:
             await db.close()
 
@@ -208,7 +163,7 @@ class SQLiteStore(Store):
                 )
                 conn.execute("COMMIT")
             except BaseException:
-                _rollback(conn)
+                sqlitebackend.rollback(conn)
                 raise
             return current, new
 
@@ -273,7 +228,7 @@ class SQLiteStore(Store):
                     conn.execute("UPDATE meta SET value = ? WHERE key = 'horizon'", (cutoff,))
                 conn.execute("COMMIT")
             except BaseException:
-                _rollback(conn)
+                sqlitebackend.rollback(conn)
                 raise
 
         await self._call(compact)

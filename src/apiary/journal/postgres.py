@@ -27,35 +27,20 @@ from apiary.journal import pgwrite
 from apiary.journal.base import Clock, Journal
 from apiary.journal.batch import GroupCommit
 from apiary.journal.model import Entry, PendingCommit, SessionState, load_json
-from apiary.journal.schema import POSTGRES_DDL, SCHEMA_VERSION, check_schema_version
+from apiary.journal.schema import (
+    ENTRY_COLUMNS,
+    POSTGRES_DDL,
+    SCHEMA_VERSION,
+    check_schema_version,
+    entry_from_row,
+)
 
 _MIGRATION_LOCK = 0x4A_52_4E_4C  # "JRNL": one replica creates the tables at a time
-_COLUMNS = (
-    "session, id, kind, message, stage, parent, drone, latency_ms,"
-    " prompt_tokens, completion_tokens, seq, created"
-)
 
 
 def parse_postgres_url(url: str) -> tuple[str, int, int]:
     """(dsn for asyncpg, pool min, pool max) of a journal URL; see ``pgbackend``."""
     return pgbackend.parse_postgres_url(url, "journal")
-
-
-def _entry(row: Any) -> Entry:
-    return Entry(
-        session=row[0],
-        id=row[1],
-        kind=row[2],
-        message=load_json(row[3]),
-        stage=row[4],
-        parent=row[5],
-        drone=row[6],
-        latency_ms=row[7],
-        prompt_tokens=int(row[8]),
-        completion_tokens=int(row[9]),
-        seq=int(row[10]),
-        created=float(row[11]),
-    )
 
 
 class PostgresJournal(Journal):
@@ -164,11 +149,11 @@ class PostgresJournal(Journal):
     async def _get(self, session: str, id: str) -> Entry | None:
         async with self._conn() as conn:
             row = await conn.fetchrow(
-                f"SELECT {_COLUMNS} FROM journal_entries WHERE session = $1 AND id = $2",
+                f"SELECT {ENTRY_COLUMNS} FROM journal_entries WHERE session = $1 AND id = $2",
                 session,
                 id,
             )
-        return None if row is None else _entry(row)
+        return None if row is None else entry_from_row(row)
 
     async def _read(
         self, session: str, after_seq: int, limit: int, kinds: tuple[str, ...] | None
@@ -176,7 +161,7 @@ class PostgresJournal(Journal):
         async with self._conn() as conn:
             if kinds is None:
                 rows = await conn.fetch(
-                    f"SELECT {_COLUMNS} FROM journal_entries WHERE session = $1 AND seq > $2"
+                    f"SELECT {ENTRY_COLUMNS} FROM journal_entries WHERE session = $1 AND seq > $2"
                     " ORDER BY seq LIMIT $3",
                     session,
                     after_seq,
@@ -184,14 +169,14 @@ class PostgresJournal(Journal):
                 )
             else:
                 rows = await conn.fetch(
-                    f"SELECT {_COLUMNS} FROM journal_entries WHERE session = $1 AND seq > $2"
+                    f"SELECT {ENTRY_COLUMNS} FROM journal_entries WHERE session = $1 AND seq > $2"
                     " AND kind = ANY($4::text[]) ORDER BY seq LIMIT $3",
                     session,
                     after_seq,
                     limit,
                     list(kinds),
                 )
-        return [_entry(r) for r in rows]
+        return [entry_from_row(r) for r in rows]
 
     async def _is_answered(self, session: str, dispatch_id: str) -> bool:
         async with self._conn() as conn:
@@ -209,14 +194,14 @@ class PostgresJournal(Journal):
         start = after or (-1.0, "", -1)
         async with self._conn() as conn:
             rows = await conn.fetch(
-                f"SELECT {_COLUMNS} FROM journal_entries WHERE pending AND created < $1"
+                f"SELECT {ENTRY_COLUMNS} FROM journal_entries WHERE pending AND created < $1"
                 " AND (created, session, seq) > ($3, $4, $5)"
                 " ORDER BY created, session, seq LIMIT $2",
                 older_than,
                 limit,
                 *start,
             )
-        return [_entry(r) for r in rows]
+        return [entry_from_row(r) for r in rows]
 
     async def _usage(self, session: str) -> tuple[int, int, int]:
         async with self._conn() as conn:

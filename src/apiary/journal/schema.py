@@ -13,7 +13,10 @@ version: a newer layout than this code knows is refused instead of being misread
 
 from __future__ import annotations
 
+from typing import Any
+
 from apiary.errors import Unavailable
+from apiary.journal.model import Entry, load_json
 
 SCHEMA_VERSION = 1
 
@@ -82,6 +85,30 @@ POSTGRES_DDL = (
 
 TABLES = ("journal_entries", "journal_sessions", "journal_schema")
 
+ENTRY_COLUMNS = (
+    "session, id, kind, message, stage, parent, drone, latency_ms,"
+    " prompt_tokens, completion_tokens, seq, created"
+)
+"""The ``journal_entries`` columns every backend selects, in the order ``entry_from_row`` reads."""
+
+
+def entry_from_row(row: Any) -> Entry:
+    """An ``Entry`` from a row selected as ``ENTRY_COLUMNS`` (SQLite and PostgreSQL rows alike)."""
+    return Entry(
+        session=row[0],
+        id=row[1],
+        kind=row[2],
+        message=load_json(row[3]),
+        stage=row[4],
+        parent=row[5],
+        drone=row[6],
+        latency_ms=row[7],
+        prompt_tokens=int(row[8]),
+        completion_tokens=int(row[9]),
+        seq=int(row[10]),
+        created=float(row[11]),
+    )
+
 
 def check_schema_version(found: int, where: str) -> None:
     """Refuse a journal written by a newer Apiary (its layout may mean something else)."""
@@ -92,4 +119,12 @@ def check_schema_version(found: int, where: str) -> None:
         )
 
 
-__all__ = ["POSTGRES_DDL", "SCHEMA_VERSION", "SQLITE_DDL", "TABLES", "check_schema_version"]
+__all__ = [
+    "ENTRY_COLUMNS",
+    "POSTGRES_DDL",
+    "SCHEMA_VERSION",
+    "SQLITE_DDL",
+    "TABLES",
+    "check_schema_version",
+    "entry_from_row",
+]

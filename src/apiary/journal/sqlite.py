@@ -29,77 +29,35 @@ import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import parse_qsl, urlsplit
 
-from apiary.errors import BadRequest, Unavailable
+from apiary import sqlitebackend
+from apiary.errors import Unavailable
 from apiary.journal import sqlitewrite
 from apiary.journal.base import Clock, Journal
 from apiary.journal.batch import GroupCommit
 from apiary.journal.checkpoint import Checkpointer, Outcome
 from apiary.journal.model import Entry, PendingCommit, SessionState, load_json
-from apiary.journal.schema import SCHEMA_VERSION, SQLITE_DDL, check_schema_version
+from apiary.journal.schema import (
+    ENTRY_COLUMNS,
+    SCHEMA_VERSION,
+    SQLITE_DDL,
+    check_schema_version,
+    entry_from_row,
+)
 
 T = TypeVar("T")
 
-_SYNCHRONOUS = ("off", "normal", "full", "extra")
 _BUSY = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 CHECKPOINT_EVERY = 256
 """Commits between two WAL checkpoints: a few MB of WAL, about SQLite's own default of 1000
 pages (a commit rewrites a handful of pages; batched ones share theirs)."""
 INLINE_ROWS = 64
 """Most rows a ``read`` decodes on the event loop thread; the rest come from the reader thread."""
-_COLUMNS = (
-    "session, id, kind, message, stage, parent, drone, latency_ms,"
-    " prompt_tokens, completion_tokens, seq, created"
-)
 
 
 def parse_sqlite_url(url: str) -> tuple[Path, str, int]:
-    """(path, synchronous, busy_timeout_ms) from ``sqlite:///abs/path.db?…``; bad parts → 400."""
-    parts = urlsplit(url)
-    if parts.scheme.lower() != "sqlite":
-        raise BadRequest(f"journal URL {url!r}: scheme must be sqlite://")
-    if parts.netloc:
-        raise BadRequest(
-            f"journal URL {url!r}: expected sqlite:///absolute/path.db (three slashes), "
-            f"got host {parts.netloc!r}"
-        )
-    if not parts.path or parts.path == "/":
-        raise BadRequest(f"journal URL {url!r}: missing database file path")
-    synchronous, busy_timeout = "normal", 5000
-    for name, value in parse_qsl(parts.query, keep_blank_values=True):
-        if name == "synchronous" and value.lower() in _SYNCHRONOUS:
-            synchronous = value.lower()
-        elif name == "synchronous":
-            raise BadRequest(
-                f"journal URL parameter synchronous={value!r}: use one of {', '.join(_SYNCHRONOUS)}"
-            )
-        elif name == "busy_timeout" and value.isdigit():
-            busy_timeout = int(value)
-        elif name == "busy_timeout":
-            raise BadRequest(f"journal URL parameter busy_timeout={value!r}: milliseconds")
-        else:
-            raise BadRequest(
-                f"journal URL parameter {name!r} is unknown (known: synchronous, busy_timeout)"
-            )
-    return Path(parts.path), synchronous, busy_timeout
-
-
-def _entry(row: Any) -> Entry:
-    return Entry(
-        session=row[0],
-        id=row[1],
-        kind=row[2],
-        message=load_json(row[3]),
-        stage=row[4],
-        parent=row[5],
-        drone=row[6],
-        latency_ms=row[7],
-        prompt_tokens=int(row[8]),
-        completion_tokens=int(row[9]),
-        seq=int(row[10]),
-        created=float(row[11]),
-    )
+    """(path, synchronous, busy_timeout_ms) of a journal URL; see ``sqlitebackend``."""
+    return sqlitebackend.parse_sqlite_url(url, "journal")
 
 
 class SQLiteJournal(Journal):
@@ -128,10 +86,7 @@ class SQLiteJournal(Journal):
     @staticmethod
     async def _on(db: Any, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn(raw connection)`` on that connection's worker thread, after earlier calls."""
-        if db is None:
-            raise RuntimeError("the SQLite journal is not open")
-        result: T = await db._execute(fn, db._conn)
-        return result
+        return await sqlitebackend.run_on(db, fn, "journal")
 
     async def _open(self) -> None:
         import aiosqlite
@@ -174,7 +129,7 @@ class SQLiteJournal(Journal):
                 check_schema_version(int(row[0]), str(self.path))
             conn.execute("COMMIT")
         except BaseException:
-            sqlitewrite.rollback(conn)
+            sqlitebackend.rollback(conn)
             raise
 
     def _setup_reader(self, conn: sqlite3.Connection) -> None:
@@ -258,17 +213,17 @@ class SQLiteJournal(Journal):
     async def _get(self, session: str, id: str) -> Entry | None:
         def get(conn: sqlite3.Connection) -> Entry | None:
             row = conn.execute(
-                f"SELECT {_COLUMNS} FROM journal_entries WHERE session = ? AND id = ?",
+                f"SELECT {ENTRY_COLUMNS} FROM journal_entries WHERE session = ? AND id = ?",
                 (session, id),
             ).fetchone()
-            return None if row is None else _entry(row)
+            return None if row is None else entry_from_row(row)
 
         return await self._fast(get)
 
     async def _read(
         self, session: str, after_seq: int, limit: int, kinds: tuple[str, ...] | None
     ) -> list[Entry]:
-        sql = f"SELECT {_COLUMNS} FROM journal_entries WHERE session = ? AND seq > ?"
+        sql = f"SELECT {ENTRY_COLUMNS} FROM journal_entries WHERE session = ? AND seq > ?"
         if kinds is not None:
             sql += f" AND kind IN ({', '.join('?' * len(kinds))})"
         sql += " ORDER BY seq LIMIT ?"
@@ -276,7 +231,7 @@ class SQLiteJournal(Journal):
 
         def read(after: int, most: int) -> Callable[[sqlite3.Connection], list[Entry]]:
             return lambda conn: [
-                _entry(r) for r in conn.execute(sql, (session, after, *kinds, most))
+                entry_from_row(r) for r in conn.execute(sql, (session, after, *kinds, most))
             ]
 
         got = await self._fast(read(after_seq, min(limit, INLINE_ROWS)))
@@ -302,12 +257,12 @@ class SQLiteJournal(Journal):
 
         def scan(conn: sqlite3.Connection) -> list[Entry]:
             rows = conn.execute(
-                f"SELECT {_COLUMNS} FROM journal_entries WHERE pending = 1 AND created < ?"
+                f"SELECT {ENTRY_COLUMNS} FROM journal_entries WHERE pending = 1 AND created < ?"
                 " AND (created, session, seq) > (?, ?, ?)"
                 " ORDER BY created, session, seq LIMIT ?",
                 (older_than, *start, limit),
             )
-            return [_entry(r) for r in rows]
+            return [entry_from_row(r) for r in rows]
 
         return await self._read_on(scan)
 
@@ -330,7 +285,7 @@ class SQLiteJournal(Journal):
                 conn.execute("DELETE FROM journal_sessions WHERE session = ?", (session,))
                 conn.execute("COMMIT")
             except BaseException:
-                sqlitewrite.rollback(conn)
+                sqlitebackend.rollback(conn)
                 raise
 
         await self._on(self._writer, delete)

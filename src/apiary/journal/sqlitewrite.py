@@ -12,6 +12,7 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from apiary import sqlitebackend
 from apiary.journal.model import PendingCommit, Plan, plan_commit
 
 T = TypeVar("T")
@@ -22,11 +23,6 @@ _INSERT = (
     " prompt_tokens, completion_tokens, created, message, pending)"
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
-
-
-def rollback(conn: sqlite3.Connection) -> None:
-    if conn.in_transaction:
-        conn.execute("ROLLBACK")
 
 
 _SESSION_UPDATE = (
@@ -174,9 +170,9 @@ def write_batch(
         conn.executemany(_SESSION_INSERT, decided.inserts)
         conn.execute("COMMIT")
     except BaseException:
-        rollback(conn)
+        sqlitebackend.rollback(conn)
         raise
     return decided.plans
 
 
-__all__ = ["rollback", "write_batch"]
+__all__ = ["write_batch"]

@@ -22,30 +22,27 @@ import orjson
 
 from apiary.bus import Bus, Delivery, Publish, Subscription
 from apiary.errors import (
-    AlreadyExists,
     Conflict,
     FieldDetail,
-    NotFound,
     TooManyRequests,
     Unavailable,
 )
 from apiary.journal import Entry, Journal, SessionState
 from apiary.patterns import Engine, Step
+from apiary.router.holds import Holds
 from apiary.router.plan import (
-    APPROVAL,
     DEAD,
     DeadLetter,
     Plan,
     Send,
     agent_error,
     failure_notices,
-    held_for,
     hold_approvals,
     join,
     note,
     split,
 )
-from apiary.router.policy import NOT_RETRIED, HivePolicy, HiveQueue, topic_subject
+from apiary.router.policy import NOT_RETRIED, HivePolicy, HiveQueue
 from apiary.router.sessions import SessionDirectory, SessionInfo
 from apiary.waggle import Message
 from apiary.waggle.envelope import (
@@ -65,7 +62,7 @@ QUEUE_PRUNE_INTERVAL = 1.0
 Obj = dict[str, Any]
 
 
-class Router:
+class Router(Holds):
     """Runs every session's flows; one per apiaryd replica (outcomes are load-balanced)."""
 
     def __init__(
@@ -374,95 +371,6 @@ class Router:
             for key in [k for k in queue.open if k[0] == session and k[1] not in still]:
                 del queue.open[key]
 
-    # ------------------------------------------------------------------- human decisions
-
-    async def approve(self, cell: str, session: str, stage: str | None = None) -> int:
-        """Release the dispatches held for approval (of ``stage``, or all); how many."""
-        info = await self.sessions.get(cell, session)
-
-        def plan(state: Obj) -> Plan | None:
-            es, mine = split(state)
-            held = held_for(mine, APPROVAL, stage)
-            if not held:
-                return None
-            sends = []
-            for d, h in held:
-                del mine["held"][d]
-                sends.append(Send(d, h["stage"], h.get("message") or {},
-                                  int(mine["attempts"].get(d, 0))))  # fmt: skip
-            notes = [note(info.key, f"{d}#approved", h["stage"], d, {"approved": h["stage"]})
-                     for d, h in held]  # fmt: skip
-            left = held_for(mine, APPROVAL)
-            status: Obj = (
-                {"phase": "Running", "pendingApproval": None}
-                if not left
-                else {"pendingApproval": ",".join(sorted({h["stage"] for _, h in left}))}
-            )
-            return Plan(join(es, mine), notes, sends, [], status)
-
-        done = await self._run(info, plan)
-        return len(done.send) if done is not None else 0
-
-    async def reject(self, cell: str, session: str, stage: str | None = None,
-                     reason: str = "rejected by a human") -> int:  # fmt: skip
-        """Fail the flows whose dispatches wait for approval (of ``stage``, or all)."""
-        return await self._fail_held(cell, session, APPROVAL, stage, ("Rejected", reason))
-
-    async def replay(self, cell: str, session: str, dispatch: str) -> bool:
-        """Put a dead-lettered dispatch back on the bus (a new attempt) — ``dlq replay``."""
-        info = await self.sessions.get(cell, session)
-
-        def plan(state: Obj) -> Plan | None:
-            es, mine = split(state)
-            held = mine["held"].get(dispatch)
-            if held is None or held.get("reason") != DEAD:
-                return None
-            del mine["held"][dispatch]
-            attempt = int(mine["attempts"].get(dispatch, 0)) + 1
-            mine["attempts"][dispatch] = attempt
-            send = Send(dispatch, held["stage"], held.get("message") or {}, attempt)
-            replayed = note(info.key, f"{dispatch}#replay{attempt}", held["stage"], dispatch,
-                            {"replayed": held["stage"], "attempt": attempt})  # fmt: skip
-            status = {"phase": "Running", "reason": None, "message": None}
-            return Plan(join(es, mine), [replayed], [send], [], status)
-
-        return await self._run(info, plan) is not None
-
-    async def purge(self, cell: str, session: str, dispatch: str) -> bool:
-        """Give a dead-lettered dispatch up: its flow fails for good — ``dlq purge``."""
-        n = await self._fail_held(
-            cell, session, DEAD, None, ("DeadLetterPurged", "the dead letter was purged"), dispatch
-        )
-        return n > 0
-
-    async def _fail_held(
-        self, cell: str, session: str, reason: str, stage: str | None,
-        error: tuple[str, str], only: str | None = None,
-    ) -> int:  # fmt: skip
-        info = await self.sessions.get(cell, session)
-        engine, policy = await self.sessions.hive(info)
-
-        def plan(state: Obj) -> Plan | None:
-            es, mine = split(state)
-            held = [(d, h) for d, h in held_for(mine, reason, stage) if only in (None, d)]
-            if not held:
-                return None
-            entries: list[Entry] = []
-            result: Plan | None = None
-            for d, h in held:
-                del mine["held"][d]
-                step = engine.on_outcome(es, d, h["stage"], [], error)
-                result = self._after_engine(info, policy, step, mine, entries)
-                es, mine = split(result.state)
-                entries = result.entries
-            assert result is not None
-            if not held_for(mine, APPROVAL):
-                result.status.setdefault("pendingApproval", None)
-            return result
-
-        done = await self._run(info, plan)
-        return 0 if done is None else len(done.entries)
-
     # ------------------------------------------------------------------------------ steps
 
     async def _run(self, info: SessionInfo, make: Callable[[Obj], Plan | None]) -> Plan | None:
@@ -567,36 +475,6 @@ class Router:
 
         handle = loop.call_later(delay, fire)
         self._timers.add(handle)
-
-    async def _file_dead_letter(self, info: SessionInfo, dead: DeadLetter) -> None:
-        """A durable DeadLetter object in the store, announced on the hive's dead-letter topic."""
-        _, policy = await self.sessions.hive(info)
-        body = {
-            "apiVersion": "apiary.io/v1", "kind": "DeadLetter",
-            "metadata": {"name": f"dl-{dead.dispatch}", "namespace": info.cell,
-                         "labels": {"apiary.io/hive": info.hive, "apiary.io/session": info.name}},
-            "spec": {"hive": info.hive, "session": info.name, "stage": dead.stage,
-                     "dispatch": dead.dispatch, "attempts": dead.attempts, "reason": dead.reason,
-                     "message": dead.detail, "original": dead.message,
-                     "topic": policy.dead_letter_topic},
-        }  # fmt: skip
-        try:
-            await self.sessions.store.create(body)
-        except AlreadyExists:  # the same dispatch died again after a replay: refresh it
-            with contextlib.suppress(NotFound, Conflict):
-                current = await self.sessions.store.get(
-                    "DeadLetter", info.cell, f"dl-{dead.dispatch}"
-                )
-                current["spec"] = body["spec"]
-                updated = await self.sessions.store.update(current)
-                updated["status"] = {}  # no longer Replayed: it died again
-                await self.sessions.store.update(updated, subresource="status")
-        with contextlib.suppress(Exception):  # an announcement; the DeadLetter object is the record
-            announce = Message(body["spec"], "event", metadata={"apiary.io/dead-letter": "true"})
-            await self.bus.publish(topic_subject(info.cell, policy.dead_letter_topic),
-                                   orjson.dumps(announce.to_dict()))  # fmt: skip
-        log.warning("session %s: stage %s dead-lettered after %d attempts: %s",
-                    info.key, dead.stage, dead.attempts, dead.reason)  # fmt: skip
 
     @staticmethod
     def _entries(info: SessionInfo, step: Step, outcome: Outcome | None) -> list[Entry]:

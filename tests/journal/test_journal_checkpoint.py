@@ -30,14 +30,21 @@ async def test_checkpoints_run_beside_the_writer(tmp_path: Path) -> None:
         assert journal.checkpoints.runs == 2  # after commits 10 and 20
         busy, frames, done = journal.checkpoints.last or (1, 0, -1)
         assert busy == 0 and done == frames > 0  # caught up with the WAL of its time
+        # The WAL starts over after each checkpoint instead of growing with every commit.
+        for n in range(25, 225):
+            assert await step(journal, S, [entry(S, f"in{n}")], n=n, pad="x" * 8000) == n + 1
+        await journal.checkpoints.idle()
+        assert journal.checkpoints.runs == 22
+        wal = path.with_name("journal.db-wal").stat().st_size
+        assert wal < 40 * 8000, f"WAL of {wal} bytes after 200 commits of 8 kB"
         outside = sqlite3.connect(path, isolation_level=None)  # another connection sees it all
         try:
-            assert outside.execute("SELECT count(*) FROM journal_entries").fetchone()[0] == 25
+            assert outside.execute("SELECT count(*) FROM journal_entries").fetchone()[0] == 225
         finally:
             outside.close()
     async with open_journal(f"sqlite://{path}") as again:
-        assert await again.load(S) == SessionState(25, {"n": 24})
-        assert len(await again.read(S)) == 25
+        assert await again.load(S) == SessionState(225, {"n": 224, "pad": "x" * 8000})
+        assert len(await again.read(S)) == 225
 
 
 async def test_a_failing_checkpoint_leaves_commits_alone(

@@ -3,10 +3,12 @@
 SQLite's automatic checkpoint runs in whichever commit crosses the WAL size threshold: that
 commit then copies the WAL into the database and, with ``synchronous=NORMAL``, fsyncs both — tens
 of milliseconds on a busy disk, during which the writer, and every commit queued behind it,
-waits. The journal turns the automatic checkpoint off on its writer connection and runs a
-``PASSIVE`` checkpoint on another connection (another thread) every ``every`` commits: it copies
-what it can without blocking the writer or any reader, the next commits append meanwhile, and
-once a checkpoint has caught up the writer starts the WAL over from its beginning.
+waits. The journal turns the automatic checkpoint off on its writer connection and, every
+``every`` commits, runs a ``PASSIVE`` checkpoint on another connection (another thread): it
+copies the bulk of the WAL without blocking the writer or any reader while the next commits
+append. Then the writer checkpoints the few frames committed meanwhile, between two batches, so
+that its next transaction finds the WAL fully copied and starts it over from its beginning —
+without that step the WAL would grow for as long as commits keep coming.
 
 Durability is unchanged: a commit is acknowledged once its transaction is in the WAL, as before;
 the checkpoint is what makes the WAL's contents reach the database file either way.

@@ -155,13 +155,18 @@ class SQLiteJournal(Journal):
         return await self._on(self._reader, fn)
 
     async def _checkpoint(self) -> Outcome:
-        """One PASSIVE checkpoint on the reader connection (its thread), beside the writer."""
+        """A PASSIVE checkpoint on the reader connection (its thread), beside the writer, then
+        one on the writer connection between two batches for the few frames committed
+        meanwhile. Only the second lets the WAL start over: SQLite rewinds it when a write
+        transaction begins with every frame checkpointed, which under steady load never holds
+        right after a checkpoint that ran beside the writer."""
 
         def checkpoint(conn: sqlite3.Connection) -> Outcome:
             busy, frames, done = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
             return int(busy), int(frames), int(done)
 
-        return await self._read_on(checkpoint)
+        await self._read_on(checkpoint)
+        return await self._on(self._writer, checkpoint)
 
     async def _fast(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run a short read right here on the loop thread; on "busy", on the reader thread."""

@@ -13,6 +13,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -125,3 +127,64 @@ def topic_subject(cell: str, topic: str) -> str:
     """A topic (``dlq/event-driven-hive``) as a bus subject in the cell's namespace."""
     tokens = [t for t in topic.replace("/", ".").split(".") if t]
     return ".".join(["apiary", cell, "topic", *tokens])
+
+
+@dataclass
+class StageBacklog:
+    """Dispatches this router published and has not yet seen an outcome of, per
+    (cell, hive, stage): messages queued for a stage's drones plus those they are working on.
+
+    The autoscaler reads it (docs/autoscaling.md). Counting costs two dict operations per
+    message. With several router replicas an outcome may be handled by another one, so an entry
+    can outlive its dispatch here; entries not refreshed (a retry or a sweep republishes) within
+    ``ttl`` seconds are dropped when counted, so a stale count heals instead of pinning a stage
+    at a high replica count."""
+
+    ttl: float = 600.0
+    clock: Callable[[], float] = time.monotonic
+    open: dict[tuple[str, str, str], dict[tuple[str, str], tuple[int, float]]] = field(
+        default_factory=dict
+    )
+    """(cell, hive, stage) → (session key, dispatch id) → (attempt, published at)."""
+
+    def published(self, cell: str, hive: str, stage: str, session: str, dispatch: str,
+                  attempt: int) -> None:  # fmt: skip
+        group = self.open.get((cell, hive, stage))
+        if group is None:
+            group = self.open[(cell, hive, stage)] = {}
+        key = (session, dispatch)
+        held = group.get(key)
+        if held is None or held[0] <= attempt:
+            group[key] = (attempt, self.clock())
+
+    def handled(self, cell: str, hive: str, stage: str, session: str, dispatch: str,
+                attempt: int) -> None:  # fmt: skip
+        """An outcome of ``attempt`` (a late one of an older attempt leaves the newer counted)."""
+        group = self.open.get((cell, hive, stage))
+        if group is None:
+            return
+        held = group.get((session, dispatch))
+        if held is not None and held[0] <= attempt:
+            del group[(session, dispatch)]
+            if not group:
+                del self.open[(cell, hive, stage)]
+
+    def count(self, cell: str, hive: str, stage: str) -> int:
+        group = self.open.get((cell, hive, stage))
+        if not group:
+            return 0
+        self._expire((cell, hive, stage), group)
+        return len(group)
+
+    def snapshot(self) -> dict[tuple[str, str, str], int]:
+        """Every stage's count (stages with none are absent)."""
+        for where, group in list(self.open.items()):
+            self._expire(where, group)
+        return {where: len(group) for where, group in self.open.items()}
+
+    def _expire(self, where: tuple[str, str, str], group: dict[Any, tuple[int, float]]) -> None:
+        oldest = self.clock() - self.ttl
+        for key in [k for k, (_, at) in group.items() if at < oldest]:
+            del group[key]
+        if not group:
+            self.open.pop(where, None)

@@ -42,7 +42,7 @@ from apiary.router.plan import (
     note,
     split,
 )
-from apiary.router.policy import NOT_RETRIED, HivePolicy, HiveQueue
+from apiary.router.policy import NOT_RETRIED, HivePolicy, HiveQueue, StageBacklog
 from apiary.router.sessions import SessionDirectory, SessionInfo
 from apiary.waggle import Message
 from apiary.waggle.envelope import (
@@ -98,6 +98,8 @@ class Router(Holds):
         self._tasks: set[asyncio.Task[None]] = set()
         self._queues: dict[tuple[str, str], HiveQueue] = {}
         """(cell, hive) → undelivered dispatches, for hives with ``routing.queueLimit``."""
+        self.backlog = StageBacklog()
+        """(cell, hive, stage) → published, unanswered dispatches: what the autoscaler reads."""
         self.on_status: Callable[[SessionInfo, Obj], None] | None = None
         """Called after a commit whose plan changes the Session's status (output, phase...)."""
         self.on_notice: Callable[[SessionInfo, str, Obj], Awaitable[None]] | None = None
@@ -219,6 +221,10 @@ class Router(Holds):
             log.warning("dropping a malformed outcome on %s: %s", delivery.subject, exc)
             await delivery.term()
             return
+        cell = outcome.session.partition("/")[0]
+        self.backlog.handled(
+            cell, outcome.hive, outcome.stage, outcome.session, outcome.dispatch, outcome.attempt
+        )
         info = await self.sessions.get_by_key(outcome.session)
         if info is None:  # the session was deleted: nothing to route to
             await delivery.ack()
@@ -443,6 +449,7 @@ class Router(Holds):
         queue = self._queues.get((info.cell, info.hive))
         if queue is not None:
             queue.published(info.key, send.id, send.attempt)
+        self.backlog.published(info.cell, info.hive, send.stage, info.key, send.id, send.attempt)
         env = Dispatch(send.id, info.key, info.hive, send.stage, send.message,
                        info.timeout_for(send.stage), send.attempt, tokens_left)  # fmt: skip
         return Publish(stage_subject(info.cell, info.hive, send.stage), env.encode(), env.msg_id)

@@ -23,6 +23,7 @@ from apiary.api.audit import AuditLog
 from apiary.api.comb import forget_deleted
 from apiary.bus import Bus, open_bus
 from apiary.comb import Comb, CombSettings, open_comb
+from apiary.controllers.autoscaler import Backlog
 from apiary.crypto import codec_from_config
 from apiary.errors import ApiaryError
 from apiary.journal import Journal, open_journal
@@ -150,7 +151,7 @@ class Daemon:
         serving = asyncio.ensure_future(server._serve(sockets=[sock]))
         try:
             await self._announce(server, serving, sock, state.stopping)
-            self._add_runtime(store, notifier)
+            self._add_runtime(store, notifier, router.backlog.snapshot)
             supervised = asyncio.ensure_future(self.supervisor.run(self.stopping))
             done, _ = await asyncio.wait({serving, supervised}, return_when=asyncio.FIRST_COMPLETED)
             self.stop()
@@ -183,14 +184,20 @@ class Daemon:
             if removed:
                 log.info("comb sweep", expired=removed)
 
-    def _add_runtime(self, store: Store, notifier: Notifier) -> None:
-        """The Queen (with the drone notices for ``notifier``), and in embedded mode the local
-        node agent (needs our address)."""
+    def _add_runtime(self, store: Store, notifier: Notifier, backlog: Backlog) -> None:
+        """The Queen (with the drone notices for ``notifier`` and the autoscaler reading the
+        router's ``backlog``), and in embedded mode the local node agent (needs our address)."""
         forget = functools.partial(forget_deleted, self.comb) if self.comb is not None else None
         self.supervisor.add(
             "queen",
             queen_task(
-                store, self.settings, self.stopping, self.journal, forget, notifier=notifier
+                store,
+                self.settings,
+                self.stopping,
+                self.journal,
+                forget,
+                notifier=notifier,
+                backlog=backlog,
             ),
         )
         if self.settings.runtime.local_node and self.address is not None:

@@ -13,6 +13,7 @@ from typing import Any
 from apiary.bus import Bus
 from apiary.client import AsyncApiClient
 from apiary.controllers import QueenSettings, run_controllers
+from apiary.controllers.autoscaler import Autoscaler, Backlog
 from apiary.controllers.leader import LeaderElector, LeaderSettings
 from apiary.controllers.sessions import SessionReaper
 from apiary.journal import Journal
@@ -32,10 +33,12 @@ def queen_task(
     on_session_deleted: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
     *,
     notifier: Notifier | None = None,
+    backlog: Backlog | None = None,
 ) -> TaskFactory:
-    """Controllers that run on the one replica holding the lease: the Queen, the session reaper
-    and, given the ``notifier``, the drone notices (one sender, or every replica would send the
-    same crash_loop/circuit_open/scaled webhooks)."""
+    """Controllers that run on the one replica holding the lease: the Queen, the session reaper,
+    the autoscaler (reading this replica's router ``backlog``) and, given the ``notifier``, the
+    drone notices (one sender, or every replica would send the same crash_loop/circuit_open/scaled
+    webhooks)."""
     queen = QueenSettings()
     queen.loop.resync_period = settings.controllers.resync_interval
     queen.nodes.lease_duration = settings.runtime.lease_seconds
@@ -44,6 +47,7 @@ def queen_task(
         work = [
             run_controllers(store, queen, stop_leading),
             SessionReaper(store, journal, on_deleted=on_session_deleted).run(stop_leading),
+            Autoscaler(store, backlog).run(stop_leading),
         ]
         if notifier is not None:
             notices = DroneNotices(

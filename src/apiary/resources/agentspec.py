@@ -158,10 +158,11 @@ class Resources(ApiModel):
 class Scaling(ApiModel):
     """Autoscaling between ``minReplicas`` and ``maxReplicas``.
 
-    The autoscaler adds a drone when the busy share of capacity (in-flight messages divided by
-    replicas * concurrency) stays above ``scaleUpThreshold`` or observed latency exceeds
-    ``targetLatencyMs``, removes one below ``scaleDownThreshold``, and waits ``cooldownSeconds``
-    between changes.
+    The autoscaler (docs/autoscaling.md) scales a hive stage up at once, proportionally, when the
+    busy share of capacity ((backlog + in flight) / (replicas * concurrency)) is above
+    ``scaleUpThreshold`` or p50 latency exceeds ``targetLatencyMs``; it removes one drone below
+    ``scaleDownThreshold``, at most once per ``cooldownSeconds`` after any change (scale-ups are
+    never delayed).
     """
 
     min_replicas: int = Field(default=1, ge=0)

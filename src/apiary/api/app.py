@@ -22,6 +22,7 @@ from apiary.api.audit import AuditLog, AuditMiddleware, audit_routes
 from apiary.api.auth import Authenticator
 from apiary.api.comb import comb_routes
 from apiary.api.dlq import dlq_routes
+from apiary.api.fastpath import Dispatcher
 from apiary.api.logs import LogStore, logs_routes
 from apiary.api.middleware import PRINCIPAL_KEY, ApiMiddleware
 from apiary.api.responses import JSON, error_body, error_response, json_response
@@ -83,7 +84,17 @@ def create_app(
     app.state.apiary = state
     app.state.apiary_logs = LogStore(log_dir) if log_dir is not None else None
     app.state.apiary_audit = audit
-    app.add_middleware(ApiMiddleware, authenticator=state.authenticator, metrics=state.metrics)
+    # Plain routes are served by the dispatcher right after authentication (no FastAPI routing
+    # on the hot path); FastAPI keeps them for /openapi.json and /docs, and handles every request
+    # the dispatcher leaves to it. A middleware added BEFORE this line would sit inside
+    # ApiMiddleware and be skipped by directly served requests: add new ones after it.
+    dispatcher = Dispatcher()
+    app.add_middleware(
+        ApiMiddleware,
+        authenticator=state.authenticator,
+        metrics=state.metrics,
+        dispatcher=dispatcher,
+    )
     if audit is not None:  # outermost: it sees refusals too, and the principal once known
         app.add_middleware(AuditMiddleware, audit=audit)
     _install_error_handlers(app)

@@ -155,18 +155,22 @@ class SQLiteJournal(Journal):
         return await self._on(self._reader, fn)
 
     async def _checkpoint(self) -> Outcome:
-        """A PASSIVE checkpoint on the reader connection (its thread), beside the writer, then
-        one on the writer connection between two batches for the few frames committed
+        """A PASSIVE checkpoint on the reader connection (its thread), beside the writer, then a
+        RESTART one on the writer connection, between two batches, for the few frames committed
         meanwhile. Only the second lets the WAL start over: SQLite rewinds it when a write
-        transaction begins with every frame checkpointed, which under steady load never holds
-        right after a checkpoint that ran beside the writer."""
+        begins with every frame copied and no reader still in the WAL — which, under steady
+        load, never holds by itself; RESTART waits (up to ``busy_timeout``) for the readers of
+        the moment, all of them short lookups, to finish."""
 
-        def checkpoint(conn: sqlite3.Connection) -> Outcome:
-            busy, frames, done = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-            return int(busy), int(frames), int(done)
+        def checkpoint(mode: str) -> Callable[[sqlite3.Connection], Outcome]:
+            def run(conn: sqlite3.Connection) -> Outcome:
+                busy, frames, done = conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
+                return int(busy), int(frames), int(done)
 
-        await self._read_on(checkpoint)
-        return await self._on(self._writer, checkpoint)
+            return run
+
+        await self._read_on(checkpoint("PASSIVE"))
+        return await self._on(self._writer, checkpoint("RESTART"))
 
     async def _fast(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run a short read right here on the loop thread; on "busy", on the reader thread."""

@@ -6,8 +6,8 @@ of milliseconds on a busy disk, during which the writer, and every commit queued
 waits. The journal turns the automatic checkpoint off on its writer connection and, every
 ``every`` commits, runs a ``PASSIVE`` checkpoint on another connection (another thread): it
 copies the bulk of the WAL without blocking the writer or any reader while the next commits
-append. Then the writer checkpoints the few frames committed meanwhile, between two batches, so
-that its next transaction finds the WAL fully copied and starts it over from its beginning —
+append. Then the writer checkpoints (RESTART) the few frames committed meanwhile, between two
+batches, so that its next transaction finds the WAL fully copied and starts it over —
 without that step the WAL would grow for as long as commits keep coming.
 
 Durability is unchanged: a commit is acknowledged once its transaction is in the WAL, as before;

@@ -409,11 +409,14 @@ class Store(ABC):
     ) -> AsyncIterator[Change]:
         """Every change after version ``since``, in order, forever. 410 Gone if compacted."""
         last = since
+        if last < await self._horizon():
+            raise Gone(f"resourceVersion {last} is too old; list again and watch from there")
         while True:
             woken = self._changed
-            if last < await self._horizon():
-                raise Gone(f"resourceVersion {last} is too old; list again and watch from there")
             changes = await self._changes_since(last, 1000)
+            # The log is gap-free until compacted, so only a gap after ``last`` can mean that
+            # versions were compacted away: the horizon (a round trip) is read only then, not on
+            # every wake-up of every watcher (~5 % of a write's CPU on PostgreSQL).
             if changes and changes[0].rv > last + 1 and last < await self._horizon():
                 raise Gone(f"resourceVersion {last} is too old; list again and watch from there")
             for change in changes:

@@ -24,6 +24,7 @@ import json
 import logging
 import math
 import re
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -71,6 +72,10 @@ class AutoscalerSettings:
 
     clock: Callable[[], datetime] = _utcnow
     """Injected in tests to move time (cooldowns) without sleeping."""
+
+    agentspec_ttl: float = 1.0
+    """Seconds the list of autoscaled AgentSpecs is reused between passes: a cell of thousands
+    of AgentSpecs is not decoded every period (a scaling change is seen within this)."""
 
 
 # ------------------------------------------------------------------------------ the decision
@@ -287,6 +292,7 @@ class Autoscaler:
         self.backlog = backlog
         self.settings = settings or AutoscalerSettings()
         self.events = EventRecorder(store, QueenSettings(clock=self.settings.clock))
+        self._scaled: tuple[float, dict[tuple[str, str], Obj]] | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
         """Pass after pass until ``stop``; a failed pass is logged and the next one tries again."""
@@ -300,20 +306,31 @@ class Autoscaler:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.settings.period)
 
-    async def run_once(self) -> dict[StageKey, Decision]:
-        """One pass over every Hive; returns the changes it made."""
+    async def _autoscaled_agentspecs(self) -> dict[tuple[str, str], Obj]:
+        now = time.monotonic()
+        if self._scaled is not None and now - self._scaled[0] < self.settings.agentspec_ttl:
+            return self._scaled[1]
         scaled = {
             (a["metadata"]["namespace"], a["metadata"]["name"]): a
             for a in (await self.store.list("AgentSpec")).items
             if ScalingPolicy.of(a) is not None
         }
+        self._scaled = (now, scaled)
+        return scaled
+
+    async def run_once(self) -> dict[StageKey, Decision]:
+        """One pass over every Hive; returns the changes it made."""
+        scaled = await self._autoscaled_agentspecs()
         if not scaled:
             return {}
         hives = {
             (h["metadata"]["namespace"], h["metadata"]["name"]): h
             for h in (await self.store.list("Hive")).items
             if not terminating(h)
+            and any((h["metadata"]["namespace"], s.agent_ref) in scaled for s in hive_stages(h)[0])
         }
+        if not hives:
+            return {}  # nothing uses an autoscaled AgentSpec: no need to read the drones
         backlog = dict(self.backlog()) if self.backlog is not None else {}
         drones = _tally((await self.store.list("Drone")).items, hives)
         now = self.settings.clock().timestamp()

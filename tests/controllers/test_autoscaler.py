@@ -294,3 +294,14 @@ async def test_run_stops_and_leaves_nothing(
     stop.set()
     await asyncio.wait_for(task, 1)
     assert (await _stage(store))["replicas"] == 3
+
+
+def test_a_new_stage_is_not_scaled_down_within_its_cooldown_of_creation() -> None:
+    """A stabilization window: a Hive applied a moment ago keeps its replicas (seeds round-trip)."""
+    idle = load(replicas=3, ready=3, backlog=0)
+    assert decide(POLICY, idle, History(since=1000.0), now=1030.0) is None
+    later = decide(POLICY, idle, History(since=1000.0), now=1061.0)
+    assert later is not None and later.direction == "down" and later.replicas == 2
+    busy = load(replicas=1, ready=1, backlog=10)
+    up = decide(POLICY, busy, History(since=1000.0), now=1001.0)
+    assert up is not None and up.direction == "up"  # scale-ups never wait

@@ -146,6 +146,9 @@ class History:
     last_up: float | None = None
     last_down: float | None = None
     """Epoch seconds of the stage's last scale-up / scale-down by the autoscaler."""
+    since: float | None = None
+    """When the stage came to be (its Hive's creation): a new stage is not scaled down within
+    ``cooldownSeconds`` of it either — a stabilization window, as Kubernetes' HPA keeps one."""
 
 
 @dataclass(frozen=True)
@@ -190,9 +193,11 @@ def decide(policy: ScalingPolicy, load: StageLoad, history: History, now: float)
         return Decision(want, "up", reason)
     if cur <= low or util >= policy.scale_down_threshold:
         return None
-    last = max(history.last_up or -math.inf, history.last_down or -math.inf)
+    last = max(
+        history.last_up or -math.inf, history.last_down or -math.inf, history.since or -math.inf
+    )
     if now - last < policy.cooldown_seconds:
-        return None  # cooling down after the last change
+        return None  # cooling down after the last change (or the stage's creation)
     if _ratio(work, (cur - 1) * c) > up:
         return None  # one drone fewer would be over the threshold at once: no flapping
     return Decision(
@@ -215,15 +220,17 @@ def read_history(hive: Obj) -> dict[str, Obj]:
     return value if isinstance(value, dict) else {}
 
 
-def _history(entry: Any) -> History:
+def _history(entry: Any, since: Any = None) -> History:
+    created = parse_time(since)
+    start = created.timestamp() if created is not None else None
     if not isinstance(entry, dict):
-        return History()
+        return History(since=start)
 
     def at(key: str) -> float | None:
         moment = parse_time(entry.get(key))
         return moment.timestamp() if moment is not None else None
 
-    return History(at("lastScaleUp"), at("lastScaleDown"))
+    return History(at("lastScaleUp"), at("lastScaleDown"), start)
 
 
 @dataclass
@@ -345,7 +352,7 @@ class Autoscaler:
                     continue
                 key = (cell, name, stage.name)
                 seen = drones.get(key) or _Drones()
-                past = _history(history.get(stage.name))
+                past = _history(history.get(stage.name), hive["metadata"].get("creationTimestamp"))
                 changed = max(past.last_up or 0.0, past.last_down or 0.0)
                 load = StageLoad(
                     replicas=stage.replicas,

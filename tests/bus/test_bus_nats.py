@@ -148,9 +148,9 @@ async def test_pull_loops_survive_a_reconnect(nats_env: BusEnv) -> None:
         await got.wait_for(1)
         proxy.cut()
         await direct.publish(nats_env.subject("rc"), b"during")
-        await got.wait_for(2, timeout=15)
+        await got.wait_for(2, timeout=30)
         await via_proxy.publish(nats_env.subject("rc"), b"after")
-        await got.wait_for(3, timeout=15)
+        await got.wait_for(3, timeout=30)
         assert sorted(got.data) == [b"after", b"before", b"during"]
     finally:
         await proxy.stop()

@@ -90,16 +90,16 @@ class LogStore:
             cursor.clear()
             cursor.update(uid=uid, next={})
         nexts: dict[str, int] = cursor.setdefault("next", {})
-        todo, following = lines, None
+        unseen, following = lines, None
         if source is not None and seq is not None:
             expected = int(nexts.get(source, 0))
-            todo = lines[max(0, min(expected - seq, len(lines))) :]
+            unseen = lines[max(0, min(expected - seq, len(lines))) :]
             following = max(expected, seq + len(lines))
-        self._write(cell, drone, todo)
+        self._write(cell, drone, unseen)
         if following is not None and source is not None:
             nexts[source] = following
             self._save_cursor(cell, drone, cursor)
-        return len(todo), following
+        return len(unseen), following
 
     def _write(self, cell: str, drone: str, lines: list[LogLine]) -> None:
         if not lines:

@@ -21,6 +21,7 @@ from apiary.controllers.autoscaler import (
     decide,
     read_history,
 )
+from apiary.controllers.templates import hive_stages
 from apiary.router.policy import StageBacklog
 from apiary.store import Store
 
@@ -152,8 +153,10 @@ class Backlog:
 
 
 async def _stage(store: Store, name: str = "h", stage: int = 0) -> Obj:
+    """The stage as the Queen sees it: the autoscaler's count where it set one."""
     h = await store.get("Hive", "default", name)
-    return h["spec"]["stages"][stage]  # type: ignore[no-any-return]
+    effective = hive_stages(h)[0][stage]
+    return {**h["spec"]["stages"][stage], "replicas": effective.replicas}
 
 
 @pytest.fixture
@@ -176,7 +179,8 @@ async def test_burst_scales_up_writes_why_and_the_queen_follows(
     made = await scaler.run_once()
     assert [(k, d.replicas) for k, d in made.items()] == [(("default", "h", "s"), 4)]
     h = await store.get("Hive", "default", "h")
-    assert [s["replicas"] for s in h["spec"]["stages"]] == [4, 1]
+    assert [s.replicas for s in hive_stages(h)[0]] == [4, 1]
+    assert [s["replicas"] for s in h["spec"]["stages"]] == [1, 1]  # the user's spec stays
     entry = read_history(h)["s"]
     assert (
         entry["direction"] == "up" and entry["previous"] == 1 and "utilization" in entry["reason"]

@@ -65,8 +65,9 @@ async def stage(http: httpx.AsyncClient, url: str) -> tuple[int, Obj]:
     r = await http.get(url)
     assert r.status_code == 200, r.text
     hive = r.json()
-    notes = json.loads(hive["metadata"].get("annotations", {}).get("apiary.io/autoscaler", "{}"))
-    return hive["spec"]["stages"][0]["replicas"], notes.get("work", {})
+    notes = json.loads(hive["metadata"].get("annotations", {}).get("status.apiary.io/autoscaler", "{}"))
+    work = notes.get("work", {})
+    return work.get("replicas", hive["spec"]["stages"][0]["replicas"]), work
 
 
 async def until(what: str, timeout: float, check: Any) -> float:

@@ -199,3 +199,25 @@ async def test_a_body_without_kind_or_name_is_invalid_naming_the_field(store: St
     assert [d.field for d in caught.value.details] == ["kind", "metadata.name"]
     with pytest.raises(Invalid, match=r"metadata\.name"):
         await store.update({"kind": "Hive", "metadata": {"namespace": "default"}})
+
+
+async def test_controller_owned_annotations_survive_an_update_that_omits_them(store: Store) -> None:
+    """`status.apiary.io/…` annotations are the controllers' (the autoscaler's count): a user's
+    re-apply without them keeps them, as it keeps status; naming one sets it."""
+    obj = await store.create({"apiVersion": "apiary.io/v1", "kind": "Hive",
+                              "metadata": {"name": "h", "namespace": "c",
+                                           "annotations": {"mine": "1"}},
+                              "spec": {"x": 1}})  # fmt: skip
+    obj["metadata"]["annotations"]["status.apiary.io/autoscaler"] = '{"s": {"replicas": 3}}'
+    await store.update(obj)
+    again = {"apiVersion": "apiary.io/v1", "kind": "Hive",
+             "metadata": {"name": "h", "namespace": "c", "annotations": {"mine": "2"}},
+             "spec": {"x": 1}}  # fmt: skip
+    kept = await store.update(again)
+    assert kept["metadata"]["annotations"] == {
+        "mine": "2", "status.apiary.io/autoscaler": '{"s": {"replicas": 3}}'
+    }  # fmt: skip
+    again["metadata"]["annotations"]["status.apiary.io/autoscaler"] = "{}"
+    assert (await store.update(again))["metadata"]["annotations"][
+        "status.apiary.io/autoscaler"
+    ] == "{}"

@@ -29,7 +29,7 @@ from apiary.api.state import ApiState
 from apiary.api.watch import watch_response
 from apiary.errors import AlreadyExists, BadRequest, Conflict, FieldDetail, Invalid, NotFound
 from apiary.resources import API_VERSION, KindInfo, ValidationFailed, admit, kind_by_plural
-from apiary.store.base import now_rfc3339
+from apiary.store.base import keep_owned_annotations, now_rfc3339
 
 
 class MethodNotAllowed(BadRequest):
@@ -299,6 +299,7 @@ def _as_updated(obj: dict[str, Any], current: dict[str, Any]) -> dict[str, Any]:
             new_meta[managed] = cur_meta[managed]
         else:
             new_meta.pop(managed, None)
+    keep_owned_annotations(new_meta, cur_meta)
     out["metadata"] = new_meta
     out["status"] = current.get("status") or {}
     return out

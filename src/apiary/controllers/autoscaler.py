@@ -6,7 +6,7 @@ Hive reconciler, which sees the generation change at once. It is level-triggered
 ``period`` (0.5 s) it reads the AgentSpecs, Hives and Drones from the store and the router's
 per-stage backlog, decides each stage afresh and writes only when a stage's count must change.
 What it remembers between passes (when it last scaled each stage, and why) lives in the Hive's
-``apiary.io/autoscaler`` annotation, so a new leader carries on where the old one stopped.
+``status.apiary.io/autoscaler`` annotation, so a new leader carries on where the old one stopped.
 
 Rules (docs/autoscaling.md): load = max(router backlog, drones' ``inFlight``); utilization =
 load / (ready x ``interface.concurrency``). Above ``scaleUpThreshold``, or a fresh p50 latency
@@ -23,7 +23,6 @@ import copy
 import json
 import logging
 import math
-import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -41,13 +40,13 @@ from apiary.controllers.meta import (
     terminating,
 )
 from apiary.controllers.settings import QueenSettings
-from apiary.controllers.templates import Stage, hive_stages
+from apiary.controllers.templates import AUTOSCALER_ANNOTATION, Stage, hive_stages
 from apiary.errors import ApiaryError, Conflict
 from apiary.store import Store
 
 log = logging.getLogger("apiary.controllers.autoscaler")
 
-ANNOTATION = "apiary.io/autoscaler"
+ANNOTATION = AUTOSCALER_ANNOTATION
 """Hive annotation: ``{stage: {replicas, direction, reason, time, lastScaleUp, lastScaleDown}}``
 as JSON — the autoscaler's memory and the answer to "who changed my replicas, and why"."""
 
@@ -56,8 +55,6 @@ StageKey = tuple[str, str, str]
 
 Backlog = Callable[[], Mapping[StageKey, int]]
 """Published, unanswered dispatches per stage (``StageBacklog.snapshot`` of the router)."""
-
-_STEP = re.compile(r"^([A-Za-z]+)(?:\[(\d+)\])?$")
 
 
 def _utcnow() -> datetime:
@@ -274,18 +271,6 @@ def _concurrency(agentspec: Obj) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 1
 
 
-def _set_replicas(hive: Obj, path: str, value: int) -> None:
-    """Set ``replicas`` of the stage entry at ``path`` (``spec.patternSegments[0].config...``)."""
-    node: Any = hive
-    for step in path.split("."):
-        m = _STEP.match(step)
-        assert m is not None, path
-        node = node[m.group(1)]
-        if m.group(2) is not None:
-            node = node[int(m.group(2))]
-    node["replicas"] = value
-
-
 class Autoscaler:
     """Runs :func:`decide` for every autoscaled Hive stage and writes what it decides."""
 
@@ -375,16 +360,16 @@ class Autoscaler:
     async def _write(
         self, hive: Obj, wanted: dict[str, tuple[Stage, Decision]], now: float
     ) -> bool:
-        """Set the stages' replicas and the annotation in one spec update, conditioned on the
-        Hive's resourceVersion: if anyone changed it since we read it, this pass does nothing and
-        the next one decides again from what is there (level-triggered, never a lost write)."""
+        """Record the stages' new replicas in the autoscaler annotation (the Queen runs that
+        many; the spec keeps what the user wrote), conditioned on the Hive's resourceVersion: if
+        anyone changed it since we read it, this pass does nothing and the next one decides again
+        from what is there (level-triggered, never a lost write)."""
         meta = hive["metadata"]
         changed = copy.deepcopy(hive)
         changed.pop("status", None)
         history = read_history(hive)
         stamp = rfc3339(datetime.fromtimestamp(now, UTC))
         for name, (stage, decision) in wanted.items():
-            _set_replicas(changed, stage.field, decision.replicas)
             entry = dict(history.get(name) or {})
             entry.update(
                 replicas=decision.replicas,

@@ -30,7 +30,7 @@ from apiary.controllers.meta import Obj, controller_ref
 from apiary.controllers.nodes import NodeController
 from apiary.controllers.scheduler import Scheduler
 from apiary.controllers.settings import QueenSettings
-from apiary.controllers.templates import hive_stages
+from apiary.controllers.templates import AUTOSCALER_ANNOTATION, hive_stages
 from apiary.controllers.workqueue import WorkQueue
 from apiary.errors import Conflict, Gone
 from apiary.store import Change, Store
@@ -57,7 +57,7 @@ class Queen:
         self._kick_nodes = asyncio.Event()
         self._failures: dict[Key, int] = {}
         self._timers: set[asyncio.TimerHandle] = set()
-        self._seen_generation: dict[Key, tuple[object, object]] = {}
+        self._seen_generation: dict[Key, tuple[object, object, object]] = {}
         """(generation, deletionTimestamp) of each Hive/AgentSpec as last dispatched."""
 
     # ------------------------------------------------------------------ one pass
@@ -164,7 +164,11 @@ class Queen:
                 # change what a Hive or AgentSpec asks for: only the spec (generation) and a
                 # deletion do. Skipping the rest saved ~17 % of the server's CPU per update.
                 # Drones report through their own events; the resync covers anything else.
-                seen = (meta.get("generation"), meta.get("deletionTimestamp"))
+                seen = (
+                    meta.get("generation"),
+                    meta.get("deletionTimestamp"),
+                    (meta.get("annotations") or {}).get(AUTOSCALER_ANNOTATION),
+                )
                 if change.type == "MODIFIED" and self._seen_generation.get(key) == seen:
                     return
                 self._seen_generation[key] = seen

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,8 +75,30 @@ def _stage(
     return Stage(stage_name, ref, _replicas(entry, path, errors), path, pattern, segment, config)
 
 
+AUTOSCALER_ANNOTATION = "status.apiary.io/autoscaler"
+"""Where the autoscaler keeps each autoscaled stage's replica count (JSON: stage → {replicas,
+...}). It overrides ``replicas`` in the spec, which stays what the user wrote (it round-trips)."""
+
+
+def autoscaled_replicas(hive: Obj) -> dict[str, int]:
+    raw = ((hive.get("metadata") or {}).get("annotations") or {}).get(AUTOSCALER_ANNOTATION)
+    try:
+        notes = json.loads(raw) if isinstance(raw, str) else {}
+    except ValueError:
+        return {}
+    if not isinstance(notes, dict):
+        return {}
+    return {
+        str(stage): int(entry["replicas"])
+        for stage, entry in notes.items()
+        if isinstance(entry, dict) and isinstance(entry.get("replicas"), int)
+        and entry["replicas"] >= 0
+    }  # fmt: skip
+
+
 def hive_stages(hive: Obj) -> tuple[list[Stage], list[tuple[str, str]]]:
-    """The stages of a Hive and the problems found, as (field path, message)."""
+    """The stages of a Hive and the problems found, as (field path, message). An autoscaled
+    stage's ``replicas`` is the autoscaler's count (:data:`AUTOSCALER_ANNOTATION`)."""
     spec = hive.get("spec") or {}
     errors: list[tuple[str, str]] = []
     stages: list[Stage] = []
@@ -107,6 +130,12 @@ def hive_stages(hive: Obj) -> tuple[list[Stage], list[tuple[str, str]]]:
         if stage.name in seen:
             errors.append((f"{stage.field}.name", f"duplicate stage name {stage.name!r}"))
         seen.add(stage.name)
+    scaled = autoscaled_replicas(hive)
+    if scaled:
+        stages = [
+            dataclasses.replace(s, replicas=scaled[s.name]) if s.name in scaled else s
+            for s in stages
+        ]
     return stages, errors
 
 

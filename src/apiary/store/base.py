@@ -313,6 +313,7 @@ class Store(ABC):
                     else:
                         meta.pop(managed, None)
                 meta["name"] = key.name
+                keep_owned_annotations(meta, cur_meta)
                 if key.namespace:
                     meta["namespace"] = key.namespace
                 new["metadata"] = meta
@@ -480,6 +481,23 @@ class Store(ABC):
         raise Conflict(f"{kind} {name!r}: too many concurrent updates")
 
 
+OWNED_ANNOTATION_PREFIX = "status.apiary.io/"
+"""Annotations under this prefix belong to controllers (the autoscaler's count, say): an update
+that leaves them out keeps them, as it keeps ``status`` — so re-applying a manifest changes
+nothing a controller decided."""
+
+
+def keep_owned_annotations(meta: Obj, current: Obj) -> None:
+    owned = {k: v for k, v in (current.get("annotations") or {}).items()
+             if k.startswith(OWNED_ANNOTATION_PREFIX)}  # fmt: skip
+    if not owned:
+        return
+    annotations = dict(meta.get("annotations") or {})
+    for k, v in owned.items():
+        annotations.setdefault(k, v)
+    meta["annotations"] = annotations
+
+
 def _desired(obj: Obj) -> Any:
     """What ``generation`` tracks: everything but metadata and status."""
     return {k: v for k, v in obj.items() if k not in ("metadata", "status", "apiVersion", "kind")}
@@ -496,6 +514,7 @@ def _fold_string_data(obj: Obj) -> None:
 
 
 __all__ = [
+    "OWNED_ANNOTATION_PREFIX",
     "Change",
     "ChangeType",
     "Key",
@@ -504,6 +523,7 @@ __all__ = [
     "SecretCodec",
     "Store",
     "StoreSettings",
+    "keep_owned_annotations",
     "now_rfc3339",
     "object_key",
 ]

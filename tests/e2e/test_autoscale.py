@@ -65,7 +65,8 @@ async def stage(http: httpx.AsyncClient, url: str) -> tuple[int, Obj]:
     r = await http.get(url)
     assert r.status_code == 200, r.text
     hive = r.json()
-    notes = json.loads(hive["metadata"].get("annotations", {}).get("status.apiary.io/autoscaler", "{}"))
+    annotations = hive["metadata"].get("annotations", {})
+    notes = json.loads(annotations.get("status.apiary.io/autoscaler", "{}"))
     work = notes.get("work", {})
     return work.get("replicas", hive["spec"]["stages"][0]["replicas"]), work
 

@@ -29,7 +29,7 @@ from apiary.api.state import ApiState
 from apiary.api.watch import watch_response
 from apiary.errors import AlreadyExists, BadRequest, Conflict, FieldDetail, Invalid, NotFound
 from apiary.resources import API_VERSION, KindInfo, ValidationFailed, admit, kind_by_plural
-from apiary.store.base import keep_owned_annotations, now_rfc3339
+from apiary.store.base import now_rfc3339, replaced
 
 
 class MethodNotAllowed(BadRequest):
@@ -286,22 +286,8 @@ def _as_updated(obj: dict[str, Any], current: dict[str, Any]) -> dict[str, Any]:
             f"{obj['kind']} {cur_meta['name']!r} was modified: resourceVersion {want} "
             f"is stale (now {cur_meta['resourceVersion']}); read it again and retry"
         )
-    out = {k: v for k, v in copy.deepcopy(obj).items() if k != "status"}
-    new_meta = dict(out.get("metadata") or {})
-    for managed in (
-        "uid",
-        "creationTimestamp",
-        "generation",
-        "deletionTimestamp",
-        "resourceVersion",
-    ):
-        if managed in cur_meta:
-            new_meta[managed] = cur_meta[managed]
-        else:
-            new_meta.pop(managed, None)
-    keep_owned_annotations(new_meta, cur_meta)
-    out["metadata"] = new_meta
-    out["status"] = current.get("status") or {}
+    out = replaced(current, copy.deepcopy(obj))
+    out["metadata"]["resourceVersion"] = cur_meta["resourceVersion"]  # nothing was stored
     return out
 
 

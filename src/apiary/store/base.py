@@ -304,19 +304,11 @@ class Store(ABC):
                 new = copy.deepcopy(current)
                 new["status"] = incoming.get("status") or {}
             else:
-                new = {k: v for k, v in incoming.items() if k != "status"}
-                new["status"] = current.get("status") or {}
-                meta = dict(incoming.get("metadata") or {})
-                for managed in ("uid", "creationTimestamp", "generation", "deletionTimestamp"):
-                    if managed in cur_meta:
-                        meta[managed] = cur_meta[managed]
-                    else:
-                        meta.pop(managed, None)
+                new = replaced(current, incoming)
+                meta = new["metadata"]
                 meta["name"] = key.name
-                keep_owned_annotations(meta, cur_meta)
                 if key.namespace:
                     meta["namespace"] = key.namespace
-                new["metadata"] = meta
                 if _desired(new) != _desired(current):
                     meta["generation"] = int(cur_meta.get("generation", 1)) + 1
                 if meta.get("deletionTimestamp") and not meta.get("finalizers"):
@@ -481,6 +473,29 @@ class Store(ABC):
         raise Conflict(f"{kind} {name!r}: too many concurrent updates")
 
 
+MANAGED_METADATA = ("uid", "creationTimestamp", "generation", "deletionTimestamp")
+"""Metadata only the server sets: an update keeps the stored values whatever it sends."""
+
+
+def replaced(current: Obj, incoming: Obj) -> Obj:
+    """What an update of ``current`` by ``incoming`` stores, before its new resourceVersion and
+    generation: the incoming body with the current status, the server-managed metadata of
+    ``current``, and the controller-owned annotations ``incoming`` leaves out. Shared by
+    :meth:`Store.update` and the API's dry run, so the two cannot disagree."""
+    new = {k: v for k, v in incoming.items() if k != "status"}
+    new["status"] = current.get("status") or {}
+    cur_meta = current["metadata"]
+    meta = dict(incoming.get("metadata") or {})
+    for managed in MANAGED_METADATA:
+        if managed in cur_meta:
+            meta[managed] = cur_meta[managed]
+        else:
+            meta.pop(managed, None)
+    keep_owned_annotations(meta, cur_meta)
+    new["metadata"] = meta
+    return new
+
+
 OWNED_ANNOTATION_PREFIX = "status.apiary.io/"
 """Annotations under this prefix belong to controllers (the autoscaler's count, say): an update
 that leaves them out keeps them, as it keeps ``status`` — so re-applying a manifest changes
@@ -514,6 +529,7 @@ def _fold_string_data(obj: Obj) -> None:
 
 
 __all__ = [
+    "MANAGED_METADATA",
     "OWNED_ANNOTATION_PREFIX",
     "Change",
     "ChangeType",
@@ -526,4 +542,5 @@ __all__ = [
     "keep_owned_annotations",
     "now_rfc3339",
     "object_key",
+    "replaced",
 ]

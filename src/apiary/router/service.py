@@ -450,8 +450,9 @@ class Router(Holds):
         if queue is not None:
             queue.published(info.key, send.id, send.attempt)
         self.backlog.published(info.cell, info.hive, send.stage, info.key, send.id, send.attempt)
+        # No timeout: the drone applies its own merged guardrails (responseTimeoutSeconds).
         env = Dispatch(send.id, info.key, info.hive, send.stage, send.message,
-                       info.timeout_for(send.stage), send.attempt, tokens_left)  # fmt: skip
+                       attempt=send.attempt, tokens_left=tokens_left)  # fmt: skip
         return Publish(stage_subject(info.cell, info.hive, send.stage), env.encode(), env.msg_id)
 
     async def _tokens_left(self, info: SessionInfo) -> int | None:

@@ -45,10 +45,6 @@ class SessionInfo:
         if not self.open:
             raise Conflict(f"session {self.name!r} is {self.phase}: it takes no more messages")
 
-    def timeout_for(self, stage: str | None) -> float | None:
-        """None: the drone applies its own merged guardrails."""
-        return None
-
 
 def session_info(obj: dict[str, Any], now: float) -> SessionInfo:
     meta = obj["metadata"]

@@ -25,6 +25,7 @@ import yaml
 
 from apiary import errors
 from apiary.resources import KINDS, KindInfo, lookup_kind
+from apiary.resources.secret import redact
 
 Obj = dict[str, Any]
 DEFAULT_SERVER = "http://127.0.0.1:8080"
@@ -438,34 +439,43 @@ class _Base:
 
         The dry run compares what the server *would* store (defaults applied) with what it has,
         so re-applying an unchanged manifest says ``unchanged`` and writes nothing. A 409 (someone
-        else wrote in between) starts over from a fresh get.
+        else wrote in between) starts over from a fresh get. A Secret is compared with its values
+        revealed when the caller may reveal them (otherwise it is written without the
+        comparison), and what is returned is always redacted: applying never shows a value.
         """
         reveal = {"reveal": "true"} if is_secret(obj) else {}
         name, cell = name_and_cell(obj)
         for _ in range(5):
             try:
-                current = _as_obj((yield Call("GET", self.obj_path(obj), reveal or None)).body)
+                try:
+                    current = _as_obj((yield Call("GET", self.obj_path(obj), reveal or None)).body)
+                except errors.Forbidden:
+                    if not reveal:
+                        raise
+                    reveal = {}  # may write Secrets but not read their values: compare nothing
+                    current = _as_obj((yield Call("GET", self.obj_path(obj))).body)
             except errors.NotFound:
                 params = self._write_params(dry_run, strict)
                 try:
                     r = yield Call("POST", self.obj_path(obj, name=False), params, obj)
                 except errors.AlreadyExists:
                     continue
-                return "created", _as_obj(r.body), r.warnings
+                return "created", redact(_as_obj(r.body)), r.warnings
             body = copy.deepcopy(obj)
             rv = current.get("metadata", {}).get("resourceVersion")
             body.setdefault("metadata", {})["resourceVersion"] = rv
+            blind = is_secret(obj) and not reveal
             try:
                 params = self._write_params(True, strict) | reveal
                 trial = yield Call("PUT", self.obj_path(obj), params, body)
-                if normalized(_as_obj(trial.body)) == normalized(current):
-                    return "unchanged", current, trial.warnings
+                if not blind and normalized(_as_obj(trial.body)) == normalized(current):
+                    return "unchanged", redact(current), trial.warnings
                 if dry_run:
-                    return "configured", _as_obj(trial.body), trial.warnings
+                    return "configured", redact(_as_obj(trial.body)), trial.warnings
                 r = yield Call("PUT", self.obj_path(obj), self._write_params(False, strict), body)
             except errors.Conflict:
                 continue
-            return "configured", _as_obj(r.body), r.warnings
+            return "configured", redact(_as_obj(r.body)), r.warnings
         raise errors.Conflict(
             f"{obj.get('kind')} {name!r} in cell {cell or self.cell!r} kept changing while "
             "applying; try again"

@@ -110,6 +110,56 @@ def test_secrets_are_redacted_unless_revealed(ctl: Ctl, cell: str, tmp_path: Pat
     assert r.exit_code == 1 and "hunter" not in r.stdout and "<redacted: changed>" in r.stdout, r
 
 
+def test_apply_never_prints_a_secret_value(ctl: Ctl, cell: str, tmp_path: Path) -> None:
+    """``apply -o yaml`` (created, unchanged, configured) and ``--dry-run -o yaml`` show keys with
+    ``<redacted>`` values, never the value or its base64."""
+    secret = (
+        f"apiVersion: apiary.io/v1\nkind: Secret\nmetadata: {{name: s, namespace: {cell}}}\n"
+        "stringData: {password: hunter2}\n"
+    )
+    path = write(tmp_path, "s.yaml", secret)
+    changed = write(tmp_path, "s2.yaml", secret.replace("hunter2", "hunter3"))
+    added = write(tmp_path, "s3.yaml", secret.replace("{password: hunter2}", "{token: tok3n}"))
+    runs = [
+        ctl("apply", "-f", path, "--dry-run", "-o", "yaml"),  # would create
+        ctl("apply", "-f", path, "-o", "yaml"),  # created
+        ctl("apply", "-f", path, "-o", "yaml"),  # unchanged
+        ctl("apply", "-f", changed, "--dry-run", "-o", "yaml"),  # would configure
+        ctl("apply", "-f", changed, "-o", "json"),  # configured
+    ]
+    for r in runs:
+        assert r.exit_code == 0, r
+        for leak in ("hunter", "aHVudGVy"):
+            assert leak not in r.stdout, r
+        shown = yaml.safe_load(r.stdout.removeprefix("---\n"))
+        assert shown["data"] == {"password": "<redacted>"}, r
+        assert "stringData" not in shown
+    # stringData folded into data, as the store would: the new key is shown, redacted.
+    r = ctl("apply", "-f", added, "--dry-run", "-o", "yaml")
+    shown = yaml.safe_load(r.stdout.removeprefix("---\n"))
+    assert shown["data"] == {"token": "<redacted>"} and "tok3n" not in r.stdout, r
+
+
+def test_server_dry_run_of_a_secret_shows_what_would_be_stored(ctl: Ctl, cell: str) -> None:
+    """A dry-run update folds ``stringData`` into ``data`` (what the store keeps), redacted unless
+    ``reveal``."""
+    client = ctl.server.client()
+    base = {
+        "apiVersion": "apiary.io/v1",
+        "kind": "Secret",
+        "metadata": {"name": "d", "namespace": cell},
+    }
+    client.create({**base, "stringData": {"a": "1"}})
+    path = f"/api/v1/cells/{cell}/secrets/d"
+    body = {**base, "stringData": {"b": "2"}, "data": {"a": "MQ=="}}
+    plain = client.request("PUT", path, params={"dryRun": "All"}, json_body=body).body
+    assert plain["data"] == {"a": "<redacted>", "b": "<redacted>"} and "stringData" not in plain
+    dry = {"dryRun": "All", "reveal": "true"}
+    shown = client.request("PUT", path, params=dry, json_body=body).body
+    assert shown["data"] == {"a": "MQ==", "b": "Mg=="} and "stringData" not in shown
+    assert client.get("Secret", "d", cell)["data"] == {"a": "<redacted>"}  # nothing was stored
+
+
 def test_delete_by_name_and_by_file(ctl: Ctl, cell: str, tmp_path: Path) -> None:
     path = write(
         tmp_path,

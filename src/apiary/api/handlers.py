@@ -7,7 +7,6 @@ pydantic models on the hot path.
 
 from __future__ import annotations
 
-import base64
 import copy
 import functools
 import secrets
@@ -29,6 +28,7 @@ from apiary.api.state import ApiState
 from apiary.api.watch import watch_response
 from apiary.errors import AlreadyExists, BadRequest, Conflict, FieldDetail, Invalid, NotFound
 from apiary.resources import API_VERSION, KindInfo, ValidationFailed, admit, kind_by_plural
+from apiary.resources.secret import fold_string_data
 from apiary.store.base import now_rfc3339, replaced
 
 
@@ -243,11 +243,7 @@ def _as_created(obj: dict[str, Any], now: str) -> dict[str, Any]:
     meta.update(uid=str(uuid.uuid4()), generation=1, creationTimestamp=now)
     for managed in ("resourceVersion", "deletionTimestamp"):
         meta.pop(managed, None)
-    if out.get("kind") == "Secret" and isinstance(out.get("stringData"), dict):
-        data = dict(out.get("data") or {})
-        for k, v in out.pop("stringData").items():
-            data[k] = base64.b64encode(str(v).encode()).decode()
-        out["data"] = data
+    fold_string_data(out)
     out["status"] = {}
     return out
 
@@ -286,7 +282,9 @@ def _as_updated(obj: dict[str, Any], current: dict[str, Any]) -> dict[str, Any]:
             f"{obj['kind']} {cur_meta['name']!r} was modified: resourceVersion {want} "
             f"is stale (now {cur_meta['resourceVersion']}); read it again and retry"
         )
-    out = replaced(current, copy.deepcopy(obj))
+    incoming = copy.deepcopy(obj)
+    fold_string_data(incoming)  # as store.update does: the dry run shows what would be stored
+    out = replaced(current, incoming)
     out["metadata"]["resourceVersion"] = cur_meta["resourceVersion"]  # nothing was stored
     return out
 

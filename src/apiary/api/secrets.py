@@ -4,19 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-REDACTED = "<redacted>"
+from apiary.resources.secret import REDACTED, redact
 
-
-def redact(obj: dict[str, Any]) -> dict[str, Any]:
-    """A copy of a Secret with every ``data`` value replaced by ``<redacted>`` (keys stay)."""
-    if obj.get("kind") != "Secret":
-        return obj
-    out = dict(obj)
-    data = obj.get("data")
-    if isinstance(data, dict):
-        out["data"] = dict.fromkeys(data, REDACTED)
-    out.pop("stringData", None)
-    return out
+__all__ = ["REDACTED", "has_redacted", "keep_redacted", "redact"]
 
 
 def has_redacted(obj: dict[str, Any]) -> bool:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import field_validator
 
@@ -19,6 +19,33 @@ from apiary.resources.names import secret_key_error
 
 MAX_SECRET_BYTES = 1024 * 1024
 """Largest decoded payload of one Secret, as in Kubernetes."""
+
+REDACTED = "<redacted>"
+"""What a Secret's value reads as on the wire unless it is revealed."""
+
+
+def fold_string_data(obj: dict[str, Any]) -> None:
+    """A Secret's ``stringData`` is write-only: merge it into ``data`` as base64 (in place)."""
+    if obj.get("kind") != "Secret" or not obj.get("stringData"):
+        return
+    data = dict(obj.get("data") or {})
+    for k, v in obj.pop("stringData").items():
+        data[k] = base64.b64encode(str(v).encode()).decode()
+    obj["data"] = data
+
+
+def redact(obj: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a Secret with every ``data`` value replaced by ``<redacted>`` (keys stay);
+    other kinds are returned as they are. Shared by the API and the client, so neither can
+    show a value the caller did not ask for."""
+    if obj.get("kind") != "Secret":
+        return obj
+    out = dict(obj)
+    data = obj.get("data")
+    if isinstance(data, dict):
+        out["data"] = dict.fromkeys(data, REDACTED)
+    out.pop("stringData", None)
+    return out
 
 
 def _check_keys(values: dict[str, str], problems: Problems) -> None:

@@ -32,6 +32,7 @@ from typing import Any, Literal
 import orjson
 
 from apiary.errors import AlreadyExists, BadRequest, Conflict, FieldDetail, Gone, Invalid, NotFound
+from apiary.resources.secret import fold_string_data
 from apiary.store.selectors import Selector
 
 Obj = dict[str, Any]
@@ -237,7 +238,7 @@ class Store(ABC):
         """Store a new object; fills uid, resourceVersion, generation, creationTimestamp."""
         key = object_key(obj)
         body = copy.deepcopy(obj)
-        _fold_string_data(body)
+        fold_string_data(body)
 
         def mutate(current: Obj | None, rv: int) -> Obj:
             if current is not None:
@@ -283,7 +284,7 @@ class Store(ABC):
         """
         key = object_key(obj)
         incoming = copy.deepcopy(obj)
-        _fold_string_data(incoming)
+        fold_string_data(incoming)
         want_rv = (incoming.get("metadata") or {}).get("resourceVersion")
 
         def mutate(current: Obj | None, rv: int) -> Obj | None:
@@ -516,16 +517,6 @@ def keep_owned_annotations(meta: Obj, current: Obj) -> None:
 def _desired(obj: Obj) -> Any:
     """What ``generation`` tracks: everything but metadata and status."""
     return {k: v for k, v in obj.items() if k not in ("metadata", "status", "apiVersion", "kind")}
-
-
-def _fold_string_data(obj: Obj) -> None:
-    """A Secret's ``stringData`` is write-only: merge it into ``data`` as base64."""
-    if obj.get("kind") != "Secret" or not obj.get("stringData"):
-        return
-    data = dict(obj.get("data") or {})
-    for k, v in obj.pop("stringData").items():
-        data[k] = base64.b64encode(str(v).encode()).decode()
-    obj["data"] = data
 
 
 __all__ = [

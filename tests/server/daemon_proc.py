@@ -41,7 +41,10 @@ class Apiaryd:
         self.proc.wait(10)
 
 
-def start(data_dir: Path, *args: str, timeout: float = 20.0) -> Apiaryd:
+def start(
+    data_dir: Path, *args: str, timeout: float = 20.0, env: dict[str, str] | None = None
+) -> Apiaryd:
+    """``env`` is added to apiaryd's environment (ours, less every ``APIARY_*``)."""
     cmd = [
         sys.executable,
         "-m",
@@ -54,9 +57,13 @@ def start(data_dir: Path, *args: str, timeout: float = 20.0) -> Apiaryd:
         "warning",
         *args,
     ]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("APIARY_")}
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("APIARY_")}
     proc = subprocess.Popen(
-        cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env
+        cmd,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        env={**environ, **(env or {})},
     )
     assert proc.stderr is not None
     lines: list[str] = []

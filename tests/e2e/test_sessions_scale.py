@@ -55,7 +55,8 @@ def pipeline(cell: str) -> list[Obj]:
 
 
 async def run_sessions(server: Apiaryd, cell: str, n: int, concurrency: int = 64) -> list[Obj]:
-    """Create n sessions each with one input; return, per session, its final/error entries."""
+    """Create n sessions and send each one input, all with the same message id; return, per
+    session, its final/error entries."""
     base = f"{server.url}/api/v1/cells/{cell}/sessions"
     headers = {"Authorization": f"Bearer {server.token}"}
     gate = asyncio.Semaphore(concurrency)
@@ -67,8 +68,12 @@ async def run_sessions(server: Apiaryd, cell: str, n: int, concurrency: int = 64
                 r = await http.post(base, json={
                     "apiVersion": "apiary.io/v1", "kind": "Session",
                     "metadata": {"name": f"s{i}", "namespace": cell},
-                    "spec": {"hiveRef": "p", "input": f"m{i}"}})  # fmt: skip
+                    "spec": {"hiveRef": "p"}})  # fmt: skip
                 assert r.status_code == 201, r.text
+                # Every session uses the same client message id: ids are the client's per
+                # session (DESIGN §9), so each is its own message, none dropped as a duplicate.
+                r = await http.post(f"{base}/s{i}/messages", json={"id": "m-1", "payload": f"m{i}"})
+                assert r.status_code in (200, 202), r.text
             after, ends = 0, []
             deadline = time.monotonic() + 120
             while time.monotonic() < deadline:

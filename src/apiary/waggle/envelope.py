@@ -50,8 +50,12 @@ class Dispatch:
 
     @property
     def msg_id(self) -> str:
-        """Bus dedupe id: a retry is a new message, a republish of the same attempt is not."""
-        return self.dispatch if not self.attempt else f"{self.dispatch}#{self.attempt}"
+        """Bus dedupe id: a retry is a new message, a republish of the same attempt is not.
+
+        Scoped by the session: dispatch ids derive from the ids clients choose, which are theirs
+        per session (DESIGN §9), and the dedupe window is the bus's, shared by every session."""
+        base = f"{self.session}/{self.dispatch}"
+        return base if not self.attempt else f"{base}#{self.attempt}"
 
     def encode(self) -> bytes:
         body: dict[str, Any] = {
@@ -93,7 +97,7 @@ class Outcome:
 
     @property
     def msg_id(self) -> str:
-        return f"{self.dispatch}:{self.attempt}:out"
+        return f"{self.session}/{self.dispatch}:{self.attempt}:out"  # per session, as Dispatch
 
     def encode(self) -> bytes:
         body: dict[str, Any] = {

@@ -13,10 +13,12 @@ $(STAMP): pyproject.toml
 
 ## run: start apiaryd on the embedded default and apply the quick-start example
 run: $(STAMP)
+	@bash scripts/drone-access $(PY)
 	bash scripts/run
 
 ## test: the whole test suite
 test: $(STAMP)
+	@bash scripts/drone-access $(PY)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 ## check: lint, types, layering

@@ -91,7 +91,8 @@ def findings(daemon: Apiaryd) -> dict[str, Any]:
             print(json.dumps(found, indent=1))  # shown when an assertion below fails
             return dict(found)
         time.sleep(0.1)
-    pytest.fail(f"the probe never answered: {status}")
+    drones = [x.get("status") for x in _call(d, "GET", f"{base}/drones")["items"]]
+    pytest.fail(f"the probe never answered: {status}; drones: {drones}")
 
 
 def test_the_drone_does_not_run_as_the_control_plane(findings: dict[str, Any]) -> None:
@@ -114,7 +115,8 @@ def test_the_control_planes_environment_is_unreadable(findings: dict[str, Any]) 
     assert findings["environ"] == {}
     assert MARKER not in findings["env"]
     leaked = [k for k in findings["env"] if k.startswith("APIARY_") and "KEEPER" not in k]
-    assert set(leaked) <= {"APIARY_DRONE", "APIARY_CELL", "APIARY_DRONE_UID"}, leaked
+    identity = {"DRONE", "DRONE_UID", "CELL", "HIVE", "STAGE", "PATTERN", "NODE"}
+    assert set(leaked) <= {f"APIARY_{name}" for name in identity}, leaked
 
 
 def test_nothing_it_finds_opens_the_api(findings: dict[str, Any]) -> None:

@@ -35,6 +35,7 @@ def _http(method: str, url: str, token: str | None, body: Any = None) -> int:
         with urllib.request.urlopen(req, timeout=5) as resp:
             return int(resp.status)
     except urllib.error.HTTPError as exc:
+        exc.close()  # its socket, or the next message would count it as inherited
         return int(exc.code)
     except OSError:
         return 0
@@ -160,6 +161,7 @@ def keeper_calls(own_session: str, victim: str, other_cell: str) -> dict[str, in
 
 def probe(msg: dict[str, Any]) -> dict[str, Any]:
     aim = msg.get("payload") or {}
+    descriptors = inherited_descriptors()  # first: before this probe opens any of its own
     dirs = data_dirs()
     files = read_data_dir(dirs)
     tokens = [v.strip() for k, v in files["read"].items() if k.endswith("admin.token")]
@@ -169,7 +171,7 @@ def probe(msg: dict[str, Any]) -> dict[str, Any]:
         "uid": os.getuid(),
         "gid": os.getgid(),
         "env": sorted(os.environ),
-        "descriptors": inherited_descriptors(),
+        "descriptors": descriptors,
         "dataDir": files,
         "environ": ancestors_environ(),
         "api": api_calls(str(aim.get("api", "")), tokens),

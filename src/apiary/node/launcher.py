@@ -42,7 +42,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from apiary.errors import FieldDetail, Invalid
-from apiary.node import orphans
+from apiary.node import orphans, sandbox
 from apiary.node.backoff import Backoff, BackoffPolicy
 from apiary.node.logs import DEFAULT_BACKUPS, DEFAULT_MAX_BYTES, LogWriter, drone_log_path
 
@@ -51,7 +51,6 @@ log = logging.getLogger(__name__)
 Stdio = Literal["pipes", "log"]
 Phase = Literal["Starting", "Running", "Stopping", "Stopped", "Failed"]
 
-DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 STDERR_TAIL_LINES = 10
 _MAX_LINE = 64 * 1024  # a longer line without newline is logged in pieces
 _PUMP_DRAIN_SECONDS = 1.0  # after exit, a pipe held open by an escaped grandchild is abandoned
@@ -91,6 +90,8 @@ class LaunchSpec:
     log_max_bytes: int = DEFAULT_MAX_BYTES
     log_backups: int = DEFAULT_BACKUPS
     stream_limit_bytes: int = 16 * 1024 * 1024  # longest stdout line the keeper can read
+    run_as: sandbox.Identity = field(default_factory=sandbox.Identity)
+    home_dir: str | None = None  # the drone's private HOME/TMPDIR (:mod:`.sandbox`)
 
     def __post_init__(self) -> None:
         errors: list[FieldDetail] = []
@@ -132,18 +133,11 @@ class LaunchError(Exception):
 
 
 def build_env(spec: LaunchSpec) -> dict[str, str]:
-    """A minimal base (the node's PATH, HOME, LANG; unbuffered Python so line protocols work
-    without flushes), then the spec's env, then the drone's identity, which cannot be overridden."""
-    env = {
-        "PATH": os.environ.get("PATH") or DEFAULT_PATH,
-        "HOME": os.environ.get("HOME") or "/",
-        "LANG": os.environ.get("LANG") or "C.UTF-8",
-        "PYTHONUNBUFFERED": "1",
-    }
-    env.update(spec.env)
-    env["APIARY_DRONE"] = spec.drone
-    env["APIARY_CELL"] = spec.cell
-    return env
+    """A fixed base (safe PATH, the private HOME, LANG; unbuffered Python so line protocols work
+    without flushes), then the spec's env, then the drone's identity, which cannot be overridden.
+    Nothing of the node's own environment passes through (:func:`.sandbox.scrubbed_env`)."""
+    identity = {"APIARY_DRONE": spec.drone, "APIARY_CELL": spec.cell}
+    return sandbox.scrubbed_env(spec.env, spec.home_dir, identity)
 
 
 def resolve_executable(command: str, path: str, working_dir: str | None) -> str:
@@ -169,19 +163,45 @@ def preflight(spec: LaunchSpec) -> tuple[dict[str, str], str]:
     if spec.working_dir is not None and not os.path.isdir(spec.working_dir):
         raise LaunchError("WorkingDirMissing", f'workingDir "{spec.working_dir}" does not exist')
     env = build_env(spec)
-    return env, resolve_executable(spec.command[0], env["PATH"], spec.working_dir)
+    executable = resolve_executable(spec.command[0], env["PATH"], spec.working_dir)
+    _check_access(spec, executable)
+    return env, executable
 
 
-def _child_setup(parent_pid: int, memory_limit: int | None) -> Callable[[], None]:
-    """The preexec hook: kept to two syscalls, it runs in the forked child before exec."""
+def _check_access(spec: LaunchSpec, executable: str) -> None:
+    """The drone's user must be able to run the program (and read a script it is given): said
+    up front, naming the uid and the closed directory, instead of a bare EACCES."""
+    who = spec.run_as
+    if not who.changes:
+        return
+    closed = sandbox.inaccessible(executable, who)
+    if closed is None and len(spec.command) > 1:
+        script = os.path.join(spec.working_dir or os.getcwd(), spec.command[1])
+        if os.path.isfile(script):
+            closed = sandbox.inaccessible(script, who, script=True)
+    if closed is not None:
+        raise LaunchError(
+            "ExecFailed",
+            f"the drone runs as uid {who.describe()}, which cannot reach {closed!r}: make it "
+            "readable (scripts/drone-access does this for the interpreter) or set "
+            "securityContext.runAsUser in the AgentSpec",
+        )
+
+
+def _child_setup(
+    parent_pid: int, memory_limit: int | None, identity: sandbox.Identity
+) -> Callable[[], None]:
+    """The preexec hook: a few syscalls in the forked child before exec. The death signal is set
+    after the uid change, which would clear it."""
 
     def setup() -> None:
+        if memory_limit is not None:
+            resource.setrlimit(resource.RLIMIT_AS, (memory_limit, memory_limit))
+        sandbox.become(identity)
         if _prctl is not None:
             _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
             if os.getppid() != parent_pid:  # the parent died before prctl took effect
                 os._exit(137)
-        if memory_limit is not None:
-            resource.setrlimit(resource.RLIMIT_AS, (memory_limit, memory_limit))
 
     return setup
 
@@ -378,7 +398,9 @@ async def launch(spec: LaunchSpec, *, log: LogWriter | None = None) -> DroneProc
             cwd=spec.working_dir,
             env=env,
             start_new_session=True,
-            preexec_fn=_child_setup(os.getpid(), spec.memory_limit_bytes),
+            close_fds=True,  # stdio and nothing else: no socket or file of the node's
+            pass_fds=(),
+            preexec_fn=_child_setup(os.getpid(), spec.memory_limit_bytes, spec.run_as),
         )
     except OSError as exc:
         detail = exc.strerror or str(exc)

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import os
 import socket
 import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -22,6 +24,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from apiary.errors import Conflict, NotFound
+from apiary.node import sandbox
 from apiary.node.backoff import Backoff, BackoffPolicy
 from apiary.node.env import EnvError, SecretReader, resolve_env
 from apiary.node.gateway_budget import DroneMeter
@@ -59,6 +62,23 @@ class RunnerSettings:
     http_ready_timeout: float = 60.0
     """How long an http agent may take to answer its health path before it is restarted."""
 
+    drone_uid: int = sandbox.NOBODY
+    """The uid drones run as when the node is root and the AgentSpec names no
+    ``securityContext.runAsUser`` (docs/security.md)."""
+
+    drone_gid: int = sandbox.NOBODY
+    """The gid that goes with :attr:`drone_uid`."""
+
+    work_root: str | None = None
+    """Where drones' private directories (HOME, TMPDIR) live; outside the data dir, which no
+    drone may enter. None: ``<tmp>/apiary-drones-<hash of state_dir>``."""
+
+    def drones_root(self) -> str:
+        if self.work_root is not None:
+            return self.work_root
+        digest = hashlib.sha1(os.path.abspath(self.state_dir).encode()).hexdigest()[:12]
+        return os.path.join(tempfile.gettempdir(), f"apiary-drones-{digest}")
+
 
 def rfc3339(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -74,8 +94,7 @@ def agent_path(env: dict[str, str]) -> str:
     """PATH for agents: the directory of the Python running Apiary first, so that a ``python``
     agent finds the interpreter that has ``apiary.agent`` installed, then the agent's or ours."""
     here = os.path.dirname(sys.executable)
-    rest = env.get("PATH") or os.environ.get("PATH") or "/usr/local/bin:/usr/bin:/bin"
-    return here + os.pathsep + rest
+    return here + os.pathsep + (env.get("PATH") or sandbox.SAFE_PATH)
 
 
 class DroneRunner:
@@ -108,6 +127,8 @@ class DroneRunner:
         self.meter = DroneMeter.from_guardrails(self.spec.get("guardrails"))
         """Tokens the drone's LLM calls use, per message in flight (the gateway's budgets)."""
         self.supervisor: Supervisor | None = None
+        self.isolation: dict[str, str] = {}
+        """How the drone is confined (user, private dir, how its limits are enforced)."""
         self._runtime = DroneRuntimeStatus(phase="Starting")
         self._ready = False
         self._stopping = asyncio.Event()
@@ -201,6 +222,16 @@ class DroneRunner:
             env.setdefault("PORT", str(self.port))
             env.setdefault("APIARY_AGENT_PORT", str(self.port))
         command = list(runtime.get("command") or []) + list(runtime.get("args") or [])
+        identity = sandbox.drone_identity(
+            self.spec.get("securityContext"), self.settings.drone_uid, self.settings.drone_gid
+        )
+        home = sandbox.private_dir(self.settings.drones_root(), self.cell, self.name, identity)
+        self.isolation = {
+            "user": identity.describe(),
+            "home": home,
+            "memory": "RLIMIT_AS" if isinstance(memory, int) and memory > 0 else "unlimited",
+            "cpu": "not enforced" if isinstance(cpu, int) and cpu > 0 else "unlimited",
+        }
         return LaunchSpec(
             drone=self.name,
             cell=self.cell,
@@ -213,6 +244,8 @@ class DroneRunner:
             log_dir=os.path.join(self.settings.state_dir, "logs"),
             state_dir=os.path.join(self.settings.state_dir, "pids"),
             grace_period_seconds=self.settings.grace_period_seconds,
+            run_as=identity,
+            home_dir=home,
         )
 
     # ------------------------------------------------------------------------ callbacks
@@ -259,6 +292,8 @@ class DroneRunner:
         st["ready"] = self._ready and self._runtime.phase == "Running"
         if self.usage is not None:
             st["usage"] = self.usage
+        if self.isolation:
+            st["isolation"] = self.isolation
         return st
 
 

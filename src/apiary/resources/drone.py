@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, PlainValidator
 
-from apiary.resources.agentspec import Interface, Resources, Runtime
+from apiary.resources.agentspec import Interface, Resources, Runtime, SecurityContext
 from apiary.resources.base import ApiModel, DNSLabel, NonNegativeNumber
 from apiary.resources.guardrails import Guardrails
 from apiary.resources.meta import ApiObject, Status
@@ -29,6 +29,7 @@ class DroneSpec(ApiModel):
     task_tier: Literal["simple", "standard", "complex"] | None = None
     guardrails: Guardrails | None = None
     """Already merged: Cell defaults, AgentSpec, Hive, stage."""
+    security_context: SecurityContext | None = None
     hive: DNSLabel | None = None
     stage: str | None = Field(default=None, min_length=1, max_length=127)
     pattern: Literal["pipeline", "hierarchical", "swarm", "event-driven"] | None = None

@@ -15,12 +15,30 @@ TOKEN_FILE = "admin.token"
 
 
 def prepare_data_dir(path: Path) -> Path:
-    """Create the data dir (0700) if needed; refuse a path that is not a directory."""
+    """Create the data dir if needed and make it apiaryd's alone, whatever it was before: the dir
+    and every dir in it 0700, every file 0600 (store, journal, Comb, logs, token, key). Refuses a
+    path that is not a directory. Drones run as other users and must not enter it (DESIGN §9)."""
     path = path.expanduser()
     if path.exists() and not path.is_dir():
         raise NotADirectoryError(f"--data-dir {path} exists and is not a directory")
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    make_private(path)
     return path
+
+
+def make_private(root: Path) -> None:
+    """chmod 0700 every directory and 0600 every file under ``root`` (symlinks are left alone:
+    they are not followed, so a link cannot make us change a file outside)."""
+    os.chmod(root, 0o700)
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames:
+            full = os.path.join(dirpath, name)
+            if not os.path.islink(full):
+                os.chmod(full, 0o700)
+        for name in filenames:
+            full = os.path.join(dirpath, name)
+            if not os.path.islink(full):
+                os.chmod(full, 0o600)
 
 
 def load_or_create_token(data_dir: Path) -> str:

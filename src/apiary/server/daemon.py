@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import os
 import signal
 import socket
 import sys
@@ -33,7 +34,7 @@ from apiary.router.status import SessionStatusWriter
 from apiary.server.bootstrap import ensure_default_cell, load_or_create_token, prepare_data_dir
 from apiary.server.notify import Notifier
 from apiary.server.notify_metrics import NotifyMetrics
-from apiary.server.runtime import local_node_task, queen_task
+from apiary.server.runtime import local_node_task, queen_task, reap_local_orphans
 from apiary.server.settings import Settings
 from apiary.server.supervisor import Supervisor, TaskFactory
 from apiary.store import Store, StoreSettings, open_store
@@ -71,6 +72,7 @@ class Daemon:
 
     async def run(self) -> None:
         s = self.settings
+        os.umask(0o077)  # whatever apiaryd writes (stores, journal, logs) is its own only
         data_dir = prepare_data_dir(s.data_dir)
         self.token = load_or_create_token(data_dir)
         codec = codec_from_config(s.security.secret_key, s.security.secret_key_file, data_dir)
@@ -132,6 +134,10 @@ class Daemon:
         self.supervisor.add("reference-resolver", resolver.run)
         if self.comb is not None:
             self.supervisor.add("comb-sweeper", self._sweep_comb)
+        if s.runtime.local_node:
+            # What a crash left running (an agent's children holding descriptors) goes first,
+            # so it cannot hold our port or take requests meant for us.
+            await asyncio.to_thread(reap_local_orphans, s.data_dir)
         sock = _bind(s.http.host, s.http.port)
         config = uvicorn.Config(
             app,
@@ -263,7 +269,7 @@ def _bind(host: str, port: int) -> socket.socket:
         raise OSError(exc.errno, f"cannot listen on {host}:{port}: {exc.strerror}") from None
     sock.listen(2048)
     sock.setblocking(False)
-    sock.set_inheritable(True)
+    sock.set_inheritable(False)  # no agent process may ever hold the API's socket
     return sock
 
 

@@ -17,12 +17,16 @@ from apiary.controllers.autoscaler import Autoscaler, Backlog
 from apiary.controllers.leader import LeaderElector, LeaderSettings
 from apiary.controllers.sessions import SessionReaper
 from apiary.journal import Journal
+from apiary.logging import get_logger
 from apiary.node.agent import NodeAgent, NodeSettings
+from apiary.node.orphans import reap_orphans
 from apiary.server.drone_notices import DroneNotices
 from apiary.server.notify import Notifier
 from apiary.server.settings import Settings
 from apiary.server.supervisor import TaskFactory
 from apiary.store import Store
+
+log = get_logger("apiary.runtime")
 
 
 def queen_task(
@@ -90,6 +94,14 @@ def node_settings(settings: Settings, state_dir: Path) -> NodeSettings:
     if rt.node_memory:
         ns.memory_bytes = rt.node_memory
     return ns
+
+
+def reap_local_orphans(data_dir: Path) -> None:
+    """Kill what the embedded node's drones left running after a crash (blocking)."""
+    for rec in reap_orphans(data_dir / "node" / "pids"):
+        log.warning(
+            "killed orphaned agent process group", pgid=rec.pgid, drone=f"{rec.cell}/{rec.drone}"
+        )
 
 
 def local_node_task(

@@ -88,8 +88,9 @@ def _may(st: os.stat_result, uid: int, gid: int, bits: int) -> bool:
 
 def inaccessible(path: str, identity: Identity, *, script: bool = False) -> str | None:
     """The first component of ``path`` that ``identity`` cannot search, read or execute, or
-    None when it can run it (a ``script`` handed to an interpreter need only be readable). Checked for the path as given and for its resolved target, so a
-    symlink (a venv's ``python``) into a closed directory is caught."""
+    None when it can run it (a ``script`` handed to an interpreter need only be readable).
+    Checked for the path as given and for its resolved target, so a symlink (a venv's
+    ``python``) into a closed directory is caught."""
     if identity.uid is None or identity.uid == 0:
         return None
     gid = identity.gid if identity.gid is not None else identity.uid

@@ -15,6 +15,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -26,6 +27,7 @@ from apiary.client import AsyncApiClient
 from apiary.comb import open_comb
 from apiary.controllers import QueenSettings, run_controllers
 from apiary.node.agent import NodeAgent, NodeSettings
+from apiary.node.keeper import HeldSessions
 from apiary.node.keeperhttp import KeeperHttpServer
 from apiary.node.runner import RunnerSettings
 from apiary.store import Store, open_store
@@ -72,11 +74,22 @@ def session(cell: str, name: str) -> dict[str, Any]:
             "metadata": {"name": name, "namespace": cell}, "spec": {"hiveRef": "h"}}  # fmt: skip
 
 
+class FakeDrone:
+    """What the server looks up: a spec (``memory``) and a keeper's held sessions."""
+
+    def __init__(self, memory: str | None = None, *held: str) -> None:
+        self.spec: dict[str, Any] = {"memory": memory} if memory else {}
+        self.keeper = SimpleNamespace(held=HeldSessions())
+        for s in held:
+            self.keeper.held.add(s)
+
+
 async def test_tokens_paths_and_forwarding(cell: str) -> None:
     async with running_api(cell) as api:
         await api.client.create(session(cell, "s1"))
-        running = {(cell, "d1")}
-        keeper = KeeperHttpServer(api.client, allowed=lambda c, d: (c, d) in running)
+        await api.client.create(session(cell, "nope"))
+        running = {(cell, "d1"): FakeDrone("readwrite", f"{cell}/s1", "nope")}
+        keeper = KeeperHttpServer(api.client, drones=lambda c, d: running.get((c, d)))
         async with keeper:
             env = keeper.drone_env(cell, "d1")
             base = env["APIARY_KEEPER_URL"]
@@ -96,12 +109,14 @@ async def test_tokens_paths_and_forwarding(cell: str) -> None:
                 r = await c.get(f"{base}/memory/search", params={"q": "tea"})
                 assert [i["text"] for i in r.json()["items"]] == ["likes tea"]
                 # errors come back as the API's JSON
+                await api.client.delete("Session", "nope")
                 r = await c.get(f"{base}/comb/nope/k")
                 assert r.status_code == 404 and "Session 'nope'" in r.json()["message"]
                 r = await c.put(f"{base}/comb/s1/k", content=b"{not json")
                 assert r.status_code == 400 and "malformed JSON" in r.json()["message"]
                 r = await c.get(f"{keeper.url}/drones/{cell}/d1/nowhere")
-                assert r.status_code == 404 and r.json()["reason"] == "NotFound"
+                assert r.status_code == 403 and r.json()["reason"] == "Forbidden"
+                assert "reaches only comb/{session}" in r.json()["message"]
                 # another drone's path with this token, no token, a drone not running here
                 r = await c.get(f"{keeper.url}/drones/{cell}/d2/comb/s1")
                 assert r.status_code == 401
@@ -115,6 +130,104 @@ async def test_tokens_paths_and_forwarding(cell: str) -> None:
         r = await api.client.request("GET", f"/api/v1/cells/{cell}/sessions/s1/comb/hits")
         assert r.body["value"] == 3
     assert keeper.drone_env(cell, "d1") == {}
+
+
+async def test_a_token_reaches_only_the_sessions_its_drone_holds(cell: str) -> None:
+    async with running_api(cell) as api:
+        for name in ("a", "b"):
+            await api.client.create(session(cell, name))
+        await api.client.request(
+            "PUT", f"/api/v1/cells/{cell}/sessions/b/comb/secret", json_body={"value": "b's"}
+        )
+        drone = FakeDrone(None, f"{cell}/a")
+        keeper = KeeperHttpServer(api.client, drones=lambda c, d: drone if d == "d1" else None)
+        async with keeper:
+            env = keeper.drone_env(cell, "d1")
+            base = env["APIARY_KEEPER_URL"]
+            auth = {"Authorization": f"Bearer {env['APIARY_KEEPER_TOKEN']}"}
+            async with httpx.AsyncClient(headers=auth) as c:
+                assert (await c.put(f"{base}/comb/a/k", json={"value": 1})).status_code == 200
+                assert (await c.get(f"{base}/comb/a/k")).json()["value"] == 1
+                assert (await c.post(f"{base}/lists/a/log", json={"item": 1})).status_code == 200
+                for method, path in (
+                    ("GET", "comb/b/secret"), ("PUT", "comb/b/secret"), ("GET", "comb/b"),
+                    ("DELETE", "comb/b"), ("POST", "comb/b/n/incr"), ("GET", "lists/b/log"),
+                    ("POST", "lists/b/log"),
+                ):  # fmt: skip
+                    body = {"value": "x", "item": "x"} if method in ("PUT", "POST") else None
+                    r = await c.request(method, f"{base}/{path}", json=body)
+                    assert r.status_code == 403, (method, path, r.text)
+                    assert r.json()["message"] == f"drone {cell}/d1 holds no message of session b"
+                # the message of session a is answered: a is out of reach too
+                drone.keeper.held.release(f"{cell}/a")
+                r = await c.get(f"{base}/comb/a/k")
+                assert r.status_code == 403 and "holds no message of session a" in r.text
+        got = await api.client.request("GET", f"/api/v1/cells/{cell}/sessions/b/comb/secret")
+        assert got.body["value"] == "b's"
+
+
+@pytest.mark.parametrize(
+    ("memory", "search", "write"),
+    [(None, 403, 403), ("none", 403, 403), ("read", 200, 403), ("readwrite", 200, 201)],
+)
+async def test_long_term_memory_is_as_far_as_spec_memory_allows(
+    cell: str, memory: str | None, search: int, write: int
+) -> None:
+    async with running_api(cell) as api:
+        drone = FakeDrone(memory)
+        keeper = KeeperHttpServer(api.client, drones=lambda c, d: drone)
+        async with keeper:
+            env = keeper.drone_env(cell, "d1")
+            base = env["APIARY_KEEPER_URL"]
+            auth = {"Authorization": f"Bearer {env['APIARY_KEEPER_TOKEN']}"}
+            async with httpx.AsyncClient(headers=auth) as c:
+                r = await c.get(f"{base}/memory/search", params={"q": "tea"})
+                assert r.status_code == search, r.text
+                if search == 403:
+                    assert "spec.memory" in r.json()["message"]
+                r = await c.post(f"{base}/memory", json={"text": "likes tea"})
+                assert r.status_code == write, r.text
+                if write == 403:
+                    assert "spec.memory" in r.json()["message"]
+                    assert (await c.delete(f"{base}/memory/x")).status_code == 403
+                else:
+                    assert (await c.delete(f"{base}/memory/{r.json()['id']}")).status_code < 300
+
+
+async def test_paths_that_could_leave_the_keepers_routes_are_refused(cell: str) -> None:
+    async with running_api(cell) as api:
+        for name in ("s1", "victim"):
+            await api.client.create(session(cell, name))
+        drone = FakeDrone("readwrite", f"{cell}/s1", "..", ".")
+        keeper = KeeperHttpServer(api.client, drones=lambda c, d: drone)
+        async with keeper:
+            env = keeper.drone_env(cell, "d1")
+            base = env["APIARY_KEEPER_URL"]
+            auth = {"Authorization": f"Bearer {env['APIARY_KEEPER_TOKEN']}"}
+            # raw paths: no client-side normalisation of '..' or of percent escapes
+            async with httpx.AsyncClient(headers=auth) as c:
+                for method, path in (
+                    ("GET", "/comb/..%2Fvictim/secret"),
+                    ("GET", "/comb/s1%2F..%2Fvictim/secret"),
+                    ("GET", "/comb/s1/..%2F..%2Fvictim"),
+                    ("DELETE", "/comb/s1/.."),
+                    ("DELETE", "/comb/s1/%2E%2E"),
+                    ("GET", "/comb/../comb/victim"),
+                    ("DELETE", "/comb/%2e%2e"),
+                    ("GET", "/lists/s1/..%5Cx"),
+                    ("DELETE", "/memory/.."),
+                    ("DELETE", "/memory/..%2F..%2F..%2Fcells%2Fdefault"),
+                    ("GET", "/comb/s1/a%00b"),
+                ):  # fmt: skip
+                    url = httpx.URL(base + path)
+                    raw = url.raw_path  # send exactly what we wrote
+                    request = c.build_request(method, url)
+                    request.url = url.copy_with(raw_path=raw)
+                    r = await c.send(request)
+                    assert r.status_code in (400, 403), (method, path, r.status_code, r.text)
+        # nothing reached the API: s1 and victim are still there
+        for name in ("s1", "victim"):
+            assert (await api.client.get("Session", name, cell))["metadata"]["name"] == name
 
 
 AGENT = textwrap.dedent(

@@ -124,10 +124,10 @@ class NodeAgent:
         )
         self.registered = asyncio.Event()
         self.usage_sampler = GroupSampler()
-        self.keeper_http = KeeperHttpServer(
-            client, allowed=lambda cell, drone: self.find(cell, drone) is not None
-        )
-        """Agents' local HTTP endpoint (Comb memory): one per node, in every drone's env."""
+        self.keeper_http = KeeperHttpServer(client, drones=self.find)
+        """Agents' local HTTP endpoint (Comb memory): one per node, in every drone's env. A
+        drone's token reaches what :meth:`find` says it holds (its keeper's held sessions) and
+        its spec allows (``memory``)."""
 
         async def read(kind: str, cell: str, name: str) -> Obj:
             return await client.get(kind, name, cell, reveal=kind == "Secret")

@@ -9,7 +9,11 @@ as its API key. The gateway checks the caller (the keeper token of that drone), 
 the drone's AgentSpec names (``spec.llm``, :mod:`apiary.node.gateway_provider`), injects the
 default model, forwards with the provider's key (which the agent never sees) over one keep-alive
 ``httpx.AsyncClient``, and counts the tokens the provider reports in ``usage`` against the
-message the drone is working on (:mod:`apiary.node.gateway_budget`). For streams it asks the
+message the drone is working on (:mod:`apiary.node.gateway_budget`): the one named by
+``X-Apiary-Message-Id``, else the only one in flight — among the messages of the session named by
+``X-Apiary-Session-Id`` when the call names one (a session the drone holds no message of is a 403).
+A call no message in flight pays for is refused, so a drone's LLM use is always attributable to a
+session it holds. For streams it asks the
 provider for a final usage chunk (``stream_options.include_usage``) and hands the agent every
 event as it arrives — nothing buffers the answer; the usage chunk reaches the agent only if it
 asked for it. A provider that reports no usage is charged an estimate (4 characters a token), so
@@ -18,7 +22,8 @@ budgets still hold.
 Errors: the provider's own status and body reach the agent unchanged; a provider that cannot be
 reached is a 502; the gateway's refusals are OpenAI-style ``{"error": {"type", "message"}}``
 bodies (429 ``budget_exceeded``, 409 ``message_not_in_flight``, 404 ``llm_not_configured``,
-503 ``gateway_misconfigured``, 401/403 for a wrong token).
+503 ``gateway_misconfigured``, 401/403 for a wrong token, 403 ``permission_error`` for a session
+the drone holds no message of).
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ from apiary.node.keeperhttp import PREFIX, KeeperHttpServer
 log = logging.getLogger("apiary.node.gateway")
 
 MESSAGE_HEADER = "x-apiary-message-id"
+SESSION_HEADER = "x-apiary-session-id"
 CHARS_PER_TOKEN = 4
 PASSED_HEADERS = ("content-type", "x-request-id", "openai-processing-ms", "retry-after")
 
@@ -133,7 +139,7 @@ class LlmGateway:
 
     # ------------------------------------------------------------------------- plumbing
 
-    def _drone(self, request: Request) -> tuple[str, GatewayDrone]:
+    def _drone(self, request: Request) -> tuple[str, str, GatewayDrone]:
         try:
             cell, name = self.server.authenticate(request)
         except ApiaryError as exc:
@@ -143,7 +149,7 @@ class LlmGateway:
             raise GatewayRefusal(
                 403, "permission_error", f"drone {cell}/{name} is not running here"
             )
-        return cell, drone
+        return cell, name, drone
 
     async def _body(self, request: Request) -> dict[str, Any]:
         raw = bytearray()
@@ -168,11 +174,14 @@ class LlmGateway:
         self, request: Request, with_model: bool = True
     ) -> tuple[GatewayDrone, Provider, Tally, dict[str, Any]]:
         """Authenticate, parse, find the provider and the message, check the budgets."""
-        cell, drone = self._drone(request)
+        cell, name, drone = self._drone(request)
         body = await self._body(request)
         provider = await self.providers.resolve(cell, drone.spec)
         meter = drone.meter
-        tally = meter.pick(request.headers.get(MESSAGE_HEADER))
+        headers = request.headers
+        tally = meter.pick(
+            headers.get(MESSAGE_HEADER), headers.get(SESSION_HEADER), drone=f"{cell}/{name}"
+        )
         meter.admit(tally)
         if with_model and not body.get("model"):
             if not provider.model:
@@ -215,7 +224,7 @@ class LlmGateway:
 
     async def _models(self, request: Request) -> Response:
         try:
-            cell, drone = self._drone(request)
+            cell, _, drone = self._drone(request)
             provider = await self.providers.resolve(cell, drone.spec)
             url = provider.url("/models")
             try:
@@ -360,4 +369,4 @@ class _SseRelay:
             self.meter.charge(self.tally, *usage)
 
 
-__all__ = ["MESSAGE_HEADER", "GatewayDrone", "LlmGateway", "estimate", "usage_of"]
+__all__ = ["MESSAGE_HEADER", "SESSION_HEADER", "GatewayDrone", "LlmGateway", "estimate", "usage_of"]

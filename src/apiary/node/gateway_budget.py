@@ -16,7 +16,8 @@ ends over its budget, marks the tally ``exceeded``; the worker reports the messa
 agent that does not answer within :attr:`DroneMeter.stop_grace` seconds of the refusal.
 
 Calls that name no message in flight are refused: a token no message pays for would escape the
-per-request and the session budgets.
+per-request and the session budgets. A call that names a session (``X-Apiary-Session-Id``) must be
+for a message of that session in flight: a drone's LLM calls are for the sessions it holds only.
 """
 
 from __future__ import annotations
@@ -61,11 +62,20 @@ class Tally:
         "limit",
         "message_id",
         "prompt",
+        "session",
         "session_left",
     )
 
-    def __init__(self, message_id: str, limit: int | None, session_left: int | None) -> None:
+    def __init__(
+        self,
+        message_id: str,
+        limit: int | None,
+        session_left: int | None,
+        session: str | None = None,
+    ) -> None:
         self.message_id = message_id
+        self.session = session
+        """The session the message belongs to (``cell/name``), when the worker knows it."""
         self.limit = limit
         self.session_left = session_left
         self.prompt = 0
@@ -156,9 +166,11 @@ class DroneMeter:
 
     # ------------------------------------------------------------------- worker side
 
-    def begin(self, message_id: str, tokens_left: int | None = None) -> Tally:
-        """A message is handed to the agent; its calls are counted from now."""
-        tally = Tally(message_id, self.per_request, tokens_left)
+    def begin(
+        self, message_id: str, tokens_left: int | None = None, *, session: str | None = None
+    ) -> Tally:
+        """A message (of ``session``) is handed to the agent; its calls are counted from now."""
+        tally = Tally(message_id, self.per_request, tokens_left, session)
         if self.per_minute is not None:
             tally.bounded = True
         self.tallies[message_id] = tally
@@ -170,27 +182,43 @@ class DroneMeter:
 
     # ------------------------------------------------------------------ gateway side
 
-    def pick(self, message_id: str | None) -> Tally:
+    def pick(
+        self, message_id: str | None, session: str | None = None, *, drone: str = "this drone"
+    ) -> Tally:
         """The tally a call is for: the one named by ``X-Apiary-Message-Id``, else the only
-        message in flight."""
+        message in flight (of ``session``, the ``X-Apiary-Session-Id`` header, when named).
+
+        A named session the drone holds no message of is a 403: the call would be spent on a
+        session the drone has no business with."""
+        tallies = self.tallies
+        if session:
+            tallies = {k: t for k, t in tallies.items() if _same_session(t.session, session)}
+            if not tallies:
+                raise GatewayRefusal(
+                    403, "permission_error",
+                    f"drone {drone} holds no message of session {session!r} "
+                    "(X-Apiary-Session-Id): LLM calls are for the sessions it holds only",
+                )  # fmt: skip
         if message_id:
-            tally = self.tallies.get(message_id)
+            tally = tallies.get(message_id)
             if tally is None:
+                where = f" of session {session!r}" if session else ""
                 raise GatewayRefusal(
                     409, "message_not_in_flight",
-                    f"message {message_id!r} (X-Apiary-Message-Id) is not in flight on this drone",
+                    f"message {message_id!r} (X-Apiary-Message-Id){where} is not in flight on "
+                    "this drone",
                 )  # fmt: skip
             return tally
-        if len(self.tallies) == 1:
-            return next(iter(self.tallies.values()))
-        if not self.tallies:
+        if len(tallies) == 1:
+            return next(iter(tallies.values()))
+        if not tallies:
             raise GatewayRefusal(
                 409, "message_not_in_flight",
                 "no message is in flight on this drone: LLM calls are made while handling one",
             )  # fmt: skip
         raise GatewayRefusal(
             400, "invalid_request_error",
-            f"{len(self.tallies)} messages are in flight on this drone: name the one this call "
+            f"{len(tallies)} messages are in flight on this drone: name the one this call "
             "is for in the X-Apiary-Message-Id header",
         )  # fmt: skip
 
@@ -235,6 +263,14 @@ class DroneMeter:
             reason = tally.over()
             assert reason is not None
             tally.mark(reason, self.stop_grace)
+
+
+def _same_session(held: str | None, named: str) -> bool:
+    """A tally's session (``cell/name``, or unknown) against the one a call names (``cell/name``
+    or the bare name, as the SDK has it from the message)."""
+    if held is None:
+        return False
+    return held == named or ("/" not in named and held.rsplit("/", 1)[-1] == named)
 
 
 async def until_exceeded(tally: Tally, delivery: Awaitable[list[T]]) -> list[T]:

@@ -10,6 +10,12 @@ The keeper owns what is common to every interface: the ``interface.concurrency``
 cheap counters (delivered, failed, timeouts, crashes, in flight, a latency histogram). Everything
 on the per-message path is a counter increment or a bisect; nothing allocates per message beyond
 the message itself and one future.
+
+It also knows which sessions the drone holds a message of (:attr:`Keeper.held`): a session is
+held from the moment its message is handed to the agent until the keeper has taken the agent's
+final answer for it, or the delivery timed out, crashed or was abandoned. The keeper's HTTP
+server lets the drone's token reach only those sessions (docs/comb.md, "What a drone may
+reach").
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ __all__ = [
     "AgentCrashed",
     "AgentNotReady",
     "AgentProtocolError",
+    "HeldSessions",
     "InterfaceConfig",
     "Keeper",
     "KeeperStats",
@@ -110,6 +117,38 @@ class KeeperStats:
         }
 
 
+class HeldSessions:
+    """The sessions of the messages one drone holds now, with a count each (``concurrency`` > 1
+    may hold several messages of one session). Keys are sessions as the message names them:
+    ``cell/name`` on the wire (the router's session key), or a bare name."""
+
+    __slots__ = ("_counts",)
+
+    def __init__(self) -> None:
+        self._counts: dict[str, int] = {}
+
+    def add(self, session: str) -> None:
+        self._counts[session] = self._counts.get(session, 0) + 1
+
+    def release(self, session: str) -> None:
+        left = self._counts.get(session, 0) - 1
+        if left > 0:
+            self._counts[session] = left
+        else:
+            self._counts.pop(session, None)
+
+    def holds(self, cell: str, session: str) -> bool:
+        """Whether a message of session ``session`` of ``cell`` is in the drone's hands."""
+        counts = self._counts
+        return f"{cell}/{session}" in counts or ("/" not in session and session in counts)
+
+    def sessions(self) -> list[str]:
+        return sorted(self._counts)
+
+    def __len__(self) -> int:
+        return len(self._counts)
+
+
 class Keeper:
     """Relays messages to one agent process over its declared interface.
 
@@ -137,6 +176,8 @@ class Keeper:
         )
         self.name = name
         self.stats = KeeperStats()
+        self.held = HeldSessions()
+        """Sessions of the messages the agent holds now: what its keeper token may reach."""
         self.unsolicited: deque[Message] = deque(maxlen=keep_unsolicited)
         self._user_hook = on_unsolicited
         self._clock = clock
@@ -187,15 +228,23 @@ class Keeper:
 
     # -- the hot path ----------------------------------------------------------------------------
 
-    async def deliver(self, msg: Message, timeout: float | None = None) -> list[Message]:
+    async def deliver(
+        self, msg: Message, timeout: float | None = None, *, session: str | None = None
+    ) -> list[Message]:
         """Send ``msg``; return every output of the agent's turn, the last one ending it.
+
+        While the agent has it, ``session`` (default: the message's ``sessionId``) is in
+        :attr:`held`; it leaves when this returns or raises, whatever the reason.
 
         Raises :class:`ResponseTimeout`, :class:`AgentCrashed` (retry elsewhere),
         :class:`AgentProtocolError` (the agent's answer is unusable) or :class:`AgentNotReady`.
         """
         stats = self.stats
+        held = session or msg.session_id
         async with self._sem:
             stats.in_flight += 1
+            if held:
+                self.held.add(held)
             t0 = self._clock()
             try:
                 outputs = await self._channel.exchange(msg, timeout)
@@ -216,6 +265,8 @@ class Keeper:
                 raise
             finally:
                 stats.in_flight -= 1
+                if held:
+                    self.held.release(held)
             stats.delivered += 1
             stats.observe(self._clock() - t0)
             return outputs

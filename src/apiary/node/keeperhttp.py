@@ -1,4 +1,4 @@
-"""The node's local HTTP server for agents: Comb memory now, the LLM gateway later.
+"""The node's local HTTP server for agents: Comb memory, long-term memory, the LLM gateway.
 
 One server per node agent on ``127.0.0.1:<ephemeral>``. Each drone gets, in its environment,
 ``APIARY_KEEPER_URL=http://127.0.0.1:PORT/drones/<cell>/<drone>`` and ``APIARY_KEEPER_TOKEN``,
@@ -17,6 +17,17 @@ the control plane over HTTP only — under the drone's cell:
 A later feature adds routes with :meth:`KeeperHttpServer.add_routes` (e.g.
 ``/drones/{cell}/{drone}/v1/chat/completions``) and checks callers with
 :meth:`KeeperHttpServer.authenticate`, on the same server.
+
+Authority: one drone, one message (DESIGN §9, docs/comb.md "What a drone may reach"). A token is
+good for its own drone's paths, and within them:
+
+* ``comb`` and ``lists`` of a session only while the drone holds a message of that session
+  (:attr:`apiary.node.keeper.Keeper.held`: from delivery until its final answer is taken, or the
+  delivery timed out or was abandoned) — else 403 ``drone c/d holds no message of session s``;
+* ``memory`` (the drone's own cell's long-term memory) only as far as the AgentSpec's
+  ``spec.memory`` allows: ``read`` searches, ``readwrite`` also remembers and forgets;
+* anything else is a 403 naming what a drone may reach. A path part that is ``.``/``..``, holds
+  an encoded ``/`` or backslash, or a control character is a 400 and never reaches the API.
 """
 
 from __future__ import annotations
@@ -28,8 +39,8 @@ import hmac
 import logging
 import secrets
 import socket
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Literal, Protocol
 from urllib.parse import quote
 
 import orjson
@@ -42,11 +53,42 @@ from starlette.routing import BaseRoute, Route
 
 from apiary.client import AsyncApiClient
 from apiary.errors import ApiaryError, BadRequest, Forbidden, PayloadTooLarge, Unauthorized
+from apiary.node.keeper import HeldSessions
 
 log = logging.getLogger("apiary.node")
 
 Allowed = Callable[[str, str], bool]
 PREFIX = "/drones/{cell}/{drone}"
+
+Scope = Literal["session", "memory:read", "memory:write"]
+"""What a route reaches: a held session's Comb/lists, or the cell's long-term memory."""
+
+MEMORY_MODES = ("none", "read", "readwrite")
+"""``AgentSpec.spec.memory``: what a drone may do with its cell's long-term memory."""
+
+REACH = (
+    "a drone's token reaches only comb/{session} and lists/{session} of the sessions it holds "
+    "a message of, memory as its AgentSpec's spec.memory allows, and the LLM gateway (/v1)"
+)
+
+
+class _Holder(Protocol):
+    @property
+    def held(self) -> HeldSessions: ...
+
+
+class KeeperDrone(Protocol):
+    """What the server needs of a drone running here (a DroneRunner): its spec (for
+    ``memory``) and its keeper (for the sessions it holds)."""
+
+    @property
+    def spec(self) -> Mapping[str, Any]: ...
+
+    @property
+    def keeper(self) -> _Holder: ...
+
+
+Lookup = Callable[[str, str], KeeperDrone | None]
 
 
 def _json(body: Any, status: int = 200) -> Response:
@@ -58,17 +100,33 @@ def _error(exc: ApiaryError) -> Response:
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
-    """Unknown paths and wrong methods answer JSON like the API, not Starlette's plain text."""
+    """Unknown paths are a 403 naming what a drone may reach, wrong methods a 405, both JSON
+    like the API, not Starlette's plain text."""
     assert isinstance(exc, HTTPException)
-    reason = {404: "NotFound", 405: "MethodNotAllowed"}.get(exc.status_code, "Error")
-    message = {404: "no such keeper route", 405: "method not allowed on this route"}.get(
-        exc.status_code, str(exc.detail)
-    )
+    if exc.status_code == 404:
+        return _error(Forbidden(f"no keeper route {request.url.path!r}: {REACH}"))
+    reason = {405: "MethodNotAllowed"}.get(exc.status_code, "Error")
+    message = {405: "method not allowed on this route"}.get(exc.status_code, str(exc.detail))
     return _json({"code": exc.status_code, "reason": reason, "message": message}, exc.status_code)
 
 
 def _q(part: str) -> str:
     return quote(part, safe="")
+
+
+_ENCODED_SEPARATORS = (b"%2f", b"%5c", b"%00")
+
+
+def check_path(request: Request) -> None:
+    """Refuse (400) a path whose parts could reach another API path once forwarded: an encoded
+    ``/`` or backslash (Starlette routes on the decoded path, so ``..%2Fother`` would split into
+    two parts), a ``.`` or ``..`` part, a backslash or a control character in a part."""
+    raw = bytes(request.scope.get("raw_path") or b"").lower()
+    if any(sep in raw for sep in _ENCODED_SEPARATORS):
+        raise BadRequest("an encoded '/', '\\' or NUL in a keeper path is not allowed")
+    for name, part in request.path_params.items():
+        if part in (".", "..") or "/" in part or "\\" in part or any(ord(c) < 32 for c in part):
+            raise BadRequest(f"{name} {part!r} is not a valid path part")
 
 
 class KeeperHttpServer:
@@ -81,11 +139,21 @@ class KeeperHttpServer:
         host: str = "127.0.0.1",
         port: int = 0,
         allowed: Allowed | None = None,
+        drones: Lookup | None = None,
         max_body_bytes: int = 1 << 20,
     ) -> None:
         self.client = client
         self.host = host
         self.port = port
+        self.drones = drones
+        """The drone running here by (cell, name): what it holds and what its spec allows.
+        Without it no drone holds anything, so no session and no memory is reachable."""
+        if allowed is None and drones is not None:
+            lookup = drones
+
+            def allowed(cell: str, drone: str) -> bool:
+                return lookup(cell, drone) is not None
+
         self.allowed = allowed
         self.max_body_bytes = max_body_bytes
         self._key = secrets.token_bytes(32)
@@ -129,6 +197,28 @@ class KeeperHttpServer:
         if self.allowed is not None and not self.allowed(cell, drone):
             raise Forbidden(f"drone {cell}/{drone} does not run on this node")
         return cell, drone
+
+    def authorize(self, cell: str, drone: str, scope: Scope, session: str | None = None) -> None:
+        """Raise :class:`Forbidden` (with the reason) unless the drone may reach ``scope``."""
+        running = self.drones(cell, drone) if self.drones is not None else None
+        if scope == "session":
+            assert session is not None
+            if running is None or not running.keeper.held.holds(cell, session):
+                raise Forbidden(f"drone {cell}/{drone} holds no message of session {session}")
+            return
+        mode = (running.spec if running is not None else {}).get("memory") or "none"
+        if mode not in MEMORY_MODES:
+            mode = "none"
+        if scope == "memory:read" and mode in ("read", "readwrite"):
+            return
+        if scope == "memory:write" and mode == "readwrite":
+            return
+        want = "read" if scope == "memory:read" else "readwrite"
+        raise Forbidden(
+            f"drone {cell}/{drone} may not {'search' if want == 'read' else 'write'} the "
+            f"long-term memory of cell {cell}: its AgentSpec's spec.memory is {mode!r}, "
+            f"this needs {want!r}"
+        )
 
     # ------------------------------------------------------------------------ serving
 
@@ -211,16 +301,23 @@ class KeeperHttpServer:
         except orjson.JSONDecodeError as exc:
             raise BadRequest(f"malformed JSON body: {exc}") from None
 
-    def _forwarder(self, api_path: Callable[[str, dict[str, str]], str]) -> Any:
-        """A handler that authenticates, then replays the request on ``api_path`` of the API."""
+    def _forwarder(
+        self, api_path: Callable[[str, dict[str, str]], str], scope: Scope | None = None
+    ) -> Any:
+        """A handler that authenticates, checks the path and the drone's authority over
+        ``scope`` (default: the route's ``{session}``), then replays the request on
+        ``api_path`` of the API."""
 
         async def handle(request: Request) -> Response:
             try:
-                cell, _ = self.authenticate(request)
+                cell, drone = self.authenticate(request)
+                check_path(request)
+                params = dict(request.path_params)
+                self.authorize(cell, drone, scope or "session", params.get("session"))
                 body = await self._body(request) if request.method in ("PUT", "POST") else None
                 answer = await self.client.request(
                     request.method,
-                    api_path(cell, dict(request.path_params)),
+                    api_path(cell, params),
                     params=dict(request.query_params) or None,
                     json_body=body,
                 )
@@ -259,18 +356,18 @@ class KeeperHttpServer:
                 forward(lambda c, p: session(c, p) + "/lists/" + _q(p["name"])),
                 methods=["GET", "POST"],
             ),
-            Route(PREFIX + "/memory", forward(memory), methods=["POST"]),
+            Route(PREFIX + "/memory", forward(memory, "memory:write"), methods=["POST"]),
             Route(
                 PREFIX + "/memory/search",
-                forward(lambda c, p: memory(c, p) + "/search"),
+                forward(lambda c, p: memory(c, p) + "/search", "memory:read"),
                 methods=["GET"],
             ),
             Route(
                 PREFIX + "/memory/{id}",
-                forward(lambda c, p: memory(c, p) + "/" + _q(p["id"])),
+                forward(lambda c, p: memory(c, p) + "/" + _q(p["id"]), "memory:write"),
                 methods=["DELETE"],
             ),
         ]
 
 
-__all__ = ["KeeperHttpServer"]
+__all__ = ["MEMORY_MODES", "KeeperDrone", "KeeperHttpServer", "check_path"]

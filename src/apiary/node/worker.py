@@ -210,9 +210,17 @@ class StageWorker:
         outputs: list[Message] = []
         heartbeat = _KeepAlive(delivery, self._beat)
         meter = self.meter
-        tally = meter.begin(message.id, dispatch.tokens_left) if meter is not None else None
+        tally = (
+            meter.begin(message.id, dispatch.tokens_left, session=dispatch.session)
+            if meter is not None
+            else None
+        )
         try:
-            answer = self.keeper.deliver(message, timeout=dispatch.timeout or self.timeout)
+            # The dispatch's session (the router's word, not the message's) is what the drone
+            # holds, so what its keeper token reaches, until the answer is taken.
+            answer = self.keeper.deliver(
+                message, timeout=dispatch.timeout or self.timeout, session=dispatch.session
+            )
             if tally is not None and tally.bounded:  # watched: stopped when out of tokens
                 outputs = await until_exceeded(tally, answer)
             else:

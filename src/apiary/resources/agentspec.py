@@ -221,6 +221,10 @@ class AgentSpecSpec(ApiModel):
     """How demanding the agent's tasks are; the LLM gateway picks a model class from it."""
     guardrails: Guardrails | None = None
     llm: Llm | None = None
+    memory: Literal["none", "read", "readwrite"] | None = None
+    """The drone's reach into its own cell's long-term memory through its keeper: unset or
+    ``none``, none (a 403 naming ``spec.memory``); ``read``, search; ``readwrite``, also remember
+    and forget. Another cell's memory is never reachable (docs/comb.md)."""
 
     @model_validator(mode="after")
     def _replicas_in_range(self) -> AgentSpecSpec:

@@ -11,7 +11,9 @@
 
 The node forwards each call to the provider named by the AgentSpec's ``spec.llm`` with a key the
 agent never sees, counts the tokens and enforces the budgets (docs/gateway.md). Every call names
-the message it is for (``X-Apiary-Message-Id``), so ``interface.concurrency`` > 1 is counted right.
+the message it is for (``X-Apiary-Message-Id``) and its session (``X-Apiary-Session-Id``), so
+``interface.concurrency`` > 1 is counted right, and a call is only ever for a session the drone
+holds a message of (else 403 ``permission_error``).
 A call over budget raises :class:`LlmError` with ``type == "budget_exceeded"`` (status 429): the
 message has failed, and the agent should stop working on it.
 
@@ -48,14 +50,16 @@ def _messages(messages: Any) -> list[Any]:
 
 
 class Llm:
-    """OpenAI-style calls for one message (``message_id``) through the drone's gateway."""
+    """OpenAI-style calls for one message (``message_id`` of ``session``) through the drone's
+    gateway."""
 
-    __slots__ = ("message_id", "timeout", "token", "url")
+    __slots__ = ("message_id", "session", "timeout", "token", "url")
 
     def __init__(
         self,
         message_id: str | None = None,
         *,
+        session: str | None = None,
         url: str | None = None,
         token: str | None = None,
         timeout: float = 300.0,
@@ -63,6 +67,7 @@ class Llm:
         self.url = (url or os.environ.get("APIARY_KEEPER_URL") or "").rstrip("/")
         self.token = token or os.environ.get("APIARY_KEEPER_TOKEN") or ""
         self.message_id = message_id
+        self.session = session
         self.timeout = timeout
 
     def _open(self, method: str, path: str, body: Any = None) -> Any:
@@ -80,6 +85,8 @@ class Llm:
             req.add_header("Content-Type", "application/json")
         if self.message_id:
             req.add_header("X-Apiary-Message-Id", self.message_id)
+        if self.session:
+            req.add_header("X-Apiary-Session-Id", self.session)
         try:
             return urlopen(req, timeout=self.timeout)
         except HTTPError as exc:

@@ -101,7 +101,7 @@ class Context:
         """The drone's LLM gateway, counting against this message (see apiary.agent.llm)."""
         from apiary.agent.llm import Llm
 
-        return Llm(self.message.id)
+        return Llm(self.message.id, session=self.message.session_id)
 
     def _push(self, out: Message) -> None:
         m = self.message

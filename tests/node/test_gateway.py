@@ -307,3 +307,45 @@ async def test_the_sdk_helper_names_its_message_and_raises_on_refusals(env: Env)
     with pytest.raises(LlmError) as nowhere:
         Llm("m1", url="", token="").chat("x")
     assert nowhere.value.type == "no_keeper"
+
+
+async def test_a_call_is_for_a_session_the_drone_holds(env: Env) -> None:
+    """Message ids are scoped by session: two messages ``m1`` of sessions a and b may be in
+    flight at once; the session header tells them apart, and a session not held is a 403."""
+    in_a = env.drone.meter.begin("m1", session=f"{CELL}/a")
+    in_b = env.drone.meter.begin("m1", session=f"{CELL}/b")
+
+    async def call(**headers: str) -> httpx.Response:
+        return await env.http.post(
+            env.base + "/chat/completions", json={"messages": [{"role": "user", "content": "x"}]},
+            headers={**env.headers, **headers},
+        )  # fmt: skip
+
+    ambiguous = await call(**{"X-Apiary-Message-Id": "m1"})
+    assert ambiguous.status_code == 400 and "X-Apiary-Session-Id" in ambiguous.text
+    r = await call(**{"X-Apiary-Message-Id": "m1", "X-Apiary-Session-Id": f"{CELL}/b"})
+    assert r.status_code == 200 and in_b.usage == (10, 5) and in_a.usage == (0, 0)
+    r = await call(**{"X-Apiary-Session-Id": "a"})  # the bare name; the only message of a
+    assert r.status_code == 200 and in_a.usage == (10, 5)
+    refused = await call(**{"X-Apiary-Message-Id": "m1", "X-Apiary-Session-Id": f"{CELL}/c"})
+    assert refused.status_code == 403, refused.text
+    error = refused.json()["error"]
+    assert error["type"] == "permission_error"
+    assert f"drone {CELL}/{DRONE} holds no message of session '{CELL}/c'" in error["message"]
+    env.drone.meter.end("m1", session=f"{CELL}/a")
+    after = await call(**{"X-Apiary-Session-Id": f"{CELL}/a"})  # its answer was taken
+    assert after.status_code == 403
+    assert len(env.fake.chat_calls()) == 2  # refused calls never reach the provider
+
+
+async def test_the_sdk_names_the_session_of_its_message(env: Env) -> None:
+    base = env.base.removesuffix("/v1")
+    token = env.keeper.token_for(CELL, DRONE)
+    mine = env.drone.meter.begin("m1", session=f"{CELL}/a")
+    env.drone.meter.begin("m1", session=f"{CELL}/b")
+    llm = Llm("m1", session=f"{CELL}/a", url=base, token=token)
+    assert await asyncio.to_thread(llm.chat, "hi") == "echo: hi"
+    assert mine.usage != (0, 0)
+    with pytest.raises(LlmError) as refused:
+        await asyncio.to_thread(Llm("m1", session=f"{CELL}/z", url=base, token=token).chat, "x")
+    assert (refused.value.status, refused.value.type) == (403, "permission_error")

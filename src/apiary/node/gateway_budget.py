@@ -142,7 +142,9 @@ class DroneMeter:
         self.window = window
         self.stop_grace = stop_grace
         """Seconds an agent may still take to answer after its message ran out of tokens."""
-        self.tallies: dict[str, Tally] = {}
+        self.tallies: dict[tuple[str, str], Tally] = {}
+        """By (session, message id): message ids are scoped by session, so two messages in
+        flight on one drone may share an id."""
         self._spent: deque[tuple[float, int]] = deque()
         self._spent_sum = 0
         self.total = (0, 0)
@@ -173,12 +175,12 @@ class DroneMeter:
         tally = Tally(message_id, self.per_request, tokens_left, session)
         if self.per_minute is not None:
             tally.bounded = True
-        self.tallies[message_id] = tally
+        self.tallies[(session or "", message_id)] = tally
         return tally
 
-    def end(self, message_id: str) -> Tally | None:
+    def end(self, message_id: str, *, session: str | None = None) -> Tally | None:
         """The message is done (answered, failed or given up); later calls for it are refused."""
-        return self.tallies.pop(message_id, None)
+        return self.tallies.pop((session or "", message_id), None)
 
     # ------------------------------------------------------------------ gateway side
 
@@ -190,9 +192,9 @@ class DroneMeter:
 
         A named session the drone holds no message of is a 403: the call would be spent on a
         session the drone has no business with."""
-        tallies = self.tallies
+        tallies = list(self.tallies.values())
         if session:
-            tallies = {k: t for k, t in tallies.items() if _same_session(t.session, session)}
+            tallies = [t for t in tallies if _same_session(t.session, session)]
             if not tallies:
                 raise GatewayRefusal(
                     403, "permission_error",
@@ -200,17 +202,23 @@ class DroneMeter:
                     "(X-Apiary-Session-Id): LLM calls are for the sessions it holds only",
                 )  # fmt: skip
         if message_id:
-            tally = tallies.get(message_id)
-            if tally is None:
+            named = [t for t in tallies if t.message_id == message_id]
+            if len(named) > 1:
+                raise GatewayRefusal(
+                    400, "invalid_request_error",
+                    f"{len(named)} messages {message_id!r} of different sessions are in flight "
+                    "on this drone: name the session in the X-Apiary-Session-Id header",
+                )  # fmt: skip
+            if not named:
                 where = f" of session {session!r}" if session else ""
                 raise GatewayRefusal(
                     409, "message_not_in_flight",
                     f"message {message_id!r} (X-Apiary-Message-Id){where} is not in flight on "
                     "this drone",
                 )  # fmt: skip
-            return tally
+            return named[0]
         if len(tallies) == 1:
-            return next(iter(tallies.values()))
+            return tallies[0]
         if not tallies:
             raise GatewayRefusal(
                 409, "message_not_in_flight",

@@ -237,7 +237,7 @@ class StageWorker:
         finally:
             heartbeat.cancel()
             if meter is not None:
-                meter.end(message.id)
+                meter.end(message.id, session=dispatch.session)
         usage = (0, 0)
         if tally is not None:
             usage = tally.usage

@@ -298,3 +298,126 @@ async def test_an_sdk_agent_increments_a_counter_the_api_shows(cell: str, tmp_pa
         finally:
             stop.set()
             await asyncio.wait_for(asyncio.gather(node_task, queen, return_exceptions=True), 15)
+
+
+PROBE = textwrap.dedent(
+    """
+    import json, os, sys, urllib.error, urllib.request
+
+    URL, TOKEN = os.environ["APIARY_KEEPER_URL"], os.environ["APIARY_KEEPER_TOKEN"]
+
+    def call(method, path, body=None):
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(URL + path, data=data, method=method)
+        req.add_header("Authorization", "Bearer " + TOKEN)
+        req.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return r.status
+        except urllib.error.HTTPError as e:
+            return e.code
+
+    for line in sys.stdin:
+        msg = json.loads(line)
+        own = msg["sessionId"].rsplit("/", 1)[-1]
+        other = msg["payload"]["other"]
+        print(json.dumps({
+            "own:write": call("PUT", f"/comb/{own}/k", {"value": 1}),
+            "own:read": call("GET", f"/comb/{own}/k"),
+            "own:list": call("POST", f"/lists/{own}/log", {"item": 1}),
+            "other:read": call("GET", f"/comb/{other}/secret"),
+            "other:write": call("PUT", f"/comb/{other}/secret", {"value": "x"}),
+            "other:keys": call("GET", f"/comb/{other}"),
+            "other:list": call("GET", f"/lists/{other}/log"),
+            "other:dotdot": call("GET", f"/comb/..%2F{other}/secret"),
+            "own:dotdot": call("DELETE", f"/comb/{own}/%2E%2E"),
+            "memory:search": call("GET", "/memory/search?q=plan"),
+            "memory:write": call("POST", "/memory", {"text": "a plan"}),
+        }), flush=True)
+    """
+)
+
+
+async def test_real_drones_reach_only_what_they_hold_and_their_spec_allows(
+    cell: str, tmp_path: Path
+) -> None:
+    """Three real agent processes (spec.memory unset, read, readwrite) on a real node agent, each
+    holding a message of session a while session b lives in the same cell."""
+    async with running_api(cell) as api:
+        stop = asyncio.Event()
+        queen = asyncio.create_task(run_controllers(api.store, QueenSettings(), stop))
+        state = str(tmp_path / "node")
+        node = NodeAgent(
+            api.client,
+            NodeSettings(
+                name="node-p", state_dir=state, heartbeat_seconds=0.5,
+                runner=RunnerSettings(state_dir=state, grace_period_seconds=2.0),
+            ),
+        )  # fmt: skip
+        node_task = asyncio.create_task(node.run(stop))
+        try:
+            for name in ("a", "b"):
+                await api.client.create(session(cell, name))
+            b_secret = f"/api/v1/cells/{cell}/sessions/b/comb/secret"
+            await api.client.request("PUT", b_secret, json_body={"value": "b's"})
+            modes = {"plain": None, "reader": "read", "writer": "readwrite"}
+            for agent_name, memory in modes.items():
+                spec: dict[str, Any] = {
+                    "runtime": {"command": [sys.executable, "-c", PROBE]},
+                    "interface": {"type": "stdin"},
+                    "resources": {"requests": {"cpu": 100, "memory": 16_000_000}},
+                }
+                if memory:
+                    spec["memory"] = memory
+                await api.client.apply(
+                    {"apiVersion": "apiary.io/v1", "kind": "AgentSpec",
+                     "metadata": {"name": agent_name, "namespace": cell}, "spec": spec}
+                )  # fmt: skip
+            await api.client.apply(
+                {"apiVersion": "apiary.io/v1", "kind": "Hive",
+                 "metadata": {"name": "h", "namespace": cell},
+                 "spec": {"pattern": "pipeline",
+                          "stages": [{"name": n, "agentRef": n, "replicas": 1} for n in modes]}}
+            )  # fmt: skip
+            deadline = time.monotonic() + 20
+            while True:
+                drones = (await api.client.list("Drone", cell))["items"]
+                ready = [d for d in drones if (d.get("status") or {}).get("ready")]
+                if len(ready) == len(modes):
+                    break
+                if time.monotonic() > deadline:
+                    pytest.fail(f"the drones never became ready: {drones}")
+                await asyncio.sleep(0.02)
+            found: dict[str, dict[str, int]] = {}
+            for d in ready:
+                agent_name = d["spec"]["agentSpec"]
+                assert d["spec"].get("memory") == modes[agent_name]  # from the template
+                runner = node.find(cell, d["metadata"]["name"])
+                assert runner is not None
+                out = await runner.keeper.deliver(
+                    Message({"other": "b"}, "task", session_id=f"{cell}/a"), timeout=15
+                )
+                found[agent_name] = out[-1].payload
+                assert len(runner.keeper.held) == 0  # the answer is taken: a is not held
+                # the same token, now that the drone holds nothing, reaches nothing
+                env = node.keeper_http.drone_env(cell, runner.name)
+                auth = {"Authorization": f"Bearer {env['APIARY_KEEPER_TOKEN']}"}
+                async with httpx.AsyncClient(headers=auth) as c:
+                    r = await c.get(env["APIARY_KEEPER_URL"] + "/comb/a/k")
+                    assert r.status_code == 403, r.text
+                    assert "holds no message of session a" in r.json()["message"]
+            print(found)
+            for agent_name, got in found.items():
+                assert (got["own:write"], got["own:read"], got["own:list"]) == (200, 200, 200)
+                for attack in ("other:read", "other:write", "other:keys", "other:list"):
+                    assert got[attack] == 403, (agent_name, attack, got[attack])
+                assert got["other:dotdot"] in (400, 403) and got["own:dotdot"] in (400, 403)
+            assert (found["plain"]["memory:search"], found["plain"]["memory:write"]) == (403, 403)
+            assert (found["reader"]["memory:search"], found["reader"]["memory:write"]) == (200, 403)
+            assert (found["writer"]["memory:search"], found["writer"]["memory:write"]) == (200, 201)
+            assert (await api.client.request("GET", b_secret)).body["value"] == "b's"
+            assert (await api.client.get("Session", "a", cell))["metadata"]["name"] == "a"
+            await api.client.delete("Hive", "h")
+        finally:
+            stop.set()
+            await asyncio.wait_for(asyncio.gather(node_task, queen, return_exceptions=True), 15)

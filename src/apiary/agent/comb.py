@@ -8,6 +8,11 @@
         facts = ctx.comb.search("what the user likes", limit=3)   # the cell's long-term memory
         return f"turn {n}"
 
+The keeper lets a drone reach the session of a message only while it holds that message (until
+its answer is taken), and the cell's long-term memory only as far as the AgentSpec's
+``spec.memory`` allows (``read``: search; ``readwrite``: also remember/forget); anything else is a
+:class:`CombError` with status 403 and the reason (docs/comb.md, "What a drone may reach").
+
 The node puts ``APIARY_KEEPER_URL`` and ``APIARY_KEEPER_TOKEN`` in every drone's environment.
 ``urllib`` is imported on first use, not with :mod:`apiary.agent`, so an agent that never touches
 its memory pays nothing at start-up.
@@ -65,6 +70,8 @@ class Comb:
         return cls(message.session_id)
 
     def with_session(self, session: str) -> Comb:
+        """The same keeper, another session: reachable only while the drone holds a message
+        of it (else every call is a 403 :class:`CombError`)."""
         return Comb(session, url=self.url, token=self.token, timeout=self.timeout)
 
     # ---------------------------------------------------------------- plumbing

@@ -42,7 +42,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from apiary.errors import FieldDetail, Invalid
-from apiary.node import orphans, sandbox
+from apiary.node import cgroups, orphans, sandbox
 from apiary.node.backoff import Backoff, BackoffPolicy
 from apiary.node.logs import DEFAULT_BACKUPS, DEFAULT_MAX_BYTES, LogWriter, drone_log_path
 
@@ -92,6 +92,7 @@ class LaunchSpec:
     stream_limit_bytes: int = 16 * 1024 * 1024  # longest stdout line the keeper can read
     run_as: sandbox.Identity = field(default_factory=sandbox.Identity)
     home_dir: str | None = None  # the drone's private HOME/TMPDIR (:mod:`.sandbox`)
+    cgroup_root: cgroups.CgroupRoot | None = None  # limits by cgroup v2 (:mod:`.cgroups`)
 
     def __post_init__(self) -> None:
         errors: list[FieldDetail] = []
@@ -189,12 +190,18 @@ def _check_access(spec: LaunchSpec, executable: str) -> None:
 
 
 def _child_setup(
-    parent_pid: int, memory_limit: int | None, identity: sandbox.Identity
+    parent_pid: int,
+    memory_limit: int | None,
+    identity: sandbox.Identity,
+    cgroup_procs: int | None = None,
 ) -> Callable[[], None]:
-    """The preexec hook: a few syscalls in the forked child before exec. The death signal is set
-    after the uid change, which would clear it."""
+    """The preexec hook: a few syscalls in the forked child before exec. The cgroup is joined
+    first (while still privileged); the death signal is set after the uid change, which would
+    clear it."""
 
     def setup() -> None:
+        if cgroup_procs is not None:
+            cgroups.join(cgroup_procs)
         if memory_limit is not None:
             resource.setrlimit(resource.RLIMIT_AS, (memory_limit, memory_limit))
         sandbox.become(identity)
@@ -270,8 +277,13 @@ class DroneProcess:
         transport: asyncio.SubprocessTransport,
         protocol: _DroneProtocol,
         log: LogWriter | None,
+        cgroup: str | None = None,
     ) -> None:
         self.spec = spec
+        self.cgroup = cgroup
+        """The drone's own cgroup v2 directory, when its limits are enforced by one."""
+        self.limits = enforcement(spec, cgroup)
+        """How each limit is enforced: ``{"memory": ..., "cpu": ...}`` (:func:`enforcement`)."""
         self.process = process = asyncio.subprocess.Process(
             transport, protocol, asyncio.get_running_loop()
         )
@@ -347,6 +359,8 @@ class DroneProcess:
         _, pending = await asyncio.wait(self._pumps, timeout=_PUMP_DRAIN_SECONDS)
         for task in pending:
             task.cancel()
+        if self.cgroup is not None:
+            await _remove_cgroup(self.cgroup)
         if self.spec.state_dir is not None:
             orphans.forget_process(self.spec.state_dir, self.spec.cell, self.spec.drone, self.pid)
         return rc
@@ -381,12 +395,64 @@ class DroneProcess:
                 )
 
 
+def enforcement(spec: LaunchSpec, cgroup: str | None) -> dict[str, str]:
+    """How the spec's limits hold: memory ``cgroup`` | ``rlimit`` (``RLIMIT_AS``) |
+    ``unlimited``; cpu ``cgroup`` | ``not enforced (no writable cgroup v2)`` | ``unlimited``."""
+    root = spec.cgroup_root if cgroup is not None else None
+    memory = cpu = "unlimited"
+    if spec.memory_limit_bytes is not None:
+        memory = "cgroup" if root is not None and root.enforces("memory") else "rlimit"
+    if spec.cpu_limit_millicores is not None:
+        if root is not None and root.enforces("cpu"):
+            cpu = "cgroup"
+        else:
+            cpu = "not enforced (no writable cgroup v2)"
+    return {"memory": memory, "cpu": cpu}
+
+
+def _make_cgroup(spec: LaunchSpec) -> str | None:
+    """The drone's cgroup with its limits written, when the node has cgroup v2 and the spec has a
+    limit; None otherwise (then ``RLIMIT_AS`` applies)."""
+    root = spec.cgroup_root
+    if root is None or (spec.memory_limit_bytes is None and spec.cpu_limit_millicores is None):
+        return None
+    try:
+        return cgroups.create(
+            root,
+            f"{spec.cell}__{spec.drone}",
+            memory_bytes=spec.memory_limit_bytes,
+            cpu_millicores=spec.cpu_limit_millicores,
+        )
+    except OSError as exc:
+        raise LaunchError(
+            "SandboxFailed", f"cannot set up the drone's cgroup under {root.path}: {exc}"
+        ) from exc
+
+
+async def _remove_cgroup(path: str) -> None:
+    """Remove the drone's cgroup once the processes killed in it are gone (they take a moment)."""
+    for _ in range(50):
+        if cgroups.remove(path):
+            return
+        await asyncio.sleep(0.01)
+
+
 async def launch(spec: LaunchSpec, *, log: LogWriter | None = None) -> DroneProcess:
     """Start the drone's process. Raises :class:`LaunchError` with a status reason
-    (``WorkingDirMissing``, ``ExecFailed``) for problems on the machine; never a bare OSError."""
+    (``WorkingDirMissing``, ``ExecFailed``, ``SandboxFailed``) for problems on the machine;
+    never a bare OSError."""
     env, executable = preflight(spec)
     pipes = spec.stdio == "pipes"
     loop = asyncio.get_running_loop()
+    cgroup = _make_cgroup(spec)
+    limits = enforcement(spec, cgroup)
+    rlimit = spec.memory_limit_bytes if limits["memory"] == "rlimit" else None
+    procs: int | None = None
+    if cgroup is not None:
+        try:
+            procs = cgroups.open_procs(cgroup)
+        except OSError as exc:
+            raise LaunchError("SandboxFailed", f"cannot join cgroup {cgroup}: {exc}") from exc
     try:
         transport, protocol = await loop.subprocess_exec(
             lambda: _DroneProtocol(spec.stream_limit_bytes, loop),
@@ -400,16 +466,23 @@ async def launch(spec: LaunchSpec, *, log: LogWriter | None = None) -> DroneProc
             start_new_session=True,
             close_fds=True,  # stdio and nothing else: no socket or file of the node's
             pass_fds=(),
-            preexec_fn=_child_setup(os.getpid(), spec.memory_limit_bytes, spec.run_as),
+            preexec_fn=_child_setup(os.getpid(), rlimit, spec.run_as, procs),
         )
     except OSError as exc:
+        if cgroup is not None:
+            cgroups.remove(cgroup)
         detail = exc.strerror or str(exc)
         if spec.memory_limit_bytes is not None and exc.errno == 12:  # ENOMEM at exec
             detail += f" (memory limit {spec.memory_limit_bytes} bytes is too low to start it)"
         raise LaunchError("ExecFailed", f'cannot execute "{spec.command[0]}": {detail}') from exc
     except Exception as exc:  # preexec failure (e.g. a limit above the hard limit)
+        if cgroup is not None:
+            cgroups.remove(cgroup)
         raise LaunchError("ExecFailed", f'cannot start "{spec.command[0]}": {exc}') from exc
-    proc = DroneProcess(spec, transport, protocol, log)
+    finally:
+        if procs is not None:
+            os.close(procs)
+    proc = DroneProcess(spec, transport, protocol, log, cgroup)
     if spec.state_dir is not None:
         try:
             orphans.record_process(spec.state_dir, spec.cell, spec.drone, proc.pid, proc.pgid)

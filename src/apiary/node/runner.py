@@ -24,12 +24,18 @@ from datetime import UTC, datetime
 from typing import Any
 
 from apiary.errors import Conflict, NotFound
-from apiary.node import sandbox
+from apiary.node import cgroups, sandbox
 from apiary.node.backoff import Backoff, BackoffPolicy
 from apiary.node.env import EnvError, SecretReader, resolve_env
 from apiary.node.gateway_budget import DroneMeter
 from apiary.node.keeper import Keeper, KeeperStats
-from apiary.node.launcher import DroneProcess, DroneRuntimeStatus, LaunchSpec, Supervisor
+from apiary.node.launcher import (
+    DroneProcess,
+    DroneRuntimeStatus,
+    LaunchSpec,
+    Supervisor,
+    enforcement,
+)
 
 log = logging.getLogger("apiary.node")
 
@@ -72,6 +78,10 @@ class RunnerSettings:
     work_root: str | None = None
     """Where drones' private directories (HOME, TMPDIR) live; outside the data dir, which no
     drone may enter. None: ``<tmp>/apiary-drones-<hash of state_dir>``."""
+
+    cgroups: bool = True
+    """Enforce ``limits.memory``/``limits.cpu`` with cgroup v2 when the node has a writable
+    hierarchy (:mod:`.cgroups`); otherwise, or when False, ``RLIMIT_AS`` and no CPU limit."""
 
     def drones_root(self) -> str:
         if self.work_root is not None:
@@ -226,13 +236,7 @@ class DroneRunner:
             self.spec.get("securityContext"), self.settings.drone_uid, self.settings.drone_gid
         )
         home = sandbox.private_dir(self.settings.drones_root(), self.cell, self.name, identity)
-        self.isolation = {
-            "user": identity.describe(),
-            "home": home,
-            "memory": "RLIMIT_AS" if isinstance(memory, int) and memory > 0 else "unlimited",
-            "cpu": "not enforced" if isinstance(cpu, int) and cpu > 0 else "unlimited",
-        }
-        return LaunchSpec(
+        spec = LaunchSpec(
             drone=self.name,
             cell=self.cell,
             command=command,
@@ -246,11 +250,21 @@ class DroneRunner:
             grace_period_seconds=self.settings.grace_period_seconds,
             run_as=identity,
             home_dir=home,
+            cgroup_root=cgroups.node_root() if self.settings.cgroups else None,
         )
+        self.isolation = {
+            "user": identity.describe(),
+            "home": home,
+            "workingDir": spec.working_dir or os.getcwd(),
+            # What launch() will do; each start confirms it (:meth:`_started`).
+            **enforcement(spec, spec.cgroup_root.path if spec.cgroup_root else None),
+        }
+        return spec
 
     # ------------------------------------------------------------------------ callbacks
 
     async def _started(self, proc: DroneProcess) -> None:
+        self.isolation = {**self.isolation, **proc.limits}
         await self.keeper.attach(proc.process)
         if not self.http:
             self._ready = self.keeper.ready

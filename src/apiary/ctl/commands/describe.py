@@ -80,7 +80,18 @@ def summary(obj: Obj, now: datetime) -> list[str]:
             lines += _secret_data(obj)
         else:
             lines += _block(key[:1].upper() + key[1:], value)
-    return lines + _status(obj, now)
+    return lines + _isolation(obj) + _status(obj, now)
+
+
+def _isolation(obj: Obj) -> list[str]:
+    """A Drone's confinement on its node (``status.isolation``, docs/security.md) on one line:
+    which user it runs as and what enforces each limit."""
+    iso = (obj.get("status") or {}).get("isolation") if obj.get("kind") == "Drone" else None
+    if not isinstance(iso, dict) or not iso:
+        return []
+    order = ("user", "memory", "cpu", "workingDir", "home")
+    keys = [k for k in order if k in iso] + [k for k in iso if k not in order]
+    return [f"{'Isolation:':<14}" + ", ".join(f"{k} {iso[k]}" for k in keys)]
 
 
 def _status(obj: Obj, now: datetime) -> list[str]:

@@ -24,7 +24,15 @@ from apiary.controllers.meta import Obj, QuantityError, requests_of, short_hash
 SEGMENT_ENTRY_KEYS = ("subscribers", "stages", "agents")
 """Keys of ``patternSegments[].config`` whose list entries become stages (seed 09)."""
 
-RUNTIME_FIELDS = ("runtime", "interface", "resources", "taskTier", "llm", "memory")
+RUNTIME_FIELDS = (
+    "runtime",
+    "interface",
+    "resources",
+    "taskTier",
+    "llm",
+    "securityContext",
+    "memory",
+)
 """AgentSpec fields copied verbatim into the drone template (``scaling`` is not: a scaling
 change must not restart drones)."""
 

@@ -211,6 +211,16 @@ class Llm(ApiModel):
     """Injected into requests that name no model."""
 
 
+class SecurityContext(ApiModel):
+    """Who the drone's process runs as (Kubernetes' field names). Only a node running as root
+    can change it; unset, such a node runs drones as ``nobody`` (docs/security.md)."""
+
+    run_as_user: int | None = Field(default=None, ge=0, le=2**31 - 1)
+    """uid; ``0`` is the explicit opt-out: the drone runs as root."""
+    run_as_group: int | None = Field(default=None, ge=0, le=2**31 - 1)
+    """gid; unset: the node's default group (root's for ``runAsUser: 0``)."""
+
+
 class AgentSpecSpec(ApiModel):
     runtime: Runtime
     interface: Interface = Field(default_factory=Interface)
@@ -225,6 +235,7 @@ class AgentSpecSpec(ApiModel):
     """The drone's reach into its own cell's long-term memory through its keeper: unset or
     ``none``, none (a 403 naming ``spec.memory``); ``read``, search; ``readwrite``, also remember
     and forget. Another cell's memory is never reachable (docs/comb.md)."""
+    security_context: SecurityContext | None = None
 
     @model_validator(mode="after")
     def _replicas_in_range(self) -> AgentSpecSpec:

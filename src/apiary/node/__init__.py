@@ -5,16 +5,10 @@ store, the API or the controllers.
 """
 
 from apiary.node.backoff import Backoff, BackoffPolicy
-from apiary.node.launcher import (
-    DroneProcess,
-    DroneRuntimeStatus,
-    LaunchError,
-    LaunchSpec,
-    Supervisor,
-    launch,
-)
+from apiary.node.launcher import DroneProcess, LaunchError, LaunchSpec, launch
 from apiary.node.logs import LogLine, LogWriter, drone_log_path, follow_logs, read_logs
 from apiary.node.orphans import reap_orphans
+from apiary.node.supervision import DroneRuntimeStatus, Supervisor
 
 __all__ = [
     "Backoff",

@@ -1,22 +1,27 @@
-"""Starting, stopping and supervising real agent processes (one process group per drone).
+"""Starting and stopping real agent processes (one process group per drone).
 
-:func:`launch` turns a :class:`LaunchSpec` into a running :class:`DroneProcess`; a
-:class:`Supervisor` keeps one drone running, restarting it with exponential back-off and reporting
-every state change. The keeper owns the agent's stdin/stdout: in ``stdio="pipes"`` mode the
-launcher never reads stdout, it only hands the process over through ``on_started``; stderr (and
-stdout in ``"log"`` mode, for http agents) is pumped into the drone's log by the launcher.
+:func:`launch` turns a :class:`LaunchSpec` into a running :class:`DroneProcess`; keeping it
+running (restarts, back-off, status) is :mod:`.supervision`'s. The keeper owns the agent's
+stdin/stdout: in ``stdio="pipes"`` mode the launcher never reads stdout, it only hands the process
+over; stderr (and stdout in ``"log"`` mode, for http agents) is pumped into the drone's log by the
+launcher.
 
 Why the process is set up the way it is:
 
 * Its own session and process group (``start_new_session``), so stopping signals everything the
   agent started (``sh -c`` children included) and a terminal's Ctrl-C does not reach it.
+* Nothing of the node but stdio (``close_fds=True, pass_fds=()``), and, when the node is root,
+  another uid with no groups, a private HOME and a scrubbed environment (:mod:`.sandbox`).
 * ``PR_SET_PDEATHSIG(SIGKILL)`` (Linux) so the agent dies with the node agent even after
   ``kill -9``; what it spawned itself is covered by the group records in :mod:`.orphans`. The
   signal fires when the *thread* that forked exits, i.e. the event loop's thread.
-* ``RLIMIT_AS`` for ``resources.limits.memory``: this limits *address space*, not resident memory.
-  An allocation beyond it fails (Python raises ``MemoryError``, C gets ``NULL``) rather than the
-  process being OOM-killed; runtimes that reserve large virtual ranges up front (the JVM, Go,
-  V8) need a generous limit. CPU limits are recorded only (no cgroups here).
+* Limits: with a writable cgroup v2 (:mod:`.cgroups`) the child joins its own cgroup before exec
+  and ``memory.max``/``cpu.max`` hold (beyond memory it is OOM-killed). Without one,
+  ``RLIMIT_AS`` for ``resources.limits.memory``: this limits *address space*, not resident
+  memory; an allocation beyond it fails (Python raises ``MemoryError``, C gets ``NULL``), and
+  runtimes that reserve large virtual ranges up front (the JVM, Go, V8) need a generous limit;
+  ``limits.cpu`` is then not enforced (``setrlimit`` has no rate limit). :func:`enforcement`
+  says which applied; the drone's ``status.isolation`` shows it.
 * The child-side setup runs as ``preexec_fn``, which forces ``fork`` instead of ``vfork``. Measured
   on the project machine: +1.5 ms per spawn with a 50 MB parent, +5 ms at 150 MB, +10 ms at
   250 MB — small against the ≈ 55 ms a Python agent needs to start, and the only way to get
@@ -28,7 +33,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
-import inspect
 import logging
 import os
 import resource
@@ -37,14 +41,13 @@ import signal
 import sys
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from apiary.errors import FieldDetail, Invalid
 from apiary.node import cgroups, orphans, sandbox
-from apiary.node.backoff import Backoff, BackoffPolicy
-from apiary.node.logs import DEFAULT_BACKUPS, DEFAULT_MAX_BYTES, LogWriter, drone_log_path
+from apiary.node.logs import DEFAULT_BACKUPS, DEFAULT_MAX_BYTES, LogWriter
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +76,9 @@ _prctl = _load_prctl()  # resolved once here: the forked child must not load lib
 class LaunchSpec:
     """Everything needed to start one drone's process; ``env`` is fully resolved (secrets too).
 
-    ``log_dir`` is used by :class:`Supervisor`, which keeps one :class:`LogWriter` across restarts
-    (``<log_dir>/<cell>/<drone>.log``); a bare :func:`launch` writes to the writer it is given."""
+    ``log_dir`` is used by :class:`~.supervision.Supervisor`, which keeps one :class:`LogWriter`
+    across restarts (``<log_dir>/<cell>/<drone>.log``); a bare :func:`launch` writes to the
+    writer it is given."""
 
     drone: str
     cell: str
@@ -491,210 +495,3 @@ async def launch(spec: LaunchSpec, *, log: LogWriter | None = None) -> DroneProc
             await proc.wait()
             raise LaunchError("ExecFailed", f"cannot record process group: {exc}") from exc
     return proc
-
-
-@dataclass(frozen=True)
-class DroneRuntimeStatus:
-    """What the node agent writes into ``Drone.status`` (see :meth:`as_status`)."""
-
-    phase: Phase
-    pid: int | None = None
-    restart_count: int = 0
-    exit_code: int | None = None
-    signal: str | None = None
-    reason: str | None = None
-    message: str | None = None
-    last_stderr: tuple[str, ...] = ()
-    next_restart_at: float | None = None  # epoch seconds
-    started_at: float | None = None  # epoch seconds
-
-    def as_status(self) -> dict[str, Any]:
-        """The camelCase fields of a Drone's status (unset ones left out)."""
-        out: dict[str, Any] = {"phase": self.phase, "restartCount": self.restart_count}
-        for key, value in (
-            ("pid", self.pid),
-            ("exitCode", self.exit_code),
-            ("signal", self.signal),
-            ("reason", self.reason),
-            ("message", self.message),
-            ("nextRestartAt", self.next_restart_at),
-            ("startedAt", self.started_at),
-        ):
-            if value is not None:
-                out[key] = value
-        if self.last_stderr:
-            out["lastStderr"] = list(self.last_stderr)
-        return out
-
-
-StatusCallback = Callable[[DroneRuntimeStatus], Awaitable[None] | None]
-StartedCallback = Callable[[DroneProcess], Awaitable[None] | None]
-
-
-class Supervisor:
-    """Keeps one drone running: start → Running → (exit) → back-off → start again, until stopped.
-
-    Every state change goes to ``on_status``; every started process to ``on_started`` (the keeper
-    takes its pipes there). Both callbacks may be plain or async; their exceptions are logged,
-    never allowed to stop the supervision. ``sleep``/``clock`` are injectable for tests.
-    """
-
-    def __init__(
-        self,
-        spec: LaunchSpec,
-        *,
-        on_status: StatusCallback | None = None,
-        on_started: StartedCallback | None = None,
-        backoff: BackoffPolicy | None = None,
-        clock: Callable[[], float] = time.time,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-    ) -> None:
-        self.spec = spec
-        self._on_status = on_status
-        self._on_started = on_started
-        self._backoff = Backoff(backoff or BackoffPolicy(), clock=clock)
-        self._clock = clock
-        self._sleep = sleep
-        self._status = DroneRuntimeStatus(phase="Starting")
-        self._spawns = 0
-        self._stop = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self.process: DroneProcess | None = None
-        self.log: LogWriter | None = None
-        if spec.log_dir is not None:
-            path = drone_log_path(spec.log_dir, spec.cell, spec.drone)
-            try:
-                self.log = LogWriter(
-                    path,
-                    max_bytes=spec.log_max_bytes,
-                    backups=spec.log_backups,
-                    memory_lines=STDERR_TAIL_LINES,
-                )
-            except OSError as exc:  # an unwritable log dir must not keep the agent from running
-                log.warning("drone %s/%s: no log file at %s: %s", spec.cell, spec.drone, path, exc)
-
-    @property
-    def status(self) -> DroneRuntimeStatus:
-        return self._status
-
-    def start(self) -> asyncio.Task[None]:
-        if self._task is None:
-            self._task = asyncio.create_task(
-                self._run(), name=f"drone:{self.spec.cell}/{self.spec.drone}"
-            )
-        return self._task
-
-    async def stop(self) -> DroneRuntimeStatus:
-        """Stop for good (graceful: SIGTERM, grace period, SIGKILL) and return the final status."""
-        self._stop.set()
-        if self._task is not None:
-            # asyncio.wait, not await: a supervisor task that was cancelled (or crashed) must not
-            # make the caller of stop() look cancelled itself.
-            await asyncio.wait({self._task})
-            if not self._task.cancelled() and self._task.exception() is not None:
-                log.error(
-                    "drone %s/%s: supervisor failed",
-                    self.spec.cell,
-                    self.spec.drone,
-                    exc_info=self._task.exception(),
-                )
-        elif self._status.phase != "Stopped":
-            await self._emit(phase="Stopped", pid=None, next_restart_at=None)
-        if self.log is not None:
-            self.log.close()
-        return self._status
-
-    async def _run(self) -> None:
-        try:
-            while not self._stop.is_set():
-                await self._emit(phase="Starting", pid=None, next_restart_at=None)
-                try:
-                    proc = await launch(self.spec, log=self.log)
-                except LaunchError as exc:
-                    delay = self._backoff.next_delay()
-                    await self._emit(
-                        phase="Failed",
-                        reason=exc.reason,
-                        message=f"{exc.message}; retrying in {delay:g}s",
-                        next_restart_at=self._clock() + delay,
-                    )
-                    if await self._pause(delay):
-                        break
-                    continue
-                if await self._supervise(proc):
-                    break
-        finally:
-            current = self.process
-            if current is not None and current.returncode is None:  # cancelled: leave nothing
-                current.kill()
-                await asyncio.shield(current.wait())
-        await self._emit(phase="Stopped", pid=None, next_restart_at=None)
-
-    async def _supervise(self, proc: DroneProcess) -> bool:
-        """Run one process to its end; True if the supervisor was asked to stop."""
-        self.process = proc
-        self._spawns += 1
-        self._backoff.started()
-        await self._emit(
-            phase="Running",
-            pid=proc.pid,
-            restart_count=self._spawns - 1,
-            started_at=proc.started_at,
-            reason=None,
-            message=None,
-        )
-        await self._call(self._on_started, proc)
-        exited = asyncio.ensure_future(proc.wait())
-        stopping = asyncio.ensure_future(self._stop.wait())
-        await asyncio.wait({exited, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        stopping.cancel()
-        if not exited.done():
-            await self._emit(phase="Stopping")
-            _, code, sig, message = describe_exit(await proc.stop())
-            # Recorded without a callback of its own: _run reports it with phase Stopped.
-            self._status = replace(self._status, exit_code=code, signal=sig, message=message)
-            return True
-        reason, code, sig, message = describe_exit(exited.result())
-        tail = proc.last_stderr
-        if tail:
-            message += f"; last stderr: {tail[-1]}"
-        message += memory_hint(self.spec, exited.result(), tail)
-        delay = self._backoff.next_delay()
-        if self._backoff.failures > 1:
-            reason = "CrashLoopBackOff"
-        await self._emit(
-            phase="Failed",
-            pid=None,
-            exit_code=code,
-            signal=sig,
-            reason=reason,
-            message=f"{message}; restarting in {delay:g}s",
-            last_stderr=tuple(tail),
-            next_restart_at=self._clock() + delay,
-        )
-        return await self._pause(delay)
-
-    async def _pause(self, delay: float) -> bool:
-        """Back-off sleep that a stop request cuts short; True if stopping."""
-        sleeper = asyncio.ensure_future(self._sleep(delay))
-        stopping = asyncio.ensure_future(self._stop.wait())
-        await asyncio.wait({sleeper, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        for task in (sleeper, stopping):
-            task.cancel()
-        return self._stop.is_set()
-
-    async def _emit(self, **changes: Any) -> None:
-        self._status = replace(self._status, **changes)
-        await self._call(self._on_status, self._status)
-
-    async def _call(
-        self, callback: Callable[[Any], Awaitable[None] | None] | None, arg: Any
-    ) -> None:
-        if callback is None:
-            return
-        try:
-            result = callback(arg)
-            if inspect.isawaitable(result):
-                await result
-        except Exception:
-            log.exception("drone %s/%s: callback failed", self.spec.cell, self.spec.drone)

@@ -2,7 +2,7 @@
 
 A :class:`DroneRunner` is created by the node agent for every Drone placed here and stopped when
 the Drone goes away or moves. It resolves the environment through the API (secrets included),
-hands a :class:`~apiary.node.launcher.Supervisor` the launch spec, attaches each started process
+hands a :class:`~apiary.node.supervision.Supervisor` the launch spec, attaches each started process
 to the :class:`~apiary.node.keeper.Keeper`, and turns every state change into a Drone status,
 which the :class:`StatusWriter` sends to the API.
 """
@@ -29,13 +29,8 @@ from apiary.node.backoff import Backoff, BackoffPolicy
 from apiary.node.env import EnvError, SecretReader, resolve_env
 from apiary.node.gateway_budget import DroneMeter
 from apiary.node.keeper import Keeper, KeeperStats
-from apiary.node.launcher import (
-    DroneProcess,
-    DroneRuntimeStatus,
-    LaunchSpec,
-    Supervisor,
-    enforcement,
-)
+from apiary.node.launcher import DroneProcess, LaunchSpec, enforcement
+from apiary.node.supervision import DroneRuntimeStatus, Supervisor
 
 log = logging.getLogger("apiary.node")
 

@@ -24,6 +24,7 @@ from apiary.bus import Bus, Delivery, Publish, Subscription
 from apiary.errors import (
     Conflict,
     FieldDetail,
+    NotFound,
     TooManyRequests,
     Unavailable,
 )
@@ -100,6 +101,8 @@ class Router(Holds):
         """(cell, hive) → undelivered dispatches, for hives with ``routing.queueLimit``."""
         self.backlog = StageBacklog()
         """(cell, hive, stage) → published, unanswered dispatches: what the autoscaler reads."""
+        self._orphaned: set[str] = set()
+        """Sessions found without their hive (ended once, then skipped by every sweep)."""
         self.on_status: Callable[[SessionInfo, Obj], None] | None = None
         """Called after a commit whose plan changes the Session's status (output, phase...)."""
         self.on_notice: Callable[[SessionInfo, str, Obj], Awaitable[None]] | None = None
@@ -146,11 +149,15 @@ class Router(Holds):
             items = []
             for e in fresh:
                 info = await self.sessions.get_by_key(e.session)
-                if info is None:
+                if info is None or e.session in self._orphaned:
                     continue
                 if e.session not in states:
+                    try:
+                        lefts[e.session] = await self._tokens_left(info)
+                    except NotFound as exc:  # its hive was deleted under it: end it, go on
+                        self._end_orphaned(info, exc)
+                        continue
                     states[e.session] = split((await self.journal.load(e.session)).state)[1]
-                    lefts[e.session] = await self._tokens_left(info)
                 mine = states[e.session]
                 if e.id in mine["held"]:
                     continue
@@ -161,6 +168,16 @@ class Router(Holds):
             count += len(items)
             if len(entries) < 1000:
                 return count
+
+    def _end_orphaned(self, info: SessionInfo, exc: NotFound) -> None:
+        """A session whose hive is gone cannot go on: it ends Failed with the reason (once per
+        process), and its open work is left in the journal for ``dlq``/transcript readers. The
+        sweep must never stop the router over it (that stopped apiaryd on every start)."""
+        self._orphaned.add(info.key)
+        log.warning("session %s: %s; ending it", info.key, exc.message)
+        if self.on_status is not None:
+            self.on_status(info, {"phase": "Failed", "reason": "HiveNotFound",
+                                  "message": exc.message})  # fmt: skip
 
     async def _redrive(self, info: SessionInfo) -> int:
         """Publish again the session's open, not held dispatches at their current attempt.

@@ -68,7 +68,9 @@ def test_inaccessible_names_the_closed_directory(tmp_path: Path) -> None:
 @root_only
 async def test_a_drone_runs_as_nobody_in_its_private_home(cell: str, tmp_path: Path) -> None:
     nobody = Identity(NOBODY, NOBODY)
-    home = sandbox.private_dir(str(tmp_path / "work"), cell, "who", nobody)
+    home = sandbox.private_dir(
+        sandbox.private_dir_path(str(tmp_path / "work"), cell, "who"), nobody
+    )
     assert os.stat(home).st_uid == NOBODY and os.stat(home).st_mode & 0o777 == 0o700
     assert os.stat(tmp_path / "work").st_mode & 0o777 == 0o711  # enter, not list
     script = 'id -u; id -g; id -G; echo "$HOME"; touch "$HOME/mine" && echo wrote'

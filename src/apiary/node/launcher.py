@@ -167,6 +167,13 @@ def preflight(spec: LaunchSpec) -> tuple[dict[str, str], str]:
     neither which path was wrong nor whether it was the directory or the program."""
     if spec.working_dir is not None and not os.path.isdir(spec.working_dir):
         raise LaunchError("WorkingDirMissing", f'workingDir "{spec.working_dir}" does not exist')
+    if spec.home_dir is not None:
+        try:
+            sandbox.private_dir(spec.home_dir, spec.run_as)
+        except OSError as exc:
+            raise LaunchError(
+                "SandboxFailed", f"cannot prepare the drone's private directory: {exc}"
+            ) from exc
     env = build_env(spec)
     executable = resolve_executable(spec.command[0], env["PATH"], spec.working_dir)
     _check_access(spec, executable)

@@ -230,7 +230,7 @@ class DroneRunner:
         identity = sandbox.drone_identity(
             self.spec.get("securityContext"), self.settings.drone_uid, self.settings.drone_gid
         )
-        home = sandbox.private_dir(self.settings.drones_root(), self.cell, self.name, identity)
+        home = sandbox.private_dir_path(self.settings.drones_root(), self.cell, self.name)
         spec = LaunchSpec(
             drone=self.name,
             cell=self.cell,

@@ -109,17 +109,46 @@ def inaccessible(path: str, identity: Identity, *, script: bool = False) -> str 
     return None if _may(st, identity.uid, gid, 4 if script else 1) else path
 
 
-def private_dir(root: str, cell: str, drone: str, identity: Identity) -> str:
-    """The drone's own directory (created 0700 and owned by its uid); ``root`` is made
-    traversable (0711) but not listable, so drones cannot see each other's names."""
-    os.makedirs(root, mode=0o711, exist_ok=True)
-    if node_is_root():
-        os.chmod(root, 0o711)
-    path = os.path.join(root, f"{cell}__{drone}")
-    os.makedirs(path, mode=0o700, exist_ok=True)
-    os.chmod(path, 0o700)
+def private_dir_path(root: str, cell: str, drone: str) -> str:
+    """Where the drone's own directory is (:func:`private_dir` creates it)."""
+    return os.path.join(root, f"{cell}__{drone}")
+
+
+def _owned_dir(path: str, mode: int, *, owners: tuple[int, ...] = ()) -> None:
+    """``path`` is a real directory of ours (not a symlink, not someone else's) with ``mode``.
+    The default root lies in the shared temp dir under a predictable name: one that another user
+    created first would let them swap a drone's directory for a link to a file of their choice,
+    which we would then chown to the drone's uid."""
+    try:
+        os.mkdir(path, mode)
+    except FileExistsError:
+        pass
+    st = os.lstat(path)
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid not in (os.geteuid(), *owners):
+        raise PermissionError(
+            f"{path} is not a directory owned by uid {os.geteuid()}: refusing to put drones' "
+            "private directories in it (remove it, or set the node's work root elsewhere)"
+        )
+    if stat.S_IMODE(st.st_mode) != mode:
+        os.chmod(path, mode)
+
+
+def private_dir(path: str, identity: Identity) -> str:
+    """Create the drone's own directory (0700, owned by its uid) at ``path``; its parent, the
+    node's work root, is made traversable (0711) but not listable, so drones cannot see each
+    other's names. Nothing here follows a symlink another user could plant: the root is checked
+    to be ours, and within it only we can create entries."""
+    root = os.path.dirname(path)
+    os.makedirs(os.path.dirname(root), exist_ok=True)
+    _owned_dir(root, 0o711)
+    _owned_dir(path, 0o700, owners=() if identity.uid is None else (identity.uid,))
     if identity.uid is not None:
-        os.chown(path, identity.uid, identity.gid if identity.gid is not None else identity.uid)
+        os.chown(
+            path,
+            identity.uid,
+            identity.gid if identity.gid is not None else identity.uid,
+            follow_symlinks=False,
+        )
     return path
 
 

@@ -152,12 +152,31 @@ def build_parser() -> argparse.ArgumentParser:
         "--lease-seconds", type=_seconds, help="node lease before drones move (default 10)"
     )
     p.add_argument(
+        "--drone-user",
+        metavar="UID[:GID]",
+        help="who the local node's drones run as when apiaryd is root and the AgentSpec sets no "
+        "securityContext.runAsUser (env APIARY_DRONE_USER; default 65534:65534, nobody)",
+    )
+    p.add_argument(
         "--secret-key-file",
         type=Path,
         help="base64 AES-256 key for Secrets "
         "(default <data-dir>/secret.key; env APIARY_SECRET_KEY wins)",
     )
     return p
+
+
+def parse_user(value: str) -> tuple[int, int]:
+    """``UID[:GID]`` as numbers (a gid left out is the uid); names are not looked up."""
+    uid_text, _, gid_text = value.partition(":")
+    try:
+        uid = int(uid_text)
+        gid = int(gid_text) if gid_text else uid
+    except ValueError:
+        raise ValueError("use numbers: UID or UID:GID") from None
+    if not (0 <= uid < 2**31 and 0 <= gid < 2**31):
+        raise ValueError("uid and gid must be between 0 and 2147483647")
+    return uid, gid
 
 
 def settings_from(
@@ -219,6 +238,12 @@ def settings_from(
     )
     if a.lease_seconds:
         runtime.lease_seconds = a.lease_seconds
+    drone_user = a.drone_user or env.get("APIARY_DRONE_USER")
+    if drone_user:
+        try:
+            runtime.drone_uid, runtime.drone_gid = parse_user(drone_user)
+        except ValueError as exc:
+            parser.error(f"--drone-user {drone_user!r}: {exc}")
     messaging = MessagingSettings(
         journal_url=pick(a.journal, "APIARY_JOURNAL", None),  # type: ignore[arg-type]
         bus_url=str(pick(a.bus, "APIARY_BUS", "memory://")),

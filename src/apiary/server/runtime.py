@@ -20,6 +20,7 @@ from apiary.journal import Journal
 from apiary.logging import get_logger
 from apiary.node.agent import NodeAgent, NodeSettings
 from apiary.node.orphans import reap_orphans
+from apiary.node.runner import RunnerSettings
 from apiary.server.drone_notices import DroneNotices
 from apiary.server.notify import Notifier
 from apiary.server.settings import Settings
@@ -87,6 +88,9 @@ def _new_identity(path: Path) -> str:
 def node_settings(settings: Settings, state_dir: Path) -> NodeSettings:
     rt = settings.runtime
     ns = NodeSettings(state_dir=str(state_dir), lease_seconds=rt.lease_seconds)
+    ns.runner = RunnerSettings(
+        state_dir=str(state_dir), drone_uid=rt.drone_uid, drone_gid=rt.drone_gid
+    )
     if rt.node_name:
         ns.name = rt.node_name
     if rt.node_cpu:

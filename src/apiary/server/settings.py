@@ -91,6 +91,13 @@ class RuntimeSettings:
     lease_seconds: float = 10.0
     """Node lease: drones of a node silent this long are placed elsewhere."""
 
+    drone_uid: int = 65534
+    """uid the local node's drones run as when apiaryd is root and their AgentSpec names no
+    ``securityContext.runAsUser`` (``nobody``; docs/security.md)."""
+
+    drone_gid: int = 65534
+    """gid that goes with :attr:`drone_uid` (``nogroup``)."""
+
 
 @dataclass
 class MessagingSettings:

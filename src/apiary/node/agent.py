@@ -31,6 +31,7 @@ import psutil
 from apiary.bus import Bus
 from apiary.client import AsyncApiClient
 from apiary.errors import ApiaryError, Conflict, NotFound
+from apiary.node import sandbox
 from apiary.node.gateway import LlmGateway
 from apiary.node.guardrails import GuardrailError, circuit_status
 from apiary.node.keeperhttp import KeeperHttpServer
@@ -150,6 +151,7 @@ class NodeAgent:
     async def run(self, stop: asyncio.Event | None = None) -> None:
         """Reap orphans, register, then heartbeat + drone sync + status writes until ``stop``."""
         stop = stop or asyncio.Event()
+        sandbox.warn_if_unprivileged()
         killed = await asyncio.to_thread(
             reap_orphans, os.path.join(self.runner_settings.state_dir, "pids")
         )

@@ -71,6 +71,47 @@ def _load_prctl() -> Any:
 
 _prctl = _load_prctl()  # resolved once here: the forked child must not load libraries
 
+_SYS_CLOSE_RANGE = 436  # the same number on every Linux architecture (the unified table)
+_CLOSE_RANGE_CLOEXEC = 4
+
+
+def _load_syscall() -> Any:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(None, use_errno=True).syscall
+    except (OSError, AttributeError):
+        return None
+
+
+_syscall = _load_syscall()
+_MAX_FD = os.sysconf("SC_OPEN_MAX") if hasattr(os, "sysconf") else 1024
+
+
+def _cloexec_beyond_stdio() -> None:
+    """In the forked child: mark every descriptor above 2 close-on-exec, so the agent starts with
+    stdio and nothing else whatever the event loop does. asyncio's own loop closes them itself
+    (``close_fds``), but uvloop, which apiaryd runs on, spawns through libuv, which has no
+    close_fds: the drone kept the child ends of its stdio socketpairs and anything inheritable.
+    Marking (not closing) leaves the sources the loop is about to ``dup2`` onto 0-2 in place."""
+    if _syscall is not None:
+        rc = _syscall(
+            ctypes.c_long(_SYS_CLOSE_RANGE),
+            ctypes.c_uint(3),
+            ctypes.c_uint(0xFFFFFFFF),
+            ctypes.c_uint(_CLOSE_RANGE_CLOEXEC),
+        )
+        if rc == 0:
+            return
+    try:
+        fds = [int(n) for n in os.listdir("/proc/self/fd")]
+    except OSError:
+        fds = list(range(3, min(_MAX_FD, 65536)))
+    for fd in fds:
+        if fd > 2:
+            with contextlib.suppress(OSError):
+                os.set_inheritable(fd, False)
+
 
 @dataclass(frozen=True)
 class LaunchSpec:
@@ -211,6 +252,7 @@ def _child_setup(
     clear it."""
 
     def setup() -> None:
+        _cloexec_beyond_stdio()
         if cgroup_procs is not None:
             cgroups.join(cgroup_procs)
         if memory_limit is not None:

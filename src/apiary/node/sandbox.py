@@ -193,7 +193,7 @@ def warn_if_unprivileged() -> None:
     _warned = True
     log.warning(
         "not running as root: drones run as this user (uid %d) and can read what it can read; "
-        "they still get no inherited descriptors, a scrubbed environment and RLIMIT_AS memory "
-        "limits (docs/security.md)",
+        "they still get no inherited descriptors, a scrubbed environment, a private HOME and "
+        "their memory/cpu limits (cgroup v2 when writable, else RLIMIT_AS; docs/security.md)",
         os.geteuid() if hasattr(os, "geteuid") else -1,
     )

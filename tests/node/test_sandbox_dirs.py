@@ -55,3 +55,17 @@ async def test_an_unpreparable_private_dir_is_a_launch_error(cell: str, tmp_path
         await launch(spec)
     assert info.value.reason == "SandboxFailed"
     assert "private directory" in info.value.message
+
+
+def test_a_node_that_is_not_root_says_so_once(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(sandbox, "node_is_root", lambda: False)
+    monkeypatch.setattr(sandbox, "_warned", False)
+    with caplog.at_level("WARNING", logger="apiary.node.sandbox"):
+        sandbox.warn_if_unprivileged()
+        sandbox.warn_if_unprivileged()
+    lines = [r.getMessage() for r in caplog.records if r.name == "apiary.node.sandbox"]
+    assert len(lines) == 1
+    assert "drones run as this user" in lines[0] and "RLIMIT_AS" in lines[0]
+    assert sandbox.drone_identity({"runAsUser": 1234}, NOBODY, NOBODY) == Identity()

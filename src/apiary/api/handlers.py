@@ -57,7 +57,8 @@ def _kind(plural: str, cell: str | None, *, listing_all: bool = False) -> KindIn
 
 
 def _authorize(request: Request, verb: str, info: KindInfo, cell: str | None) -> None:
-    _state(request).authorizer.authorize(request.scope[PRINCIPAL_KEY], verb, info.kind, cell)
+    name = request.path_params.get("name")  # a node may touch only its own Node
+    _state(request).authorizer.authorize(request.scope[PRINCIPAL_KEY], verb, info.kind, cell, name)
 
 
 def _out(obj: dict[str, Any], reveal: bool) -> dict[str, Any]:

@@ -131,7 +131,7 @@ def session_routes() -> APIRouter:
         summary="Whether a dispatch already has its outcome (nodes ask on redelivery)",
     )
     async def dispatch(request: Request, cell: str, name: str, dispatch: str) -> Response:
-        ops, cell, name = _ops(request, "get")
+        ops, cell, name = _ops(request, "get/dispatches")  # what nodes may ask of sessions
         answered = await ops.journal.is_answered(session_key(cell, name), dispatch)
         return json_response({"answered": answered})
 

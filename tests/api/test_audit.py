@@ -124,7 +124,11 @@ async def test_audit_endpoint_reads_the_tail_for_admins(api: Audited) -> None:
     viewer = {"Authorization": f"Bearer {VIEWER_TOKEN}"}
     assert (await c.get("/api/v1/audit", headers=viewer)).status_code == 403
     assert (await c.get("/api/v1/audit", headers={"Authorization": "Bearer no"})).status_code == 401
-    assert len(api.lines()) == 10  # reading the audit log is not audited
+    lines = api.lines()
+    assert len(lines) == 12  # reading the audit log is not audited; being refused it is
+    assert [(x["method"], x["status"]) for x in lines[10:]] == [("GET", 403), ("GET", 401)]
+    assert lines[10]["reason"] == 'user "viewer" (no role) may not get AuditLog'
+    assert lines[11]["reason"] == "invalid bearer token"
 
 
 async def test_rotation_by_size_keeps_a_bounded_number_of_files(tmp_path: Path) -> None:

@@ -33,7 +33,7 @@ async def test_auth_is_required_except_health(api: Api) -> None:
         assert (await bare.get("/healthz")).json() == {"status": "ok"}
         assert (await bare.get("/readyz")).status_code == 200
         r = await bare.get("/api/v1/whoami", headers=AUTH)
-        assert r.json() == {"user": "admin"}
+        assert r.json() == {"user": "admin", "role": "cluster-admin"}
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -27,7 +27,7 @@ def agent(name: str, cell: str, **spec: Any) -> dict[str, Any]:
 def test_sync_crud_errors_and_concurrency(shared_server: Server, cell: str) -> None:
     seen: list[str] = []
     with ApiClient(shared_server.url, shared_server.token, cell, on_warning=seen.append) as c:
-        assert c.whoami() == {"user": "admin"}
+        assert c.whoami()["user"] == "admin"
         created = c.create(agent("a", cell))
         assert created["metadata"]["uid"] and created["metadata"]["generation"] == 1
         with pytest.raises(errors.AlreadyExists):

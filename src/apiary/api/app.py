@@ -19,7 +19,7 @@ from apiary import __version__
 from apiary.api import handlers
 from apiary.api.approvals import approval_routes
 from apiary.api.audit import AuditLog, AuditMiddleware, audit_routes
-from apiary.api.auth import Authenticator
+from apiary.api.auth import DENIED_KEY, Authenticator
 from apiary.api.comb import comb_routes
 from apiary.api.dlq import dlq_routes
 from apiary.api.fastpath import Dispatcher
@@ -29,6 +29,7 @@ from apiary.api.responses import JSON, error_body, error_response, json_response
 from apiary.api.scale import scale_routes
 from apiary.api.sessions import session_routes
 from apiary.api.state import ApiConfig, ApiState
+from apiary.api.tokens import store_lookup, token_routes
 from apiary.comb import Comb
 from apiary.errors import ApiaryError, Unavailable
 from apiary.store import Store
@@ -70,7 +71,9 @@ def create_app(
     it the log endpoints answer 503. ``audit``: where mutating requests are recorded (the caller
     owns it); without it nothing is recorded and ``/api/v1/audit`` answers 503."""
     state = ApiState(
-        store=store, config=config or ApiConfig(), authenticator=Authenticator.admin(token)
+        store=store,
+        config=config or ApiConfig(),
+        authenticator=Authenticator.admin(token, store_lookup(store)),
     )
     if comb is not None:  # the caller owns it (opens and closes), like the store
         state.comb = comb
@@ -106,6 +109,7 @@ def create_app(
     app.include_router(approval_routes())
     app.include_router(dlq_routes())
     app.include_router(comb_routes())  # before the generic routes: /cells/{c}/memory
+    app.include_router(token_routes())  # before the generic routes: a Token's hash stays inside
     app.include_router(_object_routes())
     return app
 
@@ -116,8 +120,10 @@ def api_state(app: FastAPI) -> ApiState:
 
 
 def _install_error_handlers(app: FastAPI) -> None:
-    async def apiary_error(_: Request, exc: Exception) -> Response:
+    async def apiary_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ApiaryError)
+        if exc.status in (401, 403):
+            request.scope[DENIED_KEY] = exc.message  # the audit log records why
         return error_response(exc)
 
     async def http_error(_: Request, exc: Exception) -> Response:
@@ -171,7 +177,13 @@ def _system_routes() -> APIRouter:
 
     @router.get("/api/v1/whoami", summary="Who the token belongs to")
     async def whoami(request: Request) -> Response:
-        return json_response({"user": request.scope[PRINCIPAL_KEY].user})
+        who = request.scope[PRINCIPAL_KEY]
+        body = {"user": who.user, "role": "cluster-admin" if who.cluster_admin else who.role}
+        if who.cell:
+            body["cell"] = who.cell
+        if who.node:
+            body["node"] = who.node
+        return json_response(body)
 
     return router
 

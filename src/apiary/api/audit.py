@@ -3,7 +3,8 @@
 Who changed what, when, and how it ended: time, principal, method, path, the kind/cell/name the
 path addresses, the status code and whether it was a dry run. Never a request body (Secrets and
 session inputs travel in bodies) and never the query string (only ``dryRun`` is kept). Reads are
-not logged: they are many and change nothing.
+not logged — they are many and change nothing — unless they were refused: every 401 and 403,
+read or write, is recorded with the ``reason`` the caller was given.
 
 Each line is one ``write(2)`` on a file opened with ``O_APPEND``, so a line is never interleaved
 with another, and a crash loses at most the line being written. Written in the request's own task
@@ -29,6 +30,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from apiary.api import params
+from apiary.api.auth import DENIED_KEY
 from apiary.api.middleware import PRINCIPAL_KEY
 from apiary.api.responses import json_response
 from apiary.errors import Unavailable
@@ -39,6 +41,7 @@ from apiary.resources.registry import kind_by_plural
 log = get_logger("apiary.audit")
 
 MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+DENIALS = frozenset({401, 403})
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 10_000
 _TRUE = frozenset({"true", "1", "yes", "all"})
@@ -176,8 +179,14 @@ class AuditMiddleware:
         self.audit = audit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] not in MUTATING:
+        if scope["type"] == "websocket":
+            await self._websocket(scope, receive, send)
+            return
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        if scope["method"] not in MUTATING:
+            await self._read(scope, receive, send)
             return
         started = time.perf_counter()
         status = 500
@@ -192,6 +201,29 @@ class AuditMiddleware:
             await self.app(scope, receive, send_wrapper)
         finally:
             self.audit.write(_record(scope, status, time.perf_counter() - started))
+
+    async def _read(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """A read: recorded only when it is refused (401/403)."""
+        started = time.perf_counter()
+        status = 200
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            if status in DENIALS:
+                self.audit.write(_record(scope, status, time.perf_counter() - started))
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """A WebSocket handshake: recorded only when it is refused."""
+        await self.app(scope, receive, send)
+        if DENIED_KEY in scope:
+            self.audit.write(_record({**scope, "method": "WEBSOCKET"}, 401, 0.0))
 
 
 def _record(scope: Scope, status: int, seconds: float) -> Obj:
@@ -213,6 +245,9 @@ def _record(scope: Scope, status: int, seconds: float) -> Obj:
     }
     if sub is not None:
         record["subresource"] = sub
+    reason = scope.get(DENIED_KEY)
+    if reason is not None:
+        record["reason"] = reason
     if client:
         record["remote"] = client[0]
     record["durationMs"] = round(seconds * 1000, 3)

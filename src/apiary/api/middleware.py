@@ -1,5 +1,9 @@
 """The outermost layer of every request: authentication, metrics, and the last-resort 500.
 
+WebSocket connections are authenticated the same way (a refusal is an HTTP 401 when the server
+offers the denial-response extension, else a close with code 1008 before the handshake, which
+servers answer with 403); lifespan events pass straight through.
+
 Written as plain ASGI (not ``BaseHTTPMiddleware``) because it runs on every request and must not
 buffer streaming responses such as watches. Once the caller is known, plain routes are served
 directly by a :class:`~apiary.api.fastpath.Dispatcher` when one is given (the framework's routing
@@ -14,7 +18,7 @@ from typing import Any
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from apiary.api.auth import Authenticator
+from apiary.api.auth import DENIED_KEY, Authenticator
 from apiary.api.fastpath import Dispatcher
 from apiary.api.metrics import ApiMetrics
 from apiary.errors import ApiaryError
@@ -41,6 +45,8 @@ class ApiMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
+            if scope["type"] == "websocket" and not await self._websocket_allowed(scope, send):
+                return
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
@@ -57,10 +63,11 @@ class ApiMiddleware:
         try:
             if scope["path"] not in PUBLIC_PATHS:
                 try:
-                    scope[PRINCIPAL_KEY] = self.authenticator.authenticate(
+                    scope[PRINCIPAL_KEY] = await self.authenticator.authenticate(
                         _header(scope, b"authorization")
                     )
                 except ApiaryError as exc:
+                    scope[DENIED_KEY] = exc.message
                     await _send_error(
                         send_wrapper,
                         exc.status,
@@ -86,6 +93,34 @@ class ApiMiddleware:
             route = scope.get("route")
             template = getattr(route, "path", None) or "<unmatched>"
             self.metrics.observe(scope["method"], template, status, time.perf_counter() - started)
+
+    async def _websocket_allowed(self, scope: Scope, send: Send) -> bool:
+        """Authenticate a WebSocket handshake; refuse it (and say so) when the token is bad."""
+        try:
+            scope[PRINCIPAL_KEY] = await self.authenticator.authenticate(
+                _header(scope, b"authorization")
+            )
+            return True
+        except ApiaryError as exc:
+            scope[DENIED_KEY] = exc.message
+            log.info("websocket refused", path=scope.get("path"), reason=exc.message)
+            if "websocket.http.response" in (scope.get("extensions") or {}):
+                payload = orjson.dumps(exc.as_dict())
+                await send(
+                    {
+                        "type": "websocket.http.response.start",
+                        "status": exc.status,
+                        "headers": [
+                            (b"content-type", b"application/json"),
+                            (b"content-length", str(len(payload)).encode()),
+                            (b"www-authenticate", b'Bearer realm="apiary"'),
+                        ],
+                    }
+                )
+                await send({"type": "websocket.http.response.body", "body": payload})
+            else:
+                await send({"type": "websocket.close", "code": 1008, "reason": exc.message[:120]})
+            return False
 
 
 def _header(scope: Scope, name: bytes) -> str | None:

@@ -12,6 +12,7 @@ from apiary.resources.node import Node
 from apiary.resources.registry import KINDS
 from apiary.resources.secret import Secret
 from apiary.resources.session import Session
+from apiary.resources.token import Token
 
 MODELS: dict[str, type[ApiObject]] = {
     "Cell": Cell,
@@ -22,6 +23,7 @@ MODELS: dict[str, type[ApiObject]] = {
     "Session": Session,
     "Node": Node,
     "Event": Event,
+    "Token": Token,
 }
 
 assert set(MODELS) == {info.kind for info in KINDS}, "every registered kind needs a model"

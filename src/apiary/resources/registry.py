@@ -28,6 +28,7 @@ KINDS: tuple[KindInfo, ...] = (
     KindInfo("Drone", "drones", ("dr",), namespaced=True),
     KindInfo("Session", "sessions", ("sess",), namespaced=True),
     KindInfo("Event", "events", ("ev",), namespaced=True),
+    KindInfo("Token", "tokens", ("tok",), namespaced=False),
 )
 
 _BY_NAME: dict[str, KindInfo] = {}

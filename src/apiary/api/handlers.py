@@ -8,6 +8,7 @@ pydantic models on the hot path.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import secrets
 import string
@@ -154,6 +155,8 @@ async def list_objects(request: Request) -> Response:
     reveal = _reveal(request, info, cell)
     namespace = cell if info.namespaced else None
     state = _state(request)
+    if (view := state.authorizer.view(request.scope[PRINCIPAL_KEY], info.kind)) is not None:
+        lp = dataclasses.replace(lp, view=view)  # a node sees only where others' drones are
     if lp.watch:
         return await watch_response(state, info, namespace, lp, reveal)
     if lp.name is not None:
@@ -181,7 +184,7 @@ async def list_objects(request: Request) -> Response:
             "apiVersion": API_VERSION,
             "kind": f"{info.kind}List",
             "metadata": meta,
-            "items": [_out(o, reveal) for o in items],
+            "items": [_out(lp.shown(o), reveal) for o in items],
         }
     )
 
@@ -192,6 +195,7 @@ async def get_object(request: Request) -> Response:
     _authorize(request, "get", info, cell)
     reveal = _reveal(request, info, cell)
     obj = await _state(request).store.get(info.kind, cell or "", request.path_params["name"])
+    _state(request).authorizer.check_object(request.scope[PRINCIPAL_KEY], "get", info.kind, obj)
     return json_response(_out(obj, reveal))
 
 
@@ -339,6 +343,9 @@ async def replace_status(request: Request) -> Response:
     info = _kind(request.path_params["plural"], cell)
     _authorize(request, "update/status", info, cell)
     state = _state(request)
+    if state.authorizer.needs_object(who := request.scope[PRINCIPAL_KEY], info.kind):
+        current = await state.store.get(info.kind, cell or "", name)  # a node: its drones only
+        state.authorizer.check_object(who, "update/status", info.kind, current)
     reveal = _reveal(request, info, cell)
     obj = await _body(request, info, cell, name)
     status = obj.get("status", {})

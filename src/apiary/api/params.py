@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from starlette.datastructures import QueryParams
 
@@ -55,6 +57,11 @@ class ListParams:
     involved_name: str | None
     watch: bool
     resource_version: int | None
+    view: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+    """How the caller may see each object (``Authorizer.view``); None: as it is."""
+
+    def shown(self, obj: dict[str, Any]) -> dict[str, Any]:
+        return obj if self.view is None else self.view(obj)
 
     def matches(self, obj: dict[str, object]) -> bool:
         """The filters the store does not apply itself (field selectors, event filters)."""

@@ -95,7 +95,8 @@ async def _stream(
     stop = asyncio.ensure_future(state.stopping.wait())
     try:
         if initial:
-            yield b"".join(_line("ADDED", o if reveal else redact(o)) for o in initial)
+            shown = [lp.shown(o) for o in initial] if lp.view is not None else initial
+            yield b"".join(_line("ADDED", o if reveal else redact(o)) for o in shown)
         if send_bookmark:
             yield _bookmark(info.kind, since)
         last = since
@@ -122,7 +123,8 @@ async def _stream(
             last = change.rv
             if not lp.matches(change.object):
                 continue
-            yield _line(change.type, change.object if reveal else redact(change.object))
+            obj = lp.shown(change.object)
+            yield _line(change.type, obj if reveal else redact(obj))
     finally:
         state.metrics.watches.dec()
         stop.cancel()

@@ -18,7 +18,9 @@ Roles:
   AgentSpecs, Hives and Secrets; run sessions (create, send, jobs, events, approvals, Comb);
   replay/purge dead letters; scale; long-term memory read and write; logs.
 - ``viewer`` (one Cell): read everything in it but Secret values; logs.
-- ``node`` (one Node, every Cell): what a node agent does (see :data:`NODE_RULES`).
+- ``node`` (one Node, every Cell): what a node agent does (see :data:`NODE_RULES`). Of a Drone
+  placed on another node it reads only the name and placement (:func:`placement_only`), and it
+  may not write its status; a ``Node`` it may change only under its own name.
 
 No cell role reaches a cluster-scoped kind (Cells, Nodes, Tokens, the audit log) nor a list
 across all cells.
@@ -27,6 +29,7 @@ across all cells.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 CLUSTER_ADMIN = "cluster-admin"
 ADMIN = "admin"
@@ -172,3 +175,38 @@ def binding_problems(role: str, cell: str | None, node: str | None) -> list[tupl
     if role != NODE and node:
         out.append(("spec.node", "only a node token names a node (spec.role: node)"))
     return out
+
+
+# ------------------------------------------------------------- objects a node may see in full
+
+_PLACEMENT_META = ("name", "namespace", "uid", "resourceVersion", "deletionTimestamp")
+
+
+def placed_elsewhere(principal: Principal, kind: str, obj: dict[str, Any]) -> str | None:
+    """For a node and a Drone placed on another node (or on none): that node's name (``""`` for
+    none); None when the principal may see the object in full."""
+    if principal.role != NODE or kind != "Drone" or principal.cluster_admin:
+        return None
+    placed = (obj.get("spec") or {}).get("nodeName") or ""
+    return None if placed == principal.node else str(placed)
+
+
+def placement_only(obj: dict[str, Any]) -> dict[str, Any]:
+    """What a node sees of another node's Drone: who it is and where it is placed — enough to
+    know it is not its own (and to stop it if it ran here before), nothing of its spec."""
+    meta = obj.get("metadata") or {}
+    return {
+        "apiVersion": obj.get("apiVersion"),
+        "kind": obj.get("kind"),
+        "metadata": {k: meta[k] for k in _PLACEMENT_META if k in meta},
+        "spec": {"nodeName": (obj.get("spec") or {}).get("nodeName")},
+    }
+
+
+def not_placed_here(principal: Principal, verb: str, obj: dict[str, Any], placed: str) -> str:
+    meta = obj.get("metadata") or {}
+    where = f'on node "{placed}"' if placed else "on no node"
+    return (
+        f"{denial(principal, verb, 'Drone', meta.get('namespace'), meta.get('name'))}: "
+        f"it is placed {where}"
+    )

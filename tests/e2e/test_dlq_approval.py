@@ -185,6 +185,7 @@ def test_approval_gate_holds_across_a_restart(
     n = ["-n", cell]
     ran = tmp_path / "review-ran.txt"
     ran.touch()
+    ran.chmod(0o666)  # the drone runs as another user (nobody, when root): it may write this one
     with apiaryd.client(cell) as c:
         c.create(agentspec(cell, "prep", ECHO, "text"))
         c.create(agentspec(cell, "review", REVIEW, "text", {"RAN": str(ran)}))

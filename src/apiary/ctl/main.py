@@ -29,6 +29,7 @@ from apiary.ctl.commands import register_all
 from apiary.ctl.commands import run as run_command
 from apiary.ctl.commands import scale as scale_command
 from apiary.ctl.commands import session as session_command
+from apiary.ctl.commands import token as token_commands
 from apiary.ctl.commands import top as top_command
 from apiary.ctl.context import Ctl
 
@@ -181,6 +182,7 @@ approve_commands.register(app)  # approve, reject
 run_command.register(app)
 session_command.register(app)
 top_command.register(app)  # top drones|hives
+token_commands.register(app)  # token create|list|revoke
 
 
 def main() -> None:

@@ -1,9 +1,12 @@
 """``apiaryd node``: a node agent alone, on a worker machine, talking to the control plane's API.
 
-    apiaryd node --server URL --token T [--name N] [--data-dir D] [--cpu MILLICORES]
+    apiaryd node --server URL --token-file PATH [--name N] [--data-dir D] [--cpu MILLICORES]
                  [--memory BYTES] [--lease-seconds S]
 
-Outbound connections only. SIGTERM/SIGINT stop its drones gracefully and exit 0.
+The node's token (``apiaryctl token create NAME --node N``) comes from ``--token-file`` (or
+``$APIARY_TOKEN_FILE``), else ``$APIARY_TOKEN``; ``--token T`` still works but puts the secret
+on the command line, which every local user can read (``ps``, ``/proc/*/cmdline``): a warning
+says so. Outbound connections only. SIGTERM/SIGINT stop its drones gracefully and exit 0.
 """
 
 from __future__ import annotations
@@ -29,7 +32,14 @@ def build_parser() -> argparse.ArgumentParser:
         prog="apiaryd node", description="Run an Apiary node agent: drones placed here run here."
     )
     p.add_argument("--server", help="control plane URL (env APIARY_SERVER)")
-    p.add_argument("--token", help="bearer token (env APIARY_TOKEN)")
+    p.add_argument(
+        "--token-file", type=Path, help="file holding the node's bearer token (env "
+        "APIARY_TOKEN_FILE); preferred to --token",
+    )  # fmt: skip
+    p.add_argument(
+        "--token", help="bearer token (env APIARY_TOKEN); visible to every local user in the "
+        "process list: prefer --token-file",
+    )  # fmt: skip
     p.add_argument(
         "--bus", help="message bus the control plane uses, e.g. nats://host:4222 (env APIARY_BUS); "
         "without one the node runs drones but takes no session traffic",
@@ -63,7 +73,31 @@ def settings_from(
     ns.state_dir = str((a.data_dir or base / f"node-{ns.name}").expanduser())
     logging.basicConfig(level=a.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # fmt: skip
-    return ns, a.server, a.token, a.bus or os.environ.get("APIARY_BUS") or None
+    token = node_token(a.token, a.token_file)
+    return ns, a.server, token, a.bus or os.environ.get("APIARY_BUS") or None
+
+
+ARGV_WARNING = (
+    "apiaryd node: warning: --token on the command line is readable by every local user "
+    "(ps, /proc/PID/cmdline); use --token-file PATH or APIARY_TOKEN_FILE instead"
+)
+
+
+def node_token(argv_token: str | None, token_file: Path | None) -> str | None:
+    """The token: ``--token-file``, else ``$APIARY_TOKEN_FILE``, else ``--token`` (with a
+    warning), else None (the client falls back to ``$APIARY_TOKEN``)."""
+    path = token_file or (Path(p) if (p := os.environ.get("APIARY_TOKEN_FILE")) else None)
+    if path is not None:
+        try:
+            text = path.expanduser().read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise SystemExit(f"apiaryd node: cannot read the token file {path}: {exc}") from None
+        if not text:
+            raise SystemExit(f"apiaryd node: the token file {path} is empty")
+        return text
+    if argv_token:
+        print(ARGV_WARNING, file=sys.stderr, flush=True)
+    return argv_token or None
 
 
 async def run_node(

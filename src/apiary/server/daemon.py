@@ -34,7 +34,12 @@ from apiary.router.status import SessionStatusWriter
 from apiary.server.bootstrap import ensure_default_cell, load_or_create_token, prepare_data_dir
 from apiary.server.notify import Notifier
 from apiary.server.notify_metrics import NotifyMetrics
-from apiary.server.runtime import local_node_task, queen_task, reap_local_orphans
+from apiary.server.runtime import (
+    local_node_identity,
+    local_node_task,
+    queen_task,
+    reap_local_orphans,
+)
 from apiary.server.settings import Settings
 from apiary.server.supervisor import Supervisor, TaskFactory
 from apiary.store import Store, StoreSettings, open_store
@@ -52,6 +57,7 @@ class Daemon:
         self.bus: Bus | None = None
         self.comb: Comb | None = None
         self.token: str = ""
+        self.node_token: str = ""  # the embedded node's: a node identity, not the admin's
         self.address: tuple[str, int] | None = None
         self._server: uvicorn.Server | None = None
         self._api_stopping: asyncio.Event | None = None
@@ -111,6 +117,9 @@ class Daemon:
         )
         state = api_state(app)
         self._api_stopping = state.stopping
+        if s.runtime.local_node:
+            self.node_token, node_identity = local_node_identity(s)
+            state.authenticator.tokens[self.node_token] = node_identity
         assert self.journal is not None and self.bus is not None
         sessions = SessionDirectory(store)
         router = Router(
@@ -209,7 +218,9 @@ class Daemon:
         if self.settings.runtime.local_node and self.address is not None:
             self.supervisor.add(
                 "local-node",
-                local_node_task(self.address, self.token, self.settings, self.stopping, self.bus),
+                local_node_task(
+                    self.address, self.node_token, self.settings, self.stopping, self.bus
+                ),
             )
 
     async def _announce(

@@ -4,6 +4,7 @@ in embedded mode, a node agent that reaches the API over loopback HTTP like any 
 from __future__ import annotations
 
 import asyncio
+import secrets
 import socket
 import uuid
 from collections.abc import Awaitable, Callable
@@ -21,6 +22,7 @@ from apiary.logging import get_logger
 from apiary.node.agent import NodeAgent, NodeSettings
 from apiary.node.orphans import reap_orphans
 from apiary.node.runner import RunnerSettings
+from apiary.security import NODE, Principal
 from apiary.server.drone_notices import DroneNotices
 from apiary.server.notify import Notifier
 from apiary.server.settings import Settings
@@ -98,6 +100,14 @@ def node_settings(settings: Settings, state_dir: Path) -> NodeSettings:
     if rt.node_memory:
         ns.memory_bytes = rt.node_memory
     return ns
+
+
+def local_node_identity(settings: Settings) -> tuple[str, Principal]:
+    """A token (in memory only, new at every start) and the node identity it stands for: the
+    embedded node may do what a node does — its own Node, its drones — and no more, like a
+    node on another machine with its node token."""
+    name = node_settings(settings, settings.data_dir / "node").name
+    return secrets.token_urlsafe(32), Principal(f"system:node:{name}", (), NODE, None, name)
 
 
 def reap_local_orphans(data_dir: Path) -> None:

@@ -1,4 +1,5 @@
-"""A hive deleted while one of its sessions has work open (here: held at an approval gate) must not stop apiaryd on every start.
+"""A hive deleted while one of its sessions has work open (here: held at an approval gate) must
+not stop apiaryd on every start.
 
 Before: the router's recovery sweep asked for the hive, got NotFound and nothing caught it, so
 apiaryd exited at start, again and again. Now the session ends Failed (HiveNotFound) with the
@@ -14,7 +15,6 @@ from typing import Any
 import httpx
 
 from server.daemon_proc import Apiaryd, start
-
 
 
 def _post(d: Apiaryd, path: str, body: dict[str, Any]) -> None:

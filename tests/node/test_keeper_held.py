@@ -1,0 +1,120 @@
+"""Which sessions a drone holds (:attr:`Keeper.held`), with real agent processes: what its keeper
+token may reach (docs/comb.md, "What a drone may reach")."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import textwrap
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+
+from apiary.node.keeper import AgentCrashed, HeldSessions, Keeper, ResponseTimeout
+from apiary.waggle import Message
+
+Spawn = Callable[..., Awaitable[asyncio.subprocess.Process]]
+
+# Answers "more" lines first, then the final one when told to; "hang" never answers; "die" exits.
+AGENT = textwrap.dedent(
+    """
+    import json, sys, threading, time
+
+    def work(msg):
+        p = msg["payload"]
+        if p.get("do") == "hang":
+            return
+        if p.get("do") == "die":
+            sys.stdout.flush(); import os; os._exit(3)
+        for i in range(p.get("more", 0)):
+            out = {"type": "result", "payload": i, "correlationId": msg["id"],
+                   "metadata": {"more": "true"}}
+            print(json.dumps(out), flush=True)
+        time.sleep(p.get("sleep", 0))
+        print(json.dumps({"type": "result", "payload": "done", "correlationId": msg["id"]}),
+              flush=True)
+
+    for line in sys.stdin:
+        threading.Thread(target=work, args=(json.loads(line),), daemon=True).start()
+    """
+)
+
+
+@pytest.fixture
+async def spawn() -> AsyncIterator[Spawn]:
+    procs: list[asyncio.subprocess.Process] = []
+
+    async def _spawn(*argv: str) -> asyncio.subprocess.Process:
+        proc = await asyncio.create_subprocess_exec(
+            *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            env=dict(os.environ),
+        )  # fmt: skip
+        procs.append(proc)
+        return proc
+
+    yield _spawn
+    for proc in procs:
+        if proc.returncode is None:
+            proc.kill()
+        await proc.wait()
+
+
+def test_held_sessions_count_and_match_cell_or_bare_names() -> None:
+    held = HeldSessions()
+    held.add("c/a")
+    held.add("c/a")
+    held.add("b")
+    assert held.holds("c", "a") and held.holds("c", "b") and not held.holds("other", "a")
+    assert not held.holds("c", "c/a") and not held.holds("c", "x")
+    held.release("c/a")
+    assert held.holds("c", "a")  # one message of a is still in hand
+    held.release("c/a")
+    held.release("c/a")  # an extra release never goes negative
+    assert not held.holds("c", "a") and held.sessions() == ["b"] and len(held) == 1
+
+
+async def test_a_session_is_held_until_the_final_answer_is_taken(spawn: Spawn) -> None:
+    keeper = Keeper({"type": "stdin", "concurrency": 3}, name="c/d")
+    await keeper.attach(await spawn(sys.executable, "-c", AGENT))
+    await keeper.start()
+    slow = asyncio.create_task(
+        keeper.deliver(Message({"more": 2, "sleep": 0.5}, session_id="c/a"), timeout=10)
+    )
+    quick = asyncio.create_task(
+        keeper.deliver(Message({"sleep": 0.1}, session_id="c/a"), timeout=10)
+    )
+    other = asyncio.create_task(
+        keeper.deliver(Message({"sleep": 0.1}), timeout=10, session="c/b")  # the dispatch's word
+    )
+    await asyncio.sleep(0.05)
+    assert keeper.held.sessions() == ["c/a", "c/b"]
+    await asyncio.gather(quick, other)
+    # the "more" lines of the slow message were emitted, its final answer is not in yet
+    assert keeper.held.holds("c", "a") and not keeper.held.holds("c", "b")
+    outputs = await slow
+    assert [o.payload for o in outputs] == [0, 1, "done"]
+    assert len(keeper.held) == 0
+    await keeper.stop()
+
+
+async def test_a_timed_out_or_crashed_delivery_is_no_longer_held(spawn: Spawn) -> None:
+    keeper = Keeper({"type": "stdin", "concurrency": 2}, name="c/d")
+    await keeper.attach(await spawn(sys.executable, "-c", AGENT))
+    await keeper.start()
+    with pytest.raises(ResponseTimeout):
+        await keeper.deliver(Message({"do": "hang"}, session_id="c/a"), timeout=0.2)
+    assert len(keeper.held) == 0
+    abandoned = asyncio.create_task(
+        keeper.deliver(Message({"do": "hang"}, session_id="c/a"), timeout=10)
+    )
+    await asyncio.sleep(0.05)
+    assert keeper.held.holds("c", "a")
+    abandoned.cancel()  # the worker gave up on it (drone stopping)
+    with pytest.raises(asyncio.CancelledError):
+        await abandoned
+    assert len(keeper.held) == 0
+    with pytest.raises(AgentCrashed):
+        await keeper.deliver(Message({"do": "die"}, session_id="c/a"), timeout=10)
+    assert len(keeper.held) == 0
+    await keeper.stop()

@@ -357,8 +357,7 @@ class NodeAgent:
             read_secret=read_secret,
             on_status=self._drone_status,
             extra_env={
-                "APIARY_NODE": self.settings.name,
-                "APIARY_SERVER": self.client.server,
+                "APIARY_NODE": self.settings.name,  # not the API's address: the keeper is its door
                 **self.keeper_http.drone_env(cell, name),
             },
         )

@@ -216,6 +216,10 @@ async def create_object(request: Request) -> Response:
     reveal = _reveal(request, info, cell)
     obj = await _body(request, info, cell, None)
     generated = _generate_name(obj)
+    if info.kind == "Node":  # a node may create only its own Node: check the name in the body
+        _state(request).authorizer.authorize(
+            request.scope[PRINCIPAL_KEY], "create", info.kind, cell, obj["metadata"].get("name")
+        )
     obj.pop("status", None)  # status is written through /status, never on create
     admitted, warnings = _admit(obj, strict)
     admitted.pop("status", None)

@@ -32,7 +32,7 @@ Obj = dict[str, Any]
 Lookup = Callable[[str], Awaitable[Obj | None]]
 """A Token object by name, or None when there is none."""
 
-DEFAULT_TTL = 2.0
+DEFAULT_TTL = 1.0
 MAX_CACHED = 10_000
 
 

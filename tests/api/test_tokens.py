@@ -71,7 +71,6 @@ async def api() -> AsyncIterator[Api]:
 
 OPS: dict[str, Callable[[str], Request]] = {
     "list Hive": lambda c: ("GET", f"/api/v1/cells/{c}/hives", None),
-    "watch Hive": lambda c: ("GET", f"/api/v1/cells/{c}/hives?watch=true&resourceVersion=999", None),
     "get Hive": lambda c: ("GET", f"/api/v1/cells/{c}/hives/h", None),
     "create Hive": lambda c: ("POST", f"/api/v1/cells/{c}/hives", sample("Hive", "new", c)),
     "delete Hive": lambda c: ("DELETE", f"/api/v1/cells/{c}/hives/h", None),
@@ -104,7 +103,7 @@ OPS: dict[str, Callable[[str], Request]] = {
 }  # fmt: skip
 
 CELL_OPS = {op for op in OPS if not op.endswith(("Cell", "(all cells)", "Token", "AuditLog")) and "Node" not in op}  # fmt: skip
-VIEWER = {"list Hive", "watch Hive", "get Hive", "get AgentSpec", "get Secret", "get/logs Drone",
+VIEWER = {"list Hive", "get Hive", "get AgentSpec", "get Secret", "get/logs Drone",
           "list DeadLetter", "get Memory", "get/comb Session"}  # fmt: skip
 DEVELOPER = VIEWER | {
     "create Hive", "delete Hive", "create AgentSpec", "delete AgentSpec", "create Secret",

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -14,6 +15,7 @@ import orjson
 import pytest
 
 from apiary.api import api_state
+from apiary.api.logs import LogStore
 from apiary.api.state import ApiState
 
 from .conftest import Api, running_api, sample
@@ -394,3 +396,17 @@ async def test_unauthenticated_requests_get_www_authenticate(api: Api) -> None:
         r = await bare.get("/api/v1/tokens", headers=bearer("apiary_nobody_" + "x" * 43))
     assert r.status_code == 401
     assert r.headers["www-authenticate"] == 'Bearer realm="apiary"'
+
+
+async def test_a_node_token_pushes_logs_of_its_own_drones_only(tmp_path: Path) -> None:
+    async with running_api("memory://", resolver=False) as api:
+        await seed(api)
+        app = api.client._transport.app  # type: ignore[attr-defined]
+        app.state.apiary_logs = LogStore(tmp_path / "logs")
+        token = await mint(api, "n1", "node", node="n1")
+        batch = {"lines": [{"text": "hello", "stream": "stderr"}]}
+        path = f"/api/v1/cells/{OWN}/drones/{{}}/logs"
+        r = await api.client.post(path.format("d"), json=batch, headers=bearer(token))
+        assert r.status_code == 200, r.text
+        r = await api.client.post(path.format("e"), json=batch, headers=bearer(token))
+        assert r.status_code == 403 and 'placed on node "n2"' in r.json()["message"]

@@ -303,6 +303,8 @@ async def post_drone_logs(request: Request) -> Response:
     raw = await read_body(request, state.config.max_body_bytes)
     uid, source, seq, lines = parse_batch(parse_body(raw, request.headers.get("content-type")))
     drone = await state.store.get("Drone", cell, name)
+    # a node pushes the logs of its own drones only
+    state.authorizer.check_object(request.scope[PRINCIPAL_KEY], "create/logs", "Drone", drone)
     if uid and drone["metadata"].get("uid") != uid:
         raise NotFound(f"Drone {name!r} with uid {uid} no longer exists in cell {cell!r}")
     written, following = logs.append(

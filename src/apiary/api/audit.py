@@ -185,9 +185,11 @@ class AuditMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        if scope["method"] not in MUTATING:
-            await self._read(scope, receive, send)
-            return
+        await self._serve(scope, receive, send, every=scope["method"] in MUTATING)
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send, *, every: bool) -> None:
+        """Run the request, then record it: ``every`` time (a mutation), or only when it was
+        refused (401/403: a read)."""
         started = time.perf_counter()
         status = 500
 
@@ -200,23 +202,7 @@ class AuditMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            self.audit.write(_record(scope, status, time.perf_counter() - started))
-
-    async def _read(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """A read: recorded only when it is refused (401/403)."""
-        started = time.perf_counter()
-        status = 200
-
-        async def send_wrapper(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_wrapper)
-        finally:
-            if status in DENIALS:
+            if every or status in DENIALS:
                 self.audit.write(_record(scope, status, time.perf_counter() - started))
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:

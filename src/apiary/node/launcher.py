@@ -22,31 +22,28 @@ Why the process is set up the way it is:
   runtimes that reserve large virtual ranges up front (the JVM, Go, V8) need a generous limit;
   ``limits.cpu`` is then not enforced (``setrlimit`` has no rate limit). :func:`enforcement`
   says which applied; the drone's ``status.isolation`` shows it.
-* The child-side setup runs as ``preexec_fn``, which forces ``fork`` instead of ``vfork``. Measured
-  on the project machine: +1.5 ms per spawn with a 50 MB parent, +5 ms at 150 MB, +10 ms at
-  250 MB — small against the ≈ 55 ms a Python agent needs to start, and the only way to get
-  PDEATHSIG without an extra exec.
+* The child-side setup (:mod:`.childsetup`) runs as ``preexec_fn``, which forces ``fork`` instead
+  of ``vfork``. Measured on the project machine: +1.5 ms per spawn with a 50 MB parent, +5 ms
+  at 150 MB, +10 ms at 250 MB — small against the ≈ 55 ms a Python agent needs to start, and the
+  only way to get PDEATHSIG without an extra exec.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import logging
 import os
-import resource
 import shutil
 import signal
-import sys
 import time
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 from apiary.errors import FieldDetail, Invalid
 from apiary.node import cgroups, orphans, sandbox
+from apiary.node.childsetup import child_setup
 from apiary.node.logs import DEFAULT_BACKUPS, DEFAULT_MAX_BYTES, LogWriter
 
 log = logging.getLogger(__name__)
@@ -57,60 +54,6 @@ Phase = Literal["Starting", "Running", "Stopping", "Stopped", "Failed"]
 STDERR_TAIL_LINES = 10
 _MAX_LINE = 64 * 1024  # a longer line without newline is logged in pieces
 _PUMP_DRAIN_SECONDS = 1.0  # after exit, a pipe held open by an escaped grandchild is abandoned
-_PR_SET_PDEATHSIG = 1
-
-
-def _load_prctl() -> Any:
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        return ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-
-
-_prctl = _load_prctl()  # resolved once here: the forked child must not load libraries
-
-_SYS_CLOSE_RANGE = 436  # the same number on every Linux architecture (the unified table)
-_CLOSE_RANGE_CLOEXEC = 4
-
-
-def _load_syscall() -> Any:
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        return ctypes.CDLL(None, use_errno=True).syscall
-    except (OSError, AttributeError):
-        return None
-
-
-_syscall = _load_syscall()
-_MAX_FD = os.sysconf("SC_OPEN_MAX") if hasattr(os, "sysconf") else 1024
-
-
-def _cloexec_beyond_stdio() -> None:
-    """In the forked child: mark every descriptor above 2 close-on-exec, so the agent starts with
-    stdio and nothing else whatever the event loop does. asyncio's own loop closes them itself
-    (``close_fds``), but uvloop, which apiaryd runs on, spawns through libuv, which has no
-    close_fds: the drone kept the child ends of its stdio socketpairs and anything inheritable.
-    Marking (not closing) leaves the sources the loop is about to ``dup2`` onto 0-2 in place."""
-    if _syscall is not None:
-        rc = _syscall(
-            ctypes.c_long(_SYS_CLOSE_RANGE),
-            ctypes.c_uint(3),
-            ctypes.c_uint(0xFFFFFFFF),
-            ctypes.c_uint(_CLOSE_RANGE_CLOEXEC),
-        )
-        if rc == 0:
-            return
-    try:
-        fds = [int(n) for n in os.listdir("/proc/self/fd")]
-    except OSError:
-        fds = list(range(3, min(_MAX_FD, 65536)))
-    for fd in fds:
-        if fd > 2:
-            with contextlib.suppress(OSError):
-                os.set_inheritable(fd, False)
 
 
 @dataclass(frozen=True)
@@ -239,31 +182,6 @@ def _check_access(spec: LaunchSpec, executable: str) -> None:
             "readable (scripts/drone-access does this for the interpreter) or set "
             "securityContext.runAsUser in the AgentSpec",
         )
-
-
-def _child_setup(
-    parent_pid: int,
-    memory_limit: int | None,
-    identity: sandbox.Identity,
-    cgroup_procs: int | None = None,
-) -> Callable[[], None]:
-    """The preexec hook: a few syscalls in the forked child before exec. The cgroup is joined
-    first (while still privileged); the death signal is set after the uid change, which would
-    clear it."""
-
-    def setup() -> None:
-        _cloexec_beyond_stdio()
-        if cgroup_procs is not None:
-            cgroups.join(cgroup_procs)
-        if memory_limit is not None:
-            resource.setrlimit(resource.RLIMIT_AS, (memory_limit, memory_limit))
-        sandbox.become(identity)
-        if _prctl is not None:
-            _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-            if os.getppid() != parent_pid:  # the parent died before prctl took effect
-                os._exit(137)
-
-    return setup
 
 
 def describe_exit(returncode: int) -> tuple[str, int, str | None, str]:
@@ -519,7 +437,7 @@ async def launch(spec: LaunchSpec, *, log: LogWriter | None = None) -> DroneProc
             start_new_session=True,
             close_fds=True,  # stdio and nothing else: no socket or file of the node's
             pass_fds=(),
-            preexec_fn=_child_setup(os.getpid(), rlimit, spec.run_as, procs),
+            preexec_fn=child_setup(os.getpid(), rlimit, spec.run_as, procs),
         )
     except OSError as exc:
         if cgroup is not None:

@@ -24,7 +24,6 @@ from apiary.bus import Bus, Delivery, Publish, Subscription
 from apiary.errors import (
     Conflict,
     FieldDetail,
-    NotFound,
     TooManyRequests,
     Unavailable,
 )
@@ -44,6 +43,7 @@ from apiary.router.plan import (
     split,
 )
 from apiary.router.policy import NOT_RETRIED, HivePolicy, HiveQueue, StageBacklog
+from apiary.router.recovery import Recovery
 from apiary.router.sessions import SessionDirectory, SessionInfo
 from apiary.waggle import Message
 from apiary.waggle.envelope import (
@@ -63,7 +63,7 @@ QUEUE_PRUNE_INTERVAL = 1.0
 Obj = dict[str, Any]
 
 
-class Router(Holds):
+class Router(Holds, Recovery):
     """Runs every session's flows; one per apiaryd replica (outcomes are load-balanced)."""
 
     def __init__(
@@ -129,77 +129,6 @@ class Router(Holds):
             for timer in self._timers:
                 timer.cancel()
             await self._sub.drain()
-
-    async def sweep(self, older_than: float) -> int:
-        """Publish again every dispatch that has no outcome, is older than ``older_than`` and is
-        not held (approval, dead letter) — at its current attempt.
-
-        After a crash of an embedded apiaryd the in-process bus lost what it held; the journal did
-        not. Republishing is harmless: ids are the same, duplicates are dropped by the router."""
-        count = 0
-        after: Entry | None = None
-        while True:
-            entries = await self.journal.open_dispatches(older_than, limit=1000, after=after)
-            fresh = [e for e in entries if e.created <= older_than]
-            if not fresh:
-                return count
-            after = entries[-1]
-            states: dict[str, Obj] = {}
-            lefts: dict[str, int | None] = {}
-            items = []
-            for e in fresh:
-                info = await self.sessions.get_by_key(e.session)
-                if info is None or e.session in self._orphaned:
-                    continue
-                if e.session not in states:
-                    try:
-                        lefts[e.session] = await self._tokens_left(info)
-                    except NotFound as exc:  # its hive was deleted under it: end it, go on
-                        self._end_orphaned(info, exc)
-                        continue
-                    states[e.session] = split((await self.journal.load(e.session)).state)[1]
-                mine = states[e.session]
-                if e.id in mine["held"]:
-                    continue
-                send = Send(e.id, e.stage or "", e.message, int(mine["attempts"].get(e.id, 0)))
-                items.append(self._publication(info, send, lefts[e.session]))
-            if items:
-                await self.bus.publish_many(items)
-            count += len(items)
-            if len(entries) < 1000:
-                return count
-
-    def _end_orphaned(self, info: SessionInfo, exc: NotFound) -> None:
-        """A session whose hive is gone cannot go on: it ends Failed with the reason (once per
-        process), and its open work is left in the journal for ``dlq``/transcript readers. The
-        sweep must never stop the router over it (that stopped apiaryd on every start)."""
-        self._orphaned.add(info.key)
-        log.warning("session %s: %s; ending it", info.key, exc.message)
-        if self.on_status is not None:
-            self.on_status(info, {"phase": "Failed", "reason": "HiveNotFound",
-                                  "message": exc.message})  # fmt: skip
-
-    async def _redrive(self, info: SessionInfo) -> int:
-        """Publish again the session's open, not held dispatches at their current attempt.
-
-        For the moments a step's publish may have been lost (a crash between commit and
-        publish shows up as a re-sent input or a redelivered outcome): the same ``msg_id`` is
-        dropped by the bus inside its dedupe window, and a copy that still gets through is
-        answered twice at worst — the router records only the first answer."""
-        engine, _ = await self.sessions.hive(info)
-        es, mine = split((await self.journal.load(info.key)).state)
-        sends = []
-        for d in engine.open_dispatches(es):
-            entry = None if d in mine["held"] else await self.journal.get(info.key, d)
-            if entry is not None and entry.kind == "dispatch":
-                attempt = int(mine["attempts"].get(d, 0))
-                sends.append(Send(d, entry.stage or "", entry.message, attempt))
-        left = await self._tokens_left(info) if sends else None
-        items = [self._publication(info, send, left) for send in sends]
-        if items:
-            await self.bus.publish_many(items)
-            log.info("session %s: republished %d open dispatch(es)", info.key, len(items))
-        return len(items)
 
     # ------------------------------------------------------------------------------ inputs
 

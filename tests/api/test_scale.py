@@ -3,6 +3,7 @@ updates with admission, quotas and optimistic concurrency; status counted from t
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -186,3 +187,96 @@ async def test_bad_input_conflicts_quotas_and_dry_run(api: Api) -> None:
 
 def test_seed_path_exists() -> None:
     assert Path(SEEDS / "09-hive-composed.yaml").exists()
+
+
+# ------------------------------------------------------------------ stages the autoscaler counted
+
+NOTE = "status.apiary.io/autoscaler"
+
+
+def agentspec(name: str, scaling: dict[str, Any] | None = None) -> dict[str, Any]:
+    spec: dict[str, Any] = {"runtime": {"command": ["cat"]}, "interface": {"type": "stdin"}}
+    if scaling is not None:
+        spec["scaling"] = scaling
+    return {"apiVersion": "apiary.io/v1", "kind": "AgentSpec", "metadata": {"name": name},
+            "spec": spec}  # fmt: skip
+
+
+async def counted_by_the_autoscaler(api: Api, replicas: int) -> None:
+    """Hive h's stage s as the autoscaler leaves it: its count in the annotation, decided
+    against the spec's replicas (1)."""
+    h = await api.store.get("Hive", CELL, "h")
+    note = {"s": {"replicas": replicas, "specReplicas": 1, "direction": "up",
+                  "lastScaleUp": "2020-01-01T00:00:00Z"}}  # fmt: skip
+    h["metadata"]["annotations"] = {NOTE: json.dumps(note)}
+    await api.store.update(h)
+
+
+def notes(hive: dict[str, Any]) -> dict[str, Any]:
+    return dict(json.loads(hive["metadata"].get("annotations", {}).get(NOTE, "{}")))
+
+
+async def test_scaling_an_autoscaled_stage_is_where_the_autoscaler_carries_on(api: Api) -> None:
+    c = api.client
+    scaling = {"minReplicas": 1, "maxReplicas": 4}
+    assert (await c.post(SPECS, json=agentspec("auto", scaling))).status_code == 201
+    await c.post(HIVES, json=hive("h", [{"name": "s", "agentRef": "auto", "replicas": 1}]))
+    await counted_by_the_autoscaler(api, 3)
+    view = (await c.get(f"{HIVES}/h/scale")).json()
+    assert view["spec"]["stages"] == [
+        {"name": "s", "replicas": 3, "minReplicas": 1, "maxReplicas": 4}
+    ]
+    r = await c.put(f"{HIVES}/h/scale", json={"replicas": 2})
+    assert r.status_code == 200, r.text
+    assert r.json()["spec"]["replicas"] == 2  # not the autoscaler's 3
+    assert r.json()["message"] == "autoscaled 1..4: the autoscaler carries on from 2"
+    stored = (await c.get(f"{HIVES}/h")).json()
+    entry = notes(stored)["s"]
+    assert (entry["replicas"], entry["previous"], entry["direction"]) == (2, 3, "manual")
+    assert entry["lastScaleUp"] == "2020-01-01T00:00:00Z" and "lastScaleManual" in entry
+    assert stored["spec"]["stages"][0]["replicas"] == 2
+    assert (await c.get(f"{HIVES}/h/scale")).json()["spec"]["replicas"] == 2
+    # the same count as the spec already says still takes effect over the autoscaler's
+    await counted_by_the_autoscaler(api, 4)
+    h = await api.store.get("Hive", CELL, "h")
+    h["spec"]["stages"][0]["replicas"] = 1
+    await api.store.update(h)
+    assert (await c.get(f"{HIVES}/h/scale")).json()["spec"]["replicas"] == 4
+    r = await c.put(f"{HIVES}/h/scale", json={"replicas": 1})
+    assert r.json()["spec"]["replicas"] == 1
+    assert notes(await api.store.get("Hive", CELL, "h"))["s"]["replicas"] == 1
+
+
+async def test_a_scale_outside_the_bounds_is_clamped_and_said(api: Api) -> None:
+    c = api.client
+    await c.post(SPECS, json=agentspec("auto", {"minReplicas": 1, "maxReplicas": 4}))
+    await c.post(HIVES, json=hive("h", [{"name": "s", "agentRef": "auto", "replicas": 1}]))
+    r = await c.put(f"{HIVES}/h/scale", json={"replicas": 10})
+    assert r.status_code == 200, r.text
+    assert r.json()["spec"]["replicas"] == 4
+    assert r.json()["message"] == (
+        "asked for 10, clamped to maxReplicas 4; autoscaled 1..4: the autoscaler carries on from 4"
+    )
+    assert (await c.get(f"{HIVES}/h")).json()["spec"]["stages"][0]["replicas"] == 4
+    r = await c.put(f"{HIVES}/h/scale", json={"replicas": 0})
+    assert r.json()["spec"]["replicas"] == 1
+    assert r.json()["message"].startswith("asked for 0, clamped to minReplicas 1;")
+    r = await c.put(f"{HIVES}/h/scale", params={"dryRun": "All"}, json={"replicas": 7})
+    assert r.json()["spec"]["replicas"] == 4 and "clamped to maxReplicas 4" in r.json()["message"]
+    assert (await c.get(f"{HIVES}/h")).json()["spec"]["stages"][0]["replicas"] == 1
+
+
+async def test_without_scaling_a_left_over_count_is_ignored_and_dropped(api: Api) -> None:
+    c = api.client
+    await c.post(SPECS, json=agentspec("fixed"))  # it had scaling once; not any more
+    stages = [{"name": "s", "agentRef": "fixed", "replicas": 1},
+              {"name": "t", "agentRef": "fixed", "replicas": 1}]  # fmt: skip
+    await c.post(HIVES, json=hive("h", stages))
+    await counted_by_the_autoscaler(api, 5)
+    view = (await c.get(f"{HIVES}/h/scale", params={"stage": "s"})).json()
+    assert view["spec"]["replicas"] == 1  # the spec decides, whatever the annotation says
+    r = await c.put(f"{HIVES}/h/scale", json={"replicas": 3, "stage": "s"})
+    assert r.status_code == 200, r.text
+    assert r.json()["spec"]["replicas"] == 3 and "message" not in r.json()
+    stored = await api.store.get("Hive", CELL, "h")
+    assert notes(stored) == {} and stored["spec"]["stages"][0]["replicas"] == 3

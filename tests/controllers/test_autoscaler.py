@@ -19,6 +19,7 @@ from apiary.controllers.autoscaler import (
     ScalingPolicy,
     StageLoad,
     decide,
+    manual_scale,
     read_history,
 )
 from apiary.controllers.templates import hive_stages
@@ -108,6 +109,15 @@ def test_latency_scales_up_only_when_measured_since_the_last_change() -> None:
     assert decide(policy, stale, History(), NOW) is None
     idle = load(2, 2, 0, latency_p50_ms=250.0, latency_fresh=True)
     assert decide(policy, idle, History(last_up=NOW - 1), NOW) is None  # idle: old latency
+
+
+def test_a_manual_scale_counts_as_a_change_for_the_cooldown() -> None:
+    idle = load(4, 4, 0)
+    assert decide(POLICY, idle, History(last_up=NOW - 600, last_manual=NOW - 10), NOW) is None
+    down = decide(POLICY, idle, History(last_manual=NOW - 61), NOW)
+    assert down is not None and down.replicas == 3
+    up = decide(POLICY, load(2, 2, 10), History(last_manual=NOW), NOW)
+    assert up is not None and up.replicas == 5  # load still wins at once
 
 
 def test_in_flight_counts_what_the_router_did_not_see() -> None:
@@ -309,3 +319,92 @@ def test_a_new_stage_is_not_scaled_down_within_its_cooldown_of_creation() -> Non
     busy = load(replicas=1, ready=1, backlog=10)
     up = decide(POLICY, busy, History(since=1000.0), now=1001.0)
     assert up is not None and up.direction == "up"  # scale-ups never wait
+
+
+# ---------------------------------------------------------------------------- a person scales
+
+
+async def _scale_by_hand(store: Store, replicas: int, when: datetime) -> str | None:
+    """What ``PUT …/scale`` does to stage ``s``: the annotation through :func:`manual_scale`,
+    then the clamped count into the spec, in one update."""
+    h = await store.get("Hive", "default", "h")
+    spec = await store.get("AgentSpec", "default", "auto")
+    result = manual_scale(h, hive_stages(h)[0][0], spec, replicas, when)
+    h["spec"]["stages"][0]["replicas"] = result.replicas
+    await store.update(h)
+    return result.message()
+
+
+async def test_removing_scaling_puts_the_spec_back_in_charge_and_drops_the_count(
+    store: Store, queen: Queen, clock: FakeClock, world: tuple[Autoscaler, Backlog]
+) -> None:
+    scaler, backlog = world
+    scaler.settings.agentspec_ttl = 0  # see the AgentSpec change on the next pass
+    backlog.counts[("default", "h", "s")] = 3
+    await scaler.run_once()  # the annotation now says 4, the spec 1
+    await settle(queen, [FakeNode(store, clock, "n1")])
+    spec = await store.get("AgentSpec", "default", "auto")
+    del spec["spec"]["scaling"]
+    await store.update(spec)  # `apiaryctl apply` without scaling
+    await settle(queen, [FakeNode(store, clock, "n1")])
+    stage_s = [d for d in await drones_of(store, "h") if d["spec"]["stage"] == "s"]
+    assert len(stage_s) == 1  # the spec's replicas, not the autoscaler's 4
+    h = await store.get("Hive", "default", "h")
+    assert "s" not in read_history(h) and h["status"]["stages"][0]["wanted"] == 1
+    assert await scaler.run_once() == {}  # nothing autoscaled any more
+    # a scale of the now fixed stage is an ordinary spec change
+    assert await _scale_by_hand(store, 3, clock()) is None
+    await settle(queen, [FakeNode(store, clock, "n1")])
+    assert len([d for d in await drones_of(store, "h") if d["spec"]["stage"] == "s"]) == 3
+
+
+async def test_a_manual_scale_is_where_the_autoscaler_carries_on_from(
+    store: Store, queen: Queen, clock: FakeClock, world: tuple[Autoscaler, Backlog]
+) -> None:
+    scaler, backlog = world
+    backlog.counts[("default", "h", "s")] = 3
+    await scaler.run_once()  # up to 4
+    backlog.counts.clear()
+    clock.advance(60)  # past the scale-up's cooldown
+    note = await _scale_by_hand(store, 2, clock())
+    assert note == "autoscaled 0..4: the autoscaler carries on from 2"
+    assert (await _stage(store))["replicas"] == 2
+    await settle(queen, [FakeNode(store, clock, "n1")])
+    assert len([d for d in await drones_of(store, "h") if d["spec"]["stage"] == "s"]) == 2
+    entry = read_history(await store.get("Hive", "default", "h"))["s"]
+    assert (entry["direction"], entry["previous"], entry["replicas"]) == ("manual", 4, 2)
+    assert await scaler.run_once() == {}  # idle, but the manual scale started a cooldown
+    clock.advance(31)
+    made = await scaler.run_once()
+    assert [(d.direction, d.replicas) for d in made.values()] == [("down", 1)]  # from 2
+    backlog.counts[("default", "h", "s")] = 50
+    note = await _scale_by_hand(store, 9, clock())  # beyond maxReplicas 4
+    assert note == (
+        "asked for 9, clamped to maxReplicas 4; autoscaled 0..4: the autoscaler carries on from 4"
+    )
+    assert (await _stage(store))["replicas"] == 4
+    assert (await store.get("Hive", "default", "h"))["spec"]["stages"][0]["replicas"] == 4
+    assert await scaler.run_once() == {}  # at maxReplicas: nothing more to do
+
+
+async def test_a_changed_spec_beats_an_older_autoscaler_count(
+    store: Store, queen: Queen, clock: FakeClock, world: tuple[Autoscaler, Backlog]
+) -> None:
+    """A re-applied manifest with other replicas is a starting point too; the same manifest
+    again changes nothing the autoscaler decided."""
+    scaler, backlog = world
+    backlog.counts[("default", "h", "s")] = 3
+    await scaler.run_once()  # 4, decided against the spec's 1
+    h = await store.get("Hive", "default", "h")
+    h["spec"]["stages"][0]["replicas"] = 2
+    await store.update(h)
+    assert (await _stage(store))["replicas"] == 2
+    backlog.counts.clear()
+    clock.advance(60)
+    made = await scaler.run_once()
+    assert [(d.direction, d.replicas) for d in made.values()] == [("down", 1)]  # from 2
+    again = await store.get("Hive", "default", "h")
+    again["spec"]["stages"][0]["replicas"] = 2
+    again["metadata"].pop("annotations")  # what a manifest has
+    await store.update(again)  # the same manifest again: the autoscaler's 1 stands
+    assert (await _stage(store))["replicas"] == 1

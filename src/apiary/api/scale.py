@@ -7,12 +7,20 @@ that writes the one field the controllers read: ``spec.stages[i].replicas``,
 controllers give them, :func:`apiary.controllers.templates.hive_stages`) or an AgentSpec's
 ``spec.replicas``. ``GET`` answers a ``Scale``: wanted replicas in ``spec``, and in ``status`` the
 drones that exist and are Ready right now, counted from the drones themselves.
+
+A manual scale must take effect, as ``kubectl scale`` does under an HPA. On a stage whose
+AgentSpec has ``scaling`` the count is clamped to ``minReplicas..maxReplicas`` and written, in the
+same update, into the autoscaler's annotation as where it carries on from; the answer's
+``message`` says so (and why, when clamped). On any other stage the annotation's entry is dropped,
+so the spec alone decides. The ``spec.stages[]`` rows of an autoscaled stage carry its
+``minReplicas``/``maxReplicas``.
 """
 
 from __future__ import annotations
 
 import copy
 import re
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter
@@ -25,7 +33,8 @@ from apiary.api.middleware import PRINCIPAL_KEY
 from apiary.api.responses import json_response
 from apiary.api.state import ApiState
 from apiary.controllers.agentspec import wanted_replicas
-from apiary.controllers.templates import Stage, hive_stages
+from apiary.controllers.autoscaler import ManualScale, ScalingPolicy, manual_scale
+from apiary.controllers.templates import Stage, effective_replicas, hive_stages
 from apiary.errors import BadRequest, Conflict, FieldDetail, Invalid, NotFound, QuotaExceeded
 from apiary.resources import API_VERSION, ValidationFailed, admit
 from apiary.store import parse_selector
@@ -106,6 +115,21 @@ async def _drones(state: ApiState, owner: Obj, selector: str) -> tuple[int, int]
     return current, ready
 
 
+async def _agentspec(state: ApiState, cell: str, name: str) -> Obj | None:
+    try:
+        return await state.store.get("AgentSpec", cell, name)
+    except NotFound:
+        return None
+
+
+def _row(stage: Stage, agentspec: Obj | None) -> Obj:
+    row: Obj = {"name": stage.name, "replicas": effective_replicas(stage, agentspec)}
+    policy = ScalingPolicy.of(agentspec) if agentspec is not None else None
+    if policy is not None:
+        row.update(minReplicas=policy.min_replicas, maxReplicas=policy.max_replicas)
+    return row
+
+
 async def scale_view(state: ApiState, obj: Obj, stage: str | None) -> Obj:
     """The ``Scale`` of a Hive (one stage, or all of them) or an AgentSpec."""
     meta = obj["metadata"]
@@ -124,21 +148,22 @@ async def scale_view(state: ApiState, obj: Obj, stage: str | None) -> Obj:
         out["status"] = {"replicas": current, "readyReplicas": ready}
         return out
     stages = [pick_stage(obj, stage)] if stage is not None else _stages(obj)
-    rows = []
+    specs: dict[str, Obj | None] = {}
+    rows, counts = [], []
     for s in stages:
-        current, ready = await _drones(
-            state, obj, f"apiary.io/hive={meta['name']},apiary.io/stage={s.name}"
+        if s.agent_ref not in specs:
+            specs[s.agent_ref] = await _agentspec(state, meta["namespace"], s.agent_ref)
+        rows.append(_row(s, specs[s.agent_ref]))
+        counts.append(
+            await _drones(state, obj, f"apiary.io/hive={meta['name']},apiary.io/stage={s.name}")
         )
-        rows.append({"name": s.name, "replicas": s.replicas, "current": current, "ready": ready})
-    out["spec"] = {
-        "replicas": sum(r["replicas"] for r in rows),
-        "stages": [{"name": r["name"], "replicas": r["replicas"]} for r in rows],
-    }
+    out["spec"] = {"replicas": sum(r["replicas"] for r in rows), "stages": rows}
     out["status"] = {
-        "replicas": sum(r["current"] for r in rows),
-        "readyReplicas": sum(r["ready"] for r in rows),
+        "replicas": sum(current for current, _ in counts),
+        "readyReplicas": sum(ready for _, ready in counts),
         "stages": [
-            {"name": r["name"], "replicas": r["current"], "readyReplicas": r["ready"]} for r in rows
+            {"name": r["name"], "replicas": current, "readyReplicas": ready}
+            for r, (current, ready) in zip(rows, counts, strict=True)
         ],
     }
     if len(rows) == 1:
@@ -229,9 +254,11 @@ async def put_scale(request: Request) -> Response:
             )
         changed = copy.deepcopy(current)
         changed.pop("status", None)
+        manual: ManualScale | None = None
         if kind == "Hive":
             picked = pick_stage(current, stage)
-            _set_path(changed, picked.field, replicas)
+            manual = await _manual(state, changed, picked, replicas)
+            _set_path(changed, picked.field, manual.replicas)
             stage = picked.name
         else:
             changed.setdefault("spec", {})["replicas"] = replicas
@@ -240,7 +267,7 @@ async def put_scale(request: Request) -> Response:
         admitted["metadata"]["resourceVersion"] = rv
         if dry:
             admitted["status"] = current.get("status") or {}
-            return json_response(await scale_view(state, admitted, stage))
+            return await _answer(state, admitted, stage, manual)
         try:
             async with state.quotas.admitting(admitted, creating=False):
                 stored = await state.store.update(admitted)
@@ -248,8 +275,25 @@ async def put_scale(request: Request) -> Response:
             if want_rv is not None:
                 raise
             continue  # someone wrote in between: read again and re-apply the one field
-        return json_response(await scale_view(state, stored, stage))
+        return await _answer(state, stored, stage, manual)
     raise Conflict(f"{kind} {name!r} kept changing while scaling it; try again")
+
+
+async def _manual(state: ApiState, hive: Obj, stage: Stage, replicas: int) -> ManualScale:
+    """Clamp and record the count in the autoscaler's annotation of ``hive`` (or drop its entry),
+    so the scale takes effect whatever the autoscaler wrote before."""
+    agentspec = await _agentspec(state, hive["metadata"]["namespace"], stage.agent_ref)
+    return manual_scale(hive, stage, agentspec, replicas, datetime.now(UTC))
+
+
+async def _answer(
+    state: ApiState, obj: Obj, stage: str | None, manual: ManualScale | None
+) -> Response:
+    view = await scale_view(state, obj, stage)
+    note = manual.message() if manual is not None else None
+    if note is not None:
+        view["message"] = note
+    return json_response(view)
 
 
 def scale_routes() -> APIRouter:

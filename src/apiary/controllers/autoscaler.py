@@ -13,6 +13,10 @@ load / (ready x ``interface.concurrency``). Above ``scaleUpThreshold``, or a fre
 above ``targetLatencyMs``, scales up at once (proportionally); below ``scaleDownThreshold``
 scales down by one, no sooner than ``cooldownSeconds`` after the last scale change; a backlog
 with no drones scales from zero immediately; ``minReplicas``/``maxReplicas`` bound everything.
+
+A manual scale (``PUT …/scale``, :func:`manual_scale`) is what ``kubectl scale`` is under an HPA:
+it sets the count the autoscaler carries on from, clamped to the bounds, and counts as a scale
+change for the cooldown — so the stage stays there until load asks for more or the cooldown ends.
 """
 
 from __future__ import annotations
@@ -20,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
-import json
 import logging
 import math
 import time
@@ -40,15 +43,22 @@ from apiary.controllers.meta import (
     terminating,
 )
 from apiary.controllers.settings import QueenSettings
-from apiary.controllers.templates import AUTOSCALER_ANNOTATION, Stage, hive_stages
+from apiary.controllers.templates import (
+    AUTOSCALER_ANNOTATION,
+    Stage,
+    autoscaler_notes,
+    hive_stages,
+    set_autoscaler_notes,
+)
 from apiary.errors import ApiaryError, Conflict
 from apiary.store import Store
 
 log = logging.getLogger("apiary.controllers.autoscaler")
 
 ANNOTATION = AUTOSCALER_ANNOTATION
-"""Hive annotation: ``{stage: {replicas, direction, reason, time, lastScaleUp, lastScaleDown}}``
-as JSON — the autoscaler's memory and the answer to "who changed my replicas, and why"."""
+"""Hive annotation: ``{stage: {replicas, specReplicas, previous, direction, reason, time,
+lastScaleUp, lastScaleDown, lastScaleManual}}`` as JSON — the autoscaler's memory and the answer
+to "who changed my replicas, and why"."""
 
 StageKey = tuple[str, str, str]
 """(cell, hive, stage)."""
@@ -114,6 +124,9 @@ class ScalingPolicy:
             cooldown_seconds=num("cooldownSeconds", 60.0),
         )
 
+    def clamp(self, replicas: int) -> int:
+        return min(max(replicas, self.min_replicas), self.max_replicas)
+
 
 @dataclass(frozen=True)
 class StageLoad:
@@ -143,9 +156,17 @@ class History:
     last_up: float | None = None
     last_down: float | None = None
     """Epoch seconds of the stage's last scale-up / scale-down by the autoscaler."""
+    last_manual: float | None = None
+    """Epoch seconds of the stage's last manual scale (``apiaryctl scale``)."""
     since: float | None = None
     """When the stage came to be (its Hive's creation): a new stage is not scaled down within
     ``cooldownSeconds`` of it either — a stabilization window, as Kubernetes' HPA keeps one."""
+
+    @property
+    def last_change(self) -> float:
+        """The latest scale change of any kind (or the creation); ``-inf`` when none is known."""
+        moments = (self.last_up, self.last_down, self.last_manual, self.since)
+        return max((m for m in moments if m is not None), default=-math.inf)
 
 
 @dataclass(frozen=True)
@@ -190,10 +211,7 @@ def decide(policy: ScalingPolicy, load: StageLoad, history: History, now: float)
         return Decision(want, "up", reason)
     if cur <= low or util >= policy.scale_down_threshold:
         return None
-    last = max(
-        history.last_up or -math.inf, history.last_down or -math.inf, history.since or -math.inf
-    )
-    if now - last < policy.cooldown_seconds:
+    if now - history.last_change < policy.cooldown_seconds:
         return None  # cooling down after the last change (or the stage's creation)
     if _ratio(work, (cur - 1) * c) > up:
         return None  # one drone fewer would be over the threshold at once: no flapping
@@ -209,12 +227,7 @@ def decide(policy: ScalingPolicy, load: StageLoad, history: History, now: float)
 
 
 def read_history(hive: Obj) -> dict[str, Obj]:
-    raw = ((hive.get("metadata") or {}).get("annotations") or {}).get(ANNOTATION)
-    try:
-        value = json.loads(raw) if isinstance(raw, str) else {}
-    except ValueError:
-        return {}
-    return value if isinstance(value, dict) else {}
+    return autoscaler_notes(hive)
 
 
 def _history(entry: Any, since: Any = None) -> History:
@@ -227,7 +240,7 @@ def _history(entry: Any, since: Any = None) -> History:
         moment = parse_time(entry.get(key))
         return moment.timestamp() if moment is not None else None
 
-    return History(at("lastScaleUp"), at("lastScaleDown"), start)
+    return History(at("lastScaleUp"), at("lastScaleDown"), at("lastScaleManual"), start)
 
 
 @dataclass
@@ -338,7 +351,7 @@ class Autoscaler:
                 key = (cell, name, stage.name)
                 seen = drones.get(key) or _Drones()
                 past = _history(history.get(stage.name), hive["metadata"].get("creationTimestamp"))
-                changed = max(past.last_up or 0.0, past.last_down or 0.0)
+                changed = max(past.last_up or 0.0, past.last_down or 0.0, past.last_manual or 0.0)
                 load = StageLoad(
                     replicas=stage.replicas,
                     ready=seen.ready,
@@ -373,6 +386,7 @@ class Autoscaler:
             entry = dict(history.get(name) or {})
             entry.update(
                 replicas=decision.replicas,
+                specReplicas=stage.spec_replicas,
                 previous=stage.replicas,
                 direction=decision.direction,
                 reason=decision.reason,
@@ -380,9 +394,7 @@ class Autoscaler:
             )
             entry["lastScaleUp" if decision.direction == "up" else "lastScaleDown"] = stamp
             history[name] = entry
-        annotations = dict(changed["metadata"].get("annotations") or {})
-        annotations[ANNOTATION] = json.dumps(history, sort_keys=True, separators=(",", ":"))
-        changed["metadata"]["annotations"] = annotations
+        set_autoscaler_notes(changed, history)
         try:
             await self.store.update(changed)
         except Conflict:
@@ -405,6 +417,68 @@ class Autoscaler:
         return True
 
 
+# ------------------------------------------------------------------------------ manual scale
+
+
+@dataclass(frozen=True)
+class ManualScale:
+    """What a manual scale of one stage came to."""
+
+    requested: int
+    replicas: int
+    """What the stage runs now: ``requested``, clamped when the stage is autoscaled."""
+    policy: ScalingPolicy | None = None
+    """The stage's scaling when it is autoscaled."""
+
+    @property
+    def clamped(self) -> bool:
+        return self.replicas != self.requested
+
+    def message(self) -> str | None:
+        """What to tell the caller beyond "scaled to N" (None when the stage is not autoscaled):
+        the bounds, and what was asked for when it was clamped."""
+        if self.policy is None:
+            return None
+        low, high = self.policy.min_replicas, self.policy.max_replicas
+        note = f"autoscaled {low}..{high}: the autoscaler carries on from {self.replicas}"
+        if not self.clamped:
+            return note
+        side = f"maxReplicas {high}" if self.requested > high else f"minReplicas {low}"
+        return f"asked for {self.requested}, clamped to {side}; {note}"
+
+
+def manual_scale(
+    hive: Obj, stage: Stage, agentspec: Obj | None, requested: int, now: datetime
+) -> ManualScale:
+    """Make ``requested`` replicas of ``stage`` take effect in ``hive`` (a copy about to be
+    written; changed in place): an autoscaled stage gets its count clamped and recorded in the
+    annotation as where the autoscaler carries on from (with ``lastScaleManual`` for the
+    cooldown); any other stage loses its annotation entry, so the spec alone decides. The caller
+    writes the returned ``replicas`` into the stage's spec."""
+    notes = read_history(hive)
+    policy = ScalingPolicy.of(agentspec) if agentspec is not None else None
+    if policy is None:
+        if notes.pop(stage.name, None) is not None:
+            set_autoscaler_notes(hive, notes)
+        return ManualScale(requested, requested)
+    result = ManualScale(requested, policy.clamp(requested), policy)
+    stamp = rfc3339(now)
+    entry = dict(notes.get(stage.name) or {})
+    entry.update(
+        replicas=result.replicas,
+        specReplicas=result.replicas,
+        previous=stage.replicas,
+        direction="manual",
+        reason=f"scaled by hand to {requested}"
+        + (f", clamped to {result.replicas}" if result.clamped else ""),
+        time=stamp,
+        lastScaleManual=stamp,
+    )
+    notes[stage.name] = entry
+    set_autoscaler_notes(hive, notes)
+    return result
+
+
 __all__ = [
     "ANNOTATION",
     "Autoscaler",
@@ -412,8 +486,10 @@ __all__ = [
     "Backlog",
     "Decision",
     "History",
+    "ManualScale",
     "ScalingPolicy",
     "StageLoad",
     "decide",
+    "manual_scale",
     "read_history",
 ]

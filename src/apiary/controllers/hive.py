@@ -7,6 +7,11 @@ new drones and turns ``ResolvedRefs`` False — not an error: the AgentSpec's cr
 Hive. Drones an existing stage already runs are left alone when its AgentSpec disappears (they
 carry their own copy of it), just as deleting a ConfigMap does not kill pods.
 
+A stage runs the autoscaler's count (``status.apiary.io/autoscaler``) only while its AgentSpec
+has ``scaling``: once ``scaling`` is gone the spec's ``replicas`` decides at once, and the pass
+removes the stage's entry from the annotation (and those of stages no longer in the spec) — the
+leftover would otherwise come back to life the day ``scaling`` does.
+
 Status: ``phase`` Pending (nothing Ready yet) | Running (every wanted drone Ready) | Degraded
 (partly Ready, a drone Failed, or a stage unresolved); ``replicas``/``readyReplicas``;
 ``stages[]`` with ``wanted``/``ready``/``current``/``updated``/``templateHash``; conditions
@@ -33,7 +38,15 @@ from apiary.controllers.meta import (
 )
 from apiary.controllers.rollout import Group, GroupResult, sync_group
 from apiary.controllers.settings import QueenSettings
-from apiary.controllers.templates import Stage, drone_template, hive_stages
+from apiary.controllers.templates import (
+    Stage,
+    autoscaler_notes,
+    drone_template,
+    effective_replicas,
+    hive_stages,
+    is_autoscaled,
+    set_autoscaler_notes,
+)
 from apiary.errors import Conflict, NotFound
 from apiary.store import Store, parse_selector
 
@@ -171,7 +184,7 @@ class HiveReconciler:
                     LABEL_STAGE: stage.name,
                     LABEL_AGENTSPEC: stage.agent_ref,
                 },
-                wanted=stage.replicas,
+                wanted=effective_replicas(stage, agentspec),
                 template=template,
             )
             result = await sync_group(
@@ -191,6 +204,24 @@ class HiveReconciler:
         await self._drop_removed_stages(hive, owned, {s.name for s in stages})
         unresolved = [f"AgentSpec {n!r} not found ({', '.join(p)})" for n, p in missing.items()]
         await self._write_status(hive, results, unresolved, invalid)
+        await self._prune_notes(hive, stale_notes(hive, stages, specs))
+
+    async def _prune_notes(self, hive: Obj, stale: set[str]) -> None:
+        """Drop the autoscaler's entries of ``stale`` stages (last, so the resourceVersion the
+        pass claimed with is not moved under it); a concurrent write is retried on fresh data."""
+        if not stale:
+            return
+
+        def change(current: Obj) -> Obj | None:
+            notes = autoscaler_notes(current)
+            if not stale & notes.keys():
+                return None
+            set_autoscaler_notes(current, {k: v for k, v in notes.items() if k not in stale})
+            return current
+
+        meta = hive["metadata"]
+        await self.store.update_with_retry("Hive", meta["namespace"], meta["name"], change)
+        log.info("hive %s: dropped autoscaler counts of %s", meta["name"], ", ".join(sorted(stale)))
 
     async def _drop_removed_stages(self, hive: Obj, owned: list[Obj], names: set[str]) -> None:
         gone = [
@@ -319,4 +350,28 @@ class HiveReconciler:
             log.warning("hive %s: status write kept conflicting", hive["metadata"]["name"])
 
 
-__all__ = ["FailureMemo", "HiveReconciler", "claimer", "get_or_none", "report_group"]
+def stale_notes(hive: Obj, stages: list[Stage], specs: dict[str, Obj | None]) -> set[str]:
+    """Stages whose autoscaler entry no longer means anything: gone from the spec, or their
+    AgentSpec exists without ``scaling``. (A missing AgentSpec keeps its entry: it may be on
+    its way back, and its stage starts no drones meanwhile.)"""
+    by_name = {s.name: s for s in stages}
+    stale = set()
+    for name in autoscaler_notes(hive):
+        stage = by_name.get(name)
+        if stage is None:
+            stale.add(name)
+            continue
+        agentspec = specs.get(stage.agent_ref)
+        if agentspec is not None and not is_autoscaled(agentspec):
+            stale.add(name)
+    return stale
+
+
+__all__ = [
+    "FailureMemo",
+    "HiveReconciler",
+    "claimer",
+    "get_or_none",
+    "report_group",
+    "stale_notes",
+]

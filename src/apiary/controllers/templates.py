@@ -50,6 +50,13 @@ class Stage:
     segment: str | None = None
     config: Obj = dataclasses.field(default_factory=dict)
     """The stage entry minus ``replicas`` (role, filter, approval, guardrails, ...)."""
+    declared: int | None = None
+    """The ``replicas`` the spec says; ``replicas`` differs from it only where the autoscaler's
+    annotation applies (:func:`effective_replicas` tells whether it should)."""
+
+    @property
+    def spec_replicas(self) -> int:
+        return self.replicas if self.declared is None else self.declared
 
 
 def _replicas(entry: Obj, path: str, errors: list[tuple[str, str]]) -> int:
@@ -80,15 +87,21 @@ def _stage(
         errors.append((f"{path}.name", "required"))
         return None
     config = {k: v for k, v in entry.items() if k != "replicas"}
-    return Stage(stage_name, ref, _replicas(entry, path, errors), path, pattern, segment, config)
+    count = _replicas(entry, path, errors)
+    return Stage(stage_name, ref, count, path, pattern, segment, config, declared=count)
 
 
 AUTOSCALER_ANNOTATION = "status.apiary.io/autoscaler"
 """Where the autoscaler keeps each autoscaled stage's replica count (JSON: stage → {replicas,
-...}). It overrides ``replicas`` in the spec, which stays what the user wrote (it round-trips)."""
+specReplicas, ...}). It overrides ``replicas`` in the spec, which stays what the user wrote (it
+round-trips) — but only while the spec still says the ``specReplicas`` the entry was decided
+against: a spec changed since (``apiaryctl scale``, a re-applied manifest with other replicas)
+wins, and the autoscaler carries on from it. Entries without ``specReplicas`` (older servers)
+always apply."""
 
 
-def autoscaled_replicas(hive: Obj) -> dict[str, int]:
+def autoscaler_notes(hive: Obj) -> dict[str, Obj]:
+    """The annotation's entries by stage name; ``{}`` when absent or unreadable."""
     raw = ((hive.get("metadata") or {}).get("annotations") or {}).get(AUTOSCALER_ANNOTATION)
     try:
         notes = json.loads(raw) if isinstance(raw, str) else {}
@@ -96,17 +109,40 @@ def autoscaled_replicas(hive: Obj) -> dict[str, int]:
         return {}
     if not isinstance(notes, dict):
         return {}
-    return {
-        str(stage): int(entry["replicas"])
-        for stage, entry in notes.items()
-        if isinstance(entry, dict) and isinstance(entry.get("replicas"), int)
-        and entry["replicas"] >= 0
-    }  # fmt: skip
+    return {str(k): v for k, v in notes.items() if isinstance(v, dict)}
+
+
+def set_autoscaler_notes(hive: Obj, notes: dict[str, Obj]) -> None:
+    """Write ``notes`` into ``hive``'s annotation (in place). With no entries left it is ``{}``:
+    the store keeps a ``status.apiary.io/`` annotation an update leaves out, so it cannot go."""
+    meta = hive.setdefault("metadata", {})
+    annotations = dict(meta.get("annotations") or {})
+    annotations[AUTOSCALER_ANNOTATION] = json.dumps(notes, sort_keys=True, separators=(",", ":"))
+    meta["annotations"] = annotations
+
+
+def _applies(entry: Obj, declared: int) -> bool:
+    count, base = entry.get("replicas"), entry.get("specReplicas", declared)
+    valid = isinstance(count, int) and not isinstance(count, bool) and count >= 0
+    return valid and base == declared
+
+
+def is_autoscaled(agentspec: Obj | None) -> bool:
+    """Whether an AgentSpec's stages follow the autoscaler (it has a ``scaling`` mapping)."""
+    return agentspec is not None and isinstance((agentspec.get("spec") or {}).get("scaling"), dict)
+
+
+def effective_replicas(stage: Stage, agentspec: Obj | None) -> int:
+    """What a stage runs: the autoscaler's count while its AgentSpec has ``scaling``, else the
+    spec's ``replicas`` — an annotation left from when it had ``scaling`` is ignored (and pruned
+    by the Hive reconciler)."""
+    return stage.replicas if is_autoscaled(agentspec) else stage.spec_replicas
 
 
 def hive_stages(hive: Obj) -> tuple[list[Stage], list[tuple[str, str]]]:
-    """The stages of a Hive and the problems found, as (field path, message). An autoscaled
-    stage's ``replicas`` is the autoscaler's count (:data:`AUTOSCALER_ANNOTATION`)."""
+    """The stages of a Hive and the problems found, as (field path, message). A stage's
+    ``replicas`` is the autoscaler's count where its annotation entry applies
+    (:data:`AUTOSCALER_ANNOTATION`); ``declared`` is always the spec's."""
     spec = hive.get("spec") or {}
     errors: list[tuple[str, str]] = []
     stages: list[Stage] = []
@@ -138,13 +174,16 @@ def hive_stages(hive: Obj) -> tuple[list[Stage], list[tuple[str, str]]]:
         if stage.name in seen:
             errors.append((f"{stage.field}.name", f"duplicate stage name {stage.name!r}"))
         seen.add(stage.name)
-    scaled = autoscaled_replicas(hive)
-    if scaled:
-        stages = [
-            dataclasses.replace(s, replicas=scaled[s.name]) if s.name in scaled else s
-            for s in stages
-        ]
+    notes = autoscaler_notes(hive)
+    if notes:
+        stages = [_annotated(s, notes.get(s.name)) for s in stages]
     return stages, errors
+
+
+def _annotated(stage: Stage, entry: Obj | None) -> Stage:
+    if entry is None or not _applies(entry, stage.spec_replicas):
+        return stage
+    return dataclasses.replace(stage, replicas=int(entry["replicas"]))
 
 
 def cell_default_guardrails(cell: Obj | None) -> Obj:
@@ -199,11 +238,16 @@ def template_hash(template: Obj) -> str:
 
 
 __all__ = [
+    "AUTOSCALER_ANNOTATION",
     "SEGMENT_ENTRY_KEYS",
     "QuantityError",
     "Stage",
+    "autoscaler_notes",
     "cell_default_guardrails",
     "drone_template",
+    "effective_replicas",
     "hive_stages",
+    "is_autoscaled",
+    "set_autoscaler_notes",
     "template_hash",
 ]

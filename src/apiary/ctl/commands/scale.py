@@ -1,4 +1,7 @@
-"""``apiaryctl scale``: set the replicas of a hive stage or an agentspec."""
+"""``apiaryctl scale``: set the replicas of a hive stage or an agentspec.
+
+It prints the count the server set, not the one asked for: on an autoscaled stage the two differ
+when the request was outside ``minReplicas..maxReplicas``, and the line says so."""
 
 from __future__ import annotations
 
@@ -35,9 +38,16 @@ def scale_command(
         doc = output.dump_yaml(result).rstrip("\n") if ctl.output == "yaml" else None
         output.out(doc if doc is not None else output.dump_json(result))
         return
-    what = ref(info, obj_name)
-    picked = (result.get("spec") or {}).get("stage")
-    output.out(f"{what} scaled" + (f" (stage {picked})" if picked else "") + f" to {replicas}")
+    output.out(scaled_line(ref(info, obj_name), result, replicas))
+
+
+def scaled_line(what: str, scale: dict[str, Any], asked: int) -> str:
+    """``hive/h scaled (stage s) to N``: N as the server set it — an autoscaled stage is clamped
+    to its bounds, and the server's ``message`` then says so."""
+    spec = scale.get("spec") or {}
+    picked, got, note = spec.get("stage"), spec.get("replicas", asked), scale.get("message")
+    line = f"{what} scaled" + (f" (stage {picked})" if picked else "") + f" to {got}"
+    return line + (f" ({note})" if note else "")
 
 
 def register(app: typer.Typer) -> None:

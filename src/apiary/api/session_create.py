@@ -4,10 +4,15 @@ All three check everything a send needs *before* the Session is stored — the b
 size, that the hive exists — so a refused request leaves no half-made session behind. The input a
 session is created with gets the session's ``metadata.uid`` as its message id: a client that
 knows the session knows which final answers it (the final's ``parent``).
+
+A job is idempotent on a key (``Idempotency-Key``, else the body's ``id``): its name is derived
+from the key, so a retry after a lost answer — or a concurrent duplicate — meets the job the first
+request made instead of starting a second one (docs/sessions-api.md).
 """
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 import string
 from typing import Any
@@ -32,6 +37,13 @@ Obj = dict[str, Any]
 
 JOB_FIELDS = frozenset({"hive", "input", "metadata", "id"})
 EVENT_FIELDS = frozenset({"type", "payload", "metadata", "session", "id", "traceparent"})
+
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+MAX_KEY_LENGTH = 256
+KEY_ANNOTATION = "apiary.io/idempotency-key"
+"""On a keyed job: the key, so a session that merely has the derived name is not taken for it."""
+REQUEST_ANNOTATION = "apiary.io/idempotency-request"
+"""On a keyed job: SHA-256 of the request it was made by (hive, input, metadata, id)."""
 
 
 def state_of(request: Request) -> ApiState:
@@ -97,37 +109,47 @@ async def new_session(
     alphabet = string.ascii_lowercase + string.digits
     for _ in range(5):
         name = prefix + "".join(secrets.choice(alphabet) for _ in range(5))
-        spec: Obj = {"hiveRef": hive}
-        if first is not None:
-            spec["input"] = first
-        obj: Obj = {
-            "apiVersion": API_VERSION,
-            "kind": "Session",
-            "metadata": {"name": name, "namespace": cell, "labels": labels},
-            "spec": spec,
-        }
         try:
-            admitted = admit(obj).object
-        except ValidationFailed as exc:
-            details = [FieldDetail(f, m) for f, m in exc.details]
-            summary = "; ".join(f"{d.field}: {d.message}" for d in details)
-            raise Invalid(f"the session would be invalid: {summary}", details) from None
-        try:
-            async with state.quotas.admitting(admitted, creating=True):
-                stored = await state.store.create(admitted)
+            return await store_session(state, cell, name, hive, labels, first)
         except AlreadyExists:
             continue
-        if state.router is not None:
-            state.router.sessions.remember(stored)
-        return stored
     raise Conflict(f"could not find a free session name starting with {prefix!r}")
+
+
+async def store_session(
+    state: ApiState, cell: str, name: str, hive: str, labels: dict[str, str],
+    first: Any = None, annotations: dict[str, str] | None = None,
+) -> Obj:  # fmt: skip
+    """Admit and create one Session; :class:`AlreadyExists` when the name is taken."""
+    spec: Obj = {"hiveRef": hive}
+    if first is not None:
+        spec["input"] = first
+    meta: Obj = {"name": name, "namespace": cell, "labels": labels}
+    if annotations:
+        meta["annotations"] = annotations
+    obj: Obj = {"apiVersion": API_VERSION, "kind": "Session", "metadata": meta, "spec": spec}
+    try:
+        admitted = admit(obj).object
+    except ValidationFailed as exc:
+        details = [FieldDetail(f, m) for f, m in exc.details]
+        summary = "; ".join(f"{d.field}: {d.message}" for d in details)
+        raise Invalid(f"the session would be invalid: {summary}", details) from None
+    async with state.quotas.admitting(admitted, creating=True):
+        stored = await state.store.create(admitted)
+    if state.router is not None:
+        state.router.sessions.remember(stored)
+    return stored
 
 
 # ------------------------------------------------------------------------------ jobs
 
 
 async def create_job(request: Request) -> Response:
-    """``POST /jobs {hive, input, metadata?, id?}`` → 201 ``{"id": NAME, "input": MSG ID}``."""
+    """``POST /jobs {hive, input, metadata?, id?}`` → 201 ``{"id": NAME, "input": MSG ID}``.
+
+    With an idempotency key (the ``Idempotency-Key`` header, else the body's ``id``) the job's
+    name is derived from the key, so the store's create decides between concurrent retries; a
+    retry gets the job it made with 200, a reused key with another body is a 409."""
     state = state_of(request)
     cell = request.path_params["cell"]
     authorize(request, "create", cell)
@@ -143,14 +165,101 @@ async def create_job(request: Request) -> Response:
         {"payload": body["input"], "metadata": body.get("metadata"), "id": body.get("id")},
         state.config.max_message_bytes,
     )
+    key = JobKey.of(request, body)
     ops = SessionOps(state)
-    await ops.check_hive(cell, hive, "hive", "cannot run the job")
-    stored = await new_session(state, cell, "job-", hive, {JOB_LABEL: "true"}, body["input"])
+    if key is None:
+        await ops.check_hive(cell, hive, "hive", "cannot run the job")
+        stored = await new_session(state, cell, "job-", hive, {JOB_LABEL: "true"}, body["input"])
+        created = True
+    else:
+        stored, created = await _keyed_job(state, ops, cell, key)
     name = stored["metadata"]["name"]
     if body.get("id") is None:
         message.id = stored["metadata"]["uid"]
-    await ops.send(cell, name, message)
-    return json_response({"id": name, "session": name, "input": message.id, "hive": hive}, 201)
+    # A retry sends too when the first attempt stored the job but died before its input was
+    # journaled; the router ignores an input id it has (concurrent retries included).
+    if created or await ops.journal.get(session_key(cell, name), message.id) is None:
+        await ops.send(cell, name, message)
+    answer = {"id": name, "session": name, "input": message.id, "hive": hive}
+    response = json_response(answer, 201 if created else 200)
+    if not created:
+        response.headers["Idempotent-Replayed"] = "true"
+    return response
+
+
+def canonical(value: Any) -> bytes:
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+
+
+class JobKey:
+    """A job's idempotency key, and the fingerprint of the request it was first used with."""
+
+    def __init__(self, key: str, source: str, body: Obj) -> None:
+        self.key, self.source = key, source
+        self.hive, self.input = str(body["hive"]), body["input"]
+        doc = {"hive": self.hive, "input": self.input, "metadata": body.get("metadata") or {},
+               "id": body.get("id")}  # fmt: skip
+        self.fingerprint = hashlib.sha256(canonical(doc)).hexdigest()
+        self.name = "job-" + hashlib.sha256(key.encode()).hexdigest()[:24]
+
+    @classmethod
+    def of(cls, request: Request, body: Obj) -> JobKey | None:
+        """The ``Idempotency-Key`` header, else the body's ``id`` (already checked), else None."""
+        header = request.headers.get(IDEMPOTENCY_HEADER)
+        if header is not None:
+            key = header.strip()
+            if not key or len(key) > MAX_KEY_LENGTH or not key.isprintable():
+                why = f"must be 1 to {MAX_KEY_LENGTH} printable characters"
+                raise Invalid(f"header {IDEMPOTENCY_HEADER}: {why}",
+                              [FieldDetail(IDEMPOTENCY_HEADER, why)])  # fmt: skip
+            return cls(key, IDEMPOTENCY_HEADER, body)
+        ident = body.get("id")
+        return cls(ident, "id", body) if isinstance(ident, str) and ident else None
+
+    @property
+    def annotations(self) -> dict[str, str]:
+        return {KEY_ANNOTATION: self.key, REQUEST_ANNOTATION: self.fingerprint}
+
+    def check(self, obj: Obj) -> Obj:
+        """``obj`` when it is the job this key made for this very request; 409 otherwise."""
+        meta = obj["metadata"]
+        annotations = meta.get("annotations") or {}
+        what = f"{self.source} {self.key!r}"
+        if annotations.get(KEY_ANNOTATION) != self.key:
+            raise Conflict(f"{what}: session {meta['name']!r} exists and is not the job of this "
+                           "key; use another key")  # fmt: skip
+        if annotations.get(REQUEST_ANNOTATION) == self.fingerprint:
+            return obj
+        spec = obj.get("spec") or {}
+        if spec.get("hiveRef") != self.hive:
+            field, why = "hive", f"hive {spec.get('hiveRef')!r}, not {self.hive!r}"
+        elif canonical(spec.get("input")) != canonical(self.input):
+            field, why = "input", "another input"
+        else:
+            field, why = "metadata", "other metadata or another id"
+        message = f"{what} was already used for job {meta['name']!r} with {why}"
+        raise Conflict(f"{message}; a new job needs a new key", [FieldDetail(field, message)])
+
+
+async def _keyed_job(state: ApiState, ops: SessionOps, cell: str, key: JobKey) -> tuple[Obj, bool]:
+    """(the job, newly created?): the key's job if it exists (409 for another body), else a new
+    one — when two requests race, the store's create lets one win and the other reads its job."""
+    try:
+        return key.check(await state.store.get("Session", cell, key.name)), False
+    except NotFound:
+        pass
+    await ops.check_hive(cell, key.hive, "hive", "cannot run the job")
+    labels = {JOB_LABEL: "true"}
+    try:
+        return await store_session(
+            state, cell, key.name, key.hive, labels, key.input, key.annotations
+        ), True
+    except AlreadyExists:
+        pass
+    try:
+        return key.check(await state.store.get("Session", cell, key.name)), False
+    except NotFound:  # created and deleted between our two calls
+        raise Conflict(f"{key.source} {key.key!r}: its job was deleted meanwhile; retry") from None
 
 
 async def job_view(state: ApiState, cell: str, name: str) -> Obj:

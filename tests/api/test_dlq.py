@@ -38,11 +38,17 @@ class Drone:
 
     bus: Bus
     broken: bool = True
+    refuse: tuple[str, str] | None = None
+    """When set, answer with this (reason, message) error instead: one that is not retried."""
+    hold: asyncio.Event | None = None
+    """When set, answer only once this event is set (a dispatch stays in flight meanwhile)."""
     seen: list[Dispatch] = field(default_factory=list)
 
     async def handle(self, delivery: Delivery) -> None:
         d = Dispatch.decode(delivery.data)
         self.seen.append(d)
+        if self.hold is not None:
+            await self.hold.wait()
         payload = d.message.get("payload")
         if self.broken:
             outputs: list[Obj] = [{"type": "error", "payload": {"message": "model offline"}}]
@@ -50,7 +56,7 @@ class Drone:
             outputs = [{"type": "result", "payload": str(payload).upper()}]
         cell = d.session.partition("/")[0]
         out = Outcome(d.dispatch, d.session, d.hive, d.stage, f"drone-{d.stage}", outputs,
-                      1.0, None, d.attempt)  # fmt: skip
+                      1.0, self.refuse, d.attempt)  # fmt: skip
         await self.bus.publish(outcome_subject(cell, d.hive), out.encode(), msg_id=out.msg_id)
         await delivery.ack()
 
@@ -102,6 +108,15 @@ class Env:
             if asyncio.get_running_loop().time() > deadline:
                 raise AssertionError(f"session {name}: status never matched: {status}")
             await asyncio.sleep(0.02)
+
+    async def letter(self, ident: str, phase: str) -> Obj:
+        """The dead letter once the router has moved it to ``phase``."""
+        for _ in range(250):
+            shown = dict((await self.client.get(f"{DLQ}/{ident}")).json())
+            if shown["status"]["phase"] == phase:
+                return shown
+            await asyncio.sleep(0.02)
+        raise AssertionError(f"dead letter {ident} never became {phase}: {shown['status']}")
 
     async def letters(self, count: int, hive: str = "h") -> list[Obj]:
         for _ in range(250):
@@ -181,10 +196,74 @@ async def test_dead_letter_is_listed_shown_and_replayed_after_a_fix(env: Env) ->
     (end,) = await env.ends("s1")
     assert end["kind"] == "final" and end["message"]["payload"] == "HELLO"
     await env.status("s1", lambda s: s.get("phase") == "Running" and not s.get("reason"))
-    shown = (await env.client.get(f"{DLQ}/{ident}")).json()
-    assert shown["status"]["phase"] == "Replayed" and shown["status"]["replays"] == 1
+    # The replayed dispatch was answered: the router settled the letter as Resolved.
+    shown = await env.letter(ident, "Resolved")
+    status = shown["status"]
+    assert status["replays"] == 1 and status["resolvedAt"] >= status["replayedAt"]
     again = await env.client.post(f"{DLQ}/{ident}/replay")
-    assert again.status_code == 409 and "replayed" in again.json()["message"]
+    assert again.status_code == 409
+    assert "is Resolved: its replay succeeded" in again.json()["message"]
+
+
+async def test_a_replay_in_flight_is_replayed_then_resolved(env: Env) -> None:
+    await env.session("s1", "hello")
+    (letter,) = await env.letters(1)
+    ident = letter["spec"]["dispatch"]
+    env.drone.broken = False
+    env.drone.hold = gate = asyncio.Event()
+    await env.client.post(f"{DLQ}/{ident}/replay")
+    await asyncio.sleep(0.2)
+    shown = (await env.client.get(f"{DLQ}/{ident}")).json()
+    assert shown["status"]["phase"] == "Replayed" and "resolvedAt" not in shown["status"]
+    again = await env.client.post(f"{DLQ}/{ident}/replay")
+    assert again.status_code == 409 and "in flight" in again.json()["message"]
+    gate.set()
+    await env.letter(ident, "Resolved")
+
+
+async def test_a_replay_answered_by_an_error_not_retried_is_failed(env: Env) -> None:
+    await env.session("s1", "hello")
+    (letter,) = await env.letters(1)
+    ident = letter["spec"]["dispatch"]
+    env.drone.refuse = ("RateLimited", "over the model's rate limit")
+    assert (await env.client.post(f"{DLQ}/{ident}/replay")).status_code == 200
+    (end,) = await env.ends("s1")
+    assert end["kind"] == "error" and end["message"]["payload"]["reason"] == "RateLimited"
+    shown = await env.letter(ident, "Failed")
+    assert shown["status"]["reason"] == "RateLimited" and shown["status"]["failedAt"]
+    assert shown["spec"]["attempts"] == letter["spec"]["attempts"]  # it did not die again
+    again = await env.client.post(f"{DLQ}/{ident}/replay")
+    assert again.status_code == 409 and "not retried" in again.json()["message"]
+    purged = (await env.client.delete(f"{DLQ}/{ident}")).json()
+    assert purged["flowFailed"] is False and (await env.client.get(DLQ)).json()["items"] == []
+
+
+async def test_list_by_phase(env: Env) -> None:
+    for i in range(2):
+        await env.session(f"s{i}", f"m{i}")
+    letters = await env.letters(2)
+    done, open_ = letters[1]["spec"]["dispatch"], letters[0]["spec"]["dispatch"]
+    env.drone.broken = False
+    await env.client.post(f"{DLQ}/{done}/replay")
+    await env.letter(done, "Resolved")
+
+    async def listed(phase: str | None) -> list[str]:
+        query = {"phase": phase} if phase is not None else {}
+        r = await env.client.get(DLQ, params=query)
+        assert r.status_code == 200, r.text
+        return [o["spec"]["dispatch"] for o in r.json()["items"]]
+
+    assert await listed(None) == [open_, done] and await listed("") == [open_, done]
+    assert await listed("Pending,Replayed,Failed") == [open_]
+    assert await listed("Resolved") == [done]
+    assert await listed(" Pending , Resolved ") == [open_, done]
+    bad = await env.client.get(DLQ, params={"phase": "Pending,Done"})
+    assert bad.status_code == 400
+    assert "phase='Pending,Done': unknown phase(s) Done" in bad.json()["message"]
+    # Paging works within the filter.
+    page = (await env.client.get(DLQ, params={"phase": "Resolved", "limit": 1})).json()
+    assert [o["spec"]["dispatch"] for o in page["items"]] == [done]
+    assert "continue" not in page["metadata"]
 
 
 async def test_a_replay_that_dies_again_is_pending_again(env: Env) -> None:
@@ -255,6 +334,10 @@ async def test_replay_all_and_purge_all(env: Env) -> None:
     for i in range(3):
         (end,) = await env.ends(f"s{i}")
         assert end["message"]["payload"] == f"M{i}"
+    for o in letters:
+        await env.letter(o["spec"]["dispatch"], "Resolved")
+    again = (await env.client.post(f"{DLQ}/replay")).json()
+    assert again["replayed"] == [] and again["failed"] == []  # resolved ones are not replayed
     # Purge everything: the letters were replayed and succeeded, so no flow fails any more.
     purged = (await env.client.delete(DLQ)).json()
     assert len(purged["purged"]) == 3 and purged["flowsFailed"] == 0

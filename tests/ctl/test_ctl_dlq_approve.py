@@ -99,7 +99,7 @@ def test_dlq_list_show_replay_and_purge(ctl: Ctl, cell: str, tmp_path: Path) -> 
     deploy(ctl.server, cell, flag)
     n = ["-n", cell]
     empty = ctl("dlq", "list", "hive/h", *n)
-    assert empty.exit_code == 0 and empty.stdout == "" and "No dead letters" in empty.stderr
+    assert empty.exit_code == 0 and empty.stdout == "" and "No open dead letters" in empty.stderr
     send(ctl.server, cell, "s1", "one")
     send(ctl.server, cell, "s2", "two")
     until(lambda: ctl("dlq", "list", "hive/h", "-o", "name", *n).stdout.count("\n") == 2,
@@ -115,29 +115,49 @@ def test_dlq_list_show_replay_and_purge(ctl: Ctl, cell: str, tmp_path: Path) -> 
     ids = {r.split()[1]: r.split()[0] for r in table[1:]}
     shown = ctl("dlq", "show", "hive/h", ids["s1"], *n).stdout
     assert f"ID:       {ids['s1']}" in shown and "Reason:   AgentError" in shown
-    assert "Original:" in shown and "payload: one" in shown
+    assert "Original:" in shown and "payload: one" in shown and "Resolved:" not in shown
     as_json = json.loads(ctl("dlq", "show", "hive/h", ids["s1"], "-o", "json", *n).stdout)
     assert as_json["spec"]["session"] == "s1"
     assert status(ctl.server, cell, "s1")["reason"] == "DeadLettered"
+    # A replay before the fix dies again: s2's letter is Pending again, one attempt more.
+    assert ctl("dlq", "replay", "hive/h", ids["s2"], *n).exit_code == 0
+
+    def phases() -> dict[str, tuple[str, str]]:
+        rows = ctl("dlq", "list", "hive/h", *n).stdout.splitlines()[1:]
+        return {r.split()[1]: (r.split()[4], r.split()[-1]) for r in rows}
+
+    until(lambda: phases().get("s2") == ("3", "Pending"), what="s2 dead again")
     # Fix the agent; replay s1's letter, purge s2's.
     flag.unlink()
     replayed = ctl("dlq", "replay", "hive/h", ids["s1"], *n)
     assert replayed.exit_code == 0 and replayed.stdout == f"deadletter/{ids['s1']} replayed\n"
     final = until(lambda: ends(ctl.server, cell, "s1"), what="s1's final")
     assert [(e["kind"], e["message"]["payload"]) for e in final] == [("final", "ok: ok: one")]
+    # The replay succeeded: s1's letter is Resolved, so the default list no longer shows it.
+    until(lambda: "s1" not in phases(), what="s1's letter Resolved")
+    assert phases() == {"s2": ("3", "Pending")}
+    everything = ctl("dlq", "list", "hive/h", "--all", *n).stdout.splitlines()[1:]
+    assert [(r.split()[0], r.split()[-1]) for r in everything] == [
+        (ids["s2"], "Pending"),
+        (ids["s1"], "Resolved"),
+    ]
+    shown = ctl("dlq", "show", "hive/h", ids["s1"], *n).stdout
+    assert "Phase:    Resolved" in shown and "Resolved: 20" in shown
+    again = ctl("dlq", "replay", "hive/h", ids["s1"], *n)
+    assert again.exit_code == 1 and "is Resolved: its replay succeeded" in again.stderr
     purged = ctl("dlq", "purge", "hive/h", ids["s2"], *n)
     assert purged.stdout == f"deadletter/{ids['s2']} purged (its flow failed)\n"
     (err,) = until(lambda: ends(ctl.server, cell, "s2"), what="s2's error")
     assert err["kind"] == "error" and err["message"]["payload"]["reason"] == "DeadLetterPurged"
-    rows = ctl("dlq", "list", "hive/h", *n).stdout.splitlines()[1:]
-    assert [(r.split()[0], r.split()[-1]) for r in rows] == [(ids["s1"], "Replayed")]
-    again = ctl("dlq", "replay", "hive/h", ids["s1"], *n)
-    assert again.exit_code == 1 and "in flight" in again.stderr
+    nothing = ctl("dlq", "list", "hive/h", *n)
+    assert nothing.stdout == "" and "--all shows resolved ones" in nothing.stderr
+    as_json = json.loads(ctl("dlq", "list", "hive/h", "--all", "-o", "json", *n).stdout)
+    assert [o["status"]["phase"] for o in as_json["items"]] == ["Resolved"]
     # --all
     assert ctl("dlq", "replay", "hive/h", "--all", *n).stderr.startswith("Nothing to replay")
-    everything = ctl("dlq", "purge", "hive/h", "--all", *n)
-    assert everything.stdout == f"deadletter/{ids['s1']} purged\n"
-    assert ctl("dlq", "list", "hive/h", "-o", "json", *n).stdout.count('"items": []') == 1
+    everything_purged = ctl("dlq", "purge", "hive/h", "--all", *n)
+    assert everything_purged.stdout == f"deadletter/{ids['s1']} purged\n"
+    assert ctl("dlq", "list", "hive/h", "--all", "-o", "json", *n).stdout.count('"items": []') == 1
 
 
 def test_dlq_usage_and_not_found_errors(ctl: Ctl, cell: str) -> None:

@@ -2,7 +2,8 @@
 
 1. a session whose agent keeps failing lands in the DLQ (and says so); the DLQ survives a
    kill -9 of apiaryd; once the AgentSpec is fixed and the new drone is Ready,
-   ``apiaryctl dlq replay hive/H --all`` makes the session's final arrive;
+   ``apiaryctl dlq replay hive/H --all`` makes the session's final arrive, and the letter is
+   ``Resolved`` (gone from ``dlq list``, shown by ``dlq list --all``);
 2. an approval gate holds a session across a restart of apiaryd (SIGTERM and SIGKILL): still
    ``WaitingForApproval`` afterwards, the gated stage never ran; ``apiaryctl approve`` lets the
    final arrive, ``apiaryctl reject`` fails the other session's flow with ``Rejected``.
@@ -170,8 +171,16 @@ def test_dead_letter_survives_kill9_and_replays_after_the_agent_is_fixed(
     assert final["kind"] == "final" and final["message"]["payload"] == "Done: Echo: hello"
     until(lambda: session_status(apiaryd, cell, "job1").get("phase") == "Running", 10,
           "the session Running again")  # fmt: skip
-    code, out, _ = ctl(apiaryd, tmp_path, "dlq", "list", "hive/h", *n)
-    assert out.splitlines()[1].split()[-1] == "Replayed"
+
+    # The replay succeeded: the letter is Resolved, listed with --all only.
+    def resolved() -> bool:
+        code, out, _ = ctl(apiaryd, tmp_path, "dlq", "list", "hive/h", "--all", *n)
+        rows = out.splitlines()[1:] if code == 0 else []
+        return [(r.split()[0], r.split()[-1]) for r in rows] == [(ident, "Resolved")]
+
+    until(resolved, 10, "the dead letter Resolved")
+    code, out, err = ctl(apiaryd, tmp_path, "dlq", "list", "hive/h", *n)
+    assert code == 0 and out == "" and "No open dead letters" in err
     with apiaryd.client(cell) as c:
         c.delete("Hive", "h", cell)
     wait_no_agent_processes(cell)

@@ -5,15 +5,20 @@ when a dispatch failed every attempt, and keeps the dispatch *held* in the sessi
 nothing runs it again until a human decides. These routes are that decision:
 
 * replay — :meth:`Router.replay` puts the dispatch back on the bus as a new attempt; the object
-  says ``status.phase: Replayed`` (with ``replayedAt``). If the dispatch dies again the router
-  rewrites the object's spec (the generation goes up), which is how a later read knows the replay
-  failed: a ``Replayed`` mark older than the spec shows as ``Pending`` again. The mark is written
-  *before* the router is asked, so a replay that dies at once can never be hidden by a late mark.
+  says ``status.phase: Replayed`` (with ``replayedAt``) while it is in flight. When the replayed
+  dispatch is answered the router settles the letter: ``Resolved`` (``resolvedAt``) when the flow
+  went on, ``Failed`` when the answer was an error that is not retried (nothing is held any more).
+  If the dispatch dies again the router rewrites the object's spec (the generation goes up),
+  which is how a later read knows the replay failed: a mark older than the spec shows as
+  ``Pending`` again. The mark is written *before* the router is asked, so a replay that dies at
+  once can never be hidden by a late mark.
 * purge — :meth:`Router.purge` fails the dispatch's flow for good (``DeadLetterPurged``), then the
-  object is deleted.
+  object is deleted (a settled letter is just deleted: nothing is held).
 
 A dead letter is addressed by its dispatch id (what ``apiaryctl dlq list`` shows) or by its object
 name; one of another hive is a 404, as is a hive that neither exists nor has dead letters left.
+``GET …/dlq?phase=Pending,Replayed`` lists only letters in those phases (``apiaryctl dlq list``
+hides the Resolved ones unless ``--all``).
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from apiary.api.state import ApiState
 from apiary.errors import BadRequest, Conflict, NotFound, Unavailable
 from apiary.resources import API_VERSION
 from apiary.router import Router
+from apiary.router.holds import REPLAY_FAILED, RESOLVED
 from apiary.store import Store, parse_selector
 from apiary.store.base import now_rfc3339
 
@@ -42,6 +48,7 @@ Obj = dict[str, Any]
 KIND = "DeadLetter"
 HIVE_LABEL = "apiary.io/hive"
 PENDING, REPLAYED = "Pending", "Replayed"
+PHASES = (PENDING, REPLAYED, RESOLVED, REPLAY_FAILED)
 HIVE_DLQ = "/api/v1/cells/{cell}/hives/{hive}/dlq"
 
 
@@ -51,13 +58,29 @@ def object_name(ident: str) -> str:
 
 
 def phase_of(obj: Obj) -> str:
-    """``Replayed`` while the replay is in flight; ``Pending`` before, and after it died again
-    (the router rewrote the spec since the mark: a newer generation)."""
+    """``Replayed`` while the replay is in flight, then ``Resolved`` or ``Failed`` as the router
+    settled it; ``Pending`` before, and after it died again (the router rewrote the spec since
+    the mark: a newer generation)."""
     status = obj.get("status") or {}
-    if status.get("phase") != REPLAYED:
+    phase = status.get("phase")
+    if phase not in (REPLAYED, RESOLVED, REPLAY_FAILED):
         return PENDING
     generation = int((obj.get("metadata") or {}).get("generation") or 1)
-    return REPLAYED if generation <= int(status.get("replayedGeneration") or 0) else PENDING
+    return str(phase) if generation <= int(status.get("replayedGeneration") or 0) else PENDING
+
+
+def phases_param(raw: str | None) -> frozenset[str] | None:
+    """``phase=Pending,Replayed`` → those phases; None (every letter) when absent or empty."""
+    if not raw:
+        return None
+    wanted = frozenset(p.strip() for p in raw.split(",") if p.strip())
+    unknown = sorted(wanted - set(PHASES))
+    if unknown:
+        raise BadRequest(
+            f"query parameter phase={raw!r}: unknown phase(s) {', '.join(unknown)} "
+            f"(a dead letter is {', '.join(PHASES)})"
+        )
+    return wanted or None
 
 
 def view(obj: Obj) -> Obj:
@@ -92,6 +115,26 @@ def _decode_cursor(token: str) -> tuple[str, str]:
         raise BadRequest(f"query parameter continue={token!r}: not a token this API gave") from None
 
 
+def _check_replayable(ident: str, phase: str, status: Obj) -> None:
+    """409 unless the letter is Pending: in flight, resolved or failed for good."""
+    if phase == REPLAYED:
+        raise Conflict(
+            f"dead letter {ident} was replayed at {status.get('replayedAt')} and is in "
+            "flight; it comes back here if it fails again"
+        )
+    if phase == RESOLVED:
+        raise Conflict(
+            f"dead letter {ident} is Resolved: its replay succeeded at {status.get('resolvedAt')}; "
+            "nothing to replay (purge it to delete it)"
+        )
+    if phase == REPLAY_FAILED:
+        raise Conflict(
+            f"dead letter {ident} is Failed: its replay was answered at {status.get('failedAt')} "
+            f"by {status.get('reason')}: {status.get('message')}, which is not retried; nothing "
+            "is held any more (purge it to delete it)"
+        )
+
+
 class DeadLetterQueue:
     """The operations, without HTTP; bound to one request's :class:`ApiState`."""
 
@@ -118,10 +161,14 @@ class DeadLetterQueue:
         return _newest_first(found)
 
     async def page(
-        self, cell: str, hive: str, limit: int | None, token: str | None
-    ) -> tuple[list[Obj], str | None]:
-        """One page of :meth:`letters` (viewed) and the token of the next, if any."""
+        self, cell: str, hive: str, limit: int | None, token: str | None,
+        phases: frozenset[str] | None = None,
+    ) -> tuple[list[Obj], str | None]:  # fmt: skip
+        """One page of :meth:`letters` (viewed; only ``phases`` when given) and the token of
+        the next, if any."""
         items = await self.letters(cell, hive)
+        if phases is not None:
+            items = [o for o in items if phase_of(o) in phases]
         if token:
             cursor = _decode_cursor(token)
             items = [o for o in items if _order(o) < cursor]
@@ -167,11 +214,7 @@ class DeadLetterQueue:
         spec, meta = obj.get("spec") or {}, obj["metadata"]
         ident, session = str(spec.get("dispatch")), str(spec.get("session"))
         status = obj.get("status") or {}
-        if phase_of(obj) == REPLAYED:
-            raise Conflict(
-                f"dead letter {ident} was replayed at {status.get('replayedAt')} and is in "
-                "flight; it comes back here if it fails again"
-            )
+        _check_replayable(ident, phase_of(obj), status)
         mark = {
             **status,
             "phase": REPLAYED,
@@ -252,12 +295,13 @@ def _list_body(items: list[Obj], token: str | None) -> Obj:
 def dlq_routes() -> APIRouter:
     r = APIRouter(tags=["dead letters"])
 
-    @r.get(HIVE_DLQ, summary="A hive's dead letters, newest first (limit, continue)")
+    @r.get(HIVE_DLQ, summary="A hive's dead letters, newest first (phase, limit, continue)")
     async def list_letters(request: Request, cell: str, hive: str) -> Response:
         queue, cell, hive = _queue(request, "list")
         q = request.query_params
         limit = params.non_negative_int(q, "limit")
-        items, token = await queue.page(cell, hive, limit, q.get("continue") or None)
+        phases = phases_param(q.get("phase"))
+        items, token = await queue.page(cell, hive, limit, q.get("continue") or None, phases)
         return json_response(_list_body(items, token))
 
     @r.post(HIVE_DLQ + "/replay", summary="Replay every pending dead letter of the hive")

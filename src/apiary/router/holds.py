@@ -5,6 +5,11 @@ held in the session's state until :meth:`Holds.approve` or :meth:`Holds.reject`;
 failed every attempt is held as dead-lettered — a ``DeadLetter`` object in the store says why —
 until :meth:`Holds.replay` (a new attempt, after the agent was fixed) or :meth:`Holds.purge`
 (its flow fails for good). Mixed into :class:`~apiary.router.service.Router`.
+
+The router is also where a replay's fate is learnt: when the replayed dispatch is answered (no
+retry left pending, not dead again), :meth:`Holds._settle_replay` marks its DeadLetter
+``Resolved`` (the replay succeeded) or ``Failed`` (it was answered by an error that is not
+retried, so nothing is held any more). The API's ``Replayed`` mark means "in flight" only.
 """
 
 from __future__ import annotations
@@ -33,11 +38,20 @@ from apiary.router.plan import (
 )
 from apiary.router.policy import HivePolicy, topic_subject
 from apiary.router.sessions import SessionDirectory, SessionInfo
+from apiary.store.base import now_rfc3339
 from apiary.waggle import Message
+from apiary.waggle.envelope import Outcome
 
 log = logging.getLogger("apiary.router")
 
 Obj = dict[str, Any]
+
+RESOLVED = "Resolved"
+"""A dead letter whose replay was answered: the flow went on (``status.resolvedAt``)."""
+REPLAY_FAILED = "Failed"
+"""A dead letter whose replay was answered by an error that is not retried (``status.failedAt``,
+``reason``, ``message``): nothing is held any more, only a purge is left to do."""
+SETTLED = frozenset({RESOLVED, REPLAY_FAILED})
 
 
 class Holds:
@@ -171,3 +185,37 @@ class Holds:
                                    orjson.dumps(announce.to_dict()))  # fmt: skip
         log.warning("session %s: stage %s dead-lettered after %d attempts: %s",
                     info.key, dead.stage, dead.attempts, dead.reason)  # fmt: skip
+
+    async def _settle_replay(
+        self, info: SessionInfo, outcome: Outcome, done: Plan, error: tuple[str, str] | None
+    ) -> None:
+        """After the step of a retried or replayed dispatch's outcome (``attempt`` > 0): if that
+        was the answer to a ``dlq replay``, its DeadLetter is settled — ``Resolved``, or
+        ``Failed`` with ``error``. A retry the step scheduled, or a new death (the letter was
+        refreshed to Pending), leaves it alone; so does a dispatch that never was a dead letter
+        (one store read per retried success). Never breaks routing: a failed write is logged."""
+        d = outcome.dispatch
+        if any(s.id == d for s in done.send) or any(x.dispatch == d for x in done.dead):
+            return
+        now = now_rfc3339(self.sessions.store.clock)
+
+        def change(obj: Obj) -> Obj | None:
+            status = dict(obj.get("status") or {})
+            if (obj.get("spec") or {}).get("session") != info.name or status.get(
+                "phase"
+            ) in SETTLED:
+                return None
+            generation = int(obj["metadata"].get("generation") or 1)
+            status.update(replayedGeneration=generation)
+            if error is None:
+                status.update(phase=RESOLVED, resolvedAt=now)
+            else:
+                status.update(phase=REPLAY_FAILED, failedAt=now, reason=error[0], message=error[1])
+            return {**obj, "status": status}
+
+        try:
+            await self.sessions.store.update_with_retry(
+                "DeadLetter", info.cell, f"dl-{d}", change, subresource="status"
+            )
+        except Exception as exc:  # the letter keeps saying Replayed; routing goes on
+            log.warning("session %s: could not settle dead letter dl-%s: %s", info.key, d, exc)

@@ -213,6 +213,8 @@ class Router(Holds, Recovery):
             return self._after_engine(info, policy, step, mine, [], outcome)
 
         done = await self._run(info, plan)
+        if done is not None and outcome.attempt > 0:  # maybe a dlq replay's answer: settle it
+            await self._settle_replay(info, outcome, done, budget_error or error)
         if duplicate:
             # A redelivered outcome: we (or a replica that died) may have committed its step
             # and crashed before publishing what it caused; the ack of this copy would then

@@ -3,7 +3,9 @@
 A dead letter is a dispatch that failed every attempt its hive's ``routing.retryPolicy`` allows;
 its session holds it until someone decides. ``replay`` puts it back on the bus (fix the agent
 first), ``purge`` gives it up (its flow fails with ``DeadLetterPurged``). IDs are the dispatch
-ids ``list`` shows. Data goes to stdout; hints and per-item failures to stderr.
+ids ``list`` shows. A replay that succeeded settles its letter as ``Resolved``: ``list`` shows the
+open ones (Pending, Replayed in flight, Failed) unless ``--all``. Data goes to stdout; hints and
+per-item failures to stderr.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from apiary.ctl.context import Ctl, get_ctl
 
 Obj = dict[str, Any]
 HEADER = ["ID", "SESSION", "STAGE", "REASON", "ATTEMPTS", "AGE", "PHASE"]
+OPEN_PHASES = "Pending,Replayed,Failed"
+"""What ``dlq list`` shows by default: every phase but Resolved (a replay that succeeded)."""
 
 
 def hive_of(target: str) -> str:
@@ -41,12 +45,15 @@ class DlqCalls:
         parts = [self.base, *([quote(ident, safe="")] if ident else []), *([verb] if verb else [])]
         return "/".join(parts)
 
-    def list(self, limit: int | None = None) -> list[Obj]:
-        """Every dead letter, newest first (following ``continue``), or the newest ``limit``."""
+    def list(self, limit: int | None = None, phases: str | None = None) -> list[Obj]:
+        """Every dead letter (in ``phases``, a comma list, when given), newest first (following
+        ``continue``), or the newest ``limit``."""
         items: list[Obj] = []
         token: str | None = None
         while True:
             params = {"limit": str(limit or 500)}
+            if phases:
+                params["phase"] = phases
             if token:
                 params["continue"] = token
             body = self.client.request("GET", self.path(), params=params).body
@@ -115,6 +122,9 @@ dlq_app = typer.Typer(
 HiveArg = Annotated[str, typer.Argument(help="hive/NAME.", show_default=False)]
 IdArg = Annotated[str | None, typer.Argument(help="Dead letter ID (from dlq list).")]
 AllOpt = Annotated[bool, typer.Option("--all", help="Every dead letter of the hive.")]
+ListAllOpt = Annotated[
+    bool, typer.Option("--all", help="Resolved letters too (a replay that succeeded).")
+]
 
 
 @dlq_app.command("list")
@@ -123,10 +133,13 @@ def list_command(
     limit: Annotated[
         int | None, typer.Option("--limit", min=1, help="Only the newest N.", show_default=False)
     ] = None,
+    all_: ListAllOpt = False,
 ) -> None:
-    """ID, SESSION, STAGE, REASON, ATTEMPTS, AGE, PHASE — newest first (-o wide adds MESSAGE)."""
+    """ID, SESSION, STAGE, REASON, ATTEMPTS, AGE, PHASE — newest first (-o wide adds MESSAGE).
+
+    Open letters only (Pending, Replayed, Failed); --all adds the Resolved ones."""
     ctl = get_ctl()
-    items = _calls(ctl, target).list(limit)
+    items = _calls(ctl, target).list(limit, None if all_ else OPEN_PHASES)
     doc = {"apiVersion": "apiary.io/v1", "kind": "DeadLetterList", "items": items}
     if _dump(ctl, doc):
         return
@@ -135,7 +148,12 @@ def list_command(
             output.out(str(tables.dig(o, "spec", "dispatch")))
         return
     if not items:
-        output.info(f"No dead letters in hive/{hive_of(target)}.")
+        where = f"hive/{hive_of(target)}"
+        output.info(
+            f"No dead letters in {where}."
+            if all_
+            else f"No open dead letters in {where} (--all shows resolved ones too)."
+        )
         return
     wide = ctl.output == "wide"
     for line in tables.render(rows(items, wide), HEADER + (["MESSAGE"] if wide else [])):
@@ -154,12 +172,23 @@ def describe(o: Obj) -> list[str]:
         ("Attempts", spec.get("attempts")),
         ("Phase", status.get("phase")),
         ("Replayed", status.get("replayedAt")),
+        *_settled(status),
         ("Created", tables.dig(o, "metadata", "creationTimestamp")),
         ("Topic", spec.get("topic")),
     ]
     lines = [f"{k + ':':<10}{tables.text(v)}" for k, v in fields]
     original = output.dump_yaml(spec.get("original") or {}).rstrip("\n")
     return [*lines, "Original:", *("  " + line for line in original.splitlines())]
+
+
+def _settled(status: Obj) -> list[tuple[str, Any]]:
+    """What ``show`` adds once the router settled the replay: when, and why it failed."""
+    if status.get("phase") == "Resolved":
+        return [("Resolved", status.get("resolvedAt"))]
+    if status.get("phase") == "Failed":
+        why = f"{status.get('reason')}: {status.get('message')}"
+        return [("Failed", status.get("failedAt")), ("Why", why)]
+    return []
 
 
 @dlq_app.command("show")

@@ -37,7 +37,8 @@ from apiary.node.guardrails import GuardrailError, circuit_status
 from apiary.node.keeperhttp import KeeperHttpServer
 from apiary.node.logship import LogShipper, ShipperSettings
 from apiary.node.orphans import reap_orphans
-from apiary.node.runner import DroneRunner, RunnerSettings, StatusWriter, rfc3339
+from apiary.node.runner import DroneRunner, RunnerSettings
+from apiary.node.statuswriter import StatusWriter, rfc3339
 from apiary.node.usage import GroupSampler, collect
 from apiary.node.worker import StageWorker
 
@@ -367,9 +368,13 @@ class NodeAgent:
         log.info("drone %s/%s started on %s", cell, name, self.settings.name)
 
     def _drone_status(self, runner: DroneRunner, status: Obj) -> None:
-        """Report, and put a drone on its stage's queue once it is first ready. A drone whose
-        circuit breaker is not closed is reported not ready (reason ``CircuitOpen``)."""
+        """Report, and put a drone on its stage's queue once it is first ready; from then on its
+        worker takes messages only while it is ready (a failing readiness probe, a restart). A
+        drone whose circuit breaker is not closed is reported not ready (reason ``CircuitOpen``)
+        — its worker pauses on its own."""
         current = self.workers.get(runner.uid)
+        if current is not None:
+            current.gate(bool(status.get("ready")))
         guard = current.guard if current is not None else None
         shown = circuit_status(status, guard) if guard is not None else status
         self.status_writer.submit(runner, shown)

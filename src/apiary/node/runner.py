@@ -3,8 +3,10 @@
 A :class:`DroneRunner` is created by the node agent for every Drone placed here and stopped when
 the Drone goes away or moves. It resolves the environment through the API (secrets included),
 hands a :class:`~apiary.node.supervision.Supervisor` the launch spec, attaches each started process
-to the :class:`~apiary.node.keeper.Keeper`, and turns every state change into a Drone status,
-which the :class:`StatusWriter` sends to the API.
+to the :class:`~apiary.node.keeper.Keeper`, probes the started drone (:mod:`.probes`: not ready
+while its readiness probe fails, restarted when its liveness probe does), and turns every state
+change into a Drone status, which the :class:`~apiary.node.statuswriter.StatusWriter` sends to
+the API.
 """
 
 from __future__ import annotations
@@ -18,30 +20,25 @@ import socket
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
-from apiary.errors import Conflict, NotFound
 from apiary.node import cgroups, sandbox
 from apiary.node.backoff import Backoff, BackoffPolicy
 from apiary.node.env import EnvError, SecretReader, resolve_env
 from apiary.node.gateway_budget import DroneMeter
 from apiary.node.keeper import Keeper, KeeperStats
 from apiary.node.launcher import DroneProcess, LaunchSpec, enforcement
+from apiary.node.probes import LIVENESS_FAILED, READINESS_FAILED, DroneProbes, probe_settings
+from apiary.node.statuswriter import rfc3339
 from apiary.node.supervision import DroneRuntimeStatus, Supervisor
 
 log = logging.getLogger("apiary.node")
 
 Obj = dict[str, Any]
 StatusSink = Callable[["DroneRunner", Obj], None]
-
-NODE_STATUS_KEYS = (
-    "phase", "pid", "restartCount", "exitCode", "signal", "reason", "message", "lastStderr",
-    "nextRestartAt", "startedAt", "ready", "startTime", "hostIP", "usage",
-)  # fmt: skip
-"""The Drone status fields the node agent owns; the rest (nodeName, Scheduled, ...) is kept."""
 
 
 @dataclass
@@ -85,10 +82,6 @@ class RunnerSettings:
         return os.path.join(tempfile.gettempdir(), f"apiary-drones-{digest}")
 
 
-def rfc3339(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def free_port() -> int:
     with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
         s.bind(("127.0.0.1", 0))
@@ -129,6 +122,8 @@ class DroneRunner:
         if self.http:
             self.port = int(interface.get("port") or 0) or free_port()
         self.keeper = Keeper(interface, name=f"{self.cell}/{self.name}", port=self.port)
+        self.readiness, self.liveness = probe_settings(interface)
+        """The drone's probes (:mod:`.probes`); None where nothing is probed."""
         self.meter = DroneMeter.from_guardrails(self.spec.get("guardrails"))
         """Tokens the drone's LLM calls use, per message in flight (the gateway's budgets)."""
         self.supervisor: Supervisor | None = None
@@ -138,7 +133,10 @@ class DroneRunner:
         self._ready = False
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._probe: asyncio.Task[None] | None = None
+        self._startup: asyncio.Task[None] | None = None
+        self._probes: DroneProbes | None = None
+        self._unready: str | None = None
+        """Why the readiness probe fails, while it does."""
         self.usage: Obj | None = None
         """The last ``status.usage`` (node/usage.py), sent with every status from then on."""
 
@@ -150,8 +148,9 @@ class DroneRunner:
     async def stop(self) -> None:
         """Stop the process (SIGTERM, grace, SIGKILL) and the keeper; idempotent."""
         self._stopping.set()
-        if self._probe is not None:
-            self._probe.cancel()
+        if self._startup is not None:
+            self._startup.cancel()
+        self._stop_probes()
         if self.supervisor is not None:
             await self.supervisor.stop()
         if self._task is not None:
@@ -263,11 +262,12 @@ class DroneRunner:
         await self.keeper.attach(proc.process)
         if not self.http:
             self._ready = self.keeper.ready
+            self._start_probes(proc)
             self._report()
             return
-        if self._probe is not None:
-            self._probe.cancel()
-        self._probe = asyncio.create_task(self._wait_http_ready(proc))
+        if self._startup is not None:
+            self._startup.cancel()
+        self._startup = asyncio.create_task(self._wait_http_ready(proc))
 
     async def _wait_http_ready(self, proc: DroneProcess) -> None:
         try:
@@ -279,13 +279,48 @@ class DroneRunner:
             return
         if proc.returncode is None:
             self._ready = True
+            self._start_probes(proc)
             self._report()
 
     def _runtime_changed(self, status: DroneRuntimeStatus) -> None:
         self._runtime = status
         if status.phase != "Running":
             self._ready = False
+            self._stop_probes()
         self._report()
+
+    # --------------------------------------------------------------------------- probes
+
+    def _start_probes(self, proc: DroneProcess) -> None:
+        """Probe ``proc`` from now on (it has started: stdin at attach, http at its first 2xx)."""
+        self._stop_probes()
+        if self.readiness is None and self.liveness is None:
+            return
+        self._probes = DroneProbes(
+            self.readiness, self.liveness, port=self.port, alive=self.keeper.probe,
+            on_ready=partial(self._probed_ready, proc), on_dead=partial(self._probed_dead, proc),
+        )  # fmt: skip
+        self._probes.start()
+
+    def _stop_probes(self) -> None:
+        if self._probes is not None:
+            self._probes.stop()
+            self._probes = None
+        self._unready = None
+
+    def _current(self, proc: DroneProcess) -> bool:
+        return self.supervisor is not None and self.supervisor.process is proc
+
+    def _probed_ready(self, proc: DroneProcess, ready: bool, message: str) -> None:
+        if self._current(proc):
+            self._unready = None if ready else message
+            self._report()
+
+    def _probed_dead(self, proc: DroneProcess, message: str) -> None:
+        if self._current(proc) and self.supervisor is not None:
+            self.supervisor.restart(LIVENESS_FAILED, message)
+
+    # --------------------------------------------------------------------------- status
 
     def _report(self) -> None:
         self._on_status(self, self.status())
@@ -298,188 +333,14 @@ class DroneRunner:
                 st[epoch_key] = rfc3339(float(st[epoch_key]))
         if self._runtime.started_at is not None:
             st["startTime"] = rfc3339(self._runtime.started_at)
+        ended = (st.get("lastState") or {}).get("terminated") or {}
+        if "finishedAt" in ended:
+            ended["finishedAt"] = rfc3339(float(ended["finishedAt"]))
         st["ready"] = self._ready and self._runtime.phase == "Running"
+        if st["ready"] and self._unready is not None:  # started, but its readiness probe fails
+            st.update(ready=False, reason=READINESS_FAILED, message=self._unready)
         if self.usage is not None:
             st["usage"] = self.usage
         if self.isolation:
             st["isolation"] = self.isolation
         return st
-
-
-class StatusWriter:
-    """Coalesces drone status reports and writes the newest of each to the API.
-
-    Reports are cheap and synchronous (the supervisor emits many); writes are read-modify-write
-    on ``/status`` so the fields the controllers own (``nodeName``, ``Scheduled``) are kept. A
-    drone that was deleted or recreated (other uid) is skipped.
-
-    Why it is built for latency (apply → Ready is a benchmark target):
-
-    * drones are written concurrently — one write in flight per drone, at most ``max_in_flight``
-      at once — so ten drones starting together do not queue behind each other's round trips;
-    * the base of the read-modify-write is the newest copy the node already holds (fed by the
-      node agent's watch through :meth:`seen`, and by the answers to our own writes), sent with
-      its ``resourceVersion`` as precondition; only a missing copy or a conflict costs a GET.
-      One round trip per status instead of two;
-    * a ``Starting`` report waits ``settle_seconds`` before it is written: a drone that starts
-      at once goes Pending → Running in one write (the write of a phase that lasted a few
-      milliseconds would sit on the path to Ready), while a slow start still shows Starting;
-    * drones the node saw deleted (:meth:`deleted`) are not written at all.
-    """
-
-    def __init__(
-        self,
-        get: Callable[[str, str], Awaitable[Obj]],
-        put_status: Callable[[Obj], Awaitable[Obj]],
-        *,
-        node_name: str,
-        max_in_flight: int = 16,
-        settle_seconds: float = 0.05,
-    ) -> None:
-        self._get = get
-        self._put = put_status
-        self.node_name = node_name
-        self.settle_seconds = settle_seconds
-        self._pending: dict[tuple[str, str], tuple[str, Obj]] = {}
-        self._due: dict[tuple[str, str], float] = {}
-        self._deleted: dict[str, None] = {}
-        self._timer: asyncio.TimerHandle | None = None
-        self._known: dict[tuple[str, str], Obj] = {}
-        self._busy: set[tuple[str, str]] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._slots = asyncio.Semaphore(max(1, max_in_flight))
-        self._wake = asyncio.Event()
-
-    def submit(self, runner: DroneRunner, status: Obj) -> None:
-        key = (runner.cell, runner.name)
-        self._pending[key] = (runner.uid, status)
-        settle = self.settle_seconds if status.get("phase") == "Starting" else 0.0
-        self._due[key] = time.monotonic() + settle
-        self._wake.set()
-
-    def deleted(self, uid: str) -> None:
-        """The drone with this uid is gone from the API: drop its reports from now on."""
-        self._deleted[uid] = None
-        if len(self._deleted) > 10_000:
-            self._deleted.pop(next(iter(self._deleted)))
-
-    def seen(self, drone: Obj) -> None:
-        """The newest copy of a drone of this node (from the watch); older copies are ignored."""
-        meta = drone.get("metadata") or {}
-        key = (meta.get("namespace") or "default", str(meta.get("name")))
-        if _newer(drone, self._known.get(key)):
-            self._known[key] = drone
-
-    def forget(self, cell: str, name: str) -> None:
-        """The drone left this node: drop its copy (a later write GETs it again)."""
-        self._known.pop((cell, name), None)
-
-    async def run(self) -> None:
-        try:
-            while True:
-                await self._wake.wait()
-                self._wake.clear()
-                self._start_due_writes()
-        finally:
-            if self._timer is not None:
-                self._timer.cancel()
-            for task in list(self._tasks):
-                task.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-
-    def _start_due_writes(self) -> None:
-        now = time.monotonic()
-        later: float | None = None
-        for key in [k for k in self._pending if k not in self._busy]:
-            due = self._due.get(key, now)
-            if due > now:
-                later = due if later is None else min(later, due)
-                continue
-            uid, status = self._pending.pop(key)
-            self._due.pop(key, None)
-            if uid in self._deleted:
-                continue
-            self._busy.add(key)
-            task = asyncio.create_task(self._write_one(key, uid, status))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if later is not None:
-            self._timer = asyncio.get_running_loop().call_later(later - now, self._wake.set)
-
-    async def _write_one(self, key: tuple[str, str], uid: str, status: Obj) -> None:
-        cell, name = key
-        try:
-            async with self._slots:
-                await self._write(cell, name, uid, status)
-        except Exception as exc:  # the API is away: keep the newest and try again
-            log.warning("drone %s/%s: status not written: %s", cell, name, exc)
-            self._pending.setdefault(key, (uid, status))
-            await asyncio.sleep(1.0)
-        finally:
-            self._busy.discard(key)
-            if key in self._pending:
-                self._wake.set()
-
-    async def _write(self, cell: str, name: str, uid: str, status: Obj) -> None:
-        key = (cell, name)
-        for attempt in range(10):
-            drone = self._known.get(key) if attempt == 0 else None
-            if drone is None or drone["metadata"].get("uid") != uid:
-                try:
-                    drone = await self._get(cell, name)
-                except NotFound:
-                    self.forget(cell, name)
-                    return
-                if drone["metadata"].get("uid") != uid:
-                    return
-                self.seen(drone)
-            current = dict(drone.get("status") or {})
-            merged = {k: v for k, v in current.items() if k not in NODE_STATUS_KEYS}
-            merged.update(status)
-            merged["nodeName"] = self.node_name
-            merged["conditions"] = _with_ready(current.get("conditions") or [], status)
-            if merged == current:
-                return
-            body = {**drone, "status": merged}
-            try:
-                written = await self._put(body)
-            except Conflict:
-                continue
-            except NotFound:
-                self.forget(cell, name)
-                return
-            self.seen(written)
-            return
-
-
-def _newer(drone: Obj, than: Obj | None) -> bool:
-    """Whether ``drone`` is a later version than ``than`` (resourceVersions of this store are
-    increasing integers; anything else counts as newer, the safe side: a stale base only costs
-    a conflict and a GET)."""
-    if than is None:
-        return True
-    new = str((drone.get("metadata") or {}).get("resourceVersion") or "")
-    old = str((than.get("metadata") or {}).get("resourceVersion") or "")
-    if new.isdigit() and old.isdigit():
-        return int(new) >= int(old)
-    return True
-
-
-def _with_ready(conditions: list[Obj], status: Obj) -> list[Obj]:
-    ready = bool(status.get("ready"))
-    want = "True" if ready else "False"
-    out = [c for c in conditions if c.get("type") != "Ready"]
-    old = next((c for c in conditions if c.get("type") == "Ready"), None)
-    reason = "AgentReady" if ready else str(status.get("reason") or status.get("phase") or "")
-    if old is not None and old.get("status") == want and old.get("reason") == reason:
-        out.append(old)
-    else:
-        out.append({
-            "type": "Ready", "status": want, "reason": reason,
-            "message": str(status.get("message") or ""),
-            "lastTransitionTime": rfc3339(time.time()),
-        })  # fmt: skip
-    return out

@@ -5,6 +5,11 @@ up: it launches the process (:func:`~apiary.node.launcher.launch`), hands every 
 to ``on_started`` (the keeper takes its pipes there), and reports every state change as a
 :class:`DroneRuntimeStatus` (what the node agent writes into ``Drone.status``). A process that
 exits is started again after a back-off; one that keeps crashing is ``CrashLoopBackOff``.
+
+:meth:`Supervisor.restart` ends the running process on purpose (a failed liveness probe,
+:mod:`~apiary.node.probes`): it counts as a restart like a crash, with the caller's reason in
+the Failed status and in ``lastState.terminated``, which keeps how the previous process ended
+while its successor runs (a short Failed phase may never reach the API).
 """
 
 from __future__ import annotations
@@ -47,6 +52,9 @@ class DroneRuntimeStatus:
     last_stderr: tuple[str, ...] = ()
     next_restart_at: float | None = None  # epoch seconds
     started_at: float | None = None  # epoch seconds
+    last_terminated: tuple[tuple[str, Any], ...] = ()
+    """How the previous process ended: (camelCase key, value) pairs of ``lastState.terminated``
+    (``finishedAt`` in epoch seconds)."""
 
     def as_status(self) -> dict[str, Any]:
         """The camelCase fields of a Drone's status (unset ones left out)."""
@@ -64,7 +72,18 @@ class DroneRuntimeStatus:
                 out[key] = value
         if self.last_stderr:
             out["lastStderr"] = list(self.last_stderr)
+        if self.last_terminated:
+            out["lastState"] = {"terminated": dict(self.last_terminated)}
         return out
+
+
+def _terminated(
+    reason: str, message: str, code: int, sig: str | None, at: float
+) -> tuple[tuple[str, Any], ...]:
+    """``lastState.terminated`` of :class:`DroneRuntimeStatus`, unset fields left out."""
+    fields = (("reason", reason), ("message", message), ("exitCode", code), ("signal", sig),
+              ("finishedAt", at))  # fmt: skip
+    return tuple((key, value) for key, value in fields if value is not None)
 
 
 StatusCallback = Callable[[DroneRuntimeStatus], Awaitable[None] | None]
@@ -99,6 +118,9 @@ class Supervisor:
         self._spawns = 0
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._ended_by: tuple[str, str] | None = None
+        """(reason, message) of a :meth:`restart` of the current process, until it exits."""
+        self._ending: asyncio.Future[int] | None = None
         self.process: DroneProcess | None = None
         self.log: LogWriter | None = None
         if spec.log_dir is not None:
@@ -143,6 +165,18 @@ class Supervisor:
         if self.log is not None:
             self.log.close()
         return self._status
+
+    def restart(self, reason: str, message: str) -> bool:
+        """End the running process gracefully (SIGTERM, grace period, SIGKILL); it is started
+        again after the back-off like a crashed one, with ``reason``/``message`` as why it
+        ended. False when no process runs (or one is already being ended)."""
+        proc = self.process
+        if proc is None or proc.returncode is not None or self._stop.is_set() or self._ended_by:
+            return False
+        log.warning("drone %s/%s: restarting: %s", self.spec.cell, self.spec.drone, message)
+        self._ended_by = (reason, message)
+        self._ending = asyncio.ensure_future(proc.stop())
+        return True
 
     async def _run(self) -> None:
         try:
@@ -199,8 +233,14 @@ class Supervisor:
         if tail:
             message += f"; last stderr: {tail[-1]}"
         message += memory_hint(self.spec, exited.result(), tail)
+        ended_by, self._ended_by, self._ending = self._ended_by, None, None
+        if ended_by is not None:  # ended on purpose: say why first
+            reason, message = ended_by[0], f"{ended_by[1]}; {message}"
+        self._status = replace(
+            self._status, last_terminated=_terminated(reason, message, code, sig, self._clock())
+        )
         delay = self._backoff.next_delay()
-        if self._backoff.failures > 1:
+        if self._backoff.failures > 1 and ended_by is None:
             reason = "CrashLoopBackOff"
         await self._emit(
             phase="Failed",

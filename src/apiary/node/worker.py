@@ -94,9 +94,10 @@ class StageWorker:
         self._timer: asyncio.TimerHandle | None = None
         self._resume_at: float | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._ready = True  # the readiness gate: see gate()
 
     async def start(self) -> None:
-        if self._sub is None and not self._stopped:
+        if self._sub is None and not self._stopped and self._ready:
             sub = await self.bus.subscribe(
                 stage_subject(self.cell, self.hive, self.stage),
                 stage_group(self.cell, self.hive, self.stage),
@@ -106,6 +107,8 @@ class StageWorker:
             )
             if self._resume_at is not None or self._stopped or self._sub is not None:
                 await sub.drain()  # paused (or stopped) while we were joining
+            elif not self._ready:  # the readiness gate closed while we were joining
+                await sub.drain()
             else:
                 self._sub = sub
 
@@ -122,6 +125,22 @@ class StageWorker:
     def circuit(self) -> State | None:
         """The circuit breaker's state (None without one)."""
         return self.guard.circuit if self.guard is not None else None
+
+    # ------------------------------------------------------------- the readiness gate
+
+    def gate(self, ready: bool) -> None:
+        """Unready (failing readiness probe, restart): leave the queue group — the bus offers
+        the work to the other replicas or keeps it queued — until ready again (node/probes.py)."""
+        if ready == self._ready or self._stopped:
+            return
+        self._ready = ready
+        if ready:
+            if self._resume_at is None:  # else the guardrail pause joins when it ends
+                self._background(self.start())
+            return
+        sub, self._sub = self._sub, None
+        if sub is not None:
+            self._background(sub.drain())
 
     # ------------------------------------------------------------- pausing the intake
 

@@ -7,9 +7,10 @@ itself, which is what ``apiaryctl scale agentspec/NAME`` changes.
 
 from __future__ import annotations
 
-from typing import Literal
+import math
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, PlainValidator, model_validator
 
 from apiary.resources.base import (
     ApiModel,
@@ -27,6 +28,9 @@ from apiary.resources.quantity import Bytes, Millicores
 
 DEFAULT_HEALTH_PATH = "/healthz"
 DEFAULT_MESSAGE_PATH = "/"
+MIN_PROBE_SECONDS = 0.1
+"""The shortest probe period or timeout: Kubernetes takes whole seconds, we also take fractions
+(tests and fast agents), but not a busy loop."""
 
 
 class SecretKeySelector(ApiModel):
@@ -76,10 +80,60 @@ class Runtime(ApiModel):
         return self
 
 
+def _probe_seconds(value: Any) -> int | float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError("must be a number of seconds")
+    if value < MIN_PROBE_SECONDS:
+        raise ValueError(f"must be at least {MIN_PROBE_SECONDS} (seconds; fractions allowed)")
+    return value
+
+
+ProbeSeconds = Annotated[float, PlainValidator(_probe_seconds, json_schema_input_type=int | float)]
+
+
+class HttpGetAction(ApiModel):
+    """``GET path`` on ``port`` of the agent (loopback): healthy when it answers 2xx in time."""
+
+    path: str | None = None
+    """Default: the interface's ``healthPath``."""
+    port: int | None = Field(default=None, ge=1, le=65535)
+    """Default: the agent's port (``interface.port``, or the one the node gave it as ``$PORT``)."""
+
+    @model_validator(mode="after")
+    def _absolute(self) -> HttpGetAction:
+        if self.path is not None and not self.path.startswith("/"):
+            problems = Problems()
+            problems.add(("path",), f"{self.path!r} must start with '/'")
+            problems.raise_if_any()
+        return self
+
+
+class Probe(ApiModel):
+    """A periodic check of a running drone, with Kubernetes' field names and defaults
+    (docs/waggle.md, "Probes"). ``httpGet`` for http agents (default: ``healthPath`` on the
+    agent's port); a stdin agent's probe has none and checks that its process is alive with
+    its stdout open."""
+
+    http_get: HttpGetAction | None = None
+    initial_delay_seconds: NonNegativeNumber = 0
+    """Seconds after the drone started (http: first answered its health path) before the first
+    probe."""
+    period_seconds: ProbeSeconds = 10
+    """Seconds between two probes."""
+    timeout_seconds: ProbeSeconds = 1
+    """A probe not answered within this many seconds failed."""
+    success_threshold: int = Field(default=1, ge=1)
+    """Consecutive successes after a failure that make the probe pass again (1 for liveness)."""
+    failure_threshold: int = Field(default=3, ge=1)
+    """Consecutive failures that make the probe fail: readiness, not ready; liveness, restart."""
+
+
 class Interface(ApiModel):
     """How the keeper talks to the agent. ``stdin``: lines on stdin/stdout in ``format``
     (``waggle`` JSON or plain ``text``). ``http``: POST to ``messagePath`` on ``port``, probing
-    ``healthPath``. ``concurrency`` is how many messages one drone may hold at once."""
+    ``healthPath``. ``concurrency`` is how many messages one drone may hold at once.
+    ``readinessProbe``/``livenessProbe``: periodic checks of the running drone (an http agent
+    without a readiness probe gets one on ``healthPath`` with the defaults, at the node)."""
 
     type: Literal["stdin", "http"] = "stdin"
     format: Literal["waggle", "text"] = "waggle"
@@ -87,10 +141,15 @@ class Interface(ApiModel):
     health_path: str | None = None
     message_path: str | None = None
     concurrency: int = Field(default=1, ge=1, le=10_000)
+    readiness_probe: Probe | None = None
+    """Failing: the drone is not Ready and takes no new messages until it passes again."""
+    liveness_probe: Probe | None = None
+    """Failing: the drone's process is restarted (a restart, reason ``LivenessProbeFailed``)."""
 
     @model_validator(mode="after")
     def _http_fields(self) -> Interface:
         problems = Problems()
+        self._check_probes(problems)
         if self.type == "http":
             if self.port is None:
                 problems.add(("port",), "field required when type is http")
@@ -114,6 +173,22 @@ class Interface(ApiModel):
                     problems.add((alias,), "only used with type: http")
         problems.raise_if_any()
         return self
+
+    def _check_probes(self, problems: Problems) -> None:
+        """An http agent's probe without ``httpGet`` GETs ``healthPath``; a stdin agent's may
+        have none (it checks the process); liveness passes again after one success."""
+        for alias, probe in (("readinessProbe", self.readiness_probe),
+                             ("livenessProbe", self.liveness_probe)):  # fmt: skip
+            if probe is None:
+                continue
+            if self.type == "http":
+                probe.http_get = probe.http_get or HttpGetAction()
+                probe.http_get.path = probe.http_get.path or self.health_path or DEFAULT_HEALTH_PATH
+            if self.type != "http" and probe.http_get is not None:
+                problems.add((alias, "httpGet"), "only used with type: http (a stdin agent's "
+                             "probe checks that its process is alive)")  # fmt: skip
+            if alias == "livenessProbe" and probe.success_threshold != 1:
+                problems.add((alias, "successThreshold"), "must be 1 for a liveness probe")
 
 
 class ResourceList(ApiModel):

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, PlainValidator
 
 from apiary.resources.agentspec import Interface, Resources, Runtime, SecurityContext
-from apiary.resources.base import ApiModel, DNSLabel, NonNegativeNumber
+from apiary.resources.base import ApiModel, DNSLabel, NonNegativeNumber, Timestamp
 from apiary.resources.guardrails import Guardrails
 from apiary.resources.meta import ApiObject, Status
 
@@ -55,9 +55,27 @@ StderrTail = Annotated[
 ]
 
 
+class TerminatedState(ApiModel):
+    """How the drone's previous process ended (Kubernetes' ``lastState.terminated``)."""
+
+    reason: str | None = None
+    """``Error``, ``Killed``, ``Completed``, or ``LivenessProbeFailed`` when the node restarted
+    it for failing its liveness probe."""
+    message: str | None = None
+    exit_code: int | None = None
+    signal: str | None = None
+    finished_at: Timestamp | None = None
+
+
+class LastState(ApiModel):
+    terminated: TerminatedState | None = None
+
+
 class DroneStatus(Status):
     """``phase`` is one of Pending, Starting, Running, Stopping, Stopped, Failed; a drone that
-    keeps crashing is Failed with ``reason: CrashLoopBackOff`` until its next restart."""
+    keeps crashing is Failed with ``reason: CrashLoopBackOff`` until its next restart. A Running
+    drone failing its readiness probe is ``ready: false`` with ``reason: ReadinessProbeFailed``
+    (and so is its ``Ready`` condition)."""
 
     phase: DronePhase | None = None  # type: ignore[assignment]
     node_name: DNSLabel | None = None
@@ -74,6 +92,8 @@ class DroneStatus(Status):
     """Epoch seconds of the current process's start."""
     next_restart_at: NonNegativeNumber | None = None
     """Epoch seconds of the next restart while backing off."""
+    last_state: LastState | None = None
+    """How the previous process ended; kept while its successor runs."""
 
 
 class Drone(ApiObject):

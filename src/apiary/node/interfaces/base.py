@@ -37,7 +37,8 @@ class Channel(ABC):
 
     @abstractmethod
     async def probe(self) -> bool:
-        """A cheap liveness check (process alive; http: health answers 2xx)."""
+        """A cheap health check: the process is alive (stdin: with its stdout open; http: and
+        ``GET healthPath`` answers 2xx, on a connection messages in flight cannot hold up)."""
 
     @abstractmethod
     async def stop(self) -> None:

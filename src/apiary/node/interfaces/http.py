@@ -5,6 +5,10 @@ concurrency. The response body is one Waggle message, a JSON list of them, any o
 payload of a ``result``), any other text (a string payload) or empty/204 (no output). A 4xx/5xx
 answer is an AgentProtocolError; the process dying mid-request is AgentCrashed.
 
+Health checks (:meth:`HttpChannel.probe`, and the node's periodic probes, :mod:`apiary.node.probes`)
+use a connection of their own (:func:`probe_client`): with every message connection busy on a
+long turn, a check queued behind them would time out and call a healthy agent dead.
+
 The agent's stdout is not part of the protocol here, but it is a pipe the launcher handed us: we
 drain it (keeping the last lines for diagnosis) so a chatty agent never blocks on a full pipe.
 """
@@ -57,6 +61,28 @@ def parse_http_body(status: int, body: bytes, answering: Message) -> list[Messag
         raise AgentProtocolError(f"the agent answered an invalid Waggle message: {exc}") from None
 
 
+def probe_client(base_url: str) -> httpx.AsyncClient:
+    """A client for health checks only: one connection, no proxy from the environment."""
+    return httpx.AsyncClient(
+        base_url=base_url,
+        timeout=httpx.Timeout(None, connect=5.0),
+        limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
+        trust_env=False,
+    )
+
+
+async def get_health(client: httpx.AsyncClient, path: str) -> str | None:
+    """``GET path``: None when it answers 2xx, else what went wrong (for a status message).
+    No timeout of its own: the caller bounds it (a probe's ``timeoutSeconds``)."""
+    try:
+        resp = await client.get(path)
+    except httpx.HTTPError as exc:
+        return f"HTTP GET {path} failed: {type(exc).__name__}"
+    if 200 <= resp.status_code < 300:
+        return None
+    return f"HTTP GET {path} answered {resp.status_code}"
+
+
 class HttpChannel(Channel):
     def __init__(
         self,
@@ -71,6 +97,7 @@ class HttpChannel(Channel):
         self._port = port or config.port
         self._host = host
         self._client: httpx.AsyncClient | None = None
+        self._probe_client: httpx.AsyncClient | None = None
         self._death: asyncio.Future[str] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.stdout_tail: deque[str] = deque(maxlen=100)
@@ -104,10 +131,11 @@ class HttpChannel(Channel):
         self._tasks = [asyncio.create_task(self._watch(proc, self._death))]
         if proc.stdout is not None:
             self._tasks.append(asyncio.create_task(self._drain(proc.stdout)))
-        # Connections to the old process are useless; start a fresh pool.
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        # Connections to the old process are useless; start fresh pools.
+        for client in (self._client, self._probe_client):
+            if client is not None:
+                await client.aclose()
+        self._client = self._probe_client = None
 
     async def _watch(self, proc: asyncio.subprocess.Process, death: asyncio.Future[str]) -> None:
         code = await proc.wait()
@@ -149,13 +177,22 @@ class HttpChannel(Channel):
         return 200 <= resp.status_code < 300
 
     async def probe(self) -> bool:
-        return self._death is not None and not self._death.done() and await self._healthy()
+        if self._death is None or self._death.done():
+            return False
+        if self._probe_client is None:
+            self._probe_client = probe_client(self.base_url)
+        try:
+            async with asyncio.timeout(2.0):
+                return await get_health(self._probe_client, self._config.health_path) is None
+        except TimeoutError:
+            return False
 
     async def stop(self) -> None:
         await self._detach("the keeper was stopped")
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        for client in (self._client, self._probe_client):
+            if client is not None:
+                await client.aclose()
+        self._client = self._probe_client = None
 
     async def _detach(self, reason: str) -> None:
         self.ready = False

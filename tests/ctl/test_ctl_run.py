@@ -10,10 +10,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from ctlkit import REPO, Ctl, Server
 
+from apiary import errors
+from apiary.client import ApiClient
+from apiary.ctl.commands.session import SessionCalls
+
 CELL = "runs"
+Obj = dict[str, Any]
 AGENTS = REPO / "examples" / "agents"
 FAILING = 'while IFS= read -r line; do echo \'{"type":"error","payload":"cannot do that"}\'; done'
 
@@ -193,3 +199,78 @@ def test_progress_shows_the_stage_only_on_a_terminal(monkeypatch: pytest.MonkeyP
         assert "hive/x: stage up working" in str(shown.status.status)
         shown.retrying("up", {"reason": "ResponseTimeout"})
         assert "failed (ResponseTimeout), retrying" in str(shown.status.status)
+
+
+class LosingTransport(httpx.BaseTransport):
+    """Forwards every request to apiaryd, then loses the answer of the first ``lose`` POSTs to a
+    path ending in ``suffix`` — what a reset connection after the request was sent looks like."""
+
+    def __init__(self, suffix: str, lose: int, error: type[httpx.TransportError]) -> None:
+        self.inner = httpx.HTTPTransport()
+        self.suffix, self.lose, self.error = suffix, lose, error
+        self.posts = 0
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if request.method != "POST" or not request.url.path.endswith(self.suffix):
+            return self.inner.handle_request(request)
+        self.posts += 1
+        if self.error is httpx.ConnectError:  # refused: nothing reaches the server
+            raise httpx.ConnectError("connection refused (simulated)", request=request)
+        response = self.inner.handle_request(request)
+        response.read()
+        response.close()
+        if self.lose > 0:
+            self.lose -= 1
+            raise self.error("connection reset after the request was sent (simulated)")
+        return response
+
+
+def finals(calls: SessionCalls, session: str) -> list[Obj]:
+    after, found = 0, []
+    deadline = time.monotonic() + 20
+    while not found and time.monotonic() < deadline:
+        body = calls.poll(session, after, 2.0)
+        found += [e for e in body["items"] if e["kind"] == "final"]
+        after = body["last"]
+    return found
+
+
+def jobs_of(server: Server, payload: str) -> list[Obj]:
+    with server.client(cell=CELL) as c:
+        items = c.list("sessions", CELL, selector="apiary.io/job=true")["items"]
+    return [j for j in items if j["spec"].get("input") == payload]
+
+
+def test_a_job_whose_answer_is_lost_is_posted_again_and_runs_once(hives: Server) -> None:
+    """What ``apiaryctl run`` does when the connection drops after the POST: it posts again with
+    the same id, and apiaryd answers with the job the first POST made."""
+    lossy = LosingTransport("/jobs", 2, httpx.ReadError)
+    with ApiClient(hives.url, hives.token, CELL, transport=lossy) as client:
+        calls = SessionCalls(client, CELL)
+        job = calls.job("pipe", "lost once", id="ctl-retry-1")
+        assert lossy.posts == 3 and job["input"] == "ctl-retry-1"
+        (made,) = jobs_of(hives, "lost once")
+        assert made["metadata"]["name"] == job["id"]
+        (final,) = finals(calls, job["id"])
+        assert final["parent"] == "ctl-retry-1"
+        assert final["message"]["payload"] == "Echo: LOST ONCE"
+        # A message whose answer is lost is sent again too, and journaled once.
+        lossy.suffix, lossy.lose = "/messages", 1
+        session = calls.create("same")["metadata"]["name"]
+        sent = calls.send(session, "one message")
+        transcript = calls.transcript(session)["items"]
+        assert [e["id"] for e in transcript if e["kind"] == "input"] == [sent["id"]]
+
+
+def test_the_retries_give_up_and_a_refused_connection_is_not_retried(hives: Server) -> None:
+    lossy = LosingTransport("/jobs", 10, httpx.ReadTimeout)
+    client = ApiClient(hives.url, hives.token, CELL, transport=lossy)
+    with client, pytest.raises(errors.Unavailable, match=r"lost connection|did not answer"):
+        SessionCalls(client, CELL).job("pipe", "lost for good", id="ctl-retry-2")
+    assert lossy.posts == 4  # the first try and three more
+    assert len(jobs_of(hives, "lost for good")) == 1  # every try met the same job
+    refused = LosingTransport("/jobs", 0, httpx.ConnectError)
+    client = ApiClient(hives.url, hives.token, CELL, transport=refused)
+    with client, pytest.raises(errors.Unavailable, match="cannot reach"):
+        SessionCalls(client, CELL).job("pipe", "never sent")
+    assert refused.posts == 1

@@ -2,21 +2,40 @@
 
 The HTTP calls live in :class:`SessionCalls` (``run`` uses them too); the commands only parse
 arguments and print. Data (ids, tables, JSON) goes to stdout, confirmations to stderr.
+
+Jobs and messages always carry an id chosen here: the server treats a repeated id as the same
+request (a job's id is its idempotency key), so when a connection drops after the request was
+sent the call is simply made again — it can never start a second job or send a message twice.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from typing import Annotated, Any
 from urllib.parse import quote
 
+import httpx
 import typer
 
+from apiary import errors
 from apiary.client import ApiClient
 from apiary.ctl import output, tables
 from apiary.ctl.context import Ctl, get_ctl
+from apiary.waggle import new_id
 
 Obj = dict[str, Any]
+RETRY_DELAYS = (0.2, 0.5, 1.0)
+"""Seconds before each new try of a POST whose answer was lost (it carries an id: safe)."""
+
+
+def answer_lost(exc: errors.ApiaryError) -> bool:
+    """The request may have reached apiaryd, its answer did not come back (a reset, a timeout).
+    Not a refused connection: nothing was sent, the server is not there — say so at once."""
+    cause = exc.__cause__
+    return isinstance(cause, httpx.TransportError) and not isinstance(
+        cause, httpx.ConnectError | httpx.ConnectTimeout
+    )
 
 
 def hive_name(target: str) -> str:
@@ -64,12 +83,23 @@ class SessionCalls:
     def send(
         self, name: str, payload: Any, *, id: str | None = None, type: str | None = None
     ) -> Obj:
-        body: Obj = {"payload": payload}
-        if id is not None:
-            body["id"] = id
+        """Send one message (with ``id``, else a new one: a retry after a lost answer is safe)."""
+        body: Obj = {"payload": payload, "id": id or new_id()}
         if type is not None:
             body["type"] = type
-        return dict(self.client.request("POST", self.path(name, "messages"), json_body=body).body)
+        return self.post_again_if_lost(self.path(name, "messages"), body)
+
+    def post_again_if_lost(self, path: str, body: Obj) -> Obj:
+        """POST ``body`` (it carries an id, so the server answers a repeat like the first) and
+        repeat it, a few times, when the answer is lost on the way."""
+        for delay in RETRY_DELAYS:
+            try:
+                return dict(self.client.request("POST", path, json_body=body).body)
+            except errors.Unavailable as exc:
+                if not answer_lost(exc):
+                    raise
+            time.sleep(delay)
+        return dict(self.client.request("POST", path, json_body=body).body)
 
     def poll(self, name: str, after: int, wait: float) -> Obj:
         """Entries after ``after``, waiting up to ``wait`` seconds for the first."""
@@ -86,10 +116,9 @@ class SessionCalls:
         return dict(self.client.request("POST", self.path(name, "close")).body)
 
     def job(self, hive: str, payload: Any, id: str | None = None) -> Obj:
-        body: Obj = {"hive": hive, "input": payload}
-        if id is not None:
-            body["id"] = id
-        return dict(self.client.request("POST", f"{self.base}/jobs", json_body=body).body)
+        """Run a job; ``id`` (else a new one) is its input's id and its idempotency key."""
+        body: Obj = {"hive": hive, "input": payload, "id": id or new_id()}
+        return self.post_again_if_lost(f"{self.base}/jobs", body)
 
 
 def calls(ctl: Ctl) -> SessionCalls:

@@ -7,19 +7,14 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from services import fresh_postgres_url, require_nats, require_postgres
-
 from .cluster import (
     REPO,
     Apiaryd,
-    drop_stale_test_streams,
     is_ready,
     n_ready,
     new_cell,
@@ -123,39 +118,8 @@ async def check_run(server: Apiaryd) -> None:
     print(f"{SESSIONS} sessions in {took:.1f}s ({SESSIONS / took:.0f}/s)")
 
 
-@pytest.fixture
-def embedded(tmp_path: Path) -> AsyncIterator[Apiaryd]:
-    server = Apiaryd(tmp_path / "data").start()
-    yield server  # type: ignore[misc]
-    server.stop()
-
-
 async def test_thousand_sessions_embedded(embedded: Apiaryd) -> None:
     await check_run(embedded)
-
-
-@pytest.fixture
-async def scaled(tmp_path: Path) -> AsyncIterator[Apiaryd]:
-    require_postgres()
-    nats = require_nats()
-    await drop_stale_test_streams(nats)
-    stream = f"E2E{int(time.time() * 1000) % 10**9}"
-    async with fresh_postgres_url() as pg:
-        server = Apiaryd(
-            tmp_path / "data", ["--store", pg, "--bus", f"{nats}?stream={stream}"]
-        ).start()
-        try:
-            yield server
-        finally:
-            server.stop()
-            import nats as nats_py
-
-            nc = await nats_py.connect(nats)
-            try:
-                await nc.jetstream().delete_stream(stream)
-            except Exception:
-                pass
-            await nc.close()
 
 
 async def test_thousand_sessions_on_postgres_and_nats(scaled: Apiaryd) -> None:

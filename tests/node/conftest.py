@@ -13,7 +13,7 @@ import asyncio
 import itertools
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import psutil
 import pytest
@@ -106,3 +106,28 @@ async def wait_for(predicate: Callable[[], bool], timeout: float = 5.0, what: st
 @pytest.fixture
 def waiter() -> Callable[..., object]:
     return wait_for
+
+
+Spawn = Callable[..., Awaitable[asyncio.subprocess.Process]]
+
+
+@pytest.fixture
+async def spawn() -> AsyncIterator[Spawn]:
+    """Start agent processes with piped stdin/stdout, as the launcher does; reap them after."""
+    procs: list[asyncio.subprocess.Process] = []
+
+    async def _spawn(*argv: str, env: dict[str, str] | None = None) -> asyncio.subprocess.Process:
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            env={**os.environ, **(env or {})},
+        )
+        procs.append(proc)
+        return proc
+
+    yield _spawn
+    for proc in procs:
+        if proc.returncode is None:
+            proc.kill()
+        await proc.wait()

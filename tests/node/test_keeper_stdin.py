@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -22,28 +21,6 @@ from apiary.waggle import Message
 AGENTS = Path(__file__).resolve().parents[2] / "examples" / "agents"
 PY = sys.executable
 Spawn = Callable[..., Awaitable[asyncio.subprocess.Process]]
-
-
-@pytest.fixture
-async def spawn() -> AsyncIterator[Spawn]:
-    """Start agent processes with piped stdin/stdout, as the launcher does; reap them after."""
-    procs: list[asyncio.subprocess.Process] = []
-
-    async def _spawn(*argv: str, env: dict[str, str] | None = None) -> asyncio.subprocess.Process:
-        proc = await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            env={**os.environ, **(env or {})},
-        )
-        procs.append(proc)
-        return proc
-
-    yield _spawn
-    for proc in procs:
-        if proc.returncode is None:
-            proc.kill()
-        await proc.wait()
 
 
 def agent(name: str) -> tuple[str, str]:

@@ -78,8 +78,8 @@ class Run:
         for message in [*(r.message for r in step.records), *(d.message for d in step.dispatches)]:
             json.dumps(message.to_dict())
         assert [r for r in step.records if r.kind == "final"] == step.finals
-        for dispatch in step.dispatches:
-            assert dispatch.message.id == dispatch.id
+        for dispatch in step.dispatches:  # only a supervisor's task keeps the agent's own id
+            assert dispatch.message.id == dispatch.id or dispatch.message.source_agent_id
             self.open[dispatch.id] = dispatch
             self.dispatched.append(dispatch)
         for closed in set(self.open) - set(self.state["open"]):
@@ -104,6 +104,13 @@ class Run:
         stage = self.open[did].stage if did in self.open else "?"
         messages = [o if isinstance(o, Message) else out(o) for o in outputs]
         return self._apply(self.engine.on_outcome(self.state, did, stage, messages, error))
+
+    def late(self, dispatch: Dispatch | str, offset: int, *outputs: Message | Any) -> Step:
+        """Lines the agent printed for ``dispatch`` after its answer (outputs ``offset``…)."""
+        did = dispatch if isinstance(dispatch, str) else dispatch.id
+        stage = dispatch.stage if isinstance(dispatch, Dispatch) else "?"
+        messages = [o if isinstance(o, Message) else out(o) for o in outputs]
+        return self._apply(self.engine.on_late(self.state, did, stage, offset, messages))
 
     def waiting(self, stage: str | None = None) -> list[Dispatch]:
         return [d for d in self.open.values() if stage is None or d.stage == stage]

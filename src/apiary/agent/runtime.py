@@ -119,6 +119,8 @@ class Context:
     def _finish(self) -> None:
         held, self._held = self._held, None
         if held is None:
+            if self.message.reply_optional:  # nothing to say, and no answer is expected
+                return
             held = self.message.reply(None)
             self._push(held)
             self._held = None

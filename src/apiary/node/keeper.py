@@ -190,6 +190,13 @@ class Keeper:
                 self.config.format, self._record_unsolicited, max_line_bytes=max_line_bytes
             )
 
+    def on_late(self, hook: Callable[[Message, Message], None]) -> None:
+        """Send the lines a stdin agent prints after a message's answer (late outputs) to
+        ``hook(message, output)`` instead of :attr:`unsolicited`: the worker routes them. An
+        http agent answers in its response body, so it has none."""
+        if isinstance(self._channel, StdioChannel):
+            self._channel.on_late = hook
+
     def _record_unsolicited(self, msg: Message) -> None:
         self.stats.unsolicited += 1
         self.unsolicited.append(msg)

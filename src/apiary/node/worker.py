@@ -9,6 +9,11 @@ whose answer exists (docs/sessions.md, "Effectively once").
 While the agent works, the delivery is marked in progress every ``ack_wait / 3`` seconds, so a
 long message is not redelivered to another drone.
 
+Lines the agent prints after a message's answer (late outputs, docs/waggle.md "Turns") follow it
+as further Outcomes of the same dispatch, with ``offset`` = their index among its outputs, in the
+order printed and never before the answer's own Outcome. One pump task publishes them, so the
+reader of the agent's stdout never waits for the bus.
+
 The drone-side guardrails (:mod:`apiary.node.guardrails`, docs/guardrails.md) wrap the delivery:
 a drone that may not take a message now (rate limit, per-minute token budget, open circuit)
 holds it for a short wait, or hands it back to the queue and leaves the queue group for a long
@@ -22,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -52,6 +58,22 @@ RETRY_DELAY = 0.05
 HOLD_MAX = 0.5
 """A guardrail wait up to this long holds the message; a longer one hands it back to the queue
 and pauses the drone's intake for the wait (docs/guardrails.md)."""
+
+SENT_KEEP = 1024
+"""Dispatches remembered (by message id) so that late outputs find theirs."""
+
+
+class _Sent:
+    """One dispatch handed to the agent: where its late outputs go, and the index of the next.
+    ``next`` is None until the answer's Outcome is on the bus; lines before that wait in
+    ``early`` and ride with the answer."""
+
+    __slots__ = ("dispatch", "early", "next")
+
+    def __init__(self, dispatch: Dispatch) -> None:
+        self.dispatch = dispatch
+        self.early: list[Message] = []
+        self.next: int | None = None
 
 
 class StageWorker:
@@ -94,6 +116,10 @@ class StageWorker:
         self._timer: asyncio.TimerHandle | None = None
         self._resume_at: float | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._sent: OrderedDict[str, _Sent] = OrderedDict()
+        self._late: deque[tuple[_Sent, Message]] = deque()
+        self._pumping = False
+        keeper.on_late(self._on_late)
         self._ready = True  # the readiness gate: see gate()
 
     async def start(self) -> None:
@@ -227,6 +253,7 @@ class StageWorker:
         t0 = time.perf_counter()
         error: tuple[str, str] | None = None
         outputs: list[Message] = []
+        sent = self._remember(message.id, dispatch)
         heartbeat = _KeepAlive(delivery, self._beat)
         meter = self.meter
         tally = (
@@ -264,15 +291,70 @@ class StageWorker:
                 error = (EXCEEDED, tally.exceeded)
         if guard is not None and error is None:
             error = guard.check(outputs, usage)
+        said = [*outputs, *sent.early]  # lines printed while we were busy ride along
+        sent.early = []
         outcome = Outcome(
             dispatch.dispatch, dispatch.session, dispatch.hive, dispatch.stage, self.drone,
-            [o.to_dict() for o in outputs], (time.perf_counter() - t0) * 1000.0, error,
+            [o.to_dict() for o in said], (time.perf_counter() - t0) * 1000.0, error,
             dispatch.attempt, usage,
         )  # fmt: skip
         await self.bus.publish(self._out, outcome.encode(), msg_id=outcome.msg_id)
+        sent.next = len(said)
+        for late in sent.early:  # printed during the publish: after the answer, in order
+            self._queue_late(sent, late)
+        sent.early = []
         await delivery.ack()
         if guard is not None:
             guard.settle(error, outputs)
+
+    # ------------------------------------------------------------------ late outputs
+
+    def _remember(self, message_id: str, dispatch: Dispatch) -> _Sent:
+        sent = self._sent[message_id] = _Sent(dispatch)
+        self._sent.move_to_end(message_id)
+        if len(self._sent) > SENT_KEEP:
+            self._sent.popitem(last=False)
+        return sent
+
+    def _on_late(self, message: Message, output: Message) -> None:
+        """The keeper's reader saw a line for ``message`` after its answer (never blocks)."""
+        sent = self._sent.get(message.id)
+        if sent is None:  # forgotten long ago: the keeper keeps it with the unsolicited
+            self.keeper.unsolicited.append(output)
+            return
+        if sent.next is None:
+            sent.early.append(output)
+        else:
+            self._queue_late(sent, output)
+
+    def _queue_late(self, sent: _Sent, output: Message) -> None:
+        self._late.append((sent, output))
+        if not self._pumping:
+            self._pumping = True
+            self._background(self._pump())
+
+    async def _pump(self) -> None:
+        """Publish queued late outputs in order, consecutive lines of one dispatch together."""
+        try:
+            while self._late:
+                sent, first = self._late.popleft()
+                batch = [first]
+                while self._late and self._late[0][0] is sent:
+                    batch.append(self._late.popleft()[1])
+                offset = sent.next or 0
+                sent.next = offset + len(batch)  # (an empty answer, as to a notice, had none)
+                d = sent.dispatch
+                outcome = Outcome(
+                    d.dispatch, d.session, d.hive, d.stage, self.drone,
+                    [o.to_dict() for o in batch], 0.0, None, d.attempt, late=True, offset=offset,
+                )  # fmt: skip
+                try:
+                    await self.bus.publish(self._out, outcome.encode(), msg_id=outcome.msg_id)
+                except Exception as exc:  # the bus is down: the agent's lines cannot be kept
+                    log.warning("drone %s: lost %d late output(s) of %s: %s",
+                                self.drone, len(batch), d.dispatch, exc)  # fmt: skip
+        finally:
+            self._pumping = False
 
 
 class _KeepAlive:

@@ -33,6 +33,13 @@ class Pattern(ABC):
     ) -> None:
         """A dispatch of this segment answered with ``outputs`` (already recorded)."""
 
+    def late(
+        self, fx: Effects, st: dict[str, Any], dispatch_id: str, stage: str, outputs: list[Output]
+    ) -> None:
+        """Lines printed for ``dispatch_id`` after its answer, for a dispatch this pattern
+        listens to (``fx.listen``); already recorded. Only hierarchical listens."""
+        return None
+
     def no_answer(self, fx: Effects, dispatch_id: str, stage: str) -> None:
         fx.fail(
             "NoOutput",

@@ -35,6 +35,20 @@ class Effects:
         retried step makes byte-identical messages."""
         self.result: tuple[Any, str, dict[str, str]] | None = None
         self.failure: tuple[str, str, str] | None = None
+        self.origins: dict[str, str] = {}
+        """Record id → the id the agent gave that output (the engine records it under its own)."""
+        self.listening: list[str] = []
+        """Answered dispatches whose late outputs this flow still routes (:meth:`listen`)."""
+
+    def origin(self, record_id: str) -> str:
+        """The id the agent gave the output recorded as ``record_id``."""
+        return self.origins.get(record_id, record_id)
+
+    def listen(self, dispatch_id: str) -> None:
+        """Route the lines the agent prints for ``dispatch_id`` after its answer (late outputs)
+        to this flow's pattern, until the flow ends; the flow is not stalled meanwhile."""
+        if dispatch_id not in self.listening:
+            self.listening.append(dispatch_id)
 
     @property
     def pending(self) -> int:
@@ -83,14 +97,16 @@ class Effects:
         metadata: dict[str, str] | None = None,
         correlation_id: str | None = None,
         source: str | None = None,
+        message_id: str | None = None,
     ) -> str:
         """Send ``payload`` to one replica of ``stage``; the id is ``make_id(cause, stage,
-        index)``. Returns the dispatch id."""
+        index)``, and so is the message's unless ``message_id`` is given (an agent's own id).
+        Returns the dispatch id."""
         did = make_id(cause, stage, index)
         message = self.message(
             payload,
             type,
-            id=did,
+            id=message_id or did,
             metadata=metadata,
             correlation_id=self.flow_id if correlation_id is None else correlation_id,
             source=source,

@@ -20,7 +20,7 @@ from apiary.patterns.ids import make_id
 from apiary.patterns.layout import Segment, layout
 from apiary.patterns.messages import Output, carried, describe, recorded
 from apiary.patterns.pipeline import Pipeline
-from apiary.patterns.state import begin, clone, normalize, remember
+from apiary.patterns.state import begin, clone, forget_heard, normalize, remember
 from apiary.patterns.step import Record, Step
 from apiary.patterns.swarm import Swarm
 from apiary.waggle import Message
@@ -65,6 +65,12 @@ class Engine:
             return "active"
         done = current["done"].get(input_id)
         return str(done) if done is not None else None
+
+    def late_gap(self, state: dict[str, Any], dispatch_id: str, offset: int) -> bool:
+        """Whether late outputs starting at ``offset`` would skip earlier ones not yet seen (the
+        router takes outcomes concurrently; a flow must see an agent's lines in order)."""
+        heard = (normalize(state).get("heard") or {}).get(dispatch_id)
+        return heard is not None and offset > int(heard["next"])
 
     # -- steps ------------------------------------------------------------------------------------
 
@@ -120,12 +126,7 @@ class Engine:
         step = Step(begin(current))
         del step.state["open"][dispatch_id]
         stage = entry["stage"]
-        received: list[Output] = []
-        for index, output in enumerate(outputs):
-            record_id = make_id(dispatch_id, "out", index)
-            message = recorded(output, record_id, dispatch_id)
-            step.records.append(Record(record_id, "output", message, stage, dispatch_id))
-            received.append((record_id, message))
+        received, origins = self._record(step, dispatch_id, stage, 0, outputs)
         flow_id = entry["flow"]
         flow = step.state["flows"].get(flow_id)
         if flow is None or flow["seg"] != entry["seg"]:
@@ -134,6 +135,7 @@ class Engine:
         flow["pending"] -= 1
         timestamp = outputs[-1].timestamp if outputs else flow["ctx"]["timestamp"]
         fx = Effects(step, flow_id, flow, self.segments[flow["seg"]], timestamp)
+        fx.origins = origins
         agent_error = next(((r, m) for r, m in received if m.type == "error"), None)
         if error is not None:
             reason, text = error
@@ -147,8 +149,75 @@ class Engine:
             )
         else:
             self.patterns[flow["seg"]].outcome(fx, flow["s"], dispatch_id, stage, received)
+        self._hear(step, fx, len(outputs))
         self._settle(step, fx, dispatch_id, stage)
         return step
+
+    def on_late(
+        self,
+        state: dict[str, Any],
+        dispatch_id: str,
+        stage: str,
+        offset: int,
+        outputs: list[Message],
+    ) -> Step:
+        """Lines an agent printed for ``dispatch_id`` after its answer: outputs ``offset``… of
+        that dispatch (docs/waggle.md, "Turns"). They are always recorded; a flow that listens
+        to the dispatch (a hierarchical supervisor's) routes them too. An output seen before (a
+        redelivered outcome) is skipped, so the step is a no-op the second time."""
+        current = normalize(state)
+        heard = (current.get("heard") or {}).get(dispatch_id)
+        start = max(offset, int(heard["next"])) if heard is not None else offset
+        fresh = outputs[start - offset :]
+        step = Step(begin(current))
+        if not fresh:
+            return step
+        received, origins = self._record(step, dispatch_id, stage, start, fresh)
+        if heard is None:
+            return step  # nobody listens (a pipeline stage's surplus line): recorded only
+        flow_id = heard["flow"]
+        step.state["heard"][dispatch_id] = {**heard, "next": start + len(fresh)}
+        flow = step.state["flows"].get(flow_id)
+        if flow is None or flow["seg"] != heard["seg"]:  # pragma: no cover - forgotten at the end
+            forget_heard(step.state, flow_id)
+            return step
+        flow = step.state["flows"][flow_id] = clone(flow)
+        fx = Effects(step, flow_id, flow, self.segments[flow["seg"]], fresh[-1].timestamp)
+        fx.origins = origins
+        self.patterns[flow["seg"]].late(fx, flow["s"], dispatch_id, stage, received)
+        self._hear(step, fx, start + len(fresh))
+        self._settle(step, fx, dispatch_id, stage)
+        return step
+
+    @staticmethod
+    def _record(
+        step: Step, dispatch_id: str, stage: str, first: int, outputs: list[Message]
+    ) -> tuple[list[Output], dict[str, str]]:
+        """Journal records for outputs ``first``… of a dispatch, under the engine's ids; with
+        the ids the agent gave them."""
+        received: list[Output] = []
+        origins: dict[str, str] = {}
+        for index, output in enumerate(outputs, first):
+            record_id = make_id(dispatch_id, "out", index)
+            message = recorded(output, record_id, dispatch_id)
+            step.records.append(Record(record_id, "output", message, stage, dispatch_id))
+            received.append((record_id, message))
+            origins[record_id] = output.id
+        return received, origins
+
+    @staticmethod
+    def _hear(step: Step, fx: Effects, next_index: int) -> None:
+        """Keep (or start) listening to the dispatches the pattern asked for."""
+        if not fx.listening or fx.settled:
+            return
+        heard = step.state.setdefault("heard", {})
+        for dispatch_id in fx.listening:
+            known = heard.get(dispatch_id)
+            heard[dispatch_id] = {
+                "flow": fx.flow_id,
+                "seg": fx.flow["seg"],
+                "next": max(next_index, int(known["next"])) if known else next_index,
+            }
 
     # -- the end of a step ------------------------------------------------------------------------
 
@@ -160,7 +229,7 @@ class Engine:
                 self._fail(step, fx, stage)
                 return
             if fx.result is None:
-                if fx.pending == 0:
+                if fx.pending == 0 and not self._listened(step.state, fx.flow_id):
                     where = f"stage {stage!r}" if stage else "the input"
                     fx.fail("Stalled", f"after {where} nothing is left to wait for", trigger)
                     continue
@@ -177,6 +246,7 @@ class Engine:
                 step.records.append(final)
                 step.finals.append(final)
                 del step.state["flows"][flow_id]
+                forget_heard(step.state, flow_id)
                 remember(step.state, flow_id, "completed")
                 return
             segment = self.segments[following]
@@ -186,10 +256,16 @@ class Engine:
                 payload, "result", id=record_id, metadata=handoff_meta, correlation_id=flow_id
             )
             step.records.append(Record(record_id, "event", message, None, parent))
+            forget_heard(step.state, flow_id)
             flow.update(seg=following, pending=0, s={})
             fx = Effects(step, flow_id, flow, segment, fx.timestamp)
             self.patterns[following].start(fx, flow["s"], message, record_id)
             trigger, stage = record_id, None
+
+    @staticmethod
+    def _listened(state: dict[str, Any], flow_id: str) -> bool:
+        """Whether the flow waits on an agent's late lines rather than on a dispatch."""
+        return any(e["flow"] == flow_id for e in (state.get("heard") or {}).values())
 
     @staticmethod
     def _fail(step: Step, fx: Effects, stage: str | None) -> None:
@@ -206,4 +282,5 @@ class Engine:
             del opened[dispatch_id]
         step.dispatches = [d for d in step.dispatches if d.id in opened]
         del step.state["flows"][flow_id]
+        forget_heard(step.state, flow_id)
         remember(step.state, flow_id, "failed")

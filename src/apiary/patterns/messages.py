@@ -5,15 +5,16 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from apiary.waggle import Message
+from apiary.waggle import REPLY, Message
 
 Output = tuple[str, Message]
 """An output as the engine recorded it: (record id, message carrying that id)."""
 
-INTERNAL_METADATA = frozenset({"more", "token-count", "hops"})
+INTERNAL_METADATA = frozenset({"more", "token-count", "hops", REPLY})
 """Metadata that describes one message rather than the work, so it is never copied onto a
 derived message: ``more`` would make the next stage's answer look partial, ``token-count`` would
-count the same tokens twice, ``hops`` is the engine's own (event-driven) counter."""
+count the same tokens twice, ``hops`` is the engine's own (event-driven) counter, ``reply`` is
+about one delivery."""
 
 
 def carried(metadata: dict[str, str]) -> dict[str, str]:

@@ -3,11 +3,14 @@
     {"version": 1,
      "flows": {input id: {"seg": k, "pending": n, "ctx": {...}, "s": {pattern state}}},
      "open":  {dispatch id: {"flow": input id, "stage": S, "seg": k}},
-     "done":  {input id: "completed" | "failed"}}
+     "done":  {input id: "completed" | "failed"},
+     "heard": {dispatch id: {"flow": input id, "seg": k, "next": n}}}   (only when not empty)
 
 ``flows`` holds the inputs still in progress (a conversation may have several at once); ``open``
 every dispatch still waiting for an outcome — including stragglers of a segment that already has
-its answer (swarm ``first``), whose outputs are still recorded when they come; ``done`` lets a
+its answer (swarm ``first``), whose outputs are still recorded when they come; ``heard`` the
+answered dispatches whose agent may still print lines that the flow routes (a hierarchical
+supervisor's), with the index the next late output will have; ``done`` lets a
 re-sent input be recognised as a duplicate after its flow has ended. ``done`` keeps only the
 last :data:`DONE_LIMIT` inputs: the journal serialises the whole document on every commit, so it
 must not grow with a session's age; an older input sent again is the journal's to refuse (its
@@ -50,12 +53,27 @@ def normalize(state: Any) -> dict[str, Any]:
 
 def begin(state: dict[str, Any]) -> dict[str, Any]:
     """A copy to build the next state in: new top-level maps, flows shared until copied."""
-    return {
+    new = {
         "version": STATE_VERSION,
         "flows": dict(state["flows"]),
         "open": dict(state["open"]),
         "done": dict(state["done"]),
     }
+    if state.get("heard"):
+        new["heard"] = dict(state["heard"])
+    return new
+
+
+def forget_heard(state: dict[str, Any], flow_id: str) -> None:
+    """Stop routing late outputs to a flow that ended (or left its segment): from now on they
+    are recorded only."""
+    heard = state.get("heard")
+    if not heard:
+        return
+    for dispatch_id in [d for d, e in heard.items() if e["flow"] == flow_id]:
+        del heard[dispatch_id]
+    if not heard:
+        del state["heard"]
 
 
 def remember(state: dict[str, Any], input_id: str, outcome: str) -> None:

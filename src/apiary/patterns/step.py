@@ -10,8 +10,10 @@ from apiary.waggle import Message
 
 @dataclass(frozen=True)
 class Dispatch:
-    """Send ``message`` to one replica of ``stage``; ``message.id == id``. ``parent`` is the
-    journal entry that caused it (the input, an output, or a segment hand-off)."""
+    """Send ``message`` to one replica of ``stage``. ``id`` is the engine's (journal and bus
+    key); ``message.id`` is the same, except for a task a supervisor emitted, which keeps the id
+    the agent gave it. ``parent`` is the journal entry that caused it (the input, an output, or
+    a segment hand-off)."""
 
     id: str
     stage: str

@@ -30,6 +30,7 @@ from apiary.errors import (
 from apiary.journal import Entry, Journal, SessionState
 from apiary.patterns import Engine, Step
 from apiary.router.holds import Holds
+from apiary.router.late import LateOutputs
 from apiary.router.plan import (
     DEAD,
     DeadLetter,
@@ -63,7 +64,7 @@ QUEUE_PRUNE_INTERVAL = 1.0
 Obj = dict[str, Any]
 
 
-class Router(Holds, Recovery):
+class Router(Holds, Recovery, LateOutputs):
     """Runs every session's flows; one per apiaryd replica (outcomes are load-balanced)."""
 
     def __init__(
@@ -167,11 +168,14 @@ class Router(Holds, Recovery):
             log.warning("dropping a malformed outcome on %s: %s", delivery.subject, exc)
             await delivery.term()
             return
+        info = await self.sessions.get_by_key(outcome.session)
+        if info is not None and outcome.late:  # lines printed after the answer
+            await self._late_outcome(info, outcome, delivery)
+            return
         cell = outcome.session.partition("/")[0]
         self.backlog.handled(
             cell, outcome.hive, outcome.stage, outcome.session, outcome.dispatch, outcome.attempt
         )
-        info = await self.sessions.get_by_key(outcome.session)
         if info is None:  # the session was deleted: nothing to route to
             await delivery.ack()
             return

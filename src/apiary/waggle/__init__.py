@@ -11,6 +11,8 @@ module, see :mod:`apiary.agent.runtime`) — agent cold start is part of every d
 from __future__ import annotations
 
 from apiary.waggle.message import (
+    REPLY,
+    REPLY_OPTIONAL,
     TYPES,
     VERSION,
     WIRE_FIELDS,
@@ -51,6 +53,8 @@ def __getattr__(name: str) -> object:
 
 
 __all__ = [
+    "REPLY",
+    "REPLY_OPTIONAL",
     "TYPES",
     "VERSION",
     "WIRE_FIELDS",

@@ -94,10 +94,16 @@ class Outcome:
     error: tuple[str, str] | None = None  # (reason, message)
     attempt: int = 0
     usage: tuple[int, int] = (0, 0)  # (prompt, completion) tokens the agent used, gateway counted
+    late: bool = False
+    """True for lines the agent printed after its answer (docs/waggle.md, "Turns")."""
+    offset: int = 0
+    """For late outputs: the index of the first of ``outputs`` among everything the agent
+    printed for this dispatch (the answer's outputs come first; an empty answer has none)."""
 
     @property
     def msg_id(self) -> str:
-        return f"{self.session}/{self.dispatch}:{self.attempt}:out"  # per session, as Dispatch
+        base = f"{self.session}/{self.dispatch}:{self.attempt}:out"  # per session, as Dispatch
+        return f"{base}+{self.offset}" if self.late else base
 
     def encode(self) -> bytes:
         body: dict[str, Any] = {
@@ -111,6 +117,9 @@ class Outcome:
             body["attempt"] = self.attempt
         if self.usage != (0, 0):
             body["usage"] = {"promptTokens": self.usage[0], "completionTokens": self.usage[1]}
+        if self.late:
+            body["late"] = True
+            body["offset"] = self.offset
         return orjson.dumps(body)
 
     @classmethod
@@ -125,6 +134,7 @@ class Outcome:
             str(body["dispatch"]), str(body["session"]), str(body["hive"]), str(body["stage"]),
             str(body.get("drone") or ""), outputs, float(body.get("latencyMs") or 0.0), error,
             int(body.get("attempt") or 0), _usage(body.get("usage")),
+            bool(body.get("late")), int(body.get("offset") or 0),
         )  # fmt: skip
 
 

@@ -43,6 +43,11 @@ WIRE_FIELDS = frozenset(
 )
 
 
+REPLY = "reply"
+"""Metadata key the engine sets on a message that needs no answer (see Message.reply_optional)."""
+REPLY_OPTIONAL = "optional"
+
+
 def looks_like_waggle(value: Any) -> bool:
     """Whether a decoded JSON value is meant as a Waggle message rather than a bare payload:
     an object with a ``payload`` key and a ``type`` or ``version`` key."""
@@ -313,6 +318,13 @@ class Message:
     def more(self) -> bool:
         """True when the agent announced further outputs for the same input (``metadata.more``)."""
         return self.metadata.get("more") == "true"
+
+    @property
+    def reply_optional(self) -> bool:
+        """True when Apiary expects no answer to this message (``metadata.reply: optional``): a
+        worker's result reaching its supervisor while other tasks are still out. An agent may
+        still print lines for it; they are routed like any other (docs/waggle.md, "Turns")."""
+        return self.metadata.get(REPLY) == REPLY_OPTIONAL
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Message):

@@ -7,7 +7,14 @@ oldest open turn; in ``text`` format always to the oldest (a Unix filter answers
 
 A turn that times out or whose caller gives up stays in the queue as a *zombie*: its answer may
 still come, and it must be consumed by the zombie — otherwise a text filter's late line would be
-taken as the answer to the next message. Late outputs go to the unsolicited hook.
+taken as the answer to the next message. A zombie's outputs go to the unsolicited hook (its
+message was answered with an error, and is retried).
+
+No line is dropped (DESIGN §6): a line that finds no open turn is a *late output* of a message the
+agent was given — the one its ``correlationId`` names, else the last one written — and goes to
+:attr:`StdioChannel.on_late`, which the worker routes like the answer. A message marked
+``reply: optional`` opens no turn at all: it is written and the exchange returns at once with no
+outputs; whatever the agent prints for it comes as late outputs.
 
 stdout is read in chunks and split by hand rather than with ``readline()``: it is faster when
 answers are pipelined, and it keeps an over-long line (a runaway agent) from raising inside the
@@ -18,7 +25,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import deque
+from collections import OrderedDict, deque
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -42,6 +50,11 @@ from apiary.waggle import (
 READ_CHUNK = 1 << 16
 DEFAULT_MAX_LINE = 16 << 20
 WRITE_HIGH_WATER = 1 << 20
+RECENT = 4096
+"""Messages remembered for attributing late outputs by ``correlationId``."""
+
+LateHook = Callable[[Message, Message], None]
+"""(the message a late output belongs to, the output)."""
 
 
 def escape_text(payload: Any) -> str:
@@ -104,6 +117,9 @@ class StdioChannel(Channel):
         self._dead: str | None = "no agent process attached"
         self._exit_code: int | None = None
         self.protocol_errors = 0
+        self.on_late: LateHook | None = None
+        """Where late outputs go (None: to the unsolicited hook)."""
+        self._recent: OrderedDict[str, Message] = OrderedDict()
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -156,14 +172,14 @@ class StdioChannel(Channel):
             raise AgentCrashed("the agent's stdin is closed", self._exit_code)
         data = (escape_text(msg.payload) + "\n").encode() if self._text else encode_line(msg)
         loop = asyncio.get_running_loop()
+        self._remember(msg)
+        if msg.reply_optional:  # nothing to wait for: what the agent prints comes as late outputs
+            self._write(loop, data)
+            return []
         turn = _Turn(msg, loop.create_future())
         self._queue.append(turn)
         self._by_id[msg.id] = turn
-        # Coalesce: every message queued in this loop iteration goes out in one write(2).
-        self._out.append(data)
-        if len(self._out) == 1:
-            loop.call_soon(self._flush)
-        elif stdin.transport.get_write_buffer_size() > WRITE_HIGH_WATER:
+        if self._write(loop, data) and stdin.transport.get_write_buffer_size() > WRITE_HIGH_WATER:
             try:
                 await stdin.drain()  # the agent reads slower than we write: back-pressure
             except (ConnectionError, RuntimeError) as exc:
@@ -175,6 +191,22 @@ class StdioChannel(Channel):
         except asyncio.CancelledError:
             self._abandon(turn)
             raise
+
+    def _write(self, loop: asyncio.AbstractEventLoop, data: bytes) -> bool:
+        """Queue ``data``; every message queued in this loop iteration goes out in one write(2).
+        True when a flush was already scheduled (the caller may check back-pressure)."""
+        self._out.append(data)
+        if len(self._out) == 1:
+            loop.call_soon(self._flush)
+            return False
+        return True
+
+    def _remember(self, msg: Message) -> None:
+        recent = self._recent
+        recent[msg.id] = msg
+        recent.move_to_end(msg.id)
+        if len(recent) > RECENT:
+            recent.popitem(last=False)
 
     def _flush(self) -> None:
         out, self._out = self._out, []
@@ -305,11 +337,27 @@ class StdioChannel(Channel):
 
     def _output(self, turn: _Turn | None, out: Message, more: bool) -> None:
         if turn is None:
-            self.unsolicited(out)
+            self._late(out)
             return
         turn.outputs.append(out)
         if not more:
             self._finish(turn, None)
+
+    def _late(self, out: Message) -> None:
+        """A line no open turn takes: it belongs to the message it names, else the last one."""
+        recent = self._recent
+        owner = recent.get(out.correlation_id or "") if recent else None
+        if owner is None and recent:
+            owner = recent[next(reversed(recent))]
+        if owner is None or self.on_late is None:
+            self.unsolicited(out)
+            return
+        if out.correlation_id is None:
+            out.correlation_id = owner.id
+        try:
+            self.on_late(owner, out)
+        except Exception:  # a broken callback must not take the reader down with it
+            log.exception("on_late callback failed")
 
     def _overlong(self) -> None:
         self.protocol_errors += 1

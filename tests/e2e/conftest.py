@@ -1,0 +1,45 @@
+"""The two apiaryd set-ups the end-to-end tests run against: embedded (SQLite + in-process bus)
+and scaled out (PostgreSQL + NATS JetStream, on a fresh database and stream)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from services import fresh_postgres_url, require_nats, require_postgres
+
+from .cluster import Apiaryd, drop_stale_test_streams
+
+
+@pytest.fixture
+def embedded(tmp_path: Path) -> AsyncIterator[Apiaryd]:
+    server = Apiaryd(tmp_path / "data").start()
+    yield server  # type: ignore[misc]
+    server.stop()
+
+
+@pytest.fixture
+async def scaled(tmp_path: Path) -> AsyncIterator[Apiaryd]:
+    require_postgres()
+    nats = require_nats()
+    await drop_stale_test_streams(nats)
+    stream = f"E2E{int(time.time() * 1000) % 10**9}"
+    async with fresh_postgres_url() as pg:
+        server = Apiaryd(
+            tmp_path / "data", ["--store", pg, "--bus", f"{nats}?stream={stream}"]
+        ).start()
+        try:
+            yield server
+        finally:
+            server.stop()
+            import nats as nats_py
+
+            nc = await nats_py.connect(nats)
+            try:
+                await nc.jetstream().delete_stream(stream)
+            except Exception:
+                pass
+            await nc.close()

@@ -25,6 +25,7 @@ from apiary.api.dlq import dlq_routes
 from apiary.api.fastpath import Dispatcher
 from apiary.api.logs import LogStore, logs_routes
 from apiary.api.middleware import PRINCIPAL_KEY, ApiMiddleware
+from apiary.api.patch import patch_routes
 from apiary.api.responses import JSON, error_body, error_response, json_response
 from apiary.api.scale import scale_routes
 from apiary.api.sessions import session_routes
@@ -110,6 +111,7 @@ def create_app(
     app.include_router(dlq_routes())
     app.include_router(comb_routes())  # before the generic routes: /cells/{c}/memory
     app.include_router(token_routes())  # before the generic routes: a Token's hash stays inside
+    app.include_router(patch_routes())
     app.include_router(_object_routes())
     return app
 

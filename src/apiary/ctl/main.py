@@ -25,6 +25,7 @@ from apiary.ctl.commands import approve as approve_commands
 from apiary.ctl.commands import comb as comb_commands
 from apiary.ctl.commands import dlq as dlq_commands
 from apiary.ctl.commands import logs as logs_command
+from apiary.ctl.commands import patch as patch_command
 from apiary.ctl.commands import register_all
 from apiary.ctl.commands import run as run_command
 from apiary.ctl.commands import scale as scale_command
@@ -177,6 +178,7 @@ register_all(app)
 comb_commands.register(app)  # comb …, memory …
 logs_command.register(app)
 scale_command.register(app)
+patch_command.register(app)  # patch KIND NAME -p … [--type merge|json]
 dlq_commands.register(app)  # dlq list|show|replay|purge
 approve_commands.register(app)  # approve, reject
 run_command.register(app)

@@ -1,7 +1,9 @@
 """Reading manifests: files, directories and stdin; multi-document YAML and JSON.
 
 Each document is read on its own, so one bad document does not hide the others; every problem
-names the file, the document's index (1-based) and, for syntax errors, the line.
+names the file, the document's index (1-based) and, for syntax errors, the line. YAML is read
+within :mod:`apiary.resources.yaml_bounds`, so a document whose aliases would expand it beyond
+reason ("billion laughs") is one more bad document, not a CLI that hangs.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 import yaml
 
 from apiary.resources import lookup_kind
+from apiary.resources.yaml_bounds import load as load_yaml
 
 EXTENSIONS = (".yaml", ".yml", ".json")
 #: apply order inside one run: what others reference comes first
@@ -106,7 +109,7 @@ def parse_text(text: str, source: str, as_json: bool = False) -> list[Document]:
             continue
         index += 1
         try:
-            data = yaml.safe_load(chunk)
+            data = load_yaml(chunk)
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             last = max(0, len(chunk.rstrip().splitlines()) - 1)

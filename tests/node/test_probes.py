@@ -292,9 +292,14 @@ class FakeBus:
     def __init__(self) -> None:
         self.log: list[str] = []
 
-    async def subscribe(self, *_a: Any, **_k: Any) -> FakeSub:
+    async def subscribe(self, subject: str, *_a: Any, **_k: Any) -> FakeSub:
+        if not subject.endswith(".in"):  # the drone's cancel subscription stays put
+            return FakeSub([])
         self.log.append("subscribe")
         return FakeSub(self.log)
+
+    async def remove_group(self, *_a: Any) -> None:
+        pass
 
 
 class FakeKeeper:

@@ -127,3 +127,20 @@ def test_the_state_remembers_only_recent_ended_inputs() -> None:
     assert run.engine.input_status(run.state, "in-299") == "completed"
     assert run.engine.input_status(run.state, "in-0") is None
     assert len(run.finals) == 300
+
+
+def test_cancel_ends_every_flow_and_answers_every_open_dispatch() -> None:
+    engine = Engine(hive("pipeline", stages("a", "b")))
+    run = Run(engine)
+    first = run.input("q").dispatches[0]
+    run.input("r", id="in-2")
+    step = engine.cancel(run.state, "Cancelled", "the session was closed")
+    errors = [(r.kind, r.parent, r.message.payload["reason"]) for r in step.records]
+    opened = sorted(run.state["open"])
+    assert sorted(e[1] for e in errors) == sorted([*opened, "in-1", "in-2"])
+    assert {e[0] for e in errors} == {"error"} and {e[2] for e in errors} == {"Cancelled"}
+    assert step.dispatches == [] and step.failure == ("Cancelled", "the session was closed")
+    assert engine.quiescent(step.state)
+    assert engine.input_status(step.state, "in-1") == "failed"
+    assert engine.on_outcome(step.state, first.id, "a", [out("late")]).records == []
+    assert engine.cancel(step.state, "Cancelled", "again").records == []

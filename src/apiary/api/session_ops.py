@@ -163,8 +163,12 @@ class SessionOps:
         )
         if updated is None:
             raise NotFound(f"session {name!r} not found in cell {cell!r}")
-        if self.state.router is not None:
-            self.state.router.sessions.remember(updated)
+        router = self.state.router
+        if router is not None:
+            info = router.sessions.remember(updated)
+            if (updated.get("status") or {}).get("completionTime") == now:  # closed by us now
+                with contextlib.suppress(NotFound):  # its hive is gone: nothing runs anyway
+                    await router.cancel(info, "Cancelled", "the session was closed")
         return updated
 
     async def forget(self, cell: str, name: str) -> None:

@@ -35,13 +35,17 @@ from apiary.bus import Bus, Delivery, Subscription
 from apiary.node.circuit import OPEN, State
 from apiary.node.gateway_budget import EXCEEDED, DroneMeter, until_exceeded
 from apiary.node.guardrails import GuardrailChain
+from apiary.node.inflight import CANCELLED, InFlight, cancel_notice
 from apiary.node.interfaces import AgentCrashed, AgentNotReady, AgentProtocolError, ResponseTimeout
 from apiary.node.keeper import Keeper
 from apiary.waggle import Message
 from apiary.waggle.envelope import (
+    Cancel,
     Dispatch,
     EnvelopeError,
     Outcome,
+    cancel_group,
+    cancel_subject,
     outcome_subject,
     stage_group,
     stage_subject,
@@ -92,6 +96,7 @@ class StageWorker:
         meter: DroneMeter | None = None,
         on_circuit: Callable[[State], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        stop_grace: float = 10.0,
     ) -> None:
         self.bus = bus
         self.keeper = keeper
@@ -116,6 +121,11 @@ class StageWorker:
         self._timer: asyncio.TimerHandle | None = None
         self._resume_at: float | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self.stop_grace = stop_grace
+        """Seconds :meth:`stop` waits for the messages the agent holds before it hands them back
+        to the bus for another replica (Kubernetes' terminationGracePeriodSeconds)."""
+        self.inflight = InFlight()
+        self._cancels: Subscription | None = None
         self._sent: OrderedDict[str, _Sent] = OrderedDict()
         self._late: deque[tuple[_Sent, Message]] = deque()
         self._pumping = False
@@ -123,6 +133,13 @@ class StageWorker:
         self._ready = True  # the readiness gate: see gate()
 
     async def start(self) -> None:
+        if self._cancels is None and not self._stopped:  # a copy of every Cancel, paused or not
+            self._cancels = await self.bus.subscribe(
+                cancel_subject(self.cell, self.hive, self.stage),
+                cancel_group(self.cell, self.hive, self.stage, self.drone),
+                self._on_cancel,
+                max_in_flight=16,
+            )
         if self._sub is None and not self._stopped and self._ready:
             sub = await self.bus.subscribe(
                 stage_subject(self.cell, self.hive, self.stage),
@@ -143,8 +160,21 @@ class StageWorker:
         if self._timer is not None:
             self._timer.cancel()
         sub, self._sub = self._sub, None
-        if sub is not None:
-            await sub.drain()
+        if sub is not None:  # waits for the handlers: give them the grace period, then stop them
+            drain = asyncio.ensure_future(sub.drain())
+            done, _ = await asyncio.wait((drain,), timeout=self.stop_grace)
+            if not done and self.inflight.stop_all():
+                log.info("drone %s: stopped after %gs with messages in flight; handed back",
+                         self.drone, self.stop_grace)  # fmt: skip
+            await drain
+        cancels, self._cancels = self._cancels, None
+        if cancels is not None:
+            await cancels.drain()
+            group = cancel_group(self.cell, self.hive, self.stage, self.drone)
+            try:
+                await self.bus.remove_group(cancel_subject(self.cell, self.hive, self.stage), group)
+            except Exception as exc:  # the bus is going away too: nothing left to clean
+                log.debug("drone %s: cancel group not removed: %s", self.drone, exc)
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
     @property
@@ -250,6 +280,11 @@ class StageWorker:
                 guard.cancel()
             await delivery.ack()
             return
+        if self.inflight.closed(dispatch.session):  # queued before its session was closed
+            if guard is not None:
+                guard.cancel()
+            await delivery.ack()
+            return
         t0 = time.perf_counter()
         error: tuple[str, str] | None = None
         outputs: list[Message] = []
@@ -264,13 +299,27 @@ class StageWorker:
         try:
             # The dispatch's session (the router's word, not the message's) is what the drone
             # holds, so what its keeper token reaches, until the answer is taken.
-            answer = self.keeper.deliver(
-                message, timeout=dispatch.timeout or self.timeout, session=dispatch.session
+            answer = asyncio.ensure_future(
+                self.keeper.deliver(
+                    message, timeout=dispatch.timeout or self.timeout, session=dispatch.session
+                )
             )
+            self.inflight.hold(dispatch.dispatch, dispatch.session, message, answer)
             if tally is not None and tally.bounded:  # watched: stopped when out of tokens
                 outputs = await until_exceeded(tally, answer)
             else:
                 outputs = await answer
+        except asyncio.CancelledError:
+            why = self.inflight.release(dispatch.dispatch)
+            if why is None:
+                raise  # we are being cancelled ourselves
+            if guard is not None:
+                guard.cancel()
+            if why == CANCELLED:
+                await delivery.ack()  # the router ended the flow: no outcome is wanted
+            else:
+                await delivery.nak(RETRY_DELAY)  # stopping: another replica takes it
+            return
         except (AgentCrashed, AgentNotReady):
             await delivery.nak(RETRY_DELAY)  # another replica (or this one, restarted) takes it
             if guard is not None:
@@ -281,6 +330,7 @@ class StageWorker:
         except AgentProtocolError as exc:
             error = ("AgentProtocolError", str(exc))
         finally:
+            self.inflight.release(dispatch.dispatch)
             heartbeat.cancel()
             if meter is not None:
                 meter.end(message.id, session=dispatch.session)
@@ -306,6 +356,27 @@ class StageWorker:
         await delivery.ack()
         if guard is not None:
             guard.settle(error, outputs)
+
+    # ------------------------------------------------------------------ cancels
+
+    async def _on_cancel(self, delivery: Delivery) -> None:
+        """A session was closed (router/cancel.py): drop it, and tell the agent if it holds one
+        of its messages."""
+        try:
+            cancel = Cancel.decode(delivery.data)
+        except EnvelopeError as exc:
+            log.warning("drone %s: dropping a malformed cancel: %s", self.drone, exc)
+            await delivery.term()
+            return
+        for message in self.inflight.close_session(cancel.session, cancel.dispatches):
+            self._background(self._notify(cancel_notice(message, cancel.reason, cancel.message)))
+        await delivery.ack()
+
+    async def _notify(self, notice: Message) -> None:
+        try:
+            await self.keeper.deliver(notice, timeout=5.0)
+        except Exception as exc:  # the agent is gone or busy: it was told what it could be
+            log.debug("drone %s: cancel notice not delivered: %s", self.drone, exc)
 
     # ------------------------------------------------------------------ late outputs
 

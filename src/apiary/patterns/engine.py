@@ -189,6 +189,31 @@ class Engine:
         self._settle(step, fx, dispatch_id, stage)
         return step
 
+    def cancel(self, state: dict[str, Any], reason: str, text: str) -> Step:
+        """End every flow of the session now (it was closed): each open dispatch and each input
+        still in progress gets an ``error`` record ``{"reason", "message"}`` — which answers the
+        dispatch for the journal, so no sweep sends it again — and nothing more is dispatched.
+        Outcomes that come later are duplicates."""
+        current = normalize(state)
+        step = Step(begin(current))
+        payload = {"reason": reason, "message": text}
+        for dispatch_id, entry in current["open"].items():
+            record_id = make_id(dispatch_id, "#cancelled", 0)
+            message = Message(payload, "error", id=record_id, correlation_id=entry["flow"])
+            step.records.append(Record(record_id, "error", message, entry["stage"], dispatch_id))
+        for flow_id, flow in current["flows"].items():
+            record_id = make_id(flow_id, "#cancelled", 0)
+            message = Message(payload, "error", id=record_id, correlation_id=flow_id,
+                              timestamp=flow["ctx"]["timestamp"],
+                              session_id=flow["ctx"].get("sessionId"))  # fmt: skip
+            step.records.append(Record(record_id, "error", message, None, flow_id))
+            remember(step.state, flow_id, "failed")
+        step.state["open"], step.state["flows"] = {}, {}
+        step.state.pop("heard", None)
+        if current["flows"]:
+            step.failure = (reason, text)
+        return step
+
     @staticmethod
     def _record(
         step: Step, dispatch_id: str, stage: str, first: int, outputs: list[Message]

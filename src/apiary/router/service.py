@@ -29,6 +29,7 @@ from apiary.errors import (
 )
 from apiary.journal import Entry, Journal, SessionState
 from apiary.patterns import Engine, Step
+from apiary.router.cancel import Cancelling
 from apiary.router.holds import Holds
 from apiary.router.late import LateOutputs
 from apiary.router.plan import (
@@ -64,7 +65,7 @@ QUEUE_PRUNE_INTERVAL = 1.0
 Obj = dict[str, Any]
 
 
-class Router(Holds, Recovery, LateOutputs):
+class Router(Holds, Recovery, LateOutputs, Cancelling):
     """Runs every session's flows; one per apiaryd replica (outcomes are load-balanced)."""
 
     def __init__(

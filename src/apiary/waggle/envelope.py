@@ -2,7 +2,9 @@
 
 * a **Dispatch** (router → one drone of a stage): which session and stage, and the Waggle message;
 * an **Outcome** (drone → router): what the agent made of a dispatch — its outputs, how long it
-  took, or why it failed.
+  took, or why it failed;
+* a **Cancel** (router → every drone of a stage): a session was closed; drop its queued
+  dispatches and tell the agent holding one of its messages.
 
 Subjects are built here too, so both sides agree on them. Names are DNS-1123 labels, so they never
 contain the ``.`` that separates subject tokens.
@@ -31,6 +33,41 @@ def stage_group(cell: str, hive: str, stage: str) -> str:
 
 def outcome_subject(cell: str, hive: str) -> str:
     return f"apiary.{cell}.{hive}.out"
+
+
+def cancel_subject(cell: str, hive: str, stage: str) -> str:
+    return f"apiary.{cell}.{hive}.{stage}.cancel"
+
+
+def cancel_group(cell: str, hive: str, stage: str, drone: str) -> str:
+    """One group per drone: every drone of the stage gets its own copy of a Cancel."""
+    return f"{cell}.{hive}.{stage}.{drone}.cancel"
+
+
+@dataclass(frozen=True, slots=True)
+class Cancel:
+    session: str  # "<cell>/<session name>"
+    dispatches: list[str]  # the dispatches of the stage that were still open
+    reason: str = "Cancelled"
+    message: str = ""
+
+    @property
+    def msg_id(self) -> str:
+        return f"{self.session}:cancel:{','.join(self.dispatches)}"[:200]
+
+    def encode(self) -> bytes:
+        return orjson.dumps({"session": self.session, "dispatches": self.dispatches,
+                             "reason": self.reason, "message": self.message})  # fmt: skip
+
+    @classmethod
+    def decode(cls, data: bytes) -> Cancel:
+        body = _load(data, ("session", "dispatches"))
+        dispatches = body["dispatches"]
+        if not isinstance(dispatches, list):
+            raise EnvelopeError("dispatches must be a list")
+        reason = str(body.get("reason") or "Cancelled")
+        return cls(str(body["session"]), [str(d) for d in dispatches], reason,
+                   str(body.get("message") or ""))  # fmt: skip
 
 
 class EnvelopeError(ValueError):

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from apiary.bus.base import Delivery, Handler, Subscription
 from apiary.bus.inflight import InFlight
@@ -23,7 +23,26 @@ from apiary.bus.subjects import consumer_name
 from apiary.bus.workers import WorkerPool
 
 if TYPE_CHECKING:
-    from apiary.bus.jetstream import JetStreamBus
+    from apiary.bus.nats_options import NatsOptions
+
+
+class JetStreamSide(Protocol):
+    """What a subscription needs of its bus (:class:`~apiary.bus.jetstream.JetStreamBus`): the
+    connection, its options and its control-message helpers — named here, so that this module
+    does not import the bus that imports it."""
+
+    options: NatsOptions
+    error_delay: float
+    _nc: Any
+    _subs: set[JSSubscription]
+
+    async def _send(self, subject: str, body: bytes) -> None: ...
+
+    async def _flush(self) -> None: ...
+
+    async def _ensure_consumer(
+        self, subject: str, group: str, durable: str, ack_wait: float
+    ) -> None: ...
 
 log = logging.getLogger("apiary.bus.nats")
 
@@ -91,7 +110,7 @@ class JSDelivery(Delivery):
 class JSSubscription(Subscription):
     def __init__(
         self,
-        bus: JetStreamBus,
+        bus: JetStreamSide,
         subject: str,
         group: str,
         handler: Handler,

@@ -1,12 +1,14 @@
 """The generic object handlers: one set of functions for every kind, driven by the registry.
 
-Each handler reads the path and query, authorizes, admits (``apiary.resources.admit`` plus the
-server's own checks), talks to the store once or twice, and answers with orjson — no per-request
-pydantic models on the hot path.
+Each handler reads the path and query, authorizes, admits (``apiary.resources.admit`` within the
+admission limits of the object's Cell, plus the server's own checks), talks to the store once or
+twice, and answers with orjson — no per-request pydantic models on the hot path. A large body is
+parsed and admitted on a worker thread, so it does not hold up everyone else's requests.
 """
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import dataclasses
 import functools
@@ -19,16 +21,18 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from apiary.api import params
-from apiary.api.bodies import parse_body, read_body
+from apiary.api.bodies import OFF_LOOP_BYTES, parse_body_async, read_body
 from apiary.api.cascade import cascade_delete
 from apiary.api.comb import forget_deleted
+from apiary.api.limits import check_replica_quota, limits_for
 from apiary.api.middleware import PRINCIPAL_KEY
-from apiary.api.responses import json_response
+from apiary.api.responses import JSON, error_body, json_response
 from apiary.api.secrets import has_redacted, keep_redacted, redact
 from apiary.api.state import ApiState
 from apiary.api.watch import watch_response
 from apiary.errors import AlreadyExists, BadRequest, Conflict, FieldDetail, Invalid, NotFound
 from apiary.resources import API_VERSION, KindInfo, ValidationFailed, admit, kind_by_plural
+from apiary.resources.limits import DEFAULT_LIMITS, AdmissionLimits
 from apiary.resources.secret import fold_string_data
 from apiary.store.base import now_rfc3339, replaced
 
@@ -44,6 +48,8 @@ def _state(request: Request) -> ApiState:
 
 
 def _kind(plural: str, cell: str | None, *, listing_all: bool = False) -> KindInfo:
+    if cell is not None:
+        params.path_name(cell, "cell")
     info = kind_by_plural(plural)
     if info is None:
         raise NotFound(
@@ -55,6 +61,11 @@ def _kind(plural: str, cell: str | None, *, listing_all: bool = False) -> KindIn
     if cell is not None and not info.namespaced:
         raise NotFound(f"{plural} are cluster-scoped: use /api/v1/{plural}")
     return info
+
+
+def _name(request: Request) -> str:
+    """The object name in the path: a DNS-1123 label like every name, else a 400 naming it."""
+    return params.path_name(request.path_params["name"], "name")
 
 
 def _authorize(request: Request, verb: str, info: KindInfo, cell: str | None) -> None:
@@ -75,11 +86,12 @@ def _reveal(request: Request, info: KindInfo, cell: str | None) -> bool:
 
 async def _body(
     request: Request, info: KindInfo, cell: str | None, name: str | None
-) -> dict[str, Any]:
-    """The request's object, with apiVersion/kind/namespace defaulted from the path."""
+) -> tuple[dict[str, Any], int]:
+    """The request's object, with apiVersion/kind/namespace defaulted from the path, and the
+    size of the body it came in."""
     state = _state(request)
     raw = await read_body(request, state.config.max_body_bytes)
-    obj = parse_body(raw, request.headers.get("content-type"))
+    obj = await parse_body_async(raw, request.headers.get("content-type"))
     if obj.get("kind") is None:
         obj["kind"] = info.kind
     elif obj["kind"] != info.kind:
@@ -109,7 +121,7 @@ async def _body(
             raise BadRequest(
                 f"metadata.name: the body names {meta['name']!r} but the path names {name!r}"
             )
-    return obj
+    return obj, len(raw)
 
 
 GENERATE_ATTEMPTS = 8
@@ -128,9 +140,11 @@ def _generate_name(obj: dict[str, Any]) -> bool:
     return True
 
 
-def _admit(obj: dict[str, Any], strict: bool) -> tuple[dict[str, Any], list[str]]:
+def _admit(
+    obj: dict[str, Any], strict: bool, limits: AdmissionLimits = DEFAULT_LIMITS
+) -> tuple[dict[str, Any], list[str]]:
     try:
-        admission = admit(obj, strict=strict)
+        admission = admit(obj, strict=strict, limits=limits)
     except ValidationFailed as exc:
         details = [FieldDetail(f, m) for f, m in exc.details]
         meta = obj.get("metadata")
@@ -139,6 +153,24 @@ def _admit(obj: dict[str, Any], strict: bool) -> tuple[dict[str, Any], list[str]
         summary = "; ".join(f"{d.field}: {d.message}" if d.field else d.message for d in details)
         raise Invalid(f"{what} is invalid: {summary}", details) from None
     return admission.object, list(admission.warnings)
+
+
+async def admit_in_cell(
+    state: ApiState, obj: dict[str, Any], strict: bool, size: int = 0
+) -> tuple[dict[str, Any], list[str]]:
+    """:func:`_admit` within the limits of the object's Cell (see :mod:`apiary.api.limits`), on a
+    worker thread for a body over ``OFF_LOOP_BYTES``; a stage asking for more drones than a quota
+    allows at all is a 403."""
+    meta = obj.get("metadata")
+    cell = meta.get("namespace") if isinstance(meta, dict) else None
+    limits, quota = await limits_for(state, cell if isinstance(cell, str) else None)
+    if size > OFF_LOOP_BYTES:
+        admitted, warnings = await asyncio.to_thread(_admit, obj, strict, limits)
+    else:
+        admitted, warnings = _admit(obj, strict, limits)
+    if quota:
+        check_replica_quota(admitted, quota)
+    return admitted, warnings
 
 
 # ------------------------------------------------------------------------------------ reads
@@ -192,9 +224,10 @@ async def list_objects(request: Request) -> Response:
 async def get_object(request: Request) -> Response:
     cell = request.path_params.get("cell")
     info = _kind(request.path_params["plural"], cell)
+    name = _name(request)
     _authorize(request, "get", info, cell)
     reveal = _reveal(request, info, cell)
-    obj = await _state(request).store.get(info.kind, cell or "", request.path_params["name"])
+    obj = await _state(request).store.get(info.kind, cell or "", name)
     _state(request).authorizer.check_object(request.scope[PRINCIPAL_KEY], "get", info.kind, obj)
     return json_response(_out(obj, reveal))
 
@@ -207,21 +240,21 @@ async def create_object(request: Request) -> Response:
     plural = request.path_params["plural"]
     info = kind_by_plural(plural)
     if info is not None and info.namespaced and cell is None:
-        raise MethodNotAllowed(f"create {plural} in a cell: POST /api/v1/cells/{{cell}}/{plural}")
+        return _not_allowed(f"create {plural} in a cell: POST /api/v1/cells/{{cell}}/{plural}")
     info = _kind(plural, cell)
     _authorize(request, "create", info, cell)
     state = _state(request)
     q = request.query_params
     strict, dry = params.flag(q, "strict"), params.dry_run(q)
     reveal = _reveal(request, info, cell)
-    obj = await _body(request, info, cell, None)
+    obj, size = await _body(request, info, cell, None)
     generated = _generate_name(obj)
     if info.kind == "Node":  # a node may create only its own Node: check the name in the body
         _state(request).authorizer.authorize(
             request.scope[PRINCIPAL_KEY], "create", info.kind, cell, obj["metadata"].get("name")
         )
     obj.pop("status", None)  # status is written through /status, never on create
-    admitted, warnings = _admit(obj, strict)
+    admitted, warnings = await admit_in_cell(state, obj, strict, size)
     admitted.pop("status", None)
     async with state.quotas.admitting(admitted, creating=True):
         if dry:
@@ -259,19 +292,19 @@ def _as_created(obj: dict[str, Any], now: str) -> dict[str, Any]:
 
 async def replace_object(request: Request) -> Response:
     cell = request.path_params.get("cell")
-    name = request.path_params["name"]
     info = _kind(request.path_params["plural"], cell)
+    name = _name(request)
     _authorize(request, "update", info, cell)
     state = _state(request)
     q = request.query_params
     strict, dry = params.flag(q, "strict"), params.dry_run(q)
     reveal = _reveal(request, info, cell)
-    obj = await _body(request, info, cell, name)
+    obj, size = await _body(request, info, cell, name)
     current: dict[str, Any] | None = None
     if info.kind == "Secret" and has_redacted(obj):  # before admission: "<redacted>" is no base64
         current = await state.store.get(info.kind, cell or "", name)
         obj = keep_redacted(obj, current)
-    admitted, warnings = _admit(obj, strict)
+    admitted, warnings = await admit_in_cell(state, obj, strict, size)
     async with state.quotas.admitting(admitted, creating=False):
         if dry:
             current = current or await state.store.get(info.kind, cell or "", name)
@@ -300,12 +333,12 @@ def _as_updated(obj: dict[str, Any], current: dict[str, Any]) -> dict[str, Any]:
 
 async def delete_object(request: Request) -> Response:
     cell = request.path_params.get("cell")
-    name = request.path_params["name"]
     info = _kind(request.path_params["plural"], cell)
+    name = _name(request)
     _authorize(request, "delete", info, cell)
     state = _state(request)
     q = request.query_params
-    want_rv = q.get("resourceVersion") or None
+    want_rv = params.resource_version(q)
     reveal = _reveal(request, info, cell)
     if params.dry_run(q):
         obj = await state.store.get(info.kind, cell or "", name)
@@ -334,6 +367,19 @@ async def _forget_deleted(state: ApiState, obj: dict[str, Any]) -> None:
         await state.journal.delete(f"{meta.get('namespace') or 'default'}/{meta['name']}")
 
 
+def _not_allowed(message: str) -> Response:
+    """405 for a method the path has but this kind does not: the collection of a cell-scoped kind
+    across all cells only lists (the ``Allow`` header says so)."""
+    body = error_body(MethodNotAllowed.status, MethodNotAllowed.code, message)
+    return JSON(body, status_code=405, headers={"Allow": "GET"})
+
+
+def _is_version(rv: Any) -> bool:
+    if isinstance(rv, int) and not isinstance(rv, bool):
+        return 0 <= rv <= params.INT64_MAX
+    return isinstance(rv, str) and rv.isascii() and rv.isdigit() and len(rv) <= 19
+
+
 # ---------------------------------------------------------------------------------- status
 
 
@@ -343,15 +389,15 @@ async def get_status(request: Request) -> Response:
 
 async def replace_status(request: Request) -> Response:
     cell = request.path_params.get("cell")
-    name = request.path_params["name"]
     info = _kind(request.path_params["plural"], cell)
+    name = _name(request)
     _authorize(request, "update/status", info, cell)
     state = _state(request)
     if state.authorizer.needs_object(who := request.scope[PRINCIPAL_KEY], info.kind):
         current = await state.store.get(info.kind, cell or "", name)  # a node: its drones only
         state.authorizer.check_object(who, "update/status", info.kind, current)
     reveal = _reveal(request, info, cell)
-    obj = await _body(request, info, cell, name)
+    obj, _ = await _body(request, info, cell, name)
     status = obj.get("status", {})
     if not isinstance(status, dict):
         raise Invalid(
@@ -359,10 +405,11 @@ async def replace_status(request: Request) -> Response:
             [FieldDetail("status", "must be a mapping")],
         )
     rv = obj["metadata"].get("resourceVersion")
-    if rv is not None and not isinstance(rv, str | int):
+    if rv not in (None, "") and not _is_version(rv):
+        message = f"{str(rv)[:40]!r} is not a resourceVersion (a number this server gave)"
         raise Invalid(
-            f"{info.kind} {name!r} is invalid: metadata.resourceVersion must be a string",
-            [FieldDetail("metadata.resourceVersion", "must be a string")],
+            f"{info.kind} {name!r} is invalid: metadata.resourceVersion: {message}",
+            [FieldDetail("metadata.resourceVersion", message)],
         )
     if params.dry_run(request.query_params):
         current = await state.store.get(info.kind, cell or "", name)

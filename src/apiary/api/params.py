@@ -1,4 +1,10 @@
-"""Query parameters, parsed strictly: a value the API does not understand is a 400 naming it."""
+"""Query and path parameters, parsed strictly: a value the API does not understand is a 400 naming
+it — never a 500 from deeper down (a 23-digit ``limit`` used to overflow the SQLite scan, a 26-digit
+``resourceVersion`` broke a watch mid-stream) and never a 200 for a path no object can have.
+
+Integers are Kubernetes' int64; cell and object names in the path are DNS-1123 labels, as every
+name is (:mod:`apiary.resources.names`).
+"""
 
 from __future__ import annotations
 
@@ -8,8 +14,12 @@ from typing import Any
 
 from starlette.datastructures import QueryParams
 
-from apiary.errors import BadRequest
+from apiary.errors import BadRequest, FieldDetail
+from apiary.resources.names import dns_label_error
 from apiary.store import Selector, parse_selector
+
+INT64_MAX = 2**63 - 1
+"""The largest integer a query parameter may carry (Kubernetes' int64)."""
 
 _TRUE = frozenset({"true", "1", "yes", "all"})
 _FALSE = frozenset({"false", "0", "no", ""})
@@ -32,18 +42,38 @@ def dry_run(params: QueryParams) -> bool:
     return flag(params, "dryRun")
 
 
-def non_negative_int(params: QueryParams, name: str) -> int | None:
+def _bad(name: str, raw: str, expected: str) -> BadRequest:
+    shown = raw if len(raw) <= 40 else raw[:37] + "..."
+    message = f"query parameter {name}={shown!r}: {expected}"
+    return BadRequest(message, [FieldDetail(name, expected)])
+
+
+def non_negative_int(params: QueryParams, name: str, maximum: int = INT64_MAX) -> int | None:
+    """``name`` as an integer in ``0..maximum``; absent or empty: None."""
     raw = params.get(name)
     if raw is None or raw == "":
         return None
-    try:
-        value = int(raw)
-    except ValueError:
-        raise BadRequest(
-            f"query parameter {name}={raw!r}: expected a non-negative integer"
-        ) from None
-    if value < 0:
-        raise BadRequest(f"query parameter {name}={raw!r}: expected a non-negative integer")
+    text = raw.strip()
+    if not (text.isascii() and text.isdigit()):
+        raise _bad(name, raw, "expected a non-negative integer")
+    if len(text) > len(str(maximum)) or int(text) > maximum:
+        raise _bad(name, raw, f"must be at most {maximum}")
+    return int(text)
+
+
+def resource_version(params: QueryParams) -> str | None:
+    """``resourceVersion`` as the store writes it (decimal digits), or None when absent."""
+    value = non_negative_int(params, "resourceVersion")
+    return None if value is None else str(value)
+
+
+def path_name(value: str, what: str) -> str:
+    """A cell or object name from the path: a DNS-1123 label, else a 400 naming the parameter."""
+    problem = dns_label_error(value)
+    if problem is not None:
+        shown = value if len(value) <= 70 else value[:67] + "..."
+        problem = problem.replace(repr(value), repr(shown))
+        raise BadRequest(f"path parameter {what}: {problem}", [FieldDetail(what, problem)])
     return value
 
 

@@ -14,6 +14,10 @@ same update, into the autoscaler's annotation as where it carries on from; the a
 ``message`` says so (and why, when clamped). On any other stage the annotation's entry is dropped,
 so the spec alone decides. The ``spec.stages[]`` rows of an autoscaled stage carry its
 ``minReplicas``/``maxReplicas``.
+
+The count is bounded like any stage's (:mod:`apiary.resources.limits`): more than the server's
+replicas-per-stage limit, or the one the Cell's quota lowers it to, is a 422 naming ``replicas``
+before anything is read or clamped.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from starlette.responses import Response
 
 from apiary.api import params
 from apiary.api.bodies import parse_body, read_body
+from apiary.api.limits import limits_for
 from apiary.api.middleware import PRINCIPAL_KEY
 from apiary.api.responses import json_response
 from apiary.api.state import ApiState
@@ -37,6 +42,7 @@ from apiary.controllers.autoscaler import ManualScale, ScalingPolicy, manual_sca
 from apiary.controllers.templates import Stage, effective_replicas, hive_stages
 from apiary.errors import BadRequest, Conflict, FieldDetail, Invalid, NotFound, QuotaExceeded
 from apiary.resources import API_VERSION, ValidationFailed, admit
+from apiary.resources.limits import AdmissionLimits, replicas_problem
 from apiary.store import parse_selector
 
 Obj = dict[str, Any]
@@ -199,9 +205,9 @@ def parse_scale_body(body: Obj) -> tuple[int, str | None, str | None]:
     return replicas, stage, None if rv in (None, "") else str(rv)
 
 
-def _admitted(obj: Obj) -> Obj:
+def _admitted(obj: Obj, limits: AdmissionLimits) -> Obj:
     try:
-        return admit(obj).object
+        return admit(obj, limits=limits).object
     except ValidationFailed as exc:
         details = [FieldDetail(f, m) for f, m in exc.details]
         summary = "; ".join(f"{d.field}: {d.message}" for d in details)
@@ -244,6 +250,12 @@ async def put_scale(request: Request) -> Response:
     if kind == "AgentSpec" and stage is not None:
         raise BadRequest("stage: an AgentSpec has no stages", [FieldDetail("stage", "not allowed")])
     dry = params.dry_run(request.query_params)
+    limits, _ = await limits_for(state, cell)
+    problem = replicas_problem("replicas", replicas, limits)
+    if problem is not None:
+        raise Invalid(
+            f"scale request is invalid: {problem[0]}: {problem[1]}", [FieldDetail(*problem)]
+        )
     for _ in range(_RETRIES):
         current = await state.store.get(kind, cell, name)
         rv = current["metadata"]["resourceVersion"]
@@ -263,7 +275,7 @@ async def put_scale(request: Request) -> Response:
         else:
             changed.setdefault("spec", {})["replicas"] = replicas
             await _check_total(state, current, replicas)
-        admitted = _admitted(changed)
+        admitted = _admitted(changed, limits)
         admitted["metadata"]["resourceVersion"] = rv
         if dry:
             admitted["status"] = current.get("status") or {}

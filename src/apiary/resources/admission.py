@@ -3,7 +3,9 @@
 :func:`admit` is what the API server runs on every create and update (and ``apply --dry-run``);
 :func:`validate_status` is the ``/status`` subresource's check; :func:`parse` gives controllers
 the typed model of a stored object. All of them raise :class:`ValidationFailed` listing *every*
-problem as ``(field path, message)`` — never another exception, whatever the input.
+problem as ``(field path, message)`` — never another exception, whatever the input. ``admit``
+also enforces the admission limits (:mod:`apiary.resources.limits`): the server's defaults, or
+those a Cell's quota lowered, which the caller passes.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pydantic import ValidationError
 
 from apiary.resources.depth import MAX_DEPTH, too_deep
 from apiary.resources.kinds import MODELS
+from apiary.resources.limits import DEFAULT_LIMITS, AdmissionLimits, check, precheck
 from apiary.resources.messages import render_errors
 from apiary.resources.meta import ApiObject, ObjectMeta
 from apiary.resources.paths import render_path
@@ -56,29 +59,37 @@ def _envelope_errors(obj: dict[str, Any]) -> list[tuple[str, str]]:
     return errors
 
 
-def admit(obj: Any, *, strict: bool = False) -> Admission:
+def admit(obj: Any, *, strict: bool = False, limits: AdmissionLimits = DEFAULT_LIMITS) -> Admission:
     """Validate and default ``obj``; unknown fields are warnings (errors when ``strict``).
 
     The returned object is the validated one with defaults filled in and quantities normalized
     (see :mod:`apiary.resources.quantity`); unknown fields are kept. ``status`` only has to be a
-    mapping here: controllers own it (see :func:`validate_status`).
+    mapping here: controllers own it (see :func:`validate_status`). An object over ``limits``
+    fails like any invalid one, each problem naming the field and the limit.
     """
     if not isinstance(obj, dict):
         raise ValidationFailed(
             [("", "an object must be a mapping with apiVersion, kind, metadata")]
         )
-    _check_depth(obj)
+    _check_depth(obj, limit=limits.max_depth)
+    early = precheck(obj, limits)
+    if early:
+        raise ValidationFailed(early)
     try:
-        return _admit(obj, strict)
+        admission = _admit(obj, strict)
     except RecursionError:  # pragma: no cover - _check_depth keeps nesting well below the limit
         raise ValidationFailed([("", "the object is nested too deeply")]) from None
+    late = check(admission.object, limits)
+    if late:
+        raise ValidationFailed(late)
+    return admission
 
 
-def _check_depth(value: Any, prefix: tuple[str, ...] = ()) -> None:
-    loc = too_deep(value)
+def _check_depth(value: Any, prefix: tuple[str, ...] = (), limit: int = MAX_DEPTH) -> None:
+    loc = too_deep(value, limit)
     if loc is not None:
-        path = render_path((*prefix, *loc[:MAX_DEPTH]))
-        raise ValidationFailed([(path, f"nested more than {MAX_DEPTH} levels deep")])
+        path = render_path((*prefix, *loc[:limit]))
+        raise ValidationFailed([(path, f"nested more than {limit} levels deep")])
 
 
 def _admit(obj: dict[str, Any], strict: bool) -> Admission:

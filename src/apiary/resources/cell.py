@@ -13,7 +13,9 @@ from apiary.resources.quantity import Millicores
 
 
 class ResourceQuota(ApiModel):
-    """Upper bounds on what a Cell may hold; an unset field means no limit."""
+    """Upper bounds on what a Cell may hold; an unset count means no limit. The last three lower
+    the server's admission limits for the Cell's objects (unset: the server's; see
+    :mod:`apiary.resources.limits`)."""
 
     max_agent_specs: int | None = Field(default=None, ge=0)
     max_hives: int | None = Field(default=None, ge=0)
@@ -23,6 +25,12 @@ class ResourceQuota(ApiModel):
     """Sum of the CPU requests of the Cell's drones, in millicores (``1000`` or ``"1"``)."""
     max_memory_gb: NonNegativeNumber | None = Field(default=None, alias="maxMemoryGB")
     """Sum of the memory requests of the Cell's drones, in GB (10^9 bytes)."""
+    max_object_bytes: int | None = Field(default=None, ge=1024)
+    """Largest object in the Cell, as JSON (at most the server's ``max_object_bytes``)."""
+    max_stages_per_hive: int | None = Field(default=None, ge=1)
+    """Most stages a Hive of the Cell may have (at most the server's limit)."""
+    max_replicas_per_stage: int | None = Field(default=None, ge=0)
+    """Most replicas one stage or AgentSpec of the Cell may ask for (at most the server's)."""
 
 
 class CellDefaults(ApiModel):

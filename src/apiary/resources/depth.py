@@ -11,7 +11,8 @@ from typing import Any
 from apiary.resources.base import Loc
 
 MAX_DEPTH = 100
-"""Deepest nesting of mappings and lists an object may have (Kubernetes manifests use < 20)."""
+"""Deepest nesting of mappings and lists an object may have (Kubernetes manifests use < 20); the
+default of the ``max_depth`` admission limit (:mod:`apiary.resources.limits`)."""
 
 
 def too_deep(value: Any, limit: int = MAX_DEPTH) -> Loc | None:

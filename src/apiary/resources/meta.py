@@ -14,9 +14,6 @@ from apiary.resources.names import (
 )
 from apiary.resources.registry import API_VERSION
 
-MAX_ANNOTATIONS_BYTES = 256 * 1024
-"""Total size of all annotation keys and values, as in Kubernetes."""
-
 
 class OwnerReference(ApiModel):
     """Who owns this object; deleting the owner deletes it (cascading deletion)."""
@@ -40,6 +37,7 @@ class ObjectMeta(ApiModel):
     namespace: DNSLabel | None = None
     uid: str | None = None
     resource_version: str | None = None
+    """Decimal digits (or empty: no precondition); anything else can only be a 409 later."""
     generation: int | None = Field(default=None, ge=0)
     creation_timestamp: Timestamp | None = None
     deletion_timestamp: Timestamp | None = None
@@ -53,26 +51,33 @@ class ObjectMeta(ApiModel):
     def _labels(cls, labels: dict[str, str] | None) -> dict[str, str] | None:
         problems = Problems()
         for key, value in (labels or {}).items():
-            for message in (qualified_name_error(key), label_value_error(value)):
-                if message is not None:
-                    problems.add((), f"label {message}")
+            message = qualified_name_error(key)
+            if message is not None:
+                problems.add((), f"label {message}")
+            message = label_value_error(value)
+            if message is not None:
+                problems.add((), f"label {key!r}: {message}")
         problems.raise_if_any()
         return labels
 
     @field_validator("annotations")
     @classmethod
     def _annotations(cls, annotations: dict[str, str] | None) -> dict[str, str] | None:
+        """Key syntax only; their total size is an admission limit (resources/limits.py)."""
         problems = Problems()
-        size = 0
-        for key, value in (annotations or {}).items():
+        for key in annotations or {}:
             message = qualified_name_error(key)
             if message is not None:
                 problems.add((), f"annotation {message}")
-            size += len(key.encode()) + len(value.encode())
-        if size > MAX_ANNOTATIONS_BYTES:
-            problems.add((), f"annotations total {size} bytes, more than {MAX_ANNOTATIONS_BYTES}")
         problems.raise_if_any()
         return annotations
+
+    @field_validator("resource_version")
+    @classmethod
+    def _resource_version(cls, rv: str | None) -> str | None:
+        if rv and not (rv.isascii() and rv.isdigit() and len(rv) <= 19):
+            raise ValueError(f"{rv[:40]!r} is not a resourceVersion (a number this server gave)")
+        return rv
 
     @field_validator("finalizers")
     @classmethod

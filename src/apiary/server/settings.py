@@ -9,6 +9,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from apiary.resources.limits import AdmissionLimits
+
 
 def default_data_dir() -> Path:
     env = os.environ.get("APIARY_DATA_DIR")
@@ -136,6 +138,9 @@ class Settings:
     runtime: RuntimeSettings = field(default_factory=RuntimeSettings)
     messaging: MessagingSettings = field(default_factory=MessagingSettings)
     comb: CombConfig = field(default_factory=CombConfig)
+    admission: AdmissionLimits = field(default_factory=AdmissionLimits)
+    """What one object may ask for (size, stages per Hive, replicas per stage, nesting,
+    annotations); a Cell's ``resourceQuota`` may lower some of them (docs/api.md, Limits)."""
 
     @property
     def store_url(self) -> str:

@@ -3,7 +3,9 @@
 The 410 for a compacted version is decided before the first byte is sent, so a client sees a
 proper error status; if the log is compacted under a slow reader later, the stream ends with an
 ERROR line (the Kubernetes convention). Idle streams get BOOKMARK lines so proxies keep them open
-and clients can resume from a recent version.
+and clients can resume from a recent version. A ``resourceVersion`` newer than any the store has
+given is the client's mistake, answered 400 naming the parameter before the stream starts (it
+used to be accepted, and the store's scan failed inside the stream, which then just broke off).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from starlette.responses import StreamingResponse
 from apiary.api.params import ListParams
 from apiary.api.secrets import redact
 from apiary.api.state import ApiState
-from apiary.errors import ApiaryError, Gone
+from apiary.errors import ApiaryError, BadRequest, FieldDetail, Gone
 from apiary.resources import API_VERSION, KindInfo
 from apiary.store import Change, Store
 
@@ -42,6 +44,19 @@ def _bookmark(kind: str, rv: int) -> bytes:
     )
 
 
+async def _not_from_the_future(store: Store, since: int) -> None:
+    current = await store.resource_version()
+    if since > current:
+        message = (
+            f"{since} is newer than the store's newest version ({current}): watch from a "
+            "resourceVersion a list or an object gave"
+        )
+        raise BadRequest(
+            f"query parameter resourceVersion: {message}",
+            [FieldDetail("resourceVersion", message)],
+        )
+
+
 async def watch_response(
     state: ApiState, info: KindInfo, namespace: str | None, lp: ListParams, reveal: bool
 ) -> StreamingResponse:
@@ -61,6 +76,7 @@ async def watch_response(
         assert since is not None
     else:
         since = lp.resource_version
+        await _not_from_the_future(store, since)
         if since < await horizon(store):
             raise Gone(f"resourceVersion {since} is too old; list again and watch from there")
     return StreamingResponse(

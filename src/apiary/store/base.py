@@ -20,7 +20,6 @@ means the same thing. Object bodies are plain dicts in the wire shape of the API
 from __future__ import annotations
 
 import asyncio
-import base64
 import copy
 import uuid
 from abc import ABC, abstractmethod
@@ -31,8 +30,9 @@ from typing import Any, Literal
 
 import orjson
 
-from apiary.errors import AlreadyExists, BadRequest, Conflict, FieldDetail, Gone, Invalid, NotFound
+from apiary.errors import AlreadyExists, Conflict, FieldDetail, Gone, Invalid, NotFound
 from apiary.resources.secret import fold_string_data
+from apiary.store import continuation
 from apiary.store.selectors import Selector
 
 Obj = dict[str, Any]
@@ -112,18 +112,8 @@ def _rv_of(obj: Obj) -> int:
     return int(obj["metadata"]["resourceVersion"])
 
 
-def _encode_continue(key: Key) -> str:
-    raw = orjson.dumps([key.namespace, key.name])
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _decode_continue(token: str) -> tuple[str, str]:
-    try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        ns, name = orjson.loads(raw)
-        return str(ns), str(name)
-    except Exception as exc:  # any malformed token is the client's fault
-        raise BadRequest(f"invalid continue token {token!r}") from exc
+MAX_BATCH = 1000
+"""Most rows one scan reads; a larger ``limit`` takes several (never a 10^23-row SQL LIMIT)."""
 
 
 class Store(ABC):
@@ -359,18 +349,19 @@ class Store(ABC):
         limit: int | None = None,
         continue_token: str | None = None,
     ) -> ObjectList:
-        """Objects of a kind, ordered by (namespace, name); ``namespace=None`` means all cells."""
+        """Objects of a kind, ordered by (namespace, name); ``namespace=None`` means all cells.
+        A ``continue_token`` must be one a list of this kind and cell gave (else 400)."""
         rv = await self.resource_version()
-        after = _decode_continue(continue_token) if continue_token else None
+        after = continuation.decode(continue_token, kind, namespace) if continue_token else None
         want = limit if limit and limit > 0 else None
         # One row past the page tells whether a continue token is due; decoding more is waste
         # (``limit=50`` used to decode 100 rows). A selector may skip rows, so it reads wider.
         if want is None:
             batch = 500
         elif selector is None:
-            batch = want + 1
+            batch = min(want + 1, MAX_BATCH)
         else:
-            batch = max(want + 1, 100)
+            batch = min(max(want + 1, 100), MAX_BATCH)
         items: list[Obj] = []
         more = False
         while True:
@@ -390,7 +381,7 @@ class Store(ABC):
         token = None
         if more and items:
             last = items[-1]["metadata"]
-            token = _encode_continue(Key(kind, last.get("namespace") or "", last["name"]))
+            token = continuation.encode(kind, namespace, last.get("namespace") or "", last["name"])
         return ObjectList(items, rv, token)
 
     async def watch(

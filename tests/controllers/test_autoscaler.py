@@ -19,9 +19,9 @@ from apiary.controllers.autoscaler import (
     ScalingPolicy,
     StageLoad,
     decide,
-    manual_scale,
     read_history,
 )
+from apiary.controllers.manual_scale import manual_scale
 from apiary.controllers.templates import hive_stages
 from apiary.router.policy import StageBacklog
 from apiary.store import Store

@@ -38,7 +38,8 @@ from apiary.api.middleware import PRINCIPAL_KEY
 from apiary.api.responses import json_response
 from apiary.api.state import ApiState
 from apiary.controllers.agentspec import wanted_replicas
-from apiary.controllers.autoscaler import ManualScale, ScalingPolicy, manual_scale
+from apiary.controllers.autoscaler import ScalingPolicy
+from apiary.controllers.manual_scale import ManualScale, manual_scale
 from apiary.controllers.templates import Stage, effective_replicas, hive_stages
 from apiary.errors import BadRequest, Conflict, FieldDetail, Invalid, NotFound, QuotaExceeded
 from apiary.resources import API_VERSION, ValidationFailed, admit

@@ -25,6 +25,7 @@ from apiary.api.dlq import dlq_routes
 from apiary.api.fastpath import Dispatcher
 from apiary.api.logs import LogStore, logs_routes
 from apiary.api.middleware import PRINCIPAL_KEY, ApiMiddleware
+from apiary.api.openapi import install_openapi
 from apiary.api.patch import patch_routes
 from apiary.api.responses import JSON, error_body, error_response, json_response
 from apiary.api.scale import scale_routes
@@ -82,8 +83,10 @@ def create_app(
         title="Apiary API",
         version=__version__,
         default_response_class=JSON,
-        description="Kubernetes-style API for agents, hives and sessions. "
-        "Every endpoint but /healthz and /readyz needs a bearer token.",
+        description="Kubernetes-style API for agents, hives and sessions. Every endpoint but "
+        "/healthz, /readyz, /version and these docs needs a bearer token (Authorize).",
+        docs_url=None,  # served by apiary.api.discovery from the package: no CDN
+        redoc_url=None,
     )
     app.state.apiary = state
     app.state.apiary_logs = LogStore(log_dir) if log_dir is not None else None
@@ -113,6 +116,7 @@ def create_app(
     app.include_router(token_routes())  # before the generic routes: a Token's hash stays inside
     app.include_router(patch_routes())
     app.include_router(_object_routes())
+    install_openapi(app)  # last: /openapi.json per kind, /docs, /version, discovery
     return app
 
 

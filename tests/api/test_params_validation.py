@@ -52,6 +52,17 @@ async def test_integers_out_of_range_are_400_naming_them(api: Api) -> None:
     assert page.status_code == 200 and len(page.json()["items"]) == 3
 
 
+async def test_selectors_and_flags_name_the_parameter(api: Api) -> None:
+    c = api.client
+    for selector in ("a in (", "tier=" + "x" * 64, "bad key=1", "-x=1", "a=" + ",b" * 3000):
+        bad(await c.get(HIVES, params={"labelSelector": selector}), "labelSelector")
+    bad(await c.get(HIVES, params={"fieldSelector": "spec.x=1"}), "fieldSelector")
+    bad(await c.get(HIVES, params={"watch": "maybe"}), "watch")
+    bad(await c.post(HIVES, params={"dryRun": "sometimes"}, json=sample("Hive", "x")), "dryRun")
+    r = await c.get(HIVES, params={"labelSelector": "apiary.io/tier in (gold, x-1),!team"})
+    assert r.status_code == 200 and r.json()["items"] == []
+
+
 async def test_watch_resource_versions_are_checked_before_the_stream(api: Api) -> None:
     c = api.client
     for rv in ("12345678901234567890123456", "abc", "-3"):

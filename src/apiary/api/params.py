@@ -34,7 +34,7 @@ def flag(params: QueryParams, name: str) -> bool:
         return True
     if value in _FALSE:
         return False
-    raise BadRequest(f"query parameter {name}={raw!r}: expected true or false")
+    raise _bad(name, raw, "expected true or false")
 
 
 def dry_run(params: QueryParams) -> bool:
@@ -110,7 +110,7 @@ class ListParams:
 
 def list_params(params: QueryParams) -> ListParams:
     return ListParams(
-        selector=parse_selector(params.get("labelSelector")),
+        selector=parse_selector(params.get("labelSelector"), strict=True),
         limit=non_negative_int(params, "limit"),
         continue_token=params.get("continue") or None,
         name=_field_selector(params.get("fieldSelector")),
@@ -128,5 +128,5 @@ def _field_selector(text: str | None) -> str | None:
     key = key.rstrip("=")
     value = value.lstrip("=")
     if not sep or key.strip() != "metadata.name" or not value.strip():
-        raise BadRequest(f"fieldSelector {text!r}: only 'metadata.name=NAME' is supported")
+        raise _bad("fieldSelector", text, "only 'metadata.name=NAME' is supported")
     return value.strip()

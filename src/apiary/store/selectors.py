@@ -1,4 +1,9 @@
-"""Kubernetes label selectors: ``a=b,c!=d,e in (x,y),f notin (z),g,!h``."""
+"""Kubernetes label selectors: ``a=b,c!=d,e in (x,y),f notin (z),g,!h``.
+
+With ``strict`` (a client's ``labelSelector``), keys and values are checked as Kubernetes checks
+them (qualified names, label values of at most 63 characters): a selector that no label could
+ever match is the client's mistake, a 400 naming ``labelSelector``, not an empty list.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,11 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from apiary.errors import BadRequest
+from apiary.errors import BadRequest, FieldDetail
+from apiary.resources.names import label_value_error, qualified_name_error
+
+MAX_SELECTOR_CHARS = 4096
+"""Longest selector accepted (Kubernetes has no bound of its own; its URLs do)."""
 
 _TERM = re.compile(
     r"\s*(?:(?P<not>!)\s*(?P<nkey>[\w./-]+)"
@@ -48,16 +57,19 @@ class Selector:
         return all(r.matches(labels) for r in self.requirements)
 
 
-def parse_selector(text: str | None) -> Selector | None:
-    """Parse a selector string; None or empty selects everything. Bad syntax → 400."""
+def parse_selector(text: str | None, *, strict: bool = False) -> Selector | None:
+    """Parse a selector string; None or empty selects everything. Bad syntax → 400 (and, when
+    ``strict``, keys and values that no label can have)."""
     if not text or not text.strip():
         return None
+    if len(text) > MAX_SELECTOR_CHARS:
+        raise _invalid(f"longer than {MAX_SELECTOR_CHARS} characters")
     reqs: list[Requirement] = []
     pos = 0
     while pos < len(text):
         m = _TERM.match(text, pos)
         if m is None or m.end() == pos:
-            raise BadRequest(f"invalid label selector {text!r} at position {pos}")
+            raise _invalid(f"invalid label selector {text!r} at position {pos}")
         pos = m.end()
         if m["nkey"]:
             reqs.append(Requirement(m["nkey"], "!exists"))
@@ -68,4 +80,22 @@ def parse_selector(text: str | None) -> Selector | None:
             reqs.append(Requirement(m["key"], m["setop"], vals))
         else:
             reqs.append(Requirement(m["key"], "exists"))
+    for req in reqs if strict else ():
+        _check(req)
     return Selector(tuple(reqs))
+
+
+def _check(req: Requirement) -> None:
+    problem = qualified_name_error(req.key)
+    if problem is not None:
+        raise _invalid(f"label {problem}")
+    for value in req.values:
+        problem = label_value_error(value)
+        if problem is not None:
+            raise _invalid(f"label {req.key!r}: {problem}")
+
+
+def _invalid(problem: str) -> BadRequest:
+    return BadRequest(
+        f"query parameter labelSelector: {problem}", [FieldDetail("labelSelector", problem)]
+    )

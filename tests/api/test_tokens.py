@@ -5,6 +5,7 @@ and plaintext that never comes back."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -213,7 +214,9 @@ async def test_a_revoked_token_is_401_at_once(api: Api) -> None:
     assert r.status_code == 200 and "hash" not in r.json()["spec"]
     r = await api.client.get(path, headers=bearer(token))
     assert r.status_code == 401
-    assert r.json()["message"] == 'token "gone" is not valid: it was revoked or never existed'
+    assert (
+        r.json()["message"] == 'token "gone" is not valid: revoked, never issued, or not its secret'
+    )
     assert (await api.client.delete("/api/v1/tokens/gone")).status_code == 404
 
 
@@ -221,7 +224,25 @@ async def test_a_wrong_secret_for_a_real_name_is_401(api: Api) -> None:
     token = await mint(api, "real", "cluster-admin")
     forged = token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB")
     r = await api.client.get("/api/v1/cells", headers=bearer(forged))
-    assert r.status_code == 401 and r.json()["message"] == "invalid bearer token"
+    unknown = await api.client.get("/api/v1/cells", headers=bearer("apiary_ghost_" + forged[13:]))
+    assert r.status_code == unknown.status_code == 401
+    # the same words for a wrong secret and an unknown name: no oracle for which names exist
+    assert (
+        r.json()["message"] == 'token "real" is not valid: revoked, never issued, or not its secret'
+    )
+    assert unknown.json()["message"] == r.json()["message"].replace("real", "ghost")
+
+
+async def test_deleting_a_cell_revokes_its_tokens(api: Api) -> None:
+    token = await mint(api, "dev-other", "developer", OTHER)
+    path = f"/api/v1/cells/{OTHER}/hives"
+    assert (await api.client.get(path, headers=bearer(token))).status_code == 200
+    assert (await api.client.delete(f"/api/v1/cells/{OTHER}")).status_code == 200
+    assert (await api.client.get("/api/v1/tokens/dev-other")).status_code == 404
+    await api.store.create(sample("Cell", OTHER))  # a new cell of the same name ...
+    await asyncio.sleep(1.1)  # (the lookup cache's TTL)
+    r = await api.client.get(path, headers=bearer(token))
+    assert r.status_code == 401  # ... is not the old token's to reach
 
 
 async def test_plaintext_and_hash_never_come_back(api: Api) -> None:

@@ -3,7 +3,8 @@
 The owner goes first, then what it owns (Kubernetes' background deletion): deleting a Hive's
 drones first would let the Queen, seeing the Hive still there, recreate them in between. If the
 process dies half-way, the dependents are orphans and the Queen's garbage collector deletes them.
-A Cell is the exception — its contents go first, so a half-deleted Cell can be deleted again.
+A Cell is the exception — its contents go first, so a half-deleted Cell can be deleted again;
+the Tokens bound to it are deleted with it.
 Controllers that delete objects should call :func:`cascade_delete` too, so they mean the same
 thing as the API.
 """
@@ -61,6 +62,10 @@ async def _delete_dependents(
         for kind in _NAMESPACED:
             for item in (await store.list(kind, meta["name"])).items:
                 await _delete_one(store, item, seen, on_deleted)
+        # Tokens bound to the cell go with it: a new Cell of the same name is not theirs.
+        for token in (await store.list("Token", None)).items:
+            if (token.get("spec") or {}).get("cell") == meta["name"]:
+                await _delete_one(store, token, seen, on_deleted)
     kinds = _NAMESPACED if owner_ns else _ALL
     for kind in kinds:
         listed = await store.list(kind, owner_ns or None)

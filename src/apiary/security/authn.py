@@ -123,10 +123,11 @@ class Authenticator:
         if name is None:
             raise Unauthorized("invalid bearer token")
         stored = await self._stored(name)
-        if stored is None:
-            raise Unauthorized(f'token "{name}" is not valid: it was revoked or never existed')
-        if not matches(token, stored.hash):
-            raise Unauthorized("invalid bearer token")
+        if stored is None or not matches(token, stored.hash):
+            # One message for both: a different one would tell a guesser which names exist.
+            raise Unauthorized(
+                f'token "{name}" is not valid: revoked, never issued, or not its secret'
+            )
         if stored.expires_at is not None and self.now() >= stored.expires_at:
             when = stored.expires_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
             raise Unauthorized(f'token "{name}" expired at {when}: ask for a new one')

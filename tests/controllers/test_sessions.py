@@ -55,6 +55,24 @@ async def test_idle_and_max_duration_time_sessions_out(store: Store, clock: Fake
     assert await _phase(store, "busy") == ("TimedOut", "MaxDuration")
 
 
+async def test_a_timed_out_session_is_handed_on_once_so_its_work_is_cancelled(
+    store: Store, clock: FakeClock
+) -> None:
+    store.clock = clock
+    await store.create(_hive({"timeoutMinutes": 5}))
+    await store.create(_session("idle"))
+    ended: list[str] = []
+
+    async def on_ended(obj: dict[str, object]) -> None:
+        ended.append(f"{obj['metadata']['name']}:{obj['status']['phase']}")  # type: ignore[index]
+
+    reaper = SessionReaper(store, settings=ReaperSettings(clock=clock), on_ended=on_ended)
+    clock.advance(6 * 60)
+    await reaper.run_once()
+    await reaper.run_once()
+    assert ended == ["idle:TimedOut"]
+
+
 async def test_ended_sessions_of_a_non_persistent_hive_are_deleted_after_retention(
     store: Store, clock: FakeClock
 ) -> None:

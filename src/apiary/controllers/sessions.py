@@ -63,12 +63,16 @@ class SessionReaper:
         settings: ReaperSettings | None = None,
         *,
         on_deleted: Callable[[Obj], Awaitable[None]] | None = None,
+        on_ended: Callable[[Obj], Awaitable[None]] | None = None,
     ) -> None:
         self.store = store
         self.journal = journal
         self.settings = settings or ReaperSettings()
         self.on_deleted = on_deleted
         """Called with each Session the reaper deletes (apiaryd clears its Comb memory)."""
+        self.on_ended = on_ended
+        """Called with each Session the reaper timed out (apiaryd's router cancels its work, as
+        a close does)."""
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -129,11 +133,18 @@ class SessionReaper:
             obj["status"] = status
             return obj
 
-        await self.store.update_with_retry(
+        updated = await self.store.update_with_retry(
             "Session", meta.get("namespace") or "default", meta["name"], change,
             subresource="status",
         )  # fmt: skip
         log.info("session %s/%s timed out: %s", meta.get("namespace"), meta["name"], reason[1])
+        ended = (updated or {}).get("status") or {}
+        if self.on_ended is not None and ended.get("completionTime") == _ts(now):
+            try:
+                await self.on_ended(updated)
+            except Exception:  # the status is written; the sweep of late answers is harmless
+                log.exception("session %s/%s: cancelling its work failed", meta.get("namespace"),
+                              meta["name"])  # fmt: skip
 
     async def _forget(self, s: Obj) -> None:
         meta = s["metadata"]

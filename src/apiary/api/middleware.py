@@ -1,4 +1,5 @@
-"""The outermost layer of every request: authentication, metrics, and the last-resort 500.
+"""The outermost layer of every request: authentication, metrics, the request's trace span (when
+tracing is on: :mod:`apiary.telemetry.hops`), and the last-resort 500.
 
 WebSocket connections are authenticated the same way (a refusal is an HTTP 401 when the server
 offers the denial-response extension, else a close with code 1008 before the handshake, which
@@ -23,6 +24,7 @@ from apiary.api.fastpath import Dispatcher
 from apiary.api.metrics import ApiMetrics
 from apiary.errors import ApiaryError
 from apiary.logging import get_logger
+from apiary.telemetry import hops, tracing
 
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz"})
 PRINCIPAL_KEY = "apiary.principal"
@@ -52,6 +54,11 @@ class ApiMiddleware:
         started = time.perf_counter()
         status = 500
         response_started = False
+        span: Any = None
+        if tracing.TRACER is not None and scope["path"] not in PUBLIC_PATHS:
+            span, token = hops.api_begin(
+                scope["method"], scope["path"], _header(scope, b"traceparent")
+            )
 
         async def send_wrapper(message: Message) -> None:
             nonlocal status, response_started
@@ -93,6 +100,8 @@ class ApiMiddleware:
             route = scope.get("route")
             template = getattr(route, "path", None) or "<unmatched>"
             self.metrics.observe(scope["method"], template, status, time.perf_counter() - started)
+            if span is not None:
+                hops.api_end(span, token, status, getattr(route, "path", None))
 
     async def _websocket_allowed(self, scope: Scope, send: Send) -> bool:
         """Authenticate a WebSocket handshake; refuse it (and say so) when the token is bad."""

@@ -19,6 +19,11 @@ event as it arrives — nothing buffers the answer; the usage chunk reaches the 
 asked for it. A provider that reports no usage is charged an estimate (4 characters a token), so
 budgets still hold.
 
+With tracing on, each call is a ``chat``/``embeddings`` span (GenAI semantic conventions:
+``gen_ai.request.model``, ``gen_ai.usage.*`` ...), a child of the agent's ``traceparent`` header
+or else of the keeper's delivery of the message that pays for it; the provider gets the span's
+``traceparent`` in turn (:mod:`apiary.telemetry.hops`).
+
 Errors: the provider's own status and body reach the agent unchanged; a provider that cannot be
 reached is a 502; the gateway's refusals are OpenAI-style ``{"error": {"type", "message"}}``
 bodies (429 ``budget_exceeded``, 409 ``message_not_in_flight``, 404 ``llm_not_configured``,
@@ -42,6 +47,7 @@ from apiary.errors import ApiaryError
 from apiary.node.gateway_budget import DroneMeter, GatewayRefusal, Tally
 from apiary.node.gateway_provider import Provider, Providers, Reader
 from apiary.node.keeperhttp import PREFIX, KeeperHttpServer
+from apiary.telemetry import hops, tracing
 
 log = logging.getLogger("apiary.node.gateway")
 
@@ -192,35 +198,44 @@ class LlmGateway:
             body["model"] = provider.model
         return drone, provider, tally, body
 
-    async def _post(self, provider: Provider, path: str, body: dict[str, Any]) -> httpx.Response:
+    async def _post(
+        self, provider: Provider, path: str, body: dict[str, Any], span: Any = None
+    ) -> httpx.Response:
         url = provider.url(path)
         try:
             return await self.http.post(
-                url, content=orjson.dumps(body),
-                headers={**provider.headers(), "Content-Type": "application/json"},
-            )  # fmt: skip
+                url, content=orjson.dumps(body), headers=_headers(provider, span)
+            )
         except httpx.HTTPError as exc:
             raise _unreachable(url, exc) from None
 
     # ------------------------------------------------------------------------- handlers
 
     async def _chat(self, request: Request) -> Response:
+        span = None
         try:
             drone, provider, tally, body = await self._prepare(request)
+            if tracing.TRACER is not None:
+                span = _span("chat", request, tally, provider, body)
             if body.get("stream"):
-                return await self._stream(drone.meter, tally, provider, body)
-            answer = await self._post(provider, "/chat/completions", body)
+                return await self._stream(drone.meter, tally, provider, body, span)
+            answer = await self._post(provider, "/chat/completions", body, span)
         except GatewayRefusal as exc:
+            hops.llm_refused(span, exc.status, exc.type, exc.message)
             return _refusal(exc)
-        return self._answer(drone.meter, tally, body, answer, completion_of_chat)
+        return self._answer(drone.meter, tally, body, answer, completion_of_chat, span)
 
     async def _embeddings(self, request: Request) -> Response:
+        span = None
         try:
             drone, provider, tally, body = await self._prepare(request)
-            answer = await self._post(provider, "/embeddings", body)
+            if tracing.TRACER is not None:
+                span = _span("embeddings", request, tally, provider, body)
+            answer = await self._post(provider, "/embeddings", body, span)
         except GatewayRefusal as exc:
+            hops.llm_refused(span, exc.status, exc.type, exc.message)
             return _refusal(exc)
-        return self._answer(drone.meter, tally, body, answer, lambda _: "")
+        return self._answer(drone.meter, tally, body, answer, lambda _: "", span)
 
     async def _models(self, request: Request) -> Response:
         try:
@@ -237,9 +252,11 @@ class LlmGateway:
 
     def _answer(
         self, meter: DroneMeter, tally: Tally, body: dict[str, Any], answer: httpx.Response,
-        completion: Callable[[Any], str],
+        completion: Callable[[Any], str], span: Any = None,
     ) -> Response:  # fmt: skip
         """Count a non-streamed answer (2xx only: a refused call costs nothing) and pass it on."""
+        counted = parsed = None
+        estimated = False
         if answer.is_success:
             try:
                 parsed = orjson.loads(answer.content)
@@ -247,20 +264,23 @@ class LlmGateway:
                 parsed = None
             counted = usage_of(parsed)
             if counted is None:
+                estimated = True
                 counted = (estimate(prompt_text(body)), estimate(completion(parsed)))
             meter.charge(tally, *counted)
+        if span is not None:
+            hops.llm_end(span, answer.status_code, counted, parsed, estimated)
         return Response(answer.content, answer.status_code, _passed(answer))
 
     async def _stream(
-        self, meter: DroneMeter, tally: Tally, provider: Provider, body: dict[str, Any]
-    ) -> Response:
+        self, meter: DroneMeter, tally: Tally, provider: Provider, body: dict[str, Any],
+        span: Any = None,
+    ) -> Response:  # fmt: skip
         asked = bool((body.get("stream_options") or {}).get("include_usage"))
         body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
         url = provider.url("/chat/completions")
         request = self.http.build_request(
-            "POST", url, content=orjson.dumps(body),
-            headers={**provider.headers(), "Content-Type": "application/json"},
-        )  # fmt: skip
+            "POST", url, content=orjson.dumps(body), headers=_headers(provider, span)
+        )
         try:
             answer = await self.http.send(request, stream=True)
         except httpx.HTTPError as exc:
@@ -270,8 +290,11 @@ class LlmGateway:
                 content = await answer.aread()
             finally:
                 await answer.aclose()
+            if span is not None:
+                hops.llm_end(span, answer.status_code, None)
             return Response(content, answer.status_code, _passed(answer))
         relay = _SseRelay(meter, tally, prompt_text(body), keep_usage_chunk=asked)
+        relay.span = span
         return StreamingResponse(
             relay.run(answer), answer.status_code, _passed(answer), media_type="text/event-stream"
         )
@@ -286,6 +309,23 @@ def completion_of_chat(answer: Any) -> str:
         if isinstance(content, str):
             parts.append(content)
     return "".join(parts)
+
+
+def _span(
+    operation: str, request: Request, tally: Tally, provider: Provider, body: dict[str, Any]
+) -> Any:
+    model = body.get("model")
+    return hops.llm_begin(
+        operation, request.headers.get("traceparent"), tally.session, tally.message_id,
+        provider.base_url, model if isinstance(model, str) else None, bool(body.get("stream")),
+    )  # fmt: skip
+
+
+def _headers(provider: Provider, span: Any) -> dict[str, str]:
+    headers = {**provider.headers(), "Content-Type": "application/json"}
+    if span is not None:  # the provider (an OpenAI-compatible server of ours) may trace too
+        headers["traceparent"] = tracing.traceparent(span) or ""
+    return headers
 
 
 def _passed(answer: httpx.Response) -> dict[str, str]:
@@ -315,6 +355,7 @@ class _SseRelay:
         self.keep_usage_chunk = keep_usage_chunk
         self.usage: tuple[int, int] | None = None
         self.streamed = 0  # characters of content seen
+        self.span: Any = None  # the call's trace span, ended with the stream
 
     def event(self, raw: bytes) -> bytes | None:
         """One event (without its blank line): what to send on, or None to drop it."""
@@ -367,6 +408,8 @@ class _SseRelay:
                 (self.streamed + CHARS_PER_TOKEN - 1) // CHARS_PER_TOKEN,
             )
             self.meter.charge(self.tally, *usage)
+            if self.span is not None:
+                hops.llm_end(self.span, answer.status_code, usage, None, self.usage is None)
 
 
 __all__ = ["MESSAGE_HEADER", "SESSION_HEADER", "GatewayDrone", "LlmGateway", "estimate", "usage_of"]

@@ -37,6 +37,7 @@ from apiary.node.interfaces import (
     ResponseTimeout,
     StdioChannel,
 )
+from apiary.telemetry import hops, tracing
 from apiary.waggle import Message
 
 __all__ = [
@@ -175,6 +176,8 @@ class Keeper:
             else InterfaceConfig.from_spec(interface)
         )
         self.name = name
+        self.agent_name = name.rpartition("/")[2]
+        """What trace spans call the agent (``gen_ai.agent.name``; the worker says its stage)."""
         self.stats = KeeperStats()
         self.held = HeldSessions()
         """Sessions of the messages the agent holds now: what its keeper token may reach."""
@@ -245,7 +248,21 @@ class Keeper:
 
         Raises :class:`ResponseTimeout`, :class:`AgentCrashed` (retry elsewhere),
         :class:`AgentProtocolError` (the agent's answer is unusable) or :class:`AgentNotReady`.
+
+        With tracing on, the delivery is an ``invoke_agent`` span and the agent gets the message
+        with its ``traceparent`` naming that span, so the agent's own spans join the trace.
         """
+        if tracing.TRACER is None:
+            return await self._deliver(msg, timeout, session)
+        with hops.invoke_agent(
+            self.agent_name, self.name, session or msg.session_id, msg.id
+        ) as span:
+            msg.traceparent = tracing.traceparent(span) or msg.traceparent
+            return await self._deliver(msg, timeout, session)
+
+    async def _deliver(
+        self, msg: Message, timeout: float | None, session: str | None
+    ) -> list[Message]:
         stats = self.stats
         held = session or msg.session_id
         async with self._sem:

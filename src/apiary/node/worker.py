@@ -38,6 +38,7 @@ from apiary.node.guardrails import GuardrailChain
 from apiary.node.inflight import CANCELLED, InFlight, cancel_notice
 from apiary.node.interfaces import AgentCrashed, AgentNotReady, AgentProtocolError, ResponseTimeout
 from apiary.node.keeper import Keeper
+from apiary.telemetry import hops, tracing
 from apiary.waggle import Message
 from apiary.waggle.envelope import (
     Cancel,
@@ -130,6 +131,7 @@ class StageWorker:
         self._late: deque[tuple[_Sent, Message]] = deque()
         self._pumping = False
         keeper.on_late(self._on_late)
+        keeper.agent_name = stage  # what its trace spans call the agent (gen_ai.agent.name)
         self._ready = True  # the readiness gate: see gate()
 
     async def start(self) -> None:
@@ -248,6 +250,15 @@ class StageWorker:
             log.warning("drone %s: dropping a malformed dispatch: %s", self.drone, exc)
             await delivery.term()
             return
+        if tracing.TRACER is None:
+            await self._admit(delivery, dispatch, message)
+            return
+        d = dispatch
+        with hops.process(delivery.headers, message.traceparent, d.session, d.hive, d.stage,
+                          d.dispatch, self.drone, d.attempt, d.tokens_left):  # fmt: skip
+            await self._admit(delivery, dispatch, message)
+
+    async def _admit(self, delivery: Delivery, dispatch: Dispatch, message: Message) -> None:
         guard = self.guard
         if guard is None:
             await self._deliver(delivery, dispatch, message, None)
@@ -341,6 +352,8 @@ class StageWorker:
                 error = (EXCEEDED, tally.exceeded)
         if guard is not None and error is None:
             error = guard.check(outputs, usage)
+        if error is not None and tracing.TRACER is not None:
+            hops.failed(*error)
         said = [*outputs, *sent.early]  # lines printed while we were busy ride along
         sent.early = []
         outcome = Outcome(
@@ -348,7 +361,8 @@ class StageWorker:
             [o.to_dict() for o in said], (time.perf_counter() - t0) * 1000.0, error,
             dispatch.attempt, usage,
         )  # fmt: skip
-        await self.bus.publish(self._out, outcome.encode(), msg_id=outcome.msg_id)
+        headers = hops.current_headers() if tracing.TRACER is not None else None
+        await self.bus.publish(self._out, outcome.encode(), msg_id=outcome.msg_id, headers=headers)
         sent.next = len(said)
         for late in sent.early:  # printed during the publish: after the answer, in order
             self._queue_late(sent, late)

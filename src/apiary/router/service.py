@@ -47,6 +47,7 @@ from apiary.router.plan import (
 from apiary.router.policy import NOT_RETRIED, HivePolicy, HiveQueue, StageBacklog
 from apiary.router.recovery import Recovery
 from apiary.router.sessions import SessionDirectory, SessionInfo
+from apiary.telemetry import hops, tracing
 from apiary.waggle import Message
 from apiary.waggle.envelope import (
     OUTCOMES,
@@ -141,6 +142,14 @@ class Router(Holds, Recovery, LateOutputs, Cancelling):
         info = await self.sessions.get(cell, session)
         info.check_open()
         message.session_id = info.key
+        if tracing.TRACER is None:
+            return await self._submit(info, message)
+        with hops.router_step("input", info.key, info.hive, message.traceparent) as span:
+            if message.traceparent is None:  # the journal and every hop know the trace
+                message.traceparent = tracing.traceparent(span)
+            return await self._submit(info, message)
+
+    async def _submit(self, info: SessionInfo, message: Message) -> Message:
         if await self.journal.get(info.key, message.id) is not None:
             # A re-send: maybe because a crash came between our commit and the publish.
             await self._redrive(info)
@@ -180,7 +189,12 @@ class Router(Holds, Recovery, LateOutputs, Cancelling):
         if info is None:  # the session was deleted: nothing to route to
             await delivery.ack()
             return
-        await self.handle_outcome(info, outcome)
+        if tracing.TRACER is None:
+            await self.handle_outcome(info, outcome)
+        else:
+            with hops.outcome_step(delivery.headers, outcome.outputs, info.key, info.hive,
+                                   outcome.stage, outcome.dispatch, outcome.attempt):  # fmt: skip
+                await self.handle_outcome(info, outcome)
         await delivery.ack()
 
     async def handle_outcome(self, info: SessionInfo, outcome: Outcome) -> Plan | None:
@@ -384,6 +398,11 @@ class Router(Holds, Recovery, LateOutputs, Cancelling):
                 self._later(s.delay, self._publish_one(info, s))
         for dead in plan.dead:
             await self._file_dead_letter(info, dead)
+        if tracing.TRACER is not None:
+            hops.notices(plan.notices)
+            for s in plan.send:
+                if s.delay > 0:
+                    hops.retry_scheduled(s.stage, s.id, s.attempt, s.delay)
         if self.on_notice is not None:
             for event, detail in plan.notices:
                 try:
@@ -406,7 +425,12 @@ class Router(Holds, Recovery, LateOutputs, Cancelling):
         # No timeout: the drone applies its own merged guardrails (responseTimeoutSeconds).
         env = Dispatch(send.id, info.key, info.hive, send.stage, send.message,
                        attempt=send.attempt, tokens_left=tokens_left)  # fmt: skip
-        return Publish(stage_subject(info.cell, info.hive, send.stage), env.encode(), env.msg_id)
+        subject = stage_subject(info.cell, info.hive, send.stage)
+        headers = None
+        if tracing.TRACER is not None:
+            headers = hops.dispatch_headers(subject, info.key, info.hive, send.stage, send.id,
+                                            send.attempt, tokens_left)  # fmt: skip
+        return Publish(subject, env.encode(), env.msg_id, headers)
 
     async def _tokens_left(self, info: SessionInfo) -> int | None:
         """What is left of the session's token budget (None without one): the LLM gateway of

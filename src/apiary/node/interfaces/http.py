@@ -3,7 +3,9 @@
 One keep-alive ``httpx.AsyncClient`` per drone, with as many connections as the interface's
 concurrency. The response body is one Waggle message, a JSON list of them, any other JSON (the
 payload of a ``result``), any other text (a string payload) or empty/204 (no output). A 4xx/5xx
-answer is an AgentProtocolError; the process dying mid-request is AgentCrashed.
+answer is an AgentProtocolError; the process dying mid-request is AgentCrashed. The message's
+``traceparent`` is also the request's ``traceparent`` header, so an agent's OpenTelemetry HTTP
+instrumentation continues the trace without reading the body.
 
 Health checks (:meth:`HttpChannel.probe`, and the node's periodic probes, :mod:`apiary.node.probes`)
 use a connection of their own (:func:`probe_client`): with every message connection busy on a
@@ -217,8 +219,11 @@ class HttpChannel(Channel):
         if death.done():
             raise AgentCrashed(death.result(), self._exit_code())
         client = self._client_for_use()
+        headers = _JSON_HEADERS
+        if msg.traceparent is not None:  # W3C trace context: the agent's HTTP server joins in
+            headers = {**_JSON_HEADERS, "traceparent": msg.traceparent}
         request = asyncio.ensure_future(
-            client.post(self._config.message_path, content=encode(msg), headers=_JSON_HEADERS)
+            client.post(self._config.message_path, content=encode(msg), headers=headers)
         )
         try:
             done, _ = await asyncio.wait(

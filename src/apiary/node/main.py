@@ -25,6 +25,7 @@ from apiary.bus import open_bus
 from apiary.client import AsyncApiClient
 from apiary.errors import ApiaryError
 from apiary.node.agent import NodeAgent, NodeSettings, node_name_from_host
+from apiary.telemetry.tracing import init_tracing
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -118,6 +119,7 @@ async def run_node(
 
 def main(argv: Sequence[str] | None = None) -> None:
     settings, server, token, bus_url = settings_from(argv)
+    init_tracing("apiary-node")  # OTEL_* (docs/observability.md); off without
     Path(settings.state_dir).mkdir(parents=True, exist_ok=True)
     try:
         asyncio.run(run_node(settings, server, token, bus_url))

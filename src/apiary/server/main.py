@@ -33,6 +33,7 @@ from apiary.server.settings import (
     StoreConfig,
     default_data_dir,
 )
+from apiary.telemetry.tracing import init_tracing
 
 _LEVELS = ("debug", "info", "warning", "error")
 
@@ -284,6 +285,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         return
     settings = settings_from(args)
     configure_logging(json=settings.logging.json, level=settings.logging.level)
+    init_tracing("apiaryd")  # OTEL_* (docs/observability.md); off without
     try:
         _run(Daemon(settings))
     except (ApiaryError, OSError) as exc:  # bad configuration: a clear line, not a traceback

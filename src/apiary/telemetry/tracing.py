@@ -87,7 +87,13 @@ def install(provider: TracerProvider) -> None:
 
     _PROVIDER = provider
     TRACER = provider.get_tracer("apiary", apiary.__version__, schema_url=SCHEMA_URL)
-    correlate_logs()
+    import apiary.logging
+
+    add_source = getattr(apiary.logging, "add_field_source", None)
+    if add_source is not None:  # every line, whenever logging is (re)configured
+        add_source(current_trace_fields)
+    else:
+        correlate_logs()
 
 
 def shutdown_tracing() -> None:
@@ -217,17 +223,24 @@ def held_context(session: str | None, message_id: str) -> Context | None:
 # ---------------------------------------------------------------------------- log lines
 
 
-def add_trace_ids(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> Any:
-    """A structlog processor: ``trace_id`` and ``span_id`` of the current span, as the OTLP
-    exporter writes them (lowercase hex), so a log line finds its trace. Free with tracing off."""
+def current_trace_fields() -> dict[str, str] | None:
+    """``trace_id`` and ``span_id`` of the current span, as trace backends show them (lowercase
+    hex), so a log line finds its trace; None outside a span or with tracing off (free then).
+    A field source of :func:`apiary.logging.add_field_source`."""
     if TRACER is None:
-        return event
+        return None
     from opentelemetry.trace import get_current_span
 
     ctx = get_current_span().get_span_context()
-    if ctx.is_valid:
-        event.setdefault("trace_id", f"{ctx.trace_id:032x}")
-        event.setdefault("span_id", f"{ctx.span_id:016x}")
+    if not ctx.is_valid:
+        return None
+    return {"trace_id": f"{ctx.trace_id:032x}", "span_id": f"{ctx.span_id:016x}"}
+
+
+def add_trace_ids(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> Any:
+    """The same as a structlog processor, for a logging setup without field sources."""
+    for key, value in (current_trace_fields() or {}).items():
+        event.setdefault(key, value)
     return event
 
 
@@ -268,6 +281,7 @@ __all__ = [
     "add_trace_ids",
     "context_from",
     "correlate_logs",
+    "current_trace_fields",
     "force_flush",
     "held_context",
     "hold",

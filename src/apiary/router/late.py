@@ -16,16 +16,15 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from apiary.bus import Delivery
+from apiary.router.core import RouterCore
 from apiary.router.plan import Plan, split
-from apiary.router.sessions import SessionDirectory, SessionInfo
+from apiary.router.sessions import SessionInfo
+from apiary.telemetry import hops, tracing
 from apiary.waggle import Message
 from apiary.waggle.envelope import Outcome
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
-    from apiary.patterns import Step
-    from apiary.router.policy import HivePolicy
+    pass
 
 log = logging.getLogger("apiary.router")
 
@@ -38,20 +37,7 @@ EARLY_GIVE_UP = 100
 """Deliveries after which such a part is recorded without its answer (and a warning logged)."""
 
 
-class LateOutputs:
-    sessions: SessionDirectory
-
-    if TYPE_CHECKING:
-
-        async def _run(
-            self, info: SessionInfo, make: Callable[[Obj], Plan | None]
-        ) -> Plan | None: ...
-
-        def _after_engine(
-            self, info: SessionInfo, policy: HivePolicy, step: Step, mine: Obj,
-            extra: list[Any], outcome: Outcome | None = None,
-        ) -> Plan: ...  # fmt: skip
-
+class LateOutputs(RouterCore):
     async def _late_outcome(self, info: SessionInfo, outcome: Outcome, delivery: Delivery) -> None:
         engine, policy = await self.sessions.hive(info)
         outputs = [Message.from_dict(o, default_type="result") for o in outcome.outputs]
@@ -78,7 +64,12 @@ class LateOutputs:
                 return None  # seen before
             return self._after_engine(info, policy, step, mine, [], outcome)
 
-        await self._run(info, plan)
+        if tracing.TRACER is None:
+            await self._run(info, plan)
+        else:  # a child of the agent's delivery, whose traceparent the lines carry
+            with hops.outcome_step(delivery.headers, outcome.outputs, info.key, info.hive,
+                                   outcome.stage, d, outcome.attempt, "late outcome"):  # fmt: skip
+                await self._run(info, plan)
         if early:
             await delivery.nak(EARLY_RETRY)
         else:

@@ -429,7 +429,7 @@ class Router(Holds, Recovery, LateOutputs, Cancelling):
         headers = None
         if tracing.TRACER is not None:
             headers = hops.dispatch_headers(subject, info.key, info.hive, send.stage, send.id,
-                                            send.attempt, tokens_left)  # fmt: skip
+                                            send.attempt, tokens_left, send.message)  # fmt: skip
         return Publish(subject, env.encode(), env.msg_id, headers)
 
     async def _tokens_left(self, info: SessionInfo) -> int | None:

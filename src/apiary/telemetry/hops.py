@@ -113,14 +113,14 @@ def router_step(
 
 def outcome_step(
     headers: Mapping[str, str], outputs: Sequence[Any], session: str, hive: str, stage: str,
-    dispatch: str, attempt: int,
+    dispatch: str, attempt: int, event: str = "outcome",
 ) -> AbstractContextManager[Span]:  # fmt: skip
     """The router's step for a drone's outcome: a child of the drone's span (the outcome's bus
     header; else the ``traceparent`` its outputs carry)."""
     parent = headers.get(TRACEPARENT) or next(
         (o.get(TRACEPARENT) for o in outputs if isinstance(o, dict) and o.get(TRACEPARENT)), None
     )
-    return router_step("outcome", session, hive, parent, stage=stage, dispatch=dispatch,
+    return router_step(event, session, hive, parent, stage=stage, dispatch=dispatch,
                        attempt=attempt)  # fmt: skip
 
 
@@ -147,11 +147,14 @@ def retry_scheduled(stage: str, dispatch: str, attempt: int, delay: float) -> No
 
 def dispatch_headers(
     subject: str, session: str, hive: str, stage: str, dispatch: str, attempt: int,
-    tokens_left: int | None,
+    tokens_left: int | None, message: Mapping[str, Any],
 ) -> dict[str, str]:  # fmt: skip
-    """A PRODUCER span for one dispatch published to a stage; the bus headers carry it."""
+    """A PRODUCER span for one dispatch published to a stage; the bus headers carry it. Outside
+    a router step (a sweep republishing what a crash lost) its parent is the trace the journaled
+    message carries."""
     from opentelemetry.trace import SpanKind
 
+    parent = None if tracing.in_span() else tracing.context_from(message.get(TRACEPARENT))
     attrs: Attrs = {
         **_session_attrs(session, hive), "apiary.stage": stage, "apiary.dispatch": dispatch,
         "apiary.attempt": attempt, "messaging.system": "apiary", "messaging.operation.type": "send",
@@ -159,7 +162,7 @@ def dispatch_headers(
     }  # fmt: skip
     if tokens_left is not None:
         attrs["apiary.budget.tokens_remaining"] = tokens_left
-    span = _tracer().start_span(f"send {stage}", kind=SpanKind.PRODUCER, attributes=attrs)
+    span = _tracer().start_span(f"send {stage}", parent, SpanKind.PRODUCER, attrs)
     span.end()
     return {TRACEPARENT: tracing.traceparent(span) or "", SENT_HEADER: str(time.time_ns())}
 

@@ -255,7 +255,7 @@ class Keeper:
         if tracing.TRACER is None:
             return await self._deliver(msg, timeout, session)
         with hops.invoke_agent(
-            self.agent_name, self.name, session or msg.session_id, msg.id
+            self.agent_name, self.name, session or msg.session_id, msg.id, msg.traceparent
         ) as span:
             msg.traceparent = tracing.traceparent(span) or msg.traceparent
             return await self._deliver(msg, timeout, session)

@@ -219,16 +219,20 @@ def failed(reason: str, message: str) -> None:
 
 
 @contextmanager
-def invoke_agent(agent: str, drone: str, session: str | None, message_id: str) -> Iterator[Span]:
+def invoke_agent(
+    agent: str, drone: str, session: str | None, message_id: str, traceparent: str | None
+) -> Iterator[Span]:
     """The keeper's delivery of a message to the agent; the agent's spans are children (its
-    message's ``traceparent`` names this span) and so are its LLM gateway calls."""
+    message's ``traceparent`` names this span) and so are its LLM gateway calls. A child of the
+    worker's span, or (a keeper used alone) of the message's ``traceparent``."""
+    parent = None if tracing.in_span() else tracing.context_from(traceparent)
     attrs: Attrs = {
         "gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": agent,
         "gen_ai.agent.id": drone, "apiary.drone": drone, "apiary.message": message_id,
     }  # fmt: skip
     if session:
         attrs["gen_ai.conversation.id"] = session
-    with _tracer().start_as_current_span(f"invoke_agent {agent}", attributes=attrs) as span:
+    with _tracer().start_as_current_span(f"invoke_agent {agent}", parent, attributes=attrs) as span:
         tracing.hold(session, message_id, span)
         try:
             yield span

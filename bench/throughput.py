@@ -20,6 +20,7 @@ One run measures, side by side on the same machine:
 Prints a table and writes ``bench/results/throughput.json`` with the ratios to the targets.
 
     .venv/bin/python bench/throughput.py [--quick] [--seconds N] [--out FILE]
+    .venv/bin/python bench/throughput.py --tracing [--rounds N]   # off vs on: tracing_cost.py
 
 To see where a message's time goes, sample every thread of a run (the journal's SQLite work runs
 on aiosqlite threads, so a main-thread-only profiler such as cProfile misses half of it):
@@ -602,9 +603,16 @@ def main() -> None:
     parser.add_argument(
         "--out", type=Path, help="JSON path (default bench/results/throughput.json)"
     )
+    parser.add_argument("--tracing", action="store_true", help="the cost of tracing, off vs on")
+    parser.add_argument("--rounds", type=int, default=2, help="--tracing: off/on pairs")
     args = parser.parse_args()
     args.seconds = args.seconds or (1.0 if args.quick else 5.0)
     args.in_flight = args.in_flight or (64 if args.quick else 256)
+    if args.tracing:
+        import tracing_cost
+
+        tracing_cost.main(args)
+        return
     args.latency_messages = args.latency_messages or (100 if args.quick else 1000)
     report = asyncio.run(measure(args))
     print(table(report))

@@ -101,7 +101,7 @@ class ApiMiddleware:
             template = getattr(route, "path", None) or "<unmatched>"
             self.metrics.observe(scope["method"], template, status, time.perf_counter() - started)
             if span is not None:
-                hops.api_end(span, token, status, getattr(route, "path", None))
+                hops.api_end(span, token, scope["method"], status, getattr(route, "path", None))
 
     async def _websocket_allowed(self, scope: Scope, send: Send) -> bool:
         """Authenticate a WebSocket handshake; refuse it (and say so) when the token is bad."""

@@ -78,13 +78,13 @@ def api_begin(method: str, path: str, header: str | None) -> tuple[Span, object]
     return span, context.attach(set_span_in_context(span))
 
 
-def api_end(span: Span, token: object, status: int, route: str | None) -> None:
+def api_end(span: Span, token: object, method: str, status: int, route: str | None) -> None:
     from opentelemetry import context
     from opentelemetry.trace import StatusCode
 
     context.detach(token)  # type: ignore[arg-type]
     if route:
-        span.update_name(f"{span.name} {route}")  # type: ignore[attr-defined]
+        span.update_name(f"{method} {route}")
         span.set_attribute("http.route", route)
     span.set_attribute("http.response.status_code", status)
     if status >= 500:

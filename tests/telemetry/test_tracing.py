@@ -162,3 +162,42 @@ def test_correlate_logs_without_field_sources(clean_env: pytest.MonkeyPatch) -> 
     trace_id = f"{span.get_span_context().trace_id:032x}"
     assert plain.getvalue() == f"{trace_id} hello\n"
     assert json.loads(structured.getvalue())["trace_id"] == trace_id
+
+
+@pytest.mark.parametrize("sampled", [True, False])
+def test_an_unsampled_trace_makes_no_spans_but_still_travels(
+    clean_env: pytest.MonkeyPatch, sampled: bool
+) -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased
+
+    from apiary.telemetry import hops
+
+    exported = InMemorySpanExporter()
+    provider = TracerProvider(sampler=ParentBased(ALWAYS_ON if sampled else ALWAYS_OFF))
+    provider.add_span_processor(SimpleSpanProcessor(exported))
+    tracing.install(provider)
+    assert tracing.FOLLOWS_PARENT
+    with hops.router_step("input", "c/s", "h", None) as step:
+        headers = hops.dispatch_headers("subj", "c/s", "h", "s1", "d1", 0, None, {})
+    trace_id = f"{step.get_span_context().trace_id:032x}"
+    with hops.process(headers, None, "c/s", "h", "s1", "d1", "c/drone", 0, None):
+        with hops.invoke_agent("s1", "c/drone", "c/s", "m1", None) as invoke:
+            given = tracing.traceparent(invoke)
+            chat = hops.llm_begin("chat", None, "c/s", "m1", "http://x/v1", "m", False)
+            hops.llm_end(chat, 200, (1, 2))
+        back = hops.current_headers()
+    with hops.outcome_step(back, [], "c/s", "h", "s1", "d1", 0):
+        pass
+    assert given is not None and given.split("-")[1] == trace_id
+    assert back["traceparent"].split("-")[1] == trace_id
+    names = sorted(s.name for s in exported.get_finished_spans())
+    if sampled:
+        assert names == sorted(["route input", "send s1", "wait s1", "process s1",
+                                "invoke_agent s1", "chat m", "route outcome"])  # fmt: skip
+    else:
+        assert names == []
+        assert int(given[-2:], 16) & 1 == 0  # the sampled flag is off all the way
+        assert headers["traceparent"] == tracing.traceparent(step)

@@ -104,6 +104,11 @@ def router_step(
     An input inside an API request is its child; otherwise (an outcome, a call from Python) the
     parent is ``parent``, the message's or the bus header's ``traceparent``."""
     ctx = None if event == "input" and tracing.in_span() else tracing.context_from(parent)
+    skip = tracing.unsampled(ctx)
+    if skip is not None:
+        with _current(skip):
+            yield skip
+        return
     extra = {f"apiary.{k}": v for k, v in attrs.items() if v is not None}
     with _tracer().start_as_current_span(
         f"route {event}", ctx, attributes={**_session_attrs(session, hive), **extra}
@@ -155,6 +160,9 @@ def dispatch_headers(
     from opentelemetry.trace import SpanKind
 
     parent = None if tracing.in_span() else tracing.context_from(message.get(TRACEPARENT))
+    skip = tracing.unsampled(parent)
+    if skip is not None:
+        return {TRACEPARENT: tracing.traceparent(skip) or ""}
     attrs: Attrs = {
         **_session_attrs(session, hive), "apiary.stage": stage, "apiary.dispatch": dispatch,
         "apiary.attempt": attempt, "messaging.system": "apiary", "messaging.operation.type": "send",
@@ -181,6 +189,11 @@ def process(
 
     tracer = _tracer()
     parent = tracing.context_from(headers.get(TRACEPARENT) or message_traceparent)
+    skip = tracing.unsampled(parent) if parent is not None else None
+    if skip is not None:
+        with _current(skip):
+            yield skip
+        return
     now = time.time_ns()
     attrs: Attrs = {
         **_session_attrs(session, hive), "apiary.stage": stage, "apiary.dispatch": dispatch,
@@ -226,6 +239,15 @@ def invoke_agent(
     message's ``traceparent`` names this span) and so are its LLM gateway calls. A child of the
     worker's span, or (a keeper used alone) of the message's ``traceparent``."""
     parent = None if tracing.in_span() else tracing.context_from(traceparent)
+    skip = tracing.unsampled(parent)
+    if skip is not None:  # still held: the gateway's calls for it are not sampled either
+        tracing.hold(session, message_id, skip)
+        try:
+            with _current(skip):
+                yield skip
+        finally:
+            tracing.release(session, message_id)
+        return
     attrs: Attrs = {
         "gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": agent,
         "gen_ai.agent.id": drone, "apiary.drone": drone, "apiary.message": message_id,
@@ -254,6 +276,9 @@ def llm_begin(
     parent: Context | None = tracing.context_from(header) or tracing.held_context(
         session, message_id
     )
+    skip = tracing.unsampled(parent) if parent is not None else None
+    if skip is not None:
+        return skip  # recording nothing: llm_end's calls are no-ops on it
     where = urlsplit(base_url)
     attrs: Attrs = {
         "gen_ai.operation.name": operation, "gen_ai.provider.name": _provider_name(where.hostname),
@@ -307,6 +332,14 @@ def llm_refused(span: Span | None, status: int, kind: str, message: str) -> None
     span.set_attribute("http.response.status_code", status)
     span.set_status(StatusCode.ERROR, message)
     span.end()
+
+
+@contextmanager
+def _current(span: Span) -> Iterator[Span]:
+    from opentelemetry.trace import use_span
+
+    with use_span(span, end_on_exit=False):
+        yield span
 
 
 def _provider_name(host: str | None) -> str:

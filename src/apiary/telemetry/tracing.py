@@ -40,6 +40,10 @@ SCHEMA_URL = f"https://opentelemetry.io/schemas/{SEMCONV_VERSION}"
 TRACER: Tracer | None = None
 """None: tracing is off, and every hook skips its work after this one test."""
 _PROVIDER: TracerProvider | None = None
+FOLLOWS_PARENT = False
+"""True when the sampler drops every child of an unsampled parent (the ``parentbased_*``
+samplers, the SDK's default): the hops then make no span that would record nothing — with
+sampling, most messages cost a context look-up per hop, not a span."""
 
 HOLDING_MAX = 10_000
 _holding: dict[tuple[str, str], SpanContext] = {}
@@ -82,10 +86,11 @@ def init_tracing(service_name: str, env: Mapping[str, str] = os.environ) -> bool
 
 def install(provider: TracerProvider) -> None:
     """Use ``provider`` for Apiary's spans (tests hand one with their own exporter)."""
-    global TRACER, _PROVIDER
+    global TRACER, _PROVIDER, FOLLOWS_PARENT
     import apiary
 
     _PROVIDER = provider
+    FOLLOWS_PARENT = _follows_parent(provider)
     TRACER = provider.get_tracer("apiary", apiary.__version__, schema_url=SCHEMA_URL)
     import apiary.logging
 
@@ -94,6 +99,17 @@ def install(provider: TracerProvider) -> None:
         add_source(current_trace_fields)
     else:
         correlate_logs()
+
+
+def _follows_parent(provider: TracerProvider) -> bool:
+    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
+
+    sampler = getattr(provider, "sampler", None)
+    return (
+        isinstance(sampler, ParentBased)
+        and getattr(sampler, "_remote_parent_not_sampled", None) is ALWAYS_OFF
+        and getattr(sampler, "_local_parent_not_sampled", None) is ALWAYS_OFF
+    )
 
 
 def shutdown_tracing() -> None:
@@ -190,6 +206,18 @@ def context_from(header: str | None) -> Context | None:
         return None
     ctx = SpanContext(trace_id, span_id, is_remote=True, trace_flags=TraceFlags(flags))
     return set_span_in_context(NonRecordingSpan(ctx))
+
+
+def unsampled(ctx: Context | None) -> Span | None:
+    """The parent (of ``ctx``, else the current span) when a child of it would not be sampled;
+    the hop then passes it on instead of making a span."""
+    if not FOLLOWS_PARENT:
+        return None
+    from opentelemetry.trace import get_current_span
+
+    span = get_current_span(ctx)
+    sc = span.get_span_context()
+    return span if sc.is_valid and not sc.trace_flags.sampled else None
 
 
 def in_span() -> bool:
@@ -291,4 +319,5 @@ __all__ = [
     "release",
     "shutdown_tracing",
     "traceparent",
+    "unsampled",
 ]

@@ -1,31 +1,105 @@
 """Structured logs: structlog for Apiary, with the standard library (uvicorn) routed through it.
 
-``configure_logging(json=True)`` gives one JSON object per line on stderr, what log shippers want;
-``json=False`` gives readable console lines for a developer's terminal.
+Every line apiaryd and ``apiaryd node`` write to stderr goes through here: one JSON object per
+line when stderr is not a terminal (what log shippers and ``apiaryd 2>&1 | jq`` want), readable
+console lines on a terminal; ``--log-format json|console`` (``APIARY_LOG_FORMAT``) overrides.
+
+Fields are keys, not words in a sentence: ``log.info("session started", cell=c, hive=h)``, and
+stdlib records get theirs from ``extra={"cell": c}``. Two ways to add fields to every line:
+
+* :func:`bind_fields` (structlog contextvars): for everything logged in the current task, e.g.
+  ``cell``/``hive``/``session`` while a request or message is handled;
+* :func:`add_field_source`: a function called for each line returning fields to add, e.g. the
+  current span's ``trace_id``/``span_id`` (``add_field_source(current_trace_fields)``).
 """
 
 from __future__ import annotations
 
 import logging
 import sys
-from typing import Any
+from collections.abc import Callable, Mapping, MutableMapping
+from typing import Any, TextIO
 
 import structlog
 
+FORMATS = ("json", "console")
 
-def configure_logging(json: bool = True, level: str | int = "info") -> None:
-    """Configure structlog and stdlib logging once for the process (idempotent)."""
+ANNOUNCE = "apiary.announce"
+"""The logger of lines written whatever ``--log-level`` says: ``apiaryd listening on …`` and
+``apiaryd node … joined …``, which scripts and tests wait for."""
+
+FieldSource = Callable[[], Mapping[str, Any] | None]
+_SOURCES: list[FieldSource] = []
+
+_RESERVED = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {
+    "message", "asctime", "taskName", "color_message",
+}  # fmt: skip
+"""LogRecord attributes that are not ``extra=`` fields (uvicorn's ``color_message`` is the
+message again, with terminal colours)."""
+
+
+def default_format(stream: TextIO | None = None) -> str:
+    """``console`` when ``stream`` (stderr) is a terminal, else ``json``."""
+    s = sys.stderr if stream is None else stream
+    try:
+        return "console" if s.isatty() else "json"
+    except (AttributeError, ValueError):
+        return "json"
+
+
+def add_field_source(source: FieldSource) -> None:
+    """Add ``source()``'s fields to every line from now on (existing keys win)."""
+    if source not in _SOURCES:
+        _SOURCES.append(source)
+
+
+def bind_fields(**fields: Any) -> None:
+    """Add ``fields`` to every line logged in the current context (task)."""
+    structlog.contextvars.bind_contextvars(**fields)
+
+
+def _from_sources(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    for source in _SOURCES:
+        try:
+            extra = source()
+        except Exception:  # a broken source must not lose the line
+            continue
+        for key, value in (extra or {}).items():
+            event.setdefault(key, value)
+    return event
+
+
+def _record_extras(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """A stdlib record's ``extra=`` attributes as keys."""
+    record = event.get("_record")
+    if isinstance(record, logging.LogRecord):
+        for key, value in vars(record).items():
+            if key not in _RESERVED and not key.startswith("_"):
+                event.setdefault(key, value)
+    return event
+
+
+def configure_logging(
+    json: bool | None = None, level: str | int = "info", *, stream: TextIO | None = None
+) -> None:
+    """Configure structlog and stdlib logging for the process (idempotent). ``json`` None: by
+    whether ``stream`` (default stderr) is a terminal."""
     lvl = level if isinstance(level, int) else logging.getLevelNamesMapping().get(level.upper())
     if lvl is None:
         raise ValueError(f"unknown log level {level!r} (debug, info, warning, error)")
+    out = sys.stderr if stream is None else stream
+    as_json = default_format(out) == "json" if json is None else json
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _from_sources,
     ]
     renderer: Any = (
-        structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
+        structlog.processors.JSONRenderer(default=str)
+        if as_json
+        else structlog.dev.ConsoleRenderer(colors=False)
     )
     structlog.configure(
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
@@ -34,18 +108,19 @@ def configure_logging(json: bool = True, level: str | int = "info") -> None:
         cache_logger_on_first_use=True,
     )
     formatter = structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=shared,
+        foreign_pre_chain=[*shared, _record_extras],
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             structlog.processors.format_exc_info,
             renderer,
         ],
     )
-    handler = logging.StreamHandler(sys.stderr)
+    handler = logging.StreamHandler(out)
     handler.setFormatter(formatter)
     root = logging.getLogger()
     root.handlers = [handler]
     root.setLevel(lvl)
+    logging.getLogger(ANNOUNCE).setLevel(logging.INFO)
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logging.getLogger(name).handlers = []
         logging.getLogger(name).propagate = True

@@ -27,7 +27,8 @@ from apiary.client import ApiClient
 Obj = dict[str, Any]
 REPO = Path(__file__).resolve().parents[2]
 SEEDS = REPO.parent / "shared" / "seed-manifests"
-_LISTENING = re.compile(r"listening on (http://\S+)")
+_LISTENING = re.compile(r'"url": "(http://[^"]+)"|\burl=(http://\S+)')
+"""apiaryd's ``apiaryd listening on …`` log line, JSON or console: its ``url`` key."""
 ECHO = ["/bin/sh", "-c", 'while IFS= read -r line; do echo "Echo: $line"; done']
 
 
@@ -80,7 +81,7 @@ class Apiaryd:
             if self.proc.poll() is not None:
                 pytest.fail(f"apiaryd exited:\n{self.log.read_text(errors='replace')[-3000:]}")
             m = _LISTENING.search(self.log.read_text(errors="replace"))
-            return m.group(1) if m else None
+            return (m.group(1) or m.group(2)) if m else None
 
         self.url = _wait_for(listening, timeout, "apiaryd to listen")
 

@@ -1,9 +1,16 @@
-"""Prometheus metrics for the API, in a registry per app (tests run many apps in one process)."""
+"""Prometheus metrics for the API, in a registry per app (tests run many apps in one process).
+
+``/metrics`` renders this registry, then the ones attached with :meth:`ApiMetrics.attach`: the
+process's message-path recorder (:mod:`apiary.telemetry.metrics`, with ``process_*`` and
+``python_*``) always, and apiaryd's cluster-state collector (:mod:`apiary.telemetry.cluster`).
+"""
 
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from apiary.telemetry.metrics import recorder
 
 _BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -15,6 +22,8 @@ class ApiMetrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
+        self.attached: list[CollectorRegistry] = [recorder().registry]
+        """Registries rendered after this one (their names must not collide with ours)."""
         self.requests = Counter(
             "apiary_api_requests",
             "API requests served",
@@ -43,5 +52,10 @@ class ApiMetrics:
         self.requests.labels(*labels).inc()
         self.latency.labels(*labels).observe(seconds)
 
+    def attach(self, registry: CollectorRegistry) -> None:
+        """Render ``registry`` after ours on ``/metrics``."""
+        if registry not in self.attached:
+            self.attached.append(registry)
+
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        return b"".join(generate_latest(r) for r in (self.registry, *self.attached))

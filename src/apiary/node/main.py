@@ -1,12 +1,14 @@
 """``apiaryd node``: a node agent alone, on a worker machine, talking to the control plane's API.
 
     apiaryd node --server URL --token-file PATH [--name N] [--data-dir D] [--cpu MILLICORES]
-                 [--memory BYTES] [--lease-seconds S]
+                 [--memory BYTES] [--lease-seconds S] [--log-level L] [--log-format json|console]
 
 The node's token (``apiaryctl token create NAME --node N``) comes from ``--token-file`` (or
 ``$APIARY_TOKEN_FILE``), else ``$APIARY_TOKEN``; ``--token T`` still works but puts the secret
 on the command line, which every local user can read (``ps``, ``/proc/*/cmdline``): a warning
-says so. Outbound connections only. SIGTERM/SIGINT stop its drones gracefully and exit 0.
+says so. Outbound connections only: what the node knows of its drones reaches ``/metrics``
+through their ``status`` (docs/observability.md). SIGTERM/SIGINT stop its drones gracefully and
+exit 0. Every stderr line is a log line, JSON unless stderr is a terminal (:mod:`apiary.logging`).
 """
 
 from __future__ import annotations
@@ -14,16 +16,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import logging
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from apiary.bus import open_bus
 from apiary.client import AsyncApiClient
 from apiary.errors import ApiaryError
+from apiary.logging import ANNOUNCE, FORMATS, configure_logging, default_format, get_logger
 from apiary.node.agent import NodeAgent, NodeSettings, node_name_from_host
 from apiary.telemetry.tracing import init_tracing
 
@@ -55,7 +57,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lease-seconds", type=float, default=10.0, help="node lease (default 10)")
     p.add_argument("--heartbeat-seconds", type=float, default=2.0, help="renewal period")
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    p.add_argument(
+        "--log-format", choices=FORMATS,
+        help="env APIARY_LOG_FORMAT; default json, or console when stderr is a terminal",
+    )  # fmt: skip
     return p
+
+
+log = get_logger("apiary.node")
 
 
 def settings_from(
@@ -72,9 +81,11 @@ def settings_from(
         ns.memory_bytes = a.memory
     base = Path(os.environ.get("APIARY_DATA_DIR") or Path.home() / ".local/share/apiary")
     ns.state_dir = str((a.data_dir or base / f"node-{ns.name}").expanduser())
-    logging.basicConfig(level=a.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # fmt: skip
-    token = node_token(a.token, a.token_file)
+    fmt = (a.log_format or os.environ.get("APIARY_LOG_FORMAT") or default_format()).lower()
+    if fmt not in FORMATS:
+        parser.error(f"APIARY_LOG_FORMAT={fmt!r}: use one of {', '.join(FORMATS)}")
+    configure_logging(json=fmt == "json", level=a.log_level)
+    token = node_token(a.token, a.token_file, warn=log.warning)
     return ns, a.server, token, a.bus or os.environ.get("APIARY_BUS") or None
 
 
@@ -84,9 +95,16 @@ ARGV_WARNING = (
 )
 
 
-def node_token(argv_token: str | None, token_file: Path | None) -> str | None:
+def _print(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def node_token(
+    argv_token: str | None, token_file: Path | None, warn: Callable[[str], object] = _print
+) -> str | None:
     """The token: ``--token-file``, else ``$APIARY_TOKEN_FILE``, else ``--token`` (with a
-    warning), else None (the client falls back to ``$APIARY_TOKEN``)."""
+    warning through ``warn``: a log line once logging is set up), else None (the client falls
+    back to ``$APIARY_TOKEN``)."""
     path = token_file or (Path(p) if (p := os.environ.get("APIARY_TOKEN_FILE")) else None)
     if path is not None:
         try:
@@ -97,7 +115,7 @@ def node_token(argv_token: str | None, token_file: Path | None) -> str | None:
             raise SystemExit(f"apiaryd node: the token file {path} is empty")
         return text
     if argv_token:
-        print(ARGV_WARNING, file=sys.stderr, flush=True)
+        warn(ARGV_WARNING)
     return argv_token or None
 
 
@@ -113,18 +131,27 @@ async def run_node(
         client = await opened.enter_async_context(AsyncApiClient(server, token))
         await client.whoami()  # a wrong token or unreachable server fails here, clearly
         bus = await opened.enter_async_context(open_bus(bus_url)) if bus_url else None
-        print(f"apiaryd node {settings.name} joined {client.server}", file=sys.stderr, flush=True)
+        get_logger(ANNOUNCE).info(
+            f"apiaryd node {settings.name} joined {client.server}",
+            node=settings.name, server=client.server,
+        )  # fmt: skip
         await NodeAgent(client, settings, bus).run(stop)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    settings, server, token, bus_url = settings_from(argv)
+    try:
+        settings, server, token, bus_url = settings_from(argv)
+    except SystemExit as exc:
+        if isinstance(exc.code, str):  # a token file problem: a log line, not a bare one
+            log.error(exc.code)
+            raise SystemExit(1) from None
+        raise
     init_tracing("apiary-node")  # OTEL_* (docs/observability.md); off without
     Path(settings.state_dir).mkdir(parents=True, exist_ok=True)
     try:
         asyncio.run(run_node(settings, server, token, bus_url))
     except ApiaryError as exc:
-        print(f"apiaryd node: error: {exc.message}", file=sys.stderr)
+        log.error(f"apiaryd node: error: {exc.message}", error=exc.message)
         raise SystemExit(3 if exc.status in (401, 503) else 1) from None
     except KeyboardInterrupt:
         pass

@@ -2,7 +2,8 @@
 tokens but stored as objects of their own).
 
 ``spec.role`` is ``cluster-admin``, ``admin``/``developer``/``viewer`` (with ``spec.cell``) or
-``node`` (with ``spec.node``); ``spec.expiresAt`` optional. The server generates the secret,
+``node`` (with ``spec.node``) or ``metrics-reader`` (scrapes ``/metrics``, nothing else);
+``spec.expiresAt`` optional. The server generates the secret,
 keeps only its SHA-256 in ``spec.hash`` and answers the plaintext once, on create; reads never
 show the hash. Revoking is deleting the object.
 """
@@ -16,7 +17,7 @@ from pydantic import Field
 from apiary.resources.base import ApiModel, DNSLabel, Timestamp
 from apiary.resources.meta import ApiObject
 
-TokenRole = Literal["cluster-admin", "admin", "developer", "viewer", "node"]
+TokenRole = Literal["cluster-admin", "admin", "developer", "viewer", "node", "metrics-reader"]
 
 
 class TokenSpec(ApiModel):

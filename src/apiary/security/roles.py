@@ -6,8 +6,9 @@ A request is ``(verb, kind, cell)``, as every API handler asks it of the authori
   and subresource verbs ``update/status``, ``get/scale`` ``update/scale``, ``get/logs``
   ``create/logs``, ``get/comb`` ``update/comb`` (a session's Comb memory and lists),
   ``get/dispatches`` (has a dispatch its outcome: what nodes ask on redelivery);
-- kinds: the resource kinds plus ``Memory`` (a cell's long-term memory), ``DeadLetter``
-  (a hive's DLQ: ``update`` replays, ``delete`` purges), ``AuditLog`` and ``Token``;
+- kinds: the resource kinds plus ``Metrics`` (``GET /metrics``), ``Memory`` (a cell's
+  long-term memory), ``DeadLetter`` (a hive's DLQ: ``update`` replays, ``delete`` purges),
+  ``AuditLog`` and ``Token``;
 - cell: the Cell the request is in, or None for cluster-scoped kinds and lists across all cells.
 
 Roles:
@@ -18,6 +19,8 @@ Roles:
   AgentSpecs, Hives and Secrets; run sessions (create, send, jobs, events, approvals, Comb);
   replay/purge dead letters; scale; long-term memory read and write; logs.
 - ``viewer`` (one Cell): read everything in it but Secret values; logs.
+- ``metrics-reader`` (cluster-scoped, no Cell): ``get`` on ``Metrics`` — scraping ``/metrics``
+  and nothing else, so a Prometheus server holds no token that can read or change objects.
 - ``node`` (one Node, every Cell): what a node agent does (see :data:`NODE_RULES`). Of a Drone
   placed on another node it reads only the name and placement (:func:`placement_only`), and it
   may not write its status; a ``Node`` it may change only under its own name.
@@ -36,8 +39,11 @@ ADMIN = "admin"
 DEVELOPER = "developer"
 VIEWER = "viewer"
 NODE = "node"
+METRICS_READER = "metrics-reader"
 CELL_ROLES = (ADMIN, DEVELOPER, VIEWER)
-ROLES = (CLUSTER_ADMIN, *CELL_ROLES, NODE)
+ROLES = (CLUSTER_ADMIN, *CELL_ROLES, NODE, METRICS_READER)
+METRICS = "Metrics"
+"""The kind a scrape of ``/metrics`` asks ``get`` of (cluster-scoped: no cell)."""
 MASTERS = "system:masters"
 """The group of the bootstrap admin: cluster-admin whatever its role field says."""
 
@@ -90,11 +96,14 @@ NODE_RULES: tuple[Rule, ...] = (
     rule("create get delete", "Memory"),  # idem; the keeper checks the AgentSpec's spec.memory
 )
 
+METRICS_READER_RULES: tuple[Rule, ...] = (rule("get", METRICS),)
+
 RULES: dict[str, tuple[Rule, ...]] = {
     ADMIN: ADMIN_RULES,
     DEVELOPER: DEVELOPER_RULES,
     VIEWER: VIEWER_RULES,
     NODE: NODE_RULES,
+    METRICS_READER: METRICS_READER_RULES,
 }
 """The one table: role → rules. cluster-admin needs none (it may do everything)."""
 
@@ -123,6 +132,8 @@ class Principal:
             return f'node "{self.node}"'
         if self.role in CELL_ROLES:
             return f'{self.role} in cell "{self.cell}"'
+        if self.role == METRICS_READER:
+            return METRICS_READER
         return "no role"
 
 
@@ -140,6 +151,9 @@ def allowed(
     elif role == NODE:
         if kind == "Node" and name is not None and name != principal.node:
             return False
+    elif role == METRICS_READER:
+        if cell is not None:
+            return False
     else:
         return False
     return any(r.allows(verb, kind) for r in RULES[role])
@@ -154,7 +168,7 @@ def denial(
     return f'user "{principal.user}" ({principal.describe()}) may not {verb} {what}{where}'
 
 
-_CLUSTER_KINDS = frozenset({"Cell", "Node", "Token", "AuditLog"})
+_CLUSTER_KINDS = frozenset({"Cell", "Node", "Token", "AuditLog", METRICS})
 
 
 def _celled(kind: str) -> bool:

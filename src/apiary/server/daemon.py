@@ -14,7 +14,6 @@ import functools
 import os
 import signal
 import socket
-import sys
 from typing import Any
 
 import uvicorn
@@ -28,8 +27,8 @@ from apiary.controllers.autoscaler import Backlog
 from apiary.crypto import codec_from_config
 from apiary.errors import ApiaryError
 from apiary.journal import Journal, open_journal
-from apiary.logging import get_logger
-from apiary.router import Router, SessionDirectory
+from apiary.logging import ANNOUNCE, get_logger
+from apiary.router import SessionDirectory
 from apiary.router.status import SessionStatusWriter
 from apiary.server.bootstrap import ensure_default_cell, load_or_create_token, prepare_data_dir
 from apiary.server.notify import Notifier
@@ -43,6 +42,9 @@ from apiary.server.runtime import (
 from apiary.server.settings import Settings
 from apiary.server.supervisor import Supervisor, TaskFactory
 from apiary.store import Store, StoreSettings, open_store
+from apiary.telemetry.cluster import ClusterCollector
+from apiary.telemetry.scrape import install_metrics
+from apiary.telemetry.taps import MeteredRouter, TimedBus, timed_journal
 
 log = get_logger("apiary.daemon")
 
@@ -122,9 +124,11 @@ class Daemon:
             state.authenticator.tokens[self.node_token] = node_identity
         assert self.journal is not None and self.bus is not None
         sessions = SessionDirectory(store)
-        router = Router(
-            self.journal,
-            self.bus,
+        # The router's journal commits, bus publishes, dispatches and answers feed the metrics
+        # (apiary.telemetry.taps); the router itself knows nothing of them.
+        router = MeteredRouter(
+            timed_journal(self.journal),
+            TimedBus(self.bus),
             sessions,
             # The in-process bus loses what it held in a crash; JetStream keeps its messages but
             # not a retry that was waiting on a timer, so both sweep at start (a copy JetStream
@@ -136,6 +140,7 @@ class Daemon:
         router.on_notice = notifier.on_notice  # webhooks, Events, metrics (docs/notifications.md)
         self.supervisor.add("notifier", notifier.run)
         state.router, state.journal = router, self.journal
+        install_metrics(app, ClusterCollector(store, router.backlog.snapshot))
         self.supervisor.add("router", lambda: router.run(self.stopping))
         resolver = ReferenceResolver(
             store, state.recorder, resync_interval=s.controllers.resync_interval
@@ -238,12 +243,14 @@ class Daemon:
         host, port = sock.getsockname()[:2]
         self.address = (host, port)
         shown = f"[{host}]" if ":" in host else host
-        print(
-            f"apiaryd listening on http://{shown}:{port} (data dir {self.settings.data_dir})",
-            file=sys.stderr,
-            flush=True,
-        )
-        log.info("ready", host=host, port=port, store=_safe_url(self.settings.store_url))
+        url, data_dir = f"http://{shown}:{port}", str(self.settings.data_dir)
+        # One log line; the sentence stays as it was for scripts that wait for it, the values
+        # are keys for everything else (tests/e2e/cluster.py reads ``url``).
+        get_logger(ANNOUNCE).info(
+            f"apiaryd listening on {url} (data dir {data_dir})",
+            url=url, host=host, port=port, data_dir=data_dir,
+            store=_safe_url(self.settings.store_url),
+        )  # fmt: skip
 
     def _install_signals(self) -> None:
         loop = asyncio.get_running_loop()

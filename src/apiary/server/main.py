@@ -4,8 +4,10 @@
             [--log-level info] [--changelog-retention N] [--secret-key-file F] [--no-local-node]
     apiaryd node --server URL --token T [--name N]     # a node agent alone, on a worker machine
 
-Embedded SQLite at ``<data-dir>/apiary.db`` by default; prints
-``apiaryd listening on http://H:P (data dir D)`` to stderr when ready.
+Embedded SQLite at ``<data-dir>/apiary.db`` by default; logs
+``apiaryd listening on http://H:P (data dir D)`` (with ``url``, ``host``, ``port`` and
+``data_dir`` as keys) when ready. Every line on stderr is a log line: JSON when stderr is not a
+terminal, console text on one (``--log-format`` overrides; :mod:`apiary.logging`).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from pathlib import Path
 
 from apiary import __version__
 from apiary.errors import ApiaryError
-from apiary.logging import configure_logging
+from apiary.logging import FORMATS, configure_logging, default_format, get_logger
 from apiary.server.daemon import Daemon
 from apiary.server.settings import (
     CombConfig,
@@ -99,7 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--log-level", choices=_LEVELS, help="env APIARY_LOG_LEVEL, default info")
     p.add_argument(
-        "--log-format", choices=("json", "console"), help="env APIARY_LOG_FORMAT, default json"
+        "--log-format",
+        choices=FORMATS,
+        help="env APIARY_LOG_FORMAT; default json, or console when stderr is a terminal",
     )
     p.add_argument(
         "--changelog-retention",
@@ -206,7 +210,9 @@ def settings_from(
     level = str(pick(a.log_level, "APIARY_LOG_LEVEL", "info")).lower()
     if level not in _LEVELS:
         parser.error(f"APIARY_LOG_LEVEL={level!r}: use one of {', '.join(_LEVELS)}")
-    fmt = str(pick(a.log_format, "APIARY_LOG_FORMAT", "json")).lower()
+    fmt = str(pick(a.log_format, "APIARY_LOG_FORMAT", default_format())).lower()
+    if fmt not in FORMATS:
+        parser.error(f"APIARY_LOG_FORMAT={fmt!r}: use one of {', '.join(FORMATS)}")
     data_dir = (
         a.data_dir.expanduser()
         if a.data_dir
@@ -290,7 +296,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         _run(Daemon(settings))
     except (ApiaryError, OSError) as exc:  # bad configuration: a clear line, not a traceback
         message = exc.message if isinstance(exc, ApiaryError) else str(exc)
-        print(f"apiaryd: error: {message}", file=sys.stderr)
+        get_logger("apiary.daemon").error(f"apiaryd: error: {message}", error=message)
         raise SystemExit(1) from None
     except KeyboardInterrupt:
         pass

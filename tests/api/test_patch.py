@@ -199,3 +199,10 @@ async def test_cluster_scoped_kinds_secrets_and_tokens(api: Api) -> None:
     assert r.status_code == 405
     assert (await patch(api, path_of("Hive", "nope"), {}, MERGE)).status_code == 404
     assert (await patch(api, "/api/v1/cells/default/frobs/x", {}, MERGE)).status_code == 404
+
+
+async def test_operations_of_the_wrong_shape_are_400(api: Api) -> None:
+    await hive(api)
+    for ops in ([{"op": {"x": 1}, "path": "/a"}], [{"op": "add", "path": {}, "value": 1}], [1]):
+        r = await patch(api, path_of("Hive", "h"), ops, JSONP)
+        assert r.status_code == 400, (ops, r.text)

@@ -42,7 +42,7 @@ DNS_LABEL = {"type": "string", "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", "ma
 _FLAG_RE = (
     r"^\s*([Tt][Rr][Uu][Ee]|[Ff][Aa][Ll][Ss][Ee]|[Yy][Ee][Ss]|[Nn][Oo]|[Aa][Ll][Ll]|1|0)?\s*$"
 )
-FLAG = {"type": "string", "pattern": _FLAG_RE, "examples": ["true"]}
+FLAG = {"type": "string", "pattern": _FLAG_RE, "examples": ["false"]}
 """A boolean as the server reads it (``true|false|1|0|yes|no|all``, any case)."""
 COUNT = {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}
 NDJSON, TEXT, SSE = "application/x-ndjson", "text/plain", "text/event-stream"
@@ -51,8 +51,9 @@ NDJSON, TEXT, SSE = "application/x-ndjson", "text/plain", "text/event-stream"
 
 
 def _q(name: str, schema: Obj, text: str, required: bool = False) -> Obj:
+    """A query parameter; sent empty (``?limit=``) it means unset, as in Kubernetes."""
     return {"name": name, "in": "query", "required": required, "schema": schema,
-            "description": text}  # fmt: skip
+            "description": text, "allowEmptyValue": not required}  # fmt: skip
 
 
 LIST_PARAMS = [
@@ -130,16 +131,16 @@ ERRORS = {
     429: "Too many requests (see Retry-After)",
     503: "Unavailable: a backend the request needs does not answer",
 }
-_ALWAYS = (400, 401, 403, 404, 405, 409, 429, 503)
-_WITH_BODY = (413, 415, 422)
+_ALWAYS = (400, 401, 403, 404, 405, 409, 422, 429, 503)
+_WITH_BODY = (413, 415)
 
 
 def _error_responses(method: str, public: bool) -> Obj:
-    codes = [c for c in _ALWAYS if not public or c in (400, 404, 405, 429, 503)]
+    codes = [c for c in _ALWAYS if not public or c in (400, 404, 405, 422, 429, 503)]
     if method in ("post", "put", "patch"):
         codes += _WITH_BODY
     if method == "get" and not public:
-        codes += [410, 422]
+        codes += [410]
     ref = {"application/json": {"schema": {"$ref": REF + "Error"}}}
     return {str(c): {"description": ERRORS[c], "content": ref} for c in sorted(codes)}
 
@@ -176,11 +177,17 @@ def kind_schemas() -> Obj:
         [(model, "validation") for model in MODELS.values()], ref_template=REF + "{model}"
     )
     schemas: Obj = dict(top.get("$defs", {}))
+    schemas["ObjectMeta"]["properties"]["name"].update(DNS_LABEL)  # checked by a validator
     meta_in = copy.deepcopy(schemas["ObjectMeta"])
-    meta_in["required"] = []  # the name may come from the path or generateName
+    meta_in["required"] = []  # a PUT's name may come from the path
     schemas["ObjectMetaInput"] = meta_in
+    schemas["ObjectMetaCreate"] = {  # a create's may come from generateName
+        **meta_in,
+        "anyOf": [{"required": ["name"]}, {"required": ["generateName"]}],
+    }
     for kind in MODELS:
-        schemas[f"{kind}Input"] = _input(schemas[kind])
+        schemas[f"{kind}Input"] = _input(schemas[kind], "ObjectMetaInput")
+        schemas[f"{kind}Create"] = _input(schemas[kind], "ObjectMetaCreate")
         schemas[f"{kind}List"] = _list_schema(kind)
     schemas["Error"] = ERROR_SCHEMA
     schemas["WatchEvent"] = {
@@ -198,12 +205,12 @@ def kind_schemas() -> Obj:
     return schemas
 
 
-def _input(schema: Obj) -> Obj:
+def _input(schema: Obj, meta: str) -> Obj:
     """What a client may send: apiVersion and kind default from the path, status is ignored."""
     out = copy.deepcopy(schema)
     out["required"] = [f for f in out.get("required", []) if f not in ("apiVersion", "kind")]
     props = out["properties"]
-    props["metadata"] = {"$ref": REF + "ObjectMetaInput"}
+    props["metadata"] = {"$ref": REF + meta}
     props["status"] = {"description": "Ignored: status is written through /status."}
     return out
 
@@ -224,24 +231,51 @@ def _list_schema(kind: str) -> Obj:
 # -------------------------------------------------------------------------- object paths
 
 
+EXAMPLE_NAME = "example"
+_SPECS: dict[str, Obj] = {
+    "Cell": {"spec": {}},
+    "Node": {"spec": {}},
+    "Secret": {"stringData": {"token": "s3cr3t"}},
+    "AgentSpec": {"spec": {"runtime": {"command": ["cat"]}}},
+    "Hive": {"spec": {"pattern": "pipeline", "stages": [{"name": "s", "agentRef": "example"}]}},
+    "Drone": {"spec": {"agentSpec": "example", "runtime": {"command": ["cat"]}}},
+    "Session": {"spec": {"hiveRef": "example"}},
+    "Event": {"involvedObject": {"kind": "Hive", "name": "example"}, "reason": "Example"},
+}
+
+
+def example(kind: str) -> Obj | None:
+    """A small valid object of ``kind`` (what "Try it out" starts from); None: no example."""
+    spec = _SPECS.get(kind)
+    if spec is None:
+        return None
+    return {"apiVersion": API_VERSION, "kind": kind, "metadata": {"name": EXAMPLE_NAME}, **spec}
+
+
 def _path_param(name: str, text: str) -> Obj:
+    sample = "default" if name == "cell" else EXAMPLE_NAME
     return {"name": name, "in": "path", "required": True, "schema": DNS_LABEL,
-            "description": text}  # fmt: skip
+            "description": text, "example": sample}  # fmt: skip
 
 
 def _json(ref: str) -> Obj:
     return {"application/json": {"schema": {"$ref": REF + ref}}}
 
 
-def _body(kind: str, patch: bool = False) -> Obj:
+def _body(kind: str, patch: bool = False, create: bool = False) -> Obj:
     if patch:
-        content = {
-            "application/merge-patch+json": {"schema": {"type": "object"}},
+        merge = {"metadata": {"labels": {"example": "true"}}}
+        content: Obj = {
+            "application/merge-patch+json": {"schema": {"type": "object"}, "example": merge},
             "application/json-patch+json": {"schema": {"type": "array", "items": {
-                "type": "object", "required": ["op", "path"]}}},
+                "type": "object", "required": ["op", "path"]}}, "example": [
+                {"op": "add", "path": "/metadata/labels", "value": {"example": "true"}}]},
         }  # fmt: skip
     else:
-        content = {**_json(f"{kind}Input"), "application/yaml": {"schema": {"type": "string"}}}
+        schema = f"{kind}Create" if create else f"{kind}Input"
+        content = {**_json(schema), "application/yaml": {"schema": {"type": "string"}}}
+        if (sample := example(kind)) is not None:
+            content["application/json"]["example"] = sample
     return {"required": True, "content": content}
 
 
@@ -269,6 +303,7 @@ def kind_paths(info: KindInfo) -> dict[str, Obj]:
     listing = [*LIST_PARAMS, *(EVENT_PARAMS if k == "Event" else []), *reveal]
     write = [DRY_RUN, STRICT, *reveal]
     body: Obj = {"requestBody": _body(k)}
+    create: Obj = {"requestBody": _body(k, create=True)}
     patch: Obj = {"requestBody": _body(k, patch=True)}
 
     def listed(op_id: str, summary: str, params: list[Obj]) -> Obj:
@@ -286,7 +321,7 @@ def kind_paths(info: KindInfo) -> dict[str, Obj]:
                 info,
                 status=201,
                 parameters=[*where, *write],
-                **body,
+                **create,
             ),
         },
         f"{base}/{{name}}": {

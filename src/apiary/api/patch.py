@@ -137,7 +137,7 @@ def _check_op(index: int, op: Any) -> None:
     if not isinstance(op, dict):
         raise BadRequest(f"JSON patch operation {where} must be an object")
     name = op.get("op")
-    if name not in _OPS and name not in _OPS_FROM:
+    if not isinstance(name, str) or (name not in _OPS and name not in _OPS_FROM):
         known = ", ".join([*_OPS, *sorted(_OPS_FROM)])
         raise BadRequest(f"JSON patch operation {where}.op: {name!r} is not one of {known}")
     wanted = ("path", "from") if name in _OPS_FROM else ("path", *_OPS[name])

@@ -179,15 +179,16 @@ def kind_schemas() -> Obj:
     schemas: Obj = dict(top.get("$defs", {}))
     schemas["ObjectMeta"]["properties"]["name"].update(DNS_LABEL)  # checked by a validator
     meta_in = copy.deepcopy(schemas["ObjectMeta"])
-    meta_in["required"] = []  # a PUT's name may come from the path
+    meta_in.update(required=[], title="ObjectMetaInput")  # a PUT's name may come from the path
     schemas["ObjectMetaInput"] = meta_in
     schemas["ObjectMetaCreate"] = {  # a create's may come from generateName
         **meta_in,
+        "title": "ObjectMetaCreate",
         "anyOf": [{"required": ["name"]}, {"required": ["generateName"]}],
     }
-    for kind in MODELS:
-        schemas[f"{kind}Input"] = _input(schemas[kind], "ObjectMetaInput")
-        schemas[f"{kind}Create"] = _input(schemas[kind], "ObjectMetaCreate")
+    for kind in MODELS:  # titles are what generated clients name their classes after
+        schemas[f"{kind}Input"] = _input(schemas[kind], "ObjectMetaInput", f"{kind}Input")
+        schemas[f"{kind}Create"] = _input(schemas[kind], "ObjectMetaCreate", f"{kind}Create")
         schemas[f"{kind}List"] = _list_schema(kind)
     schemas["Error"] = ERROR_SCHEMA
     schemas["WatchEvent"] = {
@@ -205,9 +206,10 @@ def kind_schemas() -> Obj:
     return schemas
 
 
-def _input(schema: Obj, meta: str) -> Obj:
+def _input(schema: Obj, meta: str, title: str) -> Obj:
     """What a client may send: apiVersion and kind default from the path, status is ignored."""
     out = copy.deepcopy(schema)
+    out["title"] = title
     out["required"] = [f for f in out.get("required", []) if f not in ("apiVersion", "kind")]
     props = out["properties"]
     props["metadata"] = {"$ref": REF + meta}

@@ -139,7 +139,7 @@ class SessionReaper:
         )  # fmt: skip
         log.info("session %s/%s timed out: %s", meta.get("namespace"), meta["name"], reason[1])
         ended = (updated or {}).get("status") or {}
-        if self.on_ended is not None and ended.get("completionTime") == _ts(now):
+        if self.on_ended is not None and updated and ended.get("completionTime") == _ts(now):
             try:
                 await self.on_ended(updated)
             except Exception:  # the status is written; the sweep of late answers is harmless

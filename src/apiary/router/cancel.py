@@ -13,37 +13,20 @@ after are duplicates, recorded nowhere. Mixed into :class:`~apiary.router.servic
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from apiary.bus import Bus, Publish
+from apiary.bus import Publish
+from apiary.router.core import RouterCore
 from apiary.router.plan import DEAD, Plan, join, split
-from apiary.router.sessions import SessionDirectory, SessionInfo
+from apiary.router.sessions import SessionInfo
 from apiary.waggle.envelope import Cancel, cancel_subject
-
-if TYPE_CHECKING:
-    from apiary.journal import Entry
-    from apiary.patterns import Step
-    from apiary.waggle.envelope import Outcome
 
 log = logging.getLogger("apiary.router")
 
 Obj = dict[str, Any]
 
 
-class Cancelling:
-    sessions: SessionDirectory
-    bus: Bus
-
-    if TYPE_CHECKING:
-
-        async def _run(
-            self, info: SessionInfo, make: Callable[[Obj], Plan | None]
-        ) -> Plan | None: ...
-
-        @staticmethod
-        def _entries(info: SessionInfo, step: Step, outcome: Outcome | None) -> list[Entry]: ...
-
+class Cancelling(RouterCore):
     async def cancel(
         self, info: SessionInfo, reason: str = "Cancelled", message: str = "the session was closed"
     ) -> int:

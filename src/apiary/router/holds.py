@@ -16,15 +16,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
-from apiary.bus import Bus
 from apiary.errors import AlreadyExists, Conflict, NotFound
 from apiary.journal import Entry
-from apiary.patterns import Step
+from apiary.router.core import RouterCore
 from apiary.router.plan import (
     APPROVAL,
     DEAD,
@@ -36,8 +34,8 @@ from apiary.router.plan import (
     note,
     split,
 )
-from apiary.router.policy import HivePolicy, topic_subject
-from apiary.router.sessions import SessionDirectory, SessionInfo
+from apiary.router.policy import topic_subject
+from apiary.router.sessions import SessionInfo
 from apiary.store.base import now_rfc3339
 from apiary.waggle import Message
 from apiary.waggle.envelope import Outcome
@@ -54,21 +52,7 @@ REPLAY_FAILED = "Failed"
 SETTLED = frozenset({RESOLVED, REPLAY_FAILED})
 
 
-class Holds:
-    sessions: SessionDirectory
-    bus: Bus
-
-    if TYPE_CHECKING:
-
-        async def _run(
-            self, info: SessionInfo, make: Callable[[Obj], Plan | None]
-        ) -> Plan | None: ...
-
-        def _after_engine(
-            self, info: SessionInfo, policy: HivePolicy, step: Step, mine: Obj,
-            extra: list[Entry], outcome: Any = None,
-        ) -> Plan: ...  # fmt: skip
-
+class Holds(RouterCore):
     async def approve(self, cell: str, session: str, stage: str | None = None) -> int:
         """Release the dispatches held for approval (of ``stage``, or all); how many."""
         info = await self.sessions.get(cell, session)

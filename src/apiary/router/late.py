@@ -13,20 +13,15 @@ recorded only. Mixed into :class:`~apiary.router.service.Router`.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from apiary.bus import Delivery
+from apiary.router.core import RouterCore
 from apiary.router.plan import Plan, split
-from apiary.router.sessions import SessionDirectory, SessionInfo
+from apiary.router.sessions import SessionInfo
 from apiary.telemetry import hops, tracing
 from apiary.waggle import Message
 from apiary.waggle.envelope import Outcome
-
-if TYPE_CHECKING:
-    from collections.abc import Callable
-
-    from apiary.patterns import Step
-    from apiary.router.policy import HivePolicy
 
 log = logging.getLogger("apiary.router")
 
@@ -39,20 +34,7 @@ EARLY_GIVE_UP = 100
 """Deliveries after which such a part is recorded without its answer (and a warning logged)."""
 
 
-class LateOutputs:
-    sessions: SessionDirectory
-
-    if TYPE_CHECKING:
-
-        async def _run(
-            self, info: SessionInfo, make: Callable[[Obj], Plan | None]
-        ) -> Plan | None: ...
-
-        def _after_engine(
-            self, info: SessionInfo, policy: HivePolicy, step: Step, mine: Obj,
-            extra: list[Any], outcome: Outcome | None = None,
-        ) -> Plan: ...  # fmt: skip
-
+class LateOutputs(RouterCore):
     async def _late_outcome(self, info: SessionInfo, outcome: Outcome, delivery: Delivery) -> None:
         engine, policy = await self.sessions.hive(info)
         outputs = [Message.from_dict(o, default_type="result") for o in outcome.outputs]

@@ -12,35 +12,20 @@ whose hive is gone ends Failed instead of stopping the sweep. Mixed into
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from apiary.bus import Bus, Publish
 from apiary.errors import NotFound
-from apiary.journal import Entry, Journal
+from apiary.journal import Entry
+from apiary.router.core import RouterCore
 from apiary.router.plan import Send, split
-from apiary.router.sessions import SessionDirectory, SessionInfo
+from apiary.router.sessions import SessionInfo
 
 log = logging.getLogger("apiary.router")
 
 Obj = dict[str, Any]
 
 
-class Recovery:
-    sessions: SessionDirectory
-    journal: Journal
-    bus: Bus
-    on_status: Callable[[SessionInfo, Obj], None] | None
-    _orphaned: set[str]
-
-    if TYPE_CHECKING:
-
-        async def _tokens_left(self, info: SessionInfo) -> int | None: ...
-
-        def _publication(
-            self, info: SessionInfo, send: Send, tokens_left: int | None
-        ) -> Publish: ...
-
+class Recovery(RouterCore):
     async def sweep(self, older_than: float) -> int:
         """Publish again every dispatch that has no outcome, is older than ``older_than`` and is
         not held (approval, dead letter) — at its current attempt.

@@ -1,7 +1,7 @@
 """Guardrails at a drone's worker, with real agent processes on the in-process bus: a rate-limited
 or tripped drone hands work back to the queue (other replicas take it, none is lost), the
 circuit breaker leaves and rejoins the queue group, and outcome errors carry the documented
-reasons."""
+reasons; and a stopping drone hands back what its agent still holds after the grace."""
 
 from __future__ import annotations
 
@@ -245,3 +245,22 @@ async def test_a_crashing_agent_opens_the_circuit(rig: Rig) -> None:
     await rig.drone("healthy", ECHO)
     (o,) = await rig.until(1)  # the crashed message is not lost: the healthy replica answers
     assert o.drone == "healthy" and o.outputs[0]["payload"] == "Echo: m0"
+
+
+# ------------------------------------------------------------------ stopping is bounded
+
+SINK = ["/bin/sh", "-c", "cat > /dev/null"]  # takes every message, never answers
+
+
+async def test_stop_hands_held_messages_back_after_the_grace(rig: Rig) -> None:
+    """Before, stop waited for an agent that never answered — and with it apiaryd's SIGTERM."""
+    sink = await rig.drone("sink", SINK, stop_grace=0.3)
+    await rig.send(1)
+    await asyncio.sleep(0.3)  # the sink holds it
+    assert sink.keeper.stats.in_flight == 1
+    await rig.drone("echo", ECHO)
+    t0 = time.monotonic()
+    await sink.stop()
+    assert time.monotonic() - t0 < 3
+    (outcome,) = await rig.until(1)
+    assert (outcome.drone, outcome.outputs[0]["payload"]) == ("echo", "Echo: m0")

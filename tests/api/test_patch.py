@@ -206,3 +206,14 @@ async def test_operations_of_the_wrong_shape_are_400(api: Api) -> None:
     for ops in ([{"op": {"x": 1}, "path": "/a"}], [{"op": "add", "path": {}, "value": 1}], [1]):
         r = await patch(api, path_of("Hive", "h"), ops, JSONP)
         assert r.status_code == 400, (ops, r.text)
+
+
+async def test_concurrent_patches_without_a_version_all_land(api: Api) -> None:
+    import asyncio
+
+    await hive(api)
+    bodies = [{"metadata": {"labels": {f"k{i}": "v"}}} for i in range(8)]
+    answers = await asyncio.gather(*(patch(api, path_of("Hive", "h"), b, MERGE) for b in bodies))
+    assert all(r.status_code == 200 for r in answers), [r.text for r in answers]
+    labels = (await api.client.get(path_of("Hive", "h"))).json()["metadata"]["labels"]
+    assert labels == {f"k{i}": "v" for i in range(8)}

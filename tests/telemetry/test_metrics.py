@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +20,12 @@ from e2e.cluster import ECHO, Apiaryd, agentspec, is_ready, new_cell, wait_drone
 
 Obj = dict[str, Any]
 pytestmark = pytest.mark.slow
+BROKEN = [sys.executable, "-c", """
+import json, sys
+for line in sys.stdin:
+    json.loads(line)
+    print(json.dumps({"type": "error", "payload": {"message": "model unavailable"}}), flush=True)
+"""]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -143,3 +150,40 @@ def test_a_metrics_reader_reads_nothing_else(server: Apiaryd) -> None:
               "spec": {"role": "metrics-reader", "cell": "default"}},
     )  # fmt: skip
     assert r.status_code == 422 and "spec.cell" in r.text
+
+
+def test_a_failing_stage_counts_its_retry_dead_letter_and_reason(server: Apiaryd) -> None:
+    cell = new_cell()
+    retry = {"maxRetries": 1, "initialDelaySeconds": 0.05, "maxDelaySeconds": 0.1}
+    with server.client(cell) as c:
+        c.create({"apiVersion": "apiary.io/v1", "kind": "Cell", "metadata": {"name": cell}})
+        c.create(agentspec(cell, "echo", ECHO))
+        broken = agentspec(cell, "broken", BROKEN)
+        broken["spec"]["interface"]["format"] = "waggle"
+        c.create(broken)
+        stages = [{"name": "prep", "agentRef": "echo"}, {"name": "work", "agentRef": "broken"}]
+        c.create({"apiVersion": "apiary.io/v1", "kind": "Hive",
+                  "metadata": {"name": "h", "namespace": cell},
+                  "spec": {"pattern": "pipeline", "stages": stages,
+                           "routing": {"retryPolicy": retry}}})  # fmt: skip
+        wait_drones(c, cell, lambda ds: len(ds) == 2 and all(map(is_ready, ds)), 30, "drones")
+        time.sleep(0.2)
+        c.create({"apiVersion": "apiary.io/v1", "kind": "Session",
+                  "metadata": {"name": "s1", "namespace": cell},
+                  "spec": {"hiveRef": "h", "input": "hello"}})  # fmt: skip
+    reader = token(server, "prometheus-dl", {"role": "metrics-reader"})
+    work = {"cell": cell, "hive": "h", "stage": "work"}
+    deadline = time.monotonic() + 20
+    while True:  # the store snapshot is reused for 5 s: poll until it shows the dead letter
+        found = samples(scrape(server, reader).text)
+        if value(found, "apiary_dead_letters_open", cell=cell, phase="Pending") == 1:
+            break
+        if time.monotonic() > deadline:
+            pytest.fail(f"no dead letter counted: {found.get('apiary_dead_letters_open')}")
+        time.sleep(0.5)
+    assert value(found, "apiary_stage_messages_total", **work, outcome="retry") == 1
+    assert value(found, "apiary_stage_messages_total", **work, outcome="dead_letter") == 1
+    assert value(found, "apiary_stage_errors_total", **work, reason="AgentError") == 2
+    assert value(found, "apiary_stage_dispatches_total", **work) == 2
+    assert value(found, "apiary_stage_messages_total", cell=cell, stage="prep", outcome="ok") == 1
+    assert value(found, "apiary_sessions", cell=cell, phase="Failed") == 1

@@ -12,8 +12,8 @@ what the server is made of:
 - request schemas are the kind's, loosened where the server fills in (``apiVersion``, ``kind``,
   the name from ``generateName``, a create's ``status``), so that what the document calls
   invalid the server refuses too;
-- the query parameters of every route (:data:`QUERY`), described as strictly as the server
-  parses them;
+- the query parameters and headers of every route (:mod:`apiary.api.openapi_params`), described
+  as strictly as the server parses them;
 - every error status with the body every error has, ``{code, reason, message, details[]}``;
 - the bearer ``securitySchemes`` (``/healthz``, ``/readyz``, ``/version`` need none) and the
   real content types (``/metrics`` and logs are text, a watch is NDJSON, a stream SSE).
@@ -32,6 +32,18 @@ from fastapi.openapi.utils import get_openapi
 from pydantic.json_schema import models_json_schema
 
 from apiary.api.discovery import install_discovery
+from apiary.api.openapi_params import (
+    ALSO_OK,
+    DELETE_RV,
+    DRY_RUN,
+    EVENT_PARAMS,
+    HEADERS,
+    LIST_PARAMS,
+    NDJSON,
+    QUERY,
+    REVEAL,
+    STRICT,
+)
 from apiary.resources import API_VERSION, KINDS, KindInfo
 from apiary.resources.kinds import MODELS
 
@@ -39,81 +51,7 @@ Obj = dict[str, Any]
 REF = "#/components/schemas/"
 PUBLIC = ("/healthz", "/readyz", "/version")
 DNS_LABEL = {"type": "string", "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", "maxLength": 63}
-_FLAG_RE = (
-    r"^\s*([Tt][Rr][Uu][Ee]|[Ff][Aa][Ll][Ss][Ee]|[Yy][Ee][Ss]|[Nn][Oo]|[Aa][Ll][Ll]|1|0)?\s*$"
-)
-FLAG = {"type": "string", "pattern": _FLAG_RE, "examples": ["false"]}
-"""A boolean as the server reads it (``true|false|1|0|yes|no|all``, any case)."""
-COUNT = {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}
-NDJSON, TEXT, SSE = "application/x-ndjson", "text/plain", "text/event-stream"
-
-# ----------------------------------------------------------------------- query parameters
-
-
-def _q(name: str, schema: Obj, text: str, required: bool = False) -> Obj:
-    """A query parameter; sent empty (``?limit=``) it means unset, as in Kubernetes."""
-    return {"name": name, "in": "query", "required": required, "schema": schema,
-            "description": text, "allowEmptyValue": not required}  # fmt: skip
-
-
-LIST_PARAMS = [
-    _q("labelSelector", {"type": "string"}, "Only objects whose labels match (a=b,c!=d,e in (f))."),
-    _q("fieldSelector", {"type": "string"}, "Only metadata.name=NAME is supported."),
-    _q("limit", COUNT, "At most this many items; the rest with metadata.continue."),
-    _q("continue", {"type": "string"}, "The token of the previous page."),
-    _q("watch", FLAG, f"Stream changes as {NDJSON} lines {{type, object}}."),
-    _q("resourceVersion", COUNT, "Watch from this version (410 Gone when compacted)."),
-]
-EVENT_PARAMS = [
-    _q("involvedObject.kind", {"type": "string"}, "Events about objects of this kind."),
-    _q("involvedObject.name", {"type": "string"}, "Events about the object of this name."),
-]
-DRY_RUN = _q("dryRun", FLAG, "Validate and answer what would be stored; store nothing (All).")
-STRICT = _q("strict", FLAG, "Unknown fields are errors, not warnings.")
-REVEAL = _q("reveal", FLAG, "Secrets only: show the values (needs the reveal verb).")
-DELETE_RV = _q("resourceVersion", {"type": "string"}, "Delete only this version (else 409).")
-STAGE = _q("stage", {"type": "string"}, "The hive stage (needed when it has several).")
-LOGS = [
-    _q("tail", COUNT, "Only the last N lines."),
-    _q("since", {"type": "string"}, "Only lines newer than this (5m, 1h30m, RFC 3339)."),
-    _q("timestamps", FLAG, "Prefix each line with its time."),
-    _q("follow", FLAG, "Keep streaming new lines."),
-]
-AFTER = _q("after", COUNT, "Entries after this sequence number.")
-PAGE = [_q("limit", COUNT, "At most this many."), _q("continue", {"type": "string"}, "Next page.")]
-
-QUERY: dict[str, list[Obj]] = {
-    "GET /api/v1/audit": [_q("limit", COUNT, "At most this many records (max 10000).")],
-    "GET /api/v1/cells/{cell}/drones/{name}/logs": LOGS,
-    "GET /api/v1/cells/{cell}/hives/{name}/logs": LOGS,
-    "GET /api/v1/cells/{cell}/hives/{name}/scale": [STAGE],
-    "PUT /api/v1/cells/{cell}/hives/{name}/scale": [STAGE, DRY_RUN],
-    "PUT /api/v1/cells/{cell}/agentspecs/{name}/scale": [DRY_RUN],
-    "POST /api/v1/cells/{cell}/sessions": [DRY_RUN],
-    "DELETE /api/v1/cells/{cell}/sessions/{name}": [DRY_RUN],
-    "GET /api/v1/cells/{cell}/sessions/{name}/messages": [
-        AFTER,
-        _q("limit", {"type": "integer", "minimum": 1, "maximum": 10_000}, "At most this many."),
-        _q("wait", {"type": "string"}, "Long-poll: wait up to this many seconds (max 60)."),
-    ],
-    "GET /api/v1/cells/{cell}/sessions/{name}/stream": [AFTER],
-    "GET /api/v1/cells/{cell}/hives/{hive}/dlq": [
-        _q("phase", {"type": "string"}, "Comma-separated: Pending, Replayed, Resolved, Failed."),
-        *PAGE,
-    ],
-    "GET /api/v1/cells/{cell}/sessions/{session}/comb": [
-        _q("pattern", {"type": "string"}, "Glob over the keys (default *).")
-    ],
-    "GET /api/v1/cells/{cell}/sessions/{session}/lists/{name}": [
-        _q("start", {"type": "integer"}, "First index (default 0)."),
-        _q("stop", {"type": "integer"}, "Last index, inclusive (default -1: the end)."),
-    ],
-    "GET /api/v1/cells/{cell}/memory/search": [
-        _q("q", {"type": "string"}, "What to search for.", required=True),
-        _q("limit", {"type": "integer"}, "At most this many hits (default 10)."),
-    ],
-    "GET /api/v1/tokens": LIST_PARAMS[:4],
-}
+TEXT, SSE = "text/plain", "text/event-stream"
 
 # ------------------------------------------------------------------------------- errors
 
@@ -407,8 +345,10 @@ def _finish(path: str, method: str, op: Obj) -> None:
     key = f"{method.upper()} {path}"
     public = path in PUBLIC
     params = [p for p in op.get("parameters", []) if p.get("in") != "query"]
-    op["parameters"] = [*params, *QUERY.get(key, []), *_query_of(op)]
+    op["parameters"] = [*params, *HEADERS.get(key, []), *QUERY.get(key, []), *_query_of(op)]
     responses = {c: r for c, r in op.get("responses", {}).items() if c != "422"}
+    if (also := ALSO_OK.get(key)) is not None and responses:
+        responses[also] = copy.deepcopy(next(iter(responses.values())))
     media = _TEXT_ROUTES.get(key)
     for code, resp in responses.items():
         if not code.startswith("2"):

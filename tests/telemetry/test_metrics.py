@@ -26,6 +26,13 @@ for line in sys.stdin:
     json.loads(line)
     print(json.dumps({"type": "error", "payload": {"message": "model unavailable"}}), flush=True)
 """]  # fmt: skip
+COUNTING = [sys.executable, "-c", """
+import json, sys
+for line in sys.stdin:
+    json.loads(line)
+    print(json.dumps({"type": "result", "payload": "done",
+                      "usage": {"promptTokens": 7, "completionTokens": 3}}), flush=True)
+"""]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -187,3 +194,32 @@ def test_a_failing_stage_counts_its_retry_dead_letter_and_reason(server: Apiaryd
     assert value(found, "apiary_stage_dispatches_total", **work) == 2
     assert value(found, "apiary_stage_messages_total", cell=cell, stage="prep", outcome="ok") == 1
     assert value(found, "apiary_sessions", cell=cell, phase="Failed") == 1
+
+
+def test_tokens_an_agent_reports_are_counted_by_stage(server: Apiaryd) -> None:
+    cell = new_cell()
+    with server.client(cell) as c:
+        c.create({"apiVersion": "apiary.io/v1", "kind": "Cell", "metadata": {"name": cell}})
+        counting = agentspec(cell, "counting", COUNTING)
+        counting["spec"]["interface"]["format"] = "waggle"
+        c.create(counting)
+        c.create({"apiVersion": "apiary.io/v1", "kind": "Hive",
+                  "metadata": {"name": "h", "namespace": cell},
+                  "spec": {"pattern": "pipeline",
+                           "stages": [{"name": "llm", "agentRef": "counting"}]}})  # fmt: skip
+        wait_drones(c, cell, lambda ds: len(ds) == 1 and all(map(is_ready, ds)), 30, "drone")
+        time.sleep(0.2)
+        c.create({"apiVersion": "apiary.io/v1", "kind": "Session",
+                  "metadata": {"name": "s1", "namespace": cell},
+                  "spec": {"hiveRef": "h", "input": "hello"}})  # fmt: skip
+    reader = token(server, "prometheus-tokens", {"role": "metrics-reader"})
+    where = {"cell": cell, "hive": "h", "stage": "llm", "model": ""}
+    deadline = time.monotonic() + 20
+    while True:
+        found = samples(scrape(server, reader).text)
+        if value(found, "apiary_llm_tokens_total", **where, type="completion") == 3:
+            break
+        if time.monotonic() > deadline:
+            pytest.fail(f"no tokens counted: {found.get('apiary_llm_tokens_total')}")
+        time.sleep(0.2)
+    assert value(found, "apiary_llm_tokens_total", **where, type="prompt") == 7

@@ -103,7 +103,7 @@ class Recorder:
         )
         self.tokens = Counter(
             "apiary_llm_tokens",
-            "LLM tokens agents used, by type (prompt, completion) and model ('' when unknown)",
+            "LLM tokens agents used, by type (prompt, completion) and the stage's AgentSpec model",
             [*_STAGE, "model", "type"],
             registry=r,
         )

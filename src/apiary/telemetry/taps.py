@@ -16,17 +16,20 @@ Each costs a clock read and a label lookup per call; the histograms' buckets are
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
 from apiary.bus import Bus
 from apiary.bus.base import Handler, Publish, Subscription
+from apiary.controllers.templates import hive_stages
+from apiary.errors import ApiaryError
 from apiary.journal import Journal
 from apiary.journal.model import Entry
 from apiary.router import Router, SessionInfo
 from apiary.router.plan import Plan
 from apiary.router.policy import StageBacklog
+from apiary.store import Store
 from apiary.telemetry.metrics import Recorder, recorder
 from apiary.waggle import Message
 from apiary.waggle.envelope import Outcome
@@ -60,6 +63,38 @@ class TimedBacklog(StageBacklog):
         super().handled(cell, hive, stage, session, dispatch, attempt)
 
 
+@dataclass
+class StageModels:
+    """The model a stage's tokens are counted under: its AgentSpec's ``spec.llm.model`` (the
+    gateway's default for requests that name none), ``""`` when unset. Two store reads per stage
+    every ``ttl`` seconds, and only for answers that used tokens."""
+
+    store: Store
+    ttl: float = 60.0
+    clock: Callable[[], float] = time.monotonic
+    cache: dict[tuple[str, str, str], tuple[str, float]] = field(default_factory=dict)
+
+    async def model(self, cell: str, hive: str, stage: str) -> str:
+        key = (cell, hive, stage)
+        hit = self.cache.get(key)
+        now = self.clock()
+        if hit is not None and now - hit[1] < self.ttl:
+            return hit[0]
+        model = ""
+        try:
+            stages, _ = hive_stages(await self.store.get("Hive", cell, hive))
+            ref = next((s.agent_ref for s in stages if s.name == stage), None)
+            if ref:
+                spec = (await self.store.get("AgentSpec", cell, ref)).get("spec") or {}
+                model = str((spec.get("llm") or {}).get("model") or "")
+        except ApiaryError:  # deleted meanwhile, or the store is away: count it unnamed
+            pass
+        if len(self.cache) >= MAX_PENDING_HOPS:
+            self.cache.clear()
+        self.cache[key] = (model, now)
+        return model
+
+
 class MeteredRouter(Router):
     """A :class:`Router` that tells its :class:`Recorder` what it did (docs/observability.md)."""
 
@@ -68,6 +103,7 @@ class MeteredRouter(Router):
         self.metrics = metrics or recorder()
         self.timed_backlog = TimedBacklog(recorder=self.metrics)
         self.backlog = self.timed_backlog
+        self.models = StageModels(self.sessions.store)
 
     async def submit(self, cell: str, session: str, message: Message) -> Message:
         out = await super().submit(cell, session, message)
@@ -86,7 +122,9 @@ class MeteredRouter(Router):
         )  # fmt: skip
         if plan is not None:
             prompt, completion = _tokens(outcome)
-            self.metrics.used_tokens(cell, hive, stage, prompt, completion)
+            if prompt or completion:
+                model = await self.models.model(cell, hive, stage)
+                self.metrics.used_tokens(cell, hive, stage, prompt, completion, model)
         return plan
 
 

@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry
 from apiary.api.metrics import ApiMetrics
 from apiary.server.notify_metrics import NotifyMetrics
 from apiary.telemetry.cluster import ClusterCollector
+from apiary.telemetry.events import EventMetrics
 from apiary.telemetry.metrics import Recorder
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
@@ -42,6 +43,7 @@ def exposed_names() -> set[str]:
     cluster = CollectorRegistry(auto_describe=False)
     cluster.register(ClusterCollector(cast(Any, None)))
     api.attach(cluster)
+    api.attach(EventMetrics(cast(Any, None)).registry)
     names: set[str] = set()
     for r in (api.registry, *api.attached):
         for family in r.collect():

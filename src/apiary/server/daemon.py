@@ -43,6 +43,7 @@ from apiary.server.settings import Settings
 from apiary.server.supervisor import Supervisor, TaskFactory
 from apiary.store import Store, StoreSettings, open_store
 from apiary.telemetry.cluster import ClusterCollector
+from apiary.telemetry.events import EventMetrics
 from apiary.telemetry.scrape import install_metrics
 from apiary.telemetry.taps import MeteredRouter, TimedBus, timed_journal
 
@@ -141,6 +142,9 @@ class Daemon:
         self.supervisor.add("notifier", notifier.run)
         state.router, state.journal = router, self.journal
         install_metrics(app, ClusterCollector(store, router.backlog.snapshot))
+        event_metrics = EventMetrics(store)
+        state.metrics.attach(event_metrics.registry)
+        self.supervisor.add("event-metrics", event_metrics.run)
         self.supervisor.add("router", lambda: router.run(self.stopping))
         resolver = ReferenceResolver(
             store, state.recorder, resync_interval=s.controllers.resync_interval

@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.openmetrics.parser import text_string_to_metric_families as om_families
 from prometheus_client.parser import text_string_to_metric_families
 
 from e2e.cluster import ECHO, Apiaryd, agentspec, is_ready, new_cell, wait_drones
@@ -125,6 +126,15 @@ def test_a_metrics_reader_scrapes_what_one_session_did(server: Apiaryd, tmp_path
     for series in found.values():
         for labels, _ in series:
             assert "session" not in labels and "s1" not in labels.values()
+
+    accept = "application/openmetrics-text; version=1.0.0"
+    om = httpx.get(f"{server.url}/metrics", timeout=10,
+                   headers={"Authorization": f"Bearer {reader}", "Accept": accept})  # fmt: skip
+    assert om.headers["content-type"].startswith("application/openmetrics-text")
+    assert om.text.endswith("# EOF\n") and om.text.count("# EOF") == 1
+    names = {f.name for f in om_families(om.text)}
+    assert {"apiary_stage_messages", "apiary_stage_hop_duration_seconds", "process_cpu_seconds",
+            "apiary_drones", "apiary_api_requests"} <= names  # fmt: skip
 
     promtool = shutil.which("promtool")
     if promtool is None:

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
+from apiary.api.metrics import ApiMetrics
 from apiary.bus import open_bus
 from apiary.store import Store, open_store
 from apiary.telemetry.metrics import Recorder
@@ -99,3 +100,18 @@ async def test_the_timed_bus_times_publishes_and_passes_the_rest_through() -> No
         await sub.drain()
     assert sorted(got) == [b"1", b"2", b"3"]
     assert sample(r, "apiary_bus_publish_duration_seconds_count", result="ok") == 2
+
+
+def test_exemplars_carry_the_trace_id_in_the_openmetrics_format() -> None:
+    r = Recorder(CollectorRegistry())
+    trace = {"trace_id": "4bf92f3577b34da6a3ce929d0e0e4736"}
+    r.answered("c", "h", "s", "ok", hop_seconds=0.3, agent_seconds=0.2, exemplar=trace)
+    api = ApiMetrics(CollectorRegistry())
+    api.attach(r.registry)
+    body, content_type = api.negotiate("application/openmetrics-text; version=1.0.0")
+    assert content_type.startswith("application/openmetrics-text")
+    text = body.decode()
+    assert '# {trace_id="4bf92f3577b34da6a3ce929d0e0e4736"} 0.3' in text
+    assert text.count("# EOF") == 1 and text.endswith("# EOF\n")
+    plain, plain_type = api.negotiate("text/plain")
+    assert plain_type.startswith("text/plain") and b"trace_id" not in plain

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.openmetrics import exposition as openmetrics
 
 from apiary.telemetry.metrics import recorder
 
@@ -59,3 +60,18 @@ class ApiMetrics:
 
     def render(self) -> bytes:
         return b"".join(generate_latest(r) for r in (self.registry, *self.attached))
+
+    def render_openmetrics(self) -> bytes:
+        """The OpenMetrics text (with exemplars): each registry's, one ``# EOF`` at the end."""
+        eof = b"# EOF\n"
+        parts: list[bytes] = [
+            openmetrics.generate_latest(r)  # type: ignore[no-untyped-call]
+            for r in (self.registry, *self.attached)
+        ]
+        return b"".join(p.removesuffix(eof) for p in parts) + eof
+
+    def negotiate(self, accept: str | None) -> tuple[bytes, str]:
+        """(body, content type) for a scraper's ``Accept`` header."""
+        if accept and "application/openmetrics-text" in accept:
+            return self.render_openmetrics(), openmetrics.CONTENT_TYPE_LATEST
+        return self.render(), self.content_type

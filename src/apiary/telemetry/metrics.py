@@ -8,6 +8,10 @@ plain values. Each hook is a label lookup and an increment — no allocation bey
 Labels are bounded: cells, hives and stages exist in the store, outcomes and reasons are fixed
 vocabularies (an unknown error reason is counted as ``other``); never a session or message id.
 
+Histogram observations may carry an exemplar (``{"trace_id": …}``): the router passes the trace
+of the step it is in, so a slow bucket on a dashboard leads to one real trace. Exemplars are
+shown only in the OpenMetrics format (a scraper that asks for ``application/openmetrics-text``).
+
 The process-wide :func:`recorder` owns a registry that also carries the standard ``process_*``,
 ``python_info`` and ``python_gc_*`` collectors; ``/metrics`` renders it after the API's own.
 """
@@ -140,6 +144,7 @@ class Recorder:
         reason: str | None = None,
         hop_seconds: float | None = None,
         agent_seconds: float | None = None,
+        exemplar: dict[str, str] | None = None,
     ) -> None:
         """One answer of a stage: its outcome, the failed attempt's reason, and its timings."""
         self.messages.labels(cell, hive, stage, outcome).inc()
@@ -147,12 +152,12 @@ class Recorder:
             kept = reason if reason in ERROR_REASONS else "other"
             self.errors.labels(cell, hive, stage, kept).inc()
         if agent_seconds is not None and agent_seconds >= 0:
-            self.agent_time.labels(cell, hive, stage).observe(agent_seconds)
+            self.agent_time.labels(cell, hive, stage).observe(agent_seconds, exemplar)
         if hop_seconds is not None and hop_seconds >= 0:
-            self.hop.labels(cell, hive, stage).observe(hop_seconds)
+            self.hop.labels(cell, hive, stage).observe(hop_seconds, exemplar)
             if agent_seconds is not None:
                 wait = max(0.0, hop_seconds - agent_seconds)
-                self.queue_wait.labels(cell, hive, stage).observe(wait)
+                self.queue_wait.labels(cell, hive, stage).observe(wait, exemplar)
 
     def used_tokens(
         self, cell: str, hive: str, stage: str, prompt: int, completion: int, model: str = ""

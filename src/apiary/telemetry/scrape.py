@@ -2,7 +2,9 @@
 
 The ``metrics-reader`` role grants exactly that (docs/observability.md), so a Prometheus server
 holds a token that can read nothing else; cluster-admins may scrape too, cell roles and nodes may
-not (403). Before rendering, the cluster-state snapshot is refreshed (at most every few seconds,
+not (403). A scraper asking for ``application/openmetrics-text`` (Prometheus does) gets that
+format, with the exemplars (trace ids); others get the classic text format. Before rendering,
+the cluster-state snapshot is refreshed (at most every few seconds,
 :class:`~apiary.telemetry.cluster.ClusterSettings`).
 
 :func:`install_metrics` puts this route in front of the API's plain ``/metrics`` route (the
@@ -37,7 +39,8 @@ def install_metrics(app: FastAPI, cluster: ClusterCollector | None = None) -> No
         state.authorizer.authorize(request.scope[PRINCIPAL_KEY], "get", METRICS, None)
         if cluster is not None:
             await cluster.refresh()
-        return Response(state.metrics.render(), media_type=state.metrics.content_type)
+        body, content_type = state.metrics.negotiate(request.headers.get("accept"))
+        return Response(body, media_type=content_type)
 
     before = len(app.router.routes)
     app.include_router(router)

@@ -30,6 +30,7 @@ from apiary.router import Router, SessionInfo
 from apiary.router.plan import Plan
 from apiary.router.policy import StageBacklog
 from apiary.store import Store
+from apiary.telemetry import tracing
 from apiary.telemetry.metrics import Recorder, recorder
 from apiary.waggle import Message
 from apiary.waggle.envelope import Outcome
@@ -118,7 +119,7 @@ class MeteredRouter(Router):
         reason = outcome.error[0] if outcome.error is not None else _agent_error(outcome)
         self.metrics.answered(
             cell, hive, stage, _outcome(plan, outcome, reason), reason=reason,
-            hop_seconds=hop, agent_seconds=outcome.latency_ms / 1000.0,
+            hop_seconds=hop, agent_seconds=outcome.latency_ms / 1000.0, exemplar=_exemplar(),
         )  # fmt: skip
         if plan is not None:
             prompt, completion = _tokens(outcome)
@@ -137,6 +138,12 @@ def _outcome(plan: Plan | None, outcome: Outcome, reason: str | None) -> str:
         return "retry"
     failed = plan.step is not None and plan.step.failure is not None
     return "error" if reason is not None or failed else "ok"
+
+
+def _exemplar() -> dict[str, str] | None:
+    """The trace of the router step we are in (tracing on and sampled), for exemplars."""
+    fields = tracing.current_trace_fields()
+    return {"trace_id": fields["trace_id"]} if fields else None
 
 
 def _agent_error(outcome: Outcome) -> str | None:

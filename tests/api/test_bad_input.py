@@ -88,7 +88,7 @@ async def test_missing_field_details_name_the_field(mem_api: Api) -> None:
         ("GET", "/api/v1/cells/default/cells", 404),  # cells are cluster-scoped
         ("GET", "/api/v1/hives/x", 404),  # hives live in a cell
         ("POST", "/api/v1/hives", 405),
-        ("PATCH", "/api/v1/cells/default/hives/x", 405),
+        ("POST", "/api/v1/cells/default/hives/x", 405),
         ("DELETE", "/api/v1/cells/default/hives", 405),
         ("GET", "/no/such/route", 404),
         ("GET", "/api/v1/cells/default/hives?limit=-1", 400),

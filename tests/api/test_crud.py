@@ -22,7 +22,7 @@ def replicas(hive: dict, n: int) -> dict:
 async def test_auth_is_required_except_health(api: Api) -> None:
     bare = httpx.AsyncClient(transport=api.client._transport, base_url="http://apiary")
     async with bare:
-        for path in ("/api/v1/cells", "/metrics", "/api/v1/whoami", "/openapi.json", "/nope"):
+        for path in ("/api/v1/cells", "/metrics", "/api/v1/whoami", "/api/v1", "/nope"):
             r = await bare.get(path)
             assert r.status_code == 401, path
             assert r.json()["reason"] == "Unauthorized"
@@ -226,5 +226,5 @@ async def test_metrics_count_by_route_template(api: Api) -> None:
 
 async def test_openapi_and_docs(api: Api) -> None:
     spec = (await api.client.get("/openapi.json")).json()
-    assert "/api/v1/cells/{cell}/{plural}/{name}" in spec["paths"]
+    assert "/api/v1/cells/{cell}/hives/{name}" in spec["paths"]  # per kind: docs/api.md
     assert (await api.client.get("/docs")).status_code == 200

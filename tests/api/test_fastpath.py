@@ -65,10 +65,11 @@ def test_every_directly_served_path_is_the_route_fastapi_picks() -> None:
         ("PUT", "/api/v1/cells/c/status"),
         ("PUT", "/api/v1/cells/c/hives/h/status"),
         ("DELETE", "/api/v1/nodes/n"),
+        ("PATCH", "/api/v1/cells/c/hives/h"),
     ]:
         assert dispatcher.lookup(method, path, routes) is not None, (method, path)
     for method, path in [  # ...unknown methods and paths are FastAPI's (405, 404, redirects)
-        ("PATCH", "/api/v1/cells/c/hives/h"),
+        ("POST", "/api/v1/cells/c/hives/h"),
         ("GET", "/api/v1/cells/c/hives/"),
         ("GET", "/nowhere"),
     ]:
@@ -114,7 +115,7 @@ async def test_direct_requests_behave_like_routed_ones(mem_api: Api) -> None:
     assert r.headers["www-authenticate"].startswith("Bearer")
     r = await c.get("/api/v1/cells/default/gizmos/a")
     assert r.status_code == 404 and "unknown resource type 'gizmos'" in r.json()["message"]
-    r = await c.patch("/api/v1/cells/default/agentspecs/a", json={})
+    r = await c.post("/api/v1/cells/default/agentspecs/a", json={})
     assert r.status_code == 405 and r.json()["reason"] == "MethodNotAllowed"
     r = await c.get("/api/v1/cells/default/agentspecs", params={"limit": "x"})
     assert r.status_code == 400 and "limit" in r.json()["message"]
@@ -126,12 +127,12 @@ async def test_direct_requests_behave_like_routed_ones(mem_api: Api) -> None:
 @pytest.mark.parametrize(
     "template",
     [
-        "/api/v1/{plural}",
-        "/api/v1/{plural}/{name}",
-        "/api/v1/{plural}/{name}/status",
-        "/api/v1/cells/{cell}/{plural}",
-        "/api/v1/cells/{cell}/{plural}/{name}",
-        "/api/v1/cells/{cell}/{plural}/{name}/status",
+        "/api/v1/hives",
+        "/api/v1/cells/{name}",
+        "/api/v1/nodes/{name}/status",
+        "/api/v1/cells/{cell}/hives",
+        "/api/v1/cells/{cell}/hives/{name}",
+        "/api/v1/cells/{cell}/drones/{name}/status",
     ],
 )
 async def test_openapi_still_describes_the_object_routes(mem_api: Api, template: str) -> None:

@@ -149,15 +149,12 @@ async def check_allow_headers(c: httpx.AsyncClient) -> None:
     assert r.status_code == 405 and r.headers["allow"] == "GET, PUT"
 
 
-@pytest.mark.xfail(
-    strict=True, reason="needs apiary.api.allow.AllowHeaders installed by create_app (app.py)"
-)
 async def test_405_lists_every_method_of_the_path(api: Api) -> None:
     await check_allow_headers(api.client)
 
 
 async def test_the_allow_middleware_over_a_real_app() -> None:
-    """What create_app serves once it installs :class:`AllowHeaders` (see the xfail above)."""
+    """The middleware on its own, over a real app."""
     async with running_api("memory://") as inner:
         app = AllowHeaders(inner.client._transport.app)  # type: ignore[attr-defined]
         async with httpx.AsyncClient(

@@ -17,6 +17,7 @@ from starlette.responses import Response
 
 from apiary import __version__
 from apiary.api import handlers
+from apiary.api.allow import AllowHeaders
 from apiary.api.approvals import approval_routes
 from apiary.api.audit import AuditLog, AuditMiddleware, audit_routes
 from apiary.api.auth import DENIED_KEY, Authenticator
@@ -102,6 +103,7 @@ def create_app(
         metrics=state.metrics,
         dispatcher=dispatcher,
     )
+    app.add_middleware(AllowHeaders)  # a 405 lists every method of the path
     if audit is not None:  # outermost: it sees refusals too, and the principal once known
         app.add_middleware(AuditMiddleware, audit=audit)
     _install_error_handlers(app)

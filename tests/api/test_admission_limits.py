@@ -191,3 +191,15 @@ async def test_yaml_aliases_count_at_their_expanded_size(api: Api) -> None:
     )
     assert r.status_code == 422, r.text
     assert "more than 1572864" in details(r)["spec"]
+
+
+async def test_the_servers_configured_limits_are_the_ones_enforced() -> None:
+    from apiary.api.state import ApiConfig
+
+    config = ApiConfig(admission=AdmissionLimits(max_stages_per_hive=2))
+    async with served_api("memory://", config=config) as api:
+        stages = [{"name": f"s{i}", "agentRef": "a"} for i in range(3)]
+        r = await api.client.post(path_of("Hive"), json=hive("three", stages))
+        assert r.status_code == 422 and "more than 2" in str(r.json()), r.text
+        r = await api.client.post(path_of("Hive"), json=hive("two", stages[:2]))
+        assert r.status_code == 201, r.text

@@ -15,7 +15,6 @@ from typing import Any
 from apiary.api.state import ApiState
 from apiary.errors import FieldDetail, NotFound, QuotaExceeded
 from apiary.resources.limits import (
-    DEFAULT_LIMITS,
     AdmissionLimits,
     agentspec_replicas,
     hive_replicas,
@@ -25,9 +24,8 @@ Obj = dict[str, Any]
 
 
 def server_limits(state: ApiState) -> AdmissionLimits:
-    """The server's limits: ``ApiConfig.admission`` when the server sets it, else the defaults."""
-    configured = getattr(state.config, "admission", None)
-    return configured if isinstance(configured, AdmissionLimits) else DEFAULT_LIMITS
+    """The server's limits (``ApiConfig.admission``)."""
+    return state.config.admission
 
 
 async def cell_quota(state: ApiState, cell: str | None) -> Mapping[str, Any] | None:

@@ -12,6 +12,7 @@ from apiary.api.quotas import QuotaGuard
 from apiary.comb import Comb
 from apiary.comb.memory import MemoryComb
 from apiary.journal import Journal
+from apiary.resources.limits import AdmissionLimits
 from apiary.router import Router
 from apiary.store import Store
 
@@ -31,6 +32,10 @@ class ApiConfig:
 
     max_message_bytes: int = 256 << 10
     """Largest session message payload (JSON-encoded) accepted; more is refused with 413."""
+
+    admission: AdmissionLimits = field(default_factory=AdmissionLimits)
+    """What one object may ask for (size, stages, replicas, nesting, annotations); a Cell's
+    ``resourceQuota`` may lower it (docs/api.md, "Limits")."""
 
 
 @dataclass

@@ -113,6 +113,7 @@ class Daemon:
                 max_body_bytes=s.http.max_body_bytes,
                 bookmark_interval=s.http.bookmark_interval,
                 max_message_bytes=s.http.max_message_bytes,
+                admission=s.admission,
             ),
             log_dir=s.data_dir / "logs",
             comb=self.comb,

@@ -18,6 +18,8 @@ The process-wide :func:`recorder` owns a registry that also carries the standard
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import (
     GC_COLLECTOR,
     PLATFORM_COLLECTOR,
@@ -126,13 +128,25 @@ class Recorder:
             registry=r,
         )
 
+        self._commits = {r: self.journal_commit.labels(r) for r in ("ok", "conflict", "error")}
+        self._publishes = {r: self.bus_publish.labels(r) for r in ("ok", "error")}
+        self._stages: dict[tuple[str, str, str], _StageSeries] = {}
+        """(cell, hive, stage) → its children of the families above, looked up once."""
+
     # ------------------------------------------------------------------------------ hooks
+
+    def _stage(self, cell: str, hive: str, stage: str) -> _StageSeries:
+        key = (cell, hive, stage)
+        found = self._stages.get(key)
+        if found is None:
+            found = self._stages[key] = _StageSeries(self, key)
+        return found
 
     def session_input(self, cell: str, hive: str) -> None:
         self.inputs.labels(cell, hive).inc()
 
     def dispatched(self, cell: str, hive: str, stage: str) -> None:
-        self.dispatches.labels(cell, hive, stage).inc()
+        self._stage(cell, hive, stage).dispatches.inc()
 
     def answered(
         self,
@@ -147,17 +161,17 @@ class Recorder:
         exemplar: dict[str, str] | None = None,
     ) -> None:
         """One answer of a stage: its outcome, the failed attempt's reason, and its timings."""
-        self.messages.labels(cell, hive, stage, outcome).inc()
+        series = self._stage(cell, hive, stage)
+        series.outcome(outcome).inc()
         if reason is not None:
             kept = reason if reason in ERROR_REASONS else "other"
             self.errors.labels(cell, hive, stage, kept).inc()
         if agent_seconds is not None and agent_seconds >= 0:
-            self.agent_time.labels(cell, hive, stage).observe(agent_seconds, exemplar)
+            series.agent_time.observe(agent_seconds, exemplar)
         if hop_seconds is not None and hop_seconds >= 0:
-            self.hop.labels(cell, hive, stage).observe(hop_seconds, exemplar)
+            series.hop.observe(hop_seconds, exemplar)
             if agent_seconds is not None:
-                wait = max(0.0, hop_seconds - agent_seconds)
-                self.queue_wait.labels(cell, hive, stage).observe(wait, exemplar)
+                series.queue_wait.observe(max(0.0, hop_seconds - agent_seconds), exemplar)
 
     def used_tokens(
         self, cell: str, hive: str, stage: str, prompt: int, completion: int, model: str = ""
@@ -168,10 +182,31 @@ class Recorder:
             self.tokens.labels(cell, hive, stage, model, "completion").inc(completion)
 
     def committed(self, seconds: float, result: str) -> None:
-        self.journal_commit.labels(result).observe(seconds)
+        self._commits[result].observe(seconds)
 
     def published(self, seconds: float, result: str) -> None:
-        self.bus_publish.labels(result).observe(seconds)
+        self._publishes[result].observe(seconds)
+
+
+class _StageSeries:
+    """One stage's series of the per-stage families (a label lookup saved on each message)."""
+
+    __slots__ = ("_key", "_messages", "_outcomes", "agent_time", "dispatches", "hop", "queue_wait")
+
+    def __init__(self, r: Recorder, key: tuple[str, str, str]) -> None:
+        self._key = key
+        self._messages = r.messages
+        self._outcomes: dict[str, Any] = {}
+        self.dispatches = r.dispatches.labels(*key)
+        self.hop = r.hop.labels(*key)
+        self.queue_wait = r.queue_wait.labels(*key)
+        self.agent_time = r.agent_time.labels(*key)
+
+    def outcome(self, outcome: str) -> Any:
+        child = self._outcomes.get(outcome)
+        if child is None:
+            child = self._outcomes[outcome] = self._messages.labels(*self._key, outcome)
+        return child
 
 
 _RECORDER: Recorder | None = None

@@ -4,6 +4,7 @@ bounded the same way. Every refusal is a 422 naming the field and the limit."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -203,3 +204,17 @@ async def test_the_servers_configured_limits_are_the_ones_enforced() -> None:
         assert r.status_code == 422 and "more than 2" in str(r.json()), r.text
         r = await api.client.post(path_of("Hive"), json=hive("two", stages[:2]))
         assert r.status_code == 201, r.text
+
+
+async def test_a_patch_is_held_to_the_cells_limits_too(api: Api) -> None:
+    await cell(api, "small", maxReplicasPerStage=5)
+    body = hive("h", [{"name": "s", "agentRef": "a", "replicas": 1}], "small")
+    assert (await api.client.post(path_of("Hive", None, "small"), json=body)).status_code == 201
+    patch = [{"op": "replace", "path": "/spec/stages/0/replicas", "value": 6}]
+    r = await api.client.patch(
+        path_of("Hive", "h", "small"),
+        content=json.dumps(patch),
+        headers={"Content-Type": "application/json-patch+json"},
+    )
+    assert r.status_code == 422, r.text
+    assert "maxReplicasPerStage of cell 'small'" in details(r)["spec.stages[0].replicas"]

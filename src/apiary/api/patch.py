@@ -37,12 +37,12 @@ from apiary.api import params
 from apiary.api.bodies import read_body
 from apiary.api.handlers import (
     MethodNotAllowed,
-    _admit,
     _as_updated,
     _authorize,
     _kind,
     _out,
     _reveal,
+    admit_in_cell,
 )
 from apiary.api.middleware import PRINCIPAL_KEY
 from apiary.api.responses import error_response, json_response
@@ -286,7 +286,7 @@ async def patch_object(request: Request) -> Response:
         if info.kind == "Secret" and has_redacted(patched):
             patched = keep_redacted(patched, current)
         patched["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
-        admitted, warnings = _admit(patched, strict)
+        admitted, warnings = await admit_in_cell(state, patched, strict)
         try:
             async with state.quotas.admitting(admitted, creating=False):
                 stored = (

@@ -7,8 +7,9 @@ console lines on a terminal; ``--log-format json|console`` (``APIARY_LOG_FORMAT`
 Fields are keys, not words in a sentence: ``log.info("session started", cell=c, hive=h)``, and
 stdlib records get theirs from ``extra={"cell": c}``. Two ways to add fields to every line:
 
-* :func:`bind_fields` (structlog contextvars): for everything logged in the current task, e.g.
-  ``cell``/``hive``/``session`` while a request or message is handled;
+* :func:`bind_fields` (structlog contextvars): for everything logged in the current task;
+  :func:`set_fields`/:func:`reset_fields` do the same with one ``ContextVar`` set — cheap enough
+  for the message path (the router sets ``cell``/``hive``/``session``/``stage`` per message);
 * :func:`add_field_source`: a function called for each line returning fields to add, e.g. the
   current span's ``trace_id``/``span_id`` (``add_field_source(current_trace_fields)``).
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Callable, Mapping, MutableMapping
+from contextvars import ContextVar, Token
 from typing import Any, TextIO
 
 import structlog
@@ -58,6 +60,28 @@ def bind_fields(**fields: Any) -> None:
     structlog.contextvars.bind_contextvars(**fields)
 
 
+_CONTEXT: ContextVar[Mapping[str, Any] | None] = ContextVar("apiary_log_fields", default=None)
+
+
+def set_fields(fields: Mapping[str, Any]) -> Token[Mapping[str, Any] | None]:
+    """Add ``fields`` (over the context's current ones) to every line logged in this context
+    until :func:`reset_fields` with the returned token."""
+    current = _CONTEXT.get()
+    return _CONTEXT.set({**current, **fields} if current else fields)
+
+
+def reset_fields(token: Token[Mapping[str, Any] | None]) -> None:
+    _CONTEXT.reset(token)
+
+
+def _from_context(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    fields = _CONTEXT.get()
+    if fields:
+        for key, value in fields.items():
+            event.setdefault(key, value)
+    return event
+
+
 def _from_sources(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     for source in _SOURCES:
         try:
@@ -94,6 +118,7 @@ def configure_logging(
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _from_context,
         _from_sources,
     ]
     renderer: Any = (

@@ -110,7 +110,8 @@ def test_the_default_is_json_for_a_file_and_console_for_a_terminal(tmp_path: Pat
 
 SCRIPT = """
 import logging, io, json, sys
-from apiary.logging import add_field_source, bind_fields, configure_logging, get_logger
+from apiary.logging import (add_field_source, bind_fields, configure_logging, get_logger,
+                            reset_fields, set_fields)
 buf = io.StringIO()
 configure_logging(json=True, stream=buf)
 add_field_source(lambda: {"trace_id": "4bf92f3577b34da6a3ce929d0e0e4736"})
@@ -119,6 +120,12 @@ logging.getLogger("apiary.router").warning("publish failed: %s", "boom",
                                            extra={"cell": "c1", "hive": "h1"})
 bind_fields(session="s1")
 get_logger("apiary.daemon").info("hello", cell="c2")
+outer = set_fields({"cell": "c3", "hive": "h3"})
+inner = set_fields({"stage": "s3"})
+logging.getLogger("apiary.router").info("routed")
+reset_fields(inner)
+reset_fields(outer)
+logging.getLogger("apiary.router").info("after")
 sys.stdout.write(buf.getvalue())
 """
 
@@ -127,10 +134,12 @@ def test_fields_are_keys_from_extra_bindings_and_sources() -> None:
     out = subprocess.run(
         [sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=60, check=True
     ).stdout
-    first, second = json_lines(out)
+    first, second, third, fourth = json_lines(out)
     assert first["event"] == "publish failed: boom" and first["level"] == "warning"
     assert (first["cell"], first["hive"]) == ("c1", "h1")
     assert first["logger"] == "apiary.router"
     assert first["trace_id"] == "4bf92f3577b34da6a3ce929d0e0e4736"
     assert (second["cell"], second["session"]) == ("c2", "s1")
     assert second["trace_id"] == "4bf92f3577b34da6a3ce929d0e0e4736"
+    assert (third["cell"], third["hive"], third["stage"]) == ("c3", "h3", "s3")
+    assert "hive" not in fourth and fourth["session"] == "s1"

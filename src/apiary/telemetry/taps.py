@@ -10,6 +10,9 @@ objects it hands them, so nothing on the message path imports a metric:
 * :class:`TimedBus` — a :class:`Bus` that times each publish call;
 * :func:`timed_journal` — the journal with its ``commit`` timed (conflict vs ok vs error).
 
+While the router handles a message, its log lines carry ``cell``, ``hive``, ``session`` and
+``stage`` as keys (:func:`apiary.logging.set_fields`).
+
 Each costs a clock read and a label lookup per call; the histograms' buckets are fixed.
 """
 
@@ -26,6 +29,7 @@ from apiary.controllers.templates import hive_stages
 from apiary.errors import ApiaryError
 from apiary.journal import Journal
 from apiary.journal.model import Entry
+from apiary.logging import reset_fields, set_fields
 from apiary.router import Router, SessionInfo
 from apiary.router.plan import Plan
 from apiary.router.policy import StageBacklog
@@ -107,15 +111,23 @@ class MeteredRouter(Router):
         self.models = StageModels(self.sessions.store)
 
     async def submit(self, cell: str, session: str, message: Message) -> Message:
-        out = await super().submit(cell, session, message)
+        fields = set_fields({"cell": cell, "session": session})
+        try:
+            out = await super().submit(cell, session, message)
+        finally:
+            reset_fields(fields)
         info = await self.sessions.get(cell, session)  # cached by the submit itself
         self.metrics.session_input(cell, info.hive)
         return out
 
     async def handle_outcome(self, info: SessionInfo, outcome: Outcome) -> Plan | None:
         hop = self.timed_backlog.hops.pop((outcome.session, outcome.dispatch), None)
-        plan = await super().handle_outcome(info, outcome)
         cell, hive, stage = info.cell, info.hive, outcome.stage
+        fields = set_fields({"cell": cell, "hive": hive, "session": info.name, "stage": stage})
+        try:
+            plan = await super().handle_outcome(info, outcome)
+        finally:
+            reset_fields(fields)
         reason = outcome.error[0] if outcome.error is not None else _agent_error(outcome)
         self.metrics.answered(
             cell, hive, stage, _outcome(plan, outcome, reason), reason=reason,

@@ -16,7 +16,9 @@ import httpx
 import pytest
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as om_families
 from prometheus_client.parser import text_string_to_metric_families
+from typer.testing import CliRunner
 
+from apiary.ctl.main import app as apiaryctl
 from e2e.cluster import ECHO, Apiaryd, agentspec, is_ready, new_cell, wait_drones
 
 Obj = dict[str, Any]
@@ -233,3 +235,19 @@ def test_tokens_an_agent_reports_are_counted_by_stage(server: Apiaryd) -> None:
             pytest.fail(f"no tokens counted: {found.get('apiary_llm_tokens_total')}")
         time.sleep(0.2)
     assert value(found, "apiary_llm_tokens_total", **where, type="prompt") == 7
+
+
+def test_apiaryctl_creates_a_metrics_reader_token(server: Apiaryd, tmp_path: Path) -> None:
+    env = {
+        "APIARY_SERVER": server.url,
+        "APIARY_TOKEN": server.token,
+        "APIARY_CONFIG": str(tmp_path / "config.yaml"),
+        "APIARY_DATA_DIR": str(tmp_path),
+    }
+    r = CliRunner().invoke(apiaryctl, ["token", "create", "scraper", "--role", "metrics-reader"],
+                           env=env)  # fmt: skip
+    assert r.exit_code == 0, r.output
+    reader = r.stdout.strip()
+    assert scrape(server, reader).status_code == 200
+    who = httpx.get(f"{server.url}/api/v1/whoami", headers={"Authorization": f"Bearer {reader}"})
+    assert who.json() == {"user": "token:scraper", "role": "metrics-reader"}

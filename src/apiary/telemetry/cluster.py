@@ -12,6 +12,7 @@ same values (aggregate with ``max``, not ``sum``), except the backlog, which is 
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import Counter as Tally
 from collections.abc import Callable, Iterator
@@ -51,7 +52,8 @@ class Snapshot:
     sessions: Tally[tuple[str, ...]] = field(default_factory=Tally)
     approvals: Tally[tuple[str, ...]] = field(default_factory=Tally)
     autoscaled: dict[tuple[str, ...], float] = field(default_factory=dict)
-    taken: float = 0.0
+    taken: float | None = None
+    """When it was taken (the collector's clock); None: never."""
     seconds: float = 0.0
 
 
@@ -70,12 +72,19 @@ class ClusterCollector(Collector):
         self.settings = settings or ClusterSettings()
         self.clock = clock
         self.snapshot = Snapshot()
+        self._taking = asyncio.Lock()
 
     async def refresh(self) -> None:
-        """Take a new snapshot unless the last is younger than ``min_interval``."""
-        now = self.clock()
-        if self.snapshot.taken and now - self.snapshot.taken < self.settings.min_interval:
-            return
+        """Take a new snapshot unless the last is younger than ``min_interval`` (scrapes at the
+        same moment wait for one snapshot instead of each taking its own)."""
+        async with self._taking:
+            now = self.clock()
+            taken = self.snapshot.taken
+            if taken is not None and now - taken < self.settings.min_interval:
+                return
+            await self._take(now)
+
+    async def _take(self, now: float) -> None:
         snap = Snapshot(taken=now)
         async for d in self._all("Drone"):
             spec, status = d.get("spec") or {}, d.get("status") or {}

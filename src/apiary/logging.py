@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 from collections.abc import Callable, Mapping, MutableMapping
 from contextvars import ContextVar, Token
+from types import TracebackType
 from typing import Any, TextIO
 
 import structlog
@@ -146,12 +148,34 @@ def configure_logging(
     root.handlers = [handler]
     root.setLevel(lvl)
     logging.getLogger(ANNOUNCE).setLevel(logging.INFO)
+    # What Python itself would print on stderr goes through the same handler: warnings, and a
+    # traceback nothing caught (the process's or a thread's), as one line each.
+    logging.captureWarnings(True)
+    sys.excepthook = _log_uncaught
+    threading.excepthook = _log_thread_uncaught
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logging.getLogger(name).handlers = []
         logging.getLogger(name).propagate = True
     # The local node agent's HTTP calls would log every request at info: keep them out.
     for name in ("httpx", "httpcore"):
         logging.getLogger(name).setLevel(max(lvl, logging.WARNING))
+
+
+def _log_uncaught(kind: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
+    if issubclass(kind, KeyboardInterrupt):
+        sys.__excepthook__(kind, exc, tb)
+        return
+    logging.getLogger("apiary").critical("uncaught exception", exc_info=(kind, exc, tb))
+
+
+def _log_thread_uncaught(args: threading.ExceptHookArgs) -> None:
+    if args.exc_type is SystemExit or args.exc_value is None:
+        return
+    logging.getLogger("apiary").critical(
+        "uncaught exception in a thread",
+        exc_info=(args.exc_type, args.exc_value, args.exc_traceback),
+        extra={"in_thread": args.thread.name if args.thread is not None else None},
+    )
 
 
 def get_logger(name: str) -> Any:

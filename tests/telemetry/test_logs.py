@@ -143,3 +143,27 @@ def test_fields_are_keys_from_extra_bindings_and_sources() -> None:
     assert second["trace_id"] == "4bf92f3577b34da6a3ce929d0e0e4736"
     assert (third["cell"], third["hive"], third["stage"]) == ("c3", "h3", "s3")
     assert "hive" not in fourth and fourth["session"] == "s1"
+
+
+UNCAUGHT = """
+import threading, warnings
+from apiary.logging import configure_logging
+configure_logging(json=True)
+warnings.warn("old API", DeprecationWarning, stacklevel=1)
+t = threading.Thread(target=lambda: 1 / 0, name="worker-1")
+t.start()
+t.join()
+raise RuntimeError("the end")
+"""
+
+
+def test_warnings_and_uncaught_tracebacks_are_json_lines_too() -> None:
+    p = subprocess.run(
+        [sys.executable, "-W", "always", "-c", UNCAUGHT], capture_output=True, text=True,
+        timeout=60,
+    )  # fmt: skip
+    assert p.returncode == 1
+    warned, thread, end = json_lines(p.stderr)
+    assert warned["logger"] == "py.warnings" and "old API" in warned["event"]
+    assert thread["in_thread"] == "worker-1" and "ZeroDivisionError" in thread["exception"]
+    assert end["level"] == "critical" and "RuntimeError: the end" in end["exception"]

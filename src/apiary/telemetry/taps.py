@@ -116,8 +116,11 @@ class MeteredRouter(Router):
             out = await super().submit(cell, session, message)
         finally:
             reset_fields(fields)
-        info = await self.sessions.get(cell, session)  # cached by the submit itself
-        self.metrics.session_input(cell, info.hive)
+        try:
+            hive = (await self.sessions.get(cell, session)).hive  # cached by the submit itself
+        except ApiaryError:  # deleted this instant: the input was taken all the same
+            hive = ""
+        self.metrics.session_input(cell, hive)
         return out
 
     async def handle_outcome(self, info: SessionInfo, outcome: Outcome) -> Plan | None:

@@ -106,8 +106,7 @@ def router_step(
     ctx = None if event == "input" and tracing.in_span() else tracing.context_from(parent)
     skip = tracing.unsampled(ctx)
     if skip is not None:
-        with _current(skip):
-            yield skip
+        yield skip  # not made current: the next hop finds the trace in the message anyway
         return
     extra = {f"apiary.{k}": v for k, v in attrs.items() if v is not None}
     with _tracer().start_as_current_span(
@@ -190,9 +189,14 @@ def process(
     tracer = _tracer()
     parent = tracing.context_from(headers.get(TRACEPARENT) or message_traceparent)
     skip = tracing.unsampled(parent) if parent is not None else None
-    if skip is not None:
-        with _current(skip):
+    if skip is not None:  # current (plain attach, no span), so the keeper and the outcome see it
+        from opentelemetry import context
+
+        token = context.attach(parent)  # type: ignore[arg-type]
+        try:
             yield skip
+        finally:
+            context.detach(token)
         return
     now = time.time_ns()
     attrs: Attrs = {
@@ -243,8 +247,7 @@ def invoke_agent(
     if skip is not None:  # still held: the gateway's calls for it are not sampled either
         tracing.hold(session, message_id, skip)
         try:
-            with _current(skip):
-                yield skip
+            yield skip
         finally:
             tracing.release(session, message_id)
         return
@@ -332,14 +335,6 @@ def llm_refused(span: Span | None, status: int, kind: str, message: str) -> None
     span.set_attribute("http.response.status_code", status)
     span.set_status(StatusCode.ERROR, message)
     span.end()
-
-
-@contextmanager
-def _current(span: Span) -> Iterator[Span]:
-    from opentelemetry.trace import use_span
-
-    with use_span(span, end_on_exit=False):
-        yield span
 
 
 def _provider_name(host: str | None) -> str:

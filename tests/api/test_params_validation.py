@@ -161,3 +161,20 @@ async def test_the_allow_middleware_over_a_real_app() -> None:
             transport=httpx.ASGITransport(app=app), base_url="http://apiary", headers=AUTH
         ) as c:
             await check_allow_headers(c)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/v1/cells/x'%20OR%20'1'='1/hives/h/scale",
+        "/api/v1/cells/x'%20OR%20'1'='1/hives/h/dlq",
+        "/api/v1/cells/x'%20OR%20'1'='1/sessions/s/messages",
+        "/api/v1/cells/default/sessions/Bad_Name/messages",
+        "/api/v1/cells/x'%20OR%20'1'='1/drones/d/logs",
+        "/api/v1/cells/x'%20OR%20'1'='1/memory",
+    ],
+)
+async def test_every_route_checks_the_names_in_its_path(api: Api, path: str) -> None:
+    r = await api.client.get(path)
+    assert r.status_code == 400, r.text
+    assert r.json()["details"][0]["field"] in ("cell", "name")

@@ -31,6 +31,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from apiary.api.params import path_names
+
 Endpoint = Callable[..., Awaitable[Response]]
 Serve = Callable[[Scope, Receive, Send], Awaitable[None]]
 
@@ -111,6 +113,7 @@ class Dispatcher:
             )
             request = Request(scope, receive)
             try:
+                path_names(params)
                 if target.wants_request:
                     response = await endpoint(request=request, **params)
                 else:

@@ -77,6 +77,15 @@ def path_name(value: str, what: str) -> str:
     return value
 
 
+def path_names(path_params: dict[str, Any]) -> None:
+    """The ``cell`` and ``name`` of any path are DNS labels, else a 400 naming the parameter
+    (checked by the dispatcher for every route it serves, so no route can forget it)."""
+    for what in ("cell", "name"):
+        value = path_params.get(what)
+        if value is not None:
+            path_name(value, what)
+
+
 @dataclass(frozen=True)
 class ListParams:
     selector: Selector | None

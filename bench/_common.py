@@ -15,6 +15,7 @@ import json
 import math
 import os
 import platform
+import re
 import secrets
 import shutil
 import signal
@@ -226,12 +227,13 @@ def start_apiaryd(
     with log_path.open("wb") as log:
         proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=log, cwd=ROOT)
     deadline = time.monotonic() + timeout
-    marker = "apiaryd listening on "
+    marker = re.compile(r'"url": "(http://[^"]+)"')  # the JSON ready line (docs/apiaryd.md)
     while time.monotonic() < deadline:
         text = log_path.read_text(errors="replace")
         for line in text.splitlines():
-            if line.startswith(marker):
-                url = line[len(marker) :].split()[0]
+            found = marker.search(line) if "apiaryd listening on" in line else None
+            if found:
+                url = found.group(1)
                 token = (data_dir / "admin.token").read_text().strip()
                 return Apiaryd(proc, url, token, data_dir, log_path, store_url)
         if proc.poll() is not None:

@@ -35,6 +35,7 @@ from apiary.api.state import ApiConfig, ApiState
 from apiary.api.tokens import store_lookup, token_routes
 from apiary.comb import Comb
 from apiary.errors import ApiaryError, Unavailable
+from apiary.security.roles import METRICS
 from apiary.store import Store
 
 _REASONS = {
@@ -178,9 +179,10 @@ def _system_routes() -> APIRouter:
             raise Unavailable(f"the store does not answer: {type(exc).__name__}: {exc}") from None
         return json_response({"status": "ok", "resourceVersion": str(rv)})
 
-    @router.get("/metrics", summary="Prometheus metrics")
+    @router.get("/metrics", summary="Prometheus metrics (role metrics-reader)")
     async def metrics(request: Request) -> Response:
         state: ApiState = request.app.state.apiary
+        state.authorizer.authorize(request.scope[PRINCIPAL_KEY], "get", METRICS, None)
         return Response(state.metrics.render(), media_type=state.metrics.content_type)
 
     @router.get("/api/v1/whoami", summary="Who the token belongs to")

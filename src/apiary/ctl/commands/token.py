@@ -2,6 +2,7 @@
 
     apiaryctl token create NAME --role developer [-n CELL] [--ttl 24h]   # a cell role
     apiaryctl token create NAME --role cluster-admin [--ttl 30d]
+    apiaryctl token create NAME --role metrics-reader           # a Prometheus scraper
     apiaryctl token create NAME --node NODE                              # a node's token
     apiaryctl token list
     apiaryctl token revoke NAME
@@ -105,7 +106,9 @@ def create_command(
     role: Annotated[
         str | None,
         typer.Option(
-            "--role", help="cluster-admin, admin, developer or viewer.", show_default=False
+            "--role",
+            help="cluster-admin, admin, developer, viewer, or metrics-reader (GET /metrics only).",
+            show_default=False,
         ),
     ] = None,
     node: Annotated[

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow
 Obj = dict[str, Any]
 
 
-def manifests(cell: str) -> list[Obj]:
+def manifests(cell: str, hold: float = 6) -> list[Obj]:
     def spec(name: str, script: str, **env: str) -> Obj:
         return {"apiVersion": "apiary.io/v1", "kind": "AgentSpec",
                 "metadata": {"name": name, "namespace": cell},
@@ -27,7 +27,7 @@ def manifests(cell: str) -> list[Obj]:
                          "resources": {"requests": {"cpu": 10, "memory": 8_000_000}}}}  # fmt: skip
 
     return [
-        spec("hold", "tests/fakes/holding_agent.py", HOLD_SECONDS="6"),
+        spec("hold", "tests/fakes/holding_agent.py", HOLD_SECONDS=str(hold)),
         spec("upper", "examples/agents/upper.py"),
         {"apiVersion": "apiary.io/v1", "kind": "Hive",
          "metadata": {"name": "two", "namespace": cell},
@@ -84,3 +84,29 @@ def test_close_cancels_in_flight_work_embedded(embedded: Apiaryd) -> None:
 
 def test_close_cancels_in_flight_work_on_postgres_and_nats(scaled: Apiaryd) -> None:
     check(scaled)
+
+
+def test_a_timed_out_session_is_cancelled_too(embedded: Apiaryd) -> None:
+    """The session reaper's TimedOut cancels the work as a close does."""
+    cell = new_cell()
+    c = embedded.client(cell)
+    for obj in manifests(cell, hold=30):
+        c.create(obj)
+    wait_drones(c, cell, n_ready(2), 30, "2 drones Ready")
+    time.sleep(0.3)
+    c.create({"apiVersion": "apiary.io/v1", "kind": "Session",
+              "metadata": {"name": "t", "namespace": cell},
+              "spec": {"hiveRef": "two", "maxDurationMinutes": 0.02}})  # fmt: skip
+    base = f"/api/v1/cells/{cell}/sessions/t"
+    c.request("POST", f"{base}/messages", json_body={"id": "m-1", "payload": "hello"})
+    (drone,) = [d["metadata"]["name"] for d in c.list("Drone", cell)["items"]
+                if d["metadata"]["labels"].get("apiary.io/stage") == "first"]  # fmt: skip
+    logs = f"/api/v1/cells/{cell}/drones/{drone}/logs"
+    deadline = time.monotonic() + 20  # 1.2 s to time out, a reaper pass every 5 s
+    while "cancelled" not in str(c.request("GET", logs).body):
+        assert time.monotonic() < deadline, str(c.request("GET", logs).body)
+        time.sleep(0.2)
+    assert c.get("Session", "t", cell)["status"]["phase"] == "TimedOut"
+    errors = [e for e in transcript(c, base) if e["kind"] == "error"]
+    assert {e["message"]["payload"]["reason"] for e in errors} == {"Cancelled"}
+

@@ -16,6 +16,7 @@ import logging
 from typing import Any
 
 from apiary.bus import Publish
+from apiary.errors import NotFound
 from apiary.router.core import RouterCore
 from apiary.router.plan import DEAD, Plan, join, split
 from apiary.router.sessions import SessionInfo
@@ -27,6 +28,17 @@ Obj = dict[str, Any]
 
 
 class Cancelling(RouterCore):
+    async def cancel_ended(self, session: Obj) -> int:
+        """Cancel the work of a Session object that just ended another way (the reaper timed it
+        out); its status says why."""
+        info = self.sessions.remember(session)
+        status = session.get("status") or {}
+        why = f"the session ended ({status.get('phase')}: {status.get('message') or ''})"
+        try:
+            return await self.cancel(info, "Cancelled", why.replace(": )", ")"))
+        except NotFound:  # its hive is gone: nothing of it runs
+            return 0
+
     async def cancel(
         self, info: SessionInfo, reason: str = "Cancelled", message: str = "the session was closed"
     ) -> int:

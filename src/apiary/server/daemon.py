@@ -23,12 +23,11 @@ from apiary.api.audit import AuditLog
 from apiary.api.comb import forget_deleted
 from apiary.bus import Bus, open_bus
 from apiary.comb import Comb, CombSettings, open_comb
-from apiary.controllers.autoscaler import Backlog
 from apiary.crypto import codec_from_config
 from apiary.errors import ApiaryError
 from apiary.journal import Journal, open_journal
 from apiary.logging import ANNOUNCE, get_logger
-from apiary.router import SessionDirectory
+from apiary.router import Router, SessionDirectory
 from apiary.router.status import SessionStatusWriter
 from apiary.server.bootstrap import ensure_default_cell, load_or_create_token, prepare_data_dir
 from apiary.server.notify import Notifier
@@ -176,7 +175,7 @@ class Daemon:
         serving = asyncio.ensure_future(server._serve(sockets=[sock]))
         try:
             await self._announce(server, serving, sock, state.stopping)
-            self._add_runtime(store, notifier, router.backlog.snapshot)
+            self._add_runtime(store, notifier, router)
             supervised = asyncio.ensure_future(self.supervisor.run(self.stopping))
             done, _ = await asyncio.wait({serving, supervised}, return_when=asyncio.FIRST_COMPLETED)
             self.stop()
@@ -209,9 +208,10 @@ class Daemon:
             if removed:
                 log.info("comb sweep", expired=removed)
 
-    def _add_runtime(self, store: Store, notifier: Notifier, backlog: Backlog) -> None:
-        """The Queen (with the drone notices for ``notifier`` and the autoscaler reading the
-        router's ``backlog``), and in embedded mode the local node agent (needs our address)."""
+    def _add_runtime(self, store: Store, notifier: Notifier, router: Router) -> None:
+        """The Queen (with the drone notices for ``notifier``, the autoscaler reading the
+        router's backlog and the session reaper handing timed-out sessions to the router to
+        cancel), and in embedded mode the local node agent (needs our address)."""
         forget = functools.partial(forget_deleted, self.comb) if self.comb is not None else None
         self.supervisor.add(
             "queen",
@@ -222,7 +222,8 @@ class Daemon:
                 self.journal,
                 forget,
                 notifier=notifier,
-                backlog=backlog,
+                backlog=router.backlog.snapshot,
+                on_session_ended=router.cancel_ended,
             ),
         )
         if self.settings.runtime.local_node and self.address is not None:

@@ -41,6 +41,7 @@ def queen_task(
     *,
     notifier: Notifier | None = None,
     backlog: Backlog | None = None,
+    on_session_ended: Callable[[dict[str, Any]], Awaitable[Any]] | None = None,
 ) -> TaskFactory:
     """Controllers that run on the one replica holding the lease: the Queen, the session reaper,
     the autoscaler (reading this replica's router ``backlog``) and, given the ``notifier``, the
@@ -53,7 +54,9 @@ def queen_task(
     async def lead(stop_leading: asyncio.Event) -> None:
         work = [
             run_controllers(store, queen, stop_leading),
-            SessionReaper(store, journal, on_deleted=on_session_deleted).run(stop_leading),
+            SessionReaper(
+                store, journal, on_deleted=on_session_deleted, on_ended=on_session_ended
+            ).run(stop_leading),
             Autoscaler(store, backlog).run(stop_leading),
         ]
         if notifier is not None:

@@ -66,9 +66,10 @@ def test_service_name_and_grpc_from_the_environment(clean_env: pytest.MonkeyPatc
     clean_env.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:1")
     clean_env.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
     clean_env.setenv("OTEL_SERVICE_NAME", "my-apiary")
-    assert tracing.init_tracing("apiaryd")
+    assert tracing.init_tracing("apiary-node", node="node-a")
     provider: Any = tracing._PROVIDER
     assert provider.resource.attributes["service.name"] == "my-apiary"
+    assert provider.resource.attributes["apiary.node"] == "node-a"
     (processor,) = provider._active_span_processor._span_processors
     assert "grpc" in type(processor._batch_processor._exporter).__module__
 

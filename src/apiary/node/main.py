@@ -146,7 +146,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             log.error(exc.code)
             raise SystemExit(1) from None
         raise
-    init_tracing("apiary-node")  # OTEL_* (docs/observability.md); off without
+    init_tracing("apiary-node", node=settings.name)  # OTEL_* (docs/observability.md)
     Path(settings.state_dir).mkdir(parents=True, exist_ok=True)
     try:
         asyncio.run(run_node(settings, server, token, bus_url))

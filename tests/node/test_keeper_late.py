@@ -78,3 +78,27 @@ async def test_without_a_late_hook_lines_are_kept_as_unsolicited(spawn: Spawn) -
     await until(lambda: keeper.stats.unsolicited == 2)
     assert [m.payload for m in keeper.unsolicited] == ["b-1", "done"]
     await keeper.stop()
+
+
+async def test_cancel_stops_waiting_and_a_late_answer_is_kept_aside(spawn: Spawn) -> None:
+    from apiary.node.keeper import DeliveryCancelled
+
+    # Answers each message 0.3 s after reading it.
+    slow = (
+        "import sys, time\nfor line in sys.stdin:\n    time.sleep(0.3); print('late', flush=True)"
+    )
+    keeper = Keeper({"type": "stdin", "format": "text"}, name="slow-0")
+    await keeper.attach(await spawn(*script(slow)))
+    msg = Message("x", "task", id="m-x")
+    answer = asyncio.ensure_future(keeper.deliver(msg, timeout=5))
+    await asyncio.sleep(0.05)
+    assert keeper.cancel(msg) and not keeper.cancel(Message("y", "task", id="m-y"))
+    try:
+        await answer
+        raise AssertionError("the delivery was not cancelled")
+    except DeliveryCancelled:
+        pass
+    assert keeper.stats.in_flight == 0 and len(keeper.held) == 0
+    await until(lambda: keeper.stats.unsolicited == 1)  # the zombie turn took the late line
+    assert await keeper.deliver(Message("z", "task", id="m-z"), timeout=5) != []
+    await keeper.stop()

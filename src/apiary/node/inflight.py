@@ -11,17 +11,19 @@ Two things stop a message the agent holds:
 * **the drone is stopping** and the grace period is over — the message is handed back to the
   bus (nak) for another replica, as Kubernetes does after ``terminationGracePeriodSeconds``.
 
-Both cancel the task that awaits the agent's answer; :class:`InFlight` says which, so the worker
+Both make the keeper stop waiting for the answer; :class:`InFlight` says which, so the worker
 settles the delivery the right way.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections import OrderedDict
-from typing import Any
+from typing import TYPE_CHECKING
 
 from apiary.waggle import REPLY, REPLY_OPTIONAL, Message
+
+if TYPE_CHECKING:
+    from apiary.node.keeper import Keeper
 
 SESSIONS_KEEP = 4096
 """Closed sessions remembered, so that their queued dispatches are dropped unread."""
@@ -31,17 +33,18 @@ STOPPING = "stopping"
 
 
 class InFlight:
-    """Dispatch id → (session, message, the task awaiting its answer), and closed sessions."""
+    """Dispatch id → (session, message) of what the agent holds, and closed sessions. Cancelling
+    goes through the keeper (:meth:`Keeper.cancel`: the delivery raises DeliveryCancelled), so a
+    delivery costs no task of its own."""
 
-    def __init__(self) -> None:
-        self._held: dict[str, tuple[str, Message, asyncio.Future[Any]]] = {}
+    def __init__(self, keeper: Keeper) -> None:
+        self.keeper = keeper
+        self._held: dict[str, tuple[str, Message]] = {}
         self._why: dict[str, str] = {}
         self._closed: OrderedDict[str, None] = OrderedDict()
 
-    def hold(
-        self, dispatch: str, session: str, message: Message, answer: asyncio.Future[Any]
-    ) -> None:
-        self._held[dispatch] = (session, message, answer)
+    def hold(self, dispatch: str, session: str, message: Message) -> None:
+        self._held[dispatch] = (session, message)
 
     def release(self, dispatch: str) -> str | None:
         """Forget ``dispatch``; why it was cancelled (CANCELLED, STOPPING) or None."""
@@ -59,21 +62,19 @@ class InFlight:
             self._closed.popitem(last=False)
         wanted = set(dispatches)
         hit = [
-            d for d, (s, _, _) in self._held.items() if s == session and (d in wanted or not wanted)
+            d for d, (s, _) in self._held.items() if s == session and (d in wanted or not wanted)
         ]
-        return [self._cancel(d, CANCELLED) for d in hit]
+        return [m for m in (self._cancel(d, CANCELLED) for d in hit) if m is not None]
 
     def stop_all(self) -> int:
         """The grace period is over: hand back everything held."""
-        held = list(self._held)
-        for d in held:
-            self._cancel(d, STOPPING)
-        return len(held)
+        return sum(self._cancel(d, STOPPING) is not None for d in list(self._held))
 
-    def _cancel(self, dispatch: str, why: str) -> Message:
-        _, message, answer = self._held[dispatch]
+    def _cancel(self, dispatch: str, why: str) -> Message | None:
+        _, message = self._held[dispatch]
+        if not self.keeper.cancel(message):
+            return None  # answered meanwhile
         self._why[dispatch] = why
-        answer.cancel()
         return message
 
 

@@ -32,6 +32,7 @@ from apiary.node.interfaces import (
     AgentNotReady,
     AgentProtocolError,
     Channel,
+    DeliveryCancelled,
     HttpChannel,
     InterfaceConfig,
     ResponseTimeout,
@@ -44,6 +45,7 @@ __all__ = [
     "AgentCrashed",
     "AgentNotReady",
     "AgentProtocolError",
+    "DeliveryCancelled",
     "HeldSessions",
     "InterfaceConfig",
     "Keeper",
@@ -231,6 +233,12 @@ class Keeper:
     async def probe(self) -> bool:
         """Liveness: the process runs (and an http agent's health check answers 2xx)."""
         return await self._channel.probe()
+
+    def cancel(self, msg: Message) -> bool:
+        """Stop waiting for the agent's answer to ``msg``: its :meth:`deliver` raises
+        :class:`DeliveryCancelled` (a late answer is kept with the unsolicited). False when the
+        agent holds no such message."""
+        return self._channel.cancel(msg.id)
 
     async def stop(self) -> None:
         """Fail what is in flight and close our pipe ends (the agent sees EOF and may exit)."""

@@ -36,7 +36,13 @@ from apiary.node.circuit import OPEN, State
 from apiary.node.gateway_budget import EXCEEDED, DroneMeter, until_exceeded
 from apiary.node.guardrails import GuardrailChain
 from apiary.node.inflight import CANCELLED, InFlight, cancel_notice
-from apiary.node.interfaces import AgentCrashed, AgentNotReady, AgentProtocolError, ResponseTimeout
+from apiary.node.interfaces import (
+    AgentCrashed,
+    AgentNotReady,
+    AgentProtocolError,
+    DeliveryCancelled,
+    ResponseTimeout,
+)
 from apiary.node.keeper import Keeper
 from apiary.telemetry import hops, tracing
 from apiary.waggle import Message
@@ -125,7 +131,7 @@ class StageWorker:
         self.stop_grace = stop_grace
         """Seconds :meth:`stop` waits for the messages the agent holds before it hands them back
         to the bus for another replica (Kubernetes' terminationGracePeriodSeconds)."""
-        self.inflight = InFlight()
+        self.inflight = InFlight(keeper)
         self._cancels: Subscription | None = None
         self._sent: OrderedDict[str, _Sent] = OrderedDict()
         self._late: deque[tuple[_Sent, Message]] = deque()
@@ -310,20 +316,16 @@ class StageWorker:
         try:
             # The dispatch's session (the router's word, not the message's) is what the drone
             # holds, so what its keeper token reaches, until the answer is taken.
-            answer = asyncio.ensure_future(
-                self.keeper.deliver(
-                    message, timeout=dispatch.timeout or self.timeout, session=dispatch.session
-                )
+            answer = self.keeper.deliver(
+                message, timeout=dispatch.timeout or self.timeout, session=dispatch.session
             )
-            self.inflight.hold(dispatch.dispatch, dispatch.session, message, answer)
+            self.inflight.hold(dispatch.dispatch, dispatch.session, message)
             if tally is not None and tally.bounded:  # watched: stopped when out of tokens
                 outputs = await until_exceeded(tally, answer)
             else:
                 outputs = await answer
-        except asyncio.CancelledError:
+        except DeliveryCancelled:
             why = self.inflight.release(dispatch.dispatch)
-            if why is None:
-                raise  # we are being cancelled ourselves
             if guard is not None:
                 guard.cancel()
             if why == CANCELLED:

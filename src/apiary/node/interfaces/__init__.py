@@ -8,6 +8,7 @@ from apiary.node.interfaces.errors import (
     AgentCrashed,
     AgentNotReady,
     AgentProtocolError,
+    DeliveryCancelled,
     ResponseTimeout,
 )
 from apiary.node.interfaces.http import HttpChannel, parse_http_body
@@ -18,6 +19,7 @@ __all__ = [
     "AgentNotReady",
     "AgentProtocolError",
     "Channel",
+    "DeliveryCancelled",
     "HttpChannel",
     "InterfaceConfig",
     "ResponseTimeout",

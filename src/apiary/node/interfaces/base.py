@@ -40,6 +40,11 @@ class Channel(ABC):
         """A cheap health check: the process is alive (stdin: with its stdout open; http: and
         ``GET healthPath`` answers 2xx, on a connection messages in flight cannot hold up)."""
 
+    def cancel(self, msg_id: str) -> bool:
+        """Stop waiting for the answer to ``msg_id``: its exchange raises DeliveryCancelled.
+        False when no such exchange is open."""
+        return False
+
     @abstractmethod
     async def stop(self) -> None:
         """Fail what is in flight, close our ends of the pipes; the launcher reaps the process."""

@@ -38,3 +38,11 @@ class AgentProtocolError(ApiaryError):
 
     status = 502
     code = "AgentProtocolError"
+
+
+class DeliveryCancelled(ApiaryError):
+    """The keeper stopped waiting for the agent's answer: its session was closed, or the drone
+    is stopping (:meth:`~apiary.node.keeper.Keeper.cancel`)."""
+
+    status = 409
+    code = "DeliveryCancelled"

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
+from typing import Any
 
 import httpx
 import orjson
@@ -30,6 +31,7 @@ from apiary.node.interfaces.errors import (
     AgentCrashed,
     AgentNotReady,
     AgentProtocolError,
+    DeliveryCancelled,
     ResponseTimeout,
 )
 from apiary.waggle import (
@@ -102,6 +104,7 @@ class HttpChannel(Channel):
         self._probe_client: httpx.AsyncClient | None = None
         self._death: asyncio.Future[str] | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._requests: dict[str, asyncio.Future[Any]] = {}
         self.stdout_tail: deque[str] = deque(maxlen=100)
 
     @property
@@ -212,6 +215,13 @@ class HttpChannel(Channel):
 
     # -- exchanging ------------------------------------------------------------------------------
 
+    def cancel(self, msg_id: str) -> bool:
+        request = self._requests.get(msg_id)
+        if request is None or request.done():
+            return False
+        request.cancel()
+        return True
+
     async def exchange(self, msg: Message, timeout: float | None) -> list[Message]:
         death = self._death
         if death is None:
@@ -225,6 +235,7 @@ class HttpChannel(Channel):
         request = asyncio.ensure_future(
             client.post(self._config.message_path, content=encode(msg), headers=headers)
         )
+        self._requests[msg.id] = request
         try:
             done, _ = await asyncio.wait(
                 (request, death), timeout=timeout, return_when="FIRST_COMPLETED"
@@ -232,6 +243,11 @@ class HttpChannel(Channel):
         except asyncio.CancelledError:
             request.cancel()
             raise
+        finally:
+            if self._requests.get(msg.id) is request:
+                del self._requests[msg.id]
+        if request.cancelled():
+            raise DeliveryCancelled(f"message {msg.id} was cancelled")
         if request not in done:
             request.cancel()
             with contextlib.suppress(asyncio.CancelledError, httpx.HTTPError):

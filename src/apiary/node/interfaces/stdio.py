@@ -36,6 +36,7 @@ from apiary.node.interfaces.errors import (
     AgentCrashed,
     AgentNotReady,
     AgentProtocolError,
+    DeliveryCancelled,
     ResponseTimeout,
 )
 from apiary.waggle import (
@@ -221,6 +222,15 @@ class StdioChannel(Channel):
             )
         if self._by_id.get(turn.msg.id) is turn:
             del self._by_id[turn.msg.id]
+
+    def cancel(self, msg_id: str) -> bool:
+        """The turn stays in the queue as a zombie (a late answer is consumed by it)."""
+        turn = self._by_id.get(msg_id)
+        if turn is None or turn.future.done():
+            return False
+        self._abandon(turn)
+        turn.future.set_exception(DeliveryCancelled(f"message {msg_id} was cancelled"))
+        return True
 
     def _abandon(self, turn: _Turn) -> None:
         if turn.timer is not None:

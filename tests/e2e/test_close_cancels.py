@@ -109,4 +109,3 @@ def test_a_timed_out_session_is_cancelled_too(embedded: Apiaryd) -> None:
     assert c.get("Session", "t", cell)["status"]["phase"] == "TimedOut"
     errors = [e for e in transcript(c, base) if e["kind"] == "error"]
     assert {e["message"]["payload"]["reason"] for e in errors} == {"Cancelled"}
-

@@ -44,6 +44,7 @@ class JetStreamSide(Protocol):
         self, subject: str, group: str, durable: str, ack_wait: float
     ) -> None: ...
 
+
 log = logging.getLogger("apiary.bus.nats")
 
 MSG_ID = "Nats-Msg-Id"

@@ -65,6 +65,9 @@ def test_apiaryd_restarts_on_its_port_after_kill9_with_an_agent_child(tmp_path: 
         _create(d, f"/api/v1/cells/{cell}/agentspecs", "AgentSpec", "a", spec)
         _create(d, f"/api/v1/cells/{cell}/hives", "Hive", "h", hive)
         _wait_ready(d, cell)
+        deadline = time.monotonic() + 10  # ready at attach: sh may not have forked it yet
+        while not _sleepers(cell) and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert _sleepers(cell), "the agent's child should be running"
         d.kill9()
         assert _sleepers(cell), "the child outlives apiaryd's kill -9 (it is in its own group)"

@@ -388,6 +388,7 @@ class NodeAgent:
                         guardrails=runner.spec.get("guardrails"), answered=self._answered,
                         meter=runner.meter,
                         on_circuit=functools.partial(self._circuit_changed, runner),
+                        stop_grace=self.runner_settings.grace_period_seconds,
                     )  # fmt: skip
                 except GuardrailError as exc:  # takes no traffic it could not police
                     bad = {**status, "ready": False, "reason": "InvalidGuardrails"}

@@ -19,7 +19,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from apiary.errors import BadRequest
-from apiary.store.base import SecretCodec
+from apiary.store.model import SecretCodec
 
 KEY_BYTES = 32
 _NONCE_BYTES = 12

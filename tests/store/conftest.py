@@ -18,7 +18,7 @@ import pytest
 from storekit import MakeStore, settings_for_tests
 
 from apiary.store import Store, StoreSettings, open_store
-from apiary.store.base import Clock, SecretCodec
+from apiary.store.model import Clock, SecretCodec
 from services import drop_postgres_tables, session_postgres_database
 
 _TABLES = ("objects", "changes", "rv_counter", "meta", "schema_migrations")

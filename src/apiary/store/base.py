@@ -14,7 +14,9 @@ A backend is a thin subclass that provides four primitives:
 
 Everything else — uids, generation, optimistic concurrency, the status subresource, finalizers,
 label selectors, pagination, watches and secret encryption — lives here, once, so every backend
-means the same thing. Object bodies are plain dicts in the wire shape of the API.
+means the same thing. Object bodies are plain dicts in the wire shape of the API. The types the
+store speaks in are in :mod:`apiary.store.model`; what an update keeps of the current object is
+in :mod:`apiary.store.updates`.
 """
 
 from __future__ import annotations
@@ -24,88 +26,35 @@ import copy
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Literal
 
 import orjson
 
-from apiary.errors import AlreadyExists, Conflict, FieldDetail, Gone, Invalid, NotFound
+from apiary.errors import AlreadyExists, Conflict, Gone, NotFound
 from apiary.resources.secret import fold_string_data
 from apiary.store import continuation
+from apiary.store.model import (
+    Change,
+    ChangeType,
+    Clock,
+    Key,
+    Mutate,
+    Obj,
+    ObjectList,
+    SecretCodec,
+    StoreSettings,
+    now_rfc3339,
+    object_key,
+)
 from apiary.store.selectors import Selector
-
-Obj = dict[str, Any]
-Clock = Callable[[], datetime]
-Mutate = Callable[[Obj | None, int], Obj | None]
-ChangeType = Literal["ADDED", "MODIFIED", "DELETED"]
-
-
-@dataclass(frozen=True, order=True)
-class Key:
-    kind: str
-    namespace: str  # "" for cluster-scoped kinds
-    name: str
-
-
-@dataclass(frozen=True)
-class Change:
-    """One entry of the change log: what happened to which object at which version."""
-
-    rv: int
-    type: ChangeType
-    object: Obj
-
-    @property
-    def kind(self) -> str:
-        return str(self.object["kind"])
-
-
-@dataclass
-class ObjectList:
-    items: list[Obj]
-    resource_version: int
-    continue_token: str | None = None
-
-
-@dataclass
-class StoreSettings:
-    """Knobs every backend honours."""
-
-    changelog_retention: int = 100_000
-    """How many change-log entries are kept for watches; older versions answer 410 Gone."""
-
-    compact_interval: float = 5.0
-    """Seconds between compactions of the change log."""
-
-    watch_poll_interval: float = 1.0
-    """Longest a watch sleeps before looking at the log again without being woken."""
-
-
-class SecretCodec(ABC):
-    """Encrypts a Secret's data before it reaches the backend, decrypts after."""
-
-    @abstractmethod
-    def encrypt(self, plaintext: bytes) -> str: ...
-
-    @abstractmethod
-    def decrypt(self, token: str) -> bytes: ...
-
-
-def now_rfc3339(clock: Clock) -> str:
-    return clock().astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def object_key(obj: Obj) -> Key:
-    """The key of a body; a body without kind or name is a 422 naming the field, not a KeyError."""
-    meta = obj.get("metadata") or {}
-    missing = [
-        f for f, v in (("kind", obj.get("kind")), ("metadata.name", meta.get("name"))) if not v
-    ]
-    if missing:
-        details = [FieldDetail(f, "required") for f in missing]
-        raise Invalid(f"{', '.join(missing)} required", details)
-    return Key(str(obj["kind"]), str(meta.get("namespace") or ""), str(meta["name"]))
+from apiary.store.updates import (
+    MANAGED_METADATA,
+    OWNED_ANNOTATION_PREFIX,
+    desired_part,
+    keep_owned_annotations,
+    replaced,
+)
 
 
 def _rv_of(obj: Obj) -> int:
@@ -300,7 +249,7 @@ class Store(ABC):
                 meta["name"] = key.name
                 if key.namespace:
                     meta["namespace"] = key.namespace
-                if _desired(new) != _desired(current):
+                if desired_part(new) != desired_part(current):
                     meta["generation"] = int(cur_meta.get("generation", 1)) + 1
                 if meta.get("deletionTimestamp") and not meta.get("finalizers"):
                     return None
@@ -463,51 +412,6 @@ class Store(ABC):
             except NotFound:
                 return None
         raise Conflict(f"{kind} {name!r}: too many concurrent updates")
-
-
-MANAGED_METADATA = ("uid", "creationTimestamp", "generation", "deletionTimestamp")
-"""Metadata only the server sets: an update keeps the stored values whatever it sends."""
-
-
-def replaced(current: Obj, incoming: Obj) -> Obj:
-    """What an update of ``current`` by ``incoming`` stores, before its new resourceVersion and
-    generation: the incoming body with the current status, the server-managed metadata of
-    ``current``, and the controller-owned annotations ``incoming`` leaves out. Shared by
-    :meth:`Store.update` and the API's dry run, so the two cannot disagree."""
-    new = {k: v for k, v in incoming.items() if k != "status"}
-    new["status"] = current.get("status") or {}
-    cur_meta = current["metadata"]
-    meta = dict(incoming.get("metadata") or {})
-    for managed in MANAGED_METADATA:
-        if managed in cur_meta:
-            meta[managed] = cur_meta[managed]
-        else:
-            meta.pop(managed, None)
-    keep_owned_annotations(meta, cur_meta)
-    new["metadata"] = meta
-    return new
-
-
-OWNED_ANNOTATION_PREFIX = "status.apiary.io/"
-"""Annotations under this prefix belong to controllers (the autoscaler's count, say): an update
-that leaves them out keeps them, as it keeps ``status`` — so re-applying a manifest changes
-nothing a controller decided."""
-
-
-def keep_owned_annotations(meta: Obj, current: Obj) -> None:
-    owned = {k: v for k, v in (current.get("annotations") or {}).items()
-             if k.startswith(OWNED_ANNOTATION_PREFIX)}  # fmt: skip
-    if not owned:
-        return
-    annotations = dict(meta.get("annotations") or {})
-    for k, v in owned.items():
-        annotations.setdefault(k, v)
-    meta["annotations"] = annotations
-
-
-def _desired(obj: Obj) -> Any:
-    """What ``generation`` tracks: everything but metadata and status."""
-    return {k: v for k, v in obj.items() if k not in ("metadata", "status", "apiVersion", "kind")}
 
 
 __all__ = [

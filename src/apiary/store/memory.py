@@ -6,7 +6,8 @@ import asyncio
 import bisect
 import copy
 
-from apiary.store.base import Change, Key, Mutate, Obj, Store
+from apiary.store.base import Store
+from apiary.store.model import Change, Key, Mutate, Obj
 
 
 class MemoryStore(Store):

@@ -28,16 +28,8 @@ import orjson
 
 from apiary import pgbackend
 from apiary.store import migrations
-from apiary.store.base import (
-    Change,
-    Clock,
-    Key,
-    Mutate,
-    Obj,
-    SecretCodec,
-    Store,
-    StoreSettings,
-)
+from apiary.store.base import Store
+from apiary.store.model import Change, Clock, Key, Mutate, Obj, SecretCodec, StoreSettings
 
 CHANNEL = "apiary_changes"
 _MIGRATION_LOCK = 0x41_50_49_41  # "APIA": one replica migrates at a time

@@ -30,7 +30,8 @@ import orjson
 
 from apiary import sqlitebackend
 from apiary.store import migrations
-from apiary.store.base import (
+from apiary.store.base import Store
+from apiary.store.model import (
     Change,
     ChangeType,
     Clock,
@@ -38,7 +39,6 @@ from apiary.store.base import (
     Mutate,
     Obj,
     SecretCodec,
-    Store,
     StoreSettings,
 )
 

@@ -4,10 +4,9 @@ token may reach (docs/comb.md, "What a drone may reach")."""
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
 import textwrap
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import pytest
 
@@ -39,25 +38,6 @@ AGENT = textwrap.dedent(
         threading.Thread(target=work, args=(json.loads(line),), daemon=True).start()
     """
 )
-
-
-@pytest.fixture
-async def spawn() -> AsyncIterator[Spawn]:
-    procs: list[asyncio.subprocess.Process] = []
-
-    async def _spawn(*argv: str) -> asyncio.subprocess.Process:
-        proc = await asyncio.create_subprocess_exec(
-            *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-            env=dict(os.environ),
-        )  # fmt: skip
-        procs.append(proc)
-        return proc
-
-    yield _spawn
-    for proc in procs:
-        if proc.returncode is None:
-            proc.kill()
-        await proc.wait()
 
 
 def test_held_sessions_count_and_match_cell_or_bare_names() -> None:

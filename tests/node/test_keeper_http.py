@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import socket
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -31,27 +30,6 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
-
-
-@pytest.fixture
-async def spawn() -> AsyncIterator[Spawn]:
-    procs: list[asyncio.subprocess.Process] = []
-
-    async def _spawn(*argv: str, env: dict[str, str] | None = None) -> asyncio.subprocess.Process:
-        proc = await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            env={**os.environ, **(env or {})},
-        )
-        procs.append(proc)
-        return proc
-
-    yield _spawn
-    for proc in procs:
-        if proc.returncode is None:
-            proc.kill()
-        await proc.wait()
 
 
 def serve_code(handler: str) -> str:

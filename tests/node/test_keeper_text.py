@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -16,24 +16,6 @@ from apiary.waggle import Message
 
 SEED_03 = Path("/work/shared/seed-manifests/03-agentspec-simple.yaml")
 Spawn = Callable[..., Awaitable[asyncio.subprocess.Process]]
-
-
-@pytest.fixture
-async def spawn() -> AsyncIterator[Spawn]:
-    procs: list[asyncio.subprocess.Process] = []
-
-    async def _spawn(*argv: str) -> asyncio.subprocess.Process:
-        proc = await asyncio.create_subprocess_exec(
-            *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE
-        )
-        procs.append(proc)
-        return proc
-
-    yield _spawn
-    for proc in procs:
-        if proc.returncode is None:
-            proc.kill()
-        await proc.wait()
 
 
 def seed_03_command() -> list[str]:

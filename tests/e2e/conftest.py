@@ -3,6 +3,7 @@ and scaled out (PostgreSQL + NATS JetStream, on a fresh database and stream)."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -21,16 +22,18 @@ def embedded(tmp_path: Path) -> AsyncIterator[Apiaryd]:
     server.stop()
 
 
-@pytest.fixture
-async def scaled(tmp_path: Path) -> AsyncIterator[Apiaryd]:
+@contextlib.asynccontextmanager
+async def scaled_apiaryd(
+    data: Path, *, prefix: str = "E2E", bus_query: str = "", args: tuple[str, ...] = ()
+) -> AsyncIterator[Apiaryd]:
+    """An apiaryd on a fresh PostgreSQL database and its own JetStream stream (dropped after)."""
     require_postgres()
     nats = require_nats()
     await drop_stale_test_streams(nats)
-    stream = f"E2E{int(time.time() * 1000) % 10**9}"
+    stream = f"{prefix}{int(time.time() * 1000) % 10**9}"
     async with fresh_postgres_url() as pg:
-        server = Apiaryd(
-            tmp_path / "data", ["--store", pg, "--bus", f"{nats}?stream={stream}"]
-        ).start()
+        bus = f"{nats}?stream={stream}{bus_query}"
+        server = Apiaryd(data, [*args, "--store", pg, "--bus", bus]).start()
         try:
             yield server
         finally:
@@ -38,8 +41,12 @@ async def scaled(tmp_path: Path) -> AsyncIterator[Apiaryd]:
             import nats as nats_py
 
             nc = await nats_py.connect(nats)
-            try:
+            with contextlib.suppress(Exception):
                 await nc.jetstream().delete_stream(stream)
-            except Exception:
-                pass
             await nc.close()
+
+
+@pytest.fixture
+async def scaled(tmp_path: Path) -> AsyncIterator[Apiaryd]:
+    async with scaled_apiaryd(tmp_path / "data") as server:
+        yield server

@@ -26,9 +26,10 @@ from pathlib import Path
 
 import pytest
 
-from services import fresh_postgres_url, require_nats, require_postgres
+from services import require_nats
 
 from .cluster import Apiaryd, agent_processes, n_ready, new_cell, wait_drones
+from .conftest import scaled_apiaryd
 from .crashkit import Answer, CrashTolerantClient
 from .test_sessions_scale import pipeline
 
@@ -225,26 +226,12 @@ async def test_kill9_embedded(embedded: Apiaryd) -> None:
 
 @pytest.fixture
 async def scaled(tmp_path: Path) -> AsyncIterator[Apiaryd]:
-    require_postgres()
-    nats = require_nats()
-    stream = f"CRASH{int(time.time() * 1000) % 10**9}"
-    bus = f"{nats}?stream={stream}&ack_wait={ACK_WAIT}"
-    async with fresh_postgres_url() as pg:
-        server = Apiaryd(
-            tmp_path / "data", ["--port", str(free_port()), "--store", pg, "--bus", bus]
-        ).start()
-        try:
-            yield server
-        finally:
-            server.stop()
-            import nats as nats_py
-
-            nc = await nats_py.connect(nats)
-            try:
-                await nc.jetstream().delete_stream(stream)
-            except Exception:
-                pass
-            await nc.close()
+    """PostgreSQL + NATS with the short ack wait the crash run relies on, on a fixed port."""
+    async with scaled_apiaryd(
+        tmp_path / "data", prefix="CRASH", bus_query=f"&ack_wait={ACK_WAIT}",
+        args=("--port", str(free_port())),
+    ) as server:  # fmt: skip
+        yield server
 
 
 @pytest.mark.slow

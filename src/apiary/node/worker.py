@@ -356,8 +356,9 @@ class StageWorker:
             error = guard.check(outputs, usage)
         if error is not None and tracing.TRACER is not None:
             hops.failed(*error)
-        said = [*outputs, *sent.early]  # lines printed while we were busy ride along
-        sent.early = []
+        said = outputs
+        if sent.early:  # lines printed while we were busy ride along with the answer
+            said, sent.early = [*outputs, *sent.early], []
         outcome = Outcome(
             dispatch.dispatch, dispatch.session, dispatch.hive, dispatch.stage, self.drone,
             [o.to_dict() for o in said], (time.perf_counter() - t0) * 1000.0, error,
@@ -366,9 +367,10 @@ class StageWorker:
         headers = hops.current_headers() if tracing.TRACER is not None else None
         await self.bus.publish(self._out, outcome.encode(), msg_id=outcome.msg_id, headers=headers)
         sent.next = len(said)
-        for late in sent.early:  # printed during the publish: after the answer, in order
-            self._queue_late(sent, late)
-        sent.early = []
+        if sent.early:  # printed during the publish: after the answer, in order
+            for late in sent.early:
+                self._queue_late(sent, late)
+            sent.early = []
         await delivery.ack()
         if guard is not None:
             guard.settle(error, outputs)

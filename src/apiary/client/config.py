@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from apiary import errors
+from apiary.resources import yaml_bounds
 
 Obj = dict[str, Any]
 DEFAULT_SERVER = "http://127.0.0.1:8080"
@@ -30,7 +31,7 @@ def load_config(path: Path | None = None) -> dict[str, str]:
     """The config file's ``server``/``cell``/``token``; a missing file is an empty config."""
     p = path or config_path()
     try:
-        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+        raw = yaml_bounds.load(p.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return {}
     except (OSError, yaml.YAMLError) as exc:

@@ -19,6 +19,7 @@ import yaml
 
 from apiary.ctl import output
 from apiary.ctl.context import get_ctl, ref, split_ref
+from apiary.resources import yaml_bounds
 
 CONTENT_TYPES = {
     "merge": "application/merge-patch+json",
@@ -33,7 +34,7 @@ def parse_patch(text: str, kind: str) -> Any:
         doc = orjson.loads(text)
     except orjson.JSONDecodeError:
         try:
-            doc = yaml.safe_load(text)
+            doc = yaml_bounds.load(text)
         except yaml.YAMLError as exc:
             raise typer.BadParameter(f"not JSON or YAML: {exc}", param_hint="'-p'") from None
     want = dict if kind == "merge" else list

@@ -88,7 +88,7 @@ class AgentSpecReconciler:
             self.store,
             group,
             owned,
-            max_surge_percent=self.settings.rollout.max_surge_percent,
+            rollout=self.settings.rollout,
             claim=claimer(self.store, "AgentSpec", agentspec),
         )
         rolling = any(

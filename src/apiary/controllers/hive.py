@@ -191,7 +191,7 @@ class HiveReconciler:
                 self.store,
                 group,
                 mine,
-                max_surge_percent=self.settings.rollout.max_surge_percent,
+                rollout=self.settings.rollout,
                 claim=claim,
             )
             rolling = any(

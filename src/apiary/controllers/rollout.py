@@ -14,15 +14,27 @@ Rules, applied on every pass (level-triggered, idempotent):
 * missing current-template ordinals are created, but while old drones remain the group may not
   exceed ``wanted + surge`` drones (surge = ``max_surge_percent`` of wanted, at least one).
 
+No pass materialises unbounded work. It deletes at most ``max_deletes_per_pass`` drones and
+creates at most ``max_creates_per_pass``, lowest missing ordinals first (found lazily: never a
+list of ``range(wanted)``), in slow-start batches of 1, 2, 4, … as Kubernetes' ReplicaSet does —
+each batch concurrently, the loop yielding between batches, and the first failed create ending
+the pass (its error propagates, so the Queen retries with backoff) instead of a thousand doomed
+writes. What is left is the next pass's: every drone created or deleted is a watch event that
+queues the owner again, and the periodic resync covers the rest. A pass that reached a cap is
+therefore not settled (``GroupResult.more``), and a scale-up to 1,000 drones is ten short passes
+that leave the API responsive in between.
+
 Before deleting a Ready drone the pass *claims* the owner with a resourceVersion-conditioned write,
 so of two controllers looking at the same state only one deletes.
 """
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import logging
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 
 from apiary.controllers.meta import (
@@ -32,6 +44,7 @@ from apiary.controllers.meta import (
     owner_reference,
     terminating,
 )
+from apiary.controllers.settings import RolloutSettings
 from apiary.controllers.templates import template_hash
 from apiary.errors import AlreadyExists, Conflict, NotFound
 from apiary.resources import API_VERSION
@@ -64,12 +77,15 @@ class GroupResult:
     created: list[str] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
     failed: list[Obj] = field(default_factory=list)
+    more: bool = False
+    """The pass stopped at a per-pass cap with creations or deletions still to do."""
 
     @property
     def settled(self) -> bool:
         """All wanted drones exist with the current template, are Ready, and nothing else."""
         return (
-            self.template_hash is not None
+            not self.more
+            and self.template_hash is not None
             and self.updated == self.wanted
             and self.current == self.wanted
             and self.ready >= self.wanted
@@ -94,9 +110,10 @@ def drone_name(parts: tuple[str, ...], thash: str, ordinal: int) -> str:
 
 
 async def sync_group(
-    store: Store, group: Group, drones: list[Obj], *, max_surge_percent: int, claim: Claim
+    store: Store, group: Group, drones: list[Obj], *, rollout: RolloutSettings, claim: Claim
 ) -> GroupResult:
-    """Act once towards the wanted state of ``group`` given its current ``drones``."""
+    """Act once towards the wanted state of ``group`` given its current ``drones``: at most
+    ``rollout.max_deletes_per_pass`` deletions and ``rollout.max_creates_per_pass`` creations."""
     alive = [d for d in drones if not terminating(d)]
     result = GroupResult(
         wanted=group.wanted, current=len(alive), ready=sum(1 for d in alive if is_ready(d))
@@ -122,26 +139,59 @@ async def sync_group(
     new_ready = sum(1 for d in kept.values() if is_ready(d))
     retire = old_ready[: max(0, new_ready + len(old_ready) - group.wanted)]
 
+    doomed = [*surplus, *old_unready, *retire]
+    cap = max(0, rollout.max_deletes_per_pass)
+    if len(doomed) > cap:
+        doomed, result.more = doomed[:cap], True
     claimed = False
-    for drone in [*surplus, *old_unready, *retire]:
+    for drone in doomed:
         if is_ready(drone) and not claimed:
             await claim()
             claimed = True
         if await _delete(store, drone):
             result.deleted.append(drone["metadata"]["name"])
 
-    remaining_old = len(old) - len(old_unready) - len(retire)
+    remaining_old = len(old) - sum(
+        1 for d in doomed if (d.get("spec") or {}).get("templateHash") != thash
+    )
     if remaining_old:
-        surge = max(1, math.ceil(group.wanted * max_surge_percent / 100))
+        surge = max(1, math.ceil(group.wanted * rollout.max_surge_percent / 100))
         budget = group.wanted + surge - len(kept) - remaining_old
     else:
         budget = group.wanted
-    missing = [o for o in range(group.wanted) if o not in kept][: max(0, budget)]
-    for ordinal in missing:
-        name = await _create(store, group, thash, ordinal)
-        if name is not None:
-            result.created.append(name)
+    budget = min(max(0, budget), group.wanted - len(kept))
+    cap = max(0, rollout.max_creates_per_pass)
+    if budget > cap:
+        budget, result.more = cap, True
+    missing = itertools.islice(missing_ordinals(group.wanted, kept), budget)
+    await _slow_start(store, group, thash, missing, result)
     return result
+
+
+def missing_ordinals(wanted: int, kept: dict[int, Obj]) -> Iterator[int]:
+    """The ordinals below ``wanted`` that ``kept`` lacks, lowest first, computed as they are
+    taken: taking ``n`` of them looks at no more than ``len(kept) + n`` numbers."""
+    return (o for o in range(wanted) if o not in kept)
+
+
+async def _slow_start(
+    store: Store, group: Group, thash: str, ordinals: Iterator[int], result: GroupResult
+) -> None:
+    """Create the drones of ``ordinals`` in batches of 1, 2, 4, …, each batch concurrently; a
+    batch with a failed create is the last (its first error is raised once the batch is done),
+    so a create that cannot succeed costs one write, not ``wanted`` of them."""
+    size = 1
+    while batch := list(itertools.islice(ordinals, size)):
+        outcomes = await asyncio.gather(
+            *(_create(store, group, thash, o) for o in batch), return_exceptions=True
+        )
+        errors = [o for o in outcomes if isinstance(o, BaseException)]
+        result.created.extend(o for o in outcomes if isinstance(o, str))
+        if errors:
+            result.more = True
+            raise errors[0]
+        size *= 2
+        await asyncio.sleep(0)  # let the API answer between batches
 
 
 async def _delete(store: Store, drone: Obj) -> bool:

@@ -44,6 +44,16 @@ class RolloutSettings:
     max_surge_percent: int = 25
     """Extra drones (percent of wanted, at least one) that may exist during a rolling update."""
 
+    max_creates_per_pass: int = 100
+    """Most drones one pass of a group creates. Within a pass they go in slow-start batches of
+    1, 2, 4, … (Kubernetes' ReplicaSet), the pass stopping at the first failed create; the
+    creations' own watch events bring the owner back for the rest. A scale-up to 1,000 drones is
+    then ten short passes, not one write burst that holds the API for seconds."""
+
+    max_deletes_per_pass: int = 100
+    """Most drones one pass of a group deletes (scale down, retired old-template drones); the
+    rest go on the next pass, which the deletions' watch events trigger."""
+
 
 @dataclass
 class NodeSettings:

@@ -7,8 +7,8 @@ from typing import Annotated, Any
 
 import typer
 
-from apiary.client import WatchTimeout
-from apiary.ctl import output, tables
+from apiary.client import AsyncApiClient
+from apiary.ctl import output, tables, watching
 from apiary.ctl.context import Ctl, get_ctl, ref, split_ref
 from apiary.ctl.durations import parse_duration
 from apiary.resources import API_VERSION, KindInfo
@@ -112,34 +112,36 @@ def stream(
     rv: str | None,
     limit_s: float | None,
 ) -> None:
-    """Print each change as it arrives until interrupted (or ``--watch-timeout`` passes)."""
+    """Print each change as it arrives until interrupted (or ``--watch-timeout`` passes: to
+    the second, see :mod:`apiary.ctl.watching`)."""
     deadline = None if limit_s is None else time.monotonic() + limit_s
-    client = ctl.client()
-    try:
-        for etype, obj in client.watch(
+
+    def show(etype: str, obj: Obj) -> bool:
+        if etype == "BOOKMARK":
+            return False
+        if ctl.output in ("yaml", "json"):
+            print_objects(ctl, info, [obj], True, all_cells)
+            if ctl.output == "yaml":
+                output.out("---")
+        else:
+            if ctl.output in ("table", "wide") and etype == "DELETED":
+                output.info(f"{ref(obj)} deleted")
+            print_objects(ctl, info, [obj], True, all_cells, header=False)
+        return False
+
+    async def work(client: AsyncApiClient) -> None:
+        await watching.watch(
+            client,
             info,
             ctl.cell,
             rv,
-            selector,
-            all_cells=all_cells,
+            show,
+            selector=selector,
             field_selector=field,
-            timeout=limit_s,
-            bookmarks=True,
-        ):
-            if deadline is not None and time.monotonic() >= deadline:
-                return
-            if etype == "BOOKMARK":
-                continue
-            if ctl.output in ("yaml", "json"):
-                print_objects(ctl, info, [obj], True, all_cells)
-                if ctl.output == "yaml":
-                    output.out("---")
-            else:
-                if ctl.output in ("table", "wide") and etype == "DELETED":
-                    output.info(f"{ref(obj)} deleted")
-                print_objects(ctl, info, [obj], True, all_cells, header=False)
-    except WatchTimeout:
-        return
+            all_cells=all_cells,
+        )
+
+    watching.until_deadline(ctl, deadline, work)
 
 
 def register(app: typer.Typer) -> None:

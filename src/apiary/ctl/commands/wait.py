@@ -10,9 +10,9 @@ from typing import Annotated, Any
 import typer
 
 from apiary import errors
-from apiary.client import ApiClient, WatchTimeout
-from apiary.ctl import output, tables
-from apiary.ctl.context import get_ctl, ref, split_ref
+from apiary.client import AsyncApiClient
+from apiary.ctl import output, tables, watching
+from apiary.ctl.context import Ctl, get_ctl, ref, split_ref
 from apiary.ctl.durations import parse_duration
 from apiary.resources import KindInfo
 
@@ -86,53 +86,43 @@ def wait_command(
         else contextlib.nullcontext()
     )
     with progress:
-        met = _wait(ctl.client(), info, ctl.cell, obj_name, goal, deadline)
+        met = _wait(ctl, info, obj_name, goal, deadline)
     if not met:
         output.error(f"timed out after {timeout} waiting for {goal.describe()} on {what}")
         raise typer.Exit(output.EXIT_FAILED)
     output.out(f"{what} {'deleted' if goal.mode == 'delete' else goal.describe() + ' met'}")
 
 
-def _wait(
-    client: ApiClient,
-    info: KindInfo,
-    cell: str,
-    obj_name: str,
-    goal: Goal,
-    deadline: float,
-) -> bool:
-    """True once ``goal`` is met; False when ``deadline`` passes first."""
+def _wait(ctl: Ctl, info: KindInfo, obj_name: str, goal: Goal, deadline: float) -> bool:
+    """True once ``goal`` is met; False when ``deadline`` passes first (to the second: the
+    watch is cancelled then, whatever the server is sending)."""
     field = f"metadata.name={obj_name}"
-    while True:
-        listed = client.list(info, cell, params={"fieldSelector": field})
-        items = [
-            o for o in listed.get("items") or [] if tables.dig(o, "metadata", "name") == obj_name
-        ]
-        current: Obj | None = items[0] if items else None
-        if goal.met(current):
-            return True
-        rv = tables.dig(listed, "metadata", "resourceVersion")
-        try:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            for etype, obj in client.watch(
-                info, cell, rv, field_selector=field, timeout=remaining, bookmarks=True
-            ):
-                if etype != "BOOKMARK" and tables.dig(obj, "metadata", "name") == obj_name:
-                    current = None if etype == "DELETED" else obj
-                    if goal.met(current):
-                        return True
-                if time.monotonic() >= deadline:
-                    break
-            else:
-                continue  # the server ended the stream: list again and resume
-            break
-        except WatchTimeout:
-            break
-        except errors.Gone:
-            continue
-    return False
+
+    def met(etype: str, obj: Obj) -> bool:
+        if etype == "BOOKMARK" or tables.dig(obj, "metadata", "name") != obj_name:
+            return False
+        return goal.met(None if etype == "DELETED" else obj)
+
+    async def work(client: AsyncApiClient) -> bool:
+        while True:
+            listed = await client.list(info, ctl.cell, params={"fieldSelector": field})
+            items = [
+                o
+                for o in listed.get("items") or []
+                if tables.dig(o, "metadata", "name") == obj_name
+            ]
+            if goal.met(items[0] if items else None):
+                return True
+            rv = tables.dig(listed, "metadata", "resourceVersion")
+            try:
+                if await watching.watch(client, info, ctl.cell, rv, met, field_selector=field):
+                    return True
+            except errors.Gone:
+                pass
+            # the server ended the stream, or the version is too old: list again and resume
+
+    done, _ = watching.until_deadline(ctl, deadline, work)
+    return done
 
 
 def register(app: typer.Typer) -> None:

@@ -101,7 +101,7 @@ class JetStreamBus(Bus):
                 await self._nc.close()
 
     async def _reconnected(self) -> None:
-        log.info("bus reconnected to %s", self._nc.connected_url)
+        log.info("bus reconnected", extra={"server": self._nc.connected_url})
         for sub in list(self._subs):
             sub.reset_credit()
 
@@ -110,14 +110,18 @@ class JetStreamBus(Bus):
             log.warning("bus disconnected from NATS; reconnecting")
 
     async def _error(self, exc: Exception) -> None:
-        log.warning("NATS client error: %s", exc)
+        log.warning("NATS client error", extra={"error": str(exc)})
 
     async def _send(self, subject: str, body: bytes) -> None:
         """Fire-and-forget control message (ack/nak/...); a lost one means a redelivery."""
         try:
             await self._nc.publish(subject, body)
         except Exception as exc:
-            log.warning("could not send %s to %s: %s", body[:5], subject, exc)
+            log.warning(
+                "could not send a control message",
+                extra={"control": body[:5].decode(errors="replace"), "subject": subject,
+                       "error": str(exc)},
+            )  # fmt: skip
 
     async def _flush(self) -> None:
         with contextlib.suppress(Exception):

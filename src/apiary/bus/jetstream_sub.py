@@ -234,7 +234,10 @@ class JSSubscription(Subscription):
             # 409 Exceeded MaxAckPending / MaxWaiting, 400, 503...: the server refused the pull;
             # asking again at once would spin, so the loop pauses briefly first.
             self._cooldown = True
-            log.debug("pull %s: status %s %s", self.durable, status, description)
+            log.debug(
+                "pull refused",
+                extra={"durable": self.durable, "status": status, "description": description},
+            )
         self._kick.set()
 
     # ------------------------------------------------------------------ pulling
@@ -276,7 +279,9 @@ class JSSubscription(Subscription):
             except Exception as exc:
                 failures += 1
                 self._recheck = True
-                log.warning("pull %s failed (%s); retrying", self.durable, exc)
+                log.warning(
+                    "pull failed; retrying", extra={"durable": self.durable, "error": str(exc)}
+                )
                 await asyncio.sleep(min(0.1 * 2**failures, 5.0))
                 continue
             self._kick.clear()

@@ -96,16 +96,17 @@ class WorkerPool(Generic[T]):
                 await handler(delivery)
             except Exception:
                 log.exception(
-                    "bus handler failed on %s (msg_id=%s, delivery %d); redelivering in %.2fs",
-                    delivery.subject,
-                    delivery.msg_id,
-                    delivery.num_delivered,
-                    self._error_delay,
-                )
+                    "bus handler failed; redelivering",
+                    extra={"subject": delivery.subject, "msg_id": delivery.msg_id,
+                           "delivery": delivery.num_delivered, "delay": self._error_delay},
+                )  # fmt: skip
                 try:
                     await delivery.nak(self._error_delay)
                 except Exception:
-                    log.exception("could not nak %r after a handler error", delivery)
+                    log.exception(
+                        "could not nak after a handler error",
+                        extra={"subject": delivery.subject, "msg_id": delivery.msg_id},
+                    )
 
 
 __all__ = ["WorkerPool"]

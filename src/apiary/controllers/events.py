@@ -33,11 +33,16 @@ class EventRecorder:
         try:
             await self._record(involved, reason, message, type)
         except ApiaryError as exc:
+            meta = involved["metadata"]
             log.warning(
-                "could not record event %s for %s: %s",
-                reason,
-                involved["metadata"].get("name"),
-                exc.message,
+                "could not record an event",
+                extra={
+                    "reason": reason,
+                    "kind": involved.get("kind"),
+                    "cell": meta.get("namespace"),
+                    "object": meta.get("name"),
+                    "error": exc.message,
+                },
             )
 
     async def _record(self, involved: Obj, reason: str, message: str, etype: str) -> None:

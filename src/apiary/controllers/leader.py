@@ -120,7 +120,10 @@ class LeaderElector:
 
     def _became(self, leader: bool) -> bool:
         if leader != self.is_leader:
-            log.info("%s leadership of %s", "acquired" if leader else "lost", self.settings.name)
+            log.info(
+                "acquired leadership" if leader else "lost leadership",
+                extra={"lease": self.settings.name},
+            )
         self.is_leader = leader
         return leader
 
@@ -162,7 +165,9 @@ class LeaderElector:
         try:
             return await self.try_acquire_or_renew()
         except Exception as exc:  # the store is away: try again next round
-            log.warning("leader election: %s", exc)
+            log.warning(
+                "leader election failed", extra={"lease": self.settings.name, "error": str(exc)}
+            )
             return None
 
     async def _lead(

@@ -40,6 +40,11 @@ log = logging.getLogger("apiary.controllers")
 Key = tuple[str, str, str]  # (kind, namespace, name)
 
 
+def _key_fields(key: Key) -> dict[str, str]:
+    """A key's log fields (``name`` is taken by the stdlib's LogRecord: ``object``)."""
+    return {"kind": key[0], "cell": key[1], "object": key[2]}
+
+
 class Queen:
     """All controllers over one store. ``run`` drives them; ``sync_once`` is one full pass."""
 
@@ -198,7 +203,8 @@ class Queen:
                 await action()
             except Exception:
                 log.exception(
-                    "%s failed; retrying next period", getattr(action, "__qualname__", action)
+                    "periodic action failed; retrying next period",
+                    extra={"action": getattr(action, "__qualname__", repr(action))},
                 )
             if kick is None:
                 await asyncio.sleep(period)
@@ -215,7 +221,7 @@ class Queen:
                 self._failures.pop(key, None)
             except Conflict:
                 # another controller changed the object under us: look again shortly
-                log.debug("reconcile %s hit a conflict; requeued", key)
+                log.debug("reconcile hit a conflict; requeued", extra=_key_fields(key))
                 self._retry_later(key, self.settings.loop.retry_base_delay)
             except Exception:
                 failures = self._failures[key] = self._failures.get(key, 0) + 1
@@ -224,7 +230,8 @@ class Queen:
                     self.settings.loop.retry_max_delay,
                 )
                 log.exception(
-                    "reconcile %s failed (%d in a row); retry in %.2fs", key, failures, delay
+                    "reconcile failed; retrying",
+                    extra={**_key_fields(key), "failures": failures, "delay": delay},
                 )
                 self._retry_later(key, delay)
             finally:

@@ -57,7 +57,9 @@ class Checkpointer:
             self.last = await self._run()
             self.runs += 1
         except Exception as exc:  # the next one retries; commits are unaffected
-            log.warning("SQLite journal at %s: checkpoint failed: %s", self.where, exc)
+            log.warning(
+                "SQLite journal checkpoint failed", extra={"path": self.where, "error": str(exc)}
+            )
         finally:
             self._task = None
 

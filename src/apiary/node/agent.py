@@ -72,7 +72,10 @@ def _usage_seconds(env: Mapping[str, str]) -> float:
             value = 0.0
         if 0.05 <= value <= 3600:
             return value
-        log.warning("APIARY_NODE_USAGE_SECONDS=%r: not seconds in [0.05, 3600]; using 5", raw)
+        log.warning(
+            "APIARY_NODE_USAGE_SECONDS is not seconds in [0.05, 3600]; using 5",
+            extra={"value": raw},
+        )
     return 5.0
 
 
@@ -158,10 +161,8 @@ class NodeAgent:
         )
         for rec in killed:
             log.warning(
-                "killed orphaned agent process group %s of drone %s/%s",
-                rec.pgid,
-                rec.cell,
-                rec.drone,
+                "killed an orphaned agent process group",
+                extra={"pgid": rec.pgid, "cell": rec.cell, "drone": rec.drone},
             )
         await self.keeper_http.start()
         tasks = [
@@ -268,7 +269,9 @@ class NodeAgent:
             except NotFound:
                 raise
             except (ApiaryError, OSError) as exc:
-                log.warning("node: %s; retrying in %.1fs", exc, delay)
+                log.warning(
+                    "node: API call failed; retrying", extra={"error": str(exc), "delay": delay}
+                )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
@@ -281,7 +284,9 @@ class NodeAgent:
             try:
                 await self.report_usage()
             except (OSError, RuntimeError) as exc:  # /proc unreadable: skip this round
-                log.warning("node: usage not sampled: %s", exc)
+                log.warning(
+                    "node: usage not sampled", extra={"node": self.settings.name, "error": str(exc)}
+                )
 
     async def report_usage(self) -> int:
         """Sample every running drone once (one process-table scan, in a thread) and report
@@ -309,7 +314,10 @@ class NodeAgent:
                         ):
                             self.observe(kind, obj)
             except (ApiaryError, OSError) as exc:
-                log.warning("node: drone watch interrupted: %s; relisting in %.1fs", exc, delay)
+                log.warning(
+                    "node: drone watch interrupted; relisting",
+                    extra={"node": self.settings.name, "error": str(exc), "delay": delay},
+                )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
@@ -365,7 +373,7 @@ class NodeAgent:
         self.runners[runner.uid] = runner
         runner.start()
         self.log_shipper.track(runner.uid, cell, name, drone["metadata"].get("creationTimestamp"))
-        log.info("drone %s/%s started on %s", cell, name, self.settings.name)
+        log.info("drone started", extra={"cell": cell, "drone": name, "node": self.settings.name})
 
     def _drone_status(self, runner: DroneRunner, status: Obj) -> None:
         """Report, and put a drone on its stage's queue once it is first ready; from then on its
@@ -430,7 +438,10 @@ class NodeAgent:
         )
         self._stopping.add(task)
         task.add_done_callback(self._stopping.discard)
-        log.info("drone %s/%s stopping on %s", runner.cell, runner.name, self.settings.name)
+        log.info(
+            "drone stopping",
+            extra={"cell": runner.cell, "drone": runner.name, "node": self.settings.name},
+        )
 
     async def _post_logs(self, cell: str, drone: str, body: Obj) -> None:
         await self.client.post_logs(cell, drone, body)

@@ -88,7 +88,10 @@ def find_root(
     try:
         return _find_root(fs, proc_cgroup, os.getpid() if pid is None else pid)
     except OSError as exc:
-        log.info("cgroup v2 limits unavailable (%s): drones get RLIMIT_AS, no CPU limit", exc)
+        log.info(
+            "cgroup v2 limits unavailable: drones get RLIMIT_AS, no CPU limit",
+            extra={"error": str(exc)},
+        )
         return None
 
 
@@ -114,7 +117,10 @@ def _find_root(fs: str, proc_cgroup: str, pid: int) -> CgroupRoot | None:
             # Processes in <own> itself: only when they are all ours may we move them out.
             members = _read(os.path.join(base, "cgroup.procs")).split()
             if members != [str(pid)]:
-                log.info("cgroup %s has other processes: drones get RLIMIT_AS, no CPU limit", own)
+                log.info(
+                    "the node's cgroup has other processes: drones get RLIMIT_AS, no CPU limit",
+                    extra={"cgroup": own},
+                )
                 return None
             leaf = os.path.join(base, NODE_DIR)
             os.makedirs(leaf, exist_ok=True)
@@ -195,6 +201,6 @@ def remove(path: str) -> bool:
     except FileNotFoundError:
         return True
     except OSError as exc:
-        log.debug("cgroup %s not removed yet: %s", path, exc)
+        log.debug("cgroup not removed yet", extra={"cgroup": path, "error": str(exc)})
         return False
     return True

@@ -397,7 +397,7 @@ class _SseRelay:
                 if out is not None:
                     yield out + b"\n\n"
         except httpx.HTTPError as exc:
-            log.warning("LLM provider stream broke off: %s", exc)
+            log.warning("LLM provider stream broke off", extra={"error": str(exc)})
             failure = {"error": {"type": "provider_unreachable",
                                  "message": f"the provider's stream broke off: {exc}"}}  # fmt: skip
             yield b"data: " + orjson.dumps(failure) + b"\n\n"

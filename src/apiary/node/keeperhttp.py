@@ -254,7 +254,7 @@ class KeeperHttpServer:
                 self._task.result()
                 raise RuntimeError("the keeper HTTP server stopped during startup")
             await asyncio.sleep(0.002)
-        log.info("keeper HTTP server for agents on %s", self.url)
+        log.info("keeper HTTP server for agents listening", extra={"url": self.url})
 
     async def stop(self) -> None:
         server, task, sock = self._server, self._task, self._sock

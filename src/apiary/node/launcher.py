@@ -362,7 +362,8 @@ class DroneProcess:
                 self._log.write_lines(stream, texts)
             except OSError as exc:  # a full disk must not kill the drone's pipe reader
                 log.warning(
-                    "cannot write log of drone %s/%s: %s", self.spec.cell, self.spec.drone, exc
+                    "cannot write the drone's log",
+                    extra={"cell": self.spec.cell, "drone": self.spec.drone, "error": str(exc)},
                 )
 
 

@@ -211,8 +211,14 @@ class LogShipper:
                         elif d.gone or d.leave_at is not None:
                             self._cursor_path(d).unlink(missing_ok=True)
                         if not d.task.cancelled() and d.task.exception() is not None:
-                            log.error("log shipping of %s/%s failed: %r", d.cell, d.name,
-                                      d.task.exception())  # fmt: skip
+                            log.error(
+                                "log shipping failed",
+                                extra={
+                                    "cell": d.cell,
+                                    "drone": d.name,
+                                    "error": repr(d.task.exception()),
+                                },
+                            )
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), next_check or 1.0)
         finally:
@@ -294,11 +300,16 @@ class LogShipper:
                 d.gone = True
                 return False
             except (BadRequest, PayloadTooLarge) as exc:  # will never pass: drop, don't wedge
-                log.warning("drone %s/%s: log batch refused, dropped: %s", d.cell, d.name, exc)
+                log.warning(
+                    "log batch refused, dropped",
+                    extra={"cell": d.cell, "drone": d.name, "error": str(exc)},
+                )
                 break
             except (ApiaryError, OSError) as exc:
-                log.debug("drone %s/%s: logs not shipped (%s); retry in %.1fs",
-                          d.cell, d.name, exc, delay)  # fmt: skip
+                log.debug(
+                    "logs not shipped; retrying",
+                    extra={"cell": d.cell, "drone": d.name, "error": str(exc), "delay": delay},
+                )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.settings.retry_max)
         cursor.advance(batch)
@@ -325,7 +336,10 @@ class LogShipper:
             tmp.write_text(json.dumps(cursor.as_json()), encoding="utf-8")
             os.replace(tmp, path)
         except OSError as exc:  # a full disk must not stop shipping; a restart re-ships a bit
-            log.warning("drone %s/%s: cannot save log cursor: %s", d.cell, d.name, exc)
+            log.warning(
+                "cannot save the log cursor",
+                extra={"cell": d.cell, "drone": d.name, "error": str(exc)},
+            )
 
 
 def _wire(line: LogLine) -> Obj:

@@ -151,7 +151,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         asyncio.run(run_node(settings, server, token, bus_url))
     except ApiaryError as exc:
-        log.error(f"apiaryd node: error: {exc.message}", error=exc.message)
+        log.error("apiaryd node: error", error=exc.message)
         raise SystemExit(3 if exc.status in (401, 503) else 1) from None
     except KeyboardInterrupt:
         pass

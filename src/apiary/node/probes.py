@@ -243,7 +243,7 @@ class Prober:
         try:
             self.on_change(passing, message)
         except Exception:
-            log.exception("%s probe: callback failed", self.kind.lower())
+            log.exception("probe callback failed", extra={"probe": self.kind.lower()})
 
 
 class HttpGetCheck:

@@ -196,7 +196,10 @@ class DroneRunner:
                     await asyncio.wait_for(self._stopping.wait(), delay)
                 continue
             except Exception as exc:  # the API is away: try again soon
-                log.warning("drone %s/%s: cannot resolve env: %s", self.cell, self.name, exc)
+                log.warning(
+                    "cannot resolve the drone's env",
+                    extra={"cell": self.cell, "drone": self.name, "error": str(exc)},
+                )
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), 2.0)
                 continue
@@ -273,7 +276,10 @@ class DroneRunner:
         try:
             await self.keeper.start(timeout=self.settings.http_ready_timeout)
         except Exception as exc:
-            log.warning("drone %s/%s: health check never answered: %s", self.cell, self.name, exc)
+            log.warning(
+                "the drone's health check never answered",
+                extra={"cell": self.cell, "drone": self.name, "error": str(exc)},
+            )
             if proc.returncode is None:
                 proc.kill()  # the supervisor restarts it with back-off
             return

@@ -192,8 +192,8 @@ def warn_if_unprivileged() -> None:
         return
     _warned = True
     log.warning(
-        "not running as root: drones run as this user (uid %d) and can read what it can read; "
+        "not running as root: drones run as this user and can read what it can read; "
         "they still get no inherited descriptors, a scrubbed environment, a private HOME and "
         "their memory/cpu limits (cgroup v2 when writable, else RLIMIT_AS; docs/security.md)",
-        os.geteuid() if hasattr(os, "geteuid") else -1,
+        extra={"uid": os.geteuid() if hasattr(os, "geteuid") else -1},
     )

@@ -142,7 +142,9 @@ class StatusWriter:
             async with self._slots:
                 await self._write(cell, name, uid, status)
         except Exception as exc:  # the API is away: keep the newest and try again
-            log.warning("drone %s/%s: status not written: %s", cell, name, exc)
+            log.warning(
+                "drone status not written", extra={"cell": cell, "drone": name, "error": str(exc)}
+            )
             self._pending.setdefault(key, (uid, status))
             await asyncio.sleep(1.0)
         finally:

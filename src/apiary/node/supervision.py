@@ -133,7 +133,11 @@ class Supervisor:
                     memory_lines=STDERR_TAIL_LINES,
                 )
             except OSError as exc:  # an unwritable log dir must not keep the agent from running
-                log.warning("drone %s/%s: no log file at %s: %s", spec.cell, spec.drone, path, exc)
+                log.warning(
+                    "no log file for the drone",
+                    extra={"cell": spec.cell, "drone": spec.drone, "path": str(path),
+                           "error": str(exc)},
+                )  # fmt: skip
 
     @property
     def status(self) -> DroneRuntimeStatus:
@@ -155,10 +159,9 @@ class Supervisor:
             await asyncio.wait({self._task})
             if not self._task.cancelled() and self._task.exception() is not None:
                 log.error(
-                    "drone %s/%s: supervisor failed",
-                    self.spec.cell,
-                    self.spec.drone,
+                    "drone supervisor failed",
                     exc_info=self._task.exception(),
+                    extra={"cell": self.spec.cell, "drone": self.spec.drone},
                 )
         elif self._status.phase != "Stopped":
             await self._emit(phase="Stopped", pid=None, next_restart_at=None)
@@ -173,7 +176,11 @@ class Supervisor:
         proc = self.process
         if proc is None or proc.returncode is not None or self._stop.is_set() or self._ended_by:
             return False
-        log.warning("drone %s/%s: restarting: %s", self.spec.cell, self.spec.drone, message)
+        log.warning(
+            "drone restarting",
+            extra={"cell": self.spec.cell, "drone": self.spec.drone, "reason": reason,
+                   "error": message},
+        )  # fmt: skip
         self._ended_by = (reason, message)
         self._ending = asyncio.ensure_future(proc.stop())
         return True
@@ -277,4 +284,7 @@ class Supervisor:
             if inspect.isawaitable(result):
                 await result
         except Exception:
-            log.exception("drone %s/%s: callback failed", self.spec.cell, self.spec.drone)
+            log.exception(
+                "drone status callback failed",
+                extra={"cell": self.spec.cell, "drone": self.spec.drone},
+            )

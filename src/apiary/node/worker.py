@@ -108,6 +108,7 @@ class StageWorker:
         self.bus = bus
         self.keeper = keeper
         self.cell, self.hive, self.stage, self.drone = cell, hive, stage, drone
+        self._fields = {"cell": cell, "hive": hive, "stage": stage, "drone": drone}  # log keys
         timeout = (guardrails or {}).get("responseTimeoutSeconds")
         self.timeout: float | None = float(timeout) if timeout else None
         self.answered = answered
@@ -172,8 +173,10 @@ class StageWorker:
             drain = asyncio.ensure_future(sub.drain())
             done, _ = await asyncio.wait((drain,), timeout=self.stop_grace)
             if not done and self.inflight.stop_all():
-                log.info("drone %s: stopped after %gs with messages in flight; handed back",
-                         self.drone, self.stop_grace)  # fmt: skip
+                log.info(
+                    "drone stopped with messages in flight; handed back",
+                    extra={**self._fields, "grace_seconds": self.stop_grace},
+                )
             await drain
         cancels, self._cancels = self._cancels, None
         if cancels is not None:
@@ -182,7 +185,7 @@ class StageWorker:
             try:
                 await self.bus.remove_group(cancel_subject(self.cell, self.hive, self.stage), group)
             except Exception as exc:  # the bus is going away too: nothing left to clean
-                log.debug("drone %s: cancel group not removed: %s", self.drone, exc)
+                log.debug("cancel group not removed", extra={**self._fields, "error": str(exc)})
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
     @property
@@ -253,7 +256,7 @@ class StageWorker:
             dispatch = Dispatch.decode(delivery.data)
             message = Message.from_dict(dispatch.message)
         except (EnvelopeError, ValueError) as exc:
-            log.warning("drone %s: dropping a malformed dispatch: %s", self.drone, exc)
+            log.warning("dropping a malformed dispatch", extra={**self._fields, "error": str(exc)})
             await delivery.term()
             return
         if tracing.TRACER is None:
@@ -383,7 +386,7 @@ class StageWorker:
         try:
             cancel = Cancel.decode(delivery.data)
         except EnvelopeError as exc:
-            log.warning("drone %s: dropping a malformed cancel: %s", self.drone, exc)
+            log.warning("dropping a malformed cancel", extra={**self._fields, "error": str(exc)})
             await delivery.term()
             return
         for message in self.inflight.close_session(cancel.session, cancel.dispatches):
@@ -394,7 +397,7 @@ class StageWorker:
         try:
             await self.keeper.deliver(notice, timeout=5.0)
         except Exception as exc:  # the agent is gone or busy: it was told what it could be
-            log.debug("drone %s: cancel notice not delivered: %s", self.drone, exc)
+            log.debug("cancel notice not delivered", extra={**self._fields, "error": str(exc)})
 
     # ------------------------------------------------------------------ late outputs
 
@@ -440,8 +443,16 @@ class StageWorker:
                 try:
                     await self.bus.publish(self._out, outcome.encode(), msg_id=outcome.msg_id)
                 except Exception as exc:  # the bus is down: the agent's lines cannot be kept
-                    log.warning("drone %s: lost %d late output(s) of %s: %s",
-                                self.drone, len(batch), d.dispatch, exc)  # fmt: skip
+                    log.warning(
+                        "late outputs lost",
+                        extra={
+                            **self._fields,
+                            "session": d.session.partition("/")[2],
+                            "dispatch": d.dispatch,
+                            "outputs": len(batch),
+                            "error": str(exc),
+                        },
+                    )
         finally:
             self._pumping = False
 

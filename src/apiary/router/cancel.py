@@ -68,5 +68,5 @@ class Cancelling(RouterCore):
         try:
             await self.bus.publish_many(notices)
         except Exception as exc:  # the step is committed: late answers are duplicates anyway
-            log.warning("session %s: cancel notices not sent: %s", info.key, exc)
+            log.warning("cancel notices not sent", extra={**info.log_fields, "error": str(exc)})
         return sum(len(ids) for ids in stages.values())

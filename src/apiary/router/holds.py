@@ -167,8 +167,15 @@ class Holds(RouterCore):
             announce = Message(body["spec"], "event", metadata={"apiary.io/dead-letter": "true"})
             await self.bus.publish(topic_subject(info.cell, policy.dead_letter_topic),
                                    orjson.dumps(announce.to_dict()))  # fmt: skip
-        log.warning("session %s: stage %s dead-lettered after %d attempts: %s",
-                    info.key, dead.stage, dead.attempts, dead.reason)  # fmt: skip
+        log.warning(
+            "dead-lettered",
+            extra={
+                **info.log_fields,
+                "stage": dead.stage,
+                "attempts": dead.attempts,
+                "reason": dead.reason,
+            },
+        )
 
     async def _settle_replay(
         self, info: SessionInfo, outcome: Outcome, done: Plan, error: tuple[str, str] | None
@@ -202,4 +209,7 @@ class Holds(RouterCore):
                 "DeadLetter", info.cell, f"dl-{d}", change, subresource="status"
             )
         except Exception as exc:  # the letter keeps saying Replayed; routing goes on
-            log.warning("session %s: could not settle dead letter dl-%s: %s", info.key, d, exc)
+            log.warning(
+                "could not settle a dead letter",
+                extra={**info.log_fields, "dead_letter": f"dl-{d}", "error": str(exc)},
+            )

@@ -51,8 +51,8 @@ class LateOutputs(RouterCore):
                 if patient:
                     early = True  # its answer is not in yet
                     return None
-                log.warning("session %s: recording late outputs of %s without its answer",
-                            info.key, d)  # fmt: skip
+                log.warning("recording late outputs without their answer",
+                            extra={**info.log_fields, "dispatch": d})  # fmt: skip
             elif engine.late_gap(es, d, outcome.offset) and patient:
                 early = True  # lines printed before these are not in yet
                 return None

@@ -70,7 +70,9 @@ class Recovery(RouterCore):
         process), and its open work is left in the journal for ``dlq``/transcript readers. The
         sweep must never stop the router over it (that stopped apiaryd on every start)."""
         self._orphaned.add(info.key)
-        log.warning("session %s: %s; ending it", info.key, exc.message)
+        log.warning(
+            "session's hive not found; ending it", extra={**info.log_fields, "error": exc.message}
+        )
         if self.on_status is not None:
             self.on_status(info, {"phase": "Failed", "reason": "HiveNotFound",
                                   "message": exc.message})  # fmt: skip
@@ -94,5 +96,7 @@ class Recovery(RouterCore):
         items = [self._publication(info, send, left) for send in sends]
         if items:
             await self.bus.publish_many(items)
-            log.info("session %s: republished %d open dispatch(es)", info.key, len(items))
+            log.info(
+                "republished open dispatches", extra={**info.log_fields, "dispatches": len(items)}
+            )
         return len(items)

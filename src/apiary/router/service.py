@@ -175,7 +175,10 @@ class Router(Holds, Recovery, LateOutputs, Cancelling):
         try:
             outcome = Outcome.decode(delivery.data)
         except EnvelopeError as exc:
-            log.warning("dropping a malformed outcome on %s: %s", delivery.subject, exc)
+            log.warning(
+                "dropping a malformed outcome",
+                extra={"subject": delivery.subject, "error": str(exc)},
+            )
             await delivery.term()
             return
         info = await self.sessions.get_by_key(outcome.session)
@@ -408,13 +411,16 @@ class Router(Holds, Recovery, LateOutputs, Cancelling):
                 try:
                     await self.on_notice(info, event, detail)
                 except Exception:  # a notification must never break routing
-                    log.exception("session %s: notice %s failed", info.key, event)
+                    log.exception("notice failed", extra={**info.log_fields, "notice": event})
         if not now:
             return
         try:
             await self.bus.publish_many(now)
         except Exception as exc:  # journaled already: the sweep publishes them later
-            log.warning("session %s: publish failed, the sweep will retry: %s", info.key, exc)
+            log.warning(
+                "publish failed, the sweep will retry",
+                extra={**info.log_fields, "error": str(exc)},
+            )
             raise Unavailable(f"the message bus is unavailable: {exc}") from exc
 
     def _publication(self, info: SessionInfo, send: Send, tokens_left: int | None) -> Publish:
@@ -447,7 +453,7 @@ class Router(Holds, Recovery, LateOutputs, Cancelling):
             left = await self._tokens_left(info)
             await self.bus.publish_many([self._publication(info, send, left)])
         except Exception as exc:  # the sweep republishes open dispatches later
-            log.warning("session %s: retry publish failed: %s", info.key, exc)
+            log.warning("retry publish failed", extra={**info.log_fields, "error": str(exc)})
 
     def _later(self, delay: float, coro: Any) -> None:
         loop = asyncio.get_running_loop()

@@ -38,6 +38,11 @@ class SessionInfo:
         return f"{self.cell}/{self.name}"
 
     @property
+    def log_fields(self) -> dict[str, str]:
+        """The session's fields for a log line's ``extra=`` (docs/observability.md, "Logs")."""
+        return {"cell": self.cell, "hive": self.hive, "session": self.name}
+
+    @property
     def open(self) -> bool:
         return self.phase in OPEN_PHASES
 

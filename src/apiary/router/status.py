@@ -49,7 +49,10 @@ class SessionStatusWriter:
                 try:
                     await self._write(info, change)
                 except Exception as exc:  # the session may be gone; status is best effort
-                    log.warning("session %s: status not written: %s", info.key, exc)
+                    log.warning(
+                        "session status not written",
+                        extra={**info.log_fields, "error": str(exc)},
+                    )
 
     async def _write(self, info: SessionInfo, change: dict[str, Any]) -> None:
         messages, prompt, completion = await self.journal.usage(info.key)

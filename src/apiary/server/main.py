@@ -296,7 +296,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         _run(Daemon(settings))
     except (ApiaryError, OSError) as exc:  # bad configuration: a clear line, not a traceback
         message = exc.message if isinstance(exc, ApiaryError) else str(exc)
-        get_logger("apiary.daemon").error(f"apiaryd: error: {message}", error=message)
+        get_logger("apiary.daemon").error("apiaryd: error", error=message)
         raise SystemExit(1) from None
     except KeyboardInterrupt:
         pass

@@ -79,8 +79,8 @@ def init_tracing(
     except ImportError as exc:
         log.warning(
             "OTEL_* asks for traces but the OpenTelemetry SDK is not installed "
-            "(pip install 'apiary[telemetry]'): tracing stays off (%s)",
-            exc,
+            "(pip install 'apiary[telemetry]'): tracing stays off",
+            extra={"error": str(exc)},
         )
         return False
     install(provider)
@@ -160,7 +160,10 @@ def _exporters(env: Mapping[str, str]) -> list[SpanExporter]:
 
             out.append(ConsoleSpanExporter())
         elif name and name != "none":
-            log.warning("OTEL_TRACES_EXPORTER=%s is not supported (otlp, console, none)", name)
+            log.warning(
+                "OTEL_TRACES_EXPORTER is not supported (otlp, console, none)",
+                extra={"exporter": name},
+            )
     return out
 
 
@@ -175,7 +178,9 @@ def _otlp(env: Mapping[str, str]) -> SpanExporter:
 
         return OTLPSpanExporter()
     if protocol != "http/protobuf":
-        log.warning("OTLP protocol %s is not supported: using http/protobuf", protocol)
+        log.warning(
+            "OTLP protocol not supported: using http/protobuf", extra={"protocol": protocol}
+        )
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
         OTLPSpanExporter as HttpExporter,
     )

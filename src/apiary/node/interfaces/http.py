@@ -262,6 +262,6 @@ class HttpChannel(Channel):
             await asyncio.wait((death,), timeout=0.2)
             if death.done():
                 raise AgentCrashed(death.result(), self._exit_code()) from None
-            log.warning("http agent transport error: %r", exc)
+            log.warning("http agent transport error", extra={"error": repr(exc)})
             raise AgentProtocolError(f"HTTP exchange with the agent failed: {exc!r}") from None
         return parse_http_body(resp.status_code, resp.content, msg)

@@ -279,7 +279,7 @@ class StdioChannel(Channel):
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a broken pipe object must not kill the keeper
-            log.warning("reading agent stdout failed: %r", exc)
+            log.warning("reading agent stdout failed", extra={"error": repr(exc)})
         if pending and not skipping:
             self._on_line(b"".join(pending))  # a last line without its newline still counts
         code: int | None = proc.returncode
@@ -337,7 +337,7 @@ class StdioChannel(Channel):
                 out = output_from_text(line.decode("utf-8", "replace"), answering)
         except InvalidMessage as exc:
             self.protocol_errors += 1
-            log.warning("agent wrote an invalid Waggle message: %s", exc)
+            log.warning("agent wrote an invalid Waggle message", extra={"error": str(exc)})
             if turn is not None:
                 self._finish(
                     turn, AgentProtocolError(f"the agent wrote an invalid Waggle message: {exc}")

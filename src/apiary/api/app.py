@@ -23,7 +23,7 @@ from apiary.api.audit import AuditLog, AuditMiddleware, audit_routes
 from apiary.api.auth import DENIED_KEY, Authenticator
 from apiary.api.comb import comb_routes
 from apiary.api.dlq import dlq_routes
-from apiary.api.fastpath import Dispatcher
+from apiary.api.fairness import FairDispatcher, FairnessMiddleware, Limiter
 from apiary.api.logs import LogStore, logs_routes
 from apiary.api.middleware import PRINCIPAL_KEY, ApiMiddleware
 from apiary.api.openapi import install_openapi
@@ -97,7 +97,11 @@ def create_app(
     # on the hot path); FastAPI keeps them for /openapi.json and /docs, and handles every request
     # the dispatcher leaves to it. A middleware added BEFORE this line would sit inside
     # ApiMiddleware and be skipped by directly served requests: add new ones after it.
-    dispatcher = Dispatcher()
+    # The one exception is the overload limiter, which needs the principal: it sits inside
+    # (FairnessMiddleware) and wraps the dispatcher, one Limiter for both (apiary.api.fairness).
+    limiter = Limiter(state.config.overload, state.metrics.registry)
+    app.add_middleware(FairnessMiddleware, limiter=limiter)
+    dispatcher = FairDispatcher(limiter)
     app.add_middleware(
         ApiMiddleware,
         authenticator=state.authenticator,

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from apiary.api.auth import Authenticator, Authorizer
 from apiary.api.events import EventRecorder
+from apiary.api.fairness import OverloadLimits
 from apiary.api.metrics import ApiMetrics
 from apiary.api.quotas import QuotaGuard
 from apiary.comb import Comb
@@ -36,6 +37,11 @@ class ApiConfig:
     admission: AdmissionLimits = field(default_factory=AdmissionLimits)
     """What one object may ask for (size, stages, replicas, nesting, annotations); a Cell's
     ``resourceQuota`` may lower it (docs/api.md, "Limits")."""
+
+    overload: OverloadLimits = field(default_factory=OverloadLimits)
+    """How many requests may be in flight at once, per principal and lane (node heartbeats and
+    status writes in a lane of their own, watches and streams in another); over → 429 with
+    ``Retry-After`` (docs/api.md, "Overload")."""
 
 
 @dataclass

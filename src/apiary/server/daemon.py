@@ -113,6 +113,7 @@ class Daemon:
                 bookmark_interval=s.http.bookmark_interval,
                 max_message_bytes=s.http.max_message_bytes,
                 admission=s.admission,
+                overload=s.overload,
             ),
             log_dir=s.data_dir / "logs",
             comb=self.comb,

@@ -13,23 +13,30 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.status import Status
 
 from apiary import errors
 from apiary.ctl import output
 from apiary.ctl.commands.session import SessionCalls, calls, hive_name, parse_input
-from apiary.ctl.context import get_ctl
+from apiary.ctl.context import Ctl, get_ctl
+from apiary.ctl.diagnose import why_waiting
 from apiary.ctl.durations import parse_duration
 from apiary.waggle import new_id
 
 Obj = dict[str, Any]
 
 POLL_SECONDS = 5.0
-"""Longest single long-poll; between two, the session's phase is checked (dead letters)."""
+"""Longest single long-poll; between two, the session's phase is checked (dead letters) and
+why the hive is not answering (:mod:`apiary.ctl.diagnose`)."""
+FIRST_POLL_SECONDS = 1.0
+"""The first poll: an answer still comes back at once, and a hive that cannot answer is
+diagnosed after a second rather than five."""
 
 
 def read_input(text: str | None, file: Path | None, dash: str | None) -> str:
@@ -54,12 +61,19 @@ def read_input(text: str | None, file: Path | None, dash: str | None) -> str:
 
 
 class Progress:
-    """A spinner on stderr naming the stage at work — only when stderr is a terminal."""
+    """What ``run`` knows while it waits: the stage at work and, when the hive cannot answer,
+    why (:mod:`apiary.ctl.diagnose`). A spinner on stderr shows it — only on a terminal."""
 
     def __init__(self, what: str) -> None:
         self.what = what
+        self.current: str | None = None
+        """The stage the input was last dispatched to."""
+        self.reason: str | None = None
+        """Why the hive is not answering, as last diagnosed (None: it is at work)."""
         con = output.err_console()
-        self.status: Status | None = con.status(f"waiting for {what}…") if con.is_terminal else None
+        self.status: Status | None = (
+            con.status(escape(f"waiting for {what}…")) if con.is_terminal else None
+        )
 
     def __enter__(self) -> Progress:
         if self.status is not None:
@@ -70,33 +84,58 @@ class Progress:
         if self.status is not None:
             self.status.stop()
 
-    def stage(self, stage: str) -> None:
+    def _show(self, text: str) -> None:
         if self.status is not None:
-            self.status.update(f"{self.what}: stage {stage} working…")
+            self.status.update(escape(f"{self.what}: {text}"))
+
+    def stage(self, stage: str) -> None:
+        self.current = stage
+        self.reason = None
+        self._show(f"stage {stage} working…")
 
     def retrying(self, stage: str, failure: Any) -> None:
-        if self.status is not None:
-            why = failure.get("reason") if isinstance(failure, dict) else failure
-            self.status.update(f"{self.what}: stage {stage} failed ({why}), retrying…")
+        why = failure.get("reason") if isinstance(failure, dict) else failure
+        self._show(f"stage {stage} failed ({why}), retrying…")
+
+    def waiting(self, reason: str | None) -> None:
+        """The diagnosis after a poll without the answer; None: the hive is at work."""
+        self.reason = reason
+        if reason is not None:
+            self._show(reason)
+        elif self.current is not None:
+            self._show(f"stage {self.current} working…")
+
+
+Diagnosis = Callable[[str | None, Obj], str | None]
+"""(stage at work or None, the session object) → why the hive is not answering, or None."""
 
 
 OPEN_PHASES = frozenset({"", "Pending", "Running", "WaitingForApproval"})
 
 
 def wait_for_answer(
-    api: SessionCalls, session: str, input_id: str, deadline: float, progress: Progress
+    api: SessionCalls,
+    session: str,
+    input_id: str,
+    deadline: float,
+    progress: Progress,
+    diagnose: Diagnosis | None = None,
 ) -> Obj | None:
     """The entry that ends ``input_id`` (final or error), or None when ``deadline`` passes.
 
     A dispatch that used up its retries is dead-lettered without an error entry (a replay may
     still finish it); the session's phase says so, so it is checked whenever a poll comes back
-    without the answer."""
+    without the answer — and then ``diagnose`` says why the hive is not answering (a crashing
+    agent, drones held by a quota, an approval gate …) for the spinner. The first poll is
+    short, so that shows within a second."""
     after = 0
+    window = FIRST_POLL_SECONDS
     while True:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return None
-        body = api.poll(session, after, min(remaining, POLL_SECONDS))
+        body = api.poll(session, after, min(remaining, window))
+        window = POLL_SECONDS
         for e in body.get("items") or []:
             message = e.get("message") or {}
             kind = e.get("kind")
@@ -108,9 +147,12 @@ def wait_for_answer(
             elif kind == "event" and message.get("type") == "error" and e.get("stage"):
                 progress.retrying(str(e["stage"]), message.get("payload"))
         after = int(body.get("last") or after)
-        ended = _ended(api.get(session))
+        current = api.get(session)
+        ended = _ended(current)
         if ended is not None:
             return ended
+        if diagnose is not None:
+            progress.waiting(diagnose(progress.current, current))
 
 
 def _ended(obj: Obj) -> Obj | None:
@@ -166,15 +208,26 @@ def run_command(
         name = session
     else:
         name = str(api.job(hive, payload, id=input_id)["id"])
+    con = output.err_console()
+    if con.is_terminal:
+        output.info(f"session/{name}")
+
+    def diagnose(stage: str | None, current: Obj) -> str | None:
+        return why_waiting(ctl.client(), ctl.cell, hive, stage, current)
+
     with Progress(f"hive/{hive}") as progress:
         try:
-            answer = wait_for_answer(api, name, input_id, deadline, progress)
+            answer = wait_for_answer(api, name, input_id, deadline, progress, diagnose)
         except errors.Unavailable as exc:
             if "timed out" not in exc.message.lower():
                 raise
             answer = None
     if answer is None:
-        output.error(f"timed out after {timeout} waiting for hive/{hive} (session {name})")
+        why = _last_word(ctl, api, hive, name, progress)
+        output.error(
+            f"timed out after {timeout} waiting for hive/{hive} (session {name})"
+            + (f": {why}" if why else "")
+        )
         raise typer.Exit(output.EXIT_FAILED)
     message = answer.get("message") or {}
     if answer.get("kind") == "error":
@@ -187,6 +240,18 @@ def run_command(
         output.out(output.dump_json(out) if ctl.output == "json" else output.dump_yaml(out))
     else:
         print_payload(message.get("payload"))
+
+
+def _last_word(ctl: Ctl, api: SessionCalls, hive: str, session: str, progress: Progress) -> str:
+    """Why the hive did not answer in time, asked once more at the timeout (the last diagnosis
+    if the server does not answer now); ``stage S was working`` when nothing seemed wrong."""
+    try:
+        why = why_waiting(ctl.client(), ctl.cell, hive, progress.current, api.get(session))
+    except errors.ApiaryError:
+        why = progress.reason
+    if why is None and progress.current is not None:
+        return f"stage {progress.current} was still working"
+    return why or ""
 
 
 def register(app: typer.Typer) -> None:

@@ -158,7 +158,7 @@ def create_command(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Parse --input as JSON.")] = False,
 ) -> None:
-    """Create a session; prints session/NAME (stdout)."""
+    """Create a session; prints "session/NAME created" on stdout (-o name: session/NAME)."""
     ctl = get_ctl()
     first = parse_input(input_, as_json) if input_ is not None else None
     _print_object(ctl, calls(ctl).create(hive_name(target), name, first), "created")

@@ -107,3 +107,30 @@ async def test_killed_drone_mid_run_its_messages_finish_elsewhere_once(stack: St
     )
     for i, got in enumerate(results):
         assert [e.message["payload"] for e in got] == [f"Echo: M{i}"], i
+
+
+async def test_an_input_sent_again_after_its_session_ended_is_not_a_conflict(stack: Stack) -> None:
+    """A client that retries an input (a job's Idempotency-Key retry) after the session already
+    answered and ended gets the input back, as for any duplicate; a new input is refused."""
+    from apiary.errors import Conflict
+
+    await two_stage_pipeline(stack, 1)
+    await stack.store.create(session(stack.cell, "s1", "p"))
+    assert stack.router is not None and stack.journal is not None
+    sent = await stack.router.submit(stack.cell, "s1", Message("hello", id="in-1"))
+    await finals(stack, f"{stack.cell}/s1", 1)
+    obj = await stack.store.get("Session", stack.cell, "s1")
+    obj["status"] = {**obj.get("status", {}), "phase": "Closed"}
+    await stack.store.update(obj, subresource="status")
+    deadline = asyncio.get_running_loop().time() + 10
+    while True:  # the router's session directory follows the store
+        try:
+            await stack.router.submit(stack.cell, "s1", Message("new"))
+        except Conflict:
+            break
+        assert asyncio.get_running_loop().time() < deadline, "the ended session took an input"
+        await asyncio.sleep(0.05)
+    before = await stack.journal.read(f"{stack.cell}/s1", limit=10_000)
+    again = await stack.router.submit(stack.cell, "s1", Message("hello", id="in-1"))
+    assert again.id == sent.id
+    assert await stack.journal.read(f"{stack.cell}/s1", limit=10_000) == before

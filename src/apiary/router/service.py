@@ -140,8 +140,11 @@ class Router(Holds, Recovery, LateOutputs, Cancelling):
 
         Idempotent: an input id the session already has is not run again."""
         info = await self.sessions.get(cell, session)
-        info.check_open()
         message.session_id = info.key
+        if not info.open:
+            if await self.journal.get(info.key, message.id) is not None:
+                return message  # a re-send of an input the session took before it ended
+            info.check_open()
         if tracing.TRACER is None:
             return await self._submit(info, message)
         with hops.router_step("input", info.key, info.hive, message.traceparent) as span:

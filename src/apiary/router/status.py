@@ -4,6 +4,9 @@ Writing a Session object on every message would put a store write on the hot pat
 router reports the steps that change what a Session shows (a final output, a failure, a hold for
 approval, a dead letter, a resumption) as a patch, and one task writes the newest state of each
 such session (patches merged, writes coalesced), with counts and usage read from the journal.
+Everything pending when the writer wakes goes to the store as one write
+(``Store.update_status_many``: one transaction on SQLite, and the store's watchers woken once),
+so 64 sessions answering together cost one status write, not 64 read-modify-write rounds.
 """
 
 from __future__ import annotations
@@ -16,10 +19,13 @@ from typing import Any
 from apiary.journal import Journal
 from apiary.router.sessions import SessionInfo
 from apiary.store import Store
+from apiary.store.model import StatusChange
 
 log = logging.getLogger("apiary.router")
 
 ENDED = frozenset({"Succeeded", "TimedOut", "Closed", "Failed"})
+MAX_BATCH = 256
+"""Most Sessions one store write carries (the rest go in the next)."""
 
 
 def _now() -> str:
@@ -45,41 +51,59 @@ class SessionStatusWriter:
     async def _flush(self) -> None:
         while self._pending:
             batch, self._pending = self._pending, {}
-            for info, change in batch.values():
+            items = list(batch.values())
+            for i in range(0, len(items), MAX_BATCH):
+                chunk = items[i : i + MAX_BATCH]
                 try:
-                    await self._write(info, change)
-                except Exception as exc:  # the session may be gone; status is best effort
-                    log.warning(
-                        "session status not written",
-                        extra={**info.log_fields, "error": str(exc)},
-                    )
+                    await self._write(chunk)
+                except Exception:  # one bad item must not lose the others: write them alone
+                    for item in chunk:
+                        await self._write_alone(item)
 
-    async def _write(self, info: SessionInfo, change: dict[str, Any]) -> None:
-        messages, prompt, completion = await self.journal.usage(info.key)
+    async def _write_alone(self, item: tuple[SessionInfo, dict[str, Any]]) -> None:
+        try:
+            await self._write([item])
+        except Exception as exc:  # the session may be gone; status is best effort
+            log.warning(
+                "session status not written",
+                extra={**item[0].log_fields, "error": str(exc)},
+            )
 
-        def update(obj: dict[str, Any]) -> dict[str, Any] | None:
-            if obj["metadata"].get("uid") != info.uid:
-                return None
-            status = dict(obj.get("status") or {})
-            patch = dict(change)
-            if status.get("phase") in ENDED and status.get("reason") != "DeadLettered":
-                patch.pop("phase", None)  # closed, expired or done meanwhile: that stands
-            for k, v in patch.items():
-                if v is None:
-                    status.pop(k, None)
-                else:
-                    status[k] = v
-            if status.get("phase") in ("Succeeded", "Failed"):
-                status.setdefault("completionTime", _now())
-            status["messageCount"] = messages
-            status["usage"] = {
-                "promptTokens": prompt, "completionTokens": completion,
-                "totalTokens": prompt + completion,
-            }  # fmt: skip
-            status["lastActivityTime"] = _now()
-            obj["status"] = status
-            return obj
+    async def _write(self, items: list[tuple[SessionInfo, dict[str, Any]]]) -> None:
+        """One store write for every session in ``items`` (counts and usage from the journal)."""
+        changes = []
+        for info, change in items:
+            usage = await self.journal.usage(info.key)
+            changes.append((info.cell, info.name, _status_change(info, change, usage, _now())))
+        await self.store.update_status_many("Session", changes)
 
-        await self.store.update_with_retry(
-            "Session", info.cell, info.name, update, subresource="status"
-        )
+
+def _status_change(
+    info: SessionInfo, change: dict[str, Any], usage: tuple[int, int, int], now: str
+) -> StatusChange:
+    messages, prompt, completion = usage
+
+    def update(obj: dict[str, Any]) -> dict[str, Any] | None:
+        if obj["metadata"].get("uid") != info.uid:
+            return None
+        status = dict(obj.get("status") or {})
+        patch = dict(change)
+        if status.get("phase") in ENDED and status.get("reason") != "DeadLettered":
+            patch.pop("phase", None)  # closed, expired or done meanwhile: that stands
+        for k, v in patch.items():
+            if v is None:
+                status.pop(k, None)
+            else:
+                status[k] = v
+        if status.get("phase") in ("Succeeded", "Failed"):
+            status.setdefault("completionTime", now)
+        status["messageCount"] = messages
+        status["usage"] = {
+            "promptTokens": prompt, "completionTokens": completion,
+            "totalTokens": prompt + completion,
+        }  # fmt: skip
+        status["lastActivityTime"] = now
+        obj["status"] = status
+        return obj
+
+    return update

@@ -22,10 +22,11 @@ in :mod:`apiary.store.updates`.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import copy
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Literal
 
@@ -43,6 +44,7 @@ from apiary.store.model import (
     Obj,
     ObjectList,
     SecretCodec,
+    StatusChange,
     StoreSettings,
     now_rfc3339,
     object_key,
@@ -118,6 +120,14 @@ class Store(ABC):
         """Atomically replace the body at key by ``mutate(current, rv)``; (old, new) bodies.
 
         Bodies cross this boundary in stored form (secrets encrypted)."""
+
+    async def _transact_many(
+        self, items: Sequence[tuple[Key, Mutate]]
+    ) -> list[tuple[Obj | None, Obj | None]]:
+        """``_transact`` for each item, in order. A backend that can runs them as one
+        transaction (SQLite: one write lock, one commit); this default runs them one by one,
+        each atomic on its own — what callers may rely on either way."""
+        return [await self._transact(key, mutate) for key, mutate in items]
 
     @abstractmethod
     async def _scan(
@@ -382,6 +392,44 @@ class Store(ABC):
                 await self.compact()
             except Exception:  # a failed compaction is retried next round
                 continue
+
+    async def update_status_many(
+        self, kind: str, changes: Sequence[tuple[str, str, StatusChange]]
+    ) -> builtins.list[Obj | None]:
+        """Set the status of many objects of one kind in one write where the backend can.
+
+        For each ``(namespace, name, change)``: ``change(current)`` returns the object with its
+        new status (only ``status`` is taken), or None to leave it as it is. A missing object is
+        skipped. Returns the stored objects (None where skipped), in order; watchers are woken
+        once. What a status writer that coalesces many objects' updates wants: under the write
+        lock nothing can change between read and write, so there is no read-modify-write retry.
+        If a ``change`` raises, the exception propagates and, on a backend that batches, none
+        of the batch is written.
+        """
+
+        def mutation(change: StatusChange) -> Mutate:
+            def mutate(current: Obj | None, rv: int) -> Obj | None:
+                if current is None:
+                    return None
+                wanted = change(self._from_stored(copy.deepcopy(current)) or {})
+                if wanted is None or wanted.get("status") == current.get("status"):
+                    return current
+                new = copy.deepcopy(current)
+                new["status"] = wanted.get("status") or {}
+                new["metadata"]["resourceVersion"] = str(rv)
+                return new
+
+            return mutate
+
+        if not changes:
+            return []
+        items = [(Key(kind, ns, name), mutation(change)) for ns, name, change in changes]
+        done = await self._transact_many(items)
+        self._notify()
+        out: builtins.list[Obj | None] = []
+        for old, new in done:
+            out.append(None if new is None or new is old else self._from_stored(new))
+        return out
 
     # ------------------------------------------------------------ conveniences
 

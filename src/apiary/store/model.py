@@ -14,6 +14,8 @@ from apiary.errors import FieldDetail, Invalid
 Obj = dict[str, Any]
 Clock = Callable[[], datetime]
 Mutate = Callable[[Obj | None, int], Obj | None]
+StatusChange = Callable[[Obj], Obj | None]
+"""For ``Store.update_status_many``: the current object → it with its new status, or None."""
 ChangeType = Literal["ADDED", "MODIFIED", "DELETED"]
 
 

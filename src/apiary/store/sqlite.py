@@ -21,7 +21,7 @@ The global resourceVersion is the next ``changes.rv``, allocated inside the writ
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -57,6 +57,43 @@ def parse_sqlite_url(url: str) -> tuple[Path, str, int]:
 
 def _dumps(obj: Obj) -> str:
     return orjson.dumps(obj).decode()
+
+
+def _apply(conn: sqlite3.Connection, key: Key, mutate: Mutate) -> tuple[Obj | None, Obj | None]:
+    """One object's change inside the caller's write transaction: (old, new) bodies."""
+    row = conn.execute(
+        "SELECT body FROM objects WHERE kind = ? AND namespace = ? AND name = ?",
+        (key.kind, key.namespace, key.name),
+    ).fetchone()
+    text = row[0] if row is not None else None
+    current = orjson.loads(text) if text is not None else None
+    rv = int(conn.execute(_RV_SQL).fetchone()[0]) + 1
+    new = mutate(orjson.loads(text) if text is not None else None, rv)
+    if new == current:  # nothing to change (e.g. delete of a terminating object)
+        return current, current
+    change_type: ChangeType
+    if new is None:
+        assert text is not None
+        conn.execute(
+            "DELETE FROM objects WHERE kind = ? AND namespace = ? AND name = ?",
+            (key.kind, key.namespace, key.name),
+        )
+        logged: Obj = orjson.loads(text)
+        logged["metadata"]["resourceVersion"] = str(rv)
+        change_type = "DELETED"
+    else:
+        conn.execute(
+            "INSERT OR REPLACE INTO objects (kind, namespace, name, body, rv)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (key.kind, key.namespace, key.name, _dumps(new), rv),
+        )
+        logged = new
+        change_type = "ADDED" if current is None else "MODIFIED"
+    conn.execute(
+        "INSERT INTO changes (rv, type, kind, namespace, name, body) VALUES (?, ?, ?, ?, ?, ?)",
+        (rv, change_type, key.kind, key.namespace, key.name, _dumps(logged)),
+    )
+    return current, new
 
 
 class SQLiteStore(Store):
@@ -124,48 +161,22 @@ class SQLiteStore(Store):
     # ---------------------------------------------------------------- primitives
 
     async def _transact(self, key: Key, mutate: Mutate) -> tuple[Obj | None, Obj | None]:
-        def tx(conn: sqlite3.Connection) -> tuple[Obj | None, Obj | None]:
+        return (await self._transact_many([(key, mutate)]))[0]
+
+    async def _transact_many(
+        self, items: Sequence[tuple[Key, Mutate]]
+    ) -> list[tuple[Obj | None, Obj | None]]:
+        """Every item in one write transaction: one thread hop, one lock, one commit."""
+
+        def tx(conn: sqlite3.Connection) -> list[tuple[Obj | None, Obj | None]]:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                row = conn.execute(
-                    "SELECT body FROM objects WHERE kind = ? AND namespace = ? AND name = ?",
-                    (key.kind, key.namespace, key.name),
-                ).fetchone()
-                text = row[0] if row is not None else None
-                current = orjson.loads(text) if text is not None else None
-                rv = int(conn.execute(_RV_SQL).fetchone()[0]) + 1
-                new = mutate(orjson.loads(text) if text is not None else None, rv)
-                if new == current:  # nothing to change (e.g. delete of a terminating object)
-                    conn.execute("ROLLBACK")
-                    return current, current
-                change_type: ChangeType
-                if new is None:
-                    assert text is not None
-                    conn.execute(
-                        "DELETE FROM objects WHERE kind = ? AND namespace = ? AND name = ?",
-                        (key.kind, key.namespace, key.name),
-                    )
-                    logged: Obj = orjson.loads(text)
-                    logged["metadata"]["resourceVersion"] = str(rv)
-                    change_type = "DELETED"
-                else:
-                    conn.execute(
-                        "INSERT OR REPLACE INTO objects (kind, namespace, name, body, rv)"
-                        " VALUES (?, ?, ?, ?, ?)",
-                        (key.kind, key.namespace, key.name, _dumps(new), rv),
-                    )
-                    logged = new
-                    change_type = "ADDED" if current is None else "MODIFIED"
-                conn.execute(
-                    "INSERT INTO changes (rv, type, kind, namespace, name, body)"
-                    " VALUES (?, ?, ?, ?, ?, ?)",
-                    (rv, change_type, key.kind, key.namespace, key.name, _dumps(logged)),
-                )
+                done = [_apply(conn, key, mutate) for key, mutate in items]
                 conn.execute("COMMIT")
             except BaseException:
                 sqlitebackend.rollback(conn)
                 raise
-            return current, new
+            return done
 
         return await self._call(tx)
 

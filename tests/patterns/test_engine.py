@@ -10,6 +10,7 @@ import pytest
 
 from apiary.errors import Invalid
 from apiary.patterns import Engine, initial_state, make_id
+from apiary.patterns.state import DONE_LIMIT
 
 from .helpers import Run, hive, out, seed, stages
 
@@ -123,7 +124,7 @@ def test_the_state_remembers_only_recent_ended_inputs() -> None:
     run = Run(Engine(hive("pipeline", stages("s"))))
     for i in range(300):
         run.reply(run.input(i, id=f"in-{i}").dispatches[0], i)
-    assert len(run.state["done"]) == 256
+    assert len(run.state["done"]) == DONE_LIMIT == 64
     assert run.engine.input_status(run.state, "in-299") == "completed"
     assert run.engine.input_status(run.state, "in-0") is None
     assert len(run.finals) == 300

@@ -12,9 +12,9 @@ its answer (swarm ``first``), whose outputs are still recorded when they come; `
 answered dispatches whose agent may still print lines that the flow routes (a hierarchical
 supervisor's), with the index the next late output will have; ``done`` lets a
 re-sent input be recognised as a duplicate after its flow has ended. ``done`` keeps only the
-last :data:`DONE_LIMIT` inputs: the journal serialises the whole document on every commit, so it
-must not grow with a session's age; an older input sent again is the journal's to refuse (its
-entry id already exists).
+last :data:`DONE_LIMIT` inputs: the journal serialises the whole document on every commit (and the
+router keeps it in memory), so it must not grow with a session's age; an older input sent again
+is the journal's to refuse (the router looks its entry id up before it runs an input).
 
 Steps never mutate the document they are given: :func:`begin` copies the top level and the engine
 copies a flow before touching it, so a router that retries a step after a version conflict (or a
@@ -26,7 +26,7 @@ from __future__ import annotations
 from typing import Any
 
 STATE_VERSION = 1
-DONE_LIMIT = 256
+DONE_LIMIT = 64
 
 
 def initial_state() -> dict[str, Any]:

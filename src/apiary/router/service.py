@@ -18,8 +18,6 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import orjson
-
 from apiary.bus import Bus, Delivery, Publish, Subscription
 from apiary.errors import (
     Conflict,
@@ -95,8 +93,9 @@ class Router(Holds, Recovery, LateOutputs, Cancelling):
         """The outcome subjects this router takes: every cell's by default; a narrower filter
         (``apiary.<cell>.*.out``) lets it run on a JetStream stream that covers one cell only."""
         self.state_cache_size = state_cache_size
-        self._states: dict[str, tuple[str, int, bytes]] = {}
-        """session key → (uid, version, state as JSON) after this router's last commit."""
+        self._states: dict[str, tuple[str, int, Obj]] = {}
+        """session key → (uid, version, state) after this router's last commit: the document as
+        the step built it, handed to the next step of the session without a decode."""
         self._sub: Subscription | None = None
         self._timers: set[asyncio.TimerHandle] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -378,19 +377,24 @@ class Router(Holds, Recovery, LateOutputs, Cancelling):
     async def _load(self, info: SessionInfo) -> SessionState:
         """The session's state as this router last committed it, else from the journal.
 
-        Saves a journal read per step (a thread hop and a query on SQLite, a round trip on
-        PostgreSQL). Safe with other writers: a stale cache only makes the commit's version
-        check fail, and the step is redone from the journal. Keyed by the session's uid too, so
-        a deleted and re-created session never inherits its predecessor's state. The step gets a
-        private copy: it may change the document in place."""
-        cached = self._states.get(info.key)
+        Saves a journal read and a JSON decode per step (a thread hop and a query on SQLite, a
+        round trip on PostgreSQL). Safe with other writers: a stale cache only makes the commit's
+        version check fail, and the step is redone from the journal. Keyed by the session's uid
+        too, so a deleted and re-created session never inherits its predecessor's state.
+
+        The cached document is *taken*, not copied: the step owns it (it may change it in place)
+        and only the state it commits goes back in (``_remember``). A concurrent step of the same
+        session meanwhile finds nothing cached and reads the journal — so no two steps ever share
+        a document, and a step that fails or conflicts leaves nothing behind."""
+        cached = self._states.pop(info.key, None)
         if cached is not None and cached[0] == info.uid:
-            return SessionState(cached[1], orjson.loads(cached[2]))
+            return SessionState(cached[1], cached[2])
         return await self.journal.load(info.key)
 
     def _remember(self, info: SessionInfo, version: int, state: Obj) -> None:
+        """Cache the state just committed (the journal has its own serialised copy)."""
         self._states.pop(info.key, None)  # re-insert: the dict's order is least recently used
-        self._states[info.key] = (info.uid, version, orjson.dumps(state))
+        self._states[info.key] = (info.uid, version, state)
         while len(self._states) > self.state_cache_size:
             del self._states[next(iter(self._states))]
 

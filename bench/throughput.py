@@ -257,9 +257,9 @@ async def closed_loop(ap: Apiary, hive: str, seconds: float, in_flight: int) -> 
 
     warm_until = time.perf_counter() + min(1.0, seconds / 2)
     await asyncio.gather(*(run(s, warm_until, False) for s in sessions))
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     await asyncio.gather(*(run(s, t0 + seconds, True) for s in sessions))
-    elapsed = time.perf_counter() - t0
+    elapsed, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     lat = sorted(latencies)
     hops = len(HIVES[hive])
     return {
@@ -273,6 +273,9 @@ async def closed_loop(ap: Apiary, hive: str, seconds: float, in_flight: int) -> 
         "hops_per_s": round(len(lat) * hops / elapsed, 1),
         "p50_ms": ms(percentile(lat, 50)),
         "p99_ms": ms(percentile(lat, 99)),
+        # this process's CPU (every thread; the agents are processes of their own) per message:
+        # steadier than msgs/s on a machine that is busy with other work
+        "cpu_us_per_msg": round(cpu / max(1, len(lat)) * 1e6, 1),
     }
 
 
@@ -325,7 +328,11 @@ async def apiary_mode(
         rows = []
         for hive in hives:
             rows.append(await closed_loop(ap, hive, seconds, in_flight))
-            print(f"  {hive}: {rows[-1]['msgs_per_s']} msgs/s", file=sys.stderr)
+            print(
+                f"  {hive}: {rows[-1]['msgs_per_s']} msgs/s, "
+                f"{rows[-1]['cpu_us_per_msg']} µs CPU/msg",
+                file=sys.stderr,
+            )
         latency = await hop_latency(ap, latency_n, agent_alone)
     return {"deploy_seconds": round(deployed, 2), "drone_pids": pids, "throughput": rows,
             "latency": latency}  # fmt: skip

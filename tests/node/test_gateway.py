@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -16,6 +17,8 @@ from typing import Any
 
 import httpx
 import pytest
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from apiary.agent import Llm, LlmError
 from apiary.client import AsyncApiClient
@@ -23,6 +26,10 @@ from apiary.errors import NotFound
 from apiary.node.gateway import LlmGateway
 from apiary.node.gateway_budget import DroneMeter, until_exceeded
 from apiary.node.keeperhttp import KeeperHttpServer
+from apiary.telemetry.metrics import Recorder
+from apiary.telemetry.taps import _tokens
+from apiary.waggle.envelope import Outcome
+from fakes import openai_server
 from fakes.openai_server import FakeOpenAI, running_fake_openai
 
 CELL, DRONE = "c1", "d1"
@@ -57,6 +64,43 @@ class Env:
         return await self.http.post(
             self.base + "/chat/completions", json=payload, headers=self.headers
         )
+
+
+ANSWERED = "gpt-4o-mini-2024-07-18"
+"""The model :class:`RenamingFake` says answered, whatever was asked for (a dated version, as
+OpenAI answers ``gpt-4o-mini``; a router may answer with another model altogether)."""
+
+
+@dataclass
+class RenamingFake(FakeOpenAI):
+    """The fake provider, answering chat completions (plain and streamed) as :data:`ANSWERED`."""
+
+    answer_as: str = ANSWERED
+
+    async def chat(self, request: Request) -> Response:
+        answer = await super().chat(request)
+        if isinstance(answer, StreamingResponse):
+            asked = self.requests[-1].body["model"]
+            before, after = f'"model": "{asked}"'.encode(), f'"model": "{self.answer_as}"'.encode()
+            inner = answer.body_iterator
+
+            async def renamed() -> AsyncIterator[bytes]:
+                async for chunk in inner:
+                    raw = chunk if isinstance(chunk, bytes) else str(chunk).encode()
+                    yield raw.replace(before, after)
+
+            answer.body_iterator = renamed()
+            return answer
+        if answer.status_code == 200 and isinstance(answer, JSONResponse):
+            body = json.loads(bytes(answer.body))
+            return JSONResponse({**body, "model": self.answer_as})
+        return answer
+
+
+@pytest.fixture
+def renaming(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``running_fake_openai`` serves a :class:`RenamingFake` (the ``env`` fixture after it)."""
+    monkeypatch.setattr(openai_server, "FakeOpenAI", RenamingFake)
 
 
 def b64(text: str) -> str:
@@ -349,3 +393,63 @@ async def test_the_sdk_names_the_session_of_its_message(env: Env) -> None:
     with pytest.raises(LlmError) as refused:
         await asyncio.to_thread(Llm("m1", session=f"{CELL}/z", url=base, token=token).chat, "x")
     assert (refused.value.status, refused.value.type) == (403, "permission_error")
+
+
+async def test_tokens_count_under_the_model_the_provider_answered_with(
+    renaming: None, env: Env
+) -> None:
+    tally = env.drone.meter.begin("m1")
+    plain = await env.chat("hello")
+    assert plain.status_code == 200 and plain.json()["model"] == ANSWERED
+    assert env.fake.chat_calls()[-1].body["model"] == "fake-small"  # what was asked for
+    body = {"messages": [{"role": "user", "content": "x y"}], "stream": True}
+    async with env.http.stream(
+        "POST", env.base + "/chat/completions", json=body, headers=env.headers
+    ) as resp:
+        events = [line async for line in resp.aiter_lines() if line]
+    assert ANSWERED in events[0]
+    await env.http.post(env.base + "/embeddings", json={"input": "a"}, headers=env.headers)
+    assert tally.usage == (24, 10)
+    # the chats under ANSWERED; the fake's embeddings answer names the model asked for
+    assert tally.models == {ANSWERED: (20, 10), "fake-small": (4, 0)}
+
+
+async def test_the_answered_model_labels_the_token_metric_and_prices_its_cost(
+    renaming: None, env: Env
+) -> None:
+    """Gateway → Outcome on the bus → the router's tap → the recorder, with the built-in price
+    of gpt-4o-mini ($0.15 in, $0.60 out per 1M tokens) for the dated name the provider said."""
+    tally = env.drone.meter.begin("m1", session="c1/s")
+    assert (await env.chat("one")).status_code == 200
+    assert (await env.chat("two", model="fake-large")).status_code == 200  # asked otherwise
+    sent = Outcome("d1", "c1/s", "h", "write", DRONE, [], 1.0, None, 0, tally.usage,
+                   models=tally.by_model())  # fmt: skip
+    outcome = Outcome.decode(sent.encode())
+    assert outcome.models == ((ANSWERED, 20, 10),)
+    r = Recorder()
+    for model, prompt, completion in _tokens(outcome):
+        assert model is not None  # no AgentSpec lookup needed: the gateway named the model
+        r.used_tokens("c1", "h", "write", prompt, completion, model)
+    where = {"cell": "c1", "hive": "h", "stage": "write", "model": ANSWERED}
+    value = r.registry.get_sample_value
+    assert value("apiary_llm_tokens_total", {**where, "type": "prompt"}) == 20
+    assert value("apiary_llm_tokens_total", {**where, "type": "completion"}) == 10
+    assert (
+        value("apiary_llm_tokens_total", {**where, "model": "fake-small", "type": "prompt"}) is None
+    )
+    cost = value("apiary_llm_cost_usd_total", where)
+    assert cost == pytest.approx((20 * 0.15 + 10 * 0.60) / 1e6)
+
+
+async def test_a_model_the_price_table_does_not_know_counts_tokens_and_no_cost(env: Env) -> None:
+    tally = env.drone.meter.begin("m1")
+    assert (await env.chat("one")).status_code == 200  # the plain fake: answers as fake-small
+    assert tally.models == {"fake-small": (10, 5)}
+    r = Recorder()
+    outcome = Outcome("d1", "c1/s", "h", "write", DRONE, [], usage=tally.usage,
+                      models=tally.by_model())  # fmt: skip
+    ((model, prompt, completion),) = _tokens(outcome)
+    r.used_tokens("c1", "h", "write", prompt, completion, model or "")
+    where = {"cell": "c1", "hive": "h", "stage": "write", "model": "fake-small"}
+    assert r.registry.get_sample_value("apiary_llm_tokens_total", {**where, "type": "prompt"}) == 10
+    assert r.registry.get_sample_value("apiary_llm_cost_usd_total", where) is None

@@ -1,11 +1,14 @@
 """The LLM gateway end to end: a whole Apiary (tests/stack.py) runs examples/agents/llm_agent.py
 as a real process; it asks the node's gateway, which forwards to the fake provider on loopback.
 Budgets are enforced by the node and the router: the session's flows fail with
-``TokenBudgetExceeded`` and the tokens spent stay within budget + one call."""
+``TokenBudgetExceeded`` and the tokens spent stay within budget + one call. With apiaryd's
+metered router, the tokens are counted, and priced, under the model the provider answered with."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -13,10 +16,15 @@ from typing import Any
 
 import psutil
 import pytest
+from test_gateway import ANSWERED, RenamingFake
 
+import stack as stack_module
 from apiary.journal import Entry
 from apiary.router.status import SessionStatusWriter
+from apiary.telemetry.metrics import Recorder
+from apiary.telemetry.taps import MeteredRouter
 from apiary.waggle import Message
+from fakes import openai_server
 from fakes.openai_server import FakeOpenAI, running_fake_openai
 from stack import Stack, agentspec, hive, is_ready, running_stack, session
 
@@ -24,8 +32,8 @@ LLM_AGENT = [sys.executable, str(Path(__file__).parents[2] / "examples/agents/ll
 CALL = 15  # tokens the fake provider charges per chat completion (10 prompt + 5 completion)
 
 
-@pytest.fixture
-async def world(tmp_path: Path, cell: str) -> AsyncIterator[tuple[Stack, FakeOpenAI]]:
+@contextlib.asynccontextmanager
+async def _world(tmp_path: Path, cell: str) -> AsyncIterator[tuple[Stack, FakeOpenAI]]:
     async with running_fake_openai() as fake, running_stack(tmp_path, cell, messaging=True) as s:
         assert s.router is not None and s.journal is not None
         s.router.on_status = SessionStatusWriter(s.store, s.journal).update
@@ -35,6 +43,25 @@ async def world(tmp_path: Path, cell: str) -> AsyncIterator[tuple[Stack, FakeOpe
             "stringData": {"baseUrl": fake.url, "apiKey": fake.api_key},
         })  # fmt: skip
         yield s, fake
+
+
+@pytest.fixture
+async def world(tmp_path: Path, cell: str) -> AsyncIterator[tuple[Stack, FakeOpenAI]]:
+    async with _world(tmp_path, cell) as found:
+        yield found
+
+
+@pytest.fixture
+async def metered(
+    tmp_path: Path, cell: str, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[tuple[Stack, Recorder]]:
+    """The stack with apiaryd's :class:`MeteredRouter` (its own recorder) and a provider that
+    answers as :data:`ANSWERED` whatever model it is asked for."""
+    recorder = Recorder()
+    monkeypatch.setattr(stack_module, "Router", functools.partial(MeteredRouter, metrics=recorder))
+    monkeypatch.setattr(openai_server, "FakeOpenAI", RenamingFake)
+    async with _world(tmp_path, cell) as (s, _):
+        yield s, recorder
 
 
 async def llm_hive(
@@ -130,3 +157,31 @@ async def test_a_runaway_agent_is_stopped_at_its_per_request_budget(
     _, prompt, completion = await stack.journal.usage(f"{stack.cell}/s")
     assert prompt + completion == fake.tokens_billed()
     await session_status(stack, "s", "TokenBudgetExceeded")
+
+
+@pytest.mark.parametrize("stream", ["0", "1"])
+async def test_tokens_and_their_cost_are_counted_under_the_model_that_answered(
+    metered: tuple[Stack, Recorder], stream: str
+) -> None:
+    stack, recorder = metered
+    await llm_hive(stack, {"STREAM": stream, "CALLS": "2"})  # spec.llm.model asks fake-small
+    await stack.store.create(session(stack.cell, "s", "h"))
+    assert stack.router is not None
+    await stack.router.submit(stack.cell, "s", Message("alpha"))
+    (done,) = await ended(stack, f"{stack.cell}/s", 1)
+    assert done.kind == "final", done.message
+    where = {"cell": stack.cell, "hive": "h", "stage": "write"}
+    value = recorder.registry.get_sample_value
+    for _ in range(100):  # the answer is journaled just before it is counted
+        if value("apiary_llm_tokens_total", {**where, "model": ANSWERED, "type": "prompt"}):
+            break
+        await asyncio.sleep(0.02)
+    assert value("apiary_llm_tokens_total", {**where, "model": ANSWERED, "type": "prompt"}) == 20
+    assert (
+        value("apiary_llm_tokens_total", {**where, "model": ANSWERED, "type": "completion"}) == 10
+    )
+    assert (
+        value("apiary_llm_tokens_total", {**where, "model": "fake-small", "type": "prompt"}) is None
+    )
+    cost = value("apiary_llm_cost_usd_total", {**where, "model": ANSWERED})
+    assert cost == pytest.approx((20 * 0.15 + 10 * 0.60) / 1e6)  # gpt-4o-mini's built-in price

@@ -8,16 +8,16 @@ So an agent points any OpenAI client at ``$APIARY_KEEPER_URL/v1`` with ``$APIARY
 as its API key. The gateway checks the caller (the keeper token of that drone), finds the provider
 the drone's AgentSpec names (``spec.llm``, :mod:`apiary.node.gateway_provider`), injects the
 default model, forwards with the provider's key (which the agent never sees) over one keep-alive
-``httpx.AsyncClient``, and counts the tokens the provider reports in ``usage`` against the
-message the drone is working on (:mod:`apiary.node.gateway_budget`): the one named by
-``X-Apiary-Message-Id``, else the only one in flight — among the messages of the session named by
-``X-Apiary-Session-Id`` when the call names one (a session the drone holds no message of is a 403).
-A call no message in flight pays for is refused, so a drone's LLM use is always attributable to a
-session it holds. For streams it asks the
-provider for a final usage chunk (``stream_options.include_usage``) and hands the agent every
-event as it arrives — nothing buffers the answer; the usage chunk reaches the agent only if it
-asked for it. A provider that reports no usage is charged an estimate (4 characters a token), so
-budgets still hold.
+``httpx.AsyncClient``, and counts the tokens the provider reports in ``usage`` — under the model
+its answer names — against the message the drone is working on
+(:mod:`apiary.node.gateway_budget`): the one named by ``X-Apiary-Message-Id``, else the only one
+in flight — among the messages of the session named by ``X-Apiary-Session-Id`` when the call
+names one (a session the drone holds no message of is a 403). A call no message in flight pays
+for is refused, so a drone's LLM use is always attributable to a session it holds. For streams
+it asks the provider for a final usage chunk (``stream_options.include_usage``) and hands the
+agent every event as it arrives — nothing buffers the answer; the usage chunk reaches the agent
+only if it asked for it. A provider that reports no usage is charged an estimate (4 characters a
+token), so budgets still hold.
 
 With tracing on, each call is a ``chat``/``embeddings`` span (GenAI semantic conventions:
 ``gen_ai.request.model``, ``gen_ai.usage.*`` ...), a child of the agent's ``traceparent`` header
@@ -54,6 +54,7 @@ log = logging.getLogger("apiary.node.gateway")
 MESSAGE_HEADER = "x-apiary-message-id"
 SESSION_HEADER = "x-apiary-session-id"
 CHARS_PER_TOKEN = 4
+MAX_MODEL_NAME = 200
 PASSED_HEADERS = ("content-type", "x-request-id", "openai-processing-ms", "retry-after")
 
 
@@ -266,7 +267,7 @@ class LlmGateway:
             if counted is None:
                 estimated = True
                 counted = (estimate(prompt_text(body)), estimate(completion(parsed)))
-            meter.charge(tally, *counted)
+            meter.charge(tally, *counted, model=answered_model(parsed, body))
         if span is not None:
             hops.llm_end(span, answer.status_code, counted, parsed, estimated)
         return Response(answer.content, answer.status_code, _passed(answer))
@@ -294,10 +295,22 @@ class LlmGateway:
                 hops.llm_end(span, answer.status_code, None)
             return Response(content, answer.status_code, _passed(answer))
         relay = _SseRelay(meter, tally, prompt_text(body), keep_usage_chunk=asked)
+        relay.model = _model_name(body.get("model"))
         relay.span = span
         return StreamingResponse(
             relay.run(answer), answer.status_code, _passed(answer), media_type="text/event-stream"
         )
+
+
+def _model_name(value: Any) -> str:
+    return value[:MAX_MODEL_NAME] if isinstance(value, str) else ""
+
+
+def answered_model(answer: Any, body: dict[str, Any]) -> str:
+    """The model the provider says answered (``model`` of its answer: often a dated version of
+    the one asked for, or another one altogether behind a router), else the requested one."""
+    said = _model_name(answer.get("model")) if isinstance(answer, dict) else ""
+    return said or _model_name(body.get("model"))
 
 
 def completion_of_chat(answer: Any) -> str:
@@ -355,6 +368,8 @@ class _SseRelay:
         self.keep_usage_chunk = keep_usage_chunk
         self.usage: tuple[int, int] | None = None
         self.streamed = 0  # characters of content seen
+        self.model = ""  # the requested model until a chunk names the one that answers
+        self._named = False
         self.span: Any = None  # the call's trace span, ended with the stream
 
     def event(self, raw: bytes) -> bytes | None:
@@ -368,6 +383,8 @@ class _SseRelay:
             return raw
         if not isinstance(chunk, dict):
             return raw
+        if not self._named and _model_name(chunk.get("model")):
+            self.model, self._named = _model_name(chunk.get("model")), True
         counted = usage_of(chunk)
         if counted is not None:
             self.usage = counted
@@ -407,9 +424,10 @@ class _SseRelay:
                 estimate(self.prompt),
                 (self.streamed + CHARS_PER_TOKEN - 1) // CHARS_PER_TOKEN,
             )
-            self.meter.charge(self.tally, *usage)
+            self.meter.charge(self.tally, *usage, model=self.model)
             if self.span is not None:
-                hops.llm_end(self.span, answer.status_code, usage, None, self.usage is None)
+                said = {"model": self.model} if self._named else None
+                hops.llm_end(self.span, answer.status_code, usage, said, self.usage is None)
 
 
 __all__ = ["MESSAGE_HEADER", "SESSION_HEADER", "GatewayDrone", "LlmGateway", "estimate", "usage_of"]

@@ -31,6 +31,9 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
+MAX_MODELS_PER_MESSAGE = 8
+"""Models one message's tokens are told apart by; the calls of any more count as ``other``."""
+
 EXCEEDED = "TokenBudgetExceeded"
 """The Outcome error reason of a message that ran out of tokens (router/policy.py NOT_RETRIED)."""
 
@@ -61,6 +64,7 @@ class Tally:
         "exceeded",
         "limit",
         "message_id",
+        "models",
         "prompt",
         "session",
         "session_left",
@@ -80,6 +84,9 @@ class Tally:
         self.session_left = session_left
         self.prompt = 0
         self.completion = 0
+        self.models: dict[str, tuple[int, int]] = {}
+        """(prompt, completion) by the model that answered each call (the requested one when
+        the provider named none): what the token and cost metrics are labelled with."""
         self.exceeded: str | None = None
         """Why the message ran out of tokens (the Outcome error message), once it has."""
         self.bounded = limit is not None or session_left is not None
@@ -93,6 +100,12 @@ class Tally:
     @property
     def usage(self) -> tuple[int, int]:
         return (self.prompt, self.completion)
+
+    def by_model(self) -> tuple[tuple[str, int, int], ...]:
+        """:attr:`models` as an Outcome carries them: (model, prompt, completion)."""
+        if not self.models:
+            return ()
+        return tuple((m, p, c) for m, (p, c) in self.models.items())
 
     def over(self) -> str | None:
         """Which budget has no room left (a sentence), else None."""
@@ -254,8 +267,9 @@ class DroneMeter:
             tally.mark(reason, self.stop_grace)
             raise GatewayRefusal(429, "budget_exceeded", f"token budget exceeded: {reason}")
 
-    def charge(self, tally: Tally | None, prompt: int, completion: int) -> None:
-        """Count a call the provider answered; a message that ends over budget is marked."""
+    def charge(self, tally: Tally | None, prompt: int, completion: int, model: str = "") -> None:
+        """Count a call the provider answered (with ``model``); a message that ends over budget
+        is marked."""
         prompt, completion = max(0, prompt), max(0, completion)
         self.total = (self.total[0] + prompt, self.total[1] + completion)
         if prompt + completion:
@@ -265,6 +279,12 @@ class DroneMeter:
             return
         tally.prompt += prompt
         tally.completion += completion
+        if model and (prompt or completion):
+            models = tally.models
+            if model not in models and len(models) >= MAX_MODELS_PER_MESSAGE:
+                model = "other"
+            p, c = models.get(model, (0, 0))
+            models[model] = (p + prompt, c + completion)
         if (tally.limit is not None and tally.used > tally.limit) or (
             tally.session_left is not None and tally.used > tally.session_left
         ):

@@ -350,9 +350,10 @@ class StageWorker:
             heartbeat.cancel()
             if meter is not None:
                 meter.end(message.id, session=dispatch.session)
-        usage = (0, 0)
+        usage: tuple[int, int] = (0, 0)
+        models: tuple[tuple[str, int, int], ...] = ()
         if tally is not None:
-            usage = tally.usage
+            usage, models = tally.usage, tally.by_model()
             if tally.exceeded is not None:  # the gateway refused a call: a hard stop
                 error = (EXCEEDED, tally.exceeded)
         if guard is not None and error is None:
@@ -365,7 +366,7 @@ class StageWorker:
         outcome = Outcome(
             dispatch.dispatch, dispatch.session, dispatch.hive, dispatch.stage, self.drone,
             [o.to_dict() for o in said], (time.perf_counter() - t0) * 1000.0, error,
-            dispatch.attempt, usage,
+            dispatch.attempt, usage, models=models,
         )  # fmt: skip
         headers = hops.current_headers() if tracing.TRACER is not None else None
         await self.bus.publish(self._out, outcome.encode(), msg_id=outcome.msg_id, headers=headers)

@@ -7,6 +7,11 @@ plain values. Each hook is a label lookup and an increment — no allocation bey
 
 Labels are bounded: cells, hives and stages exist in the store, outcomes and reasons are fixed
 vocabularies (an unknown error reason is counted as ``other``); never a session or message id.
+Model names come from AgentSpecs and from what providers answered: the first :data:`MAX_MODELS`
+seen are kept, any later one is counted as ``other``.
+
+Tokens are also priced (:mod:`apiary.telemetry.prices`, an estimate) into
+``apiary_llm_cost_usd_total``; a model the price table does not know adds tokens, not cost.
 
 Histogram observations may carry an exemplar (``{"trace_id": …}``): the router passes the trace
 of the step it is in, so a slow bucket on a dashboard leads to one real trace. Exemplars are
@@ -28,6 +33,8 @@ from prometheus_client import (
     Counter,
     Histogram,
 )
+
+from apiary.telemetry.prices import Prices, prices_from_env
 
 LATENCY_BUCKETS = (
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
@@ -54,12 +61,24 @@ ERROR_REASONS = frozenset({
 
 _STAGE = ["cell", "hive", "stage"]
 
+MAX_MODELS = 100
+"""Distinct ``model`` label values kept; later ones are counted as ``other`` (cardinality: a
+provider may answer with any name)."""
+
 
 class Recorder:
     """The message-path metric families and the hooks that feed them."""
 
-    def __init__(self, registry: CollectorRegistry | None = None, *, standard: bool = False):
+    def __init__(
+        self,
+        registry: CollectorRegistry | None = None,
+        *,
+        standard: bool = False,
+        prices: Prices | None = None,
+    ) -> None:
         self.registry = registry or CollectorRegistry(auto_describe=True)
+        self.prices = prices if prices is not None else Prices()
+        """What tokens cost (the built-in estimates unless told otherwise)."""
         if standard:  # the prometheus_client defaults, in our registry instead of the global one
             for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
                 self.registry.register(collector)
@@ -109,8 +128,16 @@ class Recorder:
         )
         self.tokens = Counter(
             "apiary_llm_tokens",
-            "LLM tokens agents used, by type (prompt, completion) and the stage's AgentSpec model",
+            "LLM tokens agents used, by type (prompt, completion) and model: the one the provider "
+            "answered with when the gateway counted them, else the stage's AgentSpec model",
             [*_STAGE, "model", "type"],
+            registry=r,
+        )
+        self.cost = Counter(
+            "apiary_llm_cost_usd",
+            "estimated cost in US dollars of the LLM tokens agents used: tokens times a price "
+            "table (list prices; models it does not know add nothing)",
+            [*_STAGE, "model"],
             registry=r,
         )
         self.journal_commit = Histogram(
@@ -132,6 +159,7 @@ class Recorder:
         self._publishes = {r: self.bus_publish.labels(r) for r in ("ok", "error")}
         self._stages: dict[tuple[str, str, str], _StageSeries] = {}
         """(cell, hive, stage) → its children of the families above, looked up once."""
+        self._models: set[str] = set()
 
     # ------------------------------------------------------------------------------ hooks
 
@@ -176,10 +204,24 @@ class Recorder:
     def used_tokens(
         self, cell: str, hive: str, stage: str, prompt: int, completion: int, model: str = ""
     ) -> None:
+        """Tokens of ``model`` (the one that answered, where known), and their estimated cost
+        when the price table knows the model."""
+        label = self._model(model)
         if prompt:
-            self.tokens.labels(cell, hive, stage, model, "prompt").inc(prompt)
+            self.tokens.labels(cell, hive, stage, label, "prompt").inc(prompt)
         if completion:
-            self.tokens.labels(cell, hive, stage, model, "completion").inc(completion)
+            self.tokens.labels(cell, hive, stage, label, "completion").inc(completion)
+        price = self.prices.of(model) if model else None
+        if price is not None and (prompt or completion):
+            self.cost.labels(cell, hive, stage, label).inc(price.of(prompt, completion))
+
+    def _model(self, model: str) -> str:
+        if model in self._models:
+            return model
+        if len(self._models) >= MAX_MODELS:
+            return "other"
+        self._models.add(model)
+        return model
 
     def committed(self, seconds: float, result: str) -> None:
         self._commits[result].observe(seconds)
@@ -213,8 +255,9 @@ _RECORDER: Recorder | None = None
 
 
 def recorder() -> Recorder:
-    """The process's recorder (made on first use, with the standard process collectors)."""
+    """The process's recorder (made on first use, with the standard process collectors and the
+    prices of ``$APIARY_LLM_PRICES`` over the built-in ones)."""
     global _RECORDER
     if _RECORDER is None:
-        _RECORDER = Recorder(standard=True)
+        _RECORDER = Recorder(standard=True, prices=prices_from_env())
     return _RECORDER

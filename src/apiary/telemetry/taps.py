@@ -4,9 +4,10 @@ The router, journal and bus know nothing of metrics; apiaryd builds instrumented
 objects it hands them, so nothing on the message path imports a metric:
 
 * :class:`MeteredRouter` — a :class:`Router` whose public ``submit`` and ``handle_outcome`` count
-  inputs and answers (outcome, reason, agent time, tokens); its ``backlog`` is a
-  :class:`TimedBacklog`, which already sees every publish and answer of each dispatch with its
-  (cell, hive, stage) and publish time, so the hop time costs one subtraction;
+  inputs and answers (outcome, reason, agent time, tokens and their estimated cost by the model
+  that answered, as the node's gateway counted them — or the stage's AgentSpec model); its
+  ``backlog`` is a :class:`TimedBacklog`, which already sees every publish and answer of each
+  dispatch with its (cell, hive, stage) and publish time, so the hop time costs one subtraction;
 * :class:`TimedBus` — a :class:`Bus` that times each publish call;
 * :func:`timed_journal` — the journal with its ``commit`` timed (conflict vs ok vs error).
 
@@ -137,9 +138,9 @@ class MeteredRouter(Router):
             hop_seconds=hop, agent_seconds=outcome.latency_ms / 1000.0, exemplar=_exemplar(),
         )  # fmt: skip
         if plan is not None:
-            prompt, completion = _tokens(outcome)
-            if prompt or completion:
-                model = await self.models.model(cell, hive, stage)
+            for model, prompt, completion in _tokens(outcome):
+                if model is None:
+                    model = await self.models.model(cell, hive, stage)
                 self.metrics.used_tokens(cell, hive, stage, prompt, completion, model)
         return plan
 
@@ -169,8 +170,14 @@ def _agent_error(outcome: Outcome) -> str | None:
     return None
 
 
-def _tokens(outcome: Outcome) -> tuple[int, int]:
-    """What the router journals: the outputs' own usage, else what the gateway counted."""
+Tokens = tuple[tuple[str | None, int, int], ...]
+"""(model, prompt, completion); model None: the stage's AgentSpec model (:class:`StageModels`)."""
+
+
+def _tokens(outcome: Outcome) -> Tokens:
+    """What the router journals: the outputs' own usage (under the stage's model), else what the
+    gateway counted — by the model each call was answered by, the rest (from a node that does
+    not tell models apart) under the stage's model."""
     prompt = completion = 0
     for out in outcome.outputs:
         usage = out.get("usage") if isinstance(out, dict) else None
@@ -179,8 +186,14 @@ def _tokens(outcome: Outcome) -> tuple[int, int]:
             prompt += p if type(p) is int and p > 0 else 0
             completion += c if type(c) is int and c > 0 else 0
     if prompt or completion:
-        return prompt, completion
-    return outcome.usage
+        return ((None, prompt, completion),)
+    prompt, completion = outcome.usage
+    if not outcome.models:
+        return ((None, prompt, completion),) if prompt or completion else ()
+    for _, p, c in outcome.models:
+        prompt, completion = prompt - p, completion - c
+    rest = ((None, max(0, prompt), max(0, completion)),) if prompt > 0 or completion > 0 else ()
+    return (*outcome.models, *rest)
 
 
 class TimedBus(Bus):

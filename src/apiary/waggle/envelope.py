@@ -136,6 +136,9 @@ class Outcome:
     offset: int = 0
     """For late outputs: the index of the first of ``outputs`` among everything the agent
     printed for this dispatch (the answer's outputs come first; an empty answer has none)."""
+    models: tuple[tuple[str, int, int], ...] = ()
+    """``usage`` by the model each LLM call was answered by, as the gateway counted it:
+    (model, prompt, completion) — what the token and cost metrics are labelled with."""
 
     @property
     def msg_id(self) -> str:
@@ -154,6 +157,10 @@ class Outcome:
             body["attempt"] = self.attempt
         if self.usage != (0, 0):
             body["usage"] = {"promptTokens": self.usage[0], "completionTokens": self.usage[1]}
+        if self.models:
+            body["usageByModel"] = {
+                m: {"promptTokens": p, "completionTokens": c} for m, p, c in self.models
+            }
         if self.late:
             body["late"] = True
             body["offset"] = self.offset
@@ -172,6 +179,7 @@ class Outcome:
             str(body.get("drone") or ""), outputs, float(body.get("latencyMs") or 0.0), error,
             int(body.get("attempt") or 0), _usage(body.get("usage")),
             bool(body.get("late")), int(body.get("offset") or 0),
+            _usage_by_model(body.get("usageByModel")),
         )  # fmt: skip
 
 
@@ -179,6 +187,27 @@ def _usage(raw: Any) -> tuple[int, int]:
     if not isinstance(raw, dict):
         return (0, 0)
     return (int(raw.get("promptTokens") or 0), int(raw.get("completionTokens") or 0))
+
+
+MAX_MODELS_PER_OUTCOME = 16
+MAX_MODEL_NAME = 200
+
+
+def _usage_by_model(raw: Any) -> tuple[tuple[str, int, int], ...]:
+    """``usageByModel`` of an Outcome (newer nodes; none from older ones), what is malformed
+    left out: a model name is a metric label, so names and their number are bounded."""
+    if not isinstance(raw, dict):
+        return ()
+    out = []
+    for model, usage in list(raw.items())[:MAX_MODELS_PER_OUTCOME]:
+        if not isinstance(model, str) or len(model) > MAX_MODEL_NAME or not isinstance(usage, dict):
+            continue
+        p, c = usage.get("promptTokens"), usage.get("completionTokens")
+        p = p if type(p) is int and p > 0 else 0
+        c = c if type(c) is int and c > 0 else 0
+        if p or c:
+            out.append((model, p, c))
+    return tuple(out)
 
 
 def _load(data: bytes, required: tuple[str, ...]) -> dict[str, Any]:

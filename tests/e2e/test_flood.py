@@ -5,10 +5,11 @@ renewed on time — its requests have a lane of their own — answer the excess 
 and hold apiaryd's memory flat: what is over a bound is refused at once, never queued.
 
 * The flood: 200 coroutines in this process, each with its own ``httpx.AsyncClient`` (its own
-  connection), spread over 4 developer tokens (50 each) in one cell. Each loops as fast as it is
-  answered: create an AgentSpec, delete it once created (the store stays small, so the memory
-  measured is the server's, not the data's); a 429 is retried at once, Retry-After ignored — a
-  hostile client, the worst case.
+  connection), on two developer tokens of one cell: 150 on a *greedy* one (more than the 64 one
+  principal may have in flight) and 50 on a *polite* one (fewer), which must never see a 429:
+  the bound is per principal. Each loops as fast as it is answered: create an AgentSpec, delete
+  it once created (the store stays small, so the memory measured is the server's, not the
+  data's); a 429 is retried at once, Retry-After ignored — a hostile client, the worst case.
 * The node: a separate process running the node agent's own ``NodeAgent.register`` and
   ``heartbeat`` (GET the Node, PUT its status with the renewed lease) with a node token, every
   second as ``apiaryd node --heartbeat-seconds 1`` does, lease 10 s; it times each heartbeat.
@@ -41,7 +42,8 @@ pytestmark = pytest.mark.slow
 
 SECONDS = float(os.environ.get("APIARY_FLOOD_SECONDS", "30"))
 CLIENTS = 200
-PRINCIPALS = 4
+GREEDY = 150
+"""Clients on the greedy token; the other CLIENTS - GREEDY are on the polite one."""
 LEASE = 10.0
 HEARTBEAT = 1.0
 RSS_GROWTH = 30 << 20
@@ -157,14 +159,15 @@ async def _sample_rss(pid: int, stop: float, out: list[tuple[float, int]]) -> No
 
 
 async def _flood(
-    url: str, tokens: list[str], cell: str, pid: int, tally: Tally
+    url: str, tokens: dict[str, str], cell: str, pid: int, tallies: dict[str, Tally]
 ) -> tuple[float, float, list[tuple[float, int]]]:
     """Run the clients until the flood's end; (its start, its end, the RSS samples)."""
-    clients = [_client(url, tokens[i % PRINCIPALS]) for i in range(CLIENTS)]
+    who = ["greedy" if i < GREEDY else "polite" for i in range(CLIENTS)]
+    clients = [_client(url, tokens[w]) for w in who]
     rss: list[tuple[float, int]] = []
     start = time.monotonic()
     stop = start + SECONDS
-    flood = [_hammer(c, cell, i, stop, tally) for i, c in enumerate(clients)]
+    flood = [_hammer(c, cell, i, stop, tallies[who[i]]) for i, c in enumerate(clients)]
     await asyncio.gather(_sample_rss(pid, stop, rss), *flood)
     return start, stop, rss
 
@@ -177,7 +180,7 @@ def test_a_flood_of_creates_neither_starves_heartbeats_nor_5xx_nor_grows_memory(
     cell = "flood"
     _post(server, "/api/v1/cells", {"apiVersion": "apiary.io/v1", "kind": "Cell",
                                     "metadata": {"name": cell}, "spec": {}})  # fmt: skip
-    tokens = [_token(server, f"flood{p}", role="developer", cell=cell) for p in range(PRINCIPALS)]
+    tokens = {w: _token(server, w, role="developer", cell=cell) for w in ("greedy", "polite")}
     node_token = _token(server, "flood-node", role="node", node="flood-node")
 
     probe_log = tmp_path / "probe.log"
@@ -193,9 +196,21 @@ def test_a_flood_of_creates_neither_starves_heartbeats_nor_5xx_nor_grows_memory(
     first = probe.stdout.readline()
     assert first and json.loads(first) == {"registered": True}, probe_log.read_text()
 
-    tally = Tally()
+    tallies = {"greedy": Tally(), "polite": Tally()}
     cpu = psutil.Process(server.proc.pid).cpu_times(), psutil.Process().cpu_times()
-    start, stop, rss = asyncio.run(_flood(server.url, tokens, cell, server.proc.pid, tally))
+    start, stop, rss = asyncio.run(_flood(server.url, tokens, cell, server.proc.pid, tallies))
+    greedy, polite = tallies["greedy"], tallies["polite"]
+    tally = Tally(
+        greedy.created + polite.created,
+        greedy.deleted + polite.deleted,
+        greedy.refused + polite.refused,
+        {
+            k: greedy.other.get(k, 0) + polite.other.get(k, 0)
+            for k in {*greedy.other, *polite.other}
+        },
+        greedy.server_errors + polite.server_errors,
+        greedy.transport_errors + polite.transport_errors,
+    )
     cpu_after = psutil.Process(server.proc.pid).cpu_times(), psutil.Process().cpu_times()
     out = probe.stdout.read()
     probe.wait(30)
@@ -210,10 +225,10 @@ def test_a_flood_of_creates_neither_starves_heartbeats_nor_5xx_nor_grows_memory(
     figures = {
         "seconds": SECONDS,
         "clients": CLIENTS,
-        "principals": PRINCIPALS,
-        "created": tally.created,
+        "clients_greedy_polite": [GREEDY, CLIENTS - GREEDY],
+        "created_greedy_polite": [greedy.created, polite.created],
         "deleted": tally.deleted,
-        "refused_429": tally.refused,
+        "refused_429_greedy_polite": [greedy.refused, polite.refused],
         "server_errors_5xx": len(tally.server_errors),
         "other_statuses": tally.other,
         "transport_errors": len(tally.transport_errors),
@@ -234,7 +249,8 @@ def test_a_flood_of_creates_neither_starves_heartbeats_nor_5xx_nor_grows_memory(
     assert not tally.server_errors, tally.server_errors[:5]
     assert not tally.transport_errors, tally.transport_errors[:5]
     assert not tally.other, tally.other
-    assert tally.created > CLIENTS and tally.refused > 0, figures  # it was a flood, and bounded
+    assert tally.created > CLIENTS and greedy.refused > 0, figures  # it was a flood, and bounded
+    assert polite.refused == 0 and polite.created > CLIENTS - GREEDY, figures  # fair to others
     assert probe.returncode == 0, probe_log.read_text()[-2000:]
     assert len(during) >= SECONDS / HEARTBEAT * 0.5, figures  # the node kept its pace
     assert not figures["heartbeat_errors"], figures

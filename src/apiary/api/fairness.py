@@ -62,10 +62,11 @@ class OverloadLimits:
     """How many requests may be in flight at once, per lane (docs/api.md, "Overload"). 0: no
     bound. apiaryd's defaults are these (``Settings.overload``)."""
 
-    inflight_per_principal: int = 32
+    inflight_per_principal: int = 64
     """Short requests (everything but the long-running ones) one principal other than a node
-    may have in flight; one more is answered 429. Default 32: ``apiaryctl`` sends one at a
-    time, a busy script rarely more than a few dozen."""
+    may have in flight; one more is answered 429. Default 64: ``apiaryctl`` sends one at a
+    time, and the API's latency target is for 50 concurrent clients of one token (DESIGN §8,
+    ``bench/api.py``); beyond that one principal only lengthens the store's queue."""
 
     inflight_total: int = 256
     """Short requests of all principals but nodes together (Kubernetes' max-requests-inflight

@@ -143,7 +143,7 @@ class Settings:
     """What one object may ask for (size, stages per Hive, replicas per stage, nesting,
     annotations); a Cell's ``resourceQuota`` may lower some of them (docs/api.md, Limits)."""
     overload: OverloadLimits = field(default_factory=OverloadLimits)
-    """Requests in flight at once per principal and lane (32 short per principal, 256 in all;
+    """Requests in flight at once per principal and lane (64 short per principal, 256 in all;
     64 per node token in the nodes' own lane; 128 long-running per principal, 2048 in all);
     over → 429 with ``Retry-After`` (docs/api.md, Overload)."""
 

@@ -339,7 +339,6 @@ async def test_removing_scaling_puts_the_spec_back_in_charge_and_drops_the_count
     store: Store, queen: Queen, clock: FakeClock, world: tuple[Autoscaler, Backlog]
 ) -> None:
     scaler, backlog = world
-    scaler.settings.agentspec_ttl = 0  # see the AgentSpec change on the next pass
     backlog.counts[("default", "h", "s")] = 3
     await scaler.run_once()  # the annotation now says 4, the spec 1
     await settle(queen, [FakeNode(store, clock, "n1")])

@@ -3,8 +3,11 @@
 Like Kubernetes' HPA writing a Deployment's ``/scale``, it changes one number — the stage's
 ``replicas`` in the Hive spec, the field ``apiaryctl scale`` writes — and leaves the drones to the
 Hive reconciler, which sees the generation change at once. It is level-triggered: every
-``period`` (0.5 s) it reads the AgentSpecs, Hives and Drones from the store and the router's
-per-stage backlog, decides each stage afresh and writes only when a stage's count must change.
+``period`` (0.5 s) it reads the AgentSpecs, Hives and Drones and the router's per-stage backlog,
+decides each stage afresh and writes only when a stage's count must change. It reads them from a
+watch-fed cache (:class:`apiary.controllers.cache.Informer`, listed once when ``run`` starts and
+again after a 410 Gone), not from the store: a pass lists nothing. Its write is conditioned on
+the Hive's resourceVersion, so a cache a moment behind costs a Conflict and the next pass.
 What it remembers between passes (when it last scaled each stage, and why) lives in the Hive's
 ``status.apiary.io/autoscaler`` annotation, so a new leader carries on where the old one stopped.
 
@@ -26,12 +29,12 @@ import contextlib
 import copy
 import logging
 import math
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from apiary.controllers.cache import Informer
 from apiary.controllers.events import EventRecorder
 from apiary.controllers.meta import (
     LABEL_HIVE,
@@ -79,10 +82,6 @@ class AutoscalerSettings:
 
     clock: Callable[[], datetime] = _utcnow
     """Injected in tests to move time (cooldowns) without sleeping."""
-
-    agentspec_ttl: float = 1.0
-    """Seconds the list of autoscaled AgentSpecs is reused between passes: a cell of thousands
-    of AgentSpecs is not decoded every period (a scaling change is seen within this)."""
 
 
 # ------------------------------------------------------------------------------ the decision
@@ -287,57 +286,67 @@ def _concurrency(agentspec: Obj) -> int:
 class Autoscaler:
     """Runs :func:`decide` for every autoscaled Hive stage and writes what it decides."""
 
+    KINDS = frozenset({"AgentSpec", "Hive", "Drone"})
+    """What a pass reads (from :attr:`cache`)."""
+
     def __init__(
         self,
         store: Store,
         backlog: Backlog | None = None,
         settings: AutoscalerSettings | None = None,
+        *,
+        cache: Informer | None = None,
     ) -> None:
         self.store = store
         self.backlog = backlog
         self.settings = settings or AutoscalerSettings()
         self.events = EventRecorder(store, QueenSettings(clock=self.settings.clock))
-        self._scaled: tuple[float, dict[tuple[str, str], Obj]] | None = None
+        self.cache = cache if cache is not None else Informer(store, self.KINDS)
+        """The AgentSpecs, Hives and Drones a pass reads; may be shared (apiaryd gives the
+        autoscaler and the session reaper one)."""
+        if not self.KINDS.issubset(self.cache.kinds):
+            raise ValueError(f"the autoscaler's cache must hold {sorted(self.KINDS)}")
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Pass after pass until ``stop``; a failed pass is logged and the next one tries again."""
-        while not stop.is_set():
-            try:
-                await self.run_once()
-            except ApiaryError as exc:  # the store is away for a moment
-                log.warning("autoscaler pass failed: %s", exc.message)
-            except Exception:
-                log.exception("autoscaler pass failed")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self.settings.period)
+        """Pass after pass until ``stop``, over the cache (run meanwhile); a failed pass is
+        logged and the next one tries again."""
+        async with self.cache.started():
+            if not await self.cache.synced_or(stop):
+                return
+            while not stop.is_set():
+                try:
+                    await self.run_once()
+                except ApiaryError as exc:  # the store is away for a moment
+                    log.warning("autoscaler pass failed: %s", exc.message)
+                except Exception:
+                    log.exception("autoscaler pass failed")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self.settings.period)
 
-    async def _autoscaled_agentspecs(self) -> dict[tuple[str, str], Obj]:
-        now = time.monotonic()
-        if self._scaled is not None and now - self._scaled[0] < self.settings.agentspec_ttl:
-            return self._scaled[1]
-        scaled = {
+    def _autoscaled_agentspecs(self) -> dict[tuple[str, str], Obj]:
+        return {
             (a["metadata"]["namespace"], a["metadata"]["name"]): a
-            for a in (await self.store.list("AgentSpec")).items
+            for a in self.cache.list("AgentSpec")
             if ScalingPolicy.of(a) is not None
         }
-        self._scaled = (now, scaled)
-        return scaled
 
     async def run_once(self) -> dict[StageKey, Decision]:
-        """One pass over every Hive; returns the changes it made."""
-        scaled = await self._autoscaled_agentspecs()
+        """One pass over every Hive; returns the changes it made. Outside ``run`` (no cache
+        running) the pass lists what it reads once, as a one-off."""
+        await self.cache.prepare()
+        scaled = self._autoscaled_agentspecs()
         if not scaled:
             return {}
         hives = {
             (h["metadata"]["namespace"], h["metadata"]["name"]): h
-            for h in (await self.store.list("Hive")).items
+            for h in self.cache.list("Hive")
             if not terminating(h)
             and any((h["metadata"]["namespace"], s.agent_ref) in scaled for s in hive_stages(h)[0])
         }
         if not hives:
             return {}  # nothing uses an autoscaled AgentSpec: no need to read the drones
         backlog = dict(self.backlog()) if self.backlog is not None else {}
-        drones = _tally((await self.store.list("Drone")).items, hives)
+        drones = _tally(self.cache.list("Drone"), hives)
         now = self.settings.clock().timestamp()
         made: dict[StageKey, Decision] = {}
         for (cell, name), hive in hives.items():

@@ -1,6 +1,8 @@
 """The session reaper: idle timeout, maximum duration, and what happens to an ended session.
 
-Level-triggered over every open Session (periodic, cheap: a list and some arithmetic):
+Level-triggered over every open Session (periodic, cheap: memory reads and some arithmetic — the
+Sessions and Hives come from a watch-fed cache, :class:`apiary.controllers.cache.Informer`,
+listed once when ``run`` starts and again after a 410 Gone, never per pass):
 
 * ``timeoutMinutes`` — no activity (last message settled, or creation) for that long → phase
   ``TimedOut``, reason ``IdleTimeout``;
@@ -9,6 +11,10 @@ Level-triggered over every open Session (periodic, cheap: a list and some arithm
 The Session's own ``spec`` values win over its Hive's ``spec.session``. An ended session (any phase
 but the open ones) whose Hive says ``persistOnTerminate: false`` is deleted with its transcript
 after ``retention`` — long enough for ``apiaryctl run`` and job clients to read the result.
+
+The cache may be a moment behind the store, so nothing is decided from it alone: a time-out is a
+read-modify-write of the fresh Session (which must still be open), and a deletion is conditioned
+on the resourceVersion the pass saw (a Session changed or re-created since is left to the next).
 """
 
 from __future__ import annotations
@@ -21,7 +27,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from apiary.errors import NotFound
+from apiary.controllers.cache import Informer
+from apiary.errors import Conflict, NotFound
 from apiary.journal import Journal
 from apiary.router.sessions import OPEN_PHASES
 from apiary.store import Store
@@ -56,6 +63,9 @@ def _ts(t: datetime) -> str:
 
 
 class SessionReaper:
+    KINDS = frozenset({"Session", "Hive"})
+    """What a pass reads (from :attr:`cache`)."""
+
     def __init__(
         self,
         store: Store,
@@ -64,8 +74,14 @@ class SessionReaper:
         *,
         on_deleted: Callable[[Obj], Awaitable[None]] | None = None,
         on_ended: Callable[[Obj], Awaitable[None]] | None = None,
+        cache: Informer | None = None,
     ) -> None:
         self.store = store
+        self.cache = cache if cache is not None else Informer(store, self.KINDS)
+        """The Sessions and Hives a pass reads; may be shared (apiaryd gives the reaper and the
+        autoscaler one)."""
+        if not self.KINDS.issubset(self.cache.kinds):
+            raise ValueError(f"the session reaper's cache must hold {sorted(self.KINDS)}")
         self.journal = journal
         self.settings = settings or ReaperSettings()
         self.on_deleted = on_deleted
@@ -75,29 +91,28 @@ class SessionReaper:
         a close does)."""
 
     async def run(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            try:
-                await self.run_once()
-            except Exception:  # retried next period; a controller must not die of one object
-                log.exception("session reaper pass failed")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self.settings.period)
+        """Pass after pass until ``stop``, over the cache (run meanwhile)."""
+        async with self.cache.started():
+            if not await self.cache.synced_or(stop):
+                return
+            while not stop.is_set():
+                try:
+                    await self.run_once()
+                except Exception:  # retried next period; a controller must not die of one object
+                    log.exception("session reaper pass failed")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self.settings.period)
 
     async def run_once(self) -> None:
+        """One pass over every Session. Outside ``run`` (no cache running) the pass lists the
+        Sessions and Hives once, as a one-off."""
+        await self.cache.prepare()
         now = self.settings.clock()
-        hives: dict[tuple[str, str], Obj] = {}
-        for s in (await self.store.list("Session")).items:
+        for s in self.cache.list("Session"):
             meta = s["metadata"]
-            cell, hive_name = (
-                meta.get("namespace") or "default",
-                (s.get("spec") or {}).get("hiveRef", ""),
-            )
-            if (cell, hive_name) not in hives:
-                try:
-                    hives[(cell, hive_name)] = await self.store.get("Hive", cell, hive_name)
-                except NotFound:
-                    hives[(cell, hive_name)] = {}
-            limits = dict(((hives[(cell, hive_name)].get("spec") or {}).get("session")) or {})
+            cell = meta.get("namespace") or "default"
+            hive = self.cache.get("Hive", cell, str((s.get("spec") or {}).get("hiveRef", "")))
+            limits = dict((((hive or {}).get("spec") or {}).get("session")) or {})
             await self._reconcile(s, limits, now)
 
     async def _reconcile(self, s: Obj, limits: Obj, now: datetime) -> None:
@@ -149,8 +164,14 @@ class SessionReaper:
     async def _forget(self, s: Obj) -> None:
         meta = s["metadata"]
         cell = meta.get("namespace") or "default"
-        with contextlib.suppress(NotFound):
-            await self.store.delete("Session", cell, meta["name"])
+        try:
+            await self.store.delete(
+                "Session", cell, meta["name"], resource_version=meta.get("resourceVersion")
+            )
+        except NotFound:
+            pass  # deleted already: the transcript and the memory go all the same
+        except Conflict:
+            return  # changed (or re-created) since the pass saw it: the next pass decides
         if self.journal is not None:
             await self.journal.delete(f"{cell}/{meta['name']}")
         if self.on_deleted is not None:

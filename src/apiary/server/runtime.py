@@ -15,6 +15,7 @@ from apiary.bus import Bus
 from apiary.client import AsyncApiClient
 from apiary.controllers import QueenSettings, run_controllers
 from apiary.controllers.autoscaler import Autoscaler, Backlog
+from apiary.controllers.cache import Informer
 from apiary.controllers.leader import LeaderElector, LeaderSettings
 from apiary.controllers.sessions import SessionReaper
 from apiary.journal import Journal
@@ -52,13 +53,16 @@ def queen_task(
     queen.nodes.lease_duration = settings.runtime.lease_seconds
 
     async def lead(stop_leading: asyncio.Event) -> None:
+        # one watch-fed cache for the reaper and the autoscaler: listed once per term, not per pass
+        cache = Informer(store, SessionReaper.KINDS | Autoscaler.KINDS)
         work = [
             run_controllers(store, queen, stop_leading),
             SessionReaper(
-                store, journal, on_deleted=on_session_deleted, on_ended=on_session_ended
+                store, journal, on_deleted=on_session_deleted, on_ended=on_session_ended,
+                cache=cache,
             ).run(stop_leading),
-            Autoscaler(store, backlog).run(stop_leading),
-        ]
+            Autoscaler(store, backlog, cache=cache).run(stop_leading),
+        ]  # fmt: skip
         if notifier is not None:
             notices = DroneNotices(
                 store, notifier, resync_interval=settings.controllers.resync_interval

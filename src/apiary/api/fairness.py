@@ -22,11 +22,11 @@ Long-running requests are in no short lane (as Kubernetes keeps watches out of m
 open watch would otherwise hold a slot for hours. A request over a bound is answered at once —
 nothing is queued, so a flood costs the server a counter and a small 429, never memory — with
 ``429 TooManyRequests``, ``Retry-After`` and the error body every error has; ``details[0].field``
-names the setting that refused it. Requests to the public paths (``/healthz``, ``/readyz``,
-refused tokens) carry no principal and are not counted.
+names the setting that refused it. The public paths (``/healthz``, ``/readyz``, ``/version``,
+the docs: served before authentication) and refused tokens carry no principal and take no slot.
 
 Bounds are per principal (``Principal.user``: one per token), so one busy client cannot take the
-server from the others; the totals keep many principals together from taking it from nodes. The
+server from the others; the totals bound what many principals together put on the store. The
 counters are plain ints touched only on the event loop; a principal's entry is dropped when its
 last request ends, so they stay as small as what is in flight.
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
@@ -60,11 +61,19 @@ class AsyncApiClient(_Base):
     ) -> ApiResponse:
         """Any call (subresources too); raises :mod:`apiary.errors` on failure."""
         extra: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
-        try:
-            resp = await self._http.request(method, path, params=params, json=json_body, **extra)
-        except httpx.HTTPError as exc:
-            raise self._transport_error(exc) from exc
-        return self._answer(resp)
+        attempt = 0
+        while True:
+            try:
+                resp = await self._http.request(
+                    method, path, params=params, json=json_body, **extra
+                )
+            except httpx.HTTPError as exc:
+                raise self._transport_error(exc) from exc
+            delay = self._retry_delay(resp, attempt)
+            if delay is None:
+                return self._answer(resp)
+            attempt += 1
+            await asyncio.sleep(delay)
 
     async def _run(self, op: Op[T]) -> T:
         try:

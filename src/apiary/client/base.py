@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
+import random
 from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import quote
@@ -37,6 +39,11 @@ from apiary.client.wire import (
 from apiary.resources import KindInfo
 from apiary.resources.secret import redact
 
+MAX_RETRIES = 5
+"""Resends of a call the server refused with 429 + ``Retry-After`` (``_Base.max_retries``)."""
+MAX_RETRY_AFTER = 10.0
+"""The longest ``Retry-After`` the client honours, in seconds; a longer one is cut to this."""
+
 
 class _Base:
     """Paths, auth and every operation's logic, written once as generators of :class:`Call`.
@@ -51,6 +58,26 @@ class _Base:
         self.token = resolve_token(self.server, token)
         self.cell = cell or DEFAULT_CELL
         self.on_warning: Callable[[str], None] | None = None
+        self.max_retries = MAX_RETRIES
+        """How often a call refused with 429 and a ``Retry-After`` is sent again (0: never)."""
+
+    def _retry_delay(self, resp: httpx.Response, attempt: int) -> float | None:
+        """Seconds to wait before sending a refused call again, or None to give up.
+
+        As Kubernetes' clients do: only a 429 that says when to come back (``Retry-After``,
+        which the server's overload bound sends) is retried, with up to half again as jitter so
+        a crowd of refused clients does not return at the same instant. Such a 429 is refused
+        before anything was done, so any method is safe to resend. A 429 without the header (a
+        hive at its ``queueLimit``) is the caller's to see."""
+        if resp.status_code != 429 or attempt >= self.max_retries:
+            return None
+        try:
+            seconds = float(resp.headers.get("retry-after", ""))
+        except ValueError:
+            return None
+        if not math.isfinite(seconds):
+            return None
+        return min(max(seconds, 0.0), MAX_RETRY_AFTER) * (1 + random.random() / 2)
 
     def _headers(self) -> dict[str, str]:
         h = {"Accept": "application/json", "User-Agent": "apiary-client/0.1"}

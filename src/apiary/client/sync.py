@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -64,11 +65,17 @@ class ApiClient(_Base):
     ) -> ApiResponse:
         """Any call (subresources too); raises :mod:`apiary.errors` on failure."""
         extra: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
-        try:
-            resp = self._http.request(method, path, params=params, json=json_body, **extra)
-        except httpx.HTTPError as exc:
-            raise self._transport_error(exc) from exc
-        return self._answer(resp)
+        attempt = 0
+        while True:
+            try:
+                resp = self._http.request(method, path, params=params, json=json_body, **extra)
+            except httpx.HTTPError as exc:
+                raise self._transport_error(exc) from exc
+            delay = self._retry_delay(resp, attempt)
+            if delay is None:
+                return self._answer(resp)
+            attempt += 1
+            time.sleep(delay)
 
     def _run(self, op: Op[T]) -> T:
         try:

@@ -23,6 +23,7 @@ from apiary import errors
 from apiary.ctl import output
 from apiary.ctl.commands import approve as approve_commands
 from apiary.ctl.commands import comb as comb_commands
+from apiary.ctl.commands import completion as completion_command
 from apiary.ctl.commands import dlq as dlq_commands
 from apiary.ctl.commands import logs as logs_command
 from apiary.ctl.commands import patch as patch_command
@@ -185,10 +186,12 @@ run_command.register(app)
 session_command.register(app)
 top_command.register(app)  # top drones|hives
 token_commands.register(app)  # token create|list|revoke
+completion_command.register(app)  # completion bash|zsh|fish
 
 
 def main() -> None:
     """Console-script entry point (``apiaryctl``)."""
+    completion_command.init()  # _APIARYCTL_COMPLETE=complete_bash … answers the shell
     app(prog_name="apiaryctl")
 
 

@@ -6,6 +6,7 @@ may lack any status field yet, which shows as ``-``.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -160,6 +161,25 @@ def _last_seen(o: Obj, now: datetime) -> str:
     return age(o.get("lastTimestamp") or dig(o, "metadata", "creationTimestamp"), now)
 
 
+def _drone_status(o: Obj, _: datetime) -> str:
+    """kubectl's STATUS: why a drone that is not running is not (``CrashLoopBackOff``,
+    ``ExecFailed``, ``QuotaExceeded``, ``Unschedulable`` …), else its phase."""
+    phase, reason = dig(o, "status", "phase"), dig(o, "status", "reason")
+    if reason and phase in ("Failed", "Pending", None):
+        return str(reason)
+    return text(phase)
+
+
+def _agentspec_replicas(o: Obj, _: datetime) -> str:
+    """``ready/wanted`` of an AgentSpec's standalone drones (``spec.replicas``, as ``scale
+    agentspec`` sets it); ``-`` when it runs only inside hives."""
+    want = dig(o, "spec", "replicas")
+    if want is None:
+        return "-"
+    ready = dig(o, "status", "readyReplicas")
+    return f"{ready if isinstance(ready, int) else 0}/{want}"
+
+
 def _node_ready(o: Obj, _: datetime) -> str:
     s = cond_status(o, "Ready")
     return {"True": "Ready", "False": "NotReady"}.get(s, "Unknown")
@@ -189,7 +209,8 @@ COLUMNS: dict[str, tuple[list[Column], list[Column]]] = {
             NAME,
             ("INTERFACE", _field("spec", "interface", "type")),
             ("TIER", _field("spec", "taskTier")),
-            ("REPLICAS", _scaling),
+            ("REPLICAS", _agentspec_replicas),
+            ("SCALING", _scaling),
             ("REFS", lambda o, _n: cond_status(o, "ResolvedRefs")),
             AGE,
         ],
@@ -214,7 +235,7 @@ COLUMNS: dict[str, tuple[list[Column], list[Column]]] = {
     "Drone": (
         [
             NAME,
-            ("PHASE", _phase),
+            ("STATUS", _drone_status),
             ("READY", _field("status", "ready")),
             ("RESTARTS", _field("status", "restartCount")),
             ("NODE", _field("status", "nodeName")),
@@ -223,7 +244,7 @@ COLUMNS: dict[str, tuple[list[Column], list[Column]]] = {
         [
             ("PID", _field("status", "pid")),
             ("OWNER", _owner),
-            ("AGENT", _field("spec", "agentRef")),
+            ("AGENT", _field("spec", "agentSpec")),
         ],
     ),
     "Session": (
@@ -255,6 +276,42 @@ COLUMNS: dict[str, tuple[list[Column], list[Column]]] = {
         ],
     ),
 }
+
+
+_NUMBER = re.compile(r"(?<![\w.-])\d+(?:\.\d+)?(?:ms|s|m|h|d|Ki|Mi|Gi|%)?(?![\w.-])")
+"""A number standing alone in an Event's message (``8s``, ``restarts 3``, ``(200 in use``), not
+one inside a name (``h-0``, ``a8afb5a0``)."""
+
+
+def merge_events(items: list[Obj]) -> list[Obj]:
+    """Events that differ only in the numbers of their message (a back-off's ``restarting in
+    8s``, ``16s``; a quota's ``200 in use``) as one row, oldest first: the counts added, the
+    first and last times widened, the newest message shown. For display only."""
+    merged: dict[tuple[str, ...], Obj] = {}
+
+    def when(e: Obj, key: str) -> str:
+        return str(
+            e.get(key) or e.get("firstTimestamp") or dig(e, "metadata", "creationTimestamp") or ""
+        )
+
+    for e in sorted(items, key=lambda e: when(e, "lastTimestamp")):
+        inv = e.get("involvedObject") or {}
+        key = (
+            str(dig(e, "metadata", "namespace") or ""),
+            str(inv.get("kind") or ""),
+            str(inv.get("name") or ""),
+            str(e.get("type") or ""),
+            str(e.get("reason") or ""),
+            _NUMBER.sub("#", str(e.get("message") or "")),
+        )
+        seen = merged.get(key)
+        if seen is None:
+            merged[key] = dict(e)
+            continue
+        count = int(seen.get("count") or 1) + int(e.get("count") or 1)
+        first = min(when(seen, "firstTimestamp"), when(e, "firstTimestamp"))
+        merged[key] = {**e, "count": count, "firstTimestamp": first}
+    return sorted(merged.values(), key=lambda e: when(e, "lastTimestamp"))
 
 
 def columns_for(kind: str, wide: bool, all_cells: bool) -> list[Column]:

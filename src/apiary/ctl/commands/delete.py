@@ -10,14 +10,19 @@ from apiary import errors
 from apiary.client import name_and_cell
 from apiary.ctl import output
 from apiary.ctl.commands.apply import load_or_fail, report_failure, with_cell
+from apiary.ctl.commands.completion import complete_kind, complete_name
 from apiary.ctl.context import get_ctl, ref, split_ref
 from apiary.ctl.manifests import apply_order
 from apiary.resources import KindInfo, lookup_kind
 
 
 def delete_command(
-    kind: Annotated[str | None, typer.Argument(help="Kind (or KIND/NAME).")] = None,
-    names: Annotated[list[str] | None, typer.Argument(help="Object name(s).")] = None,
+    kind: Annotated[
+        str | None, typer.Argument(help="Kind (or KIND/NAME).", autocompletion=complete_kind)
+    ] = None,
+    names: Annotated[
+        list[str] | None, typer.Argument(help="Object name(s).", autocompletion=complete_name)
+    ] = None,
     files: Annotated[
         list[str] | None, typer.Option("-f", "--filename", help="Delete what these files define.")
     ] = None,

@@ -11,6 +11,7 @@ import typer
 
 from apiary import errors
 from apiary.ctl import output, tables
+from apiary.ctl.commands.completion import complete_kind, complete_name
 from apiary.ctl.context import Ctl, get_ctl, split_ref
 from apiary.resources import KindInfo
 
@@ -80,7 +81,30 @@ def summary(obj: Obj, now: datetime) -> list[str]:
             lines += _secret_data(obj)
         else:
             lines += _block(key[:1].upper() + key[1:], value)
-    return lines + _isolation(obj) + _status(obj, now)
+    return lines + _isolation(obj) + _quota(obj) + _status(obj, now)
+
+
+def _used(used: dict[str, Any], key: str) -> Any:
+    """``status.used`` under the quota's own name (``maxCPU``) or what it counts (``cpu``)."""
+    counted = key[3:] if key.startswith("max") else key
+    for k in (key, counted, counted[:1].lower() + counted[1:], counted.lower()):
+        if k in used:
+            return used[k]
+    return None
+
+
+def _quota(obj: Obj) -> list[str]:
+    """A Cell's quota as RESOURCE USED LIMIT rows, ``used`` from ``status.used`` (``-`` when
+    nothing reports it)."""
+    if obj.get("kind") != "Cell":
+        return []
+    quota = tables.dig(obj, "spec", "resourceQuota", default={}) or {}
+    if not isinstance(quota, dict) or not quota:
+        return [f"{'Quota:':<14}<none>"]
+    used = tables.dig(obj, "status", "used", default={}) or {}
+    used = used if isinstance(used, dict) else {}
+    rows = [[k, tables.text(_used(used, k)), tables.text(v)] for k, v in quota.items()]
+    return ["Quota:"] + ["  " + line for line in tables.render(rows, ["RESOURCE", "USED", "LIMIT"])]
 
 
 def _isolation(obj: Obj) -> list[str]:
@@ -128,10 +152,7 @@ def events_for(ctl: Ctl, info: KindInfo, name: str, now: datetime) -> list[str]:
         raise
     except errors.ApiaryError as exc:
         return ["Events:", f"  <unavailable: {exc.message}>"]
-    items = sorted(
-        listed.get("items") or [],
-        key=lambda e: str(e.get("lastTimestamp") or e.get("firstTimestamp") or ""),
-    )
+    items = tables.merge_events(list(listed.get("items") or []))
     if not items:
         return ["Events:       <none>"]
     header = ["TYPE", "REASON", "AGE", "COUNT", "FROM", "MESSAGE"]
@@ -150,8 +171,10 @@ def events_for(ctl: Ctl, info: KindInfo, name: str, now: datetime) -> list[str]:
 
 
 def describe_command(
-    kind: Annotated[str, typer.Argument(help="Kind (or KIND/NAME).")],
-    name: Annotated[str | None, typer.Argument(help="Object name.")] = None,
+    kind: Annotated[str, typer.Argument(help="Kind (or KIND/NAME).", autocompletion=complete_kind)],
+    name: Annotated[
+        str | None, typer.Argument(help="Object name.", autocompletion=complete_name)
+    ] = None,
 ) -> None:
     """Show an object's metadata, spec, status, conditions and Events."""
     ctl = get_ctl()

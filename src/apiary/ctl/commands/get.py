@@ -9,6 +9,7 @@ import typer
 
 from apiary.client import AsyncApiClient
 from apiary.ctl import output, tables, watching
+from apiary.ctl.commands.completion import complete_kind, complete_name
 from apiary.ctl.context import Ctl, get_ctl, ref, split_ref
 from apiary.ctl.durations import parse_duration
 from apiary.resources import API_VERSION, KindInfo
@@ -31,6 +32,8 @@ def print_objects(
         )
         output.out(output.dump_yaml(doc).rstrip("\n") if fmt == "yaml" else output.dump_json(doc))
     else:
+        if info.kind == "Event" and not single:
+            items = tables.merge_events(items)
         cols = tables.columns_for(info.kind, fmt == "wide", all_cells and info.namespaced)
         rows = tables.table_rows(items, cols)
         for line in tables.render(rows, [c[0] for c in cols] if header else None):
@@ -56,8 +59,16 @@ def list_all(
 
 
 def get_command(
-    kind: Annotated[str, typer.Argument(help="Kind: singular, plural or short (hive, hives, hv).")],
-    name: Annotated[str | None, typer.Argument(help="Object name (default: list all).")] = None,
+    kind: Annotated[
+        str,
+        typer.Argument(
+            help="Kind: singular, plural or short (hive, hives, hv).", autocompletion=complete_kind
+        ),
+    ],
+    name: Annotated[
+        str | None,
+        typer.Argument(help="Object name (default: list all).", autocompletion=complete_name),
+    ] = None,
     selector: Annotated[
         str | None, typer.Option("-l", "--selector", help="Label selector, e.g. app=echo,tier!=x")
     ] = None,

@@ -18,6 +18,7 @@ import typer
 import yaml
 
 from apiary.ctl import output
+from apiary.ctl.commands.completion import complete_kind, complete_name
 from apiary.ctl.context import get_ctl, ref, split_ref
 from apiary.resources import yaml_bounds
 
@@ -45,8 +46,13 @@ def parse_patch(text: str, kind: str) -> Any:
 
 
 def patch_command(
-    target: Annotated[str, typer.Argument(help="KIND NAME or KIND/NAME.")],
-    name: Annotated[str | None, typer.Argument(help="Name, when KIND is given apart.")] = None,
+    target: Annotated[
+        str, typer.Argument(help="KIND NAME or KIND/NAME.", autocompletion=complete_kind)
+    ],
+    name: Annotated[
+        str | None,
+        typer.Argument(help="Name, when KIND is given apart.", autocompletion=complete_name),
+    ] = None,
     patch: Annotated[
         str | None, typer.Option("-p", "--patch", help="The patch, JSON or YAML.")
     ] = None,

@@ -12,6 +12,7 @@ import typer
 from apiary import errors
 from apiary.client import AsyncApiClient
 from apiary.ctl import output, tables, watching
+from apiary.ctl.commands.completion import complete_kind, complete_name
 from apiary.ctl.context import Ctl, get_ctl, ref, split_ref
 from apiary.ctl.durations import parse_duration
 from apiary.resources import KindInfo
@@ -60,8 +61,12 @@ class Goal:
 
 
 def wait_command(
-    target: Annotated[str, typer.Argument(help="KIND/NAME (or KIND NAME).")],
-    name: Annotated[str | None, typer.Argument(help="Object name.")] = None,
+    target: Annotated[
+        str, typer.Argument(help="KIND/NAME (or KIND NAME).", autocompletion=complete_kind)
+    ],
+    name: Annotated[
+        str | None, typer.Argument(help="Object name.", autocompletion=complete_name)
+    ] = None,
     for_: Annotated[
         str, typer.Option("--for", help="delete | condition=Ready[=True] | phase=Running")
     ] = "condition=Ready",

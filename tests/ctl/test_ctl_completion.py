@@ -48,7 +48,7 @@ def test_an_unknown_shell_is_a_usage_error(ctl: Ctl) -> None:
 
 def test_commands_kinds_and_names(ctl: Ctl, cell: str) -> None:
     assert "get" in words(ctl, "apiaryctl ge")
-    assert {"completion", "describe"} <= set(words(ctl, "apiaryctl "))
+    assert {"api-resources", "completion", "describe", "explain"} <= set(words(ctl, "apiaryctl "))
     assert words(ctl, "apiaryctl get hi") == ["hive", "hives"]
     with ctl.server.client(cell=cell) as c:
         for name in ("alpha", "beta"):

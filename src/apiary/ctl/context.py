@@ -12,10 +12,10 @@ import typer
 from typer._click.globals import get_current_context
 
 from apiary import client as api
-from apiary.ctl import output
+from apiary.ctl import jsonpath, output
 from apiary.resources import KindInfo, lookup_kind
 
-OUTPUT_FORMATS = ("table", "wide", "yaml", "json", "name")
+OUTPUT_FORMATS = ("table", "wide", "yaml", "json", "name", "jsonpath=TEMPLATE")
 
 
 @dataclass
@@ -24,6 +24,8 @@ class Ctl:
     cell: str
     token: str | None
     output: str
+    template: str | None = None
+    """The JSONPath template of ``-o jsonpath=TEMPLATE`` (``output`` is then ``jsonpath``)."""
     _client: api.ApiClient | None = field(default=None, repr=False)
 
     @classmethod
@@ -31,16 +33,13 @@ class Ctl:
         cls, server: str | None, cell: str | None, token: str | None, out_format: str | None
     ) -> Ctl:
         config = api.load_config()
-        fmt = (out_format or "table").lower()
-        if fmt not in OUTPUT_FORMATS:
-            raise typer.BadParameter(
-                f"{out_format!r} is not one of {', '.join(OUTPUT_FORMATS)}", param_hint="'-o'"
-            )
+        fmt, template = parse_output(out_format)
         return cls(
             server=api.normalize_server(server or config.get("server")),
             cell=cell or config.get("cell") or api.DEFAULT_CELL,
             token=token or config.get("token") or None,
             output=fmt,
+            template=template,
         )
 
     def client(self) -> api.ApiClient:
@@ -53,6 +52,24 @@ class Ctl:
         if self._client is not None:
             self._client.close()
             self._client = None
+
+
+def parse_output(out_format: str | None) -> tuple[str, str | None]:
+    """``-o``: one of the formats, or ``jsonpath=TEMPLATE`` (checked here: a usage error)."""
+    given = out_format or "table"
+    kind, sep, template = given.partition("=")
+    if kind.lower() == "jsonpath" and sep:
+        try:
+            jsonpath.parse(template)
+        except jsonpath.JsonPathError as exc:
+            raise typer.BadParameter(f"jsonpath: {exc}", param_hint="'-o'") from None
+        return "jsonpath", template
+    fmt = given.lower()
+    if fmt not in OUTPUT_FORMATS[:-1]:
+        raise typer.BadParameter(
+            f"{out_format!r} is not one of {', '.join(OUTPUT_FORMATS)}", param_hint="'-o'"
+        )
+    return fmt, None
 
 
 def get_ctl() -> Ctl:

@@ -21,10 +21,12 @@ from typer.core import TyperGroup
 
 from apiary import errors
 from apiary.ctl import output
+from apiary.ctl.commands import apiresources as api_resources_command
 from apiary.ctl.commands import approve as approve_commands
 from apiary.ctl.commands import comb as comb_commands
 from apiary.ctl.commands import completion as completion_command
 from apiary.ctl.commands import dlq as dlq_commands
+from apiary.ctl.commands import explain as explain_command
 from apiary.ctl.commands import logs as logs_command
 from apiary.ctl.commands import patch as patch_command
 from apiary.ctl.commands import register_all
@@ -56,7 +58,7 @@ def hoist_globals(args: list[str]) -> list[str]:
             front.extend(args[i : i + 2])
             i += 1
         elif a[:2] in ("-s", "-n", "-o") and len(a) > 2 and not a.startswith("--"):
-            front.extend([a[:2], a[2:]])
+            front.extend([a[:2], a[3:] if a[2] == "=" else a[2:]])  # -ojson, -o=json
         else:
             rest.append(a)
         i += 1
@@ -162,7 +164,12 @@ def _globals(
     ] = None,
     out_format: Annotated[
         str | None,
-        typer.Option("-o", "--output", show_default="table", help="table|wide|yaml|json|name."),
+        typer.Option(
+            "-o",
+            "--output",
+            show_default="table",
+            help="table|wide|yaml|json|name|jsonpath=TEMPLATE (get; see docs/cli.md).",
+        ),
     ] = None,
 ) -> None:
     """Global options; see docs/cli.md for the config file and exit codes."""
@@ -187,6 +194,8 @@ session_command.register(app)
 top_command.register(app)  # top drones|hives
 token_commands.register(app)  # token create|list|revoke
 completion_command.register(app)  # completion bash|zsh|fish
+explain_command.register(app)  # explain KIND[.field]
+api_resources_command.register(app)  # api-resources
 
 
 def main() -> None:

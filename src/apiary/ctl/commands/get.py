@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from apiary.client import AsyncApiClient
-from apiary.ctl import output, tables, watching
+from apiary.ctl import jsonpath, output, tables, watching
 from apiary.ctl.commands.completion import complete_kind, complete_name
 from apiary.ctl.context import Ctl, get_ctl, ref, split_ref
 from apiary.ctl.durations import parse_duration
@@ -24,6 +24,11 @@ def print_objects(
     if fmt == "name":
         for o in items:
             output.out(ref(o))
+    elif fmt == "jsonpath":
+        data = items[0] if single else {"apiVersion": API_VERSION, "kind": f"{info.kind}List",
+                                        "items": items}  # fmt: skip
+        text = jsonpath.render(ctl.template or "", data)
+        output.out(text, nl=not text.endswith("\n"))
     elif fmt in ("yaml", "json"):
         doc: Any = (
             items[0]
@@ -103,7 +108,7 @@ def get_command(
         field = f"metadata.name={name}"
     else:
         items, rv = list_all(ctl, info, selector, all_cells, params)
-        if items or ctl.output in ("yaml", "json"):
+        if items or ctl.output in ("yaml", "json", "jsonpath"):
             print_objects(ctl, info, items, False, all_cells)
         elif not watch:
             where = "any cell" if all_cells or not info.namespaced else f"cell {ctl.cell!r}"
@@ -130,7 +135,7 @@ def stream(
     def show(etype: str, obj: Obj) -> bool:
         if etype == "BOOKMARK":
             return False
-        if ctl.output in ("yaml", "json"):
+        if ctl.output in ("yaml", "json", "jsonpath"):
             print_objects(ctl, info, [obj], True, all_cells)
             if ctl.output == "yaml":
                 output.out("---")

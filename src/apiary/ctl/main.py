@@ -20,7 +20,7 @@ from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageErro
 from typer.core import TyperGroup
 
 from apiary import errors
-from apiary.ctl import output
+from apiary.ctl import examples, output
 from apiary.ctl.commands import apiresources as api_resources_command
 from apiary.ctl.commands import approve as approve_commands
 from apiary.ctl.commands import comb as comb_commands
@@ -66,6 +66,10 @@ def hoist_globals(args: list[str]) -> list[str]:
 
 
 class CtlGroup(TyperGroup):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        examples.finish(self)  # Examples: in every command's help; markup-safe help texts
+
     def main(  # type: ignore[override]
         self,
         args: Sequence[str] | None = None,

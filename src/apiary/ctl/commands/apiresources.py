@@ -18,16 +18,7 @@ Obj = dict[str, Any]
 
 
 def api_resources_command() -> None:
-    """List the kinds the server serves (its API discovery at /api/v1).
-
-    Examples:
-
-      apiaryctl api-resources
-
-      apiaryctl api-resources -o wide       # with the verbs each kind allows
-
-      apiaryctl api-resources -o name       # plurals only, one per line
-    """
+    """List the kinds the server serves (its API discovery at /api/v1)."""
     ctl = get_ctl()
     body: Obj = dict(ctl.client().request("GET", "/api/v1").body)
     if ctl.output == "json":

@@ -9,7 +9,13 @@ import typer
 from apiary import errors
 from apiary.ctl import output
 from apiary.ctl.context import Ctl, get_ctl, ref
-from apiary.ctl.manifests import Document, ManifestError, apply_order, read_documents
+from apiary.ctl.manifests import (
+    Document,
+    ManifestError,
+    apply_order,
+    collect_files,
+    read_documents,
+)
 
 
 def load_or_fail(files: list[str], recursive: bool) -> list[Document]:
@@ -18,6 +24,20 @@ def load_or_fail(files: list[str], recursive: bool) -> list[Document]:
     except ManifestError as exc:
         output.error(str(exc))
         raise typer.Exit(output.EXIT_FAILED) from None
+
+
+def say_what_is_empty(files: list[str], recursive: bool, docs: list[Document]) -> bool:
+    """Name each file that holds no object (empty, only comments or ``---``); False, after an
+    error, when none of them holds any (as ``kubectl apply``: nothing to apply is a failure)."""
+    sources = {d.source for d in docs}
+    read = ["<stdin>" if f == "-" else f for f in collect_files(files, recursive)]
+    empty = [f for f in read if f not in sources]
+    if not docs:
+        output.error(f"no objects to apply in {', '.join(read)} (empty, or only comments)")
+        return False
+    for f in empty:
+        output.warn(f"{f}: no objects in it (empty, or only comments)")
+    return True
 
 
 def with_cell(ctl: Ctl, obj: dict[str, Any]) -> dict[str, Any]:
@@ -61,6 +81,8 @@ def apply_command(
     applied, and the exit code is 1."""
     ctl = get_ctl()
     docs = apply_order(load_or_fail(files, recursive))
+    if not say_what_is_empty(files, recursive, docs):
+        raise typer.Exit(output.EXIT_FAILED)
     client = ctl.client()
     client.on_warning = None  # warnings are printed per object below
     failed = 0

@@ -76,16 +76,7 @@ def object_names(ctx: ClickContext, kind: str, start: str) -> list[str]:
 def completion_command(
     shell: Annotated[str, typer.Argument(help="bash, zsh or fish.", metavar="SHELL")],
 ) -> None:
-    """Print the shell code that completes apiaryctl commands, options, kinds and names.
-
-    Examples:
-
-      source <(apiaryctl completion bash)      # bash, e.g. in ~/.bashrc
-
-      source <(apiaryctl completion zsh)       # zsh, after compinit
-
-      apiaryctl completion fish | source       # fish
-    """
+    """Print the shell code that completes apiaryctl commands, options, kinds and names."""
     if shell not in SHELLS:
         raise typer.BadParameter(f"{shell!r}: one of {', '.join(SHELLS)}", param_hint="SHELL")
     init()

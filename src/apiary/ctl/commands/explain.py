@@ -261,18 +261,7 @@ def explain_command(
         bool, typer.Option("--recursive", help="Every field below, names and types only.")
     ] = False,
 ) -> None:
-    """Describe a kind or one of its fields: type, constraints, meaning, sub-fields.
-
-    Examples:
-
-      apiaryctl explain hive
-
-      apiaryctl explain hive.spec.stages
-
-      apiaryctl explain agentspec.spec.runtime --recursive
-
-      apiaryctl explain drone.status.reason
-    """
+    """Describe a kind or one of its fields: type, constraints, meaning, sub-fields."""
     kind_name, *path = target.split(".")
     info = kind_arg(kind_name)
     node, doc, _cls, defs = lookup(info.kind, [p for p in path if p])

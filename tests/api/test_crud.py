@@ -143,6 +143,7 @@ async def test_dry_run_stores_nothing(api: Api) -> None:
 
 async def test_warnings_header_and_strict_mode(api: Api) -> None:
     c = api.client
+    assert (await c.post(path_of("AgentSpec"), json=sample("AgentSpec", "a"))).is_success
     body = sample("Hive", "warn")
     body["spec"]["foo"] = 1
     r = await c.post(path_of("Hive"), json=body)

@@ -26,6 +26,7 @@ from apiary.api.cascade import cascade_delete
 from apiary.api.comb import forget_deleted
 from apiary.api.limits import check_replica_quota, limits_for
 from apiary.api.middleware import PRINCIPAL_KEY
+from apiary.api.refwarnings import dangling_agent_refs, users_of_agentspec
 from apiary.api.responses import JSON, error_body, json_response
 from apiary.api.secrets import has_redacted, keep_redacted, redact
 from apiary.api.state import ApiState
@@ -170,7 +171,7 @@ async def admit_in_cell(
         admitted, warnings = _admit(obj, strict, limits)
     if quota:
         check_replica_quota(admitted, quota)
-    return admitted, warnings
+    return admitted, [*warnings, *await dangling_agent_refs(state.store, admitted)]
 
 
 # ------------------------------------------------------------------------------------ reads
@@ -355,7 +356,10 @@ async def delete_object(request: Request) -> Response:
         resource_version=want_rv,
         on_deleted=functools.partial(_forget_deleted, state),
     )
-    return json_response(_out(last, reveal))
+    warnings = (
+        await users_of_agentspec(state.store, cell or "", name) if info.kind == "AgentSpec" else []
+    )
+    return json_response(_out(last, reveal), 200, warnings)
 
 
 async def _forget_deleted(state: ApiState, obj: dict[str, Any]) -> None:

@@ -25,6 +25,7 @@ from apiary.resources.base import (
 from apiary.resources.guardrails import Guardrails
 from apiary.resources.meta import ApiObject, Status
 from apiary.resources.quantity import Bytes, Millicores
+from apiary.resources.tiers import TierName
 
 DEFAULT_HEALTH_PATH = "/healthz"
 DEFAULT_MESSAGE_PATH = "/"
@@ -302,8 +303,11 @@ class AgentSpecSpec(ApiModel):
     resources: Resources | None = None
     scaling: Scaling | None = None
     replicas: int | None = Field(default=None, ge=0)
-    task_tier: Literal["simple", "standard", "complex"] | None = None
-    """How demanding the agent's tasks are; the LLM gateway picks a model class from it."""
+    task_tier: TierName | None = None
+    """How demanding the agent's tasks are: a class of model and cost. The Cell's (else the
+    server's) tier map says what it means — the model and token cap of the drones' chat
+    completions, their scheduling priority; the drones carry the result in
+    ``spec.resolvedTier`` (:mod:`apiary.resources.tiers`)."""
     guardrails: Guardrails | None = None
     llm: Llm | None = None
     memory: Literal["none", "read", "readwrite"] | None = None

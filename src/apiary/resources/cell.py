@@ -1,4 +1,5 @@
-"""Cell: a namespace with a resource quota and default guardrails (cluster-scoped)."""
+"""Cell: a namespace with a resource quota, default guardrails and its task tiers
+(cluster-scoped)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from apiary.resources.base import ApiModel, NonNegativeNumber
 from apiary.resources.guardrails import Guardrails
 from apiary.resources.meta import ApiObject, Status
 from apiary.resources.quantity import Millicores
+from apiary.resources.tiers import TierMap
 
 
 class ResourceQuota(ApiModel):
@@ -42,6 +44,10 @@ class CellDefaults(ApiModel):
 class CellSpec(ApiModel):
     resource_quota: ResourceQuota | None = None
     defaults: CellDefaults | None = None
+    tiers: TierMap | None = None
+    """What each ``taskTier`` of the Cell's AgentSpecs means — ``model``, ``maxTokens``,
+    ``priority`` per tier (``simple``, ``standard``, ``complex``) — over the server's tier map,
+    field by field (:mod:`apiary.resources.tiers`). A change rolls the drones of that tier."""
 
 
 class CellStatus(Status):

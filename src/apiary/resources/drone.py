@@ -1,9 +1,10 @@
 """Drone: one running agent instance, created by the controllers and owned by its Hive (or by
 its AgentSpec for standalone replicas). The node agent that runs it writes its status.
 
-The spec is the AgentSpec's run fields (``runtime``, ``interface``, ``resources``, ``taskTier``)
-as they were when the drone was created, plus where it belongs: a drone does not change under an
-edited AgentSpec, it is replaced (``templateHash`` tells generations apart).
+The spec is the AgentSpec's run fields (``runtime``, ``interface``, ``resources``, ``taskTier``
+and what it resolved to) as they were when the drone was created, plus where it belongs: a drone
+does not change under an edited AgentSpec, it is replaced (``templateHash`` tells generations
+apart).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from apiary.resources.agentspec import Interface, Resources, Runtime, SecurityCo
 from apiary.resources.base import ApiModel, DNSLabel, NonNegativeNumber, Timestamp
 from apiary.resources.guardrails import Guardrails
 from apiary.resources.meta import ApiObject, Status
+from apiary.resources.tiers import ResolvedTier, TierName
 
 DronePhase = Literal["Pending", "Starting", "Running", "Stopping", "Stopped", "Failed"]
 
@@ -26,7 +28,10 @@ class DroneSpec(ApiModel):
     runtime: Runtime
     interface: Interface = Field(default_factory=Interface)
     resources: Resources | None = None
-    task_tier: Literal["simple", "standard", "complex"] | None = None
+    task_tier: TierName | None = None
+    resolved_tier: ResolvedTier | None = None
+    """What ``taskTier`` meant when the drone was made (Cell tiers over the server's): the model
+    and token cap the node's gateway applies, the priority the scheduler places it by."""
     guardrails: Guardrails | None = None
     """Already merged: Cell defaults, AgentSpec, Hive, stage."""
     security_context: SecurityContext | None = None

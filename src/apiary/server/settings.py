@@ -8,14 +8,32 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+import orjson
 
 from apiary.api.fairness import OverloadLimits
 from apiary.resources.limits import AdmissionLimits
+from apiary.resources.tiers import TierMap
 
 
 def default_data_dir() -> Path:
     env = os.environ.get("APIARY_DATA_DIR")
     return Path(env).expanduser() if env else Path.home() / ".local" / "share" / "apiary"
+
+
+def default_tiers() -> dict[str, dict[str, Any]]:
+    """The server's tier map from ``APIARY_TIERS`` (JSON, the shape of a Cell's ``spec.tiers``:
+    ``{"simple": {"model": "gpt-4o-mini", "maxTokens": 1024}, ...}``); ``{}`` when unset.
+    Raises ValueError naming the variable when it is not such a map."""
+    raw = os.environ.get("APIARY_TIERS")
+    if not raw:
+        return {}
+    try:
+        parsed = TierMap.model_validate(orjson.loads(raw))
+    except ValueError as exc:  # orjson.JSONDecodeError and pydantic's ValidationError both are
+        raise ValueError(f"APIARY_TIERS is not a tier map: {exc}") from None
+    return parsed.model_dump(exclude_none=True)
 
 
 @dataclass
@@ -142,6 +160,12 @@ class Settings:
     admission: AdmissionLimits = field(default_factory=AdmissionLimits)
     """What one object may ask for (size, stages per Hive, replicas per stage, nesting,
     annotations); a Cell's ``resourceQuota`` may lower some of them (docs/api.md, Limits)."""
+    tiers: dict[str, dict[str, Any]] = field(default_factory=default_tiers)
+    """The server's task tier map (env ``APIARY_TIERS``, JSON): per tier (``simple``,
+    ``standard``, ``complex``) the ``model`` and ``maxTokens`` of its drones' chat completions
+    and its scheduling ``priority`` (low|normal|high). A Cell's ``spec.tiers`` overrides it
+    field by field; what neither sets is the built-in map — priorities low/normal/high, no
+    model, no cap (:mod:`apiary.resources.tiers`, docs/gateway.md "Task tiers")."""
     overload: OverloadLimits = field(default_factory=OverloadLimits)
     """Requests in flight at once per principal and lane (64 short per principal, 256 in all;
     64 per node token in the nodes' own lane; 128 long-running per principal, 2048 in all);

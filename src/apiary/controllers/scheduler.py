@@ -1,7 +1,11 @@
 """The scheduler: places Pending drones on nodes, within the Cell's quota.
 
 One pass lists nodes and drones, computes what every node already carries (requests of the
-drones assigned to it that are not ``Stopped``), and takes the unplaced drones oldest first:
+drones assigned to it that are not ``Stopped``), and takes the unplaced drones by priority —
+``spec.resolvedTier.priority`` high, normal (drones without a tier), low — and oldest first
+within a priority, so when the nodes cannot take every pending drone the higher tiers get the
+room. A drone that does not fit does not hold back smaller ones after it (no reservation, no
+preemption: a placed drone is never evicted for a higher one):
 
 1. requests unreadable → held with ``reason: InvalidResources``;
 2. over the Cell quota (:mod:`apiary.controllers.quota`) → held with ``reason: QuotaExceeded``;
@@ -39,6 +43,7 @@ from apiary.controllers.nodes import node_unusable_reason
 from apiary.controllers.quota import Quota, Usage, check
 from apiary.controllers.settings import QueenSettings
 from apiary.errors import Conflict, NotFound
+from apiary.resources.tiers import priority_rank
 from apiary.store import Store
 
 log = logging.getLogger("apiary.controllers.scheduler")
@@ -152,6 +157,7 @@ class Scheduler:
             usage.setdefault(drone["metadata"]["namespace"], Usage()).add(drone, cpu, memory)
         pending.sort(
             key=lambda d: (
+                priority_rank(d.get("spec") or {}),
                 d["metadata"].get("creationTimestamp") or "",
                 d["metadata"]["namespace"],
                 d["metadata"]["name"],

@@ -1,9 +1,11 @@
 """What a Hive or AgentSpec wants to run: its stages and the Drone template of each.
 
 A Drone's ``spec`` carries everything a node needs to run it — a copy of the AgentSpec's runtime,
-interface, resources and task tier, the merged guardrails, and the stage's own configuration — so
-a node never reads the AgentSpec. The ``templateHash`` of that copy is part of the drone name, so
-any change that affects how a drone runs makes new names and a rolling replacement.
+interface, resources and task tier, what that tier resolves to in its Cell (``resolvedTier``:
+model, token cap, priority — :mod:`apiary.resources.tiers`), the merged guardrails, and the
+stage's own configuration — so a node never reads the AgentSpec. The ``templateHash`` of that
+copy is part of the drone name, so any change that affects how a drone runs makes new names and
+a rolling replacement.
 
 Stage names: ``spec.stages[i].name`` for plain Hives; for ``patternSegments`` each entry of a
 segment's ``config.subscribers`` / ``config.stages`` / ``config.agents`` becomes the stage
@@ -16,10 +18,12 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from apiary.controllers.meta import Obj, QuantityError, requests_of, short_hash
+from apiary.resources.tiers import resolve_tier
 
 SEGMENT_ENTRY_KEYS = ("subscribers", "stages", "agents")
 """Keys of ``patternSegments[].config`` whose list entries become stages (seed 09)."""
@@ -201,12 +205,24 @@ def _mapping(value: Any) -> Obj:
     return dict(value) if isinstance(value, dict) else {}
 
 
+def cell_tiers(cell: Obj | None) -> Any:
+    """``Cell.spec.tiers`` (None without a Cell)."""
+    return None if cell is None else (cell.get("spec") or {}).get("tiers")
+
+
 def drone_template(
-    agentspec: Obj, *, cell: Obj | None, hive: Obj | None = None, stage: Stage | None = None
+    agentspec: Obj,
+    *,
+    cell: Obj | None,
+    hive: Obj | None = None,
+    stage: Stage | None = None,
+    tiers: Mapping[str, Any] | None = None,
 ) -> Obj:
     """The part of a Drone spec shared by all replicas of a stage (or standalone AgentSpec).
 
-    Guardrails merge from general to specific: Cell defaults, AgentSpec, Hive, stage.
+    Guardrails merge from general to specific: Cell defaults, AgentSpec, Hive, stage. A
+    ``taskTier`` is resolved into ``resolvedTier`` from the Cell's ``spec.tiers`` over ``tiers``
+    (the server's map) over the built-in one, so a change of either rolls the tier's drones.
     Raises :class:`QuantityError` (naming the AgentSpec field) when its requests are unreadable.
     """
     spec = agentspec.get("spec") or {}
@@ -215,6 +231,10 @@ def drone_template(
     for key in RUNTIME_FIELDS:
         if key in spec:
             template[key] = copy.deepcopy(spec[key])
+    if isinstance(spec.get("taskTier"), str):
+        resolved = resolve_tier(spec["taskTier"], cell_tiers(cell), tiers)
+        if resolved is not None:
+            template["resolvedTier"] = resolved
     guardrails = cell_default_guardrails(cell)
     guardrails.update(_mapping(spec.get("guardrails")))
     if hive is not None:
@@ -244,6 +264,7 @@ __all__ = [
     "Stage",
     "autoscaler_notes",
     "cell_default_guardrails",
+    "cell_tiers",
     "drone_template",
     "effective_replicas",
     "hive_stages",

@@ -6,7 +6,8 @@
 
 So an agent points any OpenAI client at ``$APIARY_KEEPER_URL/v1`` with ``$APIARY_KEEPER_TOKEN``
 as its API key. The gateway checks the caller (the keeper token of that drone), finds the provider
-the drone's AgentSpec names (``spec.llm``, :mod:`apiary.node.gateway_provider`), injects the
+the drone's AgentSpec names (``spec.llm``, :mod:`apiary.node.gateway_provider`), applies the
+drone's task tier — its model and token cap (:mod:`apiary.node.gateway_tiers`) — or injects the
 default model, forwards with the provider's key (which the agent never sees) over one keep-alive
 ``httpx.AsyncClient``, and counts the tokens the provider reports in ``usage`` — under the model
 its answer names — against the message the drone is working on
@@ -46,6 +47,7 @@ from starlette.routing import BaseRoute, Route
 from apiary.errors import ApiaryError
 from apiary.node.gateway_budget import DroneMeter, GatewayRefusal, Tally
 from apiary.node.gateway_provider import Provider, Providers, Reader
+from apiary.node.gateway_tiers import TIER_HEADER, apply_tier
 from apiary.node.keeperhttp import PREFIX, KeeperHttpServer
 from apiary.telemetry import hops, tracing
 
@@ -178,9 +180,10 @@ class LlmGateway:
         return body
 
     async def _prepare(
-        self, request: Request, with_model: bool = True
-    ) -> tuple[GatewayDrone, Provider, Tally, dict[str, Any]]:
-        """Authenticate, parse, find the provider and the message, check the budgets."""
+        self, request: Request, *, chat: bool
+    ) -> tuple[GatewayDrone, Provider, Tally, dict[str, Any], str | None]:
+        """Authenticate, parse, find the provider and the message, check the budgets, apply the
+        drone's task tier (:mod:`apiary.node.gateway_tiers`): the tier applied, if any, last."""
         cell, name, drone = self._drone(request)
         body = await self._body(request)
         provider = await self.providers.resolve(cell, drone.spec)
@@ -190,14 +193,8 @@ class LlmGateway:
             headers.get(MESSAGE_HEADER), headers.get(SESSION_HEADER), drone=f"{cell}/{name}"
         )
         meter.admit(tally)
-        if with_model and not body.get("model"):
-            if not provider.model:
-                raise GatewayRefusal(
-                    400, "invalid_request_error",
-                    "the request names no model and the AgentSpec has no spec.llm.model",
-                )  # fmt: skip
-            body["model"] = provider.model
-        return drone, provider, tally, body
+        tier = apply_tier(body, drone.spec, provider.model, chat=chat)
+        return drone, provider, tally, body, tier
 
     async def _post(
         self, provider: Provider, path: str, body: dict[str, Any], span: Any = None
@@ -215,21 +212,25 @@ class LlmGateway:
     async def _chat(self, request: Request) -> Response:
         span = None
         try:
-            drone, provider, tally, body = await self._prepare(request)
+            drone, provider, tally, body, tier = await self._prepare(request, chat=True)
             if tracing.TRACER is not None:
                 span = _span("chat", request, tally, provider, body)
             if body.get("stream"):
-                return await self._stream(drone.meter, tally, provider, body, span)
-            answer = await self._post(provider, "/chat/completions", body, span)
+                response = await self._stream(drone.meter, tally, provider, body, span)
+            else:
+                answer = await self._post(provider, "/chat/completions", body, span)
+                response = self._answer(drone.meter, tally, body, answer, completion_of_chat, span)
         except GatewayRefusal as exc:
             hops.llm_refused(span, exc.status, exc.type, exc.message)
             return _refusal(exc)
-        return self._answer(drone.meter, tally, body, answer, completion_of_chat, span)
+        if tier is not None:
+            response.headers[TIER_HEADER] = tier
+        return response
 
     async def _embeddings(self, request: Request) -> Response:
         span = None
         try:
-            drone, provider, tally, body = await self._prepare(request)
+            drone, provider, tally, body, _ = await self._prepare(request, chat=False)
             if tracing.TRACER is not None:
                 span = _span("embeddings", request, tally, provider, body)
             answer = await self._post(provider, "/embeddings", body, span)

@@ -126,6 +126,7 @@ class Ctl:
             "APIARY_CONFIG": str(self.home / "config.yaml"),
             "APIARY_DATA_DIR": str(self.home / "no-data-dir"),
             "APIARY_CELL": None,
+            "APIARY_CONTEXT": None,  # --context sets it in-process; the runner restores it
         }
         merged = {**base, **self.env, **env}
         result = CliRunner().invoke(app, list(args), input=input, env=merged)

@@ -27,8 +27,12 @@ def config_path() -> Path:
     return Path(base) / "apiary" / "config.yaml"
 
 
-def load_config(path: Path | None = None) -> dict[str, str]:
-    """The config file's ``server``/``cell``/``token``; a missing file is an empty config."""
+CONTEXT_KEYS = ("server", "cell", "token")
+
+
+def load_config_file(path: Path | None = None) -> Obj:
+    """The config file as written: ``server``/``cell``/``token``, and optionally ``contexts``
+    (``{name: {server, cell, token}}``) with ``current-context``; missing file: ``{}``."""
     p = path or config_path()
     try:
         raw = yaml_bounds.load(p.read_text(encoding="utf-8"))
@@ -40,7 +44,38 @@ def load_config(path: Path | None = None) -> dict[str, str]:
         return {}
     if not isinstance(raw, dict):
         raise errors.BadRequest(f"config file {p}: must be a mapping of server/cell/token")
-    return {str(k): str(v) for k, v in raw.items() if v is not None}
+    contexts = raw.get("contexts")
+    if contexts is not None and not (
+        isinstance(contexts, dict) and all(isinstance(c, dict) for c in contexts.values())
+    ):
+        raise errors.BadRequest(f"config file {p}: contexts must map names to server/cell/token")
+    return dict(raw)
+
+
+def current_context(raw: Obj, path: Path | None = None) -> str | None:
+    """``$APIARY_CONTEXT``, else the file's ``current-context``; one that is not in the file
+    is an error (a typo must not silently fall back to another server)."""
+    name = os.environ.get("APIARY_CONTEXT") or raw.get("current-context") or None
+    if name is None:
+        return None
+    contexts = raw.get("contexts") or {}
+    if str(name) not in contexts:
+        known = ", ".join(map(str, contexts)) or "none"
+        where = path or config_path()
+        raise errors.BadRequest(f"no context {str(name)!r} in {where} (contexts: {known})")
+    return str(name)
+
+
+def load_config(path: Path | None = None) -> dict[str, str]:
+    """What the config file says to use: its ``server``/``cell``/``token``, overlaid by the
+    current context's (``$APIARY_CONTEXT`` or ``current-context``); missing file: ``{}``."""
+    raw = load_config_file(path)
+    flat = {str(k): str(v) for k, v in raw.items() if k in CONTEXT_KEYS and v is not None}
+    name = current_context(raw, path)
+    if name is not None:
+        chosen = (raw.get("contexts") or {})[name]
+        flat.update({str(k): str(v) for k, v in chosen.items() if v is not None})
+    return flat
 
 
 def data_dir() -> Path:

@@ -94,6 +94,14 @@ EXAMPLES: dict[str, list[str]] = {
     ],
     "config view": ["apiaryctl config view", "apiaryctl config view --show-token"],
     "config path": ["apiaryctl config path"],
+    "config set-context": [
+        "apiaryctl config set-context prod --server https://apiary.example:8080 --cell team-a",
+        'apiaryctl config set-context prod --token "$(cat prod.token)"',
+    ],
+    "config use-context": ["apiaryctl config use-context prod"],
+    "config get-contexts": ["apiaryctl config get-contexts"],
+    "config current-context": ["apiaryctl config current-context"],
+    "config delete-context": ["apiaryctl config delete-context old"],
     "comb get": ["apiaryctl comb get session/chat-1 plan"],
     "comb set": [
         "apiaryctl comb set session/chat-1 plan '{\"steps\": 3}'",

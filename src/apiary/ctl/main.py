@@ -38,7 +38,9 @@ from apiary.ctl.commands import top as top_command
 from apiary.ctl.context import Ctl
 
 #: global options that take a value, by every spelling
-_VALUE_OPTS = {"-s", "--server", "-n", "--cell", "--namespace", "--token", "-o", "--output"}
+_VALUE_OPTS = {
+    "-s", "--server", "-n", "--cell", "--namespace", "--token", "-o", "--output", "--context",
+}  # fmt: skip
 
 
 def hoist_globals(args: list[str]) -> list[str]:
@@ -48,8 +50,8 @@ def hoist_globals(args: list[str]) -> list[str]:
     i = 0
     while i < len(args):
         a = args[i]
-        if a == "--":
-            rest.extend(args[i:])
+        if a == "--" or (a == "set-context" and rest[-1:] == ["config"]):
+            rest.extend(args[i:])  # set-context's own --server/--cell/--token are its values
             break
         opt = a.split("=", 1)[0]
         if opt in _VALUE_OPTS and opt.startswith("--") and "=" in a:
@@ -175,13 +177,26 @@ def _globals(
             help="table|wide|yaml|json|name|jsonpath=TEMPLATE (get; see docs/cli.md).",
         ),
     ] = None,
+    context: Annotated[
+        str | None,
+        typer.Option(
+            "--context",
+            envvar="APIARY_CONTEXT",
+            show_default=False,
+            help="Config file context to use (default: its current-context).",
+        ),
+    ] = None,
 ) -> None:
     """Global options; see docs/cli.md for the config file and exit codes."""
+    if context:
+        os.environ["APIARY_CONTEXT"] = context  # every read of the config file sees it
     try:
         settings = Ctl.from_options(server, cell, token, out_format)
-    except errors.ApiaryError as exc:  # unreadable config file
-        output.error(exc.message, exc.details)
-        raise typer.Exit(output.EXIT_USAGE) from None
+    except errors.ApiaryError as exc:  # unreadable config file, unknown context
+        if ctx.invoked_subcommand != "config":
+            output.error(exc.message, exc.details)
+            raise typer.Exit(output.EXIT_USAGE) from None
+        settings = Ctl("", "", None, "table")  # config … must still be able to repair it
     ctx.obj = settings
     ctx.call_on_close(settings.close)
 

@@ -31,8 +31,8 @@ def state_of(api: Api) -> ApiState:
 
 
 async def seed(api: Api) -> None:
-    """In both cells: a Hive h, an AgentSpec a, a Secret s, a Drone d on node n1 and one e on
-    n2; the Cells themselves and Nodes n1, n2."""
+    """In both cells: a Hive h, an AgentSpec a, Secrets s, only-e and unused, a Drone d on node
+    n1 using s and one e on n2 using only-e; the Cells themselves and Nodes n1, n2."""
     store = api.store
     for name in (OWN, OTHER):
         await store.create(sample("Cell", name))
@@ -42,9 +42,13 @@ async def seed(api: Api) -> None:
         await store.create(sample("Hive", "h", cell))
         await store.create(sample("AgentSpec", "a", cell))
         await store.create(sample("Secret", "s", cell))
-        for name, node in (("d", "n1"), ("e", "n2")):
+        await store.create(sample("Secret", "only-e", cell))
+        await store.create(sample("Secret", "unused", cell))
+        for name, node, secret in (("d", "n1", "s"), ("e", "n2", "only-e")):
             drone = sample("Drone", name, cell)
             drone["spec"]["nodeName"] = node
+            ref = {"secretKeyRef": {"name": secret, "key": "token"}}
+            drone["spec"]["runtime"]["env"] = [{"name": "T", "valueFrom": ref}]
             await store.create(drone)
 
 
@@ -431,3 +435,25 @@ async def test_a_node_token_pushes_logs_of_its_own_drones_only(tmp_path: Path) -
         assert r.status_code == 200, r.text
         r = await api.client.post(path.format("e"), json=batch, headers=bearer(token))
         assert r.status_code == 403 and 'placed on node "n2"' in r.json()["message"]
+
+
+async def test_a_node_token_reads_only_the_secrets_its_own_drones_use(api: Api) -> None:
+    """As Kubernetes' node authorizer: s (used by d, on n1) yes; only-e (used by a drone on
+    n2) and unused no — with or without reveal."""
+    token = await mint(api, "n1", "node", node="n1")
+    base = f"/api/v1/cells/{OWN}/secrets"
+    r = await api.client.get(f"{base}/s?reveal=true", headers=bearer(token))
+    assert r.status_code == 200 and r.json()["data"]["token"], r.text
+    for name in ("only-e", "unused"):
+        for query in ("", "?reveal=true"):
+            r = await api.client.get(f"{base}/{name}{query}", headers=bearer(token))
+            assert r.status_code == 403, (name, query, r.text)
+            assert f'may not get Secret "{name}"' in r.json()["message"]
+            assert 'no drone placed on node "n1" uses it' in r.json()["message"]
+    n2 = await mint(api, "n2", "node", node="n2")
+    assert (await api.client.get(f"{base}/only-e?reveal=true", headers=bearer(n2))).is_success
+    # a drone's LLM provider Secret counts as used
+    drone = await api.store.get("Drone", OWN, "d")
+    drone["spec"]["llm"] = {"provider": {"secretRef": {"name": "unused"}}}
+    await api.store.update(drone)
+    assert (await api.client.get(f"{base}/unused?reveal=true", headers=bearer(token))).is_success

@@ -26,6 +26,7 @@ from apiary.api.cascade import cascade_delete
 from apiary.api.comb import forget_deleted
 from apiary.api.limits import check_replica_quota, limits_for
 from apiary.api.middleware import PRINCIPAL_KEY
+from apiary.api.nodeauth import check_node_secret
 from apiary.api.refwarnings import dangling_agent_refs, users_of_agentspec
 from apiary.api.responses import JSON, error_body, json_response
 from apiary.api.secrets import has_redacted, keep_redacted, redact
@@ -228,6 +229,10 @@ async def get_object(request: Request) -> Response:
     name = _name(request)
     _authorize(request, "get", info, cell)
     reveal = _reveal(request, info, cell)
+    if info.kind == "Secret":
+        await check_node_secret(
+            _state(request).store, request.scope[PRINCIPAL_KEY], cell or "", name
+        )
     obj = await _state(request).store.get(info.kind, cell or "", name)
     _state(request).authorizer.check_object(request.scope[PRINCIPAL_KEY], "get", info.kind, obj)
     return json_response(_out(obj, reveal))

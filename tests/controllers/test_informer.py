@@ -29,10 +29,14 @@ class Lists:
     def __init__(self, store: Store) -> None:
         self.real = store.list
         self.calls: list[str] = []
+        self.selected: list[str] = []
+        """Kinds listed with a label selector (how the Hive reconciler lists its drones)."""
         store.list = self.list  # type: ignore[method-assign]
 
     async def list(self, kind: str, *args: Any, **kw: Any) -> Any:
         self.calls.append(kind)
+        if kw.get("selector") is not None:
+            self.selected.append(kind)
         return await self.real(kind, *args, **kw)
 
     async def none_in(self, work: Awaitable[T]) -> T:
@@ -311,3 +315,31 @@ async def test_reaper_run_lists_only_when_it_starts(store: Store, clock: FakeClo
     finally:
         stop.set()
         await asyncio.wait_for(task, 2)
+
+
+# ---------------------------------------------------------------------------- the Queen
+
+
+async def test_the_running_queen_reads_drones_from_its_watch_not_the_store(
+    store: Store, settings: Any
+) -> None:
+    await store.create(agentspec("echo"))
+    queen = Queen(store, settings)
+    lists = Lists(store)
+    stop = asyncio.Event()
+    task = asyncio.create_task(queen.run(stop))
+    try:
+        await store.create(hive("h", ("s", "echo", 250)))
+        for _ in range(1000):
+            if len(queen.drones.list("Drone")) == 250 and queen.queue.idle:
+                break
+            await asyncio.sleep(0.01)
+        drones = (await store.list("Drone", "default")).items
+        assert len(drones) == 250  # three passes of at most 100
+        # the Hive's passes took their drones from the cache (the scheduler still lists)
+        assert lists.selected == [], lists.selected
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 5)
+    assert not queen.drones.has_synced  # stopped: a one-off pass lists the store again
+    await queen.hives.reconcile("default", "h")

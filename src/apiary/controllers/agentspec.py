@@ -13,8 +13,15 @@ from __future__ import annotations
 
 import copy
 
+from apiary.controllers.cache import Informer
 from apiary.controllers.events import EventRecorder
-from apiary.controllers.hive import FailureMemo, claimer, get_or_none, report_group
+from apiary.controllers.hive import (
+    FailureMemo,
+    claimer,
+    get_or_none,
+    list_drones,
+    report_group,
+)
 from apiary.controllers.meta import (
     LABEL_AGENTSPEC,
     LABEL_HIVE,
@@ -51,16 +58,24 @@ def wanted_replicas(agentspec: Obj) -> tuple[int, str | None]:
 
 
 class AgentSpecReconciler:
-    def __init__(self, store: Store, settings: QueenSettings, events: EventRecorder) -> None:
+    def __init__(
+        self,
+        store: Store,
+        settings: QueenSettings,
+        events: EventRecorder,
+        drones: Informer | None = None,
+    ) -> None:
         self.store = store
         self.settings = settings
         self.events = events
+        self.drones = drones
+        """Where a pass reads drones from (see :func:`apiary.controllers.hive.list_drones`)."""
         self.failures = FailureMemo()
 
     async def reconcile(self, namespace: str, name: str) -> None:
         agentspec = await get_or_none(self.store, "AgentSpec", namespace, name)
         selector = parse_selector(f"{LABEL_AGENTSPEC}={name},!{LABEL_HIVE}")
-        drones = (await self.store.list("Drone", namespace, selector=selector)).items
+        drones = await list_drones(self.store, self.drones, namespace, selector)
         if agentspec is None:
             for drone in drones:  # orphans; the GC would find them too, this is just sooner
                 ref = controller_ref(drone) or {}

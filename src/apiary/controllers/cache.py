@@ -21,6 +21,8 @@ usual way — resourceVersion-conditioned writes, or reads of the fresh object b
   ``has_synced`` / ``await synced()`` tell when the listing of the current run is in;
 * ``prepare()`` — what a pass awaits first: the running informer's listing, or, with none
   running (a one-off pass: a test, a tool), one listing (``refresh()``) instead;
+* ``apply(change)`` after a ``refresh()`` — for a controller that already follows a watch of
+  its own (the Queen), which feeds the cache from it instead of opening a second one;
 * ``get``/``list`` — the read API; ``resource_version`` is the newest change applied, and
   ``await wait_for(rv)``/``await caught_up()`` wait until the cache has seen a version.
 """
@@ -31,6 +33,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Iterable
+from typing import Any
 
 from apiary.controllers.meta import Obj
 from apiary.errors import Gone
@@ -160,6 +163,11 @@ class Informer:
         self._advance(rv)
         self._synced.set()
 
+    def invalidate(self) -> None:
+        """Forget everything (the watch feeding it stopped): reads wait for the next listing."""
+        self._objects = {k: {} for k in self.kinds}
+        self._synced.clear()
+
     def apply(self, change: Change) -> None:
         """Fold one change in; a change no newer than the cached body is ignored."""
         kind = change.kind
@@ -198,12 +206,16 @@ class Informer:
                 async for change in self.store.watch(since=self._rv):
                     self.apply(change)
             except Gone:
-                log.info("cache of %s fell behind the change log; listing again",
-                         ", ".join(sorted(self.kinds)))  # fmt: skip
+                log.info(
+                    "cache fell behind the change log; listing again",
+                    extra={"kinds": ",".join(sorted(self.kinds))},
+                )
                 listed = False
             except Exception as exc:  # the store is away for a moment: resume from where we were
-                log.warning("cache of %s: watch failed (%s); retrying",
-                            ", ".join(sorted(self.kinds)), exc)  # fmt: skip
+                log.warning(
+                    "cache watch failed; retrying",
+                    extra={"kinds": ",".join(sorted(self.kinds)), "error": str(exc)},
+                )
                 await asyncio.sleep(self.restart_delay)
 
     @contextlib.asynccontextmanager
@@ -219,10 +231,10 @@ class Informer:
             if self._users == 0 and self._task is not None:
                 task, self._task = self._task, None
                 self._synced.clear()  # a later run answers only once it has listed again
-                await _cancel(task)
+                await cancel_and_wait(task)
 
 
-async def _cancel(task: asyncio.Task[None]) -> None:
+async def cancel_and_wait(task: asyncio.Task[Any]) -> None:
     """Cancel ``task`` and wait for it. Python 3.11's ``asyncio.wait_for`` (the store's watch
     sleeps in one) returns normally when the cancel races the event it waits for, swallowing the
     cancel, so the task is cancelled again until it has really ended."""
@@ -233,4 +245,4 @@ async def _cancel(task: asyncio.Task[None]) -> None:
         task.result()
 
 
-__all__ = ["Informer", "ObjKey"]
+__all__ = ["Informer", "ObjKey", "cancel_and_wait"]

@@ -24,6 +24,7 @@ import copy
 import logging
 from typing import Any
 
+from apiary.controllers.cache import Informer
 from apiary.controllers.events import WARNING, EventRecorder
 from apiary.controllers.meta import (
     LABEL_AGENTSPEC,
@@ -48,7 +49,7 @@ from apiary.controllers.templates import (
     set_autoscaler_notes,
 )
 from apiary.errors import Conflict, NotFound
-from apiary.store import Store, parse_selector
+from apiary.store import Selector, Store, parse_selector
 
 log = logging.getLogger("apiary.controllers.hive")
 
@@ -133,17 +134,37 @@ async def report_group(
             )
 
 
+async def list_drones(
+    store: Store, cache: Informer | None, namespace: str, selector: Selector | None
+) -> list[Obj]:
+    """The drones of ``selector``: from ``cache`` (the running Queen's, fed by its watch) once it
+    has listed, else from the store. A pass over a 1,000-drone group then decodes nothing; the
+    cache holds at least every change that queued the pass, and a pass acting on a drone a
+    moment out of date is safe — creates collide on names, deletes carry resourceVersions."""
+    if cache is not None and cache.has_synced:
+        return cache.list("Drone", namespace, selector=selector)
+    return (await store.list("Drone", namespace, selector=selector)).items
+
+
 class HiveReconciler:
-    def __init__(self, store: Store, settings: QueenSettings, events: EventRecorder) -> None:
+    def __init__(
+        self,
+        store: Store,
+        settings: QueenSettings,
+        events: EventRecorder,
+        drones: Informer | None = None,
+    ) -> None:
         self.store = store
         self.settings = settings
         self.events = events
+        self.drones = drones
+        """Where a pass reads drones from (see :func:`list_drones`)."""
         self.failures = FailureMemo()
 
     async def reconcile(self, namespace: str, name: str) -> None:
         hive = await get_or_none(self.store, "Hive", namespace, name)
         selector = parse_selector(f"{LABEL_HIVE}={name}")
-        drones = (await self.store.list("Drone", namespace, selector=selector)).items
+        drones = await list_drones(self.store, self.drones, namespace, selector)
         if hive is None:
             await self._collect_orphans(drones, name)
             return
@@ -372,6 +393,7 @@ __all__ = [
     "HiveReconciler",
     "claimer",
     "get_or_none",
+    "list_drones",
     "report_group",
     "stale_notes",
 ]

@@ -23,6 +23,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from apiary.controllers.agentspec import AgentSpecReconciler
+from apiary.controllers.cache import Informer, cancel_and_wait
 from apiary.controllers.events import EventRecorder
 from apiary.controllers.gc import GarbageCollector
 from apiary.controllers.hive import HiveReconciler
@@ -52,8 +53,10 @@ class Queen:
         self.store = store
         self.settings = settings or QueenSettings()
         self.events = EventRecorder(store, self.settings)
-        self.hives = HiveReconciler(store, self.settings, self.events)
-        self.agentspecs = AgentSpecReconciler(store, self.settings, self.events)
+        self.drones = Informer(store, ("Drone",))
+        """Every Drone, fed by the watch below while the Queen runs: a pass lists none."""
+        self.hives = HiveReconciler(store, self.settings, self.events, self.drones)
+        self.agentspecs = AgentSpecReconciler(store, self.settings, self.events, self.drones)
         self.scheduler = Scheduler(store, self.settings, self.events)
         self.nodes = NodeController(store, self.settings, self.events)
         self.gc = GarbageCollector(store, self.settings)
@@ -136,18 +139,20 @@ class Queen:
             for timer in self._timers:
                 timer.cancel()
             self._timers.clear()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            for task in tasks:  # 3.11's wait_for can swallow a cancel: cancel until it ends
+                await cancel_and_wait(task)
+            self.drones.invalidate()  # no watch feeds it now: passes list the store again
 
     async def _watch(self) -> None:
         while True:
             since = await self.store.resource_version()
             self._seen_generation.clear()  # everything is queued again below
+            await self.drones.refresh()
             await self._enqueue_all()
             self._kick_nodes.set()
             try:
                 async for change in self.store.watch(since=since):
+                    self.drones.apply(change)
                     self._dispatch(change)
             except Gone:
                 log.info("watch fell behind the change log; listing everything again")

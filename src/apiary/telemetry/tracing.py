@@ -10,7 +10,8 @@ per process from the standard environment variables:
   ``OTEL_TRACES_EXPORTER`` names an exporter (``otlp``, ``console``); ``none`` or
   ``OTEL_SDK_DISABLED=true`` keep it off;
 * ``OTEL_EXPORTER_OTLP_PROTOCOL`` (``…_TRACES_PROTOCOL``): ``http/protobuf`` (default) or ``grpc``;
-* ``OTEL_SERVICE_NAME`` / ``OTEL_RESOURCE_ATTRIBUTES`` (default service name: the component's),
+* ``OTEL_SERVICE_NAME`` / ``OTEL_RESOURCE_ATTRIBUTES`` (default service name: the component's;
+  default ``service.instance.id``: ``host:pid``, which tells replicas apart),
   ``OTEL_TRACES_SAMPLER`` / ``…_ARG``, ``OTEL_BSP_*`` — read by the SDK itself.
 
 The span helpers of each hop live in :mod:`apiary.telemetry.hops`; this module holds what they
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from collections.abc import Mapping, MutableMapping
 from typing import TYPE_CHECKING, Any
 
@@ -143,10 +145,19 @@ def _provider(service_name: str, env: Mapping[str, str], node: str | None) -> Tr
     )
     if not named:  # given attributes win over the environment's: only when it names none
         attributes["service.name"] = service_name
+    if "service.instance.id=" not in env.get("OTEL_RESOURCE_ATTRIBUTES", ""):
+        attributes["service.instance.id"] = instance_id()
     provider = TracerProvider(resource=Resource.create(attributes))
     for exporter in _exporters(env):
         provider.add_span_processor(BatchSpanProcessor(exporter))
     return provider
+
+
+def instance_id() -> str:
+    """``service.instance.id`` of this process: ``host:pid``. Every apiaryd replica and node has
+    the same ``service.name``, so this is what tells a trace's replicas apart (which replica took
+    which outcome); ``OTEL_RESOURCE_ATTRIBUTES=service.instance.id=…`` replaces it."""
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def _exporters(env: Mapping[str, str]) -> list[SpanExporter]:
@@ -326,6 +337,7 @@ __all__ = [
     "in_span",
     "init_tracing",
     "install",
+    "instance_id",
     "release",
     "shutdown_tracing",
     "traceparent",

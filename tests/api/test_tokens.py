@@ -457,3 +457,27 @@ async def test_a_node_token_reads_only_the_secrets_its_own_drones_use(api: Api) 
     drone["spec"]["llm"] = {"provider": {"secretRef": {"name": "unused"}}}
     await api.store.update(drone)
     assert (await api.client.get(f"{base}/unused?reveal=true", headers=bearer(token))).is_success
+
+
+async def test_an_open_watch_ends_once_its_token_is_revoked(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from apiary.api import watch
+
+    monkeypatch.setattr(watch, "REAUTH_SECONDS", 0.2)
+    token = await mint(api, "w", "viewer", OWN)
+
+    async def watch_hives() -> list[Obj]:
+        r = await api.client.get(f"/api/v1/cells/{OWN}/hives?watch=true", headers=bearer(token))
+        assert r.status_code == 200
+        return [orjson.loads(line) for line in r.text.splitlines() if line.strip()]
+
+    task = asyncio.create_task(watch_hives())
+    await asyncio.sleep(0.3)
+    assert not task.done()  # still streaming with a good token
+    assert (await api.client.delete("/api/v1/tokens/w")).status_code == 200
+    events = await asyncio.wait_for(task, 5)  # ended by itself, within a recheck
+    assert events[0]["type"] == "ADDED"
+    assert events[-1]["type"] == "ERROR"
+    assert events[-1]["object"]["code"] == 401
+    assert 'token "w" is not valid' in events[-1]["object"]["message"]

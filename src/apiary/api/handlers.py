@@ -192,7 +192,12 @@ async def list_objects(request: Request) -> Response:
     if (view := state.authorizer.view(request.scope[PRINCIPAL_KEY], info.kind)) is not None:
         lp = dataclasses.replace(lp, view=view)  # a node sees only where others' drones are
     if lp.watch:
-        return await watch_response(state, info, namespace, lp, reveal)
+        authorization = request.headers.get("authorization")
+
+        async def still_valid() -> None:  # a revoked or expired token's watch ends
+            await state.authenticator.authenticate(authorization)
+
+        return await watch_response(state, info, namespace, lp, reveal, still_valid)
     if lp.name is not None:
         try:
             found = [await state.store.get(info.kind, namespace or "", lp.name)]

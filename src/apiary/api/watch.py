@@ -6,13 +6,17 @@ ERROR line (the Kubernetes convention). Idle streams get BOOKMARK lines so proxi
 and clients can resume from a recent version. A ``resourceVersion`` newer than any the store has
 given is the client's mistake, answered 400 naming the parameter before the stream starts (it
 used to be accepted, and the store's scan failed inside the stream, which then just broke off).
+
+A watch can stay open for hours, longer than its token: every :data:`REAUTH_SECONDS` the stream
+checks its token again (the authenticator's cache makes that a dict lookup most times) and ends
+with an ERROR line — 401, the reason the token is refused — once it is revoked or expired.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -26,6 +30,10 @@ from apiary.resources import API_VERSION, KindInfo
 from apiary.store import Change, Store
 
 NDJSON = "application/x-ndjson"
+REAUTH_SECONDS = 5.0
+"""How often an open watch checks that its token is still good (revocation, expiry)."""
+Recheck = Callable[[], Awaitable[None]]
+"""Raises (Unauthorized) once the request's token is no longer valid."""
 
 
 async def horizon(store: Store) -> int:
@@ -58,7 +66,12 @@ async def _not_from_the_future(store: Store, since: int) -> None:
 
 
 async def watch_response(
-    state: ApiState, info: KindInfo, namespace: str | None, lp: ListParams, reveal: bool
+    state: ApiState,
+    info: KindInfo,
+    namespace: str | None,
+    lp: ListParams,
+    reveal: bool,
+    recheck: Recheck | None = None,
 ) -> StreamingResponse:
     store = state.store
     initial: list[dict[str, Any]] = []
@@ -89,6 +102,7 @@ async def watch_response(
             since,
             initial,
             send_bookmark=lp.resource_version is None,
+            recheck=recheck,
         ),
         media_type=NDJSON,
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
@@ -104,6 +118,7 @@ async def _stream(
     since: int,
     initial: list[dict[str, Any]],
     send_bookmark: bool,
+    recheck: Recheck | None = None,
 ) -> AsyncIterator[bytes]:
     state.metrics.watches.inc()
     changes = state.store.watch(info.kind, namespace, since=since, selector=lp.selector)
@@ -117,18 +132,32 @@ async def _stream(
             yield _bookmark(info.kind, since)
         last = since
         interval = state.config.bookmark_interval
+        loop = asyncio.get_running_loop()
+        marked = checked = loop.time()
         while True:
             if pending is None:
                 pending = asyncio.ensure_future(anext(changes))
+            wait = min(interval - (loop.time() - marked), REAUTH_SECONDS)
             done, _ = await asyncio.wait(
-                {pending, stop}, timeout=interval, return_when=asyncio.FIRST_COMPLETED
+                {pending, stop}, timeout=max(0.0, wait), return_when=asyncio.FIRST_COMPLETED
             )
             if stop in done:
                 return
+            now = loop.time()
+            if recheck is not None and now - checked >= REAUTH_SECONDS:
+                checked = now
+                try:
+                    await recheck()
+                except ApiaryError as exc:
+                    yield _line("ERROR", exc.as_dict())
+                    return
             if not done:
-                yield _bookmark(info.kind, last)
+                if now - marked >= interval:
+                    marked = now
+                    yield _bookmark(info.kind, last)
                 continue
             task, pending = pending, None
+            marked = now  # a bookmark marks an idle interval, as before
             try:
                 change = task.result()
             except StopAsyncIteration:

@@ -9,6 +9,7 @@ import pytest
 from buskit import BusEnv, Collector, wait_until
 
 from apiary.bus import Bus, Delivery, Publish
+from apiary.errors import BadRequest, Invalid
 
 pytestmark = pytest.mark.services
 
@@ -247,3 +248,47 @@ async def test_messages_published_before_any_subscriber_wait_for_the_first_group
     await bus.subscribe(env.subject("early"), "late-joiner", got)
     await got.wait_for(5)
     assert got.data == [b"%d" % i for i in range(5)]
+
+
+async def test_publish_many_keeps_the_order_given(env: BusEnv, bus: Bus) -> None:
+    got = Collector()
+    await bus.subscribe(env.subject("order"), "g", got, max_in_flight=1)
+    await bus.publish_many(
+        [Publish(env.subject("order"), b"%d" % i, msg_id=f"o{i}") for i in range(50)]
+    )
+    await got.wait_for(50)
+    assert got.data == [b"%d" % i for i in range(50)]
+    assert [d.msg_id for d in got.deliveries] == [f"o{i}" for i in range(50)]
+
+
+async def test_publish_many_with_a_bad_item_publishes_nothing(env: BusEnv, bus: Bus) -> None:
+    got = Collector()
+    await bus.subscribe(env.subject("all"), "g", got)
+    batch: list[Publish | tuple[str, bytes]] = [
+        (env.subject("all"), b"fine"),
+        Publish(env.subject("all"), "not bytes"),  # type: ignore[arg-type]
+        (env.subject("all"), b"also fine"),
+    ]
+    with pytest.raises(Invalid, match="data must be bytes"):
+        await bus.publish_many(batch)
+    with pytest.raises(BadRequest, match="whitespace"):
+        await bus.publish_many([(env.subject("all"), b"fine"), ("bad subject", b"x")])
+    await bus.publish_many([(env.subject("all"), b"after")])
+    await got.wait_for(1)
+    await asyncio.sleep(0.2)
+    assert got.data == [b"after"]
+
+
+async def test_publish_many_of_nothing_returns(env: BusEnv, bus: Bus) -> None:
+    await bus.publish_many([])
+
+
+async def test_a_retried_batch_stores_each_message_once(env: BusEnv, bus: Bus) -> None:
+    got = Collector()
+    await bus.subscribe(env.subject("retry"), "g", got)
+    batch = [Publish(env.subject("retry"), b"%d" % i, msg_id=f"r{i}") for i in range(20)]
+    await bus.publish_many(batch[:10])  # as if the first attempt got only half through
+    await bus.publish_many(batch)
+    await got.wait_for(20)
+    await asyncio.sleep(0.2)
+    assert sorted(got.data) == sorted(b"%d" % i for i in range(20))

@@ -26,6 +26,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from types import TracebackType
 from typing import NamedTuple
 
+from apiary.bus.subjects import check_subject
 from apiary.errors import FieldDetail, Invalid
 
 DEDUPE_WINDOW = 120.0
@@ -139,10 +140,25 @@ class Bus(ABC):
         """Publish and return once the bus holds the message durably."""
 
     async def publish_many(self, items: Iterable[Publish | tuple[str, bytes]]) -> None:
-        """Publish several messages; backends pipeline them (one round trip, not N)."""
-        for item in items:
-            p = item if isinstance(item, Publish) else Publish(*item)
+        """Publish several messages; backends pipeline them (one round trip, not N).
+
+        Every item is checked before any is sent, so bad input publishes nothing. The call
+        returns once every message is held durably, or raises (the first failing item named);
+        after such an error some may be stored already — retry the batch with the same
+        ``msg_id`` s and the copies are dropped. Messages of one batch are stored, and so
+        offered to each group, in the order given.
+        """
+        batch = [item if isinstance(item, Publish) else Publish(*item) for item in items]
+        for p in batch:
+            self.check_publish(p)
+        for p in batch:
             await self.publish(p.subject, p.data, msg_id=p.msg_id, headers=p.headers)
+
+    def check_publish(self, item: Publish) -> None:
+        """Raise :class:`~apiary.errors.Invalid`/``BadRequest`` for an item ``publish`` would
+        refuse before sending anything (subject and payload rules)."""
+        check_subject(item.subject)
+        check_payload(item.data, item.headers, item.msg_id)
 
     @abstractmethod
     async def subscribe(

@@ -7,7 +7,8 @@ that group — in this process or any other — pulls from the same consumer, wh
 queue-group semantics across machines and lets unacked work move to a surviving member.
 
 Pulling is credit-based rather than ``fetch()`` in a loop (see ``jetstream_sub``); publishing
-uses nats-py's ``publish_async`` so ``publish_many`` pipelines N messages into one wait for acks.
+pipelines: ``publish_many`` sends every message, then waits once for all their PubAcks, which
+are collected per batch on one inbox subscription (see ``jetstream_pub``).
 
 Reconnects: nats-py reconnects and resubscribes by itself; on ``reconnected`` every subscription
 forgets its outstanding pull credit, re-checks its consumer and pulls again, and a watchdog resets
@@ -31,10 +32,11 @@ from apiary.bus.base import (
     check_options,
     check_payload,
 )
+from apiary.bus.jetstream_pub import Item, PubAcks
 from apiary.bus.jetstream_sub import MSG_ID, JSSubscription
 from apiary.bus.nats_options import NatsOptions
 from apiary.bus.subjects import check_filter, check_group, check_subject, consumer_name
-from apiary.errors import BadRequest, Conflict, FieldDetail, Unavailable
+from apiary.errors import Conflict, FieldDetail, Unavailable
 
 log = logging.getLogger("apiary.bus.nats")
 
@@ -59,6 +61,7 @@ class JetStreamBus(Bus):
         self.name = name
         self._nc: Any = None
         self._js: Any = None
+        self._acks: PubAcks = None  # type: ignore[assignment]  # set by open()
         self._subs: set[JSSubscription] = set()
         self._closing = False
 
@@ -86,7 +89,9 @@ class JetStreamBus(Bus):
         except (OSError, TimeoutError, nats.errors.Error) as exc:
             raise Unavailable(f"cannot connect to NATS at {self.options.server}: {exc}") from exc
         self._js = self._nc.jetstream(timeout=self.options.publish_timeout)
+        self._acks = PubAcks(self._nc, self.options.publish_timeout, self._no_stream)
         try:
+            await self._acks.start()
             await self._ensure_stream()
         except BaseException:
             await self._nc.close()
@@ -204,48 +209,21 @@ class JetStreamBus(Bus):
             raise Unavailable("the NATS bus is not open")
         return self._js
 
-    async def _start_publish(
-        self, subject: str, data: bytes, msg_id: str | None, headers: Mapping[str, str] | None
-    ) -> asyncio.Future[Any]:
-        check_subject(subject)
-        check_payload(data, headers, msg_id)
-        hdrs: dict[str, str] | None = dict(headers) if headers else None
-        if msg_id is not None:
+    def _item(self, item: Publish | tuple[str, bytes]) -> Item:
+        p = item if isinstance(item, Publish) else Publish(*item)
+        check_subject(p.subject)
+        check_payload(p.data, p.headers, p.msg_id)
+        hdrs: dict[str, str] | None = dict(p.headers) if p.headers else None
+        if p.msg_id is not None:
             hdrs = hdrs or {}
-            hdrs[MSG_ID] = msg_id
-        future: asyncio.Future[Any] = await self._js.publish_async(
-            subject, bytes(data), headers=hdrs
+            hdrs[MSG_ID] = p.msg_id
+        return p.subject, bytes(p.data), hdrs
+
+    def _no_stream(self) -> str:
+        return (
+            f"no JetStream stream stores it (stream {self.options.stream!r} covers "
+            f"{', '.join(self.options.subjects)})"
         )
-        return future
-
-    async def _await_acks(self, futures: list[asyncio.Future[Any]], subjects: list[str]) -> None:
-        from nats.js.errors import APIError, NoStreamResponseError
-
-        try:
-            async with asyncio.timeout(self.options.publish_timeout):
-                results = await asyncio.gather(*futures, return_exceptions=True)
-        except TimeoutError as exc:
-            for f in futures:
-                f.cancel()
-            raise Unavailable(
-                f"NATS did not acknowledge {len(futures)} publish(es) within "
-                f"{self.options.publish_timeout}s; retry with the same msg_id"
-            ) from exc
-        for subject, result in zip(subjects, results, strict=True):
-            if isinstance(result, NoStreamResponseError) or (
-                isinstance(result, type) and issubclass(result, NoStreamResponseError)
-            ):
-                why = f"no JetStream stream stores it (stream {self.options.stream!r} covers "
-                why += f"{', '.join(self.options.subjects)})"
-                raise BadRequest(
-                    f"cannot publish to {subject!r}: {why}", [FieldDetail("subject", why)]
-                )
-            if isinstance(result, APIError):
-                raise Unavailable(
-                    f"JetStream refused a publish to {subject!r}: {result.description}"
-                )
-            if isinstance(result, BaseException):
-                raise Unavailable(f"publish to {subject!r} failed: {result}") from result
 
     async def publish(
         self,
@@ -256,24 +234,12 @@ class JetStreamBus(Bus):
         headers: Mapping[str, str] | None = None,
     ) -> None:
         self._require_open()
-        future = await self._start_publish(subject, data, msg_id, headers)
-        await self._await_acks([future], [subject])
+        await self._acks.publish([self._item(Publish(subject, data, msg_id, headers))])
 
     async def publish_many(self, items: Iterable[Publish | tuple[str, bytes]]) -> None:
-        """Send every message first, then wait for all PubAcks together: one round trip."""
+        """Check every item, send them all, then wait once for all their PubAcks."""
         self._require_open()
-        futures: list[asyncio.Future[Any]] = []
-        subjects: list[str] = []
-        try:
-            for item in items:
-                p = item if isinstance(item, Publish) else Publish(*item)
-                futures.append(await self._start_publish(p.subject, p.data, p.msg_id, p.headers))
-                subjects.append(p.subject)
-        except BaseException:
-            for f in futures:
-                f.cancel()
-            raise
-        await self._await_acks(futures, subjects)
+        await self._acks.publish([self._item(item) for item in items])
 
     # ------------------------------------------------------------------ subscribe
 

@@ -13,15 +13,6 @@ SRC = Path(__file__).resolve().parents[2] / "src" / "apiary"
 
 LEVELS = {"debug", "info", "warning", "warn", "error", "exception", "critical", "fatal", "log"}
 
-# TODO(issue 11, point 4): shrink to nothing. These modules were being edited by others when the
-# rest were converted; each still logs formatted text. Remove a path once its calls are keys.
-NOT_YET_CONVERTED = {
-    "controllers/autoscaler.py",
-    "controllers/hive.py",
-    "controllers/rollout.py",
-    "controllers/sessions.py",
-}
-
 RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
 
 
@@ -89,20 +80,9 @@ def test_no_log_call_in_src_formats_its_message() -> None:
     bad = []
     for path in sorted(SRC.rglob("*.py")):
         rel = path.relative_to(SRC).as_posix()
-        if rel in NOT_YET_CONVERTED:
-            continue
         for line, why in offences(ast.parse(path.read_text(), str(path))):
             bad.append(f"src/apiary/{rel}:{line}: {why}")
     assert not bad, "log fields are keys, not words in the message:\n" + "\n".join(bad)
-
-
-def test_the_allow_list_only_names_modules_that_still_need_it() -> None:
-    """A module converted since comes off the TODO list, so the scan guards it from then on."""
-    for rel in sorted(NOT_YET_CONVERTED):
-        path = SRC / rel
-        if not path.exists():  # renamed or not committed yet: nothing to excuse
-            continue
-        assert offences(ast.parse(path.read_text())), f"{rel} is clean: take it off the list"
 
 
 def test_the_scan_finds_what_it_must() -> None:

@@ -317,7 +317,7 @@ class Autoscaler:
                 try:
                     await self.run_once()
                 except ApiaryError as exc:  # the store is away for a moment
-                    log.warning("autoscaler pass failed: %s", exc.message)
+                    log.warning("autoscaler pass failed", extra={"error": exc.message})
                 except Exception:
                     log.exception("autoscaler pass failed")
                 with contextlib.suppress(TimeoutError):
@@ -408,14 +408,16 @@ class Autoscaler:
             await self.store.update(changed)
         except Conflict:
             log.debug(
-                "hive %s/%s changed while scaling it; next pass", meta["namespace"], meta["name"]
+                "hive changed while scaling it; next pass",
+                extra={"cell": meta["namespace"], "hive": meta["name"]},
             )
             return False
         for name, (stage, decision) in wanted.items():
             log.info(
-                "hive %s/%s stage %s: %d -> %d replicas (%s)",
-                meta["namespace"], meta["name"], name, stage.replicas, decision.replicas,
-                decision.reason,
+                "stage scaled",
+                extra={"cell": meta["namespace"], "hive": meta["name"], "stage": name,
+                       "from": stage.replicas, "to": decision.replicas,
+                       "reason": decision.reason},
             )  # fmt: skip
             await self.events.record(
                 hive,

@@ -242,7 +242,10 @@ class HiveReconciler:
 
         meta = hive["metadata"]
         await self.store.update_with_retry("Hive", meta["namespace"], meta["name"], change)
-        log.info("hive %s: dropped autoscaler counts of %s", meta["name"], ", ".join(sorted(stale)))
+        log.info(
+            "dropped autoscaler counts of removed stages",
+            extra={"cell": meta.get("namespace"), "hive": meta["name"], "stages": sorted(stale)},
+        )
 
     async def _drop_removed_stages(self, hive: Obj, owned: list[Obj], names: set[str]) -> None:
         gone = [
@@ -368,7 +371,10 @@ class HiveReconciler:
                 subresource="status",
             )
         except Conflict:  # pragma: no cover - 20 conflicts in a row: the next pass writes it
-            log.warning("hive %s: status write kept conflicting", hive["metadata"]["name"])
+            log.warning(
+                "hive status write kept conflicting",
+                extra={"cell": hive["metadata"].get("namespace"), "hive": hive["metadata"]["name"]},
+            )
 
 
 def stale_notes(hive: Obj, stages: list[Stage], specs: dict[str, Obj | None]) -> set[str]:

@@ -205,7 +205,10 @@ async def _delete(store: Store, drone: Obj) -> bool:
         return False
     except Conflict:
         # it changed since we looked (became Ready, got placed...): the next pass decides again
-        log.debug("drone %s changed before deletion; deferring", meta["name"])
+        log.debug(
+            "drone changed before deletion; deferring",
+            extra={"cell": meta.get("namespace"), "drone": meta["name"]},
+        )
         return False
 
 

@@ -152,14 +152,20 @@ class SessionReaper:
             "Session", meta.get("namespace") or "default", meta["name"], change,
             subresource="status",
         )  # fmt: skip
-        log.info("session %s/%s timed out: %s", meta.get("namespace"), meta["name"], reason[1])
+        log.info(
+            "session timed out",
+            extra={"cell": meta.get("namespace"), "session": meta["name"], "reason": reason[0],
+                   "detail": reason[1]},
+        )  # fmt: skip
         ended = (updated or {}).get("status") or {}
         if self.on_ended is not None and updated and ended.get("completionTime") == _ts(now):
             try:
                 await self.on_ended(updated)
             except Exception:  # the status is written; the sweep of late answers is harmless
-                log.exception("session %s/%s: cancelling its work failed", meta.get("namespace"),
-                              meta["name"])  # fmt: skip
+                log.exception(
+                    "cancelling a timed-out session's work failed",
+                    extra={"cell": meta.get("namespace"), "session": meta["name"]},
+                )
 
     async def _forget(self, s: Obj) -> None:
         meta = s["metadata"]

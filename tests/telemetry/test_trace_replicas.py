@@ -9,9 +9,9 @@ must be one unbroken tree: A's API span at the root, every stage's ``send`` from
 ``wait`` / ``process`` / ``invoke_agent`` from the node, and every parent in the trace — the
 ``traceparent`` crossed NATS headers from A to the node to B and back.
 
-A session that gets no final answer is the router bug described in ``STALLED``: the test checks
-the links on the sessions that did finish and then ends as an expected failure; replace the two
-``pytest.xfail`` calls with a failing assert once the router is fixed.
+Every session must get its final answer: a replica that decided an outcome was a duplicate from
+its own cached state, after the other replica had committed the step that opened the dispatch,
+used to stall flows here (``STALLED``; fixed in Router._run).
 """
 
 from __future__ import annotations
@@ -50,10 +50,8 @@ STAGES = ("one", "two", "three")
 SESSIONS = 6
 API = "POST /api/v1/cells/{cell}/sessions/{name}/messages"
 STALLED = (
-    "known router bug, not tracing: a replica decides an outcome is a duplicate from its cached "
-    "session state (Router._load/_run, src/apiary/router/service.py) without reading the "
-    "journal, after the other replica committed the step that opened the dispatch; the outcome "
-    "is acked and the flow waits for a sweep past the bus's dedupe window. Stalled: {}"
+    "sessions without a final answer — a replica that decides an outcome is a duplicate from a "
+    "stale cached state (Router._run must decide again on the journal) stalls them: {}"
 )
 
 
@@ -145,8 +143,7 @@ async def test_one_trace_across_two_replicas_and_a_node(
     spans = receiver.wait_for(complete, 10)
     mixed = [t for t in traces if outcome_replicas(spans, t) == {"A", "B"}]
     seen = {t: sorted(outcome_replicas(spans, t)) for t in traces}
-    if not mixed and stalled:
-        pytest.xfail(STALLED.format(stalled))
+    assert not stalled, STALLED.format(stalled)
     assert mixed, f"no session had outcomes routed on both replicas: {seen}"
 
     def senders(t: str) -> int:  # prefer a trace whose dispatches, too, left from both
@@ -185,8 +182,6 @@ async def test_one_trace_across_two_replicas_and_a_node(
         assert invoke.parent_id == process.span_id
     # the last outcome's step ends the session: nothing sent after it
     assert len([g for g in trace if g.name.startswith("send ")]) == len(STAGES)
-    if stalled:
-        pytest.xfail(STALLED.format(stalled))
 
 
 def _instance(g: otlp.Got) -> str:

@@ -44,6 +44,7 @@ class LateOutputs(RouterCore):
 
         def plan(state: Obj) -> Plan | None:
             nonlocal early
+            early = False  # run again on the journal's state: decide afresh
             es, mine = split(state)
             if d in engine.open_dispatches(es) and d not in mine["held"]:
                 if int(mine["attempts"].get(d, 0)) != outcome.attempt:

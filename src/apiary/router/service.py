@@ -220,6 +220,7 @@ class Router(Holds, Recovery, LateOutputs, Cancelling):
 
         def plan(state: Obj) -> Plan | None:
             nonlocal duplicate
+            duplicate = False  # run again on the journal's state: decide afresh
             es, mine = split(state)
             if d not in engine.open_dispatches(es):
                 duplicate = True
@@ -353,12 +354,20 @@ class Router(Holds, Recovery, LateOutputs, Cancelling):
 
     async def _run(self, info: SessionInfo, make: Callable[[Obj], Plan | None]) -> Plan | None:
         """Plan → commit (retrying on conflicts) → side effects. None: nothing to do."""
+        fresh = False  # True once the state came from the journal, not this router's cache
         for _ in range(MAX_ATTEMPTS):
-            current = await self._load(info)
+            current, cached = await self._load(info, fresh)
             try:
                 plan = make(current.state)
                 if plan is None:
                     self._states.pop(info.key, None)
+                    if cached:
+                        # "Nothing to do" from our own copy may be wrong: another replica may
+                        # have committed since (opening the dispatch this outcome answers). A
+                        # decision that commits nothing is never version-checked, so decide
+                        # again on what the journal holds.
+                        fresh = True
+                        continue
                     return None
                 version = await self.journal.commit(
                     info.key, expect_version=current.version, state=plan.state, entries=plan.entries
@@ -374,7 +383,7 @@ class Router(Holds, Recovery, LateOutputs, Cancelling):
             return plan
         raise Conflict(f"session {info.key}: too many concurrent updates")
 
-    async def _load(self, info: SessionInfo) -> SessionState:
+    async def _load(self, info: SessionInfo, fresh: bool = False) -> tuple[SessionState, bool]:
         """The session's state as this router last committed it, else from the journal.
 
         Saves a journal read and a JSON decode per step (a thread hop and a query on SQLite, a
@@ -385,11 +394,13 @@ class Router(Holds, Recovery, LateOutputs, Cancelling):
         The cached document is *taken*, not copied: the step owns it (it may change it in place)
         and only the state it commits goes back in (``_remember``). A concurrent step of the same
         session meanwhile finds nothing cached and reads the journal — so no two steps ever share
-        a document, and a step that fails or conflicts leaves nothing behind."""
+        a document, and a step that fails or conflicts leaves nothing behind. The second value
+        says whether the state came from the cache; ``fresh`` reads the journal whatever is
+        cached."""
         cached = self._states.pop(info.key, None)
-        if cached is not None and cached[0] == info.uid:
-            return SessionState(cached[1], cached[2])
-        return await self.journal.load(info.key)
+        if cached is not None and cached[0] == info.uid and not fresh:
+            return SessionState(cached[1], cached[2]), True
+        return await self.journal.load(info.key), False
 
     def _remember(self, info: SessionInfo, version: int, state: Obj) -> None:
         """Cache the state just committed (the journal has its own serialised copy)."""

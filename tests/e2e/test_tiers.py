@@ -8,6 +8,7 @@ tier's ``maxTokens``, whatever ``spec.llm.model`` says; the drones show what the
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import sys
 import threading
 import time
@@ -105,5 +106,12 @@ def test_each_tier_reaches_the_model_its_cells_tier_map_names(
         assert calls["from cheap"]["max_tokens"] == 64
         assert calls["from main"]["model"] == "fake-large"
         assert calls["from main"]["max_tokens"] == 512
+        described = subprocess.run(
+            [sys.executable, "-m", "apiary.ctl.main", "describe", "agentspec", "cheap",
+             "-s", server.url, "--token", server.token, "-n", cell],
+            capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+        assert described.returncode == 0, described.stderr
+        assert "simple → model fake-small, maxTokens 64, priority low" in described.stdout
     finally:
         server.stop()

@@ -19,6 +19,10 @@ Obj = dict[str, Any]
 _SKIP_TOP = ("apiVersion", "kind", "metadata", "status")
 
 
+AGENTSPEC_LABEL = "apiary.io/agentspec"
+"""The label every drone of an AgentSpec carries (set by the controllers)."""
+
+
 def _mapping(title: str, value: Any) -> list[str]:
     if not isinstance(value, dict) or not value:
         return [f"{title:<14}<none>"]
@@ -183,8 +187,28 @@ def describe_command(
         raise typer.BadParameter("describe needs a NAME", param_hint="NAME")
     obj = ctl.client().get(info, obj_name, ctl.cell)
     now = datetime.now(UTC)
-    for line in summary(obj, now) + events_for(ctl, info, obj_name, now):
+    for line in summary(obj, now) + tier_of(ctl, obj) + events_for(ctl, info, obj_name, now):
         output.out(line)
+
+
+def tier_of(ctl: Ctl, obj: Obj) -> list[str]:
+    """What an AgentSpec's ``taskTier`` resolves to (the Cell's tiers over the server's over the
+    built-in map), read from one of its drones' ``spec.resolvedTier`` — what the node's gateway
+    and the scheduler apply. ``<no drones yet>`` when none runs."""
+    tier = tables.dig(obj, "spec", "taskTier", default=None)
+    if obj.get("kind") != "AgentSpec" or not tier:
+        return []
+    selector = {AGENTSPEC_LABEL: str(obj["metadata"]["name"])}
+    try:
+        drones = ctl.client().list("drones", ctl.cell, selector=selector, limit=1)
+    except errors.ApiaryError as exc:
+        return [f"{'Tier:':<14}{tier} <unavailable: {exc.message}>"]
+    items = drones.get("items") or []
+    resolved = tables.dig(items[0], "spec", "resolvedTier", default=None) if items else None
+    if not isinstance(resolved, dict):
+        return [f"{'Tier:':<14}{tier} <no drones yet>"]
+    parts = [f"{k} {resolved[k]}" for k in ("model", "maxTokens", "priority") if k in resolved]
+    return [f"{'Tier:':<14}{tier} → " + (", ".join(parts) or "no model, no cap")]
 
 
 def register(app: typer.Typer) -> None:

@@ -15,7 +15,9 @@ leftover would otherwise come back to life the day ``scaling`` does.
 Status: ``phase`` Pending (nothing Ready yet) | Running (every wanted drone Ready) | Degraded
 (partly Ready, a drone Failed, or a stage unresolved); ``replicas``/``readyReplicas``;
 ``stages[]`` with ``wanted``/``ready``/``current``/``updated``/``templateHash``; conditions
-``Ready``, ``Progressing``, ``ResolvedRefs``; ``observedGeneration``.
+``Ready`` (reason ``MissingReferences`` while an AgentSpec is missing, whatever the drones do),
+``Progressing`` (reason ``QuotaBlocksSurge`` while a rollout replaces in place because the Cell's
+quota holds its new drones), ``ResolvedRefs``; ``observedGeneration``.
 """
 
 from __future__ import annotations
@@ -119,6 +121,14 @@ async def report_group(
         )
     if result.deleted and not rolling:
         await events.record(owner, "ScalingDown", f"{label}: scaled down to {result.wanted}")
+    if result.quota_blocked and result.deleted:
+        await events.record(
+            owner,
+            "RollingInPlace",
+            f"{label}: the cell's quota leaves no room for a surge drone; "
+            "replacing old drones in place (maxSurge 0)",
+            type=WARNING,
+        )
     for drone in result.failed:
         if memo.first_time(drone):
             status = drone.get("status") or {}
@@ -330,22 +340,10 @@ class HiveReconciler:
             )
             ready_ok = ready >= wanted and not problems
             conds = set_condition(
-                conds,
-                "Ready",
-                ready_ok,
-                "AllDronesReady" if ready_ok else ("InvalidSpec" if invalid else "DronesNotReady"),
-                "; ".join(invalid) if invalid else f"{ready}/{wanted} drones ready",
-                now,
+                conds, "Ready", ready_ok, *ready_reason(ready, wanted, unresolved, invalid), now
             )
             conds = set_condition(
-                conds,
-                "Progressing",
-                not settled,
-                "Complete" if settled else "Updating",
-                "all stages at their wanted template and size"
-                if settled
-                else "creating, replacing or waiting for drones",
-                now,
+                conds, "Progressing", not settled, *progressing_reason(settled, results), now
             )
             status.update(
                 {
@@ -377,6 +375,39 @@ class HiveReconciler:
             )
 
 
+def ready_reason(
+    ready: int, wanted: int, unresolved: list[str], invalid: list[str]
+) -> tuple[str, str]:
+    """The ``Ready`` condition's reason and a message that is true: a Hive whose drones are all
+    Ready but whose AgentSpec is gone is not Ready because of the reference, and says so."""
+    if invalid:
+        return "InvalidSpec", "; ".join(invalid)
+    counted = f"{ready}/{wanted} drones ready"
+    if ready >= wanted and not unresolved:
+        return "AllDronesReady", counted
+    if unresolved:
+        return "MissingReferences", (
+            f"{counted}, but {'; '.join(unresolved)}: "
+            "its stages start no drone until it exists again"
+        )
+    return "DronesNotReady", counted
+
+
+def progressing_reason(settled: bool, results: list[tuple[Stage, GroupResult]]) -> tuple[str, str]:
+    """The ``Progressing`` condition's reason and message; a rollout the Cell's quota leaves no
+    room to surge says that it replaces drones in place, and which quota holds it."""
+    if settled:
+        return "Complete", "all stages at their wanted template and size"
+    blocked = [(s.name, r.quota_blocked) for s, r in results if r.quota_blocked]
+    if blocked:
+        stages = ", ".join(name for name, _ in blocked)
+        return "QuotaBlocksSurge", (
+            f"stage {stages}: no quota room for a surge drone ({blocked[0][1]}); "
+            "replacing old drones in place, one at a time"
+        )
+    return "Updating", "creating, replacing or waiting for drones"
+
+
 def stale_notes(hive: Obj, stages: list[Stage], specs: dict[str, Obj | None]) -> set[str]:
     """Stages whose autoscaler entry no longer means anything: gone from the spec, or their
     AgentSpec exists without ``scaling``. (A missing AgentSpec keeps its entry: it may be on
@@ -400,6 +431,8 @@ __all__ = [
     "claimer",
     "get_or_none",
     "list_drones",
+    "progressing_reason",
+    "ready_reason",
     "report_group",
     "stale_notes",
 ]

@@ -12,7 +12,13 @@ Rules, applied on every pass (level-triggered, idempotent):
 * an old-template Ready drone is deleted only while the Ready drones that remain are still at
   least ``wanted`` — a rollout never dips below the wanted count of Ready drones;
 * missing current-template ordinals are created, but while old drones remain the group may not
-  exceed ``wanted + surge`` drones (surge = ``max_surge_percent`` of wanted, at least one).
+  exceed ``wanted + surge`` drones (surge = ``max_surge_percent`` of wanted, at least one);
+* when the Cell's quota holds the new drones (``Pending``, ``reason: QuotaExceeded``), old Ready
+  drones fill the quota that the new ones wait for, and waiting would be for ever: the rollout
+  then replaces *in place* — Kubernetes' ``maxSurge: 0`` — retiring one old Ready drone per held
+  new one (never more than bring the group down to ``wanted`` drones) and creating no surge, so
+  the group dips below ``wanted`` Ready by at most the held drones while the successor starts.
+  ``GroupResult.quota_blocked`` carries the scheduler's message, for the owner's conditions.
 
 No pass materialises unbounded work. It deletes at most ``max_deletes_per_pass`` drones and
 creates at most ``max_creates_per_pass``, lowest missing ordinals first (found lazily: never a
@@ -79,6 +85,9 @@ class GroupResult:
     failed: list[Obj] = field(default_factory=list)
     more: bool = False
     """The pass stopped at a per-pass cap with creations or deletions still to do."""
+    quota_blocked: str | None = None
+    """While old drones remain and the quota holds new ones: the scheduler's message (the rollout
+    replaces in place, no surge)."""
 
     @property
     def settled(self) -> bool:
@@ -94,6 +103,16 @@ class GroupResult:
 
 def is_ready(drone: Obj) -> bool:
     return (drone.get("status") or {}).get("ready") is True
+
+
+def quota_held(drone: Obj) -> str | None:
+    """The scheduler's message when the Cell's quota holds ``drone`` unplaced, else None."""
+    if (drone.get("spec") or {}).get("nodeName"):
+        return None
+    status = drone.get("status") or {}
+    if status.get("reason") != "QuotaExceeded":
+        return None
+    return str(status.get("message") or "the cell's quota is full")
 
 
 def ordinal_of(drone: Obj) -> int:
@@ -137,7 +156,15 @@ async def sync_group(
     old_unready = sorted((d for d in old if not is_ready(d)), key=_deletion_order)
     old_ready = sorted((d for d in old if is_ready(d)), key=_deletion_order)
     new_ready = sum(1 for d in kept.values() if is_ready(d))
-    retire = old_ready[: max(0, new_ready + len(old_ready) - group.wanted)]
+    retiring = max(0, new_ready + len(old_ready) - group.wanted)
+    held = [m for m in map(quota_held, kept.values()) if m is not None] if old else []
+    if held:
+        # maxSurge 0: the quota has no room for a surge, so each held new drone takes the
+        # place of an old one; the group never holds more than ``wanted`` drones this way
+        result.quota_blocked = held[0]
+        in_place = min(len(held), max(0, len(kept) + len(old_ready) - group.wanted))
+        retiring = max(retiring, in_place)
+    retire = old_ready[:retiring]
 
     doomed = [*surplus, *old_unready, *retire]
     cap = max(0, rollout.max_deletes_per_pass)
@@ -155,7 +182,7 @@ async def sync_group(
         1 for d in doomed if (d.get("spec") or {}).get("templateHash") != thash
     )
     if remaining_old:
-        surge = max(1, math.ceil(group.wanted * rollout.max_surge_percent / 100))
+        surge = 0 if held else max(1, math.ceil(group.wanted * rollout.max_surge_percent / 100))
         budget = group.wanted + surge - len(kept) - remaining_old
     else:
         budget = group.wanted

@@ -11,8 +11,10 @@ placed on a node (``spec.nodeName`` set), by requests. Limits:
 * ``maxMemoryGB`` — decimal gigabytes (10^9 bytes, as the seeds write memory in decimal bytes),
   sum of ``resources.requests.memory``.
 
-During a rolling update the surge drone needs room too: a quota exactly at the wanted count makes
-the rollout wait (the new drone is held with this reason) rather than overshoot.
+During a rolling update the surge drone needs room too: a quota exactly at the wanted count holds
+the new drone with this reason rather than overshoot, and the rollout, seeing that, replaces in
+place instead (:mod:`apiary.controllers.rollout`). :mod:`apiary.controllers.cellusage` writes
+the same counts to the Cell's ``status.used``.
 """
 
 from __future__ import annotations
@@ -71,6 +73,13 @@ class Usage:
             self.per_hive[hive] += 1
         self.cpu += cpu
         self.memory += memory
+
+
+def counts_against_quota(drone: Obj) -> bool:
+    """Whether ``drone`` uses its cell's quota: placed on a node and not ``Stopped``."""
+    if not (drone.get("spec") or {}).get("nodeName"):
+        return False
+    return (drone.get("status") or {}).get("phase") != "Stopped"
 
 
 def _fmt(n: float) -> str:

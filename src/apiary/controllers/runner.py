@@ -9,8 +9,9 @@
   re-lists everything.
 * workers take keys from a de-duplicating queue (:mod:`apiary.controllers.workqueue`); a failed
   reconcile is retried with exponential backoff;
-* the scheduler, the node lease monitor and the garbage collector run as periodic loops that a
-  change can wake early;
+* the scheduler, the node lease monitor, the Cell usage writer (``status.used``, at most once per
+  ``usage.min_interval``) and the garbage collector run as periodic loops that a change can wake
+  early;
 * every ``loop.resync_period`` all Hives and AgentSpecs are queued again (level-triggered: a
   missed event costs latency, never correctness).
 """
@@ -24,6 +25,7 @@ from collections.abc import Awaitable, Callable
 
 from apiary.controllers.agentspec import AgentSpecReconciler
 from apiary.controllers.cache import Informer, cancel_and_wait
+from apiary.controllers.cellusage import CellUsageController
 from apiary.controllers.events import EventRecorder
 from apiary.controllers.gc import GarbageCollector
 from apiary.controllers.hive import HiveReconciler
@@ -60,9 +62,11 @@ class Queen:
         self.scheduler = Scheduler(store, self.settings, self.events)
         self.nodes = NodeController(store, self.settings, self.events)
         self.gc = GarbageCollector(store, self.settings)
+        self.usage = CellUsageController(store, self.settings, self.drones)
         self.queue: WorkQueue[Key] = WorkQueue()
         self._kick_scheduler = asyncio.Event()
         self._kick_nodes = asyncio.Event()
+        self._kick_usage = asyncio.Event()
         self._failures: dict[Key, int] = {}
         self._timers: set[asyncio.TimerHandle] = set()
         self._seen_generation: dict[Key, tuple[object, object, object]] = {}
@@ -92,6 +96,7 @@ class Queen:
                     await self.reconcile(key)
         await self.nodes.run_once()
         await self.scheduler.run_once()
+        await self.usage.run_once()
         await self.gc.run_once()
 
     async def _enqueue_all(self, namespace: str | None = None) -> None:
@@ -119,6 +124,15 @@ class Queen:
                     self.nodes.run_once, self.settings.nodes.monitor_period, self._kick_nodes
                 ),
                 name="queen-nodes",
+            ),
+            asyncio.create_task(
+                self._periodic(
+                    self.usage.run_once,
+                    self.settings.usage.period,
+                    self._kick_usage,
+                    self.settings.usage.min_interval,
+                ),
+                name="queen-cell-usage",
             ),
             asyncio.create_task(
                 self._periodic(self.gc.run_once, self.settings.gc.period, None), name="queen-gc"
@@ -166,6 +180,8 @@ class Queen:
         meta = obj["metadata"]
         namespace = meta.get("namespace") or ""
         if kind in ("Hive", "AgentSpec"):
+            if change.type != "MODIFIED":
+                self._kick_usage.set()  # one more or one fewer to count
             key = (kind, namespace, meta["name"])
             if change.type == "DELETED":
                 self._seen_generation.pop(key, None)
@@ -184,8 +200,16 @@ class Queen:
                 self._seen_generation[key] = seen
             self.queue.add(key)
         elif kind == "Cell":
-            self.queue.add(("Cell", "", meta["name"]))
+            self._kick_usage.set()
+            # its status (``used``, written by this Queen) changes what no Hive asks for
+            key = ("Cell", "", meta["name"])
+            seen = (meta.get("generation"), meta.get("deletionTimestamp"), None)
+            if change.type == "MODIFIED" and self._seen_generation.get(key) == seen:
+                return
+            self._seen_generation[key] = seen
+            self.queue.add(key)
         elif kind == "Drone":
+            self._kick_usage.set()
             ref = controller_ref(obj)
             if ref is not None and ref.get("kind") in ("Hive", "AgentSpec"):
                 self.queue.add((str(ref["kind"]), namespace, str(ref.get("name"))))
@@ -201,7 +225,11 @@ class Queen:
             await self._enqueue_all()
 
     async def _periodic(
-        self, action: Callable[[], Awaitable[object]], period: float, kick: asyncio.Event | None
+        self,
+        action: Callable[[], Awaitable[object]],
+        period: float,
+        kick: asyncio.Event | None,
+        min_interval: float = 0.0,
     ) -> None:
         while True:
             try:
@@ -216,6 +244,8 @@ class Queen:
                 continue
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(kick.wait(), period)
+            if min_interval > 0:
+                await asyncio.sleep(min_interval)  # the kicks of a burst share one pass
             kick.clear()
 
     async def _worker(self) -> None:

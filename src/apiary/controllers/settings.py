@@ -96,6 +96,16 @@ class GCSettings:
 
 
 @dataclass
+class CellUsageSettings:
+    """Writing each Cell's ``status.used``."""
+
+    period: float = 10.0
+    """Seconds between passes when nothing changes (a change wakes the pass earlier)."""
+    min_interval: float = 1.0
+    """Seconds at least between two passes, so a burst of drone changes costs one pass."""
+
+
+@dataclass
 class QueenSettings:
     """Everything :func:`apiary.controllers.run_controllers` needs besides the store."""
 
@@ -116,6 +126,9 @@ class QueenSettings:
 
     gc: GCSettings = field(default_factory=GCSettings)
     """Orphan collection."""
+
+    usage: CellUsageSettings = field(default_factory=CellUsageSettings)
+    """Cell ``status.used``."""
 
     clock: Clock = _utcnow
     """Current time (timezone-aware). Inject a fake to test lease expiry without sleeping."""

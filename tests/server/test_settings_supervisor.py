@@ -46,6 +46,20 @@ def test_defaults_env_and_flags(tmp_path: Path) -> None:
         settings_from([], env={"APIARY_PORT": "eighty"})
 
 
+def test_the_server_tier_map_comes_from_apiary_tiers(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    env = {"APIARY_DATA_DIR": str(tmp_path)}
+    tiers = '{"simple": {"model": "m-small", "maxTokens": 64}}'
+    s = settings_from([], env={**env, "APIARY_TIERS": tiers})
+    assert s.tiers == {"simple": {"model": "m-small", "maxTokens": 64}}
+    for bad, words in (('{"simple": 3}', "simple: Input should be"), ("{x", "is not JSON")):
+        with pytest.raises(SystemExit):
+            settings_from([], env={**env, "APIARY_TIERS": bad})
+        err = capsys.readouterr().err
+        assert "APIARY_TIERS is" in err and words in err, err
+
+
 async def test_first_failure_cancels_the_rest_and_is_reraised() -> None:
     cancelled = asyncio.Event()
 

@@ -34,6 +34,7 @@ from apiary.server.settings import (
     Settings,
     StoreConfig,
     default_data_dir,
+    default_tiers,
 )
 from apiary.telemetry.tracing import init_tracing
 
@@ -258,7 +259,12 @@ def settings_from(
     comb = CombConfig(url=pick(a.comb, "APIARY_COMB", None))  # type: ignore[arg-type]
     if a.comb_session_bytes:
         comb.max_session_bytes = a.comb_session_bytes
+    try:
+        tiers = default_tiers(env)
+    except ValueError as exc:
+        parser.error(str(exc))
     return Settings(
+        tiers=tiers,
         comb=comb,
         messaging=messaging,
         runtime=runtime,

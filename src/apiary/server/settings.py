@@ -6,11 +6,13 @@ Precedence: command-line flag, then environment variable, then the default here.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import orjson
+from pydantic import ValidationError
 
 from apiary.api.fairness import OverloadLimits
 from apiary.resources.limits import AdmissionLimits
@@ -22,17 +24,20 @@ def default_data_dir() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".local" / "share" / "apiary"
 
 
-def default_tiers() -> dict[str, dict[str, Any]]:
+def default_tiers(env: Mapping[str, str] | None = None) -> dict[str, dict[str, Any]]:
     """The server's tier map from ``APIARY_TIERS`` (JSON, the shape of a Cell's ``spec.tiers``:
     ``{"simple": {"model": "gpt-4o-mini", "maxTokens": 1024}, ...}``); ``{}`` when unset.
     Raises ValueError naming the variable when it is not such a map."""
-    raw = os.environ.get("APIARY_TIERS")
+    raw = (os.environ if env is None else env).get("APIARY_TIERS")
     if not raw:
         return {}
     try:
         parsed = TierMap.model_validate(orjson.loads(raw))
-    except ValueError as exc:  # orjson.JSONDecodeError and pydantic's ValidationError both are
-        raise ValueError(f"APIARY_TIERS is not a tier map: {exc}") from None
+    except ValidationError as exc:
+        why = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ValueError(f"APIARY_TIERS is not a tier map: {why}") from None
+    except ValueError as exc:  # orjson.JSONDecodeError
+        raise ValueError(f"APIARY_TIERS is not JSON: {exc}") from None
     return parsed.model_dump(exclude_none=True)
 
 

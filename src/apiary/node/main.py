@@ -24,7 +24,7 @@ from pathlib import Path
 
 from apiary.bus import open_bus
 from apiary.client import AsyncApiClient
-from apiary.errors import ApiaryError
+from apiary.errors import ApiaryError, BadRequest
 from apiary.logging import ANNOUNCE, FORMATS, configure_logging, default_format, get_logger
 from apiary.node.agent import NodeAgent, NodeSettings, node_name_from_host
 from apiary.telemetry.tracing import init_tracing
@@ -129,7 +129,12 @@ async def run_node(
             loop.add_signal_handler(sig, stop.set)
     async with contextlib.AsyncExitStack() as opened:
         client = await opened.enter_async_context(AsyncApiClient(server, token))
-        await client.whoami()  # a wrong token or unreachable server fails here, clearly
+        me = await client.whoami()  # a wrong token or unreachable server fails here, clearly
+        if me.get("role") == "node" and me.get("node") != settings.name:
+            raise BadRequest(
+                f"the token speaks for node {me.get('node')!r}, not {settings.name!r}: start "
+                f"with --name {me.get('node')} (or use that node's token)"
+            )
         bus = await opened.enter_async_context(open_bus(bus_url)) if bus_url else None
         get_logger(ANNOUNCE).info(
             f"apiaryd node {settings.name} joined {client.server}",

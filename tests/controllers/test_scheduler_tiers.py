@@ -104,3 +104,20 @@ async def test_a_cell_may_raise_a_tiers_priority_and_a_tier_change_rolls_its_dro
     (after,) = [d for d in await drones_of(store) if d["spec"]["agentSpec"] == "cheap"]
     assert after["spec"]["templateHash"] != before["spec"]["templateHash"]
     assert after["spec"]["resolvedTier"]["model"] == "fake-small"
+
+
+async def test_the_queen_resolves_tiers_with_the_servers_map(
+    store: Store, clock: FakeClock
+) -> None:
+    """apiaryd hands its Settings.tiers (APIARY_TIERS) to the Queen as QueenSettings.tiers: a
+    Cell without tiers gets the server's models; the Cell's own fields still win."""
+    from apiary.controllers import QueenSettings
+
+    queen = Queen(store, QueenSettings(clock=clock, tiers=TIERS))
+    await store.create(tiered_cell({"standard": {"maxTokens": 100}}))
+    await store.create(agentspec("cheap", cpu=10, taskTier="simple", replicas=1))
+    await store.create(agentspec("main", cpu=10, taskTier="standard", replicas=1))
+    await queen.sync_once()
+    resolved = {d["spec"]["agentSpec"]: d["spec"]["resolvedTier"] for d in await drones_of(store)}
+    assert resolved["cheap"]["model"] == "fake-small" and resolved["cheap"]["maxTokens"] == 64
+    assert resolved["main"]["model"] == "fake-large" and resolved["main"]["maxTokens"] == 100

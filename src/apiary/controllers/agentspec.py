@@ -89,7 +89,7 @@ class AgentSpecReconciler:
         wanted, problem = wanted_replicas(agentspec)
         template: Obj | None = None
         try:
-            template = drone_template(agentspec, cell=cell)
+            template = drone_template(agentspec, cell=cell, tiers=self.settings.tiers)
         except QuantityError as exc:
             problem = str(exc)
         group = Group(

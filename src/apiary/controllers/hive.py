@@ -199,7 +199,9 @@ class HiveReconciler:
                 missing.setdefault(stage.agent_ref, []).append(f"{stage.field}.agentRef")
             else:
                 try:
-                    template = drone_template(agentspec, cell=cell, hive=hive, stage=stage)
+                    template = drone_template(
+                        agentspec, cell=cell, hive=hive, stage=stage, tiers=self.settings.tiers
+                    )
                 except QuantityError as exc:
                     invalid.append(f"{stage.field}: {exc}")
             mine = [

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 Clock = Callable[[], datetime]
 
@@ -129,6 +130,10 @@ class QueenSettings:
 
     usage: CellUsageSettings = field(default_factory=CellUsageSettings)
     """Cell ``status.used``."""
+
+    tiers: dict[str, Any] = field(default_factory=dict)
+    """The server's task tier map (apiaryd's ``Settings.tiers``, env ``APIARY_TIERS``): what a
+    ``taskTier`` resolves to where the Cell's ``spec.tiers`` says nothing."""
 
     clock: Clock = _utcnow
     """Current time (timezone-aware). Inject a fake to test lease expiry without sleeping."""

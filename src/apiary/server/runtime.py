@@ -51,6 +51,7 @@ def queen_task(
     queen = QueenSettings()
     queen.loop.resync_period = settings.controllers.resync_interval
     queen.nodes.lease_duration = settings.runtime.lease_seconds
+    queen.tiers = settings.tiers
 
     async def lead(stop_leading: asyncio.Event) -> None:
         # one watch-fed cache for the reaper and the autoscaler: listed once per term, not per pass

@@ -22,7 +22,7 @@ from apiary.store import Store, StoreSettings, open_store
 TOKEN = "test-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 REPO = Path(__file__).resolve().parents[2]
-SEEDS = REPO.parent / "shared" / "seed-manifests"
+SEEDS = REPO / "examples" / "seed-manifests"  # identical to the originals
 
 
 @dataclass

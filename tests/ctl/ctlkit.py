@@ -24,7 +24,7 @@ from apiary.client import ApiClient
 from apiary.ctl.main import app
 
 REPO = Path(__file__).resolve().parents[2]
-SEEDS = REPO.parent / "shared" / "seed-manifests"
+SEEDS = REPO / "examples" / "seed-manifests"  # identical to the originals
 _LISTENING = re.compile(r"listening on (http://\S+)")
 
 

@@ -26,7 +26,7 @@ from apiary.client import ApiClient
 
 Obj = dict[str, Any]
 REPO = Path(__file__).resolve().parents[2]
-SEEDS = REPO.parent / "shared" / "seed-manifests"
+SEEDS = REPO / "examples" / "seed-manifests"  # identical to the originals
 _LISTENING = re.compile(r'"url": "(http://[^"]+)"|\burl=(http://\S+)')
 """apiaryd's ``apiaryd listening on …`` log line, JSON or console: its ``url`` key."""
 ECHO = ["/bin/sh", "-c", 'while IFS= read -r line; do echo "Echo: $line"; done']

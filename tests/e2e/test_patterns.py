@@ -1,5 +1,6 @@
-"""Every pattern end to end on a real apiaryd with real agents: the seed hives 05-09 (their agents
-replaced by examples/seeds/agents.yaml) plus a majority swarm and filtered events."""
+"""Every pattern end to end on a real apiaryd with real agents: the seed hives 05-09 as the runnable
+set examples/seeds/ has them (Cell seeds, runnable agents) plus a majority swarm and filtered
+events."""
 
 from __future__ import annotations
 
@@ -13,26 +14,29 @@ import yaml
 
 from apiary.client import ApiClient
 
-from .cluster import REPO, SEEDS, Apiaryd, is_ready
+from .cluster import REPO, Apiaryd, is_ready
 
 pytestmark = pytest.mark.slow
 Obj = dict[str, Any]
+CELL = "seeds"
 
 
 @pytest.fixture(scope="module")
 def seeded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiClient]:
     server = Apiaryd(tmp_path_factory.mktemp("patterns") / "data").start()
     try:
-        c = server.client("default")
-        docs = [d for f in sorted(SEEDS.glob("*.yaml")) for d in yaml.safe_load_all(f.read_text())]
-        docs += list(yaml.safe_load_all((REPO / "examples/seeds/agents.yaml").read_text()))
-        docs += list(yaml.safe_load_all((REPO / "tests/e2e/pattern_hives.yaml").read_text()))
+        c = server.client(CELL)
+        runnable = sorted((REPO / "examples/seeds").glob("*.yaml"))
+        docs = [d for f in runnable for d in yaml.safe_load_all(f.read_text())]
+        for doc in yaml.safe_load_all((REPO / "tests/e2e/pattern_hives.yaml").read_text()):
+            doc["metadata"]["namespace"] = CELL
+            docs.append(doc)
         for doc in docs:
             c.apply(doc)
         deadline = time.monotonic() + 60
         while True:
-            hives = c.list("Hive", "default")["items"]
-            drones = c.list("Drone", "default")["items"]
+            hives = c.list("Hive", CELL)["items"]
+            drones = c.list("Drone", CELL)["items"]
             mine = [d for d in drones if d["spec"].get("hive")]
             if (
                 hives
@@ -56,10 +60,10 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiClient]:
 def run(c: ApiClient, hive: str, payload: Any, type: str = "task", timeout: float = 30) -> Any:
     """Create a session, send one input, wait for its final (or error) and return the payload."""
     s = c.create({"apiVersion": "apiary.io/v1", "kind": "Session",
-                  "metadata": {"generateName": f"{hive}-", "namespace": "default"},
+                  "metadata": {"generateName": f"{hive}-", "namespace": CELL},
                   "spec": {"hiveRef": hive}})  # fmt: skip
     name = s["metadata"]["name"]
-    base = f"/api/v1/cells/default/sessions/{name}"
+    base = f"/api/v1/cells/{CELL}/sessions/{name}"
     sent = c.request("POST", f"{base}/messages", json_body={"payload": payload, "type": type})
     input_id = sent.body["id"]
     after = 0

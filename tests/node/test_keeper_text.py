@@ -14,7 +14,7 @@ from apiary.node.interfaces import escape_text, unescape_text
 from apiary.node.keeper import Keeper, ResponseTimeout
 from apiary.waggle import Message
 
-SEED_03 = Path("/work/shared/seed-manifests/03-agentspec-simple.yaml")
+SEED_03 = Path(__file__).resolve().parents[2] / "examples/seed-manifests/03-agentspec-simple.yaml"
 Spawn = Callable[..., Awaitable[asyncio.subprocess.Process]]
 
 

@@ -13,7 +13,7 @@ from apiary.patterns import Dispatch, Engine, Record, Step
 from apiary.resources import admit
 from apiary.waggle import Message
 
-SEEDS = Path(__file__).resolve().parents[2] / "tests" / "resources" / "seeds"
+SEEDS = Path(__file__).resolve().parents[2] / "examples" / "seed-manifests"
 T0 = "2024-05-01T12:00:00.000Z"
 
 

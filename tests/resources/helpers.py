@@ -11,7 +11,7 @@ import yaml
 
 from apiary.resources import ValidationFailed, admit
 
-SEEDS = Path(__file__).parent / "seeds"
+SEEDS = Path(__file__).resolve().parents[2] / "examples" / "seed-manifests"
 
 
 def seed(name: str) -> dict[str, Any]:

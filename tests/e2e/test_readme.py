@@ -28,7 +28,7 @@ from typing import Any
 
 import pytest
 
-from .cluster import REPO
+from .cluster import REPO, _wait_for
 
 pytestmark = pytest.mark.slow
 README = REPO / "README.md"
@@ -129,17 +129,6 @@ class Shell:
         return json.loads(out.stdout)
 
 
-def wait_until(what: str, predicate: Any, timeout: float) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.25)
-
-
 @pytest.fixture
 def make_run(tmp_path: Path) -> Iterator[tuple[list[str], dict[str, str], subprocess.Popen[bytes]]]:
     first, _ = quick_start()
@@ -158,9 +147,8 @@ def make_run(tmp_path: Path) -> Iterator[tuple[list[str], dict[str, str], subpro
                                 cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
     try:
-        wait_until("make run to apply the quick start",
-                   lambda: "Ctrl-C stops it." in log.read_text() or proc.poll() is not None,
-                   40)  # fmt: skip
+        _wait_for(lambda: "Ctrl-C stops it." in log.read_text() or proc.poll() is not None,
+                  40, "make run to apply the quick start")  # fmt: skip
         printed = log.read_text()
         assert proc.poll() is None, printed
         assert "hive/quickstart created" in printed or "quickstart" in printed, printed
@@ -284,13 +272,12 @@ def nothing_left_stuck(sh: Shell) -> None:
             for h in hives
         )
 
-    wait_until("every seed hive of Cell seeds ready", seeds_ready, 30)
+    _wait_for(seeds_ready, 30, "every seed hive of Cell seeds ready")
     quick = sh.json("get hive quickstart")
     assert quick["status"]["readyReplicas"] == quick["status"]["replicas"] == 5, quick["status"]
     for cell in ("default", "seeds"):
-        used = wait_until(f"cell {cell} status.used",
-                          lambda c=cell: (sh.json(f"get cell {c}").get("status") or {}).get("used"),
-                          15)  # fmt: skip
+        used = _wait_for(lambda c=cell: (sh.json(f"get cell {c}").get("status") or {}).get("used"),
+                         15, f"cell {cell} status.used")  # fmt: skip
         assert 0 < used["maxCPU"] <= 1000, used
     described = sh.ctl("describe cell seeds")
     assert re.search(r"maxHives\s+5\s+50", described.stdout), described.stdout

@@ -152,3 +152,11 @@ async def drop_postgres_tables(url: str, tables: Iterable[str]) -> None:
         await conn.execute(f"DROP TABLE IF EXISTS {', '.join(tables)}")
     finally:
         await conn.close()
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on now (for a server a test starts, or keeps across a
+    restart so clients need not learn a new address)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

@@ -4,19 +4,13 @@ real ``apiaryctl`` subprocess (the console script users run)."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 from ctlkit import Ctl
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+from services import free_port
 
 
 def test_bad_token_exits_3_with_a_clear_message(ctl: Ctl) -> None:

@@ -17,14 +17,10 @@ from pathlib import Path
 import pytest
 from ctlkit import REPO, Server
 
+from services import free_port
+
 VENV = Path(sys.executable).parent.parent
 READY = b"Ctrl-C stops it."
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def on_pty(

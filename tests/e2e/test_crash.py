@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-import socket
 import statistics
 import time
 from collections import Counter
@@ -26,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from services import require_nats
+from services import free_port, require_nats
 
 from .cluster import Apiaryd, agent_processes, n_ready, new_cell, wait_drones
 from .conftest import scaled_apiaryd
@@ -41,14 +40,6 @@ CONCURRENCY = 64
 ACK_WAIT = 3.0
 """JetStream ack wait (seconds) in the NATS variant: how long a message delivered to the killed
 process stays invisible before it is redelivered."""
-
-
-def free_port() -> int:
-    """A port for apiaryd to keep across restarts (clients do not learn a new address)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @dataclass

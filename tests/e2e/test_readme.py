@@ -17,7 +17,6 @@ import pty
 import re
 import select
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from services import free_port
 
 from .cluster import REPO, _wait_for
 
@@ -62,13 +63,6 @@ def expected(comment: str) -> str | None:
     if not comment.startswith("→"):
         return None
     return re.split(r" \(|…", comment[1:].strip(), maxsplit=1)[0].strip()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @dataclass

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -20,16 +19,10 @@ from apiary.node.keeper import (
     ResponseTimeout,
 )
 from apiary.waggle import Message
+from services import free_port
 
 AGENTS = Path(__file__).resolve().parents[2] / "examples" / "agents"
 Spawn = Callable[..., Awaitable[asyncio.subprocess.Process]]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def serve_code(handler: str) -> str:

@@ -9,7 +9,6 @@ one fixed port, so two replicas of it cannot share a node."""
 from __future__ import annotations
 
 import asyncio
-import socket
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -19,19 +18,13 @@ from typing import Any
 import pytest
 
 from apiary.waggle import Message
+from services import free_port
 from stack import Stack, hive, is_ready, running_stack, session
 
 AGENT = Path(__file__).resolve().parents[1] / "fakes" / "health_agent.py"
 FAST = {"periodSeconds": 0.2, "timeoutSeconds": 0.5, "failureThreshold": 1}
 
 Obj = dict[str, Any]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @pytest.fixture

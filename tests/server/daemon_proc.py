@@ -31,9 +31,19 @@ class Apiaryd:
         return {"Authorization": f"Bearer {self.token}"}
 
     def terminate(self, timeout: float = 10.0) -> int:
+        """SIGTERM and the exit status; one that does not exit in time has its asyncio tasks
+        dumped (SIGUSR1) and killed, and the failure shows what it was waiting for."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.send_signal(signal.SIGUSR1)
+            time.sleep(1.0)
+            self.proc.kill()
+            self.proc.wait(10)
+            tail = "".join(self.lines[-200:])
+            raise AssertionError(f"apiaryd did not stop within {timeout}s:\n{tail}") from None
 
     def kill9(self) -> None:
         if self.proc.poll() is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import signal
 import stat
 import time
 from pathlib import Path
@@ -167,3 +168,17 @@ async def test_kill9_during_a_burst_loses_no_acknowledged_create_sqlite(tmp_path
 async def test_kill9_during_a_burst_loses_no_acknowledged_create_postgres(tmp_path: Path) -> None:
     async with fresh_postgres_url() as url:
         await _kill_during_burst(tmp_path, "--store", url)
+
+
+def test_sigusr1_dumps_every_asyncio_task_and_apiaryd_runs_on(tmp_path: Path) -> None:
+    d = start(tmp_path)
+    try:
+        d.proc.send_signal(signal.SIGUSR1)
+        deadline = time.monotonic() + 10
+        while not any("--- task" in line for line in d.lines) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        text = "".join(d.lines)
+        assert "asyncio tasks" in text and "--- task" in text, text[-2000:]
+        assert d.proc.poll() is None  # a diagnostic, not a stop
+    finally:
+        assert d.terminate() == 0

@@ -14,7 +14,8 @@ import functools
 import os
 import signal
 import socket
-from typing import Any
+import sys
+from typing import Any, TextIO
 
 import uvicorn
 
@@ -264,12 +265,27 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.add_signal_handler(sig, self.stop)
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(signal.SIGUSR1, dump_tasks)  # kept until exit
 
     def _remove_signals(self) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.remove_signal_handler(sig)
+
+
+def dump_tasks(out: TextIO | None = None) -> None:
+    """Every asyncio task's name and where it waits, to stderr — what ``kill -USR1`` on apiaryd
+    does (docs/apiaryd.md): what a stuck shutdown or a stalled flow is waiting for, without a
+    debugger (thread stacks alone show only the event loop in ``select``)."""
+    stream = out or sys.stderr
+    tasks = sorted(asyncio.all_tasks(), key=lambda t: t.get_name())
+    print(f"apiaryd: {len(tasks)} asyncio tasks", file=stream)
+    for task in tasks:
+        print(f"--- task {task.get_name()}", file=stream)
+        task.print_stack(limit=12, file=stream)
+    stream.flush()
 
 
 async def _finish(task: asyncio.Future[Any]) -> None:

@@ -1,16 +1,18 @@
-"""What the router's mixins (holds, recovery, late outputs, cancels) may rely on: the attributes
-and the step machinery :class:`~apiary.router.service.Router` provides. Declared once here (for
-the type checker only), so that each mixin lives in its own module without importing the router
-that mixes it in."""
+"""What the router's mixins (holds, recovery, late outputs, cancels, publishing) may rely on:
+the attributes and the step machinery :class:`~apiary.router.service.Router` provides. Declared
+once here (for the type checker only), so that each mixin lives in its own module without
+importing the router that mixes it in."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from apiary.bus import Bus, Publish
 from apiary.journal import Entry, Journal
 from apiary.router.plan import Plan, Send
+from apiary.router.policy import HiveQueue, StageBacklog
 from apiary.router.sessions import SessionDirectory, SessionInfo
 
 if TYPE_CHECKING:
@@ -27,6 +29,10 @@ class RouterCore:
     bus: Bus
     on_status: Callable[[SessionInfo, Obj], None] | None
     _orphaned: set[str]
+    _queues: dict[tuple[str, str], HiveQueue]
+    backlog: StageBacklog
+    _timers: set[asyncio.TimerHandle]
+    _tasks: set[asyncio.Task[None]]
 
     if TYPE_CHECKING:
 

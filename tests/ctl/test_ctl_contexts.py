@@ -50,3 +50,11 @@ def test_contexts(ctl: Ctl, cell: str) -> None:
     assert run("config", "delete-context", "lab")[0] == 0
     assert run("config", "current-context")[0] == 1
     assert run("config", "use-context", "lab")[0] == 2  # gone
+
+
+def test_config_set_takes_a_value_that_starts_with_a_dash(ctl: Ctl) -> None:
+    """A token from secrets.token_urlsafe starts with '-' one time in 64: it is a value, not an
+    unknown option."""
+    r = ctl("config", "set", "token", "-RpGFr1TuIG3GOA_K60k")
+    assert r.exit_code == 0, r
+    assert "-RpGFr1TuIG3GOA_K60k" in (ctl.home / "config.yaml").read_text()

@@ -49,6 +49,8 @@ def load_or_create_token(data_dir: Path) -> str:
         if token:
             return token
     token = secrets.token_urlsafe(32)
+    while token.startswith("-"):  # would read as an option on a command line (1 in 64)
+        token = secrets.token_urlsafe(32)
     write_private(path, token + "\n")
     os.chmod(path, 0o600)
     return token

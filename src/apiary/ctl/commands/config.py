@@ -45,7 +45,7 @@ def _check_key(key: str) -> None:
         raise typer.BadParameter(f"{key!r} is not one of {', '.join(KEYS)}", param_hint="KEY")
 
 
-@config_app.command("set")
+@config_app.command("set", context_settings={"ignore_unknown_options": True})
 def config_set(
     key: Annotated[str, typer.Argument(help="server, cell or token.")],
     value: Annotated[str, typer.Argument(help="The value; an empty string removes the key.")],

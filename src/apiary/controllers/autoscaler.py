@@ -25,7 +25,6 @@ change for the cooldown — so the stage stays there until load asks for more or
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import copy
 import logging
 import math
@@ -53,7 +52,7 @@ from apiary.controllers.templates import (
     hive_stages,
     set_autoscaler_notes,
 )
-from apiary.errors import ApiaryError, Conflict
+from apiary.errors import Conflict
 from apiary.store import Store
 
 log = logging.getLogger("apiary.controllers.autoscaler")
@@ -310,18 +309,7 @@ class Autoscaler:
     async def run(self, stop: asyncio.Event) -> None:
         """Pass after pass until ``stop``, over the cache (run meanwhile); a failed pass is
         logged and the next one tries again."""
-        async with self.cache.started():
-            if not await self.cache.synced_or(stop):
-                return
-            while not stop.is_set():
-                try:
-                    await self.run_once()
-                except ApiaryError as exc:  # the store is away for a moment
-                    log.warning("autoscaler pass failed", extra={"error": exc.message})
-                except Exception:
-                    log.exception("autoscaler pass failed")
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), self.settings.period)
+        await self.cache.run_passes(self.run_once, self.settings.period, stop, "autoscaler")
 
     def _autoscaled_agentspecs(self) -> dict[tuple[str, str], Obj]:
         return {

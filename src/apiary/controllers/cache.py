@@ -32,11 +32,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
 from apiary.controllers.meta import Obj
-from apiary.errors import Gone
+from apiary.errors import ApiaryError, Gone
 from apiary.store import Change, Selector, Store
 
 log = logging.getLogger("apiary.controllers.cache")
@@ -217,6 +217,29 @@ class Informer:
                     extra={"kinds": ",".join(sorted(self.kinds)), "error": str(exc)},
                 )
                 await asyncio.sleep(self.restart_delay)
+
+    async def run_passes(
+        self, run_once: Callable[[], Awaitable[object]], period: float, stop: asyncio.Event,
+        what: str,
+    ) -> None:  # fmt: skip
+        """While this cache runs: ``run_once`` every ``period`` seconds until ``stop``, the first
+        once the cache has listed. A failed pass is logged (``what`` names the controller) and
+        the next one tries again — a controller must not die of one object."""
+        async with self.started():
+            if not await self.synced_or(stop):
+                return
+            while not stop.is_set():
+                try:
+                    await run_once()
+                except ApiaryError as exc:  # the store is away for a moment
+                    log.warning(
+                        "controller pass failed",
+                        extra={"controller": what, "error": exc.message},
+                    )
+                except Exception:
+                    log.exception("controller pass failed", extra={"controller": what})
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), period)
 
     @contextlib.asynccontextmanager
     async def started(self) -> AsyncIterator[Informer]:

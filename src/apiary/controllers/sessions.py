@@ -92,16 +92,7 @@ class SessionReaper:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Pass after pass until ``stop``, over the cache (run meanwhile)."""
-        async with self.cache.started():
-            if not await self.cache.synced_or(stop):
-                return
-            while not stop.is_set():
-                try:
-                    await self.run_once()
-                except Exception:  # retried next period; a controller must not die of one object
-                    log.exception("session reaper pass failed")
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), self.settings.period)
+        await self.cache.run_passes(self.run_once, self.settings.period, stop, "session reaper")
 
     async def run_once(self) -> None:
         """One pass over every Session. Outside ``run`` (no cache running) the pass lists the

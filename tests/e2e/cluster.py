@@ -252,3 +252,28 @@ async def drop_stale_test_streams(nats_url: str, older_than: float = 600.0) -> l
     finally:
         await nc.close()
     return dropped
+
+
+def run_session(
+    c: ApiClient, cell: str, hive: str, payload: Any, type: str | None = "task",
+    timeout: float = 30,
+) -> Any:  # fmt: skip
+    """Create a session of ``hive``, send one input (of ``type``; None: the server's default),
+    wait for its final (an error fails the test) and return the final's payload."""
+    s = c.create({"apiVersion": "apiary.io/v1", "kind": "Session",
+                  "metadata": {"generateName": f"{hive}-", "namespace": cell},
+                  "spec": {"hiveRef": hive}})  # fmt: skip
+    base = f"/api/v1/cells/{cell}/sessions/{s['metadata']['name']}"
+    body: dict[str, Any] = (
+        {"payload": payload} if type is None else {"payload": payload, "type": type}
+    )
+    input_id = c.request("POST", f"{base}/messages", json_body=body).body["id"]
+    after, deadline = 0, time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = c.request("GET", f"{base}/messages", params={"after": str(after), "wait": "5"})
+        for entry in got.body["items"]:
+            after = max(after, entry["seq"])
+            if entry["kind"] in ("final", "error") and entry.get("parent") == input_id:
+                assert entry["kind"] == "final", entry
+                return entry["message"]["payload"]
+    pytest.fail(f"no final output from hive/{hive} within {timeout}s")

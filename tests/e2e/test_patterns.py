@@ -14,7 +14,7 @@ import yaml
 
 from apiary.client import ApiClient
 
-from .cluster import REPO, Apiaryd, is_ready
+from .cluster import REPO, Apiaryd, is_ready, run_session
 
 pytestmark = pytest.mark.slow
 Obj = dict[str, Any]
@@ -58,24 +58,8 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiClient]:
 
 
 def run(c: ApiClient, hive: str, payload: Any, type: str = "task", timeout: float = 30) -> Any:
-    """Create a session, send one input, wait for its final (or error) and return the payload."""
-    s = c.create({"apiVersion": "apiary.io/v1", "kind": "Session",
-                  "metadata": {"generateName": f"{hive}-", "namespace": CELL},
-                  "spec": {"hiveRef": hive}})  # fmt: skip
-    name = s["metadata"]["name"]
-    base = f"/api/v1/cells/{CELL}/sessions/{name}"
-    sent = c.request("POST", f"{base}/messages", json_body={"payload": payload, "type": type})
-    input_id = sent.body["id"]
-    after = 0
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = c.request("GET", f"{base}/messages", params={"after": str(after), "wait": "5"})
-        for entry in got.body["items"]:
-            after = max(after, entry["seq"])
-            if entry["kind"] in ("final", "error") and entry.get("parent") == input_id:
-                assert entry["kind"] == "final", entry
-                return entry["message"]["payload"]
-    pytest.fail(f"no final output from hive/{hive} within {timeout}s")
+    """One input to a new session of ``hive`` in the seeds' Cell; its final payload."""
+    return run_session(c, CELL, hive, payload, type, timeout)
 
 
 def test_pipeline_applies_the_stages_in_order(seeded: ApiClient) -> None:

@@ -11,7 +11,6 @@ import asyncio
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ import pytest
 from apiary.client import ApiClient
 from fakes.openai_server import FakeOpenAI, running_fake_openai
 
-from .cluster import REPO, Apiaryd, agentspec, hive, is_ready, new_cell, wait_drones
+from .cluster import REPO, Apiaryd, agentspec, hive, is_ready, new_cell, run_session, wait_drones
 
 LLM_AGENT = [sys.executable, str(REPO / "examples/agents/llm_agent.py")]
 TIERS = {
@@ -51,22 +50,9 @@ def fake() -> Iterator[FakeOpenAI]:
     thread.join(10)
 
 
-def run(c: ApiClient, cell: str, hive_name: str, payload: str, timeout: float = 30) -> Any:
-    """One input to a new session of ``hive_name``; the final output's payload."""
-    s = c.create({"apiVersion": "apiary.io/v1", "kind": "Session",
-                  "metadata": {"generateName": f"{hive_name}-", "namespace": cell},
-                  "spec": {"hiveRef": hive_name}})  # fmt: skip
-    base = f"/api/v1/cells/{cell}/sessions/{s['metadata']['name']}"
-    input_id = c.request("POST", f"{base}/messages", json_body={"payload": payload}).body["id"]
-    after, deadline = 0, time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = c.request("GET", f"{base}/messages", params={"after": str(after), "wait": "5"})
-        for entry in got.body["items"]:
-            after = max(after, entry["seq"])
-            if entry["kind"] in ("final", "error") and entry.get("parent") == input_id:
-                assert entry["kind"] == "final", entry
-                return entry["message"]["payload"]
-    pytest.fail(f"no final output from hive/{hive_name} within {timeout}s")
+def run(c: ApiClient, cell: str, hive_name: str, payload: str) -> Any:
+    """One input (no type: the server's default) to a new session; its final payload."""
+    return run_session(c, cell, hive_name, payload, type=None)
 
 
 def test_each_tier_reaches_the_model_its_cells_tier_map_names(

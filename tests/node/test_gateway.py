@@ -23,8 +23,8 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from apiary.agent import Llm, LlmError
 from apiary.client import AsyncApiClient
 from apiary.errors import NotFound
-from apiary.node.gateway import LlmGateway
-from apiary.node.gateway_budget import DroneMeter, until_exceeded
+from apiary.gateway.budget import DroneMeter, until_exceeded
+from apiary.gateway.service import LlmGateway
 from apiary.node.keeperhttp import KeeperHttpServer
 from apiary.telemetry.metrics import Recorder
 from apiary.telemetry.taps import _tokens

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from test_gateway import Env, env  # noqa: F401  (env: the fixture)
 
-from apiary.node.gateway_budget import GatewayRefusal
-from apiary.node.gateway_tiers import apply_tier
+from apiary.gateway.budget import GatewayRefusal
+from apiary.gateway.tiers import apply_tier
 
 SIMPLE = {"name": "simple", "priority": "low", "model": "tier-mini", "maxTokens": 50}
 

@@ -31,8 +31,8 @@ import psutil
 from apiary.bus import Bus
 from apiary.client import AsyncApiClient
 from apiary.errors import ApiaryError, Conflict, NotFound
+from apiary.gateway.service import LlmGateway
 from apiary.node import sandbox
-from apiary.node.gateway import LlmGateway
 from apiary.node.guardrails import GuardrailError, circuit_status
 from apiary.node.keeperhttp import KeeperHttpServer
 from apiary.node.logship import LogShipper, ShipperSettings

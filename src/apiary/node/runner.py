@@ -25,10 +25,10 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
+from apiary.gateway.budget import DroneMeter
 from apiary.node import cgroups, sandbox
 from apiary.node.backoff import Backoff, BackoffPolicy
 from apiary.node.env import EnvError, SecretReader, resolve_env
-from apiary.node.gateway_budget import DroneMeter
 from apiary.node.keeper import Keeper, KeeperStats
 from apiary.node.launcher import DroneProcess, LaunchSpec, enforcement
 from apiary.node.probes import LIVENESS_FAILED, READINESS_FAILED, DroneProbes, probe_settings

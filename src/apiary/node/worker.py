@@ -32,8 +32,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from apiary.bus import Bus, Delivery, Subscription
+from apiary.gateway.budget import EXCEEDED, DroneMeter, until_exceeded
 from apiary.node.circuit import OPEN, State
-from apiary.node.gateway_budget import EXCEEDED, DroneMeter, until_exceeded
 from apiary.node.guardrails import GuardrailChain
 from apiary.node.inflight import CANCELLED, InFlight, cancel_notice
 from apiary.node.interfaces import (

@@ -6,12 +6,12 @@
 
 So an agent points any OpenAI client at ``$APIARY_KEEPER_URL/v1`` with ``$APIARY_KEEPER_TOKEN``
 as its API key. The gateway checks the caller (the keeper token of that drone), finds the provider
-the drone's AgentSpec names (``spec.llm``, :mod:`apiary.node.gateway_provider`), applies the
-drone's task tier — its model and token cap (:mod:`apiary.node.gateway_tiers`) — or injects the
+the drone's AgentSpec names (``spec.llm``, :mod:`apiary.gateway.provider`), applies the
+drone's task tier — its model and token cap (:mod:`apiary.gateway.tiers`) — or injects the
 default model, forwards with the provider's key (which the agent never sees) over one keep-alive
 ``httpx.AsyncClient``, and counts the tokens the provider reports in ``usage`` — under the model
 its answer names — against the message the drone is working on
-(:mod:`apiary.node.gateway_budget`): the one named by ``X-Apiary-Message-Id``, else the only one
+(:mod:`apiary.gateway.budget`): the one named by ``X-Apiary-Message-Id``, else the only one
 in flight — among the messages of the session named by ``X-Apiary-Session-Id`` when the call
 names one (a session the drone holds no message of is a 403). A call no message in flight pays
 for is refused, so a drone's LLM use is always attributable to a session it holds. For streams
@@ -45,13 +45,13 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
 from apiary.errors import ApiaryError
-from apiary.node.gateway_budget import DroneMeter, GatewayRefusal, Tally
-from apiary.node.gateway_provider import Provider, Providers, Reader
-from apiary.node.gateway_tiers import TIER_HEADER, apply_tier
+from apiary.gateway.budget import DroneMeter, GatewayRefusal, Tally
+from apiary.gateway.provider import Provider, Providers, Reader
+from apiary.gateway.tiers import TIER_HEADER, apply_tier
 from apiary.node.keeperhttp import PREFIX, KeeperHttpServer
 from apiary.telemetry import hops, tracing
 
-log = logging.getLogger("apiary.node.gateway")
+log = logging.getLogger("apiary.gateway")
 
 MESSAGE_HEADER = "x-apiary-message-id"
 SESSION_HEADER = "x-apiary-session-id"
@@ -183,7 +183,7 @@ class LlmGateway:
         self, request: Request, *, chat: bool
     ) -> tuple[GatewayDrone, Provider, Tally, dict[str, Any], str | None]:
         """Authenticate, parse, find the provider and the message, check the budgets, apply the
-        drone's task tier (:mod:`apiary.node.gateway_tiers`): the tier applied, if any, last."""
+        drone's task tier (:mod:`apiary.gateway.tiers`): the tier applied, if any, last."""
         cell, name, drone = self._drone(request)
         body = await self._body(request)
         provider = await self.providers.resolve(cell, drone.spec)

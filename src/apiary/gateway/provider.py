@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from apiary.errors import ApiaryError, NotFound
-from apiary.node.gateway_budget import GatewayRefusal
+from apiary.gateway.budget import GatewayRefusal
 
 Obj = dict[str, Any]
 Reader = Callable[[str, str, str], Awaitable[Obj]]

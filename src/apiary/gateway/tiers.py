@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from apiary.node.gateway_budget import GatewayRefusal
+from apiary.gateway.budget import GatewayRefusal
 from apiary.resources.tiers import tier_alias
 
 TIER_HEADER = "X-Apiary-Tier"

@@ -37,6 +37,7 @@ from apiary.comb import Comb
 from apiary.errors import ApiaryError, Unavailable
 from apiary.security.roles import METRICS
 from apiary.store import Store
+from apiary.ui import install_console
 
 _REASONS = {
     400: "BadRequest",
@@ -123,7 +124,8 @@ def create_app(
     app.include_router(token_routes())  # before the generic routes: a Token's hash stays inside
     app.include_router(patch_routes())
     app.include_router(_object_routes())
-    install_openapi(app)  # last: /openapi.json per kind, /docs, /version, discovery
+    install_openapi(app)  # /openapi.json per kind, /docs, /version, discovery
+    install_console(app)  # last, outermost: the web console's files at /ui (apiary.ui)
     return app
 
 

@@ -8,9 +8,15 @@
   the task's id); it keeps them, says nothing while more are out (they are ``reply: optional``),
   and answers the last with a summary built from them, in the workers' order.
 
+The supervisor keeps its bookkeeping in the session's Comb, not in memory: seed 04 scales this
+agent (``scaling.minReplicas: 2``), and a worker's result may reach another supervisor replica than
+the one that sent the task (docs/patterns.md, "Hierarchical"). The Comb's ``append`` is atomic, so
+exactly one replica sees the last result come in and answers.
+
 ``APIARY_PATTERN`` and ``APIARY_STAGE`` are set by the node for every drone of a hive.
 """
 
+import hashlib
 import json
 import os
 
@@ -27,33 +33,24 @@ def _supervising():
     return os.environ.get("APIARY_PATTERN") == "hierarchical" and stage == seat
 
 
-_asked: dict[str, tuple[str, int]] = {}
-"""task id → (the input it was for, the worker's place in WORKERS)."""
-_got: dict[str, dict[int, tuple[str, object]]] = {}
-"""input id → {place: (worker stage, its payload)}."""
-_wanted: dict[str, int] = {}
-"""input id → how many tasks were sent for it."""
-
-
 @agent
 def llm(msg, ctx):
     if not _supervising():
         return {"response": f"LLM({_text(msg.payload)})", "confidence": 0.9}
+    comb = ctx.comb
     if msg.type == "result":  # one worker answered
-        origin, place = _asked.pop(msg.correlation_id, (msg.correlation_id, 0))
-        got = _got.setdefault(origin, {})
-        got[place] = (msg.source_agent_id or "worker", msg.payload)
-        if len(got) < _wanted.get(origin, 1):
+        origin, place, wanted = comb.get(f"task:{msg.correlation_id}", [msg.correlation_id, 0, 1])
+        results_list = "results-" + hashlib.sha256(origin.encode()).hexdigest()[:32]  # a DNS label
+        got = comb.append(results_list, [place, msg.source_agent_id or "worker", msg.payload])
+        if got < wanted:
             return None  # more results are on their way
-        _wanted.pop(origin, None)
-        results = [got[k] for k in sorted(_got.pop(origin))]
-        summary = "; ".join(f"{stage}: {_text(payload)}" for stage, payload in results)
+        results = sorted(comb.list_range(results_list))
+        summary = "; ".join(f"{stage}: {_text(payload)}" for _, stage, payload in results)
         return {"response": f"summary of {len(results)} workers: {summary}", "confidence": 0.9}
     workers = [w for w in os.environ.get("WORKERS", "worker1,worker2").split(",") if w]
     tasks = [Message(msg.payload, "task", dest_agent_id=w) for w in workers]
-    _wanted[msg.id] = len(tasks)
     for place, task in enumerate(tasks):
-        _asked[task.id] = (msg.id, place)
+        comb.set(f"task:{task.id}", [msg.id, place, len(tasks)], ttl=3600)
     for task in tasks[:-1]:
         ctx.emit(task)
     return tasks[-1]

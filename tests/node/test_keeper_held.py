@@ -98,3 +98,48 @@ async def test_a_timed_out_or_crashed_delivery_is_no_longer_held(spawn: Spawn) -
         await keeper.deliver(Message({"do": "die"}, session_id="c/a"), timeout=10)
     assert len(keeper.held) == 0
     await keeper.stop()
+
+
+def _optional(payload: object, session: str) -> Message:
+    return Message(payload, "result", session_id=session, metadata={"reply": "optional"})
+
+
+async def test_a_reply_optional_message_is_held_until_the_agent_prints_for_it(
+    spawn: Spawn,
+) -> None:
+    """A supervisor handed a worker's result (``reply: optional``) still works on it after the
+    exchange returned: its session stays reachable (the Comb) until it prints for it, and the
+    lines it printed for earlier results of the session release those too."""
+    keeper = Keeper({"type": "stdin", "concurrency": 4}, name="c/d")
+    late: list[Message] = []
+    keeper.on_late(lambda _msg, out: late.append(out))
+    await keeper.attach(await spawn(sys.executable, "-c", AGENT))
+    await keeper.start()
+    first = _optional({"do": "hang"}, "c/a")  # prints nothing for it
+    assert await keeper.deliver(first, timeout=10) == []
+    other = _optional({"do": "hang"}, "c/b")
+    assert await keeper.deliver(other, timeout=10) == []
+    assert keeper.held.holds("c", "a") and keeper.held.holds("c", "b")
+    assert await keeper.deliver(_optional({"sleep": 0.2}, "c/a"), timeout=10) == []
+    await asyncio.sleep(0.05)
+    assert keeper.held.holds("c", "a")  # still working on it
+    for _ in range(100):
+        if late:
+            break
+        await asyncio.sleep(0.02)
+    assert [o.payload for o in late] == ["done"]
+    assert not keeper.held.holds("c", "a")  # both results of session a are done with
+    assert keeper.held.holds("c", "b")  # another session's result is not
+    await keeper.stop()
+    assert len(keeper.held) == 0  # the process went: nothing is in its hands
+
+
+async def test_a_reply_optional_hold_ends_with_the_delivery_timeout(spawn: Spawn) -> None:
+    keeper = Keeper({"type": "stdin"}, name="c/d")
+    await keeper.attach(await spawn(sys.executable, "-c", AGENT))
+    await keeper.start()
+    assert await keeper.deliver(_optional({"do": "hang"}, "c/a"), timeout=0.2) == []
+    assert keeper.held.holds("c", "a")
+    await asyncio.sleep(0.3)
+    assert len(keeper.held) == 0
+    await keeper.stop()

@@ -16,6 +16,12 @@ held from the moment its message is handed to the agent until the keeper has tak
 final answer for it, or the delivery timed out, crashed or was abandoned. The keeper's HTTP
 server lets the drone's token reach only those sessions (docs/comb.md, "What a drone may
 reach").
+
+A ``reply: optional`` message (a worker's result handed back to its supervisor) has no answer to
+wait for: a stdin agent's exchange returns as soon as it is written. Its session stays held while
+the agent works on it all the same — until the agent prints its next line for that message (or
+for a later one of the session, which it read after it) or the delivery's timeout passes, or the
+process goes — so a supervisor can keep its bookkeeping in the session's Comb.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import time
 from bisect import bisect_left
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -52,6 +58,10 @@ __all__ = [
     "KeeperStats",
     "ResponseTimeout",
 ]
+
+LINGER_SECONDS = 60.0
+"""How long a ``reply: optional`` message's session stays held when its delivery names no timeout
+and the agent prints nothing for it."""
 
 #: Upper bounds (seconds) of the latency histogram buckets; the last bucket is everything above.
 LATENCY_BUCKETS: tuple[float, ...] = (
@@ -187,6 +197,10 @@ class Keeper:
         self._user_hook = on_unsolicited
         self._clock = clock
         self._sem = asyncio.Semaphore(self.config.concurrency)
+        self._lingering: OrderedDict[str, tuple[str, asyncio.TimerHandle]] = OrderedDict()
+        """message id → (held session, its release timer): ``reply: optional`` messages the agent
+        was given and has printed nothing for yet, in the order they were written."""
+        self._late_hook: Callable[[Message, Message], None] | None = None
         self._channel: Channel
         if self.config.type == "http":
             self._channel = HttpChannel(self.config, self._record_unsolicited, port=port)
@@ -194,13 +208,54 @@ class Keeper:
             self._channel = StdioChannel(
                 self.config.format, self._record_unsolicited, max_line_bytes=max_line_bytes
             )
+            self._channel.on_late = self._on_late
 
     def on_late(self, hook: Callable[[Message, Message], None]) -> None:
         """Send the lines a stdin agent prints after a message's answer (late outputs) to
         ``hook(message, output)`` instead of :attr:`unsolicited`: the worker routes them. An
         http agent answers in its response body, so it has none."""
-        if isinstance(self._channel, StdioChannel):
-            self._channel.on_late = hook
+        self._late_hook = hook
+
+    def _on_late(self, msg: Message, output: Message) -> None:
+        if self._lingering:
+            self._stop_lingering(msg.id)
+        if self._late_hook is not None:
+            self._late_hook(msg, output)
+        else:
+            self._record_unsolicited(output)
+
+    # -- reply: optional holds -------------------------------------------------------------------
+
+    def _linger(self, msg: Message, session: str, timeout: float | None) -> None:
+        loop = asyncio.get_running_loop()
+        timer = loop.call_later(timeout or LINGER_SECONDS, self._release_lingering, msg.id)
+        self._lingering[msg.id] = (session, timer)
+
+    def _release_lingering(self, msg_id: str) -> None:
+        entry = self._lingering.pop(msg_id, None)
+        if entry is not None:
+            self.held.release(entry[0])
+
+    def _stop_lingering(self, msg_id: str) -> None:
+        """The agent printed a line for ``msg_id``: it is done with that message and, reading in
+        order, with every earlier ``reply: optional`` message of the same session."""
+        entry = self._lingering.get(msg_id)
+        if entry is None:
+            return
+        session = entry[0]
+        for mid in list(self._lingering):
+            held, timer = self._lingering[mid]
+            if held == session:
+                timer.cancel()
+                self._release_lingering(mid)
+            if mid == msg_id:
+                break
+
+    def _drop_lingering(self) -> None:
+        """The process went: nothing it was given is in its hands any more."""
+        for mid in list(self._lingering):
+            self._lingering[mid][1].cancel()
+            self._release_lingering(mid)
 
     def _record_unsolicited(self, msg: Message) -> None:
         self.stats.unsolicited += 1
@@ -224,6 +279,7 @@ class Keeper:
 
         A stdin agent is ready at once; an http agent after :meth:`start`.
         """
+        self._drop_lingering()
         await self._channel.attach(proc)
 
     async def start(self, timeout: float = 30.0) -> None:
@@ -242,6 +298,7 @@ class Keeper:
 
     async def stop(self) -> None:
         """Fail what is in flight and close our pipe ends (the agent sees EOF and may exit)."""
+        self._drop_lingering()
         await self._channel.stop()
 
     # -- the hot path ----------------------------------------------------------------------------
@@ -273,6 +330,7 @@ class Keeper:
     ) -> list[Message]:
         stats = self.stats
         held = session or msg.session_id
+        linger = False
         async with self._sem:
             stats.in_flight += 1
             if held:
@@ -280,6 +338,7 @@ class Keeper:
             t0 = self._clock()
             try:
                 outputs = await self._channel.exchange(msg, timeout)
+                linger = bool(held) and msg.reply_optional and not outputs
             except ResponseTimeout:
                 stats.timeouts += 1
                 stats.failed += 1
@@ -297,7 +356,9 @@ class Keeper:
                 raise
             finally:
                 stats.in_flight -= 1
-                if held:
+                if linger and held:  # written, not worked on yet: held until its next line
+                    self._linger(msg, held, timeout)
+                elif held:
                     self.held.release(held)
             stats.delivered += 1
             stats.observe(self._clock() - t0)

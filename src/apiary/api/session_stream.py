@@ -6,6 +6,10 @@ its kind, ``data:`` the entry as JSON on one line. The stream ends when the sess
 more — closed or finished, or for a job once its answer (or failure) is out — when the client
 leaves, or when the server shuts down. Idle streams get a comment line every
 ``bookmark_interval`` seconds so proxies keep them open.
+
+With ``events=typed`` the same entries are sent as typed events instead
+(:mod:`apiary.api.session_events`): ``event:`` the type, ``id:`` ``SEQ.I``, so ``Last-Event-ID``
+resumes after the last typed event seen.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from collections.abc import AsyncIterator
 import orjson
 from starlette.responses import StreamingResponse
 
+from apiary.api.session_events import Position, TypedEvent, Typer
 from apiary.api.session_messages import entry_dict
 from apiary.api.session_ops import FINISHED_KINDS, SessionOps, session_key
 from apiary.errors import NotFound
@@ -32,31 +37,67 @@ def sse_event(e: Entry) -> bytes:
     return b"id: %d\nevent: %s\ndata: %s\n\n" % (e.seq, e.kind.encode(), data)
 
 
-async def stream_response(ops: SessionOps, cell: str, name: str, after: int) -> StreamingResponse:
-    info = await ops.info(cell, name)  # 404 before the stream starts
-    _ = ops.journal  # 503 before the stream starts when there is no journal
+def sse_typed(t: TypedEvent) -> bytes:
+    data = orjson.dumps(t.data)
+    return b"id: %s\nevent: %s\ndata: %s\n\n" % (t.id.encode(), t.type.encode(), data)
+
+
+def event_stream(body: AsyncIterator[bytes]) -> StreamingResponse:
     return StreamingResponse(
-        _events(ops, cell, name, after, info.job),
+        body,
         media_type=EVENT_STREAM,
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
 
 
-async def _events(
+async def stream_response(ops: SessionOps, cell: str, name: str, after: int) -> StreamingResponse:
+    info = await ops.info(cell, name)  # 404 before the stream starts
+    _ = ops.journal  # 503 before the stream starts when there is no journal
+
+    async def body() -> AsyncIterator[bytes]:
+        yield b"retry: 1000\n\n"
+        async for entries in entry_batches(ops, cell, name, after, info.job):
+            yield b"".join(sse_event(e) for e in entries) if entries else b": keepalive\n\n"
+
+    return event_stream(body())
+
+
+async def typed_response(ops: SessionOps, cell: str, name: str, at: Position) -> StreamingResponse:
+    """``events=typed``: the entries as typed events, resuming after ``at``."""
+    info = await ops.info(cell, name)
+    typer = await Typer.resuming(ops.journal, session_key(cell, name), at.read_after)
+
+    async def body() -> AsyncIterator[bytes]:
+        yield b"retry: 1000\n\n"
+        async for entries in entry_batches(ops, cell, name, at.read_after, info.job):
+            if not entries:
+                yield b": keepalive\n\n"
+                continue
+            chunk = [t for e in entries for i, t in enumerate(typer.events(e))
+                     if at.wants(e.seq, i)]  # fmt: skip
+            if chunk:
+                yield b"".join(sse_typed(t) for t in chunk)
+
+    return event_stream(body())
+
+
+async def entry_batches(
     ops: SessionOps, cell: str, name: str, after: int, job: bool
-) -> AsyncIterator[bytes]:
+) -> AsyncIterator[list[Entry]]:
+    """The session's entries after ``after`` in batches as they are journaled (an empty batch:
+    time for a keepalive). Ends once the session has ended (after what was written meanwhile),
+    for a job once its final or error is out, and at shutdown."""
     key = session_key(cell, name)
     journal = ops.journal
     stopping = ops.state.stopping
     keepalive = ops.state.config.bookmark_interval
-    yield b"retry: 1000\n\n"
     quiet_since = time.monotonic()
     while not stopping.is_set():
         entries = await journal.wait(key, after, min(CHECK_INTERVAL, keepalive))
         if entries:
             after = entries[-1].seq
             quiet_since = time.monotonic()
-            yield b"".join(sse_event(e) for e in entries)
+            yield entries
             if job and any(e.kind in FINISHED_KINDS for e in entries):
                 return
             continue
@@ -67,8 +108,8 @@ async def _events(
         if not info.open:  # ended: send what was written meanwhile, then stop
             rest = await journal.read(key, after, limit=10_000)
             if rest:
-                yield b"".join(sse_event(e) for e in rest)
+                yield rest
             return
         if time.monotonic() - quiet_since >= keepalive:
             quiet_since = time.monotonic()
-            yield b": keepalive\n\n"
+            yield []

@@ -25,6 +25,7 @@ from apiary.api.session_create import (
     read_json,
     state_of,
 )
+from apiary.api.session_events import events_param, typed_position
 from apiary.api.session_messages import (
     after_param,
     entry_dict,
@@ -33,7 +34,7 @@ from apiary.api.session_messages import (
     wait_param,
 )
 from apiary.api.session_ops import SessionOps, session_key
-from apiary.api.session_stream import stream_response
+from apiary.api.session_stream import stream_response, typed_response
 
 CELL = "/api/v1/cells/{cell}"
 SESSION = CELL + "/sessions/{name}"
@@ -102,6 +103,8 @@ def session_routes() -> APIRouter:
     @r.get(SESSION + "/stream", summary="Entries as Server-Sent Events (resumes at Last-Event-ID)")
     async def stream(request: Request, cell: str, name: str) -> Response:
         ops, cell, name = _ops(request, "get")
+        if events_param(request.query_params.get("events")):
+            return await typed_response(ops, cell, name, typed_position(request))
         after = after_param(request.query_params, request.headers.get("last-event-id"))
         return await stream_response(ops, cell, name, after)
 

@@ -10,11 +10,11 @@ from apiary.waggle import REPLY, Message
 Output = tuple[str, Message]
 """An output as the engine recorded it: (record id, message carrying that id)."""
 
-INTERNAL_METADATA = frozenset({"more", "token-count", "hops", REPLY})
+INTERNAL_METADATA = frozenset({"more", "partial", "token-count", "hops", REPLY})
 """Metadata that describes one message rather than the work, so it is never copied onto a
-derived message: ``more`` would make the next stage's answer look partial, ``token-count`` would
-count the same tokens twice, ``hops`` is the engine's own (event-driven) counter, ``reply`` is
-about one delivery."""
+derived message: ``more`` (or ``partial``) would make the next stage's answer look partial,
+``token-count`` would count the same tokens twice, ``hops`` is the engine's own (event-driven)
+counter, ``reply`` is about one delivery."""
 
 
 def carried(metadata: dict[str, str]) -> dict[str, str]:

@@ -316,8 +316,9 @@ class Message:
 
     @property
     def more(self) -> bool:
-        """True when the agent announced further outputs for the same input (``metadata.more``)."""
-        return self.metadata.get("more") == "true"
+        """True when the agent announced further outputs for the same input (``metadata.more``,
+        or ``metadata.partial``: a partial line a client sees as ``message.delta``)."""
+        return self.metadata.get("more") == "true" or self.metadata.get("partial") == "true"
 
     @property
     def reply_optional(self) -> bool:

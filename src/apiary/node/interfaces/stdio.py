@@ -343,7 +343,7 @@ class StdioChannel(Channel):
                     turn, AgentProtocolError(f"the agent wrote an invalid Waggle message: {exc}")
                 )
             return
-        self._output(turn, out, out.metadata.get("more") == "true")
+        self._output(turn, out, out.more)
 
     def _output(self, turn: _Turn | None, out: Message, more: bool) -> None:
         if turn is None:

@@ -84,7 +84,7 @@ async def run(seconds: float, in_flight: int, tmp: Path) -> dict[str, Any]:
         async def loop(name: str, until: float) -> None:
             key = f"{cell}/{name}"
             while time.perf_counter() < until:
-                sent = await router.submit(cell, name, Message(PAYLOAD))
+                sent = await router.submit(cell, name, Message(PAYLOAD), fresh=True)
                 while True:
                     entries = await journal.wait(key, seqs[name], 30.0)
                     if not entries:

@@ -134,3 +134,31 @@ async def test_an_input_sent_again_after_its_session_ended_is_not_a_conflict(sta
     again = await stack.router.submit(stack.cell, "s1", Message("hello", id="in-1"))
     assert again.id == sent.id
     assert await stack.journal.read(f"{stack.cell}/s1", limit=10_000) == before
+
+
+async def test_an_input_id_the_server_made_is_not_looked_up_in_the_journal(stack: Stack) -> None:
+    """``fresh``: no session can hold an id this server made just now, so the router skips the
+    journal read that catches a client's re-send (issue 12: one read less per message); a
+    client's id is still looked up, and its re-send still runs once."""
+    await two_stage_pipeline(stack, 1)
+    await stack.store.create(session(stack.cell, "s1", "p"))
+    assert stack.router is not None and stack.journal is not None
+    journal = stack.journal
+    asked: list[str] = []
+    real_get = journal.get
+
+    async def counting_get(session: str, entry_id: str) -> Entry | None:
+        asked.append(entry_id)
+        return await real_get(session, entry_id)
+
+    journal.get = counting_get  # type: ignore[method-assign]
+    try:
+        fresh = await stack.router.submit(stack.cell, "s1", Message("one"), fresh=True)
+        assert asked == []
+        chosen = await stack.router.submit(stack.cell, "s1", Message("two", id="c-2"))
+        assert asked == ["c-2"]
+        await stack.router.submit(stack.cell, "s1", Message("two", id="c-2"))  # a re-send
+    finally:
+        del journal.get
+    done = await finals(stack, f"{stack.cell}/s1", 2)
+    assert sorted(e.parent or "" for e in done) == sorted([fresh.id, chosen.id])

@@ -98,7 +98,7 @@ async def create_session(request: Request) -> Response:
     stored = orjson.loads(bytes(response.body))
     info = state.router.sessions.remember(stored)
     if first is not None:
-        await ops.send(cell, info.name, Message(first, id=info.uid))
+        await ops.send(cell, info.name, Message(first, id=info.uid), fresh=True)  # a new uid
     return response
 
 
@@ -179,7 +179,7 @@ async def create_job(request: Request) -> Response:
     # A retry sends too when the first attempt stored the job but died before its input was
     # journaled; the router ignores an input id it has (concurrent retries included).
     if created or await ops.journal.get(session_key(cell, name), message.id) is None:
-        await ops.send(cell, name, message)
+        await ops.send(cell, name, message, fresh=created and body.get("id") is None)
     answer = {"id": name, "session": name, "input": message.id, "hive": hive}
     response = json_response(answer, 201 if created else 200)
     if not created:
@@ -354,5 +354,5 @@ async def publish_event(request: Request) -> Response:
         await ops.check_hive(cell, hive, "hive", "cannot publish the event")
         stored = await new_session(state, cell, "event-", hive, {"apiary.io/hive": hive})
         name, created = stored["metadata"]["name"], True
-    sent = await ops.send(cell, name, message)
+    sent = await ops.send(cell, name, message, fresh=body.get("id") is None)
     return json_response({"id": sent.id, "session": name, "created": created}, 202)

@@ -77,15 +77,16 @@ class SessionOps:
 
     # ------------------------------------------------------------------------------ send
 
-    async def send(self, cell: str, name: str, message: Message) -> Message:
-        """Journal and dispatch one input (idempotent on ``message.id``)."""
+    async def send(self, cell: str, name: str, message: Message, *, fresh: bool = False) -> Message:
+        """Journal and dispatch one input (idempotent on ``message.id``; ``fresh``: this server
+        made the id just now, see :meth:`Router.submit`)."""
         info = await self.info(cell, name)
         info.check_open()
         if info.job:
             await self._check_job_input(info, message.id)
         await self.engine(info)
         await self.mark_running(info)
-        return await self.router.submit(cell, name, message)
+        return await self.router.submit(cell, name, message, fresh=fresh)
 
     async def _check_job_input(self, info: SessionInfo, input_id: str) -> None:
         """A job has exactly one input: a different second one is refused (a re-send is not)."""

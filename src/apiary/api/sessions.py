@@ -87,7 +87,7 @@ def session_routes() -> APIRouter:
         ops, cell, name = _ops(request, "create")
         body = await read_json(request, ops.state)
         message = parse_message(body, ops.state.config.max_message_bytes)
-        sent = await ops.send(cell, name, message)
+        sent = await ops.send(cell, name, message, fresh=body.get("id") is None)
         return json_response({"id": sent.id, "session": name}, 202)
 
     @r.get(SESSION + "/messages", summary="Entries after SEQ (long-poll with wait=SECONDS)")

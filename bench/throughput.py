@@ -13,7 +13,8 @@ One run measures, side by side on the same machine:
    the journal on SQLite.
 3. **Celery** on the local Redis (``bench/celery_peer.py``): ``delay()`` + ``get()`` with many in
    flight, and a 3-task chain.
-4. **raw nats-py** request/reply (``bench/nats_floor.py``): the floor for NATS mode.
+4. **raw nats-py** request/reply (``bench/nats_floor.py``), and the same over JetStream (publish,
+   PubAck, pull fetch; no Apiary): the floors for NATS mode, core and durable.
 5. **Session creation** p50/p95 through the HTTP API of a real ``apiaryd`` (SQLite), 1 and 50
    concurrent clients.
 
@@ -449,6 +450,11 @@ def verdicts(report: dict[str, Any]) -> dict[str, Any]:
             "apiary_nats": mine,
             "raw_nats": raw,
         }
+        js = report.get("jetstream_floor")
+        if isinstance(js, list) and js and js[0]["msgs_per_s"]:
+            # not a DESIGN target: how far NATS mode is from what JetStream itself allows
+            out["nats_over_raw"]["jetstream_floor"] = js[0]["msgs_per_s"]
+            out["nats_over_raw"]["over_jetstream_floor"] = round(mine / js[0]["msgs_per_s"], 3)
     sessions = report.get("session_creation")
     if isinstance(sessions, list) and sessions:
         worst = max(r["p95_ms"] for r in sessions)
@@ -492,13 +498,14 @@ def table(report: dict[str, Any]) -> str:
                 f"{r['concurrency']:>3} {r['msgs_per_s']:>9} {r['msgs_per_s'] * r['hops']:>9.1f} "
                 f"{r['p50_ms']:>8} {r['p99_ms']:>8}"
             )
-    for r in report.get("raw_nats") or []:
-        if isinstance(r, dict):
-            lines.append(
-                f"{'raw-nats':<10} {'c=' + str(r['concurrency']):<8} {'echo':<5} {1:>3} "
-                f"{1:>3} {r['msgs_per_s']:>9} {r['msgs_per_s']:>9} {r['p50_ms']:>8} "
-                f"{r['p99_ms']:>8}"
-            )
+    floors = [("raw-nats", r) for r in report.get("raw_nats") or [] if isinstance(r, dict)]
+    floors += [("js-floor", r) for r in report.get("jetstream_floor") or [] if isinstance(r, dict)]
+    for name, r in floors:
+        lines.append(
+            f"{name:<10} {'c=' + str(r['concurrency']):<8} {'echo':<5} {1:>3} "
+            f"{1:>3} {r['msgs_per_s']:>9} {r['msgs_per_s']:>9} {r['p50_ms']:>8} "
+            f"{r['p99_ms']:>8}"
+        )
     for r in report.get("session_creation") or []:
         if isinstance(r, dict):
             lines.append(
@@ -588,6 +595,13 @@ async def _peers(
         report["raw_nats"] = [await nats_floor.reqrep(args.nats, seconds, c) for c in (64, 256)]
     except Exception as exc:
         report["raw_nats"] = {"skipped": f"{type(exc).__name__}: {exc}"}
+    print(
+        "== bare nats-py over JetStream (publish + PubAck + pull fetch), no Apiary", file=sys.stderr
+    )
+    try:  # the floor of any durable bus built on nats-py: what NATS mode can approach at best
+        report["jetstream_floor"] = [await nats_floor.js_reqrep(args.nats, seconds, 64)]
+    except Exception as exc:
+        report["jetstream_floor"] = {"skipped": f"{type(exc).__name__}: {exc}"}
     print("== Celery (Redis, prefork x2 and solo)", file=sys.stderr)
     try:
         report["celery"] = await asyncio.to_thread(

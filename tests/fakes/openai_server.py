@@ -42,6 +42,7 @@ class Recorded:
     body: Any
     billed: int = 0
     """Tokens this call was charged (0 when refused)."""
+    query: str = ""
 
 
 @dataclass
@@ -57,6 +58,8 @@ class FakeOpenAI:
     requests: list[Recorded] = field(default_factory=list)
     url: str = ""
     """``http://127.0.0.1:PORT/v1`` once running (what a Secret's ``baseUrl`` holds)."""
+    key_header: str = "authorization"
+    """The header the key must come in (``Bearer <key>`` in ``authorization``, else bare)."""
 
     # ---------------------------------------------------------------------------- helpers
 
@@ -68,7 +71,8 @@ class FakeOpenAI:
         return sum(r.billed for r in self.requests)
 
     def _check(self, request: Request) -> Response | None:
-        if request.headers.get("authorization") != f"Bearer {self.api_key}":
+        want = f"Bearer {self.api_key}" if self.key_header == "authorization" else self.api_key
+        if request.headers.get(self.key_header) != want:
             return JSONResponse(
                 {
                     "error": {
@@ -90,7 +94,8 @@ class FakeOpenAI:
             body = json.loads(raw) if raw else None
         except ValueError:
             body = raw.decode("utf-8", "replace")
-        rec = Recorded(request.method, request.url.path, dict(request.headers), body)
+        rec = Recorded(request.method, request.url.path, dict(request.headers), body,
+                       query=request.url.query)  # fmt: skip
         self.requests.append(rec)
         return rec
 
@@ -143,6 +148,45 @@ class FakeOpenAI:
             yield b"data: " + json.dumps(final).encode() + b"\n\n"
         yield b"data: [DONE]\n\n"
 
+    async def responses(self, request: Request) -> Response:
+        """The Responses API: ``output_text`` ``echo: <input>``, usage in input/output tokens;
+        streamed as ``response.output_text.delta`` events and a ``response.completed``."""
+        rec = await self._record(request)
+        refused = self._check(request)
+        if refused is not None:
+            return refused
+        body = rec.body if isinstance(rec.body, dict) else {}
+        given = body.get("input")
+        text = f"echo: {given if isinstance(given, str) else json.dumps(given)}"
+        prompt, completion = self.usage
+        rec.billed = prompt + completion
+        final = {
+            "id": "resp-fake", "object": "response", "created_at": 1, "status": "completed",
+            "model": body.get("model") or "fake-default",
+            "output": [{"type": "message", "id": "msg-fake", "role": "assistant",
+                        "status": "completed",
+                        "content": [{"type": "output_text", "text": text, "annotations": []}]}],
+            "usage": {"input_tokens": prompt, "output_tokens": completion,
+                      "total_tokens": prompt + completion},
+        }  # fmt: skip
+        if not body.get("stream"):
+            return JSONResponse(final)
+
+        async def events() -> AsyncIterator[bytes]:
+            def event(kind: str, data: dict[str, Any]) -> bytes:
+                payload = json.dumps({"type": kind, **data})
+                return f"event: {kind}\ndata: {payload}\n\n".encode()
+
+            started = {**final, "status": "in_progress", "output": [], "usage": None}
+            yield event("response.created", {"response": started})
+            for i, word in enumerate(text.split(" ")):
+                yield event("response.output_text.delta", {
+                    "item_id": "msg-fake", "output_index": 0, "content_index": 0,
+                    "delta": word if i == 0 else " " + word})  # fmt: skip
+            yield event("response.completed", {"response": final})
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
     async def embeddings(self, request: Request) -> Response:
         rec = await self._record(request)
         refused = self._check(request)
@@ -179,6 +223,7 @@ class FakeOpenAI:
         return Starlette(routes=[
             Route("/v1/chat/completions", self.chat, methods=["POST"]),
             Route("/v1/embeddings", self.embeddings, methods=["POST"]),
+            Route("/v1/responses", self.responses, methods=["POST"]),
             Route("/v1/models", self.list_models, methods=["GET"]),
         ])  # fmt: skip
 

@@ -453,3 +453,25 @@ async def test_a_model_the_price_table_does_not_know_counts_tokens_and_no_cost(e
     where = {"cell": "c1", "hive": "h", "stage": "write", "model": "fake-small"}
     assert r.registry.get_sample_value("apiary_llm_tokens_total", {**where, "type": "prompt"}) == 10
     assert r.registry.get_sample_value("apiary_llm_cost_usd_total", where) is None
+
+
+async def test_the_key_header_is_configurable_and_a_base_url_query_is_kept(env: Env) -> None:
+    """Azure OpenAI: the key in ``api-key``, the base URL ending ``?api-version=…``."""
+    env.drone.meter.begin("m1")
+    env.fake.key_header = "api-key"
+    env.objects[("Secret", "provider")] = secret(env.fake.url + "?api-version=2024-06-01", "k")
+    env.fake.api_key = "k"
+    spec = env.objects[("AgentSpec", "writer")]["spec"]
+    assert (await env.chat()).status_code == 401  # still sent as a bearer token
+    spec["llm"]["provider"]["apiKeyHeader"] = "api-key"
+    answer = await env.chat("azure")
+    assert answer.status_code == 200, answer.text
+    call = env.fake.requests[-1]
+    assert call.headers["api-key"] == "k" and "authorization" not in call.headers
+    assert (call.path, call.query) == ("/v1/chat/completions", "api-version=2024-06-01")
+    refused = await env.http.post(env.base + "/chat/completions", json={})
+    assert refused.status_code == 401 and refused.headers["x-should-retry"] == "false"
+    assert refused.json()["error"] == {
+        "message": "send 'Authorization: Bearer $APIARY_KEEPER_TOKEN'",
+        "type": "authentication_error", "param": None, "code": "authentication_error",
+    }  # fmt: skip

@@ -38,20 +38,45 @@ EXCEEDED = "TokenBudgetExceeded"
 """The Outcome error reason of a message that ran out of tokens (router/policy.py NOT_RETRIED)."""
 
 
+RETRIED = frozenset({408, 502, 503, 504})
+"""Statuses of refusals worth trying again (the provider or the control plane was away); every
+other refusal is final and says ``x-should-retry: false``, so the ``openai`` SDK raises it at once
+instead of retrying until the message is no longer in flight (issue 15.1b)."""
+
+
 class GatewayRefusal(Exception):
-    """A call the gateway will not forward: an HTTP status and an OpenAI-style error body."""
+    """A call the gateway will not forward: an HTTP status and an OpenAI-shaped error body,
+    ``{"error": {"message", "type", "param", "code"}}`` (``code`` a string, as OpenAI's)."""
 
     def __init__(
-        self, status: int, type: str, message: str, headers: dict[str, str] | None = None
+        self,
+        status: int,
+        type: str,
+        message: str,
+        headers: dict[str, str] | None = None,
+        *,
+        code: str | None = None,
+        param: str | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.type = type
         self.message = message
+        self.code = code or type
+        self.param = param
         self.headers = dict(headers or {})
+        if status not in RETRIED:
+            self.headers.setdefault("x-should-retry", "false")
 
     def body(self) -> dict[str, Any]:
-        return {"error": {"type": self.type, "message": self.message, "code": self.status}}
+        return openai_error(self.type, self.message, self.code, self.param)
+
+
+def openai_error(
+    type: str, message: str, code: str | None = None, param: str | None = None
+) -> dict[str, Any]:
+    """An error body as OpenAI's API answers one (what every OpenAI client parses)."""
+    return {"error": {"message": message, "type": type, "param": param, "code": code or type}}
 
 
 class Tally:
@@ -318,4 +343,12 @@ async def until_exceeded(tally: Tally, delivery: Awaitable[list[T]]) -> list[T]:
         tally.watch(None)
 
 
-__all__ = ["EXCEEDED", "DroneMeter", "GatewayRefusal", "Tally", "until_exceeded"]
+__all__ = [
+    "EXCEEDED",
+    "RETRIED",
+    "DroneMeter",
+    "GatewayRefusal",
+    "Tally",
+    "openai_error",
+    "until_exceeded",
+]

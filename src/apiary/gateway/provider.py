@@ -28,17 +28,39 @@ Reader = Callable[[str, str, str], Awaitable[Obj]]
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
 
+DEFAULT_BASE_URLS = {
+    "openai": DEFAULT_BASE_URL,
+    "anthropic": "https://api.anthropic.com/v1",
+    "gemini": "https://generativelanguage.googleapis.com/v1beta",
+}
+"""The base URL of each API when the Secret has none."""
+
+DEFAULT_KEY_HEADERS = {"openai": "Authorization", "anthropic": "x-api-key",
+                       "gemini": "x-goog-api-key"}  # fmt: skip
+"""The header each API takes its key in, unless ``spec.llm.provider.apiKeyHeader`` says."""
+
+
 @dataclass(frozen=True)
 class Provider:
     base_url: str
     api_key: str | None
     model: str | None
+    api: str = "openai"
+    """``openai``, ``anthropic`` or ``gemini``: the shape of the provider's API."""
+    key_header: str = "Authorization"
 
     def url(self, path: str) -> str:
-        return self.base_url.rstrip("/") + path
+        """``base_url`` + ``path``, keeping a query of the base URL after the path (Azure's
+        ``?api-version=…``)."""
+        base, sep, query = self.base_url.partition("?")
+        return base.rstrip("/") + path + (sep + query if sep else "")
 
     def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        if not self.api_key:
+            return {}
+        if self.key_header.lower() == "authorization":
+            return {"Authorization": f"Bearer {self.api_key}"}
+        return {self.key_header: self.api_key}
 
 
 def _unconfigured(message: str) -> GatewayRefusal:
@@ -117,7 +139,12 @@ class Providers:
                     f"{where}: Secret {name!r} key {key!r} is not base64 text"
                 ) from None
 
-        base_url = value(str(ref.get("baseUrlKey") or "baseUrl")) or DEFAULT_BASE_URL
+        provider = llm.get("provider") or {}
+        api = str(provider.get("api") or "openai")
+        if api not in DEFAULT_BASE_URLS:
+            raise _unconfigured(f"spec.llm.provider.api {api!r} is not one of openai, anthropic, "
+                                "gemini")  # fmt: skip
+        base_url = value(str(ref.get("baseUrlKey") or "baseUrl")) or DEFAULT_BASE_URLS[api]
         if not base_url.startswith(("http://", "https://")):
             raise _unconfigured(
                 f"{where}: Secret {name!r} key {ref.get('baseUrlKey') or 'baseUrl'!r} must be an "
@@ -125,7 +152,8 @@ class Providers:
             )
         api_key = value(str(ref.get("apiKeyKey") or "apiKey")) or None
         model = llm.get("model")
-        return Provider(base_url, api_key, str(model) if model else None)
+        header = str(provider.get("apiKeyHeader") or DEFAULT_KEY_HEADERS[api])
+        return Provider(base_url, api_key, str(model) if model else None, api, header)
 
 
-__all__ = ["DEFAULT_BASE_URL", "Provider", "Providers"]
+__all__ = ["DEFAULT_BASE_URL", "DEFAULT_BASE_URLS", "DEFAULT_KEY_HEADERS", "Provider", "Providers"]

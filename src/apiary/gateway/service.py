@@ -47,7 +47,7 @@ from starlette.routing import BaseRoute, Route
 from apiary.errors import ApiaryError
 from apiary.gateway.budget import DroneMeter, GatewayRefusal, Tally
 from apiary.gateway.provider import Provider, Providers, Reader
-from apiary.gateway.tiers import TIER_HEADER, apply_tier
+from apiary.gateway.tiers import TIER_HEADER, TOKEN_KEYS, apply_tier
 from apiary.node.keeperhttp import PREFIX, KeeperHttpServer
 from apiary.telemetry import hops, tracing
 
@@ -101,8 +101,8 @@ def usage_of(answer: Any) -> tuple[int, int] | None:
     usage = answer.get("usage") if isinstance(answer, dict) else None
     if not isinstance(usage, dict):
         return None
-    prompt = usage.get("prompt_tokens")
-    completion = usage.get("completion_tokens")
+    prompt = usage.get("prompt_tokens", usage.get("input_tokens"))
+    completion = usage.get("completion_tokens", usage.get("output_tokens"))
     if not isinstance(prompt, int):
         total = usage.get("total_tokens")
         if not isinstance(total, int):
@@ -138,6 +138,7 @@ class LlmGateway:
     def routes(self) -> list[BaseRoute]:
         return [
             Route(PREFIX + "/v1/chat/completions", self._chat, methods=["POST"]),
+            Route(PREFIX + "/v1/responses", self._responses, methods=["POST"]),
             Route(PREFIX + "/v1/embeddings", self._embeddings, methods=["POST"]),
             Route(PREFIX + "/v1/models", self._models, methods=["GET"]),
         ]
@@ -180,7 +181,7 @@ class LlmGateway:
         return body
 
     async def _prepare(
-        self, request: Request, *, chat: bool
+        self, request: Request, *, chat: bool, token_keys: tuple[str, ...] = TOKEN_KEYS
     ) -> tuple[GatewayDrone, Provider, Tally, dict[str, Any], str | None]:
         """Authenticate, parse, find the provider and the message, check the budgets, apply the
         drone's task tier (:mod:`apiary.gateway.tiers`): the tier applied, if any, last."""
@@ -193,7 +194,7 @@ class LlmGateway:
             headers.get(MESSAGE_HEADER), headers.get(SESSION_HEADER), drone=f"{cell}/{name}"
         )
         meter.admit(tally)
-        tier = apply_tier(body, drone.spec, provider.model, chat=chat)
+        tier = apply_tier(body, drone.spec, provider.model, chat=chat, token_keys=token_keys)
         return drone, provider, tally, body, tier
 
     async def _post(
@@ -220,6 +221,39 @@ class LlmGateway:
             else:
                 answer = await self._post(provider, "/chat/completions", body, span)
                 response = self._answer(drone.meter, tally, body, answer, completion_of_chat, span)
+        except GatewayRefusal as exc:
+            hops.llm_refused(span, exc.status, exc.type, exc.message)
+            return _refusal(exc)
+        if tier is not None:
+            response.headers[TIER_HEADER] = tier
+        return response
+
+    async def _responses(self, request: Request) -> Response:
+        """The Responses API (``POST /v1/responses``), counted like a chat completion: usage
+        from the answer or, streamed, from its ``response.completed`` event."""
+        span = None
+        try:
+            drone, provider, tally, body, tier = await self._prepare(
+                request, chat=True, token_keys=("max_output_tokens",)
+            )
+            if provider.api != "openai":
+                raise GatewayRefusal(
+                    400, "invalid_request_error",
+                    f"/v1/responses is served by OpenAI-compatible providers only; this "
+                    f"drone's provider speaks {provider.api!r}: use /v1/chat/completions",
+                    param="model",
+                )  # fmt: skip
+            if tracing.TRACER is not None:
+                span = _span("responses", request, tally, provider, body)
+            if body.get("stream"):
+                response = await self._stream(
+                    drone.meter, tally, provider, body, span, path="/responses"
+                )
+            else:
+                answer = await self._post(provider, "/responses", body, span)
+                response = self._answer(
+                    drone.meter, tally, body, answer, completion_of_response, span
+                )
         except GatewayRefusal as exc:
             hops.llm_refused(span, exc.status, exc.type, exc.message)
             return _refusal(exc)
@@ -275,11 +309,12 @@ class LlmGateway:
 
     async def _stream(
         self, meter: DroneMeter, tally: Tally, provider: Provider, body: dict[str, Any],
-        span: Any = None,
+        span: Any = None, path: str = "/chat/completions",
     ) -> Response:  # fmt: skip
         asked = bool((body.get("stream_options") or {}).get("include_usage"))
-        body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
-        url = provider.url("/chat/completions")
+        if path == "/chat/completions":  # the Responses API always ends with its usage
+            body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
+        url = provider.url(path)
         request = self.http.build_request(
             "POST", url, content=orjson.dumps(body), headers=_headers(provider, span)
         )
@@ -322,6 +357,19 @@ def completion_of_chat(answer: Any) -> str:
         content = ((choice or {}).get("message") or {}).get("content")
         if isinstance(content, str):
             parts.append(content)
+    return "".join(parts)
+
+
+def completion_of_response(answer: Any) -> str:
+    """The text of a Responses API answer (``output[].content[].text``), for the estimate."""
+    if not isinstance(answer, dict):
+        return ""
+    parts = []
+    for item in answer.get("output") or []:
+        for content in (item or {}).get("content") or [] if isinstance(item, dict) else []:
+            text = content.get("text") if isinstance(content, dict) else None
+            if isinstance(text, str):
+                parts.append(text)
     return "".join(parts)
 
 
@@ -384,6 +432,9 @@ class _SseRelay:
             return raw
         if not isinstance(chunk, dict):
             return raw
+        kind = chunk.get("type")
+        if isinstance(kind, str) and kind.startswith("response."):  # the Responses API
+            return self._response_event(kind, chunk, raw)
         if not self._named and _model_name(chunk.get("model")):
             self.model, self._named = _model_name(chunk.get("model")), True
         counted = usage_of(chunk)
@@ -395,6 +446,20 @@ class _SseRelay:
                 self.streamed += len(content)
         if counted is not None and chunk.get("choices") == [] and not self.keep_usage_chunk:
             return None
+        return raw
+
+    def _response_event(self, kind: str, chunk: dict[str, Any], raw: bytes) -> bytes:
+        """A Responses API event: text deltas are counted, ``response.completed`` (or
+        ``.incomplete``) carries the model and the usage; every event is passed on."""
+        if kind == "response.output_text.delta" and isinstance(chunk.get("delta"), str):
+            self.streamed += len(chunk["delta"])
+        final = chunk.get("response")
+        if kind in ("response.completed", "response.incomplete") and isinstance(final, dict):
+            counted = usage_of(final)
+            if counted is not None:
+                self.usage = counted
+            if _model_name(final.get("model")):
+                self.model, self._named = _model_name(final.get("model")), True
         return raw
 
     async def run(self, answer: httpx.Response) -> AsyncIterator[bytes]:

@@ -30,6 +30,10 @@ TIER_HEADER = "X-Apiary-Tier"
 
 TOKEN_KEYS = ("max_tokens", "max_completion_tokens")
 
+DEFAULT_ALIAS = "default"
+"""The ``model`` an agent sends for the AgentSpec's ``spec.llm.model`` (or its tier's model): the
+``openai`` SDK needs some model name; an omitted or empty one means the same."""
+
 
 def resolved_tier(drone_spec: dict[str, Any]) -> dict[str, Any] | None:
     tier = drone_spec.get("resolvedTier")
@@ -37,7 +41,12 @@ def resolved_tier(drone_spec: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def apply_tier(
-    body: dict[str, Any], drone_spec: dict[str, Any], default_model: str | None, *, chat: bool
+    body: dict[str, Any],
+    drone_spec: dict[str, Any],
+    default_model: str | None,
+    *,
+    chat: bool,
+    token_keys: tuple[str, ...] = TOKEN_KEYS,
 ) -> str | None:
     """Set ``body``'s model (and cap its tokens) for the drone's tier; the tier's name when its
     settings applied (a chat completion of a drone with a tier), else None.
@@ -46,6 +55,8 @@ def apply_tier(
     found anywhere."""
     tier = resolved_tier(drone_spec)
     asked = body.get("model")
+    if asked == DEFAULT_ALIAS:
+        asked = None
     alias = tier_alias(asked)
     if alias is not None:
         if tier is None:
@@ -76,13 +87,13 @@ def apply_tier(
         body["model"] = default_model
     cap = tier.get("maxTokens") if chat and tier is not None else None
     if isinstance(cap, int) and not isinstance(cap, bool) and cap > 0:
-        _cap_tokens(body, cap)
+        _cap_tokens(body, cap, token_keys)
     return tier["name"] if chat and tier is not None else None
 
 
-def _cap_tokens(body: dict[str, Any], cap: int) -> None:
+def _cap_tokens(body: dict[str, Any], cap: int, keys: tuple[str, ...] = TOKEN_KEYS) -> None:
     named = False
-    for key in TOKEN_KEYS:
+    for key in keys:
         value = body.get(key)
         if value is None:
             continue
@@ -91,7 +102,7 @@ def _cap_tokens(body: dict[str, Any], cap: int) -> None:
             continue
         body[key] = cap  # more than the cap, or not a number the provider could honour
     if not named:
-        body["max_tokens"] = cap
+        body[keys[0]] = cap
 
 
-__all__ = ["TIER_HEADER", "apply_tier", "resolved_tier"]
+__all__ = ["DEFAULT_ALIAS", "TIER_HEADER", "TOKEN_KEYS", "apply_tier", "resolved_tier"]

@@ -95,8 +95,19 @@ def _json(body: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(body), status_code=status, media_type="application/json")
 
 
+_OPENAI_TYPES = {400: "invalid_request_error", 401: "authentication_error",
+                 403: "permission_error", 404: "not_found_error", 409: "conflict_error",
+                 413: "invalid_request_error", 429: "rate_limit_error"}  # fmt: skip
+
+
 def _error(exc: ApiaryError) -> Response:
-    return _json(exc.as_dict(), exc.status)
+    """The API's error body, and the same error OpenAI-shaped under ``error`` (``message``,
+    ``type``, ``param``, a string ``code``), so an OpenAI client pointed at the keeper reads it
+    like the gateway's own refusals (docs/gateway.md, "Errors")."""
+    kind = _OPENAI_TYPES.get(exc.status, "api_error")
+    body = {**exc.as_dict(), "error": {"message": exc.message, "type": kind, "param": None,
+                                        "code": exc.code}}  # fmt: skip
+    return _json(body, exc.status)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -107,7 +118,9 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         return _error(Forbidden(f"no keeper route {request.url.path!r}: {REACH}"))
     reason = {405: "MethodNotAllowed"}.get(exc.status_code, "Error")
     message = {405: "method not allowed on this route"}.get(exc.status_code, str(exc.detail))
-    return _json({"code": exc.status_code, "reason": reason, "message": message}, exc.status_code)
+    error = {"message": message, "type": "invalid_request_error", "param": None, "code": reason}
+    body = {"code": exc.status_code, "reason": reason, "message": message, "error": error}
+    return _json(body, exc.status_code)
 
 
 def _q(part: str) -> str:

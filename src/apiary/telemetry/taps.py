@@ -111,10 +111,12 @@ class MeteredRouter(Router):
         self.backlog = self.timed_backlog
         self.models = StageModels(self.sessions.store)
 
-    async def submit(self, cell: str, session: str, message: Message) -> Message:
+    async def submit(
+        self, cell: str, session: str, message: Message, *, fresh: bool = False
+    ) -> Message:
         fields = set_fields({"cell": cell, "session": session})
         try:
-            out = await super().submit(cell, session, message)
+            out = await super().submit(cell, session, message, fresh=fresh)
         finally:
             reset_fields(fields)
         try:

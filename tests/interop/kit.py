@@ -39,7 +39,6 @@ def agentspec(cell: str, name: str, command: list[str], fmt: str) -> Obj:
     return {"apiVersion": "apiary.io/v1", "kind": "AgentSpec",
             "metadata": {"name": name, "namespace": cell},
             "spec": {"runtime": {"command": command},
-                     "description": f"the {name} agent",
                      "interface": {"type": "stdin", "format": fmt},
                      "resources": {"requests": {"cpu": 10, "memory": 8_000_000}}}}  # fmt: skip
 
@@ -62,8 +61,9 @@ def deploy(server: Apiaryd, cell: str, hives: list[Obj]) -> None:
         c.create(agentspec(cell, "review", ECHO, "text"))
         for h in hives:
             c.create(h)
-        two = lambda ds: len(ds) == 2 and all(map(is_ready, ds))  # noqa: E731
-        wait_drones(c, cell, two, 30, "both drones Ready")
+        n = 2 * len(hives)
+        ready = lambda ds: len(ds) == n and all(map(is_ready, ds))  # noqa: E731
+        wait_drones(c, cell, ready, 30, f"{n} drones Ready")
     time.sleep(0.2)  # a Ready drone's worker subscribes right after its status is written
 
 

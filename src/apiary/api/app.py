@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from apiary import __version__
+from apiary.a2a import a2a_routes
 from apiary.api import handlers
 from apiary.api.allow import AllowHeaders
 from apiary.api.approvals import approval_routes
@@ -119,6 +120,7 @@ def create_app(
     app.include_router(scale_routes())
     app.include_router(session_routes())  # before the generic routes: it overrides two
     app.include_router(approval_routes())
+    app.include_router(a2a_routes())  # /a2a/…: every exposed Hive an A2A agent (docs/interop.md)
     app.include_router(dlq_routes())
     app.include_router(comb_routes())  # before the generic routes: /cells/{c}/memory
     app.include_router(token_routes())  # before the generic routes: a Token's hash stays inside

@@ -1,0 +1,205 @@
+// Session: input and final output, the transcript as a causal tree (every entry under the one
+// it answers: input → dispatch → output → next dispatch…), each hop with stage, drone,
+// attempt, latency and tokens, failed attempts and guardrail violations marked; Comb contents;
+// approve/reject when it waits; a trace link when a template was given at sign-in.
+import { auth, get, listPath, objectPath, post, request, eachEvent, watch } from "./api.js";
+import { act, badge, coalesce, h, hash, ms, phaseBadge, pretty, preview, section, table } from "./dom.js";
+
+const GUARDRAILS = new Set(["ResponseTimeout", "OutputSchemaViolation", "TokenBudgetExceeded", "RateLimited", "MaxTurnsExceeded", "CircuitOpen"]);
+
+export async function sessionPage(ctx, cell, name) {
+  const { main, signal } = ctx;
+  const path = objectPath("sessions", cell, name);
+  let session = await get(path, { signal });
+  const transcript = await get(`${path}/transcript`, { signal });
+  const entries = new Map(transcript.items.map((e) => [e.seq, e]));
+  let last = transcript.items.reduce((m, e) => Math.max(m, e.seq), 0);
+
+  const summary = h("div", { id: "summary" });
+  const io = h("div", { id: "io" });
+  const approvals = h("div", { id: "approval" });
+  const tree = h("div", { id: "timeline" });
+  const comb = h("div", { id: "comb" });
+  main.append(
+    h("h1", {}, `Session ${name}`),
+    summary,
+    approvals,
+    section("Input and output", "io-title", io),
+    section("Timeline", "timeline-title", h("p", { class: "note" }, "Each entry sits under the one it answers. Failed attempts and guardrail violations are marked."), tree),
+    section("Comb (session memory)", "comb-title", comb),
+  );
+
+  const render = coalesce(() => {
+    const st = session.status || {};
+    const hive = (session.spec || {}).hiveRef;
+    const items = [...entries.values()].sort((a, b) => a.seq - b.seq);
+    const usage = items.reduce((u, e) => ({ p: u.p + ((e.usage || {}).promptTokens || 0), c: u.c + ((e.usage || {}).completionTokens || 0) }), { p: 0, c: 0 });
+    summary.replaceChildren(
+      h(
+        "dl",
+        { class: "facts" },
+        h("dt", {}, "Phase"),
+        h("dd", { id: "phase" }, phaseBadge(st.phase), st.reason ? ` ${st.reason}` : ""),
+        st.message ? [h("dt", {}, "Message"), h("dd", {}, st.message)] : null,
+        h("dt", {}, "Hive"),
+        h("dd", {}, h("a", { href: hash("hive", cell, hive) }, hive)),
+        h("dt", {}, "Entries"),
+        h("dd", {}, String(items.length)),
+        h("dt", {}, "Tokens"),
+        h("dd", {}, `${usage.p} prompt + ${usage.c} completion`),
+        traceLink(items),
+      ),
+    );
+    const input = items.find((e) => e.kind === "input");
+    const finals = items.filter((e) => e.kind === "final");
+    io.replaceChildren(
+      h("h3", {}, "Input"),
+      h("pre", { id: "input" }, input ? pretty(input.message.payload) : pretty((session.spec || {}).input ?? "")),
+      h("h3", {}, "Final output"),
+      h("pre", { id: "output" }, finals.length ? pretty(finals[finals.length - 1].message.payload) : st.output !== undefined ? pretty(st.output) : "(none yet)"),
+    );
+    approvals.replaceChildren(approvalBox(ctx, cell, name, st));
+    tree.replaceChildren(timeline(items));
+  });
+  render();
+  main.dataset.ready = "true";
+
+  showComb(comb, path, signal);
+  watch(listPath("sessions", cell), {
+    field: `metadata.name=${name}`,
+    signal,
+    onEvent: (ev) => {
+      if (ev.type !== "DELETED") session = ev.object;
+      render();
+    },
+  });
+  // New entries as they are written: the session's event stream, resumed after the last seq.
+  (async () => {
+    for (let attempt = 0; !signal.aborted && attempt < 20; attempt++) {
+      try {
+        const r = await request("GET", `${path}/stream?after=${last}`, undefined, { signal, raw: true });
+        await eachEvent(r, (ev) => {
+          const e = JSON.parse(ev.data);
+          last = Math.max(last, e.seq);
+          entries.set(e.seq, e);
+          render();
+        });
+        const phase = (session.status || {}).phase;
+        if (["Succeeded", "Failed", "Closed", "TimedOut"].includes(phase)) {
+          await new Promise((r) => setTimeout(r, 2000)); // a replay may still revive it
+        }
+      } catch (e) {
+        if (signal.aborted) return;
+        await new Promise((r) => setTimeout(r, 1000));
+      }
+    }
+  })();
+}
+
+function traceLink(items) {
+  const template = auth.traceUrl();
+  const withTrace = items.find((e) => e.message && e.message.traceparent);
+  if (!withTrace) return null;
+  const traceId = withTrace.message.traceparent.split("-")[1];
+  const dd = template
+    ? h("a", { href: template.replace("{traceId}", traceId), rel: "noreferrer", target: "_blank" }, traceId)
+    : h("code", {}, traceId);
+  return [h("dt", {}, "Trace"), h("dd", {}, dd)];
+}
+
+function entryLine(e) {
+  const msg = e.message || {};
+  const payload = msg.payload;
+  const failed = e.kind === "error" || (e.kind === "event" && msg.type === "error");
+  const reason = failed && payload && typeof payload === "object" ? payload.reason : null;
+  const attempt = (payload && typeof payload === "object" && payload.attempt) || (msg.metadata || {}).attempt;
+  const marks = [];
+  if (failed) marks.push(badge(e.kind === "error" ? "error" : `failed attempt${attempt ? ` ${attempt}` : ""}`, "bad"));
+  if (reason && GUARDRAILS.has(reason)) marks.push(badge(`guardrail: ${reason}`, "bad"));
+  else if (reason) marks.push(badge(reason, "warn"));
+  const usage = e.usage || {};
+  const tokens = (usage.promptTokens || 0) + (usage.completionTokens || 0);
+  return h(
+    "div",
+    { class: `entry ${e.kind}${failed ? " failed" : ""}`, dataset: { kind: e.kind, seq: e.seq } },
+    h("span", { class: "seq" }, `#${e.seq}`),
+    badge(e.kind, e.kind === "final" ? "good" : ""),
+    e.stage ? h("span", { class: "stage-name" }, e.stage) : null,
+    e.drone ? h("span", { class: "drone" }, e.drone) : null,
+    attempt && !failed ? h("span", {}, `attempt ${attempt}`) : null,
+    e.latencyMs !== null && e.latencyMs !== undefined ? h("span", { class: "num" }, ms(e.latencyMs / 1000)) : null,
+    tokens ? h("span", { class: "num" }, `${tokens} tokens`) : null,
+    marks,
+    h("code", { class: "payload" }, preview(payload)),
+  );
+}
+
+/** Entries nested under their parent (by id); an entry whose parent is unknown is a root. */
+export function timeline(items) {
+  const ids = new Set(items.map((e) => e.id));
+  const children = new Map();
+  const roots = [];
+  for (const e of items) {
+    if (e.parent && ids.has(e.parent) && e.parent !== e.id) {
+      if (!children.has(e.parent)) children.set(e.parent, []);
+      children.get(e.parent).push(e);
+    } else roots.push(e);
+  }
+  const seen = new Set();
+  const list = (nodes) =>
+    h(
+      "ol",
+      { class: "tree" },
+      nodes.map((e) => {
+        if (seen.has(e.seq)) return null;
+        seen.add(e.seq);
+        const kids = children.get(e.id) || [];
+        return h("li", {}, entryLine(e), kids.length ? list(kids) : null);
+      }),
+    );
+  return items.length ? list(roots) : h("p", {}, "No entries yet.");
+}
+
+function approvalBox(ctx, cell, name, st) {
+  if (st.phase !== "WaitingForApproval") return h("span");
+  const stage = st.pendingApproval || "";
+  if (!ctx.canWrite(cell)) return h("p", { class: "note", role: "status" }, `Waiting for approval of stage ${stage}. This token may not approve.`);
+  return approvalControls(cell, name, stage);
+}
+
+/** Approve / reject (with a reason) for one session; used here and on the approvals page. */
+export function approvalControls(cell, name, stage) {
+  const base = objectPath("sessions", cell, name);
+  const id = `reason-${name}`;
+  const reason = h("input", { id, type: "text", placeholder: "why (optional)" });
+  const approve = h("button", { type: "button", class: "approve" }, "Approve");
+  const reject = h("button", { type: "button", class: "reject" }, "Reject");
+  approve.addEventListener("click", () => act(approve, () => post(`${base}/approve`, stage ? { stage } : {}), (r) => `approved: ${r.released} released`));
+  reject.addEventListener("click", () =>
+    act(reject, () => post(`${base}/reject`, { ...(stage ? { stage } : {}), ...(reason.value ? { reason: reason.value } : {}) }), "rejected"),
+  );
+  return h(
+    "div",
+    { class: "approval", role: "group", "aria-label": `approval of session ${name}` },
+    h("span", {}, `Waiting for approval of stage ${stage}`),
+    approve,
+    h("label", { for: id }, "Reason"),
+    reason,
+    reject,
+  );
+}
+
+async function showComb(box, path, signal) {
+  try {
+    const { keys, usageBytes, limitBytes } = await get(`${path}/comb?pattern=*`, { signal });
+    const shown = keys.slice(0, 50);
+    const values = await Promise.all(shown.map((k) => get(`${path}/comb/${encodeURIComponent(k)}`, { signal }).catch((e) => ({ value: `(${e.message})` }))));
+    const rows = shown.map((k, i) => h("tr", {}, h("th", { scope: "row" }, k), h("td", {}, h("code", {}, preview(values[i].value, 300)))));
+    box.replaceChildren(
+      h("p", { class: "note" }, `${keys.length} keys, ${usageBytes} of ${limitBytes} bytes${keys.length > 50 ? "; the first 50 shown" : ""}.`),
+      rows.length ? table("Comb keys", ["Key", "Value"], rows) : h("p", {}, "Empty."),
+    );
+  } catch (e) {
+    if (!signal.aborted) box.replaceChildren(h("p", { class: "note" }, `Comb not shown: ${e.message}`));
+  }
+}

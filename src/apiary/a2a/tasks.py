@@ -39,15 +39,19 @@ APPROVE_WORDS = frozenset({"approve", "approved", "yes", "ok"})
 REJECT_WORDS = frozenset({"reject", "rejected", "no", "deny"})
 
 
-async def create(ops: SessionOps, cell: str, hive: str, payload: Any, message: Obj) -> SessionInfo:
-    """A new job of ``hive`` whose input is ``payload`` (the input id is the session's uid)."""
+async def create(
+    ops: SessionOps, cell: str, hive: str, payload: Any, message: Obj, *,
+    prefix: str = "a2a-", label: str = A2A_LABEL,
+) -> SessionInfo:  # fmt: skip
+    """A new job of ``hive`` whose input is ``payload`` (the input id is the session's uid),
+    named ``prefix`` + 8 random characters and labelled ``label: hive``."""
     await ops.check_hive(cell, hive, "hive", "cannot start the task")
     context = message.get("contextId")
     annotations = {CONTEXT_ANNOTATION: context} if isinstance(context, str) and context else {}
-    labels = {JOB_LABEL: "true", A2A_LABEL: hive}
+    labels = {JOB_LABEL: "true", label: hive}
     alphabet = string.ascii_lowercase + string.digits
     for _ in range(5):
-        name = "a2a-" + "".join(secrets.choice(alphabet) for _ in range(8))
+        name = prefix + "".join(secrets.choice(alphabet) for _ in range(8))
         try:
             stored = await store_session(ops.state, cell, name, hive, labels, payload, annotations)
             break

@@ -19,13 +19,14 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 
 try:
     from playwright.sync_api import expect
 except ImportError:  # the browser fixture skips (or fails under APIARY_REQUIRE_SERVICES=1)
     expect = None  # type: ignore[assignment]
 
-from e2e.cluster import Apiaryd, is_ready, wait_drones
+from e2e.cluster import REPO, Apiaryd, is_ready, wait_drones
 
 pytestmark = pytest.mark.slow
 Obj = dict[str, Any]
@@ -216,9 +217,14 @@ def test_a_session_run_from_the_console_completes_in_the_session_view(
     nested = timeline.locator("li li li .entry[data-kind='output']")
     assert nested.count() >= 1 and "pipe-prep-" in nested.first.inner_text()  # its drone
     expect(page.locator("#phase")).to_contain_text("Running")
-    page.screenshot(path=str(shots / "session.png"), full_page=True)
     name = page.url.rsplit("/", 1)[1]
     assert console.session(name)["status"]["output"] == "Echo: Echo: hello bees"
+    console.api("PUT", f"/api/v1/cells/{CELL}/sessions/{name}/comb/notes", {"value": "bees!"})
+    page.reload()
+    ready(page)
+    expect(page.locator("#comb")).to_contain_text("1 keys")
+    expect(page.locator("#comb tr", has_text="notes")).to_contain_text("bees!")
+    page.screenshot(path=str(shots / "session.png"), full_page=True)
 
 
 def test_a_dead_letter_is_replayed_from_the_console_after_the_agent_is_fixed(
@@ -235,6 +241,27 @@ def test_a_dead_letter_is_replayed_from_the_console_after_the_agent_is_fixed(
     expect(letter).to_contain_text("AgentError")
     letter.get_by_role("button", name="Show").click()
     expect(page.locator("#letters tr.details")).to_contain_text("upstream model unavailable")
+    # The session shows both failed attempts; the overview counts them and the open letter.
+    page.get_by_role("link", name="job1").click()
+    failed = page.locator("#timeline .entry.failed")
+    expect(failed).to_have_count(2)
+    expect(failed.first).to_contain_text("failed attempt 1")
+    expect(page.locator("#phase")).to_contain_text("Failed DeadLettered")
+    page.goto(console.url + "#/overview")
+    flaky = page.locator("tr[data-hive='console/flaky'] td")
+
+    def counted() -> bool:  # /metrics counts dead letters from a snapshot at most 5 s old
+        page.reload()
+        ready(page)
+        page.wait_for_timeout(300)  # the first /metrics reading
+        return flaky.last.inner_text() == "1"
+
+    until(counted, 15, "the overview to count flaky's open dead letter")
+    expect(flaky.nth(-2)).to_have_text("2")  # failed attempts of stage work
+    prep = page.locator("tr[data-hive='console/pipe'][data-stage='prep'] td")
+    assert prep.nth(-4).inner_text().endswith("ms")  # p50 hop latency of an answered stage
+    page.goto(console.url + f"#/dlq/{CELL}/flaky")
+    ready(page)
     # Fix the agent; once its new drone is Ready, replay from the console.
     spec = console.api("GET", f"/api/v1/cells/{CELL}/agentspecs/work")
     spec["spec"]["runtime"]["command"] = FIXED
@@ -263,15 +290,24 @@ def test_a_dead_letter_is_replayed_from_the_console_after_the_agent_is_fixed(
 def test_an_approval_granted_from_the_console_lets_the_session_finish(
     page: Any, console: Console, shots: Path
 ) -> None:
-    console.start("ship", "gated", "ship it")
     page.goto(console.url + f"#/dlq/{CELL}/gated")
     ready(page)
+    console.start("ship", "gated", "ship it")
+    console.start("drop", "gated", "drop tables")
     row = page.locator("#approvals tr[data-session='ship']")
     expect(row).to_contain_text("review", timeout=20_000)  # the watch brings it in
+    expect(page.locator("#approvals tr[data-session='drop']")).to_be_visible(timeout=20_000)
     page.screenshot(path=str(shots / "approvals.png"), full_page=True)
     row.get_by_role("button", name="Approve").click()
     expect(page.locator("#toast")).to_contain_text("approved: 1 released")
+    drop = page.locator("#approvals tr[data-session='drop']")
+    drop.get_by_label("Reason").fill("too risky")
+    drop.get_by_role("button", name="Reject").click()
+    expect(page.locator("#toast")).to_contain_text("rejected: 1")
     expect(page.locator("#approvals")).to_contain_text("Nothing waits for approval.")
+    status = until(lambda: (s := console.session("drop")["status"]).get("reason") and s, 10,
+                   "drop rejected")  # fmt: skip
+    assert status["reason"] == "Rejected" and "too risky" in status["message"]
     page.goto(console.url + f"#/session/{CELL}/ship")
     expect(page.locator("#output")).to_have_text("Echo: Echo: ship it", timeout=20_000)
 
@@ -284,6 +320,43 @@ def test_logs_of_a_hive_follow_live(page: Any, console: Console, shots: Path) ->
     console.start("later", "pipe", "late bee")
     expect(log).to_contain_text("saw Echo: late bee", timeout=15_000)  # followed, not reloaded
     page.screenshot(path=str(shots / "logs.png"), full_page=True)
+
+
+def test_the_hive_page_draws_each_pattern(page: Any, console: Console, shots: Path) -> None:
+    """The seeds' hierarchical, swarm, event-driven and composed hives (no AgentSpec, no drone)."""
+    for seed in (
+        "06-hive-hierarchical",
+        "07-hive-swarm",
+        "08-hive-event-driven",
+        "09-hive-composed",
+    ):
+        hive = yaml.safe_load((REPO / "examples" / "seeds" / f"{seed}.yaml").read_text())
+        hive["metadata"]["namespace"] = "shapes"
+        console.api("POST", "/api/v1/cells/shapes/hives", hive)
+    graph = page.locator("#graph")
+    page.goto(console.url + "#/hive/shapes/hierarchical-hive")
+    ready(page)
+    expect(graph.locator(".stage.supervisor")).to_contain_text("supervisor")
+    workers = graph.get_by_role("list", name="workers").get_by_role("listitem")
+    assert [w.split()[0] for w in workers.all_inner_texts()] == ["worker1", "worker2"]
+    page.goto(console.url + "#/hive/shapes/swarm-hive")
+    ready(page)
+    fan = graph.get_by_role("list", name="every stage gets the input").get_by_role("listitem")
+    expect(fan).to_have_count(3)
+    expect(graph).to_contain_text("all")  # the aggregation
+    page.goto(console.url + "#/hive/shapes/event-driven-hive")
+    ready(page)
+    subscribers = graph.get_by_role("list", name="subscribers").get_by_role("listitem")
+    expect(subscribers).to_have_count(2)
+    expect(subscribers.first).to_contain_text("filter: all events")
+    page.goto(console.url + "#/hive/shapes/composed-hive")
+    ready(page)
+    expect(graph.locator(".segment")).to_have_count(3)
+    expect(graph).to_contain_text("→ events/output →")
+    expect(graph).to_contain_text("→ pipeline/output →")
+    expect(graph.locator(".segment").nth(1)).to_contain_text("pipeline-stage-stage1")
+    expect(page.locator("#stages")).to_contain_text("event-stage-subscriber1")
+    page.screenshot(path=str(shots / "hive-composed.png"), full_page=True)
 
 
 def test_a_viewer_sees_no_write_buttons_and_the_api_refuses_them_anyway(

@@ -48,20 +48,41 @@ export async function dlqPage(ctx, cell, hive) {
     cont = page.next;
     rv = rv || page.rv;
   } while (cont);
+  // Rows are kept per session and changed in place, so a watch event never takes away a reason
+  // being typed (or the button about to be pressed).
+  const body = h("tbody");
+  const approvalsTable = table("", ["Session", "Stage", "Age", "Decision"], [], { id: "approvals" });
+  approvalsTable.replaceChild(body, approvalsTable.querySelector("tbody"));
+  approvalsBox.replaceChildren(approvalsTable);
+  const rows = new Map();
+  const empty = h("tr", {}, h("td", { colspan: 4 }, "Nothing waits for approval."));
   const renderApprovals = coalesce(() => {
-    const waiting = [...sessions.values()].filter((s) => (s.status || {}).phase === "WaitingForApproval");
-    const rows = waiting.map((s) =>
-      h(
-        "tr",
-        { dataset: { session: s.metadata.name } },
-        h("th", { scope: "row" }, h("a", { href: hash("session", cell, s.metadata.name) }, s.metadata.name)),
-        h("td", {}, s.status.pendingApproval || ""),
-        h("td", {}, age(s.metadata.creationTimestamp)),
-        h("td", {}, writer ? approvalControls(cell, s.metadata.name, s.status.pendingApproval) : "—"),
-      ),
-    );
-    if (!rows.length) rows.push(h("tr", {}, h("td", { colspan: 4 }, "Nothing waits for approval.")));
-    approvalsBox.replaceChildren(table(`${waiting.length} sessions waiting`, ["Session", "Stage", "Age", "Decision"], rows, { id: "approvals" }));
+    const waiting = [...sessions.values()].filter(waits);
+    const names = new Set(waiting.map((s) => s.metadata.name));
+    for (const [n, row] of rows) if (!names.has(n)) (row.el.remove(), rows.delete(n));
+    for (const s of waiting) {
+      const n = s.metadata.name;
+      if (!rows.has(n)) {
+        const stageCell = h("td");
+        const current = { stage: "" };
+        const el = h(
+          "tr",
+          { dataset: { session: n } },
+          h("th", { scope: "row" }, h("a", { href: hash("session", cell, n) }, n)),
+          stageCell,
+          h("td", {}, age(s.metadata.creationTimestamp)),
+          h("td", {}, writer ? approvalControls(cell, n, () => current.stage) : "—"),
+        );
+        rows.set(n, { el, stageCell, current });
+        body.append(el);
+      }
+      const row = rows.get(n);
+      row.current.stage = s.status.pendingApproval || "";
+      row.stageCell.textContent = row.current.stage;
+    }
+    if (rows.size) empty.remove();
+    else body.append(empty);
+    approvalsTable.querySelector("caption").textContent = `${rows.size} sessions waiting`;
   });
   await loadLetters();
   renderApprovals();
@@ -80,6 +101,10 @@ export async function dlqPage(ctx, cell, hive) {
     },
   });
 }
+
+/** A session waits while `pendingApproval` names a stage (the phase alone can outlive a
+ * rejection: the flow failed but the session keeps its last phase). */
+export const waits = (s) => (s.status || {}).phase === "WaitingForApproval" && !!(s.status || {}).pendingApproval;
 
 function lettersTable(items, base, cell, writer, reload) {
   const rows = [];

@@ -101,7 +101,9 @@ export function drawPattern(hive) {
   if (pattern === "composed") {
     const parts = [];
     (spec.patternSegments || []).forEach((seg, i) => {
-      const inner = { spec: { pattern: seg.pattern, stages: stagesOf({ spec: { patternSegments: [seg] } }) } };
+      const config = seg.config || {};
+      const swarm = { aggregation: config.aggregation, rounds: config.rounds };
+      const inner = { spec: { pattern: seg.pattern, stages: stagesOf({ spec: { patternSegments: [seg] } }), swarm } };
       if (i) parts.push(h("span", { class: "arrow topic" }, `→ ${seg.inputTopic || ""} →`));
       parts.push(h("div", { class: "segment" }, h("div", { class: "seg-title" }, `${seg.name || `segment${i}`} (${seg.pattern})`), drawPattern(inner)));
     });
@@ -138,11 +140,10 @@ export function drawPattern(hive) {
     );
   }
   if (pattern === "event-driven") {
-    const topics = spec.topics || (spec.eventDriven || {}).topics || [];
     return h(
       "div",
       { class: "flow" },
-      h("span", { class: "io" }, topics.length ? `topics: ${topics.map((t) => (typeof t === "string" ? t : t.name)).join(", ")}` : "events"),
+      h("span", { class: "io" }, "events"),
       arrow(),
       h(
         "div",

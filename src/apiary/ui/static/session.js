@@ -112,7 +112,9 @@ function entryLine(e) {
   const payload = msg.payload;
   const failed = e.kind === "error" || (e.kind === "event" && msg.type === "error");
   const reason = failed && payload && typeof payload === "object" ? payload.reason : null;
-  const attempt = (payload && typeof payload === "object" && payload.attempt) || (msg.metadata || {}).attempt;
+  // the router counts attempts from 0: the first attempt is "attempt 1" here
+  const raw = payload && typeof payload === "object" && Number.isInteger(payload.attempt) ? payload.attempt : null;
+  const attempt = raw === null ? null : raw + 1;
   const marks = [];
   if (failed) marks.push(badge(e.kind === "error" ? "error" : `failed attempt${attempt ? ` ${attempt}` : ""}`, "bad"));
   if (reason && GUARDRAILS.has(reason)) marks.push(badge(`guardrail: ${reason}`, "bad"));
@@ -126,7 +128,6 @@ function entryLine(e) {
     badge(e.kind, e.kind === "final" ? "good" : ""),
     e.stage ? h("span", { class: "stage-name" }, e.stage) : null,
     e.drone ? h("span", { class: "drone" }, e.drone) : null,
-    attempt && !failed ? h("span", {}, `attempt ${attempt}`) : null,
     e.latencyMs !== null && e.latencyMs !== undefined ? h("span", { class: "num" }, ms(e.latencyMs / 1000)) : null,
     tokens ? h("span", { class: "num" }, `${tokens} tokens`) : null,
     marks,
@@ -161,32 +162,30 @@ export function timeline(items) {
 }
 
 function approvalBox(ctx, cell, name, st) {
-  if (st.phase !== "WaitingForApproval") return h("span");
+  if (st.phase !== "WaitingForApproval" || !st.pendingApproval) return h("span");
   const stage = st.pendingApproval || "";
   if (!ctx.canWrite(cell)) return h("p", { class: "note", role: "status" }, `Waiting for approval of stage ${stage}. This token may not approve.`);
   return approvalControls(cell, name, stage);
 }
 
-/** Approve / reject (with a reason) for one session; used here and on the approvals page. */
+/**
+ * Approve / reject (with a reason) for one session; used here and on the approvals page.
+ * `stage` is the stage that waits, or a function giving it when pressed (it may change).
+ */
 export function approvalControls(cell, name, stage) {
   const base = objectPath("sessions", cell, name);
+  const stageNow = typeof stage === "function" ? stage : () => stage;
   const id = `reason-${name}`;
   const reason = h("input", { id, type: "text", placeholder: "why (optional)" });
   const approve = h("button", { type: "button", class: "approve" }, "Approve");
   const reject = h("button", { type: "button", class: "reject" }, "Reject");
-  approve.addEventListener("click", () => act(approve, () => post(`${base}/approve`, stage ? { stage } : {}), (r) => `approved: ${r.released} released`));
+  const which = () => (stageNow() ? { stage: stageNow() } : {});
+  approve.addEventListener("click", () => act(approve, () => post(`${base}/approve`, which()), (r) => `approved: ${r.released} released`));
   reject.addEventListener("click", () =>
-    act(reject, () => post(`${base}/reject`, { ...(stage ? { stage } : {}), ...(reason.value ? { reason: reason.value } : {}) }), "rejected"),
+    act(reject, () => post(`${base}/reject`, { ...which(), ...(reason.value ? { reason: reason.value } : {}) }), (r) => `rejected: ${r.rejected}`),
   );
-  return h(
-    "div",
-    { class: "approval", role: "group", "aria-label": `approval of session ${name}` },
-    h("span", {}, `Waiting for approval of stage ${stage}`),
-    approve,
-    h("label", { for: id }, "Reason"),
-    reason,
-    reject,
-  );
+  const label = typeof stage === "function" ? "Waiting for approval" : `Waiting for approval of stage ${stage}`;
+  return h("div", { class: "approval", role: "group", "aria-label": `approval of session ${name}` }, h("span", {}, label), approve, h("label", { for: id }, "Reason"), reason, reject);
 }
 
 async function showComb(box, path, signal) {

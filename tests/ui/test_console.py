@@ -144,6 +144,24 @@ def ready(tab: Any) -> None:
     tab.wait_for_selector("main[data-ready='true']", timeout=10_000)
 
 
+def assert_accessible(tab: Any) -> None:
+    """Every form control has a label, every button a name, every table a caption."""
+    problems = tab.evaluate(
+        """() => [
+          ...[...document.querySelectorAll("input, textarea, select")]
+            .filter((e) => !e.labels.length && !e.getAttribute("aria-label"))
+            .map((e) => "unlabelled " + (e.id || e.outerHTML)),
+          ...[...document.querySelectorAll("button")]
+            .filter((b) => !b.textContent.trim() && !b.getAttribute("aria-label"))
+            .map((b) => "nameless button " + b.outerHTML),
+          ...[...document.querySelectorAll("main table")]
+            .filter((t) => !t.caption || !t.caption.textContent.trim())
+            .map((t) => "table without caption " + t.id),
+        ]"""
+    )
+    assert problems == []
+
+
 def test_sign_in_shows_the_overview(browser: Any, console: Console, shots: Path) -> None:
     context = browser.new_context()
     tab = context.new_page()
@@ -161,6 +179,7 @@ def test_sign_in_shows_the_overview(browser: Any, console: Console, shots: Path)
     assert [pipe.nth(i).get_attribute("data-stage") for i in range(2)] == ["prep", "shout"]
     assert tab.locator("#nodes").inner_text().count("Ready") >= 1
     assert "console" in tab.locator("#cells").inner_text()
+    assert_accessible(tab)
     tab.screenshot(path=str(shots / "overview.png"), full_page=True)
     # The token is in this tab's sessionStorage only, never in a cookie or localStorage.
     assert tab.evaluate("sessionStorage.getItem('apiary.token')") == console.server.token
@@ -190,11 +209,35 @@ def test_hive_page_shows_the_pipeline_its_drones_and_scales_a_stage(
     expect(page.locator("#toast")).to_contain_text("stage shout scaled to 2")
     expect(page.locator("#stages tr[data-stage='shout']")).to_contain_text("2/2", timeout=20_000)
     expect(drones).to_have_count(3)
+    assert_accessible(page)
     page.screenshot(path=str(shots / "hive.png"), full_page=True)
     hive = console.api("GET", f"/api/v1/cells/{CELL}/hives/pipe")
     assert [s.get("replicas") for s in hive["spec"]["stages"]] == [1, 2]
     console.api("PUT", f"/api/v1/cells/{CELL}/hives/pipe/scale", {"replicas": 1, "stage": "shout"})
     expect(drones).to_have_count(2, timeout=20_000)  # the watch shows the drone going away
+
+
+def test_drones_say_why_they_do_not_run(page: Any, console: Console, shots: Path) -> None:
+    """One drone keeps crashing (CrashLoopBackOff), one asks for more CPU than any node has."""
+    crash = agentspec("crash", ["/bin/sh", "-c", "echo dying >&2; exit 3"])
+    huge = agentspec("huge", LOGGING_ECHO)
+    huge["spec"]["resources"]["requests"]["cpu"] = 1_000_000
+    for spec in (crash, huge):
+        console.api("POST", f"/api/v1/cells/{CELL}/agentspecs", spec)
+    stages = [{"name": "fall", "agentRef": "crash"}, {"name": "wait", "agentRef": "huge"}]
+    console.api("POST", f"/api/v1/cells/{CELL}/hives", pipeline("broken", stages))
+    page.goto(console.url + f"#/hive/{CELL}/broken")
+    ready(page)
+    rows = page.locator("#drones tbody tr")
+    fall = rows.filter(has_text="broken-fall-")
+    expect(fall).to_contain_text("CrashLoopBackOff", timeout=15_000)
+    expect(fall).to_contain_text("Failed")
+    wait = rows.filter(has_text="broken-wait-")
+    expect(wait).to_contain_text("Pending")
+    expect(wait).to_contain_text("cpu")  # the scheduler's reason names what is short
+    expect(page.locator("#stages tr[data-stage='fall']")).to_contain_text("0/1")
+    page.screenshot(path=str(shots / "hive-broken.png"), full_page=True)
+    console.api("DELETE", f"/api/v1/cells/{CELL}/hives/broken")
 
 
 def test_a_session_run_from_the_console_completes_in_the_session_view(
@@ -224,6 +267,7 @@ def test_a_session_run_from_the_console_completes_in_the_session_view(
     ready(page)
     expect(page.locator("#comb")).to_contain_text("1 keys")
     expect(page.locator("#comb tr", has_text="notes")).to_contain_text("bees!")
+    assert_accessible(page)
     page.screenshot(path=str(shots / "session.png"), full_page=True)
 
 
@@ -297,6 +341,7 @@ def test_an_approval_granted_from_the_console_lets_the_session_finish(
     row = page.locator("#approvals tr[data-session='ship']")
     expect(row).to_contain_text("review", timeout=20_000)  # the watch brings it in
     expect(page.locator("#approvals tr[data-session='drop']")).to_be_visible(timeout=20_000)
+    assert_accessible(page)
     page.screenshot(path=str(shots / "approvals.png"), full_page=True)
     row.get_by_role("button", name="Approve").click()
     expect(page.locator("#toast")).to_contain_text("approved: 1 released")

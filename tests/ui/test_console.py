@@ -365,6 +365,11 @@ def test_logs_of_a_hive_follow_live(page: Any, console: Console, shots: Path) ->
     console.start("later", "pipe", "late bee")
     expect(log).to_contain_text("saw Echo: late bee", timeout=15_000)  # followed, not reloaded
     page.screenshot(path=str(shots / "logs.png"), full_page=True)
+    page.goto(console.url + f"#/hive/{CELL}/pipe")
+    ready(page)
+    page.get_by_role("link", name=re.compile(r"^logs of pipe-prep-")).click()  # one drone's
+    expect(log).to_contain_text("saw late bee")
+    assert "Echo: late bee" not in log.inner_text()  # the shout stage's line is not this drone's
 
 
 def test_the_hive_page_draws_each_pattern(page: Any, console: Console, shots: Path) -> None:
@@ -415,6 +420,7 @@ def test_a_viewer_sees_no_write_buttons_and_the_api_refuses_them_anyway(
     ready(tab)
     expect(tab.locator("#who")).to_have_text(f"token:ui-viewer · viewer in {CELL}")
     expect(tab.locator("tr[data-hive='console/pipe']").first).to_be_visible()
+    expect(tab.locator("#metrics-note")).to_contain_text("need the metrics-reader right (403")
     tab.goto(console.url + f"#/hive/{CELL}/pipe")
     ready(tab)
     expect(tab.locator("#drones tbody tr")).to_have_count(2)
@@ -486,6 +492,11 @@ def test_overview_load_time_with_1000_hives(page: Any, console: Console, shots: 
     page.locator("#next-page").click()
     expect(page.locator(".pager")).to_contain_text(re.compile(r"hives 101\D200"))
     next_ms = round((time.perf_counter() - started) * 1000)
+    expect(page.locator("#hives tbody th[scope=row]").first).to_have_text("h0097")
+    page.locator(".pager a[rel=prev]").click()
+    expect(page.locator(".pager")).to_contain_text(re.compile(r"Page 1: hives 1\D100"))
+    page.locator(".pager a[rel=next]").click()
+    expect(page.locator("#hives tbody th[scope=row]").first).to_have_text("h0097")
     page.screenshot(path=str(shots / "overview-1000-hives.png"))
     report = {"hives": 1000 + 3, "pageSize": 100, "loads": timings, "nextPageMs": next_ms}
     (shots / "overview-1000-hives.json").write_text(json.dumps(report, indent=2) + "\n")

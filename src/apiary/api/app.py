@@ -37,6 +37,7 @@ from apiary.api.tokens import store_lookup, token_routes
 from apiary.comb import Comb
 from apiary.errors import ApiaryError, Unavailable
 from apiary.mcp.routes import mcp_routes
+from apiary.mcp.toolcalls import toolcall_routes
 from apiary.security.roles import METRICS
 from apiary.store import Store
 from apiary.ui import install_console
@@ -123,6 +124,7 @@ def create_app(
     app.include_router(approval_routes())
     app.include_router(a2a_routes())  # /a2a/…: every exposed Hive an A2A agent (docs/interop.md)
     app.include_router(mcp_routes())  # /mcp/cells/{cell}: exposed hives as MCP tools (same doc)
+    app.include_router(toolcall_routes())  # before the generic routes: keepers' MCP tool calls
     app.include_router(dlq_routes())
     app.include_router(comb_routes())  # before the generic routes: /cells/{c}/memory
     app.include_router(token_routes())  # before the generic routes: a Token's hash stays inside

@@ -15,6 +15,8 @@ the journal's vocabulary. ``…/stream?events=typed`` sends these, one or more p
 ``budget.updated``        tokens were spent (this entry's and the session's running total)
 ``session.completed``     an input's flow ended with its final answer (``input``, ``payload``)
 ``session.failed``        an input's flow failed (``input``, ``reason``, ``message``)
+``tool.called``           an agent's MCP tool call through its keeper (server, tool, arguments,
+                          result, isError, latencyMs)
 ``session.event``         any other note the router wrote (retries, dead letters …)
 ========================= ======================================================================
 
@@ -153,6 +155,8 @@ def _kinds(e: Entry) -> list[tuple[str, Obj]]:
         return [("approval.requested", {"dispatch": e.parent})]
     if "approved" in note:
         return [("approval.granted", {"dispatch": e.parent})]
+    if isinstance(note.get("toolCall"), dict):
+        return [("tool.called", {"drone": e.drone, "latencyMs": e.latency_ms, **note["toolCall"]})]
     return [
         ("session.event", {"parent": e.parent, "payload": payload, "messageType": m.get("type")})
     ]

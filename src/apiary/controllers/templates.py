@@ -36,6 +36,7 @@ RUNTIME_FIELDS = (
     "llm",
     "securityContext",
     "memory",
+    "mcpServers",
 )
 """AgentSpec fields copied verbatim into the drone template (``scaling`` is not: a scaling
 change must not restart drones)."""

@@ -32,6 +32,7 @@ from apiary.bus import Bus
 from apiary.client import AsyncApiClient
 from apiary.errors import ApiaryError, Conflict, NotFound
 from apiary.gateway.service import LlmGateway
+from apiary.mcp.keeper import mcp_keeper_routes
 from apiary.node import sandbox
 from apiary.node.guardrails import GuardrailError, circuit_status
 from apiary.node.keeperhttp import KeeperHttpServer
@@ -140,6 +141,7 @@ class NodeAgent:
         self.gateway = LlmGateway(self.keeper_http, self.find, read)
         """The LLM gateway (``$APIARY_KEEPER_URL/v1``) on the same server: docs/gateway.md."""
         self.keeper_http.add_routes(self.gateway.routes())
+        self.keeper_http.add_routes(mcp_keeper_routes(self.keeper_http))  # docs/interop.md
         state = self.runner_settings.state_dir
         self.log_shipper = LogShipper(
             self._post_logs,

@@ -23,6 +23,7 @@ from apiary.resources.base import (
     SecretKey,
 )
 from apiary.resources.guardrails import Guardrails
+from apiary.resources.interop import McpServer, check_mcp_servers
 from apiary.resources.meta import ApiObject, Status
 from apiary.resources.quantity import Bytes, Millicores
 from apiary.resources.tiers import TierName
@@ -315,6 +316,9 @@ class AgentSpecSpec(ApiModel):
     ``none``, none (a 403 naming ``spec.memory``); ``read``, search; ``readwrite``, also remember
     and forget. Another cell's memory is never reachable (docs/comb.md)."""
     security_context: SecurityContext | None = None
+    mcp_servers: list[McpServer] | None = Field(default=None, max_length=32)
+    """MCP servers its drones reach through their keeper, tools by ``allowTools``
+    (:mod:`apiary.resources.interop`, docs/interop.md)."""
 
     @model_validator(mode="after")
     def _replicas_in_range(self) -> AgentSpecSpec:
@@ -324,6 +328,13 @@ class AgentSpecSpec(ApiModel):
                 problems = Problems()
                 problems.add(("replicas",), f"must be within scaling bounds {low}..{high}")
                 problems.raise_if_any()
+        return self
+
+    @model_validator(mode="after")
+    def _unique_mcp_servers(self) -> AgentSpecSpec:
+        problems = Problems()
+        check_mcp_servers(self.mcp_servers, problems)
+        problems.raise_if_any()
         return self
 
 

@@ -25,6 +25,7 @@ from apiary.resources.hive_parts import (
     SwarmSettings,
     Webhook,
 )
+from apiary.resources.interop import A2ASettings
 from apiary.resources.messages import problem_locs
 from apiary.resources.meta import ApiObject, Status
 
@@ -118,6 +119,8 @@ class HiveSpec(ApiModel):
     session: SessionSettings | None = None
     routing: Routing | None = None
     guardrails: Guardrails | None = None
+    a2a: A2ASettings | None = Field(default=None, alias="a2a")
+    """Whether the hive is an A2A agent and an MCP tool, and its card (docs/interop.md)."""
     webhook: Webhook | None = None
     swarm: SwarmSettings | None = None
     event_driven: EventDrivenSettings | None = None

@@ -1,0 +1,224 @@
+"""MCP through the keeper: one local MCP endpoint per drone, proxying to the servers it may use.
+
+A drone's AgentSpec lists its MCP servers (``spec.mcpServers: [{name, url, allowTools,
+timeoutSeconds?, headers?}]``; the Drone carries a copy). The keeper serves them to the agent at
+``$APIARY_KEEPER_URL/mcp`` (Streamable HTTP, :mod:`apiary.mcp.protocol`), authenticated with the
+drone's keeper token like every keeper route. Tools are named ``<server>.<tool>``; only those in
+the server's ``allowTools`` are listed or called (``["*"]`` allows all; none listed, none
+allowed) — any other call is refused with a JSON-RPC error naming the list.
+
+Every call — answered, failed, timed out or refused — is recorded in the session's journal
+(through the API, :mod:`apiary.mcp.toolcalls`: tool, arguments, result, latency) and, with
+tracing on, is a span ``mcp.tools/call`` (child of the agent's ``traceparent`` header when it
+sends one). The session is the one the drone holds a message of (header ``Apiary-Session``
+picks one when it holds several); a drone that holds none may list tools but not call them.
+A call is bounded by ``timeoutSeconds`` (default 30) and cancelled when the agent hangs up.
+
+The upstream side is the ``mcp`` SDK's client (the ``interop`` extra: ``pip install
+'apiary[interop]'``); without it the endpoint answers every call with an error saying so.
+Servers started by ``command`` are not supported by the keeper: they would run as the node's
+user, not the drone's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from apiary.errors import ApiaryError, BadRequest, Forbidden
+from apiary.mcp.protocol import INVALID_PARAMS, McpError, serve, text_result
+from apiary.node.keeperhttp import PREFIX, KeeperHttpServer, check_path
+from apiary.telemetry import tracing
+
+Obj = dict[str, Any]
+log = logging.getLogger("apiary.node")
+
+SESSION_HEADER = "apiary-session"
+DEFAULT_TIMEOUT = 30.0
+NO_SDK = ("the keeper's MCP proxy needs the mcp SDK on the node: install apiary with the "
+          "interop extra (pip install 'apiary[interop]')")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """One ``spec.mcpServers`` entry."""
+
+    name: str
+    url: str
+    allow: frozenset[str] = field(default_factory=frozenset)
+    timeout: float = DEFAULT_TIMEOUT
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    def allows(self, tool: str) -> bool:
+        return "*" in self.allow or tool in self.allow
+
+
+def upstreams(spec: Mapping[str, Any]) -> dict[str, Upstream]:
+    """The drone's MCP servers by name (entries the admission check would refuse are skipped)."""
+    out: dict[str, Upstream] = {}
+    for entry in spec.get("mcpServers") or []:
+        if not isinstance(entry, dict) or not isinstance(entry.get("url"), str):
+            continue
+        name = str(entry.get("name") or "")
+        allow = frozenset(str(t) for t in entry.get("allowTools") or [])
+        timeout = entry.get("timeoutSeconds")
+        headers = entry.get("headers") if isinstance(entry.get("headers"), dict) else {}
+        seconds = float(timeout) if isinstance(timeout, int | float) else DEFAULT_TIMEOUT
+        pairs = {str(k): str(v) for k, v in (headers or {}).items()}
+        out[name] = Upstream(name, entry["url"], allow, seconds, pairs)
+    return out
+
+
+@contextlib.asynccontextmanager
+async def connect(up: Upstream) -> AsyncIterator[Any]:
+    try:
+        import httpx2
+        from mcp import Client
+        from mcp.client.streamable_http import streamable_http_client
+    except ImportError:
+        raise McpError(INVALID_PARAMS, NO_SDK) from None
+    http = httpx2.AsyncClient(headers=dict(up.headers), timeout=up.timeout)
+    async with http, Client(streamable_http_client(up.url, http_client=http)) as client:
+        yield client
+
+
+class KeeperTools:
+    """The tool set one drone sees: its servers' allowed tools, each call recorded."""
+
+    def __init__(self, keeper: KeeperHttpServer, cell: str, drone: str, spec: Mapping[str, Any],
+                 session: str | None, traceparent: str | None) -> None:  # fmt: skip
+        self.keeper, self.cell, self.drone = keeper, cell, drone
+        self.servers = upstreams(spec)
+        self.stage = str(spec.get("stage") or "") or None
+        self.session, self.traceparent = session, traceparent
+        self.name = f"apiary-keeper-{drone}"
+
+    async def list_tools(self) -> list[Obj]:
+        tools: list[Obj] = []
+        for up in self.servers.values():
+            try:
+                async with connect(up) as client:
+                    listed = (await client.list_tools()).tools
+            except McpError:
+                raise
+            except Exception as exc:  # one unreachable server must not hide the others
+                log.warning("MCP server unreachable", extra={"server": up.name, "error": str(exc)})
+                continue
+            for t in listed:
+                if up.allows(t.name):
+                    tools.append({"name": f"{up.name}.{t.name}", "description": t.description or "",
+                                  "inputSchema": t.input_schema})  # fmt: skip
+        return tools
+
+    async def call_tool(self, name: str, arguments: Obj) -> Obj:
+        server, _, tool = name.partition(".")
+        up = self.servers.get(server)
+        if up is None or not tool:
+            known = ", ".join(sorted(self.servers)) or "none"
+            raise McpError(INVALID_PARAMS, f"params.name: {name!r} is not <server>.<tool> of "
+                                           f"this drone's MCP servers ({known})")  # fmt: skip
+        if self.session is None:
+            raise McpError(INVALID_PARAMS, f"drone {self.cell}/{self.drone} holds no message: a "
+                                           "tool call is made for a message it holds")  # fmt: skip
+        if not up.allows(tool):
+            allowed = ", ".join(sorted(up.allow)) or "nothing"
+            why = (f"tool {tool!r} of MCP server {server!r} is not in the AgentSpec's "
+                   f"allowTools (it allows {allowed})")  # fmt: skip
+            await self._record(up, tool, arguments, None, 0.0, why)
+            raise McpError(INVALID_PARAMS, why)
+        started = time.monotonic()
+        with _span(up, tool, self.traceparent) as span:
+            try:
+                async with connect(up) as client:
+                    result = await client.call_tool(
+                        tool, arguments, read_timeout_seconds=up.timeout
+                    )
+                answer: Obj = result.model_dump(mode="json", by_alias=True, exclude_none=True)
+                error = None
+            except McpError:
+                raise
+            except Exception as exc:  # the agent hears why, the transcript too
+                error = f"MCP server {server!r} failed the call: {exc or type(exc).__name__}"
+                answer = text_result(error, error=True)
+            if span is not None:
+                span.set_attribute("mcp.is_error", bool(answer.get("isError")))
+        latency = (time.monotonic() - started) * 1000
+        await self._record(up, tool, arguments, answer, latency, error)
+        return answer
+
+    async def _record(self, up: Upstream, tool: str, arguments: Obj, result: Obj | None,
+                      latency: float, error: str | None) -> None:  # fmt: skip
+        body: Obj = {"server": up.name, "tool": tool, "arguments": arguments, "result": result,
+                     "isError": error is not None or bool((result or {}).get("isError")),
+                     "latencyMs": round(latency, 3), "drone": self.drone}  # fmt: skip
+        if self.stage:
+            body["stage"] = self.stage
+        if error:
+            body["error"] = error
+        path = f"/api/v1/cells/{self.cell}/sessions/{self.session}/tool-calls"
+        try:
+            await self.keeper.client.request("POST", path, json_body=body)
+        except ApiaryError as exc:
+            log.warning("could not record an MCP tool call", extra={"error": exc.message})
+
+
+@contextlib.contextmanager
+def _span(up: Upstream, tool: str, traceparent: str | None) -> Any:
+    if tracing.TRACER is None:
+        yield None
+        return
+    attributes = {"mcp.server": up.name, "mcp.tool": tool, "mcp.url": up.url}
+    with tracing.TRACER.start_as_current_span(
+        "mcp.tools/call", context=tracing.context_from(traceparent), attributes=attributes
+    ) as span:
+        yield span
+
+
+def _session(request: Request, keeper: KeeperHttpServer, cell: str, drone: str) -> str | None:
+    """The session a call is for: the header's (which the drone must hold), else the only one
+    the drone holds, else None (several held: the header must say which)."""
+    asked = (request.headers.get(SESSION_HEADER) or "").strip() or None
+    if asked is not None:
+        keeper.authorize(cell, drone, "session", asked)
+        return asked
+    running = keeper.drones(cell, drone) if keeper.drones is not None else None
+    held = running.keeper.held.sessions() if running is not None else []
+    if len(held) > 1:
+        raise BadRequest(f"drone {cell}/{drone} holds messages of {len(held)} sessions: say "
+                         f"which with the header Apiary-Session")  # fmt: skip
+    return held[0].rpartition("/")[2] if held else None
+
+
+def mcp_keeper_routes(keeper: KeeperHttpServer) -> list[BaseRoute]:
+    """``POST /drones/{cell}/{drone}/mcp`` on the keeper's server (GET and DELETE: 405)."""
+
+    async def post(request: Request) -> Response:
+        try:
+            check_path(request)
+            cell, drone = keeper.authenticate(request)
+            running = keeper.drones(cell, drone) if keeper.drones is not None else None
+            if running is None:
+                raise Forbidden(f"drone {cell}/{drone} does not run on this node")
+            session = _session(request, keeper, cell, drone)
+            raw = await request.body()
+            if len(raw) > keeper.max_body_bytes:
+                raise BadRequest(f"the request is over {keeper.max_body_bytes} bytes")
+        except ApiaryError as exc:
+            return Response(exc.message, status_code=exc.status, media_type="text/plain")
+        tools = KeeperTools(keeper, cell, drone, running.spec, session,
+                            request.headers.get("traceparent"))  # fmt: skip
+        return await serve(raw, tools)
+
+    async def not_allowed(request: Request) -> Response:
+        return Response(status_code=405, headers={"Allow": "POST"})
+
+    return [Route(PREFIX + "/mcp", post, methods=["POST"]),
+            Route(PREFIX + "/mcp", not_allowed, methods=["GET", "DELETE"])]  # fmt: skip

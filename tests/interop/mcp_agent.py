@@ -1,0 +1,35 @@
+"""An agent that uses the ``mcp`` SDK's client against its keeper's MCP endpoint.
+
+For each input it lists its tools, calls ``calc.add`` and tries ``calc.shout`` (which its
+AgentSpec does not allow), and answers what happened. Waggle lines on stdin/stdout."""
+
+import asyncio
+import json
+import os
+import sys
+
+import httpx2
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import MCPError
+
+
+async def handle(text: str) -> dict:
+    token = os.environ["APIARY_KEEPER_TOKEN"]
+    http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    url = os.environ["APIARY_KEEPER_URL"] + "/mcp"
+    async with http, Client(streamable_http_client(url, http_client=http)) as mcp:
+        names = sorted(t.name for t in (await mcp.list_tools()).tools)
+        added = await mcp.call_tool("calc.add", {"a": 2, "b": 3})
+        try:
+            await mcp.call_tool("calc.shout", {"text": text})
+            refused = ""
+        except MCPError as exc:
+            refused = str(exc)
+    return {"tools": names, "sum": added.content[0].text, "refused": refused}
+
+
+for line in sys.stdin:
+    message = json.loads(line)
+    answer = asyncio.run(handle(str(message["payload"])))
+    print(json.dumps({"type": "result", "payload": answer}), flush=True)

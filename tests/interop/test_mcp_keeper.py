@@ -1,0 +1,86 @@
+"""Point 3 of issue 16, first half: MCP through the keeper.
+
+A real apiaryd (embedded node), a test MCP server built with the ``mcp`` SDK (its own process,
+Streamable HTTP) and an agent process that uses the ``mcp`` SDK's client against its keeper's
+endpoint: the tool its AgentSpec allows is listed and called, the one it does not is refused,
+and both calls are in the session's transcript (tool, arguments, result, latency).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from e2e.cluster import Apiaryd, is_ready, new_cell, run_session, wait_drones
+from services import free_port
+
+pytestmark = pytest.mark.slow
+HERE = Path(__file__).parent
+
+
+@pytest.fixture
+def calc() -> Iterator[str]:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, str(HERE / "mcp_calc.py"), str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    url = f"http://127.0.0.1:{port}/mcp"
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            httpx.get(url, timeout=1)
+            break
+        except httpx.HTTPError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                proc.kill()
+                pytest.fail("the test MCP server did not start")
+            time.sleep(0.05)
+    yield url
+    proc.terminate()
+    proc.wait(10)
+
+
+def test_an_agent_calls_an_allowed_tool_through_its_keeper(tmp_path: Path, calc: str) -> None:
+    server = Apiaryd(tmp_path / "data").start()
+    try:
+        cell = new_cell()
+        with server.client(cell) as c:
+            c.create(
+                {
+                    "apiVersion": "apiary.io/v1",
+                    "kind": "AgentSpec",
+                    "metadata": {"name": "tooluser", "namespace": cell},
+                    "spec": {
+                        "runtime": {"command": [sys.executable, str(HERE / "mcp_agent.py")]},
+                        "interface": {"type": "stdin", "format": "waggle"},
+                        "mcpServers": [{"name": "calc", "url": calc, "allowTools": ["add"]}],
+                        "resources": {"requests": {"cpu": 10, "memory": 8_000_000}},
+                    },
+                }
+            )
+            c.create({"apiVersion": "apiary.io/v1", "kind": "Hive",
+                      "metadata": {"name": "h", "namespace": cell},
+                      "spec": {"pattern": "pipeline",
+                               "stages": [{"name": "use", "agentRef": "tooluser"}]}})  # fmt: skip
+            wait_drones(c, cell, lambda ds: len(ds) == 1 and all(map(is_ready, ds)), 30, "Ready")
+            time.sleep(0.2)
+            answer = run_session(c, cell, "h", "hello")
+            assert answer["tools"] == ["calc.add"]  # shout is not in allowTools: not listed
+            assert answer["sum"] == "5"
+            assert "not in the AgentSpec's allowTools" in answer["refused"]
+            (session,) = [s["metadata"]["name"] for s in c.list("Session", cell)["items"]]
+            path = f"/api/v1/cells/{cell}/sessions/{session}/transcript"
+            items = c.request("GET", path).body["items"]
+        calls = [e for e in items if e["kind"] == "event" and "toolCall" in e["message"]["payload"]]
+        add, shout = (e["message"]["payload"]["toolCall"] for e in calls)
+        assert (add["server"], add["tool"], add["arguments"]) == ("calc", "add", {"a": 2, "b": 3})
+        assert add["result"]["content"][0]["text"] == "5" and not add["isError"]
+        assert add["latencyMs"] > 0 and calls[0]["stage"] == "use" and calls[0]["drone"]
+        assert shout["tool"] == "shout" and shout["isError"] and "allowTools" in shout["error"]
+    finally:
+        server.stop()

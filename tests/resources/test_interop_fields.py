@@ -1,0 +1,52 @@
+"""``Hive.spec.a2a`` and ``AgentSpec.spec.mcpServers`` are admitted, bounded and checked."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from apiary.resources import ValidationFailed, admit
+
+Obj = dict[str, Any]
+
+
+def _hive(a2a: Any) -> Obj:
+    return {"apiVersion": "apiary.io/v1", "kind": "Hive",
+            "metadata": {"name": "h", "namespace": "c"},
+            "spec": {"pattern": "pipeline", "stages": [{"name": "s", "agentRef": "a"}],
+                     "a2a": a2a}}  # fmt: skip
+
+
+def _agent(servers: Any) -> Obj:
+    return {"apiVersion": "apiary.io/v1", "kind": "AgentSpec",
+            "metadata": {"name": "a", "namespace": "c"},
+            "spec": {"runtime": {"command": ["cat"]}, "mcpServers": servers}}  # fmt: skip
+
+
+def _fields(exc: ValidationFailed) -> list[str]:
+    return [field for field, _ in exc.details]
+
+
+def test_a_hive_says_whether_it_is_an_a2a_agent() -> None:
+    skills = [{"id": "write", "tags": ["x"], "examples": ["e"]}]
+    admitted = admit(_hive({"expose": True, "description": "d", "skills": skills}))
+    assert admitted.warnings == []
+    with pytest.raises(ValidationFailed) as bad:
+        admit(_hive({"expose": "yes", "skills": [{"name": "no id"}]}))
+    assert {"spec.a2a.expose", "spec.a2a.skills[0].id"} <= set(_fields(bad.value))
+
+
+def test_mcp_servers_are_http_urls_with_unique_names_and_no_commands() -> None:
+    ok = admit(_agent([{"name": "calc", "url": "http://127.0.0.1:1/mcp", "allowTools": ["add"]}]))
+    assert ok.warnings == []
+    with pytest.raises(ValidationFailed) as bad:
+        admit(_agent([{"name": "a", "command": ["srv"]}, {"name": "b", "url": "ftp://x"},
+                      {"name": "c"},
+                      {"name": "d", "url": "http://x", "timeoutSeconds": 9999}]))  # fmt: skip
+    fields = _fields(bad.value)
+    assert "spec.mcpServers[0].command" in fields and "spec.mcpServers[1].url" in fields
+    assert "spec.mcpServers[2].url" in fields and "spec.mcpServers[3].timeoutSeconds" in fields
+    with pytest.raises(ValidationFailed) as dup:
+        admit(_agent([{"name": "a", "url": "http://x"}, {"name": "a", "url": "http://y"}]))
+    assert _fields(dup.value) == ["spec.mcpServers[1].name"]

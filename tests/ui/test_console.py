@@ -44,6 +44,7 @@ for line in sys.stdin:
           flush=True)
 """]  # fmt: skip
 FIXED = ["/bin/sh", "-c", 'while IFS= read -r line; do echo "Done: $line"; done']
+TRACES = "http://traces.example/trace/{traceId}"
 RETRY = {"maxRetries": 1, "initialDelaySeconds": 0.05, "maxDelaySeconds": 0.1}
 
 
@@ -129,8 +130,9 @@ def page(browser: Any, console: Console) -> Iterator[Any]:
     """A tab signed in as the admin (the token put in sessionStorage before the page runs)."""
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     context.add_init_script(  # not on about:blank, which has no storage
-        f"if (location.protocol === 'http:') "
-        f"sessionStorage.setItem('apiary.token', {json.dumps(console.server.token)})"
+        f"if (location.protocol === 'http:') {{"
+        f"sessionStorage.setItem('apiary.token', {json.dumps(console.server.token)});"
+        f"sessionStorage.setItem('apiary.traceUrl', {json.dumps(TRACES)}); }}"
     )
     tab = context.new_page()
     errors: list[str] = []
@@ -184,6 +186,9 @@ def test_sign_in_shows_the_overview(browser: Any, console: Console, shots: Path)
     # The token is in this tab's sessionStorage only, never in a cookie or localStorage.
     assert tab.evaluate("sessionStorage.getItem('apiary.token')") == console.server.token
     assert tab.evaluate("localStorage.length") == 0 and context.cookies() == []
+    tab.get_by_role("button", name="Sign out").click()
+    expect(tab.get_by_label("Bearer token")).to_be_focused()
+    assert tab.evaluate("sessionStorage.getItem('apiary.token')") is None
     context.close()
 
 
@@ -263,6 +268,13 @@ def test_a_session_run_from_the_console_completes_in_the_session_view(
     name = page.url.rsplit("/", 1)[1]
     assert console.session(name)["status"]["output"] == "Echo: Echo: hello bees"
     console.api("PUT", f"/api/v1/cells/{CELL}/sessions/{name}/comb/notes", {"value": "bees!"})
+    assert page.locator("#traces").count() == 0  # tracing is off: no input has a trace yet
+    trace = "0af7651916cd43dd8448eb211c80319c"
+    message = {"payload": "traced", "traceparent": f"00-{trace}-b7ad6b7169203331-01"}
+    console.api("POST", f"/api/v1/cells/{CELL}/sessions/{name}/messages", message)
+    expect(page.locator(".entry[data-kind='final']")).to_have_count(2)  # live, no reload
+    link = page.locator("#traces a")
+    expect(link).to_have_attribute("href", TRACES.replace("{traceId}", trace))
     page.reload()
     ready(page)
     expect(page.locator("#comb")).to_contain_text("1 keys")
@@ -367,6 +379,7 @@ def test_logs_of_a_hive_follow_live(page: Any, console: Console, shots: Path) ->
     page.screenshot(path=str(shots / "logs.png"), full_page=True)
     page.goto(console.url + f"#/hive/{CELL}/pipe")
     ready(page)
+    expect(page.locator("#sessions tr", has_text="later")).to_contain_text("Running")
     page.get_by_role("link", name=re.compile(r"^logs of pipe-prep-")).click()  # one drone's
     expect(log).to_contain_text("saw late bee")
     assert "Echo: late bee" not in log.inner_text()  # the shout stage's line is not this drone's
@@ -460,6 +473,10 @@ def test_a_viewer_sees_no_write_buttons_and_the_api_refuses_them_anyway(
         )
         assert status == 403, (what, status)
     assert console.session("wait2")["status"]["phase"] == "WaitingForApproval"
+    # A token revoked while signed in: the next answer is a 401 and the console signs out.
+    console.api("DELETE", "/api/v1/tokens/ui-viewer")
+    tab.goto(console.url + f"#/hive/{CELL}/gated")
+    expect(tab.locator("#signin-error")).to_contain_text("Signed out")
     context.close()
     console.api("POST", f"/api/v1/cells/{CELL}/sessions/wait2/reject", {"reason": "test over"})
 
@@ -488,6 +505,12 @@ def test_overview_load_time_with_1000_hives(page: Any, console: Console, shots: 
     page.goto(console.url + "#/overview")
     ready(page)
     expect(page.locator("#hives tbody th[scope=row]")).to_have_count(100)  # one page of hives
+    # Live through watches, not polling: an idle overview makes no request for seconds on end.
+    page.wait_for_timeout(1000)  # its watches are open
+    asked: list[str] = []
+    page.on("request", lambda r: asked.append(r.url))
+    page.wait_for_timeout(2500)
+    assert asked == []
     started = time.perf_counter()
     page.locator("#next-page").click()
     expect(page.locator(".pager")).to_contain_text(re.compile(r"hives 101\D200"))

@@ -283,6 +283,30 @@ def test_a_session_run_from_the_console_completes_in_the_session_view(
     page.screenshot(path=str(shots / "session.png"), full_page=True)
 
 
+def test_the_overview_shows_answers_per_second_between_two_metric_reads(
+    browser: Any, console: Console
+) -> None:
+    context = browser.new_context()
+    context.add_init_script(
+        f"sessionStorage.setItem('apiary.token', {json.dumps(console.server.token)});"
+        "sessionStorage.setItem('apiary.metricsSeconds', '1');"
+    )
+    tab = context.new_page()
+    tab.goto(console.url + "#/overview")
+    ready(tab)
+    for i in range(3):
+        console.start(f"burst{i}", "pipe", f"bee {i}")
+    rate = tab.locator("tr[data-hive='console/pipe'][data-stage='prep'] td").nth(-5)
+
+    def answering() -> bool:
+        text = rate.inner_text()
+        return text not in ("—", "0.0") and float(text) > 0
+
+    until(answering, 10, "pipe's prep stage to show answers per second")
+    expect(tab.locator("#metrics-note")).to_contain_text("Answers/s over the last 1 s")
+    context.close()
+
+
 def test_a_dead_letter_is_replayed_from_the_console_after_the_agent_is_fixed(
     page: Any, console: Console, shots: Path
 ) -> None:

@@ -6,6 +6,8 @@ import { del, get, listPage, listPath, objectPath, post, watch } from "./api.js"
 import { act, age, coalesce, h, hash, phaseBadge, pretty, section, table } from "./dom.js";
 import { approvalControls } from "./session.js";
 
+const MAX_PAGES = 20; // sessions of the cell read (500 a page) to find those waiting
+
 export async function dlqPage(ctx, cell, hive) {
   const { main, signal } = ctx;
   const writer = ctx.canWrite(cell);
@@ -42,12 +44,14 @@ export async function dlqPage(ctx, cell, hive) {
   const sessions = new Map();
   let rv = null;
   let cont = null;
+  let pages = 0;
   do {
     const page = await listPage(listPath("sessions", cell), { limit: 500, cont, signal });
     for (const s of page.items) if ((s.spec || {}).hiveRef === hive) sessions.set(s.metadata.uid, s);
     cont = page.next;
     rv = rv || page.rv;
-  } while (cont);
+  } while (cont && ++pages < MAX_PAGES);
+  if (cont) approvalsBox.before(h("p", { class: "note" }, `Only the first ${MAX_PAGES * 500} sessions of cell ${cell} were read; sessions that start waiting from now on are shown.`));
   // Rows are kept per session and changed in place, so a watch event never takes away a reason
   // being typed (or the button about to be pressed).
   const body = h("tbody");

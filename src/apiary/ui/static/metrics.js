@@ -64,8 +64,15 @@ export function quantile(q, buckets) {
   return prevLe;
 }
 
+/** How often the overview reads /metrics: 10 s, or `apiary.metricsSeconds` in sessionStorage
+ * (at least 1 s) for a tab that wants it sooner. */
+export function metricsPeriod() {
+  const asked = Number(sessionStorage.getItem("apiary.metricsSeconds"));
+  return asked >= 1 ? asked * 1000 : 10000;
+}
+
 /** Read /metrics every `period` ms (one request, not one per hive) until `signal` aborts. */
-export function follow(signal, onUpdate, period = 10000) {
+export function follow(signal, onUpdate, period = metricsPeriod()) {
   let last = null;
   const tick = async () => {
     if (signal.aborted) return;

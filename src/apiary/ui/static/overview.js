@@ -4,7 +4,7 @@
 // /metrics are read once every 10 s (one request for the whole page).
 import { listAll, listPage, listPath, watch } from "./api.js";
 import { age, badge, coalesce, h, hash, ms, section, table } from "./dom.js";
-import { follow, quantile } from "./metrics.js";
+import { follow, metricsPeriod, quantile } from "./metrics.js";
 import { droneCounts, patternOf, stagesOf } from "./stages.js";
 
 const PAGE = 100;
@@ -142,13 +142,14 @@ export async function overview(ctx, pageArg) {
   });
   if (admin) renderNodes = watchNodes(nodesBox, signal, drones);
   else nodesBox.append(h("p", { class: "note" }, "Nodes are cluster-scoped: a cluster-admin token shows them."));
+  const period = metricsPeriod();
   follow(signal, (m) => {
     metrics = m;
     metricsNote.textContent = m.error
       ? `Throughput and latency need the metrics-reader right (${m.error.message}).`
       : m.rates.size
-        ? "Answers/s over the last 10 s; p50/p99 of hop latency since the server started; errors = failed attempts."
-        : "p50/p99 of hop latency since the server started; answers/s after the next reading (10 s).";
+        ? `Answers/s over the last ${period / 1000} s; p50/p99 of hop latency since the server started; errors = failed attempts.`
+        : `p50/p99 of hop latency since the server started; answers/s after the next reading (${period / 1000} s).`;
     rerender();
   });
 }

@@ -96,15 +96,15 @@ export async function sessionPage(ctx, cell, name) {
   })();
 }
 
+/** The traces of the session's inputs (one per input that carried or got a traceparent). */
 function traceLink(items) {
   const template = auth.traceUrl();
-  const withTrace = items.find((e) => e.message && e.message.traceparent);
-  if (!withTrace) return null;
-  const traceId = withTrace.message.traceparent.split("-")[1];
-  const dd = template
-    ? h("a", { href: template.replace("{traceId}", traceId), rel: "noreferrer", target: "_blank" }, traceId)
-    : h("code", {}, traceId);
-  return [h("dt", {}, "Trace"), h("dd", {}, dd)];
+  const ids = [...new Set(items.filter((e) => e.kind === "input" && e.message && e.message.traceparent).map((e) => e.message.traceparent.split("-")[1]))];
+  if (!ids.length) return null;
+  const links = ids.slice(0, 10).map((id) =>
+    template ? h("a", { href: template.replace("{traceId}", id), rel: "noreferrer", target: "_blank", class: "trace" }, id) : h("code", { class: "trace" }, id),
+  );
+  return [h("dt", {}, ids.length > 1 ? "Traces" : "Trace"), h("dd", { id: "traces" }, links.flatMap((l, i) => (i ? [" ", l] : [l])))];
 }
 
 function entryLine(e) {

@@ -162,6 +162,35 @@ def assert_accessible(tab: Any) -> None:
         ]"""
     )
     assert problems == []
+    low = tab.evaluate(CONTRAST)
+    assert low == [], f"text under WCAG AA contrast (4.5:1): {low}"
+
+
+CONTRAST = """() => {
+  const rgb = (c) => (c.match(/[\\d.]+/g) || []).map(Number);
+  const lum = ([r, g, b]) => {
+    const f = (v) => ((v /= 255) <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4);
+    return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b);
+  };
+  const background = (el) => {
+    for (let e = el; e; e = e.parentElement) {
+      const c = rgb(getComputedStyle(e).backgroundColor);
+      if (c.length === 3 || (c.length === 4 && c[3] > 0)) return c.slice(0, 3);
+    }
+    return [255, 255, 255];
+  };
+  const low = [];
+  for (const el of document.querySelectorAll("body *")) {
+    const own = [...el.childNodes].some((n) => n.nodeType === 3 && n.textContent.trim());
+    if (!own || !el.getClientRects().length || el.closest("#toast")) continue;
+    const fg = lum(rgb(getComputedStyle(el).color).slice(0, 3));
+    const bg = lum(background(el));
+    const ratio = (Math.max(fg, bg) + 0.05) / (Math.min(fg, bg) + 0.05);
+    const text = el.textContent.trim().slice(0, 30);
+    if (ratio < 4.5) low.push(`${el.tagName}.${el.className} "${text}" ${ratio.toFixed(2)}`);
+  }
+  return low;
+}"""
 
 
 def test_sign_in_shows_the_overview(browser: Any, console: Console, shots: Path) -> None:
@@ -218,7 +247,17 @@ def test_hive_page_shows_the_pipeline_its_drones_and_scales_a_stage(
     page.screenshot(path=str(shots / "hive.png"), full_page=True)
     hive = console.api("GET", f"/api/v1/cells/{CELL}/hives/pipe")
     assert [s.get("replicas") for s in hive["spec"]["stages"]] == [1, 2]
-    console.api("PUT", f"/api/v1/cells/{CELL}/hives/pipe/scale", {"replicas": 1, "stage": "shout"})
+    # Back to 1 from the keyboard alone: Tab to the field, type, Tab to its button, Enter.
+    page.locator("h1").focus()
+    for _ in range(40):
+        page.keyboard.press("Tab")
+        if page.evaluate("document.activeElement.id") == "replicas-shout":
+            break
+    page.keyboard.press("Control+A")
+    page.keyboard.type("1")
+    page.keyboard.press("Tab")
+    page.keyboard.press("Enter")
+    expect(page.locator("#toast")).to_contain_text("stage shout scaled to 1")
     expect(drones).to_have_count(2, timeout=20_000)  # the watch shows the drone going away
 
 

@@ -160,3 +160,30 @@ async def test_a_budget_refusal_is_the_budget_error_at_once_and_errors_are_opena
         assert "is not drone" in wrong.value.message
         await client.close()
         await bad.close()
+
+
+async def test_50_concurrent_sdk_calls_of_a_drone_against_a_hive_budget_for_10(
+    tmp_path: Path, cell: str
+) -> None:
+    """One message fires 50 chat completions at once (AsyncOpenAI); the Hive's budget has room
+    for 10 (8 prompt tokens, as estimated, + max_tokens 5 each): 10 reach the provider, 40 are
+    the budget error, and the ledger shows what was used."""
+    url = f"sqlite:///{tmp_path / 'apiary.db'}"
+    async with sdk_world(tmp_path, cell, store_url=url, usage=(8, 5)) as (stack, provider):
+        await sdk_hive(stack, budget={"tokens": 130})
+        done = await ask(stack, "s", {"op": "burst", "n": 50, "max_tokens": 5})
+        assert done.kind == "error"  # the refused calls marked the message: over budget
+        for _ in range(100):
+            if lines(tmp_path):
+                break
+            await asyncio.sleep(0.05)
+        (seen,) = lines(tmp_path)
+        assert seen["answered"] == 10 and len(seen["errors"]) == 40
+        assert {e["class"] for e in seen["errors"]} == {"RateLimitError"}
+        assert {e["code"] for e in seen["errors"]} == {"budget_exceeded"}
+        assert "hive h has 0 of its 130 tokens left" in seen["errors"][0]["message"]
+        assert len(provider.chat_calls()) == 10
+        assert {c.body["max_tokens"] for c in provider.chat_calls()} == {5}
+        usage = (await stack.client.request("GET", f"/api/v1/cells/{cell}/llmbudget")).body
+        assert usage["hives"]["h"] == {"tokens": 130, "usd": 0, "heldTokens": 0, "heldUsd": 0}
+        assert usage["sessions"]["s"]["tokens"] == 130 and usage["cell"]["tokens"] == 130

@@ -1,7 +1,8 @@
 """The LLM gateway end to end: a whole Apiary (tests/stack.py) runs examples/agents/llm_agent.py
 as a real process; it asks the node's gateway, which forwards to the fake provider on loopback.
 Budgets are enforced by the node and the router: the session's flows fail with
-``TokenBudgetExceeded`` and the tokens spent stay within budget + one call. With apiaryd's
+``TokenBudgetExceeded`` and the tokens spent stay within the budget (a call that does not fit is
+refused before it is sent). With apiaryd's
 metered router, the tokens are counted, and priced, under the model the provider answered with."""
 
 from __future__ import annotations
@@ -126,16 +127,17 @@ async def test_answers_via_the_gateway_and_the_session_budget_stops_the_third_me
     assert not any(fake.api_key in v for v in environ.values())
     assert fake.api_key not in str(drone)
     assert {c.headers["authorization"] for c in fake.chat_calls()} == {f"Bearer {fake.api_key}"}
-    # Five tokens are left: the third message's call is admitted and goes over — a hard stop.
+    # Five tokens are left, less than the third call's prompt: it is refused before it goes
+    # to the provider (reserve-then-settle) — the budget is not passed at all.
     await stack.router.submit(stack.cell, "s", Message("gamma"))
     done = await ended(stack, key, 3)
     assert done[-1].kind == "error"
     assert done[-1].message["payload"]["reason"] == "TokenBudgetExceeded"
     _, prompt, completion = await stack.journal.usage(key)
-    assert prompt + completion == 3 * CALL <= 2 * CALL + 5 + CALL
+    assert prompt + completion == 2 * CALL <= 2 * CALL + 5
     status = await session_status(stack, "s", "TokenBudgetExceeded")
-    assert status["usage"]["promptTokens"] + status["usage"]["completionTokens"] == 3 * CALL
-    assert len(fake.chat_calls()) == 3
+    assert status["usage"]["promptTokens"] + status["usage"]["completionTokens"] == 2 * CALL
+    assert len(fake.chat_calls()) == 2
 
 
 async def test_a_runaway_agent_is_stopped_at_its_per_request_budget(
@@ -150,10 +152,11 @@ async def test_a_runaway_agent_is_stopped_at_its_per_request_budget(
     (done,) = await ended(stack, f"{stack.cell}/s", 1)
     assert done.kind == "error", done.message
     assert done.message["payload"]["reason"] == "TokenBudgetExceeded"  # not retried
-    assert fake.tokens_billed() <= budget + CALL
-    assert len(fake.chat_calls()) == 2  # the third call was refused by the gateway
+    assert fake.tokens_billed() == CALL <= budget
+    # 10 tokens are left, less than the second call's prompt (11, estimated): refused unsent.
+    assert len(fake.chat_calls()) == 1
     await asyncio.sleep(0.3)  # the agent keeps trying: every call is refused
-    assert fake.tokens_billed() <= budget + CALL
+    assert fake.tokens_billed() == CALL
     _, prompt, completion = await stack.journal.usage(f"{stack.cell}/s")
     assert prompt + completion == fake.tokens_billed()
     await session_status(stack, "s", "TokenBudgetExceeded")

@@ -87,6 +87,7 @@ class Tally:
         "bounded",
         "completion",
         "exceeded",
+        "held",
         "limit",
         "message_id",
         "models",
@@ -109,6 +110,8 @@ class Tally:
         self.session_left = session_left
         self.prompt = 0
         self.completion = 0
+        self.held = 0
+        """Tokens reserved by this message's calls in flight (:meth:`DroneMeter.reserve`)."""
         self.models: dict[str, tuple[int, int]] = {}
         """(prompt, completion) by the model that answered each call (the requested one when
         the provider named none): what the token and cost metrics are labelled with."""
@@ -185,6 +188,8 @@ class DroneMeter:
         flight on one drone may share an id."""
         self._spent: deque[tuple[float, int]] = deque()
         self._spent_sum = 0
+        self.held = 0
+        """Tokens reserved by calls in flight, counted in the per-minute window until settled."""
         self.total = (0, 0)
         """(prompt, completion) tokens of every call since the drone started."""
 
@@ -291,6 +296,60 @@ class DroneMeter:
         if reason is not None:
             tally.mark(reason, self.stop_grace)
             raise GatewayRefusal(429, "budget_exceeded", f"token budget exceeded: {reason}")
+
+    def reserve(
+        self, tally: Tally, prompt: int, completion: int | None, min_completion: int = 1
+    ) -> tuple[int | None, int]:
+        """Hold room for one call of ``prompt`` tokens (an estimate) and up to ``completion``
+        (None: as many as the budgets leave) against the message's per-request and session
+        budgets and the drone's per-minute window: (the completion the call may have — None
+        when no budget bounds it —, the tokens held). Raises a 429 :class:`GatewayRefusal`
+        (and marks the message) when less than ``min_completion`` would fit.
+
+        Reserved before the call and settled after (:meth:`settle`), concurrent calls of one
+        message cannot together overshoot its budgets: each only gets what is left."""
+        self.admit(tally)
+        rooms: list[tuple[int, str, bool]] = []  # (tokens left, which budget, per-minute)
+        if tally.limit is not None:
+            rooms.append((tally.limit - tally.used - tally.held,
+                          f"message {tally.message_id} has {{left}} of its per-request budget "
+                          f"of {tally.limit} tokens left", False))  # fmt: skip
+        if tally.session_left is not None:
+            rooms.append((tally.session_left - tally.used - tally.held,
+                          f"message {tally.message_id}: the session had {tally.session_left} "
+                          "left of its budget, {left} of them are left", False))  # fmt: skip
+        if self.per_minute is not None:
+            used = self.minute_used() + self.held
+            rooms.append((self.per_minute - used,
+                          f"the drone has {{left}} of its per-minute budget of "
+                          f"{self.per_minute} tokens left", True))  # fmt: skip
+        allowed = completion
+        for left, why, minute in rooms:
+            if left - prompt < min_completion:
+                reason = why.format(left=max(0, left)) + (
+                    f"; this call needs {prompt} prompt tokens (estimated) + {min_completion}"
+                )
+                tally.mark(reason, self.stop_grace)
+                headers = {}
+                if minute and self._spent:
+                    wait = self._spent[0][0] + self.window - self.clock()
+                    headers["Retry-After"] = str(max(1, int(wait) + 1))
+                raise GatewayRefusal(
+                    429, "budget_exceeded", f"token budget exceeded: {reason}", headers
+                )
+            allowed = left - prompt if allowed is None else min(allowed, left - prompt)
+        hold = prompt + (allowed or 0)
+        tally.held += hold
+        self.held += hold
+        return allowed, hold
+
+    def settle(
+        self, tally: Tally, hold: int, prompt: int, completion: int, model: str = ""
+    ) -> None:
+        """Release what :meth:`reserve` held for a call and count what it used."""
+        tally.held = max(0, tally.held - hold)
+        self.held = max(0, self.held - hold)
+        self.charge(tally, prompt, completion, model)
 
     def charge(self, tally: Tally | None, prompt: int, completion: int, model: str = "") -> None:
         """Count a call the provider answered (with ``model``); a message that ends over budget

@@ -35,7 +35,8 @@ the drone holds no message of).
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import httpx
@@ -45,8 +46,12 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
 from apiary.errors import ApiaryError
+from apiary.gateway import calls
 from apiary.gateway.budget import DroneMeter, GatewayRefusal, Tally
+from apiary.gateway.calls import Budgeted, estimate, prompt_text
 from apiary.gateway.provider import Provider, Providers, Reader
+from apiary.gateway.relay import SseRelay, model_name, usage_of
+from apiary.gateway.shared import SharedBudgets
 from apiary.gateway.tiers import TIER_HEADER, TOKEN_KEYS, apply_tier
 from apiary.node.keeperhttp import PREFIX, KeeperHttpServer
 from apiary.telemetry import hops, tracing
@@ -55,8 +60,6 @@ log = logging.getLogger("apiary.gateway")
 
 MESSAGE_HEADER = "x-apiary-message-id"
 SESSION_HEADER = "x-apiary-session-id"
-CHARS_PER_TOKEN = 4
-MAX_MODEL_NAME = 200
 PASSED_HEADERS = ("content-type", "x-request-id", "openai-processing-ms", "retry-after")
 
 
@@ -70,6 +73,18 @@ class GatewayDrone(Protocol):
 Lookup = Callable[[str, str], GatewayDrone | None]
 
 
+@dataclass
+class Call:
+    """One call on its way: who makes it, where it goes, what it holds."""
+
+    drone: GatewayDrone
+    provider: Provider
+    tally: Tally
+    body: dict[str, Any]
+    tier: str | None
+    budgeted: Budgeted
+
+
 def _refusal(exc: GatewayRefusal) -> Response:
     return Response(
         orjson.dumps(exc.body()), exc.status, exc.headers or None, media_type="application/json"
@@ -79,36 +94,6 @@ def _refusal(exc: GatewayRefusal) -> Response:
 def _apiary_refusal(exc: ApiaryError) -> GatewayRefusal:
     kind = {401: "authentication_error", 403: "permission_error", 413: "invalid_request_error"}
     return GatewayRefusal(exc.status, kind.get(exc.status, "invalid_request_error"), exc.message)
-
-
-def estimate(text: str) -> int:
-    return (len(text) + CHARS_PER_TOKEN - 1) // CHARS_PER_TOKEN
-
-
-def prompt_text(body: dict[str, Any]) -> str:
-    """The text of a request's messages or input, for the estimate when usage is missing."""
-    parts: list[str] = []
-    for m in body.get("messages") or []:
-        content = m.get("content") if isinstance(m, dict) else None
-        parts.append(content if isinstance(content, str) else orjson.dumps(content).decode())
-    given = body.get("input")
-    if given is not None:
-        parts.append(given if isinstance(given, str) else orjson.dumps(given).decode())
-    return "".join(parts)
-
-
-def usage_of(answer: Any) -> tuple[int, int] | None:
-    usage = answer.get("usage") if isinstance(answer, dict) else None
-    if not isinstance(usage, dict):
-        return None
-    prompt = usage.get("prompt_tokens", usage.get("input_tokens"))
-    completion = usage.get("completion_tokens", usage.get("output_tokens"))
-    if not isinstance(prompt, int):
-        total = usage.get("total_tokens")
-        if not isinstance(total, int):
-            return None
-        prompt = total - (completion if isinstance(completion, int) else 0)
-    return (prompt, completion if isinstance(completion, int) else 0)
 
 
 class LlmGateway:
@@ -124,8 +109,11 @@ class LlmGateway:
         timeout: float = 600.0,
         max_body_bytes: int = 8 << 20,
         provider_ttl: float = 30.0,
+        budgets: SharedBudgets | None = None,
     ) -> None:
         self.server = server
+        self.budgets = budgets
+        """The Cell, Hive and session budgets (apiaryd's ledger); None: the drone's only."""
         self.lookup = lookup
         self.providers = Providers(read, ttl=provider_ttl)
         self.max_body_bytes = max_body_bytes
@@ -181,10 +169,11 @@ class LlmGateway:
         return body
 
     async def _prepare(
-        self, request: Request, *, chat: bool, token_keys: tuple[str, ...] = TOKEN_KEYS
-    ) -> tuple[GatewayDrone, Provider, Tally, dict[str, Any], str | None]:
-        """Authenticate, parse, find the provider and the message, check the budgets, apply the
-        drone's task tier (:mod:`apiary.gateway.tiers`): the tier applied, if any, last."""
+        self, request: Request, *, chat: bool, token_keys: tuple[str, ...] | None = TOKEN_KEYS
+    ) -> Call:
+        """Authenticate, parse, find the provider and the message, apply the drone's task tier
+        (:mod:`apiary.gateway.tiers`), then reserve the call's maximum cost against every
+        budget (:mod:`apiary.gateway.calls`), capping its completion to what is left."""
         cell, name, drone = self._drone(request)
         body = await self._body(request)
         provider = await self.providers.resolve(cell, drone.spec)
@@ -194,84 +183,76 @@ class LlmGateway:
             headers.get(MESSAGE_HEADER), headers.get(SESSION_HEADER), drone=f"{cell}/{name}"
         )
         meter.admit(tally)
-        tier = apply_tier(body, drone.spec, provider.model, chat=chat, token_keys=token_keys)
-        return drone, provider, tally, body, tier
+        tier = apply_tier(body, drone.spec, provider.model, chat=chat,
+                          token_keys=token_keys or TOKEN_KEYS)  # fmt: skip
+        hive = drone.spec.get("hive")
+        budgeted = await calls.reserve(
+            meter, self.budgets, tally, body, cell=cell,
+            hive=hive if isinstance(hive, str) else None, keys=token_keys,
+        )  # fmt: skip
+        return Call(drone, provider, tally, body, tier, budgeted)
 
-    async def _post(
-        self, provider: Provider, path: str, body: dict[str, Any], span: Any = None
-    ) -> httpx.Response:
+    async def _settle(self, call: Call, prompt: int, completion: int, model: str = "") -> None:
+        await calls.settle(call.drone.meter, self.budgets, call.budgeted, prompt, completion,
+                           model)  # fmt: skip
+
+    async def _post(self, call: Call, path: str, span: Any = None) -> httpx.Response:
+        provider = call.provider
         url = provider.url(path)
         try:
             return await self.http.post(
-                url, content=orjson.dumps(body), headers=_headers(provider, span)
+                url, content=orjson.dumps(call.body), headers=_headers(provider, span)
             )
         except httpx.HTTPError as exc:
+            await self._settle(call, 0, 0)
             raise _unreachable(url, exc) from None
 
     # ------------------------------------------------------------------------- handlers
 
-    async def _chat(self, request: Request) -> Response:
+    async def _handle(
+        self, request: Request, operation: str, path: str, completion: Callable[[Any], str],
+        *, chat: bool = True, token_keys: tuple[str, ...] | None = TOKEN_KEYS,
+    ) -> Response:  # fmt: skip
         span = None
         try:
-            drone, provider, tally, body, tier = await self._prepare(request, chat=True)
-            if tracing.TRACER is not None:
-                span = _span("chat", request, tally, provider, body)
-            if body.get("stream"):
-                response = await self._stream(drone.meter, tally, provider, body, span)
-            else:
-                answer = await self._post(provider, "/chat/completions", body, span)
-                response = self._answer(drone.meter, tally, body, answer, completion_of_chat, span)
+            call = await self._prepare(request, chat=chat, token_keys=token_keys)
+            try:
+                if path == "/responses" and call.provider.api != "openai":
+                    raise GatewayRefusal(
+                        400, "invalid_request_error",
+                        "/v1/responses is served by OpenAI-compatible providers only; this "
+                        f"drone's provider speaks {call.provider.api!r}: use "
+                        "/v1/chat/completions", param="model",
+                    )  # fmt: skip
+                if tracing.TRACER is not None:
+                    span = _span(operation, request, call.tally, call.provider, call.body)
+                if call.body.get("stream") and path != "/embeddings":
+                    response = await self._stream(call, span, path)
+                else:
+                    answer = await self._post(call, path, span)
+                    response = await self._answer(call, answer, completion, span)
+            except BaseException:
+                await self._settle(call, 0, 0)  # nothing was spent; release the holds
+                raise
         except GatewayRefusal as exc:
             hops.llm_refused(span, exc.status, exc.type, exc.message)
             return _refusal(exc)
-        if tier is not None:
-            response.headers[TIER_HEADER] = tier
+        if call.tier is not None:
+            response.headers[TIER_HEADER] = call.tier
         return response
+
+    async def _chat(self, request: Request) -> Response:
+        return await self._handle(request, "chat", "/chat/completions", completion_of_chat)
 
     async def _responses(self, request: Request) -> Response:
         """The Responses API (``POST /v1/responses``), counted like a chat completion: usage
         from the answer or, streamed, from its ``response.completed`` event."""
-        span = None
-        try:
-            drone, provider, tally, body, tier = await self._prepare(
-                request, chat=True, token_keys=("max_output_tokens",)
-            )
-            if provider.api != "openai":
-                raise GatewayRefusal(
-                    400, "invalid_request_error",
-                    f"/v1/responses is served by OpenAI-compatible providers only; this "
-                    f"drone's provider speaks {provider.api!r}: use /v1/chat/completions",
-                    param="model",
-                )  # fmt: skip
-            if tracing.TRACER is not None:
-                span = _span("responses", request, tally, provider, body)
-            if body.get("stream"):
-                response = await self._stream(
-                    drone.meter, tally, provider, body, span, path="/responses"
-                )
-            else:
-                answer = await self._post(provider, "/responses", body, span)
-                response = self._answer(
-                    drone.meter, tally, body, answer, completion_of_response, span
-                )
-        except GatewayRefusal as exc:
-            hops.llm_refused(span, exc.status, exc.type, exc.message)
-            return _refusal(exc)
-        if tier is not None:
-            response.headers[TIER_HEADER] = tier
-        return response
+        return await self._handle(request, "responses", "/responses", completion_of_response,
+                                  token_keys=("max_output_tokens",))  # fmt: skip
 
     async def _embeddings(self, request: Request) -> Response:
-        span = None
-        try:
-            drone, provider, tally, body, _ = await self._prepare(request, chat=False)
-            if tracing.TRACER is not None:
-                span = _span("embeddings", request, tally, provider, body)
-            answer = await self._post(provider, "/embeddings", body, span)
-        except GatewayRefusal as exc:
-            hops.llm_refused(span, exc.status, exc.type, exc.message)
-            return _refusal(exc)
-        return self._answer(drone.meter, tally, body, answer, lambda _: "", span)
+        return await self._handle(request, "embeddings", "/embeddings", lambda _: "",
+                                  chat=False, token_keys=None)  # fmt: skip
 
     async def _models(self, request: Request) -> Response:
         try:
@@ -286,13 +267,14 @@ class LlmGateway:
             return _refusal(exc)
         return Response(answer.content, answer.status_code, _passed(answer))
 
-    def _answer(
-        self, meter: DroneMeter, tally: Tally, body: dict[str, Any], answer: httpx.Response,
-        completion: Callable[[Any], str], span: Any = None,
+    async def _answer(
+        self, call: Call, answer: httpx.Response, completion: Callable[[Any], str],
+        span: Any = None,
     ) -> Response:  # fmt: skip
         """Count a non-streamed answer (2xx only: a refused call costs nothing) and pass it on."""
         counted = parsed = None
         estimated = False
+        body = call.body
         if answer.is_success:
             try:
                 parsed = orjson.loads(answer.content)
@@ -302,15 +284,16 @@ class LlmGateway:
             if counted is None:
                 estimated = True
                 counted = (estimate(prompt_text(body)), estimate(completion(parsed)))
-            meter.charge(tally, *counted, model=answered_model(parsed, body))
+            await self._settle(call, *counted, model=answered_model(parsed, body))
+        else:
+            await self._settle(call, 0, 0)
         if span is not None:
             hops.llm_end(span, answer.status_code, counted, parsed, estimated)
         return Response(answer.content, answer.status_code, _passed(answer))
 
-    async def _stream(
-        self, meter: DroneMeter, tally: Tally, provider: Provider, body: dict[str, Any],
-        span: Any = None, path: str = "/chat/completions",
-    ) -> Response:  # fmt: skip
+    async def _stream(self, call: Call, span: Any = None, path: str = "/chat/completions"
+                      ) -> Response:  # fmt: skip
+        body, provider = call.body, call.provider
         asked = bool((body.get("stream_options") or {}).get("include_usage"))
         if path == "/chat/completions":  # the Responses API always ends with its usage
             body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
@@ -327,26 +310,27 @@ class LlmGateway:
                 content = await answer.aread()
             finally:
                 await answer.aclose()
+            await self._settle(call, 0, 0)
             if span is not None:
                 hops.llm_end(span, answer.status_code, None)
             return Response(content, answer.status_code, _passed(answer))
-        relay = _SseRelay(meter, tally, prompt_text(body), keep_usage_chunk=asked)
-        relay.model = _model_name(body.get("model"))
+
+        async def settle(prompt: int, completion: int, model: str) -> None:
+            await self._settle(call, prompt, completion, model)
+
+        relay = SseRelay(settle, prompt_text(body), keep_usage_chunk=asked)
+        relay.model = model_name(body.get("model"))
         relay.span = span
         return StreamingResponse(
             relay.run(answer), answer.status_code, _passed(answer), media_type="text/event-stream"
         )
 
 
-def _model_name(value: Any) -> str:
-    return value[:MAX_MODEL_NAME] if isinstance(value, str) else ""
-
-
 def answered_model(answer: Any, body: dict[str, Any]) -> str:
     """The model the provider says answered (``model`` of its answer: often a dated version of
     the one asked for, or another one altogether behind a router), else the requested one."""
-    said = _model_name(answer.get("model")) if isinstance(answer, dict) else ""
-    return said or _model_name(body.get("model"))
+    said = model_name(answer.get("model")) if isinstance(answer, dict) else ""
+    return said or model_name(body.get("model"))
 
 
 def completion_of_chat(answer: Any) -> str:
@@ -401,99 +385,6 @@ def _unreachable(url: str, exc: httpx.HTTPError) -> GatewayRefusal:
         "provider_unreachable",
         f"the LLM provider at {url} could not be reached: {what}: {exc}",
     )
-
-
-class _SseRelay:
-    """Passes a provider's SSE stream on event by event, reading usage from the final chunk.
-
-    The usage-only chunk (``choices: []``) the gateway asked for is dropped unless the agent asked
-    for it too. The tally is charged when the stream ends — also when the agent hangs up or the
-    provider breaks off, with an estimate of what was streamed when no usage arrived."""
-
-    def __init__(self, meter: DroneMeter, tally: Tally, prompt: str, *, keep_usage_chunk: bool):
-        self.meter = meter
-        self.tally = tally
-        self.prompt = prompt
-        self.keep_usage_chunk = keep_usage_chunk
-        self.usage: tuple[int, int] | None = None
-        self.streamed = 0  # characters of content seen
-        self.model = ""  # the requested model until a chunk names the one that answers
-        self._named = False
-        self.span: Any = None  # the call's trace span, ended with the stream
-
-    def event(self, raw: bytes) -> bytes | None:
-        """One event (without its blank line): what to send on, or None to drop it."""
-        data = b"".join(line[5:].strip() for line in raw.split(b"\n") if line.startswith(b"data:"))
-        if not data or data == b"[DONE]":
-            return raw
-        try:
-            chunk = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            return raw
-        if not isinstance(chunk, dict):
-            return raw
-        kind = chunk.get("type")
-        if isinstance(kind, str) and kind.startswith("response."):  # the Responses API
-            return self._response_event(kind, chunk, raw)
-        if not self._named and _model_name(chunk.get("model")):
-            self.model, self._named = _model_name(chunk.get("model")), True
-        counted = usage_of(chunk)
-        if counted is not None:
-            self.usage = counted
-        for choice in chunk.get("choices") or []:
-            content = ((choice or {}).get("delta") or {}).get("content")
-            if isinstance(content, str):
-                self.streamed += len(content)
-        if counted is not None and chunk.get("choices") == [] and not self.keep_usage_chunk:
-            return None
-        return raw
-
-    def _response_event(self, kind: str, chunk: dict[str, Any], raw: bytes) -> bytes:
-        """A Responses API event: text deltas are counted, ``response.completed`` (or
-        ``.incomplete``) carries the model and the usage; every event is passed on."""
-        if kind == "response.output_text.delta" and isinstance(chunk.get("delta"), str):
-            self.streamed += len(chunk["delta"])
-        final = chunk.get("response")
-        if kind in ("response.completed", "response.incomplete") and isinstance(final, dict):
-            counted = usage_of(final)
-            if counted is not None:
-                self.usage = counted
-            if _model_name(final.get("model")):
-                self.model, self._named = _model_name(final.get("model")), True
-        return raw
-
-    async def run(self, answer: httpx.Response) -> AsyncIterator[bytes]:
-        buffer = b""
-        try:
-            async for chunk in answer.aiter_bytes():
-                buffer += chunk.replace(b"\r\n", b"\n")
-                while True:
-                    end = buffer.find(b"\n\n")
-                    if end < 0:
-                        break
-                    raw, buffer = buffer[:end], buffer[end + 2 :]
-                    out = self.event(raw)
-                    if out is not None:
-                        yield out + b"\n\n"
-            if buffer.strip():
-                out = self.event(buffer.rstrip(b"\n"))
-                if out is not None:
-                    yield out + b"\n\n"
-        except httpx.HTTPError as exc:
-            log.warning("LLM provider stream broke off", extra={"error": str(exc)})
-            failure = {"error": {"type": "provider_unreachable",
-                                 "message": f"the provider's stream broke off: {exc}"}}  # fmt: skip
-            yield b"data: " + orjson.dumps(failure) + b"\n\n"
-        finally:
-            await answer.aclose()
-            usage = self.usage or (
-                estimate(self.prompt),
-                (self.streamed + CHARS_PER_TOKEN - 1) // CHARS_PER_TOKEN,
-            )
-            self.meter.charge(self.tally, *usage, model=self.model)
-            if self.span is not None:
-                said = {"model": self.model} if self._named else None
-                hops.llm_end(self.span, answer.status_code, usage, said, self.usage is None)
 
 
 __all__ = ["MESSAGE_HEADER", "SESSION_HEADER", "GatewayDrone", "LlmGateway", "estimate", "usage_of"]

@@ -32,6 +32,7 @@ from apiary.bus import Bus
 from apiary.client import AsyncApiClient
 from apiary.errors import ApiaryError, Conflict, NotFound
 from apiary.gateway.service import LlmGateway
+from apiary.gateway.shared import ApiBudgets
 from apiary.mcp.keeper import mcp_keeper_routes
 from apiary.node import sandbox
 from apiary.node.guardrails import GuardrailError, circuit_status
@@ -138,7 +139,7 @@ class NodeAgent:
         async def read(kind: str, cell: str, name: str) -> Obj:
             return await client.get(kind, name, cell, reveal=kind == "Secret")
 
-        self.gateway = LlmGateway(self.keeper_http, self.find, read)
+        self.gateway = LlmGateway(self.keeper_http, self.find, read, budgets=ApiBudgets(client))
         """The LLM gateway (``$APIARY_KEEPER_URL/v1``) on the same server: docs/gateway.md."""
         self.keeper_http.add_routes(self.gateway.routes())
         self.keeper_http.add_routes(mcp_keeper_routes(self.keeper_http))  # docs/interop.md

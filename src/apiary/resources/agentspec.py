@@ -275,7 +275,19 @@ class LlmSecretRef(ApiModel):
 
 
 class LlmProvider(ApiModel):
+    """Where the calls go and in which API shape (docs/gateway.md, "Providers")."""
+
     secret_ref: LlmSecretRef
+    api: Literal["openai", "anthropic", "gemini"] = "openai"
+    """The provider's API: ``openai`` (any OpenAI-compatible server: OpenAI, Azure OpenAI, vLLM,
+    Ollama, a LiteLLM Proxy…), ``anthropic`` (the Messages API) or ``gemini``
+    (``generateContent``); the gateway translates the agent's OpenAI-shaped calls to it."""
+    api_key_header: str | None = Field(
+        default=None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9-]+$"
+    )
+    """The header the key goes in: ``Authorization`` (as ``Bearer <key>``, the default of
+    ``openai``), ``api-key`` (Azure OpenAI), ``x-api-key`` (the default of ``anthropic``),
+    ``x-goog-api-key`` (the default of ``gemini``); any other header gets the bare key."""
 
 
 class Llm(ApiModel):

@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field
 
 from apiary.resources.base import ApiModel, NonNegativeNumber
+from apiary.resources.budget import Budget, ModelPrice
 from apiary.resources.guardrails import Guardrails
 from apiary.resources.meta import ApiObject, Status
 from apiary.resources.quantity import Millicores
@@ -48,6 +49,10 @@ class CellSpec(ApiModel):
     """What each ``taskTier`` of the Cell's AgentSpecs means — ``model``, ``maxTokens``,
     ``priority`` per tier (``simple``, ``standard``, ``complex``) — over the server's tier map,
     field by field (:mod:`apiary.resources.tiers`). A change rolls the drones of that tier."""
+    budget: Budget | None = None
+    """What all LLM calls of the Cell, and each of its sessions, may use (docs/gateway.md)."""
+    prices: dict[str, ModelPrice] | None = None
+    """The Cell's own prices (USD per 1M tokens) over the server's table, for its budgets."""
 
 
 class CellStatus(Status):

@@ -94,6 +94,7 @@ NODE_RULES: tuple[Rule, ...] = (
     rule("get reveal", "Secret"),  # what its drones' env and the LLM gateway need
     rule("get/comb update/comb get/dispatches", "Session"),  # the keeper relays for drones
     rule("create get delete", "Memory"),  # idem; the keeper checks the AgentSpec's spec.memory
+    rule("create get", "LlmBudget"),  # the LLM gateway reserves and settles its calls
 )
 
 METRICS_READER_RULES: tuple[Rule, ...] = (rule("get", METRICS),)

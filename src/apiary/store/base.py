@@ -431,6 +431,14 @@ class Store(ABC):
             out.append(None if new is None or new is old else self._from_stored(new))
         return out
 
+    async def transact(self, key: Key, mutate: Mutate) -> Obj | None:
+        """Replace the body at ``key`` by ``mutate(current, rv)`` in one atomic transaction
+        (None deletes it); the new body. For bookkeeping objects the store's API does not
+        validate (the LLM budget ledger, :mod:`apiary.api.budget_ledger`): ``mutate`` sets
+        ``metadata.resourceVersion`` itself; no uid, generation or admission applies."""
+        _, new = await self._mutate(key, mutate)
+        return new
+
     # ------------------------------------------------------------ conveniences
 
     async def update_with_retry(

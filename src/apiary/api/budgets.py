@@ -1,0 +1,159 @@
+"""The LLM budgets of a Cell over HTTP: the nodes' gateways reserve and settle every call here.
+
+    POST /api/v1/cells/{cell}/llmbudget/reserve   {hive, session, model, prompt, completion,
+                                                   minCompletion} → {hold, completion} or
+                                                   {refused, scope}
+    POST /api/v1/cells/{cell}/llmbudget/settle    {hold, hive, session, model, prompt, completion}
+    GET  /api/v1/cells/{cell}/llmbudget           what the cell, each hive and each session used
+                                                   and holds, in tokens and estimated USD
+
+Limits come from the store, not from the caller: the Cell's and the Hive's ``spec.budget``
+(``tokens``, ``usd``, ``perSession``) and the ``tokenBudgetPerSession`` guardrails of the Hive and
+the Cell's defaults (:mod:`apiary.api.budget_ledger`). Prices are apiaryd's table
+(``APIARY_LLM_PRICES``) with the Cell's ``spec.prices`` over it. A refusal is an answer (200,
+``refused``), not an error: the gateway turns it into its own 429 for the agent.
+
+Reserving and settling need ``create`` on ``LlmBudget`` (nodes have it); reading needs ``get``.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from typing import Any
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from apiary.api import budget_ledger as ledger
+from apiary.api.bodies import parse_body, read_body
+from apiary.api.middleware import PRINCIPAL_KEY
+from apiary.api.responses import json_response
+from apiary.api.state import ApiState
+from apiary.errors import Invalid, NotFound
+from apiary.store import Key
+from apiary.telemetry.prices import Prices, prices_from_env
+
+Obj = dict[str, Any]
+BASE = "/api/v1/cells/{cell}/llmbudget"
+RESOURCE = "LlmBudget"
+MAX_NAME = 253
+
+
+@functools.cache
+def server_prices() -> Prices:
+    return prices_from_env()
+
+
+def _state(request: Request) -> ApiState:
+    state: ApiState = request.app.state.apiary
+    return state
+
+
+async def _body(request: Request) -> Obj:
+    raw = await read_body(request, 64 << 10)
+    return parse_body(raw, request.headers.get("content-type"))
+
+
+def _name(body: Obj, field: str) -> str | None:
+    value = body.get(field)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or len(value) > MAX_NAME:
+        raise Invalid(f"{field}: expected a name of at most {MAX_NAME} characters")
+    return value.rsplit("/", 1)[-1]  # a session may come as cell/name
+
+
+def _count(body: Obj, field: str, *, optional: bool = False) -> int | None:
+    value = body.get(field)
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise Invalid(f"{field}: expected a whole number of tokens, at least 0")
+    return value
+
+
+async def _get(state: ApiState, kind: str, cell: str, name: str | None) -> Obj | None:
+    if not name:
+        return None
+    try:
+        return await state.store.get(kind, "" if kind == "Cell" else cell, name)
+    except NotFound:
+        return None
+
+
+async def _transact(state: ApiState, cell: str, change: Any) -> Obj:
+    def mutate(current: Obj | None, rv: int) -> Obj:
+        obj = current if current is not None else ledger.new_ledger(cell)
+        obj["metadata"]["resourceVersion"] = str(rv)
+        change(obj["status"])
+        return obj
+
+    new = await state.store.transact(Key(ledger.KIND, cell, ledger.NAME), mutate)
+    assert new is not None
+    return new
+
+
+def budget_routes() -> APIRouter:
+    r = APIRouter(tags=["budgets"])
+
+    @r.post(BASE + "/reserve", summary="Hold room for one LLM call in every scope (gateways)")
+    async def reserve(request: Request, cell: str) -> Response:
+        state = _state(request)
+        state.authorizer.authorize(request.scope[PRINCIPAL_KEY], "create", RESOURCE, cell)
+        body = await _body(request)
+        hive_name, session = _name(body, "hive"), _name(body, "session")
+        cell_obj = await _get(state, "Cell", cell, cell)
+        hive = await _get(state, "Hive", cell, hive_name)
+        limits = ledger.scope_limits(cell_obj, hive, hive_name, session)
+        model = str(body.get("model") or "")[:200]
+        prompt = _count(body, "prompt")
+        assert prompt is not None
+        ask = ledger.Ask(prompt, _count(body, "completion", optional=True),
+                         _count(body, "minCompletion", optional=True) or 0,
+                         ledger.prices_for(server_prices(), cell_obj).of(model))  # fmt: skip
+        if not any(limit.bounded for limit in limits.values()):
+            return json_response({"hold": None, "completion": ask.completion, "bounded": False,
+                                  "scopes": list(limits)})  # fmt: skip
+        granted: list[ledger.Granted] = []
+        now = time.time()
+        await _transact(state, cell, lambda s: granted.append(ledger.reserve(s, limits, ask, now)))
+        (got,) = granted[-1:]
+        if got.refused is not None:
+            return json_response({"refused": got.refused, "scope": got.scope, "bounded": True})
+        return json_response({"hold": got.hold, "completion": got.completion, "bounded": True,
+                              "scopes": list(limits)})  # fmt: skip
+
+    @r.post(BASE + "/settle", summary="Count what one LLM call used and release its hold")
+    async def settle(request: Request, cell: str) -> Response:
+        state = _state(request)
+        state.authorizer.authorize(request.scope[PRINCIPAL_KEY], "create", RESOURCE, cell)
+        body = await _body(request)
+        hive_name, session = _name(body, "hive"), _name(body, "session")
+        hold = body.get("hold") if isinstance(body.get("hold"), str) else None
+        prompt, completion = _count(body, "prompt"), _count(body, "completion")
+        assert prompt is not None and completion is not None
+        cell_obj = await _get(state, "Cell", cell, cell)
+        price = ledger.prices_for(server_prices(), cell_obj).of(str(body.get("model") or ""))
+        names = ["cell"] + ([f"hive/{hive_name}"] if hive_name else [])
+        names += [f"session/{session}"] if session else []
+        now = time.time()
+        await _transact(
+            state, cell, lambda s: ledger.settle(s, hold, names, prompt, completion, price, now)
+        )
+        return json_response({"settled": True})
+
+    @r.get(BASE, summary="What the Cell, its hives and sessions used and hold (tokens, USD)")
+    async def usage(request: Request, cell: str) -> Response:
+        state = _state(request)
+        state.authorizer.authorize(request.scope[PRINCIPAL_KEY], "get", RESOURCE, cell)
+        try:
+            obj = await state.store.get(ledger.KIND, cell, ledger.NAME)
+        except NotFound:
+            obj = ledger.new_ledger(cell)
+        return json_response(ledger.usage_view(obj["status"]))
+
+    return r
+
+
+__all__ = ["budget_routes"]

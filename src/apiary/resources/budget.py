@@ -1,0 +1,40 @@
+"""LLM budgets of a Cell and a Hive: hard stops on what their LLM calls may cost in all.
+
+``spec.budget`` of a Cell or a Hive bounds every LLM call of its drones, through the node's
+gateway, in tokens and/or estimated US dollars (the price table: ``APIARY_LLM_PRICES`` with the
+Cell's ``spec.prices`` over it); ``perSession`` bounds each session of it. The gateway reserves a
+call's maximum cost against every scope before the call — atomically, through apiaryd — and
+settles what the provider reported after it (docs/gateway.md, "Budgets").
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from apiary.resources.base import ApiModel
+
+
+class Limit(ApiModel):
+    """What a scope's LLM calls may use in all; unset: no bound."""
+
+    tokens: int | None = Field(default=None, ge=1, le=10**15)
+    """Prompt + completion tokens, as the providers report them."""
+    usd: float | None = Field(default=None, gt=0, le=1e9)
+    """Estimated US dollars (tokens times the price table's price of the model that answered)."""
+
+
+class Budget(Limit):
+    """``tokens`` / ``usd`` for the whole scope (the Cell, the Hive) and ``perSession``."""
+
+    per_session: Limit | None = None
+    """What each session may use (with ``tokenBudgetPerSession`` guardrails: the tightest)."""
+
+
+class ModelPrice(ApiModel):
+    """US dollars per 1M tokens."""
+
+    input: float = Field(default=0, ge=0)
+    output: float = Field(default=0, ge=0)
+
+
+__all__ = ["Budget", "Limit", "ModelPrice"]

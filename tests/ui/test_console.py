@@ -280,6 +280,7 @@ def test_drones_say_why_they_do_not_run(page: Any, console: Console, shots: Path
     expect(wait).to_contain_text("Pending")
     expect(wait).to_contain_text("cpu")  # the scheduler's reason names what is short
     expect(page.locator("#stages tr[data-stage='fall']")).to_contain_text("0/1")
+    assert_accessible(page)
     page.screenshot(path=str(shots / "hive-broken.png"), full_page=True)
     console.api("DELETE", f"/api/v1/cells/{CELL}/hives/broken")
 
@@ -403,6 +404,7 @@ def test_a_dead_letter_is_replayed_from_the_console_after_the_agent_is_fixed(
     expect(page.locator("#letters")).to_contain_text("No dead letters.", timeout=10_000)
     page.get_by_label("Show resolved letters too").check()
     expect(letter).to_contain_text("Resolved", timeout=10_000)
+    assert_accessible(page)
     page.screenshot(path=str(shots / "dead-letters.png"), full_page=True)
 
 
@@ -439,6 +441,7 @@ def test_logs_of_a_hive_follow_live(page: Any, console: Console, shots: Path) ->
     expect(log).to_contain_text("saw hello bees")  # the earlier session's line
     console.start("later", "pipe", "late bee")
     expect(log).to_contain_text("saw Echo: late bee", timeout=15_000)  # followed, not reloaded
+    assert_accessible(page)
     page.screenshot(path=str(shots / "logs.png"), full_page=True)
     page.goto(console.url + f"#/hive/{CELL}/pipe")
     ready(page)
@@ -482,6 +485,7 @@ def test_the_hive_page_draws_each_pattern(page: Any, console: Console, shots: Pa
     expect(graph).to_contain_text("→ pipeline/output →")
     expect(graph.locator(".segment").nth(1)).to_contain_text("pipeline-stage-stage1")
     expect(page.locator("#stages")).to_contain_text("event-stage-subscriber1")
+    assert_accessible(page)
     page.screenshot(path=str(shots / "hive-composed.png"), full_page=True)
 
 
@@ -514,6 +518,7 @@ def test_a_viewer_sees_no_write_buttons_and_the_api_refuses_them_anyway(
     letter = tab.locator("#letters tbody tr[data-letter]")
     expect(letter).to_contain_text("job1")  # the viewer reads the dead letter...
     assert letter.get_by_role("button").all_inner_texts() == ["Show"]  # ...and may only look
+    assert_accessible(tab)
     tab.screenshot(path=str(shots / "viewer.png"), full_page=True)
     # The buttons are only hidden: the API itself refuses the viewer, called from the page.
     calls = {

@@ -50,3 +50,19 @@ def test_mcp_servers_are_http_urls_with_unique_names_and_no_commands() -> None:
     with pytest.raises(ValidationFailed) as dup:
         admit(_agent([{"name": "a", "url": "http://x"}, {"name": "a", "url": "http://y"}]))
     assert _fields(dup.value) == ["spec.mcpServers[1].name"]
+
+
+def test_an_a2a_interface_needs_a_url_and_no_runtime() -> None:
+    remote = {"apiVersion": "apiary.io/v1", "kind": "AgentSpec",
+              "metadata": {"name": "r", "namespace": "c"},
+              "spec": {"interface": {"type": "a2a", "url": "https://a.example/a2a"}}}  # fmt: skip
+    assert admit(remote).warnings == []
+    with pytest.raises(ValidationFailed) as bad:
+        admit({**remote, "spec": {"interface": {"type": "a2a", "format": "text"}}})
+    assert set(_fields(bad.value)) == {"spec.interface.url", "spec.interface.format"}
+    with pytest.raises(ValidationFailed) as bad:
+        admit({**remote, "spec": {"interface": {"type": "stdin", "url": "http://x"}}})
+    assert _fields(bad.value) == ["spec.interface.url"]
+    with pytest.raises(ValidationFailed) as bad:
+        admit({**remote, "spec": {"interface": {"type": "stdin"}}})
+    assert _fields(bad.value) == ["spec.runtime"]

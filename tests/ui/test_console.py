@@ -553,17 +553,11 @@ def test_overview_load_time_with_1000_hives(page: Any, console: Console, shots: 
     """Reported, not asserted: build/ui-screenshots/overview-1000-hives.json."""
     many = "many"
     console.api("POST", "/api/v1/cells", {"metadata": {"name": many}})
-    stages = [{"name": "a", "agentRef": "none"}, {"name": "b", "agentRef": "none"}]
-
-    def create(i: int) -> None:  # no AgentSpec behind them: no drones, only the objects
-        body = {
-            "metadata": {"name": f"h{i:04d}"},
-            "spec": {"pattern": "pipeline", "stages": stages},
-        }
-        console.api("POST", f"/api/v1/cells/{many}/hives", body)
-
-    for i in range(1000):
-        create(i)
+    for i in range(1000):  # no AgentSpec behind them: no drones, only the objects
+        console.api("POST", f"/api/v1/cells/{many}/hives", {"metadata": {"name": f"h{i:04d}"},
+                    "spec": {"pattern": "pipeline",
+                             "stages": [{"name": "a", "agentRef": "none"},
+                                        {"name": "b", "agentRef": "none"}]}})  # fmt: skip
     timings = []
     for _ in range(3):
         started = time.perf_counter()
@@ -580,10 +574,10 @@ def test_overview_load_time_with_1000_hives(page: Any, console: Console, shots: 
     ready(page)
     expect(page.locator("#hives tbody th[scope=row]")).to_have_count(100)  # one page of hives
     # Live through watches, not polling: an idle overview makes no request for seconds on end.
-    page.wait_for_timeout(500)  # its watches are open
+    page.wait_for_timeout(1000)  # its watches are open
     asked: list[str] = []
     page.on("request", lambda r: asked.append(r.url))
-    page.wait_for_timeout(2000)
+    page.wait_for_timeout(2500)
     assert asked == []
     started = time.perf_counter()
     page.locator("#next-page").click()

@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -144,6 +145,26 @@ def effective_replicas(stage: Stage, agentspec: Obj | None) -> int:
     return stage.replicas if is_autoscaled(agentspec) else stage.spec_replicas
 
 
+A2A_BRIDGE = (sys.executable, "-m", "apiary.agent.a2a_bridge")
+"""What a drone of an ``interface.type: a2a`` AgentSpec runs: the bridge to the remote agent."""
+
+
+def a2a_bridge(spec: Obj) -> tuple[Obj, Obj]:
+    """``interface.type: a2a``: the drone runs the A2A bridge, a stdin (Waggle) agent to its
+    keeper, towards ``interface.url``; a runtime the AgentSpec gives lends only its ``env``."""
+    interface = _mapping(spec.get("interface"))
+    env = [e for e in (_mapping(spec.get("runtime")).get("env") or [])
+           if not (isinstance(e, dict) and e.get("name") == "APIARY_A2A_URL")]  # fmt: skip
+    url = {"name": "APIARY_A2A_URL", "value": str(interface.get("url"))}
+    runtime = {"command": list(A2A_BRIDGE), "env": [url, *env]}
+    bridged: Obj = {"type": "stdin", "format": "waggle",
+                    "concurrency": interface.get("concurrency", 1)}  # fmt: skip
+    for probe in ("readinessProbe", "livenessProbe"):
+        if probe in interface:
+            bridged[probe] = copy.deepcopy(interface[probe])
+    return runtime, bridged
+
+
 def hive_stages(hive: Obj) -> tuple[list[Stage], list[tuple[str, str]]]:
     """The stages of a Hive and the problems found, as (field path, message). A stage's
     ``replicas`` is the autoscaler's count where its annotation entry applies
@@ -232,6 +253,8 @@ def drone_template(
     for key in RUNTIME_FIELDS:
         if key in spec:
             template[key] = copy.deepcopy(spec[key])
+    if (_mapping(spec.get("interface"))).get("type") == "a2a":
+        template["runtime"], template["interface"] = a2a_bridge(spec)
     if isinstance(spec.get("taskTier"), str):
         resolved = resolve_tier(spec["taskTier"], cell_tiers(cell), tiers)
         if resolved is not None:

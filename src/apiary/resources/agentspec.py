@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, PlainValidator, model_validator
 
@@ -137,8 +138,11 @@ class Interface(ApiModel):
     ``readinessProbe``/``livenessProbe``: periodic checks of the running drone (an http agent
     without a readiness probe gets one on ``healthPath`` with the defaults, at the node)."""
 
-    type: Literal["stdin", "http"] = "stdin"
+    type: Literal["stdin", "http", "a2a"] = "stdin"
     format: Literal["waggle", "text"] = "waggle"
+    url: str | None = None
+    """``a2a`` only: the remote A2A agent's JSON-RPC endpoint; the node runs the bridge
+    (:mod:`apiary.agent.a2a_bridge`) as the drone's process (docs/interop.md)."""
     port: int | None = Field(default=None, ge=1, le=65535)
     health_path: str | None = None
     message_path: str | None = None
@@ -173,8 +177,20 @@ class Interface(ApiModel):
             ):
                 if value is not None:
                     problems.add((alias,), "only used with type: http")
+        self._check_a2a(problems)
         problems.raise_if_any()
         return self
+
+    def _check_a2a(self, problems: Problems) -> None:
+        if self.type != "a2a":
+            if self.url is not None:
+                problems.add(("url",), "only used with type: a2a")
+            return
+        parts = urlsplit(self.url or "")
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            problems.add(("url",), "required with type a2a: the A2A agent's http(s) endpoint")
+        if self.format != "waggle":
+            problems.add(("format",), "an a2a agent exchanges messages, not text lines")
 
     def _check_probes(self, problems: Problems) -> None:
         """An http agent's probe without ``httpGet`` GETs ``healthPath``; a stdin agent's may
@@ -311,7 +327,9 @@ class SecurityContext(ApiModel):
 
 
 class AgentSpecSpec(ApiModel):
-    runtime: Runtime
+    runtime: Runtime | None = None
+    """Required, except with ``interface.type: a2a`` (the node runs the A2A bridge; a runtime
+    given there only lends its ``env``, e.g. ``APIARY_A2A_TOKEN``)."""
     interface: Interface = Field(default_factory=Interface)
     resources: Resources | None = None
     scaling: Scaling | None = None
@@ -331,6 +349,14 @@ class AgentSpecSpec(ApiModel):
     mcp_servers: list[McpServer] | None = Field(default=None, max_length=32)
     """MCP servers its drones reach through their keeper, tools by ``allowTools``
     (:mod:`apiary.resources.interop`, docs/interop.md)."""
+
+    @model_validator(mode="after")
+    def _runtime_unless_a2a(self) -> AgentSpecSpec:
+        if self.runtime is None and self.interface.type != "a2a":
+            problems = Problems()
+            problems.add(("runtime",), "field required (unless interface.type is a2a)")
+            problems.raise_if_any()
+        return self
 
     @model_validator(mode="after")
     def _replicas_in_range(self) -> AgentSpecSpec:

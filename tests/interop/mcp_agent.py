@@ -14,9 +14,12 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
 
-async def handle(text: str) -> dict:
+async def handle(text: str, traceparent: str | None) -> dict:
     token = os.environ["APIARY_KEEPER_TOKEN"]
-    http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    headers = {"Authorization": f"Bearer {token}"}
+    if traceparent:  # the tool calls join the message's trace
+        headers["traceparent"] = traceparent
+    http = httpx2.AsyncClient(headers=headers, timeout=30)
     url = os.environ["APIARY_KEEPER_URL"] + "/mcp"
     async with http, Client(streamable_http_client(url, http_client=http)) as mcp:
         names = sorted(t.name for t in (await mcp.list_tools()).tools)
@@ -31,5 +34,5 @@ async def handle(text: str) -> dict:
 
 for line in sys.stdin:
     message = json.loads(line)
-    answer = asyncio.run(handle(str(message["payload"])))
+    answer = asyncio.run(handle(str(message["payload"]), message.get("traceparent")))
     print(json.dumps({"type": "result", "payload": answer}), flush=True)

@@ -3,7 +3,8 @@
 A real apiaryd (embedded node), a test MCP server built with the ``mcp`` SDK (its own process,
 Streamable HTTP) and an agent process that uses the ``mcp`` SDK's client against its keeper's
 endpoint: the tool its AgentSpec allows is listed and called, the one it does not is refused,
-and both calls are in the session's transcript (tool, arguments, result, latency).
+and both calls are in the session's transcript (tool, arguments, result, latency); the
+allowed one is a span in the message's trace.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import httpx
 import pytest
 
 from e2e.cluster import Apiaryd, is_ready, new_cell, run_session, wait_drones
+from fakes.otlp_receiver import OtlpReceiver, running_receiver
 from services import free_port
 
 pytestmark = pytest.mark.slow
@@ -45,7 +47,19 @@ def calc() -> Iterator[str]:
     proc.wait(10)
 
 
-def test_an_agent_calls_an_allowed_tool_through_its_keeper(tmp_path: Path, calc: str) -> None:
+@pytest.fixture
+def receiver(monkeypatch: pytest.MonkeyPatch) -> Iterator[OtlpReceiver]:
+    """An in-test OTLP receiver apiaryd exports its spans to (configured by OTEL_* only)."""
+    with running_receiver() as got:
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", got.url)
+        monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "100")
+        monkeypatch.delenv("OTEL_SERVICE_NAME", raising=False)
+        yield got
+
+
+def test_an_agent_calls_an_allowed_tool_through_its_keeper(
+    tmp_path: Path, calc: str, receiver: OtlpReceiver
+) -> None:
     server = Apiaryd(tmp_path / "data").start()
     try:
         cell = new_cell()
@@ -82,5 +96,12 @@ def test_an_agent_calls_an_allowed_tool_through_its_keeper(tmp_path: Path, calc:
         assert add["result"]["content"][0]["text"] == "5" and not add["isError"]
         assert add["latencyMs"] > 0 and calls[0]["stage"] == "use" and calls[0]["drone"]
         assert shout["tool"] == "shout" and shout["isError"] and "allowTools" in shout["error"]
+        # and the call is a span in the message's trace (the agent passed its traceparent on)
+        trace_id = items[0]["message"]["traceparent"].split("-")[1]
+        got = receiver.wait_for(lambda spans: any(
+            g.name == "mcp.tools/call" and g.trace_id == trace_id for g in spans), 15)  # fmt: skip
+        (span,) = [g for g in got if g.name == "mcp.tools/call" and g.trace_id == trace_id]
+        assert span.attributes["mcp.server"] == "calc" and span.attributes["mcp.tool"] == "add"
+        assert span.attributes["mcp.is_error"] is False
     finally:
         server.stop()

@@ -63,7 +63,10 @@ def test_an_agent_calls_an_allowed_tool_through_its_keeper(
     server = Apiaryd(tmp_path / "data").start()
     try:
         cell = new_cell()
-        with server.client(cell) as c:
+        with server.client(cell) as c:  # the Cell offers the MCP server to all its drones
+            c.create({"apiVersion": "apiary.io/v1", "kind": "Cell", "metadata": {"name": cell},
+                      "spec": {"mcpServers": [{"name": "calc", "url": calc,
+                                               "allowTools": ["add"]}]}})  # fmt: skip
             c.create(
                 {
                     "apiVersion": "apiary.io/v1",
@@ -72,7 +75,6 @@ def test_an_agent_calls_an_allowed_tool_through_its_keeper(
                     "spec": {
                         "runtime": {"command": [sys.executable, str(HERE / "mcp_agent.py")]},
                         "interface": {"type": "stdin", "format": "waggle"},
-                        "mcpServers": [{"name": "calc", "url": calc, "allowTools": ["add"]}],
                         "resources": {"requests": {"cpu": 10, "memory": 8_000_000}},
                     },
                 }
@@ -86,7 +88,7 @@ def test_an_agent_calls_an_allowed_tool_through_its_keeper(
             answer = run_session(c, cell, "h", "hello")
             assert answer["tools"] == ["calc.add"]  # shout is not in allowTools: not listed
             assert answer["sum"] == "5"
-            assert "not in the AgentSpec's allowTools" in answer["refused"]
+            assert "is not in its allowTools" in answer["refused"]
             (session,) = [s["metadata"]["name"] for s in c.list("Session", cell)["items"]]
             path = f"/api/v1/cells/{cell}/sessions/{session}/transcript"
             items = c.request("GET", path).body["items"]

@@ -66,3 +66,13 @@ def test_an_a2a_interface_needs_a_url_and_no_runtime() -> None:
     with pytest.raises(ValidationFailed) as bad:
         admit({**remote, "spec": {"interface": {"type": "stdin"}}})
     assert _fields(bad.value) == ["spec.runtime"]
+
+
+def test_a_cell_lists_mcp_servers_for_all_its_drones() -> None:
+    cell = {"apiVersion": "apiary.io/v1", "kind": "Cell", "metadata": {"name": "c"},
+            "spec": {"mcpServers": [{"name": "calc", "url": "http://x/mcp"}]}}  # fmt: skip
+    assert admit(cell).warnings == []
+    twice = [{"name": "calc", "url": "http://x/mcp"}, {"name": "calc", "url": "http://y/mcp"}]
+    with pytest.raises(ValidationFailed) as dup:
+        admit({**cell, "spec": {"mcpServers": twice}})
+    assert _fields(dup.value) == ["spec.mcpServers[1].name"]

@@ -165,6 +165,16 @@ def a2a_bridge(spec: Obj) -> tuple[Obj, Obj]:
     return runtime, bridged
 
 
+def mcp_servers(cell: Obj | None, spec: Obj) -> list[Obj]:
+    """The MCP servers a drone's keeper proxies: the Cell's (``spec.mcpServers``), each replaced
+    by the AgentSpec's entry of the same name, then the AgentSpec's others (docs/interop.md)."""
+    own = [s for s in spec.get("mcpServers") or [] if isinstance(s, dict)]
+    names = {s.get("name") for s in own}
+    shared = [s for s in _mapping((cell or {}).get("spec")).get("mcpServers") or []
+              if isinstance(s, dict) and s.get("name") not in names]  # fmt: skip
+    return copy.deepcopy([*shared, *own])
+
+
 def hive_stages(hive: Obj) -> tuple[list[Stage], list[tuple[str, str]]]:
     """The stages of a Hive and the problems found, as (field path, message). A stage's
     ``replicas`` is the autoscaler's count where its annotation entry applies
@@ -255,6 +265,9 @@ def drone_template(
             template[key] = copy.deepcopy(spec[key])
     if (_mapping(spec.get("interface"))).get("type") == "a2a":
         template["runtime"], template["interface"] = a2a_bridge(spec)
+    servers = mcp_servers(cell, spec)
+    if servers:
+        template["mcpServers"] = servers
     if isinstance(spec.get("taskTier"), str):
         resolved = resolve_tier(spec["taskTier"], cell_tiers(cell), tiers)
         if resolved is not None:

@@ -1,7 +1,8 @@
 """MCP through the keeper: one local MCP endpoint per drone, proxying to the servers it may use.
 
-A drone's AgentSpec lists its MCP servers (``spec.mcpServers: [{name, url, allowTools,
-timeoutSeconds?, headers?}]``; the Drone carries a copy). The keeper serves them to the agent at
+A drone's Cell and AgentSpec list its MCP servers (``spec.mcpServers: [{name, url,
+allowTools, timeoutSeconds?, headers?}]``, the AgentSpec's entry replacing the Cell's of the same
+name; the Drone carries the merged copy). The keeper serves them to the agent at
 ``$APIARY_KEEPER_URL/mcp`` (Streamable HTTP, :mod:`apiary.mcp.protocol`), authenticated with the
 drone's keeper token like every keeper route. Tools are named ``<server>.<tool>``; only those in
 the server's ``allowTools`` are listed or called (``["*"]`` allows all; none listed, none
@@ -130,8 +131,8 @@ class KeeperTools:
                                            "tool call is made for a message it holds")  # fmt: skip
         if not up.allows(tool):
             allowed = ", ".join(sorted(up.allow)) or "nothing"
-            why = (f"tool {tool!r} of MCP server {server!r} is not in the AgentSpec's "
-                   f"allowTools (it allows {allowed})")  # fmt: skip
+            why = (f"tool {tool!r} of MCP server {server!r} is not in its allowTools "
+                   f"(it allows {allowed})")  # fmt: skip
             await self._record(up, tool, arguments, None, 0.0, why)
             raise McpError(INVALID_PARAMS, why)
         started = time.monotonic()

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
-from apiary.resources.base import ApiModel, NonNegativeNumber
+from apiary.resources.base import ApiModel, NonNegativeNumber, Problems
 from apiary.resources.budget import Budget, ModelPrice
 from apiary.resources.guardrails import Guardrails
+from apiary.resources.interop import McpServer, check_mcp_servers
 from apiary.resources.meta import ApiObject, Status
 from apiary.resources.quantity import Millicores
 from apiary.resources.tiers import TierMap
@@ -53,6 +54,16 @@ class CellSpec(ApiModel):
     """What all LLM calls of the Cell, and each of its sessions, may use (docs/gateway.md)."""
     prices: dict[str, ModelPrice] | None = None
     """The Cell's own prices (USD per 1M tokens) over the server's table, for its budgets."""
+    mcp_servers: list[McpServer] | None = Field(default=None, max_length=32)
+    """MCP servers every drone of the Cell reaches through its keeper (an AgentSpec's entry of
+    the same name replaces one); see :mod:`apiary.resources.interop`, docs/interop.md."""
+
+    @model_validator(mode="after")
+    def _unique_mcp_servers(self) -> CellSpec:
+        problems = Problems()
+        check_mcp_servers(self.mcp_servers, problems)
+        problems.raise_if_any()
+        return self
 
 
 class CellStatus(Status):

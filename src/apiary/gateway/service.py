@@ -46,7 +46,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
 from apiary.errors import ApiaryError
-from apiary.gateway import calls
+from apiary.gateway import calls, providers, translated
 from apiary.gateway.budget import DroneMeter, GatewayRefusal, Tally
 from apiary.gateway.calls import Budgeted, estimate, prompt_text
 from apiary.gateway.provider import Provider, Providers, Reader
@@ -226,7 +226,10 @@ class LlmGateway:
                     )  # fmt: skip
                 if tracing.TRACER is not None:
                     span = _span(operation, request, call.tally, call.provider, call.body)
-                if call.body.get("stream") and path != "/embeddings":
+                translator = providers.translator(call.provider.api)
+                if translator is not None:
+                    response = await self._translated(call, path, translator, span)
+                elif call.body.get("stream") and path != "/embeddings":
                     response = await self._stream(call, span, path)
                 else:
                     answer = await self._post(call, path, span)
@@ -240,6 +243,23 @@ class LlmGateway:
         if call.tier is not None:
             response.headers[TIER_HEADER] = call.tier
         return response
+
+    async def _translated(
+        self, call: Call, path: str, translator: providers.Translator, span: Any
+    ) -> Response:
+        if path != "/chat/completions":
+            raise GatewayRefusal(
+                400, "invalid_request_error",
+                f"{path[1:]} is not served for this drone's provider ({call.provider.api!r}): "
+                "only chat completions are translated to its API",
+            )  # fmt: skip
+
+        async def settle(prompt: int, completion: int, model: str) -> None:
+            await self._settle(call, prompt, completion, model)
+
+        return await translated.forward(
+            self.http, call.provider, translator, call.body, settle, _headers(call.provider, span)
+        )
 
     async def _chat(self, request: Request) -> Response:
         return await self._handle(request, "chat", "/chat/completions", completion_of_chat)
@@ -258,6 +278,10 @@ class LlmGateway:
         try:
             cell, _, drone = self._drone(request)
             provider = await self.providers.resolve(cell, drone.spec)
+            if provider.api != "openai":  # what the agent may ask for: the AgentSpec's model
+                listed = [{"id": provider.model, "object": "model", "owned_by": provider.api}]
+                body = {"object": "list", "data": listed if provider.model else []}
+                return Response(orjson.dumps(body), media_type="application/json")
             url = provider.url("/models")
             try:
                 answer = await self.http.get(url, headers=provider.headers())

@@ -1,0 +1,83 @@
+"""Anthropic Messages and Gemini generateContent behind the gateway, driven by the real ``openai``
+SDK inside a real agent process (issue 15.1): chat, streaming and tool calls are translated both
+ways, and the providers' own usage is what the session is charged."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_gateway_openai_sdk import ask, sdk_hive
+
+from fakes.provider_servers import FakeAnthropic, FakeGemini, serving
+from stack import Stack, running_stack
+
+SHAPES = {
+    "anthropic": (FakeAnthropic, "/v1", "claude-3-5-haiku-latest", "x-api-key"),
+    "gemini": (FakeGemini, "/v1beta", "gemini-2.0-flash", "x-goog-api-key"),
+}
+
+
+@contextlib.asynccontextmanager
+async def provider_world(
+    tmp_path: Path, cell: str, api: str
+) -> AsyncIterator[tuple[Stack, FakeAnthropic | FakeGemini]]:
+    kind, prefix, _, _ = SHAPES[api]
+    async with (
+        serving(kind(), prefix) as fake,
+        running_stack(tmp_path, cell, messaging=True) as s,
+    ):
+        await s.apply({
+            "apiVersion": "apiary.io/v1", "kind": "Secret",
+            "metadata": {"name": "provider", "namespace": cell},
+            "stringData": {"baseUrl": fake.url, "apiKey": fake.api_key},
+        })  # fmt: skip
+        yield s, fake
+
+
+@pytest.mark.parametrize("api", ["anthropic", "gemini"])
+async def test_chat_streaming_and_tools_through_the_openai_sdk(
+    tmp_path: Path, cell: str, api: str
+) -> None:
+    _, _, model, key_header = SHAPES[api]
+    async with provider_world(tmp_path, cell, api) as (stack, fake):
+        llm = {"provider": {"secretRef": {"name": "provider"}, "api": api}, "model": model}
+        await sdk_hive(stack, llm=llm)
+        answers: dict[str, Any] = {}
+        for op, text in [("chat", "alpha"), ("stream", "beta gamma"), ("tools", "weather?")]:
+            done = await ask(stack, op, {"op": op, "text": text})
+            assert done.kind == "final", done.message
+            answers[op] = done.message["payload"]
+        assert answers["chat"] == {"text": "echo: alpha", "model": model, "usage": [10, 5]}
+        assert answers["stream"] == {"text": "echo: beta gamma", "usage": [10, 5]}
+        assert answers["tools"] == {"tools": [["get_weather", {"city": "Paris"}]],
+                                    "finish": "tool_calls"}  # fmt: skip
+        # The provider got its own API's shape, with its key in its own header.
+        chat, streamed, tools = fake.requests
+        assert {r.headers[key_header] for r in fake.requests} == {fake.api_key}
+        assert all("authorization" not in r.headers for r in fake.requests)
+        if api == "anthropic":
+            assert chat.path == "/v1/messages" and chat.body["model"] == model
+            assert chat.body["messages"] == [
+                {"role": "user", "content": [{"type": "text", "text": "alpha"}]}
+            ]
+            assert isinstance(chat.body["max_tokens"], int) and streamed.body["stream"] is True
+            assert tools.body["tools"][0]["name"] == "get_weather"
+            assert tools.body["tools"][0]["input_schema"]["required"] == ["city"]
+        else:
+            assert chat.path == f"/v1beta/models/{model}:generateContent"
+            assert chat.body["contents"] == [{"role": "user", "parts": [{"text": "alpha"}]}]
+            assert streamed.path.endswith(":streamGenerateContent")
+            assert streamed.query == "alt=sse"
+            declared = tools.body["tools"][0]["functionDeclarations"][0]
+            assert declared["name"] == "get_weather"
+        # Each session was charged what the provider reported.
+        assert stack.journal is not None
+        for name in ("chat", "stream", "tools"):
+            _, prompt, completion = await stack.journal.usage(f"{cell}/{name}")
+            assert (prompt, completion) == (10, 5), name
+        ledger = (await stack.client.request("GET", f"/api/v1/cells/{cell}/llmbudget")).body
+        assert ledger["hives"]["h"]["tokens"] == 3 * 15

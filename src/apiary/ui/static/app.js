@@ -7,10 +7,12 @@ import { hivePage } from "./hive.js";
 import { sessionPage } from "./session.js";
 import { dlqPage } from "./dlq.js";
 import { logsPage } from "./logs.js";
+import { sessionsPage } from "./sessions.js";
 
 const main = document.getElementById("main");
 const nav = document.getElementById("nav");
 const whoEl = document.getElementById("who");
+const sessionsLink = document.getElementById("sessions-link");
 let who = null;
 let current = null;
 
@@ -18,6 +20,7 @@ const routes = [
   [/^#\/overview(?:\/(\d+))?$/, overview],
   [/^#\/hive\/([^/]+)\/([^/]+)$/, hivePage],
   [/^#\/session\/([^/]+)\/([^/]+)$/, sessionPage],
+  [/^#\/sessions\/([^/]+)(?:\/(\d+))?$/, sessionsPage],
   [/^#\/dlq\/([^/]+)\/([^/]+)$/, dlqPage],
   [/^#\/logs\/([^/]+)\/(drone|hive)\/([^/]+)$/, logsPage],
 ];
@@ -79,6 +82,7 @@ async function render() {
   }
   nav.hidden = false;
   whoEl.textContent = `${who.user} · ${who.role}${who.cell ? ` in ${who.cell}` : ""}`;
+  sessionsLink.href = `#/sessions/${encodeURIComponent(who.cell || "default")}`;
   const route = routes.find(([re]) => re.test(location.hash));
   if (!route) {
     location.hash = "#/overview";

@@ -27,6 +27,8 @@ export async function hivePage(ctx, cell, name) {
       h("a", { href: hash("dlq", cell, name) }, "Dead letters & approvals"),
       " · ",
       h("a", { href: hash("logs", cell, "hive", name) }, "Logs"),
+      " · ",
+      h("a", { href: hash("sessions", cell) }, `Sessions of cell ${cell}`),
     ),
     conditions,
     section("Pattern", "graph-title", graph),
@@ -239,7 +241,7 @@ function sessionsTable(sessions, cell) {
       "tr",
       {},
       h("th", { scope: "row" }, h("a", { href: hash("session", cell, s.metadata.name) }, s.metadata.name)),
-      h("td", {}, phaseBadge(st.phase), st.reason ? ` ${st.reason}` : ""),
+      h("td", {}, phaseBadge(st.phase), st.reason && st.reason !== st.phase ? ` ${st.reason}` : ""),
       h("td", { class: "num" }, String(st.messageCount ?? "")),
       h("td", {}, age(s.metadata.creationTimestamp)),
     );

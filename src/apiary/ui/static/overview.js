@@ -5,9 +5,11 @@
 import { listAll, listPage, listPath, watch } from "./api.js";
 import { age, badge, coalesce, h, hash, ms, section, table } from "./dom.js";
 import { follow, metricsPeriod, quantile } from "./metrics.js";
+import { continueOf, pagerLinks, rememberNext } from "./pager.js";
 import { droneCounts, patternOf, stagesOf } from "./stages.js";
 
 const PAGE = 100;
+const PAGES_KEY = "apiary.overviewPages";
 
 export async function overview(ctx, pageArg) {
   const started = performance.now();
@@ -15,9 +17,7 @@ export async function overview(ctx, pageArg) {
   const admin = who.role === "cluster-admin";
   const scope = admin ? null : who.cell;
   const pageNo = Number(pageArg || 0);
-  // continue tokens of the pages seen so far, kept per tab so Back works
-  const conts = JSON.parse(sessionStorage.getItem("apiary.overviewPages") || "[null]");
-  const cont = conts[pageNo] ?? null;
+  const cont = continueOf(PAGES_KEY, pageNo);
 
   const hivesBody = h("tbody");
   const nodesBox = h("div");
@@ -97,15 +97,8 @@ export async function overview(ctx, pageArg) {
   const loadPage = async () => {
     const page = await listPage(listPath("hives", scope), { limit: PAGE, cont, signal });
     hives = page.items;
-    conts[pageNo + 1] = page.next;
-    sessionStorage.setItem("apiary.overviewPages", JSON.stringify(conts.slice(0, pageNo + 2)));
-    pager.replaceChildren(
-      ...[
-      pageNo > 0 ? h("a", { href: pageNo === 1 ? "#/overview" : `#/overview/${pageNo - 1}`, rel: "prev" }, "‹ Previous") : null,
-      h("span", {}, `Page ${pageNo + 1}: hives ${pageNo * PAGE + 1}–${pageNo * PAGE + hives.length}`),
-      page.next ? h("a", { href: `#/overview/${pageNo + 1}`, rel: "next", id: "next-page" }, "Next ›") : null,
-      ].filter(Boolean),
-    );
+    rememberNext(PAGES_KEY, pageNo, page.next);
+    pager.replaceChildren(...pagerLinks("#/overview", pageNo, PAGE, hives.length, page.next, "hives"));
     renderHives();
     return page.rv;
   };
@@ -159,13 +152,14 @@ async function renderCells(box, signal) {
   const rows = items.map((c) => {
     const q = (c.spec || {}).resourceQuota || {};
     const quota = Object.entries(q).map(([k, v]) => `${k} ${v}`).join(", ") || "none";
-    return h("tr", {}, h("th", { scope: "row" }, c.metadata.name), h("td", {}, quota), h("td", {}, age(c.metadata.creationTimestamp)));
+    const name = c.metadata.name;
+    return h("tr", {}, h("th", { scope: "row" }, name), h("td", {}, quota), h("td", {}, h("a", { href: hash("sessions", name) }, `sessions of ${name}`)), h("td", {}, age(c.metadata.creationTimestamp)));
   });
-  box.replaceChildren(table(`${items.length} cells`, ["Cell", "Quota", "Age"], rows, { id: "cells" }));
+  box.replaceChildren(table(`${items.length} cells`, ["Cell", "Quota", "Sessions", "Age"], rows, { id: "cells" }));
 }
 
 function ownCell(box, who) {
-  box.replaceChildren(h("p", {}, `This token works in cell ${who.cell}.`));
+  box.replaceChildren(h("p", {}, `This token works in cell ${who.cell}: `, h("a", { href: hash("sessions", who.cell) }, `its sessions`), "."));
 }
 
 function watchNodes(box, signal, drones) {

@@ -39,7 +39,7 @@ export async function sessionPage(ctx, cell, name) {
         "dl",
         { class: "facts" },
         h("dt", {}, "Phase"),
-        h("dd", { id: "phase" }, phaseBadge(st.phase), st.reason ? ` ${st.reason}` : ""),
+        h("dd", { id: "phase" }, phaseBadge(st.phase), st.reason && st.reason !== st.phase ? ` ${st.reason}` : ""),
         st.message ? [h("dt", {}, "Message"), h("dd", {}, st.message)] : null,
         h("dt", {}, "Hive"),
         h("dd", {}, h("a", { href: hash("hive", cell, hive) }, hive)),

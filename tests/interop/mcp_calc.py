@@ -1,9 +1,12 @@
 """A test MCP server built with the ``mcp`` SDK: ``add`` and ``shout`` over Streamable HTTP.
 
-Run: ``python mcp_calc.py PORT`` (serves ``http://127.0.0.1:PORT/mcp``)."""
+Run: ``python mcp_calc.py PORT [TOKEN]`` (serves ``http://127.0.0.1:PORT/mcp``); with a TOKEN
+every request must carry ``Authorization: Bearer TOKEN`` (else 401)."""
 
 import sys
+from typing import Any
 
+import uvicorn
 from mcp.server.mcpserver import MCPServer
 
 app = MCPServer("calc")
@@ -21,5 +24,22 @@ def shout(text: str) -> str:
     return text.upper()
 
 
+def guarded(inner: Any, token: str) -> Any:
+    async def asgi(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            headers = dict(scope.get("headers") or [])
+            if headers.get(b"authorization") != f"Bearer {token}".encode():
+                await send({"type": "http.response.start", "status": 401, "headers": []})
+                await send({"type": "http.response.body", "body": b"no token"})
+                return
+        await inner(scope, receive, send)
+
+    return asgi
+
+
 if __name__ == "__main__":
-    app.run("streamable-http", host="127.0.0.1", port=int(sys.argv[1]))
+    port = int(sys.argv[1])
+    served = app.streamable_http_app()
+    if len(sys.argv) > 2:
+        served = guarded(served, sys.argv[2])
+    uvicorn.run(served, host="127.0.0.1", port=port, log_level="warning")

@@ -3,7 +3,8 @@
 A real apiaryd (embedded node), a test MCP server built with the ``mcp`` SDK (its own process,
 Streamable HTTP) and an agent process that uses the ``mcp`` SDK's client against its keeper's
 endpoint: the tool its AgentSpec allows is listed and called, the one it does not is refused,
-and both calls are in the session's transcript (tool, arguments, result, latency); the
+the server's credential comes from a Secret (the agent never sees it), and both calls are in
+the session's transcript (tool, arguments, result, latency); the
 allowed one is a span in the message's trace.
 """
 
@@ -23,13 +24,14 @@ from fakes.otlp_receiver import OtlpReceiver, running_receiver
 from services import free_port
 
 pytestmark = pytest.mark.slow
+TOKEN = "s3cret-calc-token"
 HERE = Path(__file__).parent
 
 
 @pytest.fixture
 def calc() -> Iterator[str]:
     port = free_port()
-    proc = subprocess.Popen([sys.executable, str(HERE / "mcp_calc.py"), str(port)],
+    proc = subprocess.Popen([sys.executable, str(HERE / "mcp_calc.py"), str(port), TOKEN],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     url = f"http://127.0.0.1:{port}/mcp"
     deadline = time.monotonic() + 15
@@ -64,9 +66,14 @@ def test_an_agent_calls_an_allowed_tool_through_its_keeper(
     try:
         cell = new_cell()
         with server.client(cell) as c:  # the Cell offers the MCP server to all its drones
+            bearer = {"name": "Authorization", "prefix": "Bearer ",
+                      "secretKeyRef": {"name": "calc", "key": "token"}}  # fmt: skip
             c.create({"apiVersion": "apiary.io/v1", "kind": "Cell", "metadata": {"name": cell},
-                      "spec": {"mcpServers": [{"name": "calc", "url": calc,
-                                               "allowTools": ["add"]}]}})  # fmt: skip
+                      "spec": {"mcpServers": [{"name": "calc", "url": calc, "allowTools": ["add"],
+                                               "headersFrom": [bearer]}]}})  # fmt: skip
+            c.create({"apiVersion": "apiary.io/v1", "kind": "Secret",
+                      "metadata": {"name": "calc", "namespace": cell},
+                      "stringData": {"token": TOKEN}})  # fmt: skip
             c.create(
                 {
                     "apiVersion": "apiary.io/v1",

@@ -21,13 +21,20 @@ Obj = dict[str, Any]
 
 
 def secrets_of(drone_spec: Any) -> set[str]:
-    """The Secrets a drone's spec names: env ``secretKeyRef``s and its LLM provider's."""
+    """The Secrets a drone's spec names: env ``secretKeyRef``s, its LLM provider's, and its MCP
+    servers' ``headersFrom`` (the keeper sends those, docs/interop.md)."""
     names = {name for _, name, _ in secret_key_refs(drone_spec)}
     llm = drone_spec.get("llm") if isinstance(drone_spec, dict) else None
     provider = llm.get("provider") if isinstance(llm, dict) else None
     ref = provider.get("secretRef") if isinstance(provider, dict) else None
     if isinstance(ref, dict) and isinstance(ref.get("name"), str) and ref["name"]:
         names.add(ref["name"])
+    servers = drone_spec.get("mcpServers") if isinstance(drone_spec, dict) else None
+    for server in servers if isinstance(servers, list) else []:
+        for header in (server.get("headersFrom") if isinstance(server, dict) else None) or []:
+            ref = header.get("secretKeyRef") if isinstance(header, dict) else None
+            if isinstance(ref, dict) and isinstance(ref.get("name"), str) and ref["name"]:
+                names.add(ref["name"])
     return names
 
 

@@ -23,6 +23,8 @@ user, not the drone's.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
 import logging
 import time
@@ -57,6 +59,8 @@ class Upstream:
     allow: frozenset[str] = field(default_factory=frozenset)
     timeout: float = DEFAULT_TIMEOUT
     headers: Mapping[str, str] = field(default_factory=dict)
+    secret_headers: tuple[tuple[str, str, str, str], ...] = ()
+    """(header, prefix, Secret name, key) of ``headersFrom``."""
 
     def allows(self, tool: str) -> bool:
         return "*" in self.allow or tool in self.allow
@@ -74,19 +78,44 @@ def upstreams(spec: Mapping[str, Any]) -> dict[str, Upstream]:
         headers = entry.get("headers") if isinstance(entry.get("headers"), dict) else {}
         seconds = float(timeout) if isinstance(timeout, int | float) else DEFAULT_TIMEOUT
         pairs = {str(k): str(v) for k, v in (headers or {}).items()}
-        out[name] = Upstream(name, entry["url"], allow, seconds, pairs)
+        secret = tuple(
+            _header_from(h) for h in entry.get("headersFrom") or [] if isinstance(h, dict)
+        )
+        out[name] = Upstream(name, entry["url"], allow, seconds, pairs, secret)
     return out
 
 
+async def secret_headers(keeper: KeeperHttpServer, cell: str, up: Upstream) -> dict[str, str]:
+    """``headersFrom``, read from the cell's Secrets with the node's token (an error result
+    naming the Secret when one is missing or unreadable)."""
+    out: dict[str, str] = {}
+    for header, prefix, name, key in up.secret_headers:
+        where = f"MCP server {up.name!r}: headersFrom {header!r}: Secret {name!r} key {key!r}"
+        try:
+            secret = await keeper.client.get("Secret", name, cell, reveal=True)
+            raw = (secret.get("data") or {})[key]
+            out[header] = prefix + base64.b64decode(str(raw), validate=True).decode().strip()
+        except (ApiaryError, KeyError, binascii.Error, UnicodeDecodeError) as exc:
+            detail = exc.message if isinstance(exc, ApiaryError) else "missing or not base64 text"
+            raise McpError(INVALID_PARAMS, f"{where}: {detail}") from None
+    return out
+
+
+def _header_from(h: Obj) -> tuple[str, str, str, str]:
+    raw = h.get("secretKeyRef")
+    ref: Obj = raw if isinstance(raw, dict) else {}
+    return str(h.get("name")), str(h.get("prefix") or ""), str(ref.get("name")), str(ref.get("key"))
+
+
 @contextlib.asynccontextmanager
-async def connect(up: Upstream) -> AsyncIterator[Any]:
+async def connect(up: Upstream, extra: Mapping[str, str] | None = None) -> AsyncIterator[Any]:
     try:
         import httpx2
         from mcp import Client
         from mcp.client.streamable_http import streamable_http_client
     except ImportError:
         raise McpError(INVALID_PARAMS, NO_SDK) from None
-    http = httpx2.AsyncClient(headers=dict(up.headers), timeout=up.timeout)
+    http = httpx2.AsyncClient(headers={**up.headers, **(extra or {})}, timeout=up.timeout)
     async with http, Client(streamable_http_client(up.url, http_client=http)) as client:
         yield client
 
@@ -106,7 +135,8 @@ class KeeperTools:
         tools: list[Obj] = []
         for up in self.servers.values():
             try:
-                async with connect(up) as client:
+                extra = await secret_headers(self.keeper, self.cell, up)
+                async with connect(up, extra) as client:
                     listed = (await client.list_tools()).tools
             except McpError:
                 raise
@@ -138,7 +168,8 @@ class KeeperTools:
         started = time.monotonic()
         with _span(up, tool, self.traceparent) as span:
             try:
-                async with connect(up) as client:
+                extra = await secret_headers(self.keeper, self.cell, up)
+                async with connect(up, extra) as client:
                     result = await client.call_tool(
                         tool, arguments, read_timeout_seconds=up.timeout
                     )

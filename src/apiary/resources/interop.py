@@ -34,6 +34,22 @@ class A2ASettings(ApiModel):
     """The card's skills (default: one per stage)."""
 
 
+class SecretKey(ApiModel):
+    """One key of a Secret in the drone's Cell."""
+
+    name: DNSLabel
+    key: str = Field(min_length=1, max_length=253)
+
+
+class HeaderFrom(ApiModel):
+    """A request header whose value comes from a Secret (``prefix`` + the key's value)."""
+
+    name: str = Field(min_length=1, max_length=128)
+    prefix: str | None = Field(default=None, max_length=64)
+    """E.g. ``"Bearer "``; unset: the value alone."""
+    secret_key_ref: SecretKey
+
+
 class McpServer(ApiModel):
     """An MCP server the keeper proxies for the AgentSpec's drones (Streamable HTTP)."""
 
@@ -47,7 +63,9 @@ class McpServer(ApiModel):
     timeout_seconds: PositiveNumber | None = None
     """Longest one call may take (default 30 s); then the agent gets an error result."""
     headers: dict[str, str] | None = Field(default=None, max_length=32)
-    """Sent to the server with every request (e.g. an API key)."""
+    """Sent to the server with every request."""
+    headers_from: list[HeaderFrom] | None = Field(default=None, max_length=16)
+    """Headers whose values are Secrets' (credentials): read by the node, never by the agent."""
 
     @field_validator("url")
     @classmethod

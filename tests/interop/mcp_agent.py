@@ -1,7 +1,8 @@
 """An agent that uses the ``mcp`` SDK's client against its keeper's MCP endpoint.
 
-For each input it lists its tools, calls ``calc.add`` and tries ``calc.shout`` (which its
-AgentSpec does not allow), and answers what happened. Waggle lines on stdin/stdout."""
+For each input it lists its tools, calls ``calc.add`` and ``calc.nap`` (longer than the server's
+``timeoutSeconds``) and tries ``calc.shout`` (which is not allowed), and answers what happened.
+Waggle lines on stdin/stdout."""
 
 import asyncio
 import json
@@ -24,12 +25,14 @@ async def handle(text: str, traceparent: str | None) -> dict:
     async with http, Client(streamable_http_client(url, http_client=http)) as mcp:
         names = sorted(t.name for t in (await mcp.list_tools()).tools)
         added = await mcp.call_tool("calc.add", {"a": 2, "b": 3})
+        napped = await mcp.call_tool("calc.nap", {"seconds": 5})  # over the server's timeout
         try:
             await mcp.call_tool("calc.shout", {"text": text})
             refused = ""
         except MCPError as exc:
             refused = str(exc)
-    return {"tools": names, "sum": added.content[0].text, "refused": refused}
+    nap = [napped.is_error, napped.content[0].text]
+    return {"tools": names, "sum": added.content[0].text, "refused": refused, "nap": nap}
 
 
 for line in sys.stdin:

@@ -3,6 +3,7 @@
 Run: ``python mcp_calc.py PORT [TOKEN]`` (serves ``http://127.0.0.1:PORT/mcp``); with a TOKEN
 every request must carry ``Authorization: Bearer TOKEN`` (else 401)."""
 
+import asyncio
 import sys
 from typing import Any
 
@@ -22,6 +23,13 @@ def add(a: int, b: int) -> int:
 def shout(text: str) -> str:
     """Upper-case a text."""
     return text.upper()
+
+
+@app.tool()
+async def nap(seconds: float) -> str:
+    """Sleep, then say so (for timeouts)."""
+    await asyncio.sleep(seconds)
+    return "rested"
 
 
 def guarded(inner: Any, token: str) -> Any:

@@ -69,7 +69,9 @@ def test_an_agent_calls_an_allowed_tool_through_its_keeper(
             bearer = {"name": "Authorization", "prefix": "Bearer ",
                       "secretKeyRef": {"name": "calc", "key": "token"}}  # fmt: skip
             c.create({"apiVersion": "apiary.io/v1", "kind": "Cell", "metadata": {"name": cell},
-                      "spec": {"mcpServers": [{"name": "calc", "url": calc, "allowTools": ["add"],
+                      "spec": {"mcpServers": [{"name": "calc", "url": calc,
+                                               "allowTools": ["add", "nap"],
+                                               "timeoutSeconds": 1,
                                                "headersFrom": [bearer]}]}})  # fmt: skip
             c.create({"apiVersion": "apiary.io/v1", "kind": "Secret",
                       "metadata": {"name": "calc", "namespace": cell},
@@ -93,24 +95,30 @@ def test_an_agent_calls_an_allowed_tool_through_its_keeper(
             wait_drones(c, cell, lambda ds: len(ds) == 1 and all(map(is_ready, ds)), 30, "Ready")
             time.sleep(0.2)
             answer = run_session(c, cell, "h", "hello")
-            assert answer["tools"] == ["calc.add"]  # shout is not in allowTools: not listed
+            assert answer["tools"] == ["calc.add", "calc.nap"]  # shout is not allowed: not listed
             assert answer["sum"] == "5"
             assert "is not in its allowTools" in answer["refused"]
+            assert answer["nap"] == [True, "MCP server 'calc' did not answer within 1s"]
             (session,) = [s["metadata"]["name"] for s in c.list("Session", cell)["items"]]
             path = f"/api/v1/cells/{cell}/sessions/{session}/transcript"
             items = c.request("GET", path).body["items"]
         calls = [e for e in items if e["kind"] == "event" and "toolCall" in e["message"]["payload"]]
-        add, shout = (e["message"]["payload"]["toolCall"] for e in calls)
+        add, nap, shout = (e["message"]["payload"]["toolCall"] for e in calls)
+        assert nap["tool"] == "nap" and nap["isError"] and 900 < nap["latencyMs"] < 4000
         assert (add["server"], add["tool"], add["arguments"]) == ("calc", "add", {"a": 2, "b": 3})
         assert add["result"]["content"][0]["text"] == "5" and not add["isError"]
         assert add["latencyMs"] > 0 and calls[0]["stage"] == "use" and calls[0]["drone"]
         assert shout["tool"] == "shout" and shout["isError"] and "allowTools" in shout["error"]
         # and the call is a span in the message's trace (the agent passed its traceparent on)
         trace_id = items[0]["message"]["traceparent"].split("-")[1]
-        got = receiver.wait_for(lambda spans: any(
-            g.name == "mcp.tools/call" and g.trace_id == trace_id for g in spans), 15)  # fmt: skip
-        (span,) = [g for g in got if g.name == "mcp.tools/call" and g.trace_id == trace_id]
-        assert span.attributes["mcp.server"] == "calc" and span.attributes["mcp.tool"] == "add"
-        assert span.attributes["mcp.is_error"] is False
+
+        def calls_of(spans: list) -> dict:  # type: ignore[type-arg]
+            return {g.attributes["mcp.tool"]: g for g in spans
+                    if g.name == "mcp.tools/call" and g.trace_id == trace_id}  # fmt: skip
+
+        spans = calls_of(receiver.wait_for(lambda got: len(calls_of(got)) == 2, 15))
+        assert spans["add"].attributes["mcp.server"] == "calc"
+        assert spans["add"].attributes["mcp.is_error"] is False
+        assert spans["nap"].attributes["mcp.is_error"] is True
     finally:
         server.stop()

@@ -23,6 +23,7 @@ user, not the drone's.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import contextlib
@@ -169,7 +170,7 @@ class KeeperTools:
         with _span(up, tool, self.traceparent) as span:
             try:
                 extra = await secret_headers(self.keeper, self.cell, up)
-                async with connect(up, extra) as client:
+                async with asyncio.timeout(up.timeout), connect(up, extra) as client:
                     result = await client.call_tool(
                         tool, arguments, read_timeout_seconds=up.timeout
                     )
@@ -177,6 +178,9 @@ class KeeperTools:
                 error = None
             except McpError:
                 raise
+            except TimeoutError:
+                error = f"MCP server {server!r} did not answer within {up.timeout:g}s"
+                answer = text_result(error, error=True)
             except Exception as exc:  # the agent hears why, the transcript too
                 error = f"MCP server {server!r} failed the call: {exc or type(exc).__name__}"
                 answer = text_result(error, error=True)

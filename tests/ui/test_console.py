@@ -397,10 +397,17 @@ def test_a_dead_letter_is_replayed_from_the_console_after_the_agent_is_fixed(
     with console.server.client(CELL) as c:
         wait_drones(c, CELL, fixed, 30, "the fixed drone Ready")
     time.sleep(0.2)
+    watching = page.context.new_page()  # the dead session stays open in a second tab
+    watching.goto(console.url + f"#/session/{CELL}/job1")
+    ready(watching)
+    expect(watching.locator("#output")).to_have_text("(none yet)")
     letter.get_by_role("button", name="Replay").click()
     expect(page.locator("#toast")).to_contain_text("replayed")
     until(lambda: console.session("job1")["status"].get("output") == "Done: hi", 20,
           "job1's final after the replay")  # fmt: skip
+    expect(watching.locator("#output")).to_have_text("Done: hi")  # its stream came back by itself
+    expect(watching.locator("#phase")).to_contain_text("Running")
+    watching.close()
     expect(page.locator("#letters")).to_contain_text("No dead letters.", timeout=10_000)
     page.get_by_label("Show resolved letters too").check()
     expect(letter).to_contain_text("Resolved", timeout=10_000)

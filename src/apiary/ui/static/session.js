@@ -65,32 +65,39 @@ export async function sessionPage(ctx, cell, name) {
   main.dataset.ready = "true";
 
   showComb(comb, path, signal);
+  // A change of the session object wakes the stream below when it waits (see there).
+  let wake = () => {};
   watch(listPath("sessions", cell), {
     field: `metadata.name=${name}`,
     signal,
     onEvent: (ev) => {
       if (ev.type !== "DELETED") session = ev.object;
       render();
+      wake();
     },
   });
   // New entries as they are written: the session's event stream, resumed after the last seq.
+  // The server ends it when the session ends; a replay or a new input may revive the session,
+  // so the next change of the Session object reconnects it (never a timer). A broken
+  // connection is retried with a growing pause.
   (async () => {
-    for (let attempt = 0; !signal.aborted && attempt < 20; attempt++) {
+    let pause = 500;
+    while (!signal.aborted) {
+      const changed = new Promise((resolve) => (wake = resolve));
       try {
         const r = await request("GET", `${path}/stream?after=${last}`, undefined, { signal, raw: true });
+        pause = 500;
         await eachEvent(r, (ev) => {
           const e = JSON.parse(ev.data);
           last = Math.max(last, e.seq);
           entries.set(e.seq, e);
           render();
         });
-        const phase = (session.status || {}).phase;
-        if (["Succeeded", "Failed", "Closed", "TimedOut"].includes(phase)) {
-          await new Promise((r) => setTimeout(r, 2000)); // a replay may still revive it
-        }
+        await changed;
       } catch (e) {
-        if (signal.aborted) return;
-        await new Promise((r) => setTimeout(r, 1000));
+        if (signal.aborted || e.status === 404 || e.status === 403) return;
+        await new Promise((r) => setTimeout(r, pause));
+        pause = Math.min(pause * 2, 10000);
       }
     }
   })();

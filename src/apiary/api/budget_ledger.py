@@ -72,6 +72,17 @@ def tightest(*limits: Limit) -> Limit:
     return Limit(min(tokens) if tokens else None, min(usd) if usd else None)
 
 
+def pauses(cell: Obj | None, hive: Obj | None) -> bool:
+    """Whether an exhausted budget holds the call (``onExhausted: pause``: the Hive's, else the
+    Cell's) instead of refusing it."""
+    for obj in (hive, cell):
+        budget = ((obj or {}).get("spec") or {}).get("budget")
+        said = budget.get("onExhausted") if isinstance(budget, dict) else None
+        if said in ("fail", "pause"):
+            return bool(said == "pause")
+    return False
+
+
 def scope_limits(cell: Obj | None, hive: Obj | None, hive_name: str | None,
                  session: str | None) -> dict[str, Limit]:  # fmt: skip
     """Every scope a call of ``hive_name``'s ``session`` counts in, with its limit.
@@ -167,10 +178,12 @@ def _room(entry: Obj, limit: Limit, ask: Ask) -> tuple[float, str] | None:
     """The most completion tokens ``limit`` leaves after ``ask``'s prompt, and why."""
     best: tuple[float, str] | None = None
     if limit.tokens is not None:
-        left = limit.tokens - entry["tokens"] - entry["heldTokens"]
-        best = (left - ask.prompt, f"{max(0, left)} of its {limit.tokens} tokens left")
+        total = limit.tokens + int(entry.get("raisedTokens") or 0)
+        left = total - entry["tokens"] - entry["heldTokens"]
+        best = (left - ask.prompt, f"{max(0, left)} of its {total} tokens left")
     if limit.usd is not None:
-        left_usd = limit.usd - entry["usd"] - entry["heldUsd"] + USD_SLACK
+        raised = float(entry.get("raisedUsd") or 0.0)
+        left_usd = limit.usd + raised - entry["usd"] - entry["heldUsd"] + USD_SLACK
         price = ask.price
         room = math.inf
         if price is not None and price.output > 0:
@@ -178,7 +191,7 @@ def _room(entry: Obj, limit: Limit, ask: Ask) -> tuple[float, str] | None:
                               (price.output * MICRO))  # fmt: skip
         elif price is not None and left_usd < ask.prompt * price.input * MICRO:
             room = -1
-        why = f"${max(0.0, left_usd):.6f} of its ${limit.usd:g} left"
+        why = f"${max(0.0, left_usd):.6f} of its ${limit.usd + raised:g} left"
         if best is None or room < best[0]:
             best = (room, why)
     return best
@@ -217,6 +230,30 @@ def reserve(status: Obj, limits: dict[str, Limit], ask: Ask, now: float) -> Gran
     return Granted(hold_id, completion)
 
 
+def raise_limit(status: Obj, scope: str, tokens: int, usd: float) -> list[str]:
+    """Add ``tokens``/``usd`` to what ``scope`` may use; the sessions that waited on it."""
+    entry = _entry(status["scopes"], scope)
+    entry["raisedTokens"] = int(entry.get("raisedTokens") or 0) + tokens
+    entry["raisedUsd"] = float(entry.get("raisedUsd") or 0.0) + usd
+    waiting = status.setdefault("waiting", {})
+    freed = [s for s, w in waiting.items() if w.get("scope") == scope or scope == "cell"
+             or (scope.startswith("hive/") and w.get("hive") == scope[5:])]  # fmt: skip
+    for session in freed:
+        del waiting[session]
+    return freed
+
+
+def wait(status: Obj, session: str | None, hive: str | None, granted: Granted, now: float) -> None:
+    """Note a session whose call waits for ``granted.scope`` to be raised."""
+    if session:
+        status.setdefault("waiting", {})[session] = {
+            "scope": granted.scope,
+            "hive": hive,
+            "since": now,
+            "message": granted.refused,
+        }
+
+
 def settle(status: Obj, hold_id: str | None, names: list[str], prompt: int, completion: int,
            price: Price | None, now: float) -> None:  # fmt: skip
     """Release the hold and count what the call really used in each scope of ``names``."""
@@ -243,6 +280,10 @@ def usage_view(status: Obj) -> Obj:
             out["cell"] = view
         else:
             out["hives" if kind == "hive" else "sessions"][rest] = view
+        for key in ("raisedTokens", "raisedUsd"):
+            if entry.get(key):
+                view[key] = entry[key]
+    out["waiting"] = dict(status.get("waiting") or {})
     return out
 
 

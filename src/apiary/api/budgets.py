@@ -94,6 +94,25 @@ async def _transact(state: ApiState, cell: str, change: Any) -> Obj:
     return new
 
 
+async def _session_phase(state: ApiState, cell: str, session: str, waiting: str | None) -> None:
+    """``waiting``: the Session goes ``WaitingForBudget`` (from an open phase) saying why;
+    None: back to ``Running`` (from ``WaitingForBudget``)."""
+
+    def change(obj: Obj) -> Obj | None:
+        status = dict(obj.get("status") or {})
+        phase = status.get("phase") or ""
+        if waiting is not None and phase in ("", "Pending", "Running"):
+            status.update(phase="WaitingForBudget", waitingForBudget=waiting)
+        elif waiting is None and phase == "WaitingForBudget":
+            status["phase"] = "Running"
+            status.pop("waitingForBudget", None)
+        else:
+            return None
+        return {**obj, "status": status}
+
+    await state.store.update_with_retry("Session", cell, session, change, subresource="status")
+
+
 def budget_routes() -> APIRouter:
     r = APIRouter(tags=["budgets"])
 
@@ -117,10 +136,26 @@ def budget_routes() -> APIRouter:
                                   "scopes": list(limits)})  # fmt: skip
         granted: list[ledger.Granted] = []
         now = time.time()
-        await _transact(state, cell, lambda s: granted.append(ledger.reserve(s, limits, ask, now)))
+        pause = ledger.pauses(cell_obj, hive)
+        waited: list[bool] = []
+
+        def hold(status: Obj) -> None:
+            got = ledger.reserve(status, limits, ask, now)
+            granted.append(got)
+            if got.refused is not None and pause:
+                ledger.wait(status, session, hive_name, got, now)
+            elif got.refused is None and session:
+                waited.append(status.get("waiting", {}).pop(session, None) is not None)
+
+        await _transact(state, cell, hold)
         (got,) = granted[-1:]
         if got.refused is not None:
-            return json_response({"refused": got.refused, "scope": got.scope, "bounded": True})
+            if pause and session:
+                await _session_phase(state, cell, session, got.refused)
+            return json_response({"refused": got.refused, "scope": got.scope, "bounded": True,
+                                  "pause": pause})  # fmt: skip
+        if any(waited) and session:
+            await _session_phase(state, cell, session, None)
         return json_response({"hold": got.hold, "completion": got.completion, "bounded": True,
                               "scopes": list(limits)})  # fmt: skip
 
@@ -142,6 +177,29 @@ def budget_routes() -> APIRouter:
             state, cell, lambda s: ledger.settle(s, hold, names, prompt, completion, price, now)
         )
         return json_response({"settled": True})
+
+    @r.post(BASE + "/raise", summary="Let a scope use more {scope, tokens?, usd?}")
+    async def raise_budget(request: Request, cell: str) -> Response:
+        state = _state(request)
+        state.authorizer.authorize(request.scope[PRINCIPAL_KEY], "update", RESOURCE, cell)
+        body = await _body(request)
+        scope = body.get("scope")
+        kind, _, name = str(scope or "").partition("/")
+        if not ((kind == "cell" and not name) or (kind in ("hive", "session") and name)):
+            raise Invalid("scope: expected cell, hive/NAME or session/NAME")
+        tokens = _count(body, "tokens", optional=True) or 0
+        usd = body.get("usd") or 0.0
+        if isinstance(usd, bool) or not isinstance(usd, int | float) or usd < 0:
+            raise Invalid("usd: expected a number of US dollars, at least 0")
+        if not tokens and not usd:
+            raise Invalid("tokens: give tokens or usd to raise the budget by")
+        freed: list[list[str]] = []
+        await _transact(state, cell, lambda s: freed.append(
+            ledger.raise_limit(s, str(scope), tokens, float(usd))))  # fmt: skip
+        for session in freed[-1]:
+            await _session_phase(state, cell, session, None)
+        return json_response({"scope": scope, "raisedTokens": tokens, "raisedUsd": usd,
+                              "resumed": freed[-1]})  # fmt: skip
 
     @r.get(BASE, summary="What the Cell, its hives and sessions used and hold (tokens, USD)")
     async def usage(request: Request, cell: str) -> Response:

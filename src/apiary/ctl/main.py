@@ -23,6 +23,7 @@ from apiary import errors
 from apiary.ctl import examples, output
 from apiary.ctl.commands import apiresources as api_resources_command
 from apiary.ctl.commands import approve as approve_commands
+from apiary.ctl.commands import budget as budget_commands
 from apiary.ctl.commands import comb as comb_commands
 from apiary.ctl.commands import completion as completion_command
 from apiary.ctl.commands import dlq as dlq_commands
@@ -208,6 +209,7 @@ scale_command.register(app)
 patch_command.register(app)  # patch KIND NAME -p … [--type merge|json]
 dlq_commands.register(app)  # dlq list|show|replay|purge
 approve_commands.register(app)  # approve, reject
+budget_commands.register(app)  # budget raise|show
 run_command.register(app)
 session_command.register(app)
 top_command.register(app)  # top drones|hives

@@ -28,9 +28,11 @@ from typing import Any
 import orjson
 
 from apiary.gateway.budget import DroneMeter, GatewayRefusal, Tally
-from apiary.gateway.shared import SharedBudgets, SharedHold
+from apiary.gateway.shared import BudgetPaused, SharedBudgets, SharedHold
 
 CHARS_PER_TOKEN = 4
+PAUSE_POLL = 0.5
+"""Seconds between asks while a paused call waits for its budget to be raised."""
 _SETTLING: set[asyncio.Future[None]] = set()
 TOKENS_PER_MESSAGE = 4
 REPLY_TOKENS = 3
@@ -99,10 +101,19 @@ async def reserve(
     if shared is not None:
         model = body.get("model")
         try:
-            held = await shared.reserve(
-                cell, hive, tally.session, model if isinstance(model, str) else "",
-                prompt, allowed, least,
-            )  # fmt: skip
+            while True:
+                try:
+                    held = await shared.reserve(
+                        cell, hive, tally.session, model if isinstance(model, str) else "",
+                        prompt, allowed, least,
+                    )  # fmt: skip
+                    break
+                except BudgetPaused:
+                    # onExhausted: pause — the call (and its message) waits, nothing is sent,
+                    # until the budget is raised or the message is given up.
+                    if tally not in meter.tallies.values():
+                        raise
+                    await asyncio.sleep(PAUSE_POLL)
         except GatewayRefusal as exc:
             meter.settle(tally, local, 0, 0)
             if exc.status == 429:

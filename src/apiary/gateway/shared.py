@@ -27,6 +27,10 @@ from apiary.gateway.budget import GatewayRefusal
 log = logging.getLogger("apiary.gateway")
 
 
+class BudgetPaused(GatewayRefusal):
+    """A scope is used up and its ``onExhausted`` is ``pause``: hold the call and ask again."""
+
+
 @dataclass
 class SharedHold:
     """What a reservation holds in the shared scopes (settled after the call)."""
@@ -78,7 +82,8 @@ class ApiBudgets:
             ) from None  # fmt: skip
         got = answer.body if isinstance(answer.body, dict) else {}
         if got.get("refused"):
-            raise GatewayRefusal(
+            kind = BudgetPaused if got.get("pause") else GatewayRefusal
+            raise kind(
                 429, "budget_exceeded", f"token budget exceeded: {got['refused']}",
                 code="budget_exceeded",
             )  # fmt: skip
@@ -104,4 +109,4 @@ class ApiBudgets:
             )
 
 
-__all__ = ["ApiBudgets", "SharedBudgets", "SharedHold"]
+__all__ = ["ApiBudgets", "BudgetPaused", "SharedBudgets", "SharedHold"]

@@ -9,6 +9,8 @@ settles what the provider reported after it (docs/gateway.md, "Budgets").
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from apiary.resources.base import ApiModel
@@ -28,6 +30,11 @@ class Budget(Limit):
 
     per_session: Limit | None = None
     """What each session may use (with ``tokenBudgetPerSession`` guardrails: the tightest)."""
+    on_exhausted: Literal["fail", "pause"] | None = None
+    """``fail`` (default): a call that does not fit is refused and its message fails with
+    ``TokenBudgetExceeded``. ``pause``: the call is held in the gateway and the session goes
+    ``WaitingForBudget`` until ``apiaryctl budget raise`` makes room; then it goes on, nothing
+    lost or sent twice. The Hive's setting, else the Cell's."""
 
 
 class ModelPrice(ApiModel):

@@ -19,7 +19,7 @@ from apiary.patterns import Engine
 from apiary.router.policy import HivePolicy
 from apiary.store import Store
 
-OPEN_PHASES = frozenset({"", "Pending", "Running", "WaitingForApproval"})
+OPEN_PHASES = frozenset({"", "Pending", "Running", "WaitingForApproval", "WaitingForBudget"})
 JOB_LABEL = "apiary.io/job"
 
 

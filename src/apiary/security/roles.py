@@ -83,6 +83,7 @@ DEVELOPER_RULES: tuple[Rule, ...] = (
     rule("update delete", "DeadLetter"),  # replay, purge
     rule("update/scale", "Hive", "AgentSpec"),
     rule("create get delete", "Memory"),
+    rule("update", "LlmBudget"),  # apiaryctl budget raise
 )
 
 ADMIN_RULES: tuple[Rule, ...] = (rule(ANY, ANY),)

@@ -183,6 +183,9 @@ async def test_watches_are_not_in_the_short_lane_and_have_a_bound_of_their_own()
         ("GET", "/api/v1/cells/c/sessions/s/messages", b"wait=2.5s", "http", True),
         ("GET", "/api/v1/cells/c/sessions/s/messages", b"wait=soon", "http", False),
         ("GET", "/anything", b"", "websocket", True),
+        ("POST", "/a2a/cells/c/hives/h", b"", "http", True),  # may stream or block
+        ("POST", "/mcp/cells/c", b"", "http", True),
+        ("GET", "/a2a/cells/c/hives/h/.well-known/agent-card.json", b"", "http", False),
     ],
 )
 def test_what_counts_as_long_running(

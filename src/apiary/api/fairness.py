@@ -12,7 +12,9 @@ A simple form of Kubernetes' API Priority and Fairness. Once a request's princip
                               :attr:`~OverloadLimits.node_inflight_per_node` per node and in
                               no total, so no flood of user requests takes their room
 ``long-running``              watches, log follows, session streams (SSE), long-polls
-                              (``wait`` > 0) and WebSockets of non-node principals:
+                              (``wait`` > 0), WebSockets, and A2A / MCP calls (a POST to
+                              ``/a2a/…`` or ``/mcp/…`` may stream or block until a hive
+                              answers, docs/interop.md) of non-node principals:
                               :attr:`~OverloadLimits.long_running_per_principal` /
                               :attr:`~OverloadLimits.long_running_total`
 ``node-long-running``         the same of node tokens: per node only
@@ -52,6 +54,9 @@ from apiary.api.middleware import PRINCIPAL_KEY
 from apiary.security.roles import NODE, Principal
 
 _TRUE = frozenset({"true", "1", "yes", "all"})
+LONG_POSTS = ("/a2a/", "/mcp/")
+"""POSTs that may stream or block until a hive answers (A2A ``SendMessage``/streams, MCP tool
+calls on apiaryd): counted in the long-running lane, never holding a short slot."""
 """What ``watch``/``follow`` take for true (apiary.api.params.flag)."""
 LANE_KEY = "apiary.lane"
 """Set in the scope once a request holds a slot: the lane's name (a second layer lets it by)."""
@@ -213,6 +218,8 @@ def long_running(scope: Scope) -> bool:
     (a long-poll), or a path ending in ``/stream`` (SSE). Asking is enough: such a request is
     counted in a long-running lane whatever the route makes of it."""
     if scope["type"] == "websocket":
+        return True
+    if scope["method"] == "POST" and scope["path"].startswith(LONG_POSTS):
         return True
     if scope["method"] != "GET":
         return False

@@ -1,0 +1,31 @@
+"""Without the ``interop`` extra (no ``mcp`` package on the node) the keeper's MCP proxy says
+what to install instead of failing with an ImportError; the rest of apiaryd does not need it."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from apiary.mcp.keeper import NO_SDK, Upstream, connect, upstreams
+from apiary.mcp.protocol import McpError
+
+
+async def test_a_call_without_the_mcp_sdk_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "mcp", None)  # import mcp → ImportError
+    with pytest.raises(McpError) as refused:
+        async with connect(Upstream("calc", "http://127.0.0.1:9/mcp")):
+            pass
+    assert refused.value.message == NO_SDK and "apiary[interop]" in NO_SDK
+
+
+def test_the_drone_spec_is_read_defensively() -> None:
+    spec = {"mcpServers": [{"name": "calc", "url": "http://x/mcp", "allowTools": ["add"],
+                            "timeoutSeconds": 2, "headersFrom": [
+                                {"name": "Authorization", "prefix": "Bearer ",
+                                 "secretKeyRef": {"name": "s", "key": "k"}}]},
+                           {"name": "stdio", "command": ["srv"]}, "junk"]}  # fmt: skip
+    (calc,) = upstreams(spec).values()
+    assert calc.allows("add") and not calc.allows("shout") and calc.timeout == 2
+    assert calc.secret_headers == (("Authorization", "Bearer ", "s", "k"),)
+    assert Upstream("all", "http://x", frozenset({"*"})).allows("anything")

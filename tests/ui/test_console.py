@@ -137,9 +137,16 @@ def page(browser: Any, console: Console) -> Iterator[Any]:
     tab = context.new_page()
     errors: list[str] = []
     tab.on("pageerror", lambda e: errors.append(str(e)))
+    asked: list[str] = []
+    tab.on("request", lambda r: asked.append(r.url))
     yield tab
     context.close()
     assert errors == [], errors  # no script error on any page
+    # The console acts only through its own files and the public API: no other request.
+    origin = console.server.url
+    elsewhere = [u for u in asked if u != "about:blank" and not u.startswith(
+        (f"{origin}/ui/", f"{origin}/api/v1/", f"{origin}/metrics"))]  # fmt: skip
+    assert elsewhere == []
 
 
 def ready(tab: Any) -> None:

@@ -37,6 +37,7 @@ async def test_the_console_page_opens_without_a_token_with_a_strict_csp(
     assert "script-src 'self'" in CSP and "'unsafe-inline'" not in CSP
     assert r.headers["x-frame-options"] == "DENY"
     assert '<script type="module" src="app.js">' in r.text
+    assert '<link rel="icon" href="data:,">' in r.text  # no /favicon.ico: a 401 in the audit log
     js = await client.get("/ui/app.js")
     assert js.status_code == 200 and "javascript" in js.headers["content-type"]
     assert js.headers["content-security-policy"] == CSP

@@ -504,7 +504,7 @@ def test_the_hive_page_draws_each_pattern(page: Any, console: Console, shots: Pa
 
 
 def test_a_viewer_sees_no_write_buttons_and_the_api_refuses_them_anyway(
-    browser: Any, console: Console, shots: Path
+    browser: Any, page: Any, console: Console, shots: Path
 ) -> None:
     context = browser.new_context()
     tab = context.new_page()
@@ -560,7 +560,14 @@ def test_a_viewer_sees_no_write_buttons_and_the_api_refuses_them_anyway(
     tab.goto(console.url + f"#/hive/{CELL}/gated")
     expect(tab.locator("#signin-error")).to_contain_text("Signed out")
     context.close()
-    console.api("POST", f"/api/v1/cells/{CELL}/sessions/wait2/reject", {"reason": "test over"})
+    # What the viewer could not do, an admin does from the session page itself.
+    page.goto(console.url + f"#/session/{CELL}/wait2")
+    ready(page)
+    page.get_by_role("group", name="approval of session wait2").get_by_role(
+        "button", name="Approve"
+    ).click()
+    expect(page.locator("#output")).to_have_text("Echo: Echo: x", timeout=20_000)
+    expect(page.locator("#approval")).to_be_empty()
 
 
 def test_the_sessions_page_reads_a_cells_sessions_a_page_at_a_time(

@@ -422,6 +422,32 @@ def test_a_dead_letter_is_replayed_from_the_console_after_the_agent_is_fixed(
     page.screenshot(path=str(shots / "dead-letters.png"), full_page=True)
 
 
+def test_a_dead_letter_is_purged_from_the_console(page: Any, console: Console) -> None:
+    console.api("POST", f"/api/v1/cells/{CELL}/agentspecs", agentspec("broke", BROKEN, "waggle"))
+    console.api("POST", f"/api/v1/cells/{CELL}/hives",
+                pipeline("doomed", [{"name": "work", "agentRef": "broke"}]))  # fmt: skip
+
+    def doomed_ready(ds: list[Obj]) -> bool:
+        return any(d["spec"].get("agentSpec") == "broke" and is_ready(d) for d in ds)
+
+    with console.server.client(CELL) as c:
+        wait_drones(c, CELL, doomed_ready, 30, "doomed's drone Ready")
+    time.sleep(0.2)
+    console.start("lost", "doomed", "never")
+    until(lambda: console.session("lost").get("status", {}).get("reason") == "DeadLettered", 20,
+          "lost dead-lettered")  # fmt: skip
+    page.goto(console.url + f"#/dlq/{CELL}/doomed")
+    ready(page)
+    page.on("dialog", lambda d: d.accept())  # "Purge …? Its flow fails for good."
+    page.locator("#letters tr[data-letter]").get_by_role("button", name="Purge").click()
+    expect(page.locator("#toast")).to_contain_text("purged")
+    expect(page.locator("#letters")).to_contain_text("No dead letters.")
+    assert console.api("GET", f"/api/v1/cells/{CELL}/hives/doomed/dlq")["items"] == []
+    page.goto(console.url + f"#/session/{CELL}/lost")
+    expect(page.locator("#timeline .entry[data-kind='error']")).to_contain_text("DeadLetterPurged")
+    console.api("DELETE", f"/api/v1/cells/{CELL}/hives/doomed")
+
+
 def test_an_approval_granted_from_the_console_lets_the_session_finish(
     page: Any, console: Console, shots: Path
 ) -> None:

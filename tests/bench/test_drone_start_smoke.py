@@ -65,6 +65,13 @@ def test_quick_run_writes_every_figure(tmp_path: Path) -> None:
     }
     assert all(f["p50_ms"] > 0 for f in floors.values())
 
+    warm = {w["scenario"]: w for w in report["warm_pool"]}  # issue 14: claim beside cold
+    assert set(warm) == {"warm-claim-x3", "cold-scale-x3", "first-answer-warm",
+                         "first-answer-cold"}  # fmt: skip
+    assert report["warm_runs"] == 1 and all(w["p50_ms"] > 0 for w in warm.values())
+    assert warm["warm-claim-x3"]["refill"]["p50_ms"] > 0
+    assert warm["warm-claim-x3"]["after_put_p50_ms"] >= 0
+
     relay = report["keeper_relay"]
     assert {r["concurrency"] for r in relay} == {1, 16}
     assert all(r["scenario"] == "sdk-echo" and r["msgs_per_s"] > 0 for r in relay)

@@ -258,6 +258,8 @@ def _tally(drones: list[Obj], hives: dict[tuple[str, str], Obj]) -> dict[StageKe
         hive = hives.get((meta.get("namespace", ""), str(labels.get(LABEL_HIVE))))
         if hive is None or terminating(d) or not is_owned_by(d, hive):
             continue
+        if not labels.get(LABEL_STAGE):
+            continue  # a warm pool drone: no capacity until claimed
         key = (meta["namespace"], labels[LABEL_HIVE], str(labels.get(LABEL_STAGE)))
         tally = out.setdefault(key, _Drones())
         status = d.get("status") or {}

@@ -18,6 +18,11 @@ Status: ``phase`` Pending (nothing Ready yet) | Running (every wanted drone Read
 ``Ready`` (reason ``MissingReferences`` while an AgentSpec is missing, whatever the drones do),
 ``Progressing`` (reason ``QuotaBlocksSurge`` while a rollout replaces in place because the Cell's
 quota holds its new drones), ``ResolvedRefs``; ``observedGeneration``.
+
+Warm pools (``poolMode`` warm/hybrid, :mod:`apiary.controllers.warmpool`): each stage's group
+claims from its pool before creating drones, then the pool is refilled; ``stages[].pool`` says
+``{mode, wanted, current, ready}`` (and ``active`` for hybrid). Pool drones count in no stage
+figure above and do not make the Hive Ready or not.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from apiary.controllers.events import WARNING, EventRecorder
 from apiary.controllers.meta import (
     LABEL_AGENTSPEC,
     LABEL_HIVE,
+    LABEL_POOL,
     LABEL_STAGE,
     Obj,
     QuantityError,
@@ -49,6 +55,16 @@ from apiary.controllers.templates import (
     hive_stages,
     is_autoscaled,
     set_autoscaler_notes,
+    template_hash,
+)
+from apiary.controllers.warmpool import (
+    Claims,
+    PoolPolicy,
+    PoolResult,
+    WarmPools,
+    is_warm,
+    stage_of,
+    sync_pool,
 )
 from apiary.errors import Conflict, NotFound
 from apiary.store import Selector, Store, parse_selector
@@ -129,7 +145,28 @@ async def report_group(
             "replacing old drones in place (maxSurge 0)",
             type=WARNING,
         )
-    for drone in result.failed:
+    if result.claimed:
+        await events.record(
+            owner,
+            "ClaimedFromPool",
+            f"{label}: {len(result.claimed)} drone(s) claimed from the warm pool "
+            f"({', '.join(result.claimed)}): no process start",
+        )
+    for crashed_drone, successor in result.replaced:
+        why = (crashed_drone.get("status") or {}).get("reason") or "crashed"
+        await events.record(
+            owner,
+            "ReplacedFromPool",
+            f"{label}: drone {crashed_drone['metadata']['name']} ({why}) replaced by warm "
+            f"drone {successor}",
+        )
+    await report_failures(events, memo, owner, result.failed)
+
+
+async def report_failures(
+    events: EventRecorder, memo: FailureMemo, owner: Obj, failed: list[Obj]
+) -> None:
+    for drone in failed:
         if memo.first_time(drone):
             status = drone.get("status") or {}
             why = status.get("reason") or "unknown"
@@ -156,6 +193,20 @@ async def list_drones(
     return (await store.list("Drone", namespace, selector=selector)).items
 
 
+async def report_pool(
+    events: EventRecorder, memo: FailureMemo, owner: Obj, stage: str, policy: PoolPolicy,
+    pool: PoolResult,
+) -> None:  # fmt: skip
+    if pool.deleted and pool.active is False:
+        await events.record(
+            owner,
+            "WarmPoolReleased",
+            f"stage {stage}: no traffic for {policy.idle_seconds:g}s; warm pool released "
+            f"({len(pool.deleted)} drone(s))",
+        )
+    await report_failures(events, memo, owner, pool.failed)
+
+
 class HiveReconciler:
     def __init__(
         self,
@@ -163,6 +214,7 @@ class HiveReconciler:
         settings: QueenSettings,
         events: EventRecorder,
         drones: Informer | None = None,
+        pools: WarmPools | None = None,
     ) -> None:
         self.store = store
         self.settings = settings
@@ -170,21 +222,27 @@ class HiveReconciler:
         self.drones = drones
         """Where a pass reads drones from (see :func:`list_drones`)."""
         self.failures = FailureMemo()
+        self.pools = pools if pools is not None else WarmPools(settings, drones, store=store)
+        """What the stages' warm pools should hold (hybrid: their traffic)."""
 
     async def reconcile(self, namespace: str, name: str) -> None:
         hive = await get_or_none(self.store, "Hive", namespace, name)
         selector = parse_selector(f"{LABEL_HIVE}={name}")
         drones = await list_drones(self.store, self.drones, namespace, selector)
         if hive is None:
+            self.pools.forget(namespace, name)
             await self._collect_orphans(drones, name)
             return
         if terminating(hive):
+            self.pools.forget(namespace, name)
             return
         owned = [d for d in drones if is_owned_by(d, hive)]
         cell = await get_or_none(self.store, "Cell", "", namespace)
         stages, problems = hive_stages(hive)
+        policy = PoolPolicy.of(hive)
         specs: dict[str, Obj | None] = {}
         results: list[tuple[Stage, GroupResult]] = []
+        pools: dict[str, PoolResult] = {}
         missing: dict[str, list[str]] = {}
         invalid: list[str] = [f"{f}: {m}" for f, m in problems]
         claim = claimer(self.store, "Hive", hive)
@@ -204,21 +262,23 @@ class HiveReconciler:
                     )
                 except QuantityError as exc:
                     invalid.append(f"{stage.field}: {exc}")
-            mine = [
-                d
-                for d in owned
-                if (d["metadata"].get("labels") or {}).get(LABEL_STAGE) == stage.name
-            ]
+            mine, pooled = [], []
+            for d in owned:
+                on = d["metadata"].get("labels") or {}
+                if on.get(LABEL_STAGE) == stage.name and not is_warm(d):
+                    mine.append(d)
+                elif on.get(LABEL_POOL) == stage.name:
+                    pooled.append(d)
+            labels = {LABEL_HIVE: name, LABEL_STAGE: stage.name, LABEL_AGENTSPEC: stage.agent_ref}
+            thash = template_hash(template) if template is not None else None
+            size, active = self.pools.wanted(hive, stage.name, policy)
             group = Group(
                 owner=hive,
                 name_parts=(name, stage.name),
-                labels={
-                    LABEL_HIVE: name,
-                    LABEL_STAGE: stage.name,
-                    LABEL_AGENTSPEC: stage.agent_ref,
-                },
+                labels=labels,
                 wanted=effective_replicas(stage, agentspec),
                 template=template,
+                pool=Claims(self.store, pooled, thash, labels) if pooled and thash else None,
             )
             result = await sync_group(
                 self.store,
@@ -234,10 +294,47 @@ class HiveReconciler:
             )
             await report_group(self.events, self.failures, hive, stage.name, result, rolling)
             results.append((stage, result))
+            if policy.mode != "cold" or pooled:
+                pools[stage.name] = await self._sync_pool(
+                    hive, group, stage, policy, PoolResult(policy.mode, size, active=active),
+                    mine, pooled, result,
+                )  # fmt: skip
+        if policy.mode == "hybrid":
+            self.pools.forget(namespace, name, keep=[s.name for s in stages])
+        else:
+            self.pools.forget(namespace, name)
         await self._drop_removed_stages(hive, owned, {s.name for s in stages})
         unresolved = [f"AgentSpec {n!r} not found ({', '.join(p)})" for n, p in missing.items()]
-        await self._write_status(hive, results, unresolved, invalid)
+        await self._write_status(hive, results, unresolved, invalid, pools)
         await self._prune_notes(hive, stale_notes(hive, stages, specs))
+
+    async def _sync_pool(
+        self, hive: Obj, group: Group, stage: Stage, policy: PoolPolicy, pool: PoolResult,
+        mine: list[Obj], pooled: list[Obj], result: GroupResult,
+    ) -> PoolResult:  # fmt: skip
+        """Refill (or shrink) the stage's pool after the group's claims."""
+        gone = (
+            {d["metadata"]["uid"] for d in group.pool.claimed} if group.pool is not None else set()
+        )
+        left = [d for d in pooled if d["metadata"]["uid"] not in gone]
+        await sync_pool(
+            self.store,
+            owner=hive,
+            name_parts=group.name_parts,
+            labels=group.labels,
+            stage=stage.name,
+            template=group.template,
+            thash=result.template_hash,
+            drones=left,
+            taken={d["metadata"]["name"] for d in (*mine, *pooled)},
+            result=pool,
+            rollout=self.settings.rollout,
+            creates_left=self.settings.rollout.max_creates_per_pass
+            - len(result.created)
+            - len(result.claimed),
+        )
+        await report_pool(self.events, self.failures, hive, stage.name, policy, pool)
+        return pool
 
     async def _prune_notes(self, hive: Obj, stale: set[str]) -> None:
         """Drop the autoscaler's entries of ``stale`` stages (last, so the resourceVersion the
@@ -260,12 +357,7 @@ class HiveReconciler:
         )
 
     async def _drop_removed_stages(self, hive: Obj, owned: list[Obj], names: set[str]) -> None:
-        gone = [
-            d
-            for d in owned
-            if (d["metadata"].get("labels") or {}).get(LABEL_STAGE) not in names
-            and not terminating(d)
-        ]
+        gone = [d for d in owned if stage_of(d) not in names and not terminating(d)]
         for drone in gone:
             try:
                 await self.store.delete(
@@ -298,6 +390,7 @@ class HiveReconciler:
         results: list[tuple[Stage, GroupResult]],
         unresolved: list[str],
         invalid: list[str],
+        pools: dict[str, PoolResult] | None = None,
     ) -> None:
         """``unresolved``: missing AgentSpecs, worded exactly as the API's reference resolver
         words them, so the two never fight over ``ResolvedRefs``; ``invalid``: spec problems,
@@ -316,7 +409,7 @@ class HiveReconciler:
             phase = "Pending"
         else:
             phase = "Degraded"
-        stages_status = [
+        stages_status: list[Obj] = [
             {
                 "name": s.name,
                 "agentRef": s.agent_ref,
@@ -328,6 +421,10 @@ class HiveReconciler:
             }
             for s, r in results
         ]
+        for entry in stages_status:
+            pool = (pools or {}).get(str(entry["name"]))
+            if pool is not None:
+                entry["pool"] = pool.status()
 
         def change(current: Obj) -> Obj | None:
             status = copy.deepcopy(current.get("status") or {})

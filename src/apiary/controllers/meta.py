@@ -21,6 +21,10 @@ LABEL_HIVE = "apiary.io/hive"
 LABEL_STAGE = "apiary.io/stage"
 LABEL_AGENTSPEC = "apiary.io/agentspec"
 LABEL_TEMPLATE = "apiary.io/template-hash"
+LABEL_POOL = "apiary.io/warm-pool"
+"""On a drone of a stage's warm pool, instead of ``apiary.io/stage``: the stage it waits for.
+Everything that counts a stage's drones by ``apiary.io/stage`` (the Hive's status, ``/scale``,
+the autoscaler, ``apiaryctl run``'s diagnosis) therefore sees serving drones only."""
 
 MAX_NAME = 63
 

@@ -32,6 +32,11 @@ that leave the API responsive in between.
 
 Before deleting a Ready drone the pass *claims* the owner with a resourceVersion-conditioned write,
 so of two controllers looking at the same state only one deletes.
+
+A group with a warm pool (``Group.pool``, :mod:`apiary.controllers.warmpool`) fills missing
+ordinals by claiming pool drones before it creates any, and replaces a current drone whose process
+crashed by a Ready pool drone (the crashed one is deleted). Should one ordinal be held twice (a
+claim racing a create), the better drone — Ready, not crashed, fewer restarts, older — is kept.
 """
 
 from __future__ import annotations
@@ -52,6 +57,7 @@ from apiary.controllers.meta import (
 )
 from apiary.controllers.settings import RolloutSettings
 from apiary.controllers.templates import template_hash
+from apiary.controllers.warmpool import Claims, crashed
 from apiary.errors import AlreadyExists, Conflict, NotFound
 from apiary.resources import API_VERSION
 from apiary.store import Store
@@ -71,6 +77,8 @@ class Group:
     wanted: int
     template: Obj | None
     """None when the template cannot be resolved: existing drones are then left alone."""
+    pool: Claims | None = None
+    """The stage's warm pool drones the pass may claim instead of creating drones."""
 
 
 @dataclass
@@ -88,6 +96,10 @@ class GroupResult:
     quota_blocked: str | None = None
     """While old drones remain and the quota holds new ones: the scheduler's message (the rollout
     replaces in place, no surge)."""
+    claimed: list[str] = field(default_factory=list)
+    """Pool drones claimed for missing ordinals (no process started)."""
+    replaced: list[tuple[Obj, str]] = field(default_factory=list)
+    """(crashed drone, the pool drone claimed in its place)."""
 
     @property
     def settled(self) -> bool:
@@ -124,6 +136,20 @@ def _deletion_order(drone: Obj) -> tuple[int, str]:
     return (-ordinal_of(drone), str(drone["metadata"]["name"]))
 
 
+def _worth(drone: Obj) -> tuple[bool, bool, int, str, str]:
+    """Of two drones holding one ordinal, the smaller is kept."""
+    status = drone.get("status") or {}
+    restarts = status.get("restartCount")
+    meta = drone["metadata"]
+    return (
+        not is_ready(drone),
+        status.get("phase") == "Failed",
+        restarts if isinstance(restarts, int) else 0,
+        str(meta.get("creationTimestamp") or ""),
+        str(meta["name"]),
+    )
+
+
 def drone_name(parts: tuple[str, ...], thash: str, ordinal: int) -> str:
     return dns_name(*parts, suffix=f"{thash}-{ordinal}")
 
@@ -144,13 +170,23 @@ async def sync_group(
     result.template_hash = thash
     current: dict[int, Obj] = {}
     old: list[Obj] = []
+    twice: list[Obj] = []
     for drone in alive:
         if (drone.get("spec") or {}).get("templateHash") == thash:
-            current[ordinal_of(drone)] = drone
+            ordinal = ordinal_of(drone)
+            other = current.get(ordinal)
+            if other is not None:  # a claim raced a create: keep the better one
+                keep, drop = sorted((other, drone), key=_worth)
+                current[ordinal] = keep
+                twice.append(drop)
+            else:
+                current[ordinal] = drone
         else:
             old.append(drone)
     surplus = sorted((d for o, d in current.items() if o >= group.wanted), key=_deletion_order)
+    surplus += twice
     kept = {o: d for o, d in current.items() if o < group.wanted}
+    crashed_out = await _replace_crashed(group, kept, result)
     result.updated = len(kept)
 
     old_unready = sorted((d for d in old if not is_ready(d)), key=_deletion_order)
@@ -166,7 +202,7 @@ async def sync_group(
         retiring = max(retiring, in_place)
     retire = old_ready[:retiring]
 
-    doomed = [*surplus, *old_unready, *retire]
+    doomed = [*surplus, *old_unready, *retire, *crashed_out]
     cap = max(0, rollout.max_deletes_per_pass)
     if len(doomed) > cap:
         doomed, result.more = doomed[:cap], True
@@ -190,9 +226,32 @@ async def sync_group(
     cap = max(0, rollout.max_creates_per_pass)
     if budget > cap:
         budget, result.more = cap, True
-    missing = itertools.islice(missing_ordinals(group.wanted, kept), budget)
+    missing: Iterator[int] = itertools.islice(missing_ordinals(group.wanted, kept), budget)
+    if group.pool is not None and len(group.pool):
+        wanted = list(itertools.islice(missing, len(group.pool)))
+        got = await group.pool.claim(wanted)
+        result.claimed.extend(d["metadata"]["name"] for d in got.values())
+        missing = itertools.chain((o for o in wanted if o not in got), missing)
     await _slow_start(store, group, thash, missing, result)
     return result
+
+
+async def _replace_crashed(group: Group, kept: dict[int, Obj], result: GroupResult) -> list[Obj]:
+    """Give each kept drone whose process crashed a Ready pool drone's place (claimed first, so
+    the ordinal is never empty); the crashed drones, to be deleted."""
+    pool = group.pool
+    if pool is None or not pool.ready:
+        return []
+    broken = sorted(o for o, d in kept.items() if crashed(d))
+    if not broken:
+        return []
+    got = await pool.claim(broken[: pool.ready], ready_only=True)
+    out = []
+    for ordinal, successor in sorted(got.items()):
+        out.append(kept[ordinal])
+        result.replaced.append((kept[ordinal], successor["metadata"]["name"]))
+        kept[ordinal] = successor
+    return out
 
 
 def missing_ordinals(wanted: int, kept: dict[int, Obj]) -> Iterator[int]:

@@ -13,7 +13,9 @@
   ``usage.min_interval``) and the garbage collector run as periodic loops that a change can wake
   early;
 * every ``loop.resync_period`` all Hives and AgentSpecs are queued again (level-triggered: a
-  missed event costs latency, never correctness).
+  missed event costs latency, never correctness);
+* every ``pools.period`` the warm pools' traffic memory (:class:`WarmPools`, fed by every Drone
+  change and the router's ``backlog``) requeues the ``hybrid`` Hives whose pools must come or go.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from apiary.controllers.nodes import NodeController
 from apiary.controllers.scheduler import Scheduler
 from apiary.controllers.settings import QueenSettings
 from apiary.controllers.templates import AUTOSCALER_ANNOTATION, hive_stages
+from apiary.controllers.warmpool import Backlog, WarmPools
 from apiary.controllers.workqueue import WorkQueue
 from apiary.errors import Conflict, Gone
 from apiary.store import Change, Store
@@ -51,13 +54,19 @@ def _key_fields(key: Key) -> dict[str, str]:
 class Queen:
     """All controllers over one store. ``run`` drives them; ``sync_once`` is one full pass."""
 
-    def __init__(self, store: Store, settings: QueenSettings | None = None) -> None:
+    def __init__(
+        self, store: Store, settings: QueenSettings | None = None, backlog: Backlog | None = None
+    ) -> None:
         self.store = store
         self.settings = settings or QueenSettings()
         self.events = EventRecorder(store, self.settings)
         self.drones = Informer(store, ("Drone",))
         """Every Drone, fed by the watch below while the Queen runs: a pass lists none."""
-        self.hives = HiveReconciler(store, self.settings, self.events, self.drones)
+        self.pools = WarmPools(
+            self.settings, self.drones, backlog, requeue=self._requeue_hive, store=store
+        )
+        """Traffic per stage, for hybrid warm pools (``backlog``: this replica's router's)."""
+        self.hives = HiveReconciler(store, self.settings, self.events, self.drones, self.pools)
         self.agentspecs = AgentSpecReconciler(store, self.settings, self.events, self.drones)
         self.scheduler = Scheduler(store, self.settings, self.events)
         self.nodes = NodeController(store, self.settings, self.events)
@@ -89,6 +98,7 @@ class Queen:
     async def sync_once(self) -> None:
         """Reconcile every Hive and AgentSpec, check leases, schedule, collect garbage — once,
         in that order. Tests and tools use it; the running Queen does the same continuously."""
+        await self.pools.observe_all()
         for kind in ("AgentSpec", "Hive"):
             for obj in (await self.store.list(kind)).items:
                 key = (kind, obj["metadata"]["namespace"], obj["metadata"]["name"])
@@ -98,6 +108,9 @@ class Queen:
         await self.scheduler.run_once()
         await self.usage.run_once()
         await self.gc.run_once()
+
+    def _requeue_hive(self, namespace: str, name: str) -> None:
+        self.queue.add(("Hive", namespace, name))
 
     async def _enqueue_all(self, namespace: str | None = None) -> None:
         for kind in ("AgentSpec", "Hive"):
@@ -137,6 +150,10 @@ class Queen:
             asyncio.create_task(
                 self._periodic(self.gc.run_once, self.settings.gc.period, None), name="queen-gc"
             ),
+            asyncio.create_task(
+                self._periodic(self.pools.run_once, self.settings.pools.period, None),
+                name="queen-warm-pools",
+            ),
         ]
         tasks += [
             asyncio.create_task(self._worker(), name=f"queen-worker-{i}")
@@ -162,6 +179,7 @@ class Queen:
             since = await self.store.resource_version()
             self._seen_generation.clear()  # everything is queued again below
             await self.drones.refresh()
+            await self.pools.observe_all()
             await self._enqueue_all()
             self._kick_nodes.set()
             try:
@@ -210,6 +228,7 @@ class Queen:
             self.queue.add(key)
         elif kind == "Drone":
             self._kick_usage.set()
+            self.pools.observe(obj, deleted=change.type == "DELETED")
             ref = controller_ref(obj)
             if ref is not None and ref.get("kind") in ("Hive", "AgentSpec"):
                 self.queue.add((str(ref["kind"]), namespace, str(ref.get("name"))))
@@ -287,7 +306,11 @@ def _references(hive: Obj, agentspec: str) -> bool:
 
 
 async def run_controllers(
-    store: Store, settings: QueenSettings | None = None, stop: asyncio.Event | None = None
+    store: Store,
+    settings: QueenSettings | None = None,
+    stop: asyncio.Event | None = None,
+    backlog: Backlog | None = None,
 ) -> None:
-    """Run every controller of the Queen against ``store`` until ``stop`` is set."""
-    await Queen(store, settings).run(stop)
+    """Run every controller of the Queen against ``store`` until ``stop`` is set; ``backlog``
+    (the router's per-stage count) tells hybrid warm pools about traffic at once."""
+    await Queen(store, settings, backlog).run(stop)

@@ -18,6 +18,10 @@ preemption: a placed drone is never evicted for a higher one):
 
 Node room is ``status.allocatable`` (else ``spec.capacity``): ``cpu`` millicores, ``memory``
 bytes, optional ``drones`` (max drones on the node). Held drones are re-examined every pass.
+
+Warm pool drones (``spec.warm``, :mod:`apiary.controllers.warmpool`) come after every serving
+drone, and in a Cell where a serving drone was just held by the quota they are held too: a pool
+never takes the room a serving drone waits for.
 """
 
 from __future__ import annotations
@@ -157,6 +161,7 @@ class Scheduler:
             usage.setdefault(drone["metadata"]["namespace"], Usage()).add(drone, cpu, memory)
         pending.sort(
             key=lambda d: (
+                (d.get("spec") or {}).get("warm") is True,  # pools after serving drones
                 priority_rank(d.get("spec") or {}),
                 d["metadata"].get("creationTimestamp") or "",
                 d["metadata"]["namespace"],
@@ -164,6 +169,8 @@ class Scheduler:
             )
         )
         quotas: dict[str, Quota] = {}
+        waiting: dict[str, str] = {}
+        """Cell → the quota message of a serving drone held this pass."""
         result = PassResult()
         for drone in pending:
             namespace = drone["metadata"]["namespace"]
@@ -175,8 +182,13 @@ class Scheduler:
             except QuantityError as exc:
                 await self._hold(drone, "InvalidResources", str(exc), result)
                 continue
+            warm = (drone.get("spec") or {}).get("warm") is True
             over = check(quotas[namespace], cell_usage, drone, cpu, memory)
+            if over is None and warm and namespace in waiting:
+                over = f"{waiting[namespace]}; a warm pool drone waits behind serving drones"
             if over is not None:
+                if not warm:
+                    waiting.setdefault(namespace, over)
                 await self._hold(drone, "QuotaExceeded", over, result)
                 continue
             target = self._choose(rooms, cpu, memory)

@@ -107,6 +107,16 @@ class CellUsageSettings:
 
 
 @dataclass
+class PoolSettings:
+    """Warm pools (Hive ``poolMode`` warm/hybrid): :mod:`apiary.controllers.warmpool`."""
+
+    period: float = 1.0
+    """Seconds between two looks at the traffic of ``hybrid`` stages (the router's backlog and
+    the drones' ``status.usage``): how late a pool is released after ``pool.idleSeconds``, or
+    brought back after new traffic, at most."""
+
+
+@dataclass
 class QueenSettings:
     """Everything :func:`apiary.controllers.run_controllers` needs besides the store."""
 
@@ -130,6 +140,9 @@ class QueenSettings:
 
     usage: CellUsageSettings = field(default_factory=CellUsageSettings)
     """Cell ``status.used``."""
+
+    pools: PoolSettings = field(default_factory=PoolSettings)
+    """Warm pools: how often hybrid stages' traffic is looked at."""
 
     tiers: dict[str, Any] = field(default_factory=dict)
     """The server's task tier map (apiaryd's ``Settings.tiers``, env ``APIARY_TIERS``): what a

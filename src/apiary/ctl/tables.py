@@ -163,10 +163,13 @@ def _last_seen(o: Obj, now: datetime) -> str:
 
 def _drone_status(o: Obj, _: datetime) -> str:
     """kubectl's STATUS: why a drone that is not running is not (``CrashLoopBackOff``,
-    ``ExecFailed``, ``QuotaExceeded``, ``Unschedulable`` …), else its phase."""
+    ``ExecFailed``, ``QuotaExceeded``, ``Unschedulable`` …), else its phase — ``Warm`` for a
+    Running drone of a warm pool (started, taking no traffic until claimed)."""
     phase, reason = dig(o, "status", "phase"), dig(o, "status", "reason")
     if reason and phase in ("Failed", "Pending", None):
         return str(reason)
+    if phase == "Running" and dig(o, "spec", "warm") is True:
+        return "Warm"
     return text(phase)
 
 

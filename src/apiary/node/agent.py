@@ -9,6 +9,10 @@ after this node lost its lease, recreated under the same name) is stopped.
 
 On start it first kills whatever a previous incarnation left running (:func:`reap_orphans`), so
 ``kill -9`` of the node agent never leaves an agent process behind for long.
+
+A drone of a warm pool (``spec.warm``) runs like any other but gets no stage worker, so it takes
+no traffic; when the Queen claims it (``warm`` gone from its spec) the running process is put
+on its stage's queue — nothing is started (docs/controllers.md, "Warm pools").
 """
 
 from __future__ import annotations
@@ -339,6 +343,8 @@ class NodeAgent:
             self.status_writer.seen(drone)
             if uid not in self.runners:
                 self._start(drone)
+            else:
+                self._claimed(self.runners[uid], drone)
 
     def observe(self, kind: str, drone: Obj) -> None:
         """One watch event."""
@@ -349,6 +355,8 @@ class NodeAgent:
             self.status_writer.seen(drone)  # the base of its next status write: no GET
             if uid not in self.runners:
                 self._start(drone)
+            else:
+                self._claimed(self.runners[uid], drone)
         elif uid in self.runners:
             if kind == "DELETED":
                 self.status_writer.deleted(uid)  # its Stopping/Stopped need no write
@@ -378,6 +386,13 @@ class NodeAgent:
         self.log_shipper.track(runner.uid, cell, name, drone["metadata"].get("creationTimestamp"))
         log.info("drone started", extra={"cell": cell, "drone": name, "node": self.settings.name})
 
+    def _claimed(self, runner: DroneRunner, drone: Obj) -> None:
+        """A warm pool drone the Queen claimed: the running process joins its stage's queue."""
+        spec = drone.get("spec") or {}
+        if runner.spec.get("warm") is True and spec.get("warm") is not True:
+            runner.spec = spec
+            self._drone_status(runner, runner.status())
+
     def _drone_status(self, runner: DroneRunner, status: Obj) -> None:
         """Report, and put a drone on its stage's queue once it is first ready; from then on its
         worker takes messages only while it is ready (a failing readiness probe, a restart). A
@@ -389,6 +404,8 @@ class NodeAgent:
         guard = current.guard if current is not None else None
         shown = circuit_status(status, guard) if guard is not None else status
         self.status_writer.submit(runner, shown)
+        if runner.spec.get("warm") is True:
+            return  # in the warm pool: no traffic until claimed (:meth:`_claimed`)
         if status.get("ready") and self.bus is not None and runner.uid not in self.workers:
             hive, stage = runner.spec.get("hive"), runner.spec.get("stage")
             if hive and stage and runner.uid in self.runners:

@@ -326,6 +326,13 @@ class SecurityContext(ApiModel):
     """gid; unset: the node's default group (root's for ``runAsUser: 0``)."""
 
 
+WARM_POOL_REFUSED = (
+    "not supported: warm pools are kept per Hive stage (Hive spec.poolMode and warmPoolSize); a "
+    "started drone carries its hive and stage (environment, keeper token, guardrails), so "
+    "drones of one AgentSpec in different hives are not interchangeable"
+)
+
+
 class AgentSpecSpec(ApiModel):
     runtime: Runtime | None = None
     """Required, except with ``interface.type: a2a`` (the node runs the A2A bridge; a runtime
@@ -349,6 +356,19 @@ class AgentSpecSpec(ApiModel):
     mcp_servers: list[McpServer] | None = Field(default=None, max_length=32)
     """MCP servers its drones reach through their keeper, tools by ``allowTools``
     (:mod:`apiary.resources.interop`, docs/interop.md)."""
+    warm_pool: Any = None
+    """Not supported, and refused by name: warm pools are per Hive stage (the Hive's
+    ``poolMode``/``warmPoolSize``). A started drone is its hive's and stage's for good — they
+    are in its environment (``APIARY_HIVE``, ``APIARY_STAGE``), its keeper token and its merged
+    guardrails — so drones of one AgentSpec in two hives are not interchangeable."""
+
+    @model_validator(mode="after")
+    def _no_shared_pool(self) -> AgentSpecSpec:
+        if self.warm_pool is not None:
+            problems = Problems()
+            problems.add(("warmPool",), WARM_POOL_REFUSED)
+            problems.raise_if_any()
+        return self
 
     @model_validator(mode="after")
     def _runtime_unless_a2a(self) -> AgentSpecSpec:

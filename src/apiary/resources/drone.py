@@ -43,6 +43,11 @@ class DroneSpec(ApiModel):
     """The stage entry of the Hive (role, filter, approval...), minus replicas."""
     template_hash: str | None = Field(default=None, max_length=64)
     ordinal: int | None = Field(default=None, ge=0)
+    """Its place in the stage (names end in it; a drone claimed from the warm pool keeps the
+    ``-wN`` name it was started under)."""
+    warm: bool | None = None
+    """True while the drone is in its stage's warm pool: started, but taking no traffic until
+    the Queen claims it (docs/controllers.md, "Warm pools")."""
     node_name: DNSLabel | None = None
     """Set by the scheduler when the drone is bound to a node."""
 

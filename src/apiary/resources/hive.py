@@ -19,6 +19,7 @@ from apiary.resources.hive_names import DEFAULT_PREFIX, duplicate_names
 from apiary.resources.hive_parts import (
     EventDrivenSettings,
     Member,
+    PoolSettings,
     Routing,
     SegmentMember,
     SessionSettings,
@@ -108,15 +109,21 @@ class PatternSegment(ApiModel):
 
 
 class HiveSpec(ApiModel):
-    """A workflow. ``poolMode``: ``cold`` starts drones on demand, ``warm`` keeps
-    ``warmPoolSize`` idle drones per stage started ahead, ``hybrid`` keeps the warm pool only for
-    the stage that receives the input. ``pattern: composed`` is implied by ``patternSegments``."""
+    """A workflow. ``poolMode``: ``cold`` (default) starts drones on demand; ``warm`` keeps
+    ``warmPoolSize`` extra, already started drones per stage that take no traffic until a
+    scale-up, a crash replacement or the autoscaler claims one (no process start), the pool
+    refilling behind it; ``hybrid`` keeps that pool only while the stage has had traffic in the
+    last ``pool.idleSeconds`` (default 300) and releases it after. ``pattern: composed`` is
+    implied by ``patternSegments``."""
 
     pattern: Literal["pipeline", "hierarchical", "swarm", "event-driven", "composed"] | None = None
     stages: list[Stage] | None = Field(default=None, min_length=1)
     pattern_segments: list[PatternSegment] | None = Field(default=None, min_length=1)
     pool_mode: Literal["cold", "warm", "hybrid"] = "cold"
     warm_pool_size: int | None = Field(default=None, ge=0, le=1000)
+    """Warm drones kept per stage (``poolMode`` warm or hybrid; default 1 there, 0 for cold)."""
+    pool: PoolSettings | None = None
+    """``idleSeconds``: how long a ``hybrid`` stage keeps its pool after its last traffic."""
     session: SessionSettings | None = None
     routing: Routing | None = None
     guardrails: Guardrails | None = None
@@ -171,6 +178,8 @@ class HiveSpec(ApiModel):
             self.warm_pool_size = 0 if self.pool_mode == "cold" else 1
         elif self.pool_mode == "cold" and self.warm_pool_size > 0:
             problems.add(("warmPoolSize",), "must be 0 with poolMode cold")
+        if self.pool is not None and self.pool_mode != "hybrid":
+            problems.add(("pool",), "only used with poolMode hybrid")
 
     @staticmethod
     def _check_segments(segments: list[PatternSegment], problems: Problems) -> None:

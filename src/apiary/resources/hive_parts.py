@@ -152,6 +152,17 @@ class SwarmSettings(ApiModel):
     rounds: int = Field(default=1, ge=1, le=100)
 
 
+DEFAULT_POOL_IDLE_SECONDS = 300.0
+"""How long a ``poolMode: hybrid`` stage keeps its warm pool after its last traffic."""
+
+
+class PoolSettings(ApiModel):
+    """The warm pool of ``poolMode: hybrid``: kept while the stage has had traffic in the last
+    ``idleSeconds`` (default 300; the Hive's creation counts as traffic), released after."""
+
+    idle_seconds: float = Field(default=DEFAULT_POOL_IDLE_SECONDS, ge=0.1, le=7 * 86400)
+
+
 DEFAULT_MAX_HOPS = 8
 """How many times an event-driven hive re-routes outputs as events when nothing sets a bound."""
 

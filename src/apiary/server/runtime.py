@@ -57,7 +57,7 @@ def queen_task(
         # one watch-fed cache for the reaper and the autoscaler: listed once per term, not per pass
         cache = Informer(store, SessionReaper.KINDS | Autoscaler.KINDS)
         work = [
-            run_controllers(store, queen, stop_leading),
+            run_controllers(store, queen, stop_leading, backlog),
             SessionReaper(
                 store, journal, on_deleted=on_session_deleted, on_ended=on_session_ended,
                 cache=cache,

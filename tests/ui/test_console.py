@@ -126,7 +126,28 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
 
 
 @pytest.fixture
-def page(browser: Any, console: Console) -> Iterator[Any]:
+def tabs(console: Console) -> Iterator[Callable[[Any], Any]]:
+    """Opens tabs in a context; at the end, none may have raised a script error or asked for
+    anything but the console's files and the public API (it acts only through them)."""
+    errors: list[str] = []
+    asked: list[str] = []
+
+    def open_tab(context: Any) -> Any:
+        tab = context.new_page()
+        tab.on("pageerror", lambda e: errors.append(str(e)))
+        tab.on("request", lambda r: asked.append(r.url))
+        return tab
+
+    yield open_tab
+    assert errors == [], errors
+    origin = console.server.url
+    elsewhere = [u for u in asked if u != "about:blank" and not u.startswith(
+        (f"{origin}/ui/", f"{origin}/api/v1/", f"{origin}/metrics"))]  # fmt: skip
+    assert elsewhere == []
+
+
+@pytest.fixture
+def page(browser: Any, console: Console, tabs: Callable[[Any], Any]) -> Iterator[Any]:
     """A tab signed in as the admin (the token put in sessionStorage before the page runs)."""
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     context.add_init_script(  # not on about:blank, which has no storage
@@ -134,19 +155,8 @@ def page(browser: Any, console: Console) -> Iterator[Any]:
         f"sessionStorage.setItem('apiary.token', {json.dumps(console.server.token)});"
         f"sessionStorage.setItem('apiary.traceUrl', {json.dumps(TRACES)}); }}"
     )
-    tab = context.new_page()
-    errors: list[str] = []
-    tab.on("pageerror", lambda e: errors.append(str(e)))
-    asked: list[str] = []
-    tab.on("request", lambda r: asked.append(r.url))
-    yield tab
+    yield tabs(context)
     context.close()
-    assert errors == [], errors  # no script error on any page
-    # The console acts only through its own files and the public API: no other request.
-    origin = console.server.url
-    elsewhere = [u for u in asked if u != "about:blank" and not u.startswith(
-        (f"{origin}/ui/", f"{origin}/api/v1/", f"{origin}/metrics"))]  # fmt: skip
-    assert elsewhere == []
 
 
 def ready(tab: Any) -> None:
@@ -200,9 +210,11 @@ CONTRAST = """() => {
 }"""
 
 
-def test_sign_in_shows_the_overview(browser: Any, console: Console, shots: Path) -> None:
+def test_sign_in_shows_the_overview(
+    browser: Any, tabs: Callable[[Any], Any], console: Console, shots: Path
+) -> None:
     context = browser.new_context()
-    tab = context.new_page()
+    tab = tabs(context)
     tab.goto(console.url)
     tab.get_by_label("Bearer token").fill("apiary_nobody_wrong")
     tab.get_by_role("button", name="Sign in").click()
@@ -331,14 +343,14 @@ def test_a_session_run_from_the_console_completes_in_the_session_view(
 
 
 def test_the_overview_shows_answers_per_second_between_two_metric_reads(
-    browser: Any, console: Console
+    browser: Any, tabs: Callable[[Any], Any], console: Console
 ) -> None:
     context = browser.new_context()
     context.add_init_script(
         f"sessionStorage.setItem('apiary.token', {json.dumps(console.server.token)});"
         "sessionStorage.setItem('apiary.metricsSeconds', '1');"
     )
-    tab = context.new_page()
+    tab = tabs(context)
     tab.goto(console.url + "#/overview")
     ready(tab)
     for i in range(3):
@@ -355,7 +367,7 @@ def test_the_overview_shows_answers_per_second_between_two_metric_reads(
 
 
 def test_a_dead_letter_is_replayed_from_the_console_after_the_agent_is_fixed(
-    page: Any, console: Console, shots: Path
+    page: Any, tabs: Callable[[Any], Any], console: Console, shots: Path
 ) -> None:
     console.start("job1", "flaky", "hi")
     until(lambda: console.session("job1").get("status", {}).get("reason") == "DeadLettered", 20,
@@ -404,7 +416,7 @@ def test_a_dead_letter_is_replayed_from_the_console_after_the_agent_is_fixed(
     with console.server.client(CELL) as c:
         wait_drones(c, CELL, fixed, 30, "the fixed drone Ready")
     time.sleep(0.2)
-    watching = page.context.new_page()  # the dead session stays open in a second tab
+    watching = tabs(page.context)  # the dead session stays open in a second tab
     watching.goto(console.url + f"#/session/{CELL}/job1")
     ready(watching)
     expect(watching.locator("#output")).to_have_text("(none yet)")
@@ -530,10 +542,10 @@ def test_the_hive_page_draws_each_pattern(page: Any, console: Console, shots: Pa
 
 
 def test_a_viewer_sees_no_write_buttons_and_the_api_refuses_them_anyway(
-    browser: Any, page: Any, console: Console, shots: Path
+    browser: Any, tabs: Callable[[Any], Any], page: Any, console: Console, shots: Path
 ) -> None:
     context = browser.new_context()
-    tab = context.new_page()
+    tab = tabs(context)
     tab.goto(console.url)
     tab.get_by_label("Bearer token").fill(console.viewer)
     tab.get_by_role("button", name="Sign in").click()

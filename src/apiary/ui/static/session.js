@@ -29,6 +29,7 @@ export async function sessionPage(ctx, cell, name) {
     section("Comb (session memory)", "comb-title", comb),
   );
 
+  let shownWait = null;
   const render = coalesce(() => {
     const st = session.status || {};
     const hive = (session.spec || {}).hiveRef;
@@ -58,7 +59,11 @@ export async function sessionPage(ctx, cell, name) {
       h("h3", {}, "Final output"),
       h("pre", { id: "output" }, finals.length ? pretty(finals[finals.length - 1].message.payload) : st.output !== undefined ? pretty(st.output) : "(none yet)"),
     );
-    approvals.replaceChildren(approvalBox(ctx, cell, name, st));
+    const waitingFor = `${st.phase}/${st.pendingApproval || ""}`;
+    if (waitingFor !== shownWait) {
+      shownWait = waitingFor; // rebuilt only when what waits changes: a typed reason stays
+      approvals.replaceChildren(approvalBox(ctx, cell, name, st));
+    }
     tree.replaceChildren(timeline(items));
   });
   render();

@@ -23,6 +23,7 @@ from apiary.api.approvals import approval_routes
 from apiary.api.audit import AuditLog, AuditMiddleware, audit_routes
 from apiary.api.auth import DENIED_KEY, Authenticator
 from apiary.api.budgets import budget_routes
+from apiary.api.cassettes import cassette_routes
 from apiary.api.comb import comb_routes
 from apiary.api.dlq import dlq_routes
 from apiary.api.fairness import FairDispatcher, FairnessMiddleware, Limiter
@@ -124,6 +125,7 @@ def create_app(
     app.include_router(session_routes())  # before the generic routes: it overrides two
     app.include_router(approval_routes())
     app.include_router(budget_routes())  # the LLM gateways' reservations (docs/gateway.md)
+    app.include_router(cassette_routes())  # the LLM gateways' record and replay
     app.include_router(a2a_routes())  # /a2a/…: every exposed Hive an A2A agent (docs/interop.md)
     app.include_router(mcp_routes())  # /mcp/cells/{cell}: exposed hives as MCP tools (same doc)
     app.include_router(toolcall_routes())  # before the generic routes: keepers' MCP tool calls

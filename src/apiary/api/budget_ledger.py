@@ -83,6 +83,17 @@ def pauses(cell: Obj | None, hive: Obj | None) -> bool:
     return False
 
 
+def replay_from(cell: Obj | None, hive: Obj | None) -> str | None:
+    """The session whose recorded calls answer this hive's (``spec.gateway: {mode: replay,
+    replayFrom}``: the Hive's, else the Cell's), None when calls go to the provider."""
+    for obj in (hive, cell):
+        gateway = ((obj or {}).get("spec") or {}).get("gateway")
+        if isinstance(gateway, dict) and gateway.get("mode") in ("live", "replay"):
+            source = gateway.get("replayFrom")
+            return str(source) if gateway["mode"] == "replay" and source else None
+    return None
+
+
 def scope_limits(cell: Obj | None, hive: Obj | None, hive_name: str | None,
                  session: str | None) -> dict[str, Limit]:  # fmt: skip
     """Every scope a call of ``hive_name``'s ``session`` counts in, with its limit.

@@ -35,6 +35,7 @@ the drone holds no message of).
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -83,6 +84,9 @@ class Call:
     body: dict[str, Any]
     tier: str | None
     budgeted: Budgeted
+    cell: str = ""
+    usage: tuple[int, int] = (0, 0)
+    """What the call was charged, once answered."""
 
 
 def _refusal(exc: GatewayRefusal) -> Response:
@@ -190,7 +194,7 @@ class LlmGateway:
             meter, self.budgets, tally, body, cell=cell,
             hive=hive if isinstance(hive, str) else None, keys=token_keys,
         )  # fmt: skip
-        return Call(drone, provider, tally, body, tier, budgeted)
+        return Call(drone, provider, tally, body, tier, budgeted, cell)
 
     async def _settle(self, call: Call, prompt: int, completion: int, model: str = "") -> None:
         await calls.settle(call.drone.meter, self.budgets, call.budgeted, prompt, completion,
@@ -227,13 +231,20 @@ class LlmGateway:
                 if tracing.TRACER is not None:
                     span = _span(operation, request, call.tally, call.provider, call.body)
                 translator = providers.translator(call.provider.api)
-                if translator is not None:
+                shared = call.budgeted.shared
+                if shared is not None and shared.replay_from:
+                    response = await self._replayed(call, path, shared.replay_from)
+                elif translator is not None:
                     response = await self._translated(call, path, translator, span)
                 elif call.body.get("stream") and path != "/embeddings":
                     response = await self._stream(call, span, path)
                 else:
+                    started = time.monotonic()
                     answer = await self._post(call, path, span)
                     response = await self._answer(call, answer, completion, span)
+                    if answer.is_success:
+                        await self._record(call, path, _loads(answer.content), call.usage,
+                                           started)  # fmt: skip
             except BaseException:
                 await self._settle(call, 0, 0)  # nothing was spent; release the holds
                 raise
@@ -243,6 +254,37 @@ class LlmGateway:
         if call.tier is not None:
             response.headers[TIER_HEADER] = call.tier
         return response
+
+    async def _replayed(self, call: Call, path: str, source: str) -> Response:
+        """``spec.gateway.mode: replay``: the recorded answer, no provider, no tokens."""
+        assert self.budgets is not None
+        if call.body.get("stream"):
+            raise GatewayRefusal(
+                400, "invalid_request_error",
+                "this hive replays recorded calls (spec.gateway.mode: replay), which are not "
+                "streamed: call without stream", param="stream",
+            )  # fmt: skip
+        stage = call.drone.spec.get("stage")
+        got = await self.budgets.lookup(
+            call.cell, source, {"path": path, "stage": stage, "request": call.body}
+        )
+        if "response" not in got:
+            raise GatewayRefusal(400, "invalid_request_error", str(got.get("missing")),
+                                 code="replay_mismatch")  # fmt: skip
+        await self._settle(call, 0, 0)
+        return Response(orjson.dumps(got["response"]), media_type="application/json")
+
+    async def _record(
+        self, call: Call, path: str, answer: Any, usage: tuple[int, int], started: float
+    ) -> None:
+        """Put the exchange in the session's journal: its cassette (:mod:`apiary.api.cassettes`)."""
+        if self.budgets is None or not call.tally.session:
+            return
+        await self.budgets.record(call.cell, call.tally.session, {
+            "path": path, "stage": call.drone.spec.get("stage"), "model": call.body.get("model"),
+            "request": call.body, "response": answer, "usage": list(usage),
+            "latencyMs": round((time.monotonic() - started) * 1000, 3),
+        })  # fmt: skip
 
     async def _translated(
         self, call: Call, path: str, translator: providers.Translator, span: Any
@@ -308,6 +350,7 @@ class LlmGateway:
             if counted is None:
                 estimated = True
                 counted = (estimate(prompt_text(body)), estimate(completion(parsed)))
+            call.usage = counted
             await self._settle(call, *counted, model=answered_model(parsed, body))
         else:
             await self._settle(call, 0, 0)
@@ -348,6 +391,13 @@ class LlmGateway:
         return StreamingResponse(
             relay.run(answer), answer.status_code, _passed(answer), media_type="text/event-stream"
         )
+
+
+def _loads(raw: bytes) -> Any:
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return raw.decode("utf-8", "replace")
 
 
 def answered_model(answer: Any, body: dict[str, Any]) -> str:

@@ -8,9 +8,12 @@ transaction per reservation. Before a call the gateway reserves its maximum (pro
 ``max_tokens`` is clamped to it) or refuses naming the scope; after the call the gateway settles
 what the provider reported, which also keeps each scope's usage and estimated cost.
 
-A Cell, Hive and session without any budget answer ``bounded: false``; the gateway then skips
-reserving for that hive for :attr:`ApiBudgets.unbounded_ttl` seconds (a budget set meanwhile
-applies within that) but still settles every call, so usage is counted everywhere.
+Every call is reserved and settled, budgets or not: the ledger counts all usage, and the answer
+also says whether the hive replays a recorded session (``replayFrom``,
+:mod:`apiary.api.cassettes`), so a mode set on a Hive applies to its next call. A caller may
+skip asking for scopes found unbounded for :attr:`ApiBudgets.unbounded_ttl` seconds (0 by
+default: never skip). The same client records each exchange in the session's journal and looks
+recorded ones up when replaying.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from apiary.client import AsyncApiClient
 from apiary.errors import ApiaryError
@@ -42,6 +45,8 @@ class SharedHold:
     hold: str | None
     completion: int | None
     """The completion tokens the shared scopes leave the call (None: unbounded)."""
+    replay_from: str | None = None
+    """The session whose recorded calls answer this one (``spec.gateway.mode: replay``)."""
 
 
 class SharedBudgets(Protocol):
@@ -52,11 +57,15 @@ class SharedBudgets(Protocol):
 
     async def settle(self, held: SharedHold, prompt: int, completion: int, model: str) -> None: ...
 
+    async def record(self, cell: str, session: str, call: dict[str, Any]) -> None: ...
+
+    async def lookup(self, cell: str, source: str, call: dict[str, Any]) -> dict[str, Any]: ...
+
 
 class ApiBudgets:
     """:class:`SharedBudgets` through apiaryd's ``/api/v1/cells/{cell}/llmbudget``."""
 
-    def __init__(self, client: AsyncApiClient, *, unbounded_ttl: float = 5.0) -> None:
+    def __init__(self, client: AsyncApiClient, *, unbounded_ttl: float = 0.0) -> None:
         self.client = client
         self.unbounded_ttl = unbounded_ttl
         self._unbounded: dict[tuple[str, str | None], float] = {}
@@ -87,12 +96,36 @@ class ApiBudgets:
                 429, "budget_exceeded", f"token budget exceeded: {got['refused']}",
                 code="budget_exceeded",
             )  # fmt: skip
-        if not got.get("bounded"):
+        held.replay_from = got.get("replayFrom") if isinstance(got.get("replayFrom"), str) else None
+        if not got.get("bounded") and held.replay_from is None:
             self._unbounded[(cell, hive)] = time.monotonic() + self.unbounded_ttl
         held.hold = got.get("hold") if isinstance(got.get("hold"), str) else None
         granted = got.get("completion")
         held.completion = granted if isinstance(granted, int) else completion
         return held
+
+    async def record(self, cell: str, session: str, call: dict[str, Any]) -> None:
+        """Put one exchange in the session's journal (its cassette); a failure is logged."""
+        name = session.rsplit("/", 1)[-1]
+        try:
+            await self.client.request(
+                "POST", f"/api/v1/cells/{cell}/sessions/{name}/llm-calls", json_body=call
+            )
+        except ApiaryError as exc:
+            log.warning("could not record an LLM call", extra={"cell": cell, "error": exc.message})
+
+    async def lookup(self, cell: str, source: str, call: dict[str, Any]) -> dict[str, Any]:
+        """The recorded answer of ``call`` in ``source``'s cassette (``response``), or why
+        there is none (``missing``)."""
+        try:
+            answer = await self.client.request(
+                "POST", f"/api/v1/cells/{cell}/llmcalls/lookup", json_body={"from": source, **call}
+            )
+        except ApiaryError as exc:
+            raise GatewayRefusal(
+                503, "replay_unavailable", f"the recorded calls could not be read: {exc.message}"
+            ) from None
+        return dict(answer.body) if isinstance(answer.body, dict) else {}
 
     async def settle(self, held: SharedHold, prompt: int, completion: int, model: str) -> None:
         body = {"hold": held.hold, "hive": held.hive, "session": held.session,

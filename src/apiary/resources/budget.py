@@ -37,6 +37,18 @@ class Budget(Limit):
     lost or sent twice. The Hive's setting, else the Cell's."""
 
 
+class GatewaySettings(ApiModel):
+    """Where the LLM calls of a Hive's (or a Cell's) drones go (docs/gateway.md, "Record and
+    replay"). Every answered call is recorded in its session's journal either way."""
+
+    mode: Literal["live", "replay"] = "live"
+    """``live``: to the provider. ``replay``: never to a provider — each call is answered from
+    ``replayFrom``'s recorded calls by its normalised request, costing no tokens; a call with no
+    recorded match is refused naming the field that differs."""
+    replay_from: str | None = Field(default=None, min_length=1, max_length=253)
+    """The session whose recorded calls answer (with ``mode: replay``)."""
+
+
 class ModelPrice(ApiModel):
     """US dollars per 1M tokens."""
 
@@ -44,4 +56,4 @@ class ModelPrice(ApiModel):
     output: float = Field(default=0, ge=0)
 
 
-__all__ = ["Budget", "Limit", "ModelPrice"]
+__all__ = ["Budget", "GatewaySettings", "Limit", "ModelPrice"]

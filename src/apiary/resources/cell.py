@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from apiary.resources.base import ApiModel, NonNegativeNumber, Problems
-from apiary.resources.budget import Budget, ModelPrice
+from apiary.resources.budget import Budget, GatewaySettings, ModelPrice
 from apiary.resources.guardrails import Guardrails
 from apiary.resources.interop import McpServer, check_mcp_servers
 from apiary.resources.meta import ApiObject, Status
@@ -52,6 +52,8 @@ class CellSpec(ApiModel):
     field by field (:mod:`apiary.resources.tiers`). A change rolls the drones of that tier."""
     budget: Budget | None = None
     """What all LLM calls of the Cell, and each of its sessions, may use (docs/gateway.md)."""
+    gateway: GatewaySettings | None = None
+    """``mode: live|replay`` of the Cell's LLM calls, unless a Hive says (docs/gateway.md)."""
     prices: dict[str, ModelPrice] | None = None
     """The Cell's own prices (USD per 1M tokens) over the server's table, for its budgets."""
     mcp_servers: list[McpServer] | None = Field(default=None, max_length=32)

@@ -13,7 +13,7 @@ from typing import Any, Literal
 from pydantic import Field, ModelWrapValidatorHandler, ValidationError, model_validator
 
 from apiary.resources.base import ApiModel, DNSLabel, Loc, Problems, Topic
-from apiary.resources.budget import Budget
+from apiary.resources.budget import Budget, GatewaySettings
 from apiary.resources.guardrails import Guardrails
 from apiary.resources.hive_names import DEFAULT_PREFIX, duplicate_names
 from apiary.resources.hive_parts import (
@@ -131,6 +131,8 @@ class HiveSpec(ApiModel):
     """Whether the hive is an A2A agent and an MCP tool, and its card (docs/interop.md)."""
     budget: Budget | None = None
     """What the hive's LLM calls may cost in all, and per session (docs/gateway.md, "Budgets")."""
+    gateway: GatewaySettings | None = None
+    """``mode: live|replay`` of the hive's LLM calls (docs/gateway.md, "Record and replay")."""
     webhook: Webhook | None = None
     swarm: SwarmSettings | None = None
     event_driven: EventDrivenSettings | None = None

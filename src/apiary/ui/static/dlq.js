@@ -13,6 +13,7 @@ export async function dlqPage(ctx, cell, hive) {
   const writer = ctx.canWrite(cell);
   const base = `${objectPath("hives", cell, hive)}/dlq`;
   let showAll = false;
+  const expanded = new Set(); // letters whose details are open stay open across re-reads
   const lettersBox = h("div");
   const approvalsBox = h("div");
   const all = h("input", { id: "show-all", type: "checkbox" });
@@ -27,7 +28,7 @@ export async function dlqPage(ctx, cell, hive) {
   const loadLetters = async () => {
     const q = showAll ? "" : "?phase=Pending,Replayed,Failed";
     const { items } = await get(`${base}${q}`, { signal });
-    lettersBox.replaceChildren(lettersTable(items, base, cell, writer, () => reload()));
+    lettersBox.replaceChildren(lettersTable(items, base, cell, writer, () => reload(), expanded));
   };
   const reload = () => loadLetters().catch((e) => !signal.aborted && lettersBox.replaceChildren(h("p", { class: "error", role: "alert" }, e.message)));
   all.addEventListener("change", () => {
@@ -110,7 +111,7 @@ export async function dlqPage(ctx, cell, hive) {
  * rejection: the flow failed but the session keeps its last phase). */
 export const waits = (s) => (s.status || {}).phase === "WaitingForApproval" && !!(s.status || {}).pendingApproval;
 
-function lettersTable(items, base, cell, writer, reload) {
+function lettersTable(items, base, cell, writer, reload, expanded) {
   const rows = [];
   for (const dl of items) {
     const spec = dl.spec || {};
@@ -118,13 +119,15 @@ function lettersTable(items, base, cell, writer, reload) {
     const phase = (dl.status || {}).phase || "Pending";
     const details = h(
       "tr",
-      { hidden: true, class: "details", id: `details-${id}` },
+      { hidden: !expanded.has(id), class: "details", id: `details-${id}` },
       h("td", { colspan: 8 }, h("p", {}, spec.message || ""), h("pre", {}, pretty(spec.original))),
     );
-    const show = h("button", { type: "button", "aria-expanded": "false", "aria-controls": `details-${id}` }, "Show");
+    const show = h("button", { type: "button", "aria-expanded": String(expanded.has(id)), "aria-controls": `details-${id}` }, "Show");
     show.addEventListener("click", () => {
       details.hidden = !details.hidden;
       show.setAttribute("aria-expanded", String(!details.hidden));
+      if (details.hidden) expanded.delete(id);
+      else expanded.add(id);
     });
     const actions = [show];
     if (writer) {

@@ -190,12 +190,13 @@ async def test_a_retry_sends_the_input_the_first_attempt_lost(
     real_send = session_ops_module.SessionOps.send
     calls = 0
 
-    async def flaky_send(self: Any, cell: str, name: str, message: Any) -> Any:
+    async def flaky_send(self: Any, cell: str, name: str, message: Any, **kw: Any) -> Any:
         nonlocal calls
         calls += 1
         if calls == 1:
             raise Unavailable("the message bus is unavailable: simulated")
-        return await real_send(self, cell, name, message)
+        assert not kw.get("fresh")  # the retry's input id may be journaled: it is looked up
+        return await real_send(self, cell, name, message, **kw)
 
     monkeypatch.setattr(session_ops_module.SessionOps, "send", flaky_send)
     headers = {"Idempotency-Key": "lost"}

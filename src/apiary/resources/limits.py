@@ -228,8 +228,14 @@ def _override_problems(spec: Any, limits: AdmissionLimits) -> Iterator[Problem]:
 
 
 def size_problems(obj: Mapping[str, Any], limits: AdmissionLimits) -> list[Problem]:
-    """The object as JSON over ``max_object_bytes``: a problem naming its biggest field."""
-    size = len(orjson.dumps(obj))
+    """The object as JSON over ``max_object_bytes``: a problem naming its biggest field. (A value
+    JSON cannot carry — an integer beyond 64 bits, which only a caller of :func:`admit` that skipped
+    the API's body parser can hand in — is a problem too, not a TypeError.)"""
+    try:
+        size = len(orjson.dumps(obj))
+    except TypeError as exc:
+        where = next((str(k) for k in obj if not _encodes(obj[k])), "")
+        return [(where, f"holds a value JSON cannot carry: {exc}")]
     limit = limits.max_object_bytes
     if size <= limit:
         return []
@@ -241,6 +247,14 @@ def size_problems(obj: Mapping[str, Any], limits: AdmissionLimits) -> list[Probl
             f"be ({limits.source('max_object_bytes')}); most of it is in {biggest}",
         )
     ]
+
+
+def _encodes(value: Any) -> bool:
+    try:
+        orjson.dumps(value)
+    except TypeError:
+        return False
+    return True
 
 
 def _list(value: Any) -> list[Any]:

@@ -63,6 +63,7 @@ async def test_reject_fails_the_flow_with_the_reason(env: Env) -> None:
     assert [d.stage for d in env.drone.seen] == ["a"]
     status = await env.status("s1", lambda s: s.get("reason") == "Rejected")
     assert "pendingApproval" not in status
+    assert status["phase"] == "Running"  # nothing waits for approval any more
     again = await env.client.post(f"{CELL}/sessions/s1/reject")
     assert again.status_code == 409
 

@@ -135,6 +135,8 @@ class Holds(RouterCore):
             assert result is not None
             if not held_for(mine, APPROVAL):
                 result.status.setdefault("pendingApproval", None)
+                if reason == APPROVAL:  # nothing waits any more (a job's phase is set: Failed)
+                    result.status.setdefault("phase", "Running")
             return result
 
         done = await self._run(info, plan)

@@ -258,3 +258,46 @@ def test_since_accepts_durations_and_rfc3339() -> None:
     assert parse_since("2030-01-01T00:00:00+01:00") == datetime(2029, 12, 31, 23, tzinfo=UTC)
     with pytest.raises(Exception, match="since"):
         parse_since("-5m")
+
+
+async def test_follows_end_once_their_token_is_revoked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A follow can outlive its token, as a watch can: it checks the token again every
+    REAUTH_SECONDS and ends once it is revoked, for a drone and for a hive."""
+    from apiary.api import watch
+
+    monkeypatch.setattr(watch, "REAUTH_SECONDS", 0.1)
+    async with serve(tmp_path) as s:
+        await s.store.create(
+            {
+                "apiVersion": "apiary.io/v1",
+                "kind": "Hive",
+                "metadata": {"name": "h", "namespace": CELL},
+                "spec": {"pattern": "pipeline", "stages": [{"name": "s", "agentRef": "a"}]},
+            }
+        )
+        await make_drone(s.store, "h-a", hive="h")
+        await post(s.client, "h-a", {"lines": [line("a1", "01")]})
+        body = {"metadata": {"name": "reader"}, "spec": {"role": "viewer", "cell": CELL}}
+        r = await s.client.post("/api/v1/tokens", json=body)
+        assert r.status_code == 201, r.text
+        auth = {"Authorization": f"Bearer {r.json()['status']['token']}"}
+        params = {"follow": "true", "tail": "1"}
+        paths = [f"{DRONES}/h-a/logs", f"/api/v1/cells/{CELL}/hives/h/logs"]
+        async with contextlib.AsyncExitStack() as streams:
+            follows = [
+                await streams.enter_async_context(
+                    s.client.stream("GET", path, params=params, headers=auth)
+                )
+                for path in paths
+            ]
+            readers = [f.aiter_lines() for f in follows]
+            assert [await read_until(lines, 1) for lines in readers] == [["a1"], ["[h-a] a1"]]
+            await asyncio.sleep(0.3)  # rechecked with a good token: still following
+            await post(s.client, "h-a", {"lines": [line("a2", "02")]})
+            assert [await read_until(lines, 1) for lines in readers] == [["a2"], ["[h-a] a2"]]
+            assert (await s.client.delete("/api/v1/tokens/reader")).status_code == 200
+            async with asyncio.timeout(5):
+                for lines in readers:
+                    assert [x async for x in lines] == []  # ended by itself

@@ -31,7 +31,7 @@ from apiary.api.refwarnings import dangling_agent_refs, users_of_agentspec
 from apiary.api.responses import JSON, error_body, json_response
 from apiary.api.secrets import has_redacted, keep_redacted, redact
 from apiary.api.state import ApiState
-from apiary.api.watch import watch_response
+from apiary.api.watch import token_recheck, watch_response
 from apiary.errors import AlreadyExists, BadRequest, Conflict, FieldDetail, Invalid, NotFound
 from apiary.resources import API_VERSION, KindInfo, ValidationFailed, admit, kind_by_plural
 from apiary.resources.limits import DEFAULT_LIMITS, AdmissionLimits
@@ -191,13 +191,9 @@ async def list_objects(request: Request) -> Response:
     state = _state(request)
     if (view := state.authorizer.view(request.scope[PRINCIPAL_KEY], info.kind)) is not None:
         lp = dataclasses.replace(lp, view=view)  # a node sees only where others' drones are
-    if lp.watch:
-        authorization = request.headers.get("authorization")
-
-        async def still_valid() -> None:  # a revoked or expired token's watch ends
-            await state.authenticator.authenticate(authorization)
-
-        return await watch_response(state, info, namespace, lp, reveal, still_valid)
+    if lp.watch:  # a revoked or expired token's watch ends
+        recheck = token_recheck(state, request.headers.get("authorization"))
+        return await watch_response(state, info, namespace, lp, reveal, recheck)
     if lp.name is not None:
         try:
             found = [await state.store.get(info.kind, namespace or "", lp.name)]

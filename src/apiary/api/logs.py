@@ -9,9 +9,11 @@ after a lost answer or an API restart is written once. With several API replicas
 logs its nodes sent it.
 
 Reads: ``tail``, ``since`` (duration or RFC3339), ``timestamps`` and ``follow`` (a chunked
-``text/plain`` stream that ends when the client goes away, the drone is deleted or the server
-stops). Hive logs merge the hive's drones (label ``apiary.io/hive``) by time, each line prefixed
-``[drone-name] ``; a hive follow picks up drones created while it runs.
+``text/plain`` stream that ends when the client goes away, the drone is deleted, the server stops
+or the request's token is revoked or expires: a follow checks it again every
+:data:`~apiary.api.watch.REAUTH_SECONDS`, as a watch does). Hive logs merge the hive's drones
+(label ``apiary.io/hive``) by time, each line prefixed ``[drone-name] ``; a hive follow picks up
+drones created while it runs.
 """
 
 from __future__ import annotations
@@ -33,12 +35,14 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from apiary.api import params
+from apiary.api import watch as watches
 from apiary.api.bodies import parse_body, read_body
 from apiary.api.logstore import LogStore
 from apiary.api.middleware import PRINCIPAL_KEY
 from apiary.api.responses import json_response
 from apiary.api.state import ApiState
-from apiary.errors import BadRequest, FieldDetail, Invalid, NotFound, Unavailable
+from apiary.api.watch import Recheck, token_recheck
+from apiary.errors import ApiaryError, BadRequest, FieldDetail, Invalid, NotFound, Unavailable
 from apiary.node.logs import LogLine, follow_logs, read_logs
 from apiary.resources.names import dns_label_error
 from apiary.store import Store, parse_selector
@@ -210,10 +214,13 @@ async def get_drone_logs(request: Request) -> Response:
     if not opts.follow:
         return Response(_render(backlog, opts.timestamps), media_type=TEXT)
 
+    recheck = token_recheck(state, request.headers.get("authorization"))
+
     async def stream() -> AsyncIterator[bytes]:
         stop = asyncio.Event()
+        uid = drone["metadata"]["uid"]
         watch = asyncio.create_task(
-            _until_gone(state, logs, "Drone", cell, name, drone["metadata"]["uid"], stop)
+            _until_gone(state, logs, "Drone", cell, name, uid, stop, recheck)
         )
         try:
             if backlog:
@@ -257,19 +264,41 @@ async def live_lines(
 
 
 async def _until_gone(
-    state: ApiState, logs: LogStore, kind: str, cell: str, name: str, uid: str, stop: asyncio.Event
-) -> None:
-    """Set ``stop`` once the object is deleted (or replaced) or the server stops."""
+    state: ApiState, logs: LogStore, kind: str, cell: str, name: str, uid: str, stop: asyncio.Event,
+    recheck: Recheck,
+) -> None:  # fmt: skip
+    """Set ``stop`` once the object is deleted (or replaced), the server stops or the token is no
+    longer good."""
+    valid = _TokenCheck(recheck)
     while not state.stopping.is_set():
         try:
             current = await state.store.get(kind, cell, name)
         except NotFound:
             break
-        if current["metadata"].get("uid") != uid:
+        if current["metadata"].get("uid") != uid or not await valid():
             break
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(state.stopping.wait(), logs.gone_poll_seconds)
     stop.set()
+
+
+class _TokenCheck:
+    """The request's token, checked again at most every :data:`~apiary.api.watch.REAUTH_SECONDS`."""
+
+    def __init__(self, recheck: Recheck) -> None:
+        self.recheck = recheck
+        self.checked = asyncio.get_running_loop().time()
+
+    async def __call__(self) -> bool:
+        now = asyncio.get_running_loop().time()
+        if now - self.checked < watches.REAUTH_SECONDS:
+            return True
+        self.checked = now
+        try:
+            await self.recheck()
+        except ApiaryError:
+            return False
+        return True
 
 
 async def _hive_drones(store: Store, cell: str, hive: str) -> list[str]:
@@ -299,7 +328,8 @@ async def get_hive_logs(request: Request) -> Response:
     if not opts.follow:
         return Response(head, media_type=TEXT)
     uid = hive["metadata"]["uid"]
-    follow = _HiveFollow(state, logs, cell, name, uid, opts, backlogs)
+    recheck = token_recheck(state, request.headers.get("authorization"))
+    follow = _HiveFollow(state, logs, cell, name, uid, opts, backlogs, recheck)
     return StreamingResponse(follow.stream(head), media_type=TEXT)
 
 
@@ -308,10 +338,11 @@ class _HiveFollow:
 
     def __init__(
         self, state: ApiState, logs: LogStore, cell: str, hive: str, uid: str,
-        opts: ReadOptions, backlogs: dict[str, list[LogLine]],
+        opts: ReadOptions, backlogs: dict[str, list[LogLine]], recheck: Recheck,
     ) -> None:  # fmt: skip
         self.state, self.logs, self.cell, self.hive, self.uid = state, logs, cell, hive, uid
         self.opts = opts
+        self.recheck = recheck
         self.backlogs = backlogs
         self.queue: asyncio.Queue[tuple[str, LogLine]] = asyncio.Queue(1000)
         self.followers: dict[str, tuple[asyncio.Event, asyncio.Task[None]]] = {}
@@ -355,6 +386,7 @@ class _HiveFollow:
             for drone, backlog in self.backlogs.items():
                 self._start(drone, backlog, initial=True)
             loop = asyncio.get_running_loop()
+            valid = _TokenCheck(self.recheck)
             next_relist = loop.time() + self.logs.gone_poll_seconds
             closing = False
             while True:
@@ -374,7 +406,11 @@ class _HiveFollow:
                         _render([ln], self.opts.timestamps, f"[{d}] ") for d, ln in batch
                     )
                 if not closing and loop.time() >= next_relist:
-                    closing = self.state.stopping.is_set() or not await self._relist()
+                    closing = (
+                        self.state.stopping.is_set()
+                        or not await valid()
+                        or not await self._relist()
+                    )
                     next_relist = loop.time() + self.logs.gone_poll_seconds
                     if closing:  # the followers drain their files, then end
                         for stop, _ in self.followers.values():

@@ -36,6 +36,15 @@ Recheck = Callable[[], Awaitable[None]]
 """Raises (Unauthorized) once the request's token is no longer valid."""
 
 
+def token_recheck(state: ApiState, authorization: str | None) -> Recheck:
+    """What a long-running response (a watch, a log follow) calls to check its token again."""
+
+    async def still_valid() -> None:
+        await state.authenticator.authenticate(authorization)
+
+    return still_valid
+
+
 async def horizon(store: Store) -> int:
     """The newest compacted version (older watches are 410). Uses the store's primitive."""
     return await store._horizon()

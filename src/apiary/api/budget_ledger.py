@@ -83,15 +83,24 @@ def pauses(cell: Obj | None, hive: Obj | None) -> bool:
     return False
 
 
-def replay_from(cell: Obj | None, hive: Obj | None) -> str | None:
-    """The session whose recorded calls answer this hive's (``spec.gateway: {mode: replay,
-    replayFrom}``: the Hive's, else the Cell's), None when calls go to the provider."""
+def replay_from(
+    cell: Obj | None, hive: Obj | None, session: Obj | None = None
+) -> tuple[str | None, str]:
+    """(the session whose recorded calls answer, ``recorded`` or ``mixed``): the Session's
+    ``spec.replay`` first, else ``spec.gateway: {mode: replay, replayFrom}`` of the Hive, else of
+    the Cell; (None, ``live``) when calls go to the provider."""
+    replay = ((session or {}).get("spec") or {}).get("replay")
+    if isinstance(replay, dict) and isinstance(replay.get("session"), str):
+        mode = replay.get("mode") if replay.get("mode") in ("recorded", "mixed") else "live"
+        return (replay["session"] if mode != "live" else None), str(mode)
     for obj in (hive, cell):
         gateway = ((obj or {}).get("spec") or {}).get("gateway")
         if isinstance(gateway, dict) and gateway.get("mode") in ("live", "replay"):
             source = gateway.get("replayFrom")
-            return str(source) if gateway["mode"] == "replay" and source else None
-    return None
+            if gateway["mode"] == "replay" and source:
+                return str(source), "recorded"
+            return None, "live"
+    return None, "live"
 
 
 def scope_limits(cell: Obj | None, hive: Obj | None, hive_name: str | None,

@@ -131,10 +131,13 @@ def budget_routes() -> APIRouter:
         ask = ledger.Ask(prompt, _count(body, "completion", optional=True),
                          _count(body, "minCompletion", optional=True) or 0,
                          ledger.prices_for(server_prices(), cell_obj).of(model))  # fmt: skip
-        replay = ledger.replay_from(cell_obj, hive)
+        replay, replay_mode = ledger.replay_from(
+            cell_obj, hive, await _get(state, "Session", cell, session)
+        )
         if not any(limit.bounded for limit in limits.values()):
             return json_response({"hold": None, "completion": ask.completion, "bounded": False,
-                                  "scopes": list(limits), "replayFrom": replay})  # fmt: skip
+                                  "scopes": list(limits), "replayFrom": replay,
+                                  "replayMode": replay_mode})  # fmt: skip
         granted: list[ledger.Granted] = []
         now = time.time()
         pause = ledger.pauses(cell_obj, hive)
@@ -158,7 +161,8 @@ def budget_routes() -> APIRouter:
         if any(waited) and session:
             await _session_phase(state, cell, session, None)
         return json_response({"hold": got.hold, "completion": got.completion, "bounded": True,
-                              "scopes": list(limits), "replayFrom": replay})  # fmt: skip
+                              "scopes": list(limits), "replayFrom": replay,
+                              "replayMode": replay_mode})  # fmt: skip
 
     @r.post(BASE + "/settle", summary="Count what one LLM call used and release its hold")
     async def settle(request: Request, cell: str) -> Response:

@@ -232,8 +232,13 @@ class LlmGateway:
                     span = _span(operation, request, call.tally, call.provider, call.body)
                 translator = providers.translator(call.provider.api)
                 shared = call.budgeted.shared
+                replayed = None
                 if shared is not None and shared.replay_from:
-                    response = await self._replayed(call, path, shared.replay_from)
+                    replayed = await self._replayed(
+                        call, path, shared.replay_from, mixed=shared.replay_mode == "mixed"
+                    )
+                if replayed is not None:
+                    response = replayed
                 elif translator is not None:
                     response = await self._translated(call, path, translator, span)
                 elif call.body.get("stream") and path != "/embeddings":
@@ -255,9 +260,14 @@ class LlmGateway:
             response.headers[TIER_HEADER] = call.tier
         return response
 
-    async def _replayed(self, call: Call, path: str, source: str) -> Response:
-        """``spec.gateway.mode: replay``: the recorded answer, no provider, no tokens."""
+    async def _replayed(
+        self, call: Call, path: str, source: str, *, mixed: bool = False
+    ) -> Response | None:
+        """``spec.gateway.mode: replay`` (or a replaying session): the recorded answer, no
+        provider, no tokens; ``mixed``: None — go to the provider — when nothing matches."""
         assert self.budgets is not None
+        if call.body.get("stream") and mixed:
+            return None
         if call.body.get("stream"):
             raise GatewayRefusal(
                 400, "invalid_request_error",
@@ -268,6 +278,8 @@ class LlmGateway:
         got = await self.budgets.lookup(
             call.cell, source, {"path": path, "stage": stage, "request": call.body}
         )
+        if "response" not in got and mixed:
+            return None
         if "response" not in got:
             raise GatewayRefusal(400, "invalid_request_error", str(got.get("missing")),
                                  code="replay_mismatch")  # fmt: skip

@@ -47,6 +47,8 @@ class SharedHold:
     """The completion tokens the shared scopes leave the call (None: unbounded)."""
     replay_from: str | None = None
     """The session whose recorded calls answer this one (``spec.gateway.mode: replay``)."""
+    replay_mode: str = "recorded"
+    """``recorded``: only recorded answers; ``mixed``: the provider when none matches."""
 
 
 class SharedBudgets(Protocol):
@@ -97,6 +99,7 @@ class ApiBudgets:
                 code="budget_exceeded",
             )  # fmt: skip
         held.replay_from = got.get("replayFrom") if isinstance(got.get("replayFrom"), str) else None
+        held.replay_mode = str(got.get("replayMode") or "recorded")
         if not got.get("bounded") and held.replay_from is None:
             self._unbounded[(cell, hive)] = time.monotonic() + self.unbounded_ttl
         held.hold = got.get("hold") if isinstance(got.get("hold"), str) else None

@@ -11,6 +11,11 @@ from apiary.resources.base import ApiModel, DNSLabel, PositiveNumber, Timestamp
 from apiary.resources.meta import ApiObject, Status
 
 
+class SessionReplay(ApiModel):
+    session: DNSLabel
+    mode: Literal["recorded", "live", "mixed"] = "recorded"
+
+
 class SessionSpec(ApiModel):
     """Which hive, the first input (any JSON, optional) and optional tighter time limits than
     the hive's ``spec.session``."""
@@ -19,6 +24,10 @@ class SessionSpec(ApiModel):
     input: Any = None
     timeout_minutes: PositiveNumber | None = None
     max_duration_minutes: PositiveNumber | None = None
+    replay: SessionReplay | None = None
+    """This session re-runs another's inputs (``apiaryctl session replay``): its LLM calls are
+    answered from ``session``'s recorded calls — ``recorded``: only from them, ``mixed``: the
+    provider for those with no match, ``live``: always the provider (docs/gateway.md)."""
 
 
 class TokenUsage(ApiModel):

@@ -86,4 +86,8 @@ def show_command() -> None:
 
 
 def register(app: typer.Typer) -> None:
+    from apiary.ctl.commands import replay
+    from apiary.ctl.commands.session import session_app
+
     app.add_typer(budget_app, name="budget")
+    replay.register(session_app)  # session replay: its runs are the gateway's record/replay

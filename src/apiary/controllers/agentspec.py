@@ -15,13 +15,7 @@ import copy
 
 from apiary.controllers.cache import Informer
 from apiary.controllers.events import EventRecorder
-from apiary.controllers.hive import (
-    FailureMemo,
-    claimer,
-    get_or_none,
-    list_drones,
-    report_group,
-)
+from apiary.controllers.hive import claimer, get_or_none, list_drones
 from apiary.controllers.meta import (
     LABEL_AGENTSPEC,
     LABEL_HIVE,
@@ -32,6 +26,7 @@ from apiary.controllers.meta import (
     set_condition,
     terminating,
 )
+from apiary.controllers.reports import FailureMemo, report_group
 from apiary.controllers.rollout import Group, sync_group
 from apiary.controllers.settings import QueenSettings
 from apiary.controllers.templates import drone_template

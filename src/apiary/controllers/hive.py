@@ -32,7 +32,7 @@ import logging
 from typing import Any
 
 from apiary.controllers.cache import Informer
-from apiary.controllers.events import WARNING, EventRecorder
+from apiary.controllers.events import EventRecorder
 from apiary.controllers.meta import (
     LABEL_AGENTSPEC,
     LABEL_HIVE,
@@ -45,6 +45,8 @@ from apiary.controllers.meta import (
     set_condition,
     terminating,
 )
+from apiary.controllers.pooltraffic import WarmPools
+from apiary.controllers.reports import FailureMemo, report_group, report_pool
 from apiary.controllers.rollout import Group, GroupResult, sync_group
 from apiary.controllers.settings import QueenSettings
 from apiary.controllers.templates import (
@@ -61,7 +63,6 @@ from apiary.controllers.warmpool import (
     Claims,
     PoolPolicy,
     PoolResult,
-    WarmPools,
     is_warm,
     stage_of,
     sync_pool,
@@ -70,24 +71,6 @@ from apiary.errors import Conflict, NotFound
 from apiary.store import Selector, Store, parse_selector
 
 log = logging.getLogger("apiary.controllers.hive")
-
-
-class FailureMemo:
-    """Remembers which drone failures were already reported, so a Failed drone seen on every
-    resync yields one DroneFailed event per failure (uid, restartCount), not one per pass."""
-
-    def __init__(self, limit: int = 10_000) -> None:
-        self._seen: dict[tuple[str, Any], None] = {}
-        self._limit = limit
-
-    def first_time(self, drone: Obj) -> bool:
-        key = (str(drone["metadata"].get("uid")), (drone.get("status") or {}).get("restartCount"))
-        if key in self._seen:
-            return False
-        self._seen[key] = None
-        if len(self._seen) > self._limit:
-            self._seen.pop(next(iter(self._seen)))
-        return True
 
 
 async def get_or_none(store: Store, kind: str, namespace: str, name: str) -> Obj | None:
@@ -119,68 +102,6 @@ def claimer(store: Store, kind: str, owner: Obj) -> Any:
     return claim
 
 
-async def report_group(
-    events: EventRecorder,
-    memo: FailureMemo,
-    owner: Obj,
-    stage: str,
-    result: GroupResult,
-    rolling: bool,
-) -> None:
-    label = f"stage {stage}" if stage else "standalone drones"
-    if result.created:
-        reason = "RollingUpdate" if rolling else "ScalingUp"
-        await events.record(
-            owner,
-            reason,
-            f"{label}: creating drones towards {result.wanted} (template {result.template_hash})",
-        )
-    if result.deleted and not rolling:
-        await events.record(owner, "ScalingDown", f"{label}: scaled down to {result.wanted}")
-    if result.quota_blocked and result.deleted:
-        await events.record(
-            owner,
-            "RollingInPlace",
-            f"{label}: the cell's quota leaves no room for a surge drone; "
-            "replacing old drones in place (maxSurge 0)",
-            type=WARNING,
-        )
-    if result.claimed:
-        await events.record(
-            owner,
-            "ClaimedFromPool",
-            f"{label}: {len(result.claimed)} drone(s) claimed from the warm pool "
-            f"({', '.join(result.claimed)}): no process start",
-        )
-    for crashed_drone, successor in result.replaced:
-        why = (crashed_drone.get("status") or {}).get("reason") or "crashed"
-        await events.record(
-            owner,
-            "ReplacedFromPool",
-            f"{label}: drone {crashed_drone['metadata']['name']} ({why}) replaced by warm "
-            f"drone {successor}",
-        )
-    await report_failures(events, memo, owner, result.failed)
-
-
-async def report_failures(
-    events: EventRecorder, memo: FailureMemo, owner: Obj, failed: list[Obj]
-) -> None:
-    for drone in failed:
-        if memo.first_time(drone):
-            status = drone.get("status") or {}
-            why = status.get("reason") or "unknown"
-            detail = status.get("message")
-            await events.record(
-                owner,
-                "DroneFailed",
-                f"drone {drone['metadata']['name']} failed: {why}"
-                + (f" ({detail})" if detail else "")
-                + f", restarts {status.get('restartCount', 0)}",
-                type=WARNING,
-            )
-
-
 async def list_drones(
     store: Store, cache: Informer | None, namespace: str, selector: Selector | None
 ) -> list[Obj]:
@@ -191,20 +112,6 @@ async def list_drones(
     if cache is not None and cache.has_synced:
         return cache.list("Drone", namespace, selector=selector)
     return (await store.list("Drone", namespace, selector=selector)).items
-
-
-async def report_pool(
-    events: EventRecorder, memo: FailureMemo, owner: Obj, stage: str, policy: PoolPolicy,
-    pool: PoolResult,
-) -> None:  # fmt: skip
-    if pool.deleted and pool.active is False:
-        await events.record(
-            owner,
-            "WarmPoolReleased",
-            f"stage {stage}: no traffic for {policy.idle_seconds:g}s; warm pool released "
-            f"({len(pool.deleted)} drone(s))",
-        )
-    await report_failures(events, memo, owner, pool.failed)
 
 
 class HiveReconciler:

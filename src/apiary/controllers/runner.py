@@ -33,10 +33,10 @@ from apiary.controllers.gc import GarbageCollector
 from apiary.controllers.hive import HiveReconciler
 from apiary.controllers.meta import Obj, controller_ref
 from apiary.controllers.nodes import NodeController
+from apiary.controllers.pooltraffic import Backlog, WarmPools
 from apiary.controllers.scheduler import Scheduler
 from apiary.controllers.settings import QueenSettings
 from apiary.controllers.templates import AUTOSCALER_ANNOTATION, hive_stages
-from apiary.controllers.warmpool import Backlog, WarmPools
 from apiary.controllers.workqueue import WorkQueue
 from apiary.errors import Conflict, Gone
 from apiary.store import Change, Store

@@ -37,7 +37,7 @@ def _apiaryd() -> list[str]:
     return [str(exe)] if exe.exists() else [sys.executable, "-m", "apiary.server.main"]
 
 
-def _wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
@@ -83,7 +83,7 @@ class Apiaryd:
             m = _LISTENING.search(self.log.read_text(errors="replace"))
             return (m.group(1) or m.group(2)) if m else None
 
-        self.url = _wait_for(listening, timeout, "apiaryd to listen")
+        self.url = wait_for(listening, timeout, "apiaryd to listen")
 
         def ready() -> bool:
             try:
@@ -91,7 +91,7 @@ class Apiaryd:
             except httpx.HTTPError:
                 return False
 
-        _wait_for(ready, timeout, "/readyz")
+        wait_for(ready, timeout, "/readyz")
         return self
 
     def kill(self) -> None:
@@ -141,7 +141,7 @@ def start_node(server: Apiaryd, name: str, state_dir: Path, *extra: str) -> Node
              "--name", name, "--data-dir", str(state_dir), "--heartbeat-seconds", "1", *extra],
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )  # fmt: skip
-    _wait_for(lambda: "joined" in log.read_text(errors="replace") or proc.poll() is not None,
+    wait_for(lambda: "joined" in log.read_text(errors="replace") or proc.poll() is not None,
               20, f"node {name} to join")  # fmt: skip
     assert proc.poll() is None, log.read_text(errors="replace")
     return NodeProc(name, proc, log)
@@ -166,7 +166,7 @@ def agent_processes(cell: str) -> list[psutil.Process]:
 
 
 def wait_no_agent_processes(cell: str, timeout: float = 15.0) -> None:
-    _wait_for(lambda: not agent_processes(cell), timeout, f"no agent process of cell {cell}")
+    wait_for(lambda: not agent_processes(cell), timeout, f"no agent process of cell {cell}")
 
 
 def agentspec(cell: str, name: str, command: list[str] | None = None, cpu: int = 50) -> Obj:

@@ -29,7 +29,7 @@ import pytest
 
 from services import free_port
 
-from .cluster import REPO, _wait_for
+from .cluster import REPO, wait_for
 
 pytestmark = pytest.mark.slow
 README = REPO / "README.md"
@@ -141,7 +141,7 @@ def make_run(tmp_path: Path) -> Iterator[tuple[list[str], dict[str, str], subpro
                                 cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
     try:
-        _wait_for(lambda: "Ctrl-C stops it." in log.read_text() or proc.poll() is not None,
+        wait_for(lambda: "Ctrl-C stops it." in log.read_text() or proc.poll() is not None,
                   40, "make run to apply the quick start")  # fmt: skip
         printed = log.read_text()
         assert proc.poll() is None, printed
@@ -266,11 +266,11 @@ def nothing_left_stuck(sh: Shell) -> None:
             for h in hives
         )
 
-    _wait_for(seeds_ready, 30, "every seed hive of Cell seeds ready")
+    wait_for(seeds_ready, 30, "every seed hive of Cell seeds ready")
     quick = sh.json("get hive quickstart")
     assert quick["status"]["readyReplicas"] == quick["status"]["replicas"] == 5, quick["status"]
     for cell in ("default", "seeds"):
-        used = _wait_for(lambda c=cell: (sh.json(f"get cell {c}").get("status") or {}).get("used"),
+        used = wait_for(lambda c=cell: (sh.json(f"get cell {c}").get("status") or {}).get("used"),
                          15, f"cell {cell} status.used")  # fmt: skip
         assert 0 < used["maxCPU"] <= 1000, used
     described = sh.ctl("describe cell seeds")

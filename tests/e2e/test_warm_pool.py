@@ -28,7 +28,7 @@ import yaml
 
 from apiary.client import ApiClient
 
-from .cluster import ECHO, REPO, Apiaryd, _wait_for, drones, new_cell, run_session
+from .cluster import ECHO, REPO, Apiaryd, drones, new_cell, run_session, wait_for
 
 pytestmark = pytest.mark.slow
 Obj = dict[str, Any]
@@ -83,7 +83,7 @@ def wait_for_drones(c: ApiClient, cell: str, check: Any, timeout: float, what: s
         return last if check(last) else None
 
     try:
-        return list(_wait_for(probe, timeout, what))
+        return list(wait_for(probe, timeout, what))
     except BaseException:
         print([(d["metadata"]["name"], (d.get("status") or {}).get("phase"),
                 (d.get("status") or {}).get("reason"), warm(d)) for d in last])  # fmt: skip
@@ -149,7 +149,7 @@ def test_seed_05_keeps_warm_drones_that_get_no_traffic_and_replace_a_crash(
         hive = c.get("Hive", "pipeline-hive", cell)
         return {s["name"]: s["pool"]["ready"] for s in hive["status"]["stages"]} == pools
 
-    _wait_for(pool_status, 15, "status.stages[].pool of every stage 2 ready")
+    wait_for(pool_status, 15, "status.stages[].pool of every stage 2 ready")
 
     # a crash of a serving drone of stage2 (llm-agent: 3 replicas, no autoscaling): one of
     # stage2's warm drones takes its place
@@ -242,14 +242,14 @@ def test_hybrid_releases_after_idle_cold_keeps_none_and_zero_scales_from_the_poo
 
     wait_for_drones(c, cell, lambda ds: not any(warm(d) for d in of(ds, "hot"))
                     and len(of(ds, "hot")) == 1, 15, "hot's pool released")  # fmt: skip
-    _wait_for(lambda: used() == 3, 10, "status.used without hot's pool (3 drones)")
+    wait_for(lambda: used() == 3, 10, "status.used without hot's pool (3 drones)")
     events = c.list("Event", cell)["items"]
     assert any(e["reason"] == "WarmPoolReleased" for e in events)
     out = run_session(c, cell, "hot", "wake up")
     assert out == "Echo: wake up"
     wait_for_drones(c, cell, lambda ds: sum(map(warm, of(ds, "hot"))) == 1
                     and all(map(ready, of(ds, "hot"))), 15, "hot's pool back")  # fmt: skip
-    _wait_for(lambda: used() == 4, 10, "status.used counting hot's warm drone (4 drones)")
+    wait_for(lambda: used() == 4, 10, "status.used counting hot's warm drone (4 drones)")
 
     # scale from zero: the autoscaler asks for one drone, the warm one is claimed and answers
     assert run_session(c, cell, "zero", "first") == "Echo: first"

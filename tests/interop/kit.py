@@ -14,7 +14,6 @@ from typing import Any
 
 import httpx
 import orjson
-import pytest
 
 from e2e.cluster import Apiaryd, is_ready, wait_drones
 
@@ -65,17 +64,6 @@ def deploy(server: Apiaryd, cell: str, hives: list[Obj]) -> None:
         ready = lambda ds: len(ds) == n and all(map(is_ready, ds))  # noqa: E731
         wait_drones(c, cell, ready, 30, f"{n} drones Ready")
     time.sleep(0.2)  # a Ready drone's worker subscribes right after its status is written
-
-
-def until(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
 
 
 def read_sse(

@@ -20,9 +20,8 @@ import httpx
 import pytest
 
 from e2e.cluster import Apiaryd, is_ready, new_cell, wait_drones
+from e2e.cluster import wait_for as until
 from services import free_port
-
-from .kit import until
 
 pytestmark = pytest.mark.slow
 HERE = Path(__file__).parent

@@ -27,6 +27,7 @@ except ImportError:  # the browser fixture skips (or fails under APIARY_REQUIRE_
     expect = None  # type: ignore[assignment]
 
 from e2e.cluster import REPO, Apiaryd, is_ready, wait_drones
+from e2e.cluster import wait_for as until
 
 pytestmark = pytest.mark.slow
 Obj = dict[str, Any]
@@ -59,17 +60,6 @@ def pipeline(name: str, stages: list[Obj]) -> Obj:
     meta = {"name": name, "namespace": CELL}
     spec = {"pattern": "pipeline", "stages": stages, "routing": {"retryPolicy": RETRY}}
     return {"apiVersion": "apiary.io/v1", "kind": "Hive", "metadata": meta, "spec": spec}
-
-
-def until(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
 
 
 class Console:

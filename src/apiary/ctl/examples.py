@@ -78,6 +78,15 @@ EXAMPLES: dict[str, list[str]] = {
     "dlq purge": ["apiaryctl dlq purge hive/quickstart 3f2a", "apiaryctl dlq purge hive/h --all"],
     "approve": ["apiaryctl approve session/job-1a2b", "apiaryctl approve session/s --stage review"],
     "reject": ['apiaryctl reject session/job-1a2b --reason "not today"'],
+    "budget raise": [
+        "apiaryctl budget raise session/s --tokens 20000",
+        "apiaryctl budget raise hive/research --usd 5",
+    ],
+    "budget show": ["apiaryctl budget show", "apiaryctl budget show -o json"],
+    "session replay": [
+        "apiaryctl session replay golden --hive research-v2 --mode mixed",
+        "apiaryctl session replay golden -o json",
+    ],
     "top drones": ["apiaryctl top drones", "apiaryctl top drones -A -o wide"],
     "top hives": ["apiaryctl top hives", "apiaryctl top hives -o json"],
     "token create": [

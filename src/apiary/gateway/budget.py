@@ -8,10 +8,12 @@ Every LLM call through the gateway is attributed to a *message in flight* on the
   hive has ``tokenBudgetPerSession``;
 * ``tokenBudgetPerMinute`` — tokens the drone may use in any sliding 60 s window.
 
-A call is admitted while every budget has room left; the call that crosses a budget is allowed
-(its size is not known before the provider answers), the next one is refused. So an agent that
-loops on the gateway uses at most *budget + one call*. A refused call, or a message whose total
-ends over its budget, marks the tally ``exceeded``; the worker reports the message as failed with
+A call reserves its maximum cost first (:meth:`DroneMeter.reserve`: the prompt, estimated, plus
+the completion it may have, capped to what is left) and settles what it used after
+(:meth:`DroneMeter.settle`), so concurrent calls cannot together pass a budget; a call that
+would not fit its prompt plus one completion token is refused. Only a provider counting more
+prompt tokens than estimated, or ignoring ``max_tokens``, can end a message over its budget.
+A refused call, or a message whose total ends over its budget, marks the tally ``exceeded``; the worker reports the message as failed with
 ``TokenBudgetExceeded`` (not retried) and, through :meth:`Tally.watch`, stops waiting for an
 agent that does not answer within :attr:`DroneMeter.stop_grace` seconds of the refusal.
 

@@ -146,3 +146,22 @@ async def test_an_abandoned_watch_closes_cleanly(store: Store) -> None:
     async with contextlib.aclosing(gen):
         first = await anext(gen)
     assert first.type == "ADDED"
+
+
+async def test_a_watch_cancelled_as_it_is_woken_ends(store: Store) -> None:
+    """A cancel that lands in the loop turn a change wakes the watch must end it: with
+    ``asyncio.wait_for`` (Python 3.11) the wake-up won and the cancel was lost, so the watch ran
+    on and apiaryd's SIGTERM waited 10 s for a task stuck "cancelling" (CI saw it)."""
+
+    async def follow() -> None:
+        async for _ in store.watch(since=await store.resource_version()):
+            pass
+
+    for _ in range(3):
+        task = asyncio.create_task(follow())
+        await asyncio.sleep(0.05)  # waiting for a change
+        store._notify()  # a write wakes every watcher...
+        await asyncio.sleep(0)  # ...its wait is done, the watch not yet resumed...
+        task.cancel()  # ...when the cancel comes
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(task, 2)

@@ -277,8 +277,9 @@ async def _until_gone(
             break
         if current["metadata"].get("uid") != uid or not await valid():
             break
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(state.stopping.wait(), logs.gone_poll_seconds)
+        with contextlib.suppress(TimeoutError):  # not wait_for: it can drop a cancel (3.11)
+            async with asyncio.timeout(logs.gone_poll_seconds):
+                await state.stopping.wait()
     stop.set()
 
 
@@ -394,10 +395,10 @@ class _HiveFollow:
                 if closing and self.queue.empty() and all(t.done() for t in tasks):
                     return
                 timeout = 0.05 if closing else max(0.0, next_relist - loop.time())
-                try:
-                    first = await asyncio.wait_for(self.queue.get(), timeout)
-                except TimeoutError:
-                    first = None
+                first = None
+                with contextlib.suppress(TimeoutError):  # not wait_for: it can drop a cancel
+                    async with asyncio.timeout(timeout):
+                        first = await self.queue.get()
                 if first is not None:
                     batch = [first]
                     while not self.queue.empty() and len(batch) < 500:

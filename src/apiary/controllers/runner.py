@@ -261,8 +261,9 @@ class Queen:
             if kick is None:
                 await asyncio.sleep(period)
                 continue
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(kick.wait(), period)
+            with contextlib.suppress(TimeoutError):  # not wait_for: it can drop a cancel (3.11)
+                async with asyncio.timeout(period):
+                    await kick.wait()
             if min_interval > 0:
                 await asyncio.sleep(min_interval)  # the kicks of a burst share one pass
             kick.clear()

@@ -219,8 +219,9 @@ class LogShipper:
                                     "error": repr(d.task.exception()),
                                 },
                             )
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), next_check or 1.0)
+                with contextlib.suppress(TimeoutError):  # not wait_for: it can drop a cancel
+                    async with asyncio.timeout(next_check or 1.0):
+                        await self._wake.wait()
         finally:
             tasks = [d.task for d in self._drones.values() if d.task is not None]
             for task in tasks:
@@ -270,7 +271,8 @@ class LogShipper:
                     if remaining <= 0:  # the window is over: take only what is already queued
                         item = queue.get_nowait()
                     else:
-                        item = await asyncio.wait_for(queue.get(), remaining)
+                        async with asyncio.timeout(remaining):  # (wait_for drops cancels)
+                            item = await queue.get()
                 except (asyncio.QueueEmpty, TimeoutError):
                     break
                 if item is None:

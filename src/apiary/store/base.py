@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import contextlib
 import copy
 import uuid
 from abc import ABC, abstractmethod
@@ -376,10 +377,11 @@ class Store(ABC):
                 assert decoded is not None
                 yield Change(change.rv, change.type, decoded)
             if not changes:
-                try:
-                    await asyncio.wait_for(woken.wait(), self.settings.watch_poll_interval)
-                except TimeoutError:
-                    pass
+                # asyncio.timeout, not wait_for: on 3.11 wait_for drops a cancel that lands in
+                # the turn a write wakes it, and the watch would run on, uncancellable.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.settings.watch_poll_interval):
+                        await woken.wait()
 
     async def compact(self) -> None:
         """Trim the change log to ``settings.changelog_retention`` entries."""

@@ -8,8 +8,8 @@ Every LLM call through the gateway is attributed to a *message in flight* on the
   hive has ``tokenBudgetPerSession``;
 * ``tokenBudgetPerMinute`` — tokens the drone may use in any sliding 60 s window.
 
-A call reserves its maximum cost first (:meth:`DroneMeter.reserve`: the prompt, estimated, plus
-the completion it may have, capped to what is left) and settles what it used after
+A call reserves its maximum cost first (:meth:`DroneMeter.reserve`: the prompt, estimated,
+plus the completion it may have, capped to what is left) and settles what it used after
 (:meth:`DroneMeter.settle`), so concurrent calls cannot together pass a budget; a call that
 would not fit its prompt plus one completion token is refused. Only a provider counting more
 prompt tokens than estimated, or ignoring ``max_tokens``, can end a message over its budget.

@@ -14,8 +14,9 @@ plus the completion it may have, capped to what is left) and settles what it use
 would not fit its prompt plus one completion token is refused. Only a provider counting more
 prompt tokens than estimated, or ignoring ``max_tokens``, can end a message over its budget.
 A refused call, or a message whose total ends over its budget, marks the tally ``exceeded``;
-the worker reports the message as failed with ``TokenBudgetExceeded`` (not retried) and, through :meth:`Tally.watch`, stops waiting for an
-agent that does not answer within :attr:`DroneMeter.stop_grace` seconds of the refusal.
+the worker reports the message as failed with ``TokenBudgetExceeded`` (not retried) and,
+through :meth:`Tally.watch`, stops waiting for an agent that does not answer within
+:attr:`DroneMeter.stop_grace` seconds of the refusal.
 
 Calls that name no message in flight are refused: a token no message pays for would escape the
 per-request and the session budgets. A call that names a session (``X-Apiary-Session-Id``) must be

@@ -15,10 +15,13 @@ Obj = dict[str, Any]
 V1 = "apiary.io/v1"
 
 
-async def drone(store: Store, name: str, stage: str, phase: str, restarts: int) -> None:
+async def drone(
+    store: Store, name: str, stage: str, phase: str, restarts: int, *, warm: bool = False
+) -> None:
+    spec = {"agentSpec": "a", "runtime": {"command": ["cat"]}, "hive": "h", "stage": stage}
     obj = await store.create({
         "apiVersion": V1, "kind": "Drone", "metadata": {"name": name, "namespace": "c"},
-        "spec": {"agentSpec": "a", "runtime": {"command": ["cat"]}, "hive": "h", "stage": stage},
+        "spec": {**spec, "warm": True} if warm else spec,
     })  # fmt: skip
     status = {"phase": phase, "restartCount": restarts,
               "usage": {"inFlight": 2, "cpuMillicores": 250, "memoryBytes": 1 << 20}}  # fmt: skip
@@ -39,6 +42,7 @@ async def test_drones_sessions_approvals_and_the_backlog_are_counted() -> None:
         await drone(store, "d1", "work", "Running", 2)
         await drone(store, "d2", "work", "Running", 0)
         await drone(store, "d3", "check", "Failed", 5)
+        await drone(store, "d4", "work", "Running", 0, warm=True)
         await session(store, "s1", {"phase": "Running"})
         await session(store, "s2", {"phase": "WaitingForApproval", "pendingApproval": "check,work"})
         backlog = {("c", "h", "work"): 4}
@@ -53,6 +57,7 @@ async def test_drones_sessions_approvals_and_the_backlog_are_counted() -> None:
 
         work = {"cell": "c", "hive": "h", "stage": "work"}
         assert value("apiary_drones", **work, phase="Running") == 2
+        assert value("apiary_drones", **work, phase="Warm") == 1  # a pool drone serves nothing
         assert value("apiary_drones", cell="c", hive="h", stage="check", phase="Failed") == 1
         assert value("apiary_drone_restarts_total", **work, drone="d1") == 2
         assert value("apiary_drone_cpu_cores", **work, drone="d1") == 0.25

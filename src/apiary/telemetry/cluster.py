@@ -89,7 +89,10 @@ class ClusterCollector(Collector):
         async for d in self._all("Drone"):
             spec, status = d.get("spec") or {}, d.get("status") or {}
             where = (_cell(d), str(spec.get("hive") or ""), str(spec.get("stage") or ""))
-            snap.drone_phases[(*where, str(status.get("phase") or "Pending"))] += 1
+            phase = str(status.get("phase") or "Pending")
+            if phase == "Running" and spec.get("warm") is True:
+                phase = "Warm"  # a warm pool's drone: started, no traffic until claimed
+            snap.drone_phases[(*where, phase)] += 1
             snap.drones.append(((*where, d["metadata"]["name"]), status))
         async for dl in self._all("DeadLetter"):
             phase = phase_of(dl)

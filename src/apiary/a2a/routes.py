@@ -41,6 +41,7 @@ from apiary.api.session_create import authorize, state_of
 from apiary.api.session_events import Position
 from apiary.api.session_ops import SessionOps
 from apiary.api.session_stream import event_stream
+from apiary.api.watch import TokenCheck, token_recheck
 from apiary.errors import ApiaryError, NotFound
 
 Obj = dict[str, Any]
@@ -176,6 +177,7 @@ class Call:
         return {"task": (await tasks.wait_until_paused(self.ops, info, context)).snapshot()}
 
     async def stream(self, method: str) -> AsyncIterator[tuple[str, Obj]]:
+        recheck = token_recheck(self.ops.state, self.request.headers.get("authorization"))
         if method == "SubscribeToTask":
             authorize(self.request, "get", self.cell)
             info, context = await tasks.task_of(
@@ -183,9 +185,11 @@ class Call:
             )
             last = self.request.headers.get("last-event-id")
             at = Position.parse(last) if last and last.strip() else None
-            return tasks.follow(self.ops, info, context, at, snapshot=at is None)
+            return tasks.follow(
+                self.ops, info, context, at, snapshot=at is None, valid=TokenCheck(recheck)
+            )
         info, context, at = await self._send()
-        return tasks.follow(self.ops, info, context, at, snapshot=True)
+        return tasks.follow(self.ops, info, context, at, snapshot=True, valid=TokenCheck(recheck))
 
     async def _send(self) -> tuple[Any, str, Position]:
         """Start a task, or answer the approval its task waits for; where its stream starts."""

@@ -22,6 +22,7 @@ from apiary.api.session_create import store_session
 from apiary.api.session_events import Position, Typer
 from apiary.api.session_ops import SessionOps
 from apiary.api.session_stream import entry_batches
+from apiary.api.watch import TokenCheck
 from apiary.errors import AlreadyExists, Conflict, NotFound
 from apiary.router import JOB_LABEL, SessionInfo
 from apiary.waggle import Message
@@ -98,10 +99,16 @@ def _ended(v: TaskView, info: SessionInfo) -> TaskView:
 
 
 async def follow(
-    ops: SessionOps, info: SessionInfo, context: str, at: Position | None, snapshot: bool
+    ops: SessionOps,
+    info: SessionInfo,
+    context: str,
+    at: Position | None,
+    snapshot: bool,
+    valid: TokenCheck | None = None,
 ) -> AsyncIterator[tuple[str, Obj]]:
     """(event id, stream response) of the task after ``at`` (None: now), optionally preceded
-    by the task as it stands at ``at``; ends once the task ends or waits for input."""
+    by the task as it stands at ``at``; ends once the task ends or waits for input, and raises
+    why once ``valid`` finds the request's token no longer good (revoked, expired)."""
     v, typer = TaskView(info.name, context), Typer()
     entries = await ops.transcript(info.key)
     last = entries[-1].seq if entries else 0
@@ -121,12 +128,14 @@ async def follow(
         yield item
     if _ended(v, info).paused:
         return
-    async for batch in entry_batches(ops, info.cell, info.name, last, info.job):
+    async for batch in entry_batches(ops, info.cell, info.name, last, info.job, valid):
         for e in batch:
             for t in typer.events(e):
                 yield t.id, v.apply(t)
                 if v.paused:
                     return
+    if valid is not None and valid.error is not None:
+        raise valid.error
 
 
 async def wait_until_paused(ops: SessionOps, info: SessionInfo, context: str) -> TaskView:

@@ -42,7 +42,7 @@ from apiary.api.middleware import PRINCIPAL_KEY
 from apiary.api.responses import json_response
 from apiary.api.state import ApiState
 from apiary.api.watch import Recheck, token_recheck
-from apiary.errors import ApiaryError, BadRequest, FieldDetail, Invalid, NotFound, Unavailable
+from apiary.errors import BadRequest, FieldDetail, Invalid, NotFound, Unavailable
 from apiary.node.logs import LogLine, follow_logs, read_logs
 from apiary.resources.names import dns_label_error
 from apiary.store import Store, parse_selector
@@ -269,7 +269,7 @@ async def _until_gone(
 ) -> None:  # fmt: skip
     """Set ``stop`` once the object is deleted (or replaced), the server stops or the token is no
     longer good."""
-    valid = _TokenCheck(recheck)
+    valid = watches.TokenCheck(recheck)
     while not state.stopping.is_set():
         try:
             current = await state.store.get(kind, cell, name)
@@ -281,25 +281,6 @@ async def _until_gone(
             async with asyncio.timeout(logs.gone_poll_seconds):
                 await state.stopping.wait()
     stop.set()
-
-
-class _TokenCheck:
-    """The request's token, checked again at most every :data:`~apiary.api.watch.REAUTH_SECONDS`."""
-
-    def __init__(self, recheck: Recheck) -> None:
-        self.recheck = recheck
-        self.checked = asyncio.get_running_loop().time()
-
-    async def __call__(self) -> bool:
-        now = asyncio.get_running_loop().time()
-        if now - self.checked < watches.REAUTH_SECONDS:
-            return True
-        self.checked = now
-        try:
-            await self.recheck()
-        except ApiaryError:
-            return False
-        return True
 
 
 async def _hive_drones(store: Store, cell: str, hive: str) -> list[str]:
@@ -387,7 +368,7 @@ class _HiveFollow:
             for drone, backlog in self.backlogs.items():
                 self._start(drone, backlog, initial=True)
             loop = asyncio.get_running_loop()
-            valid = _TokenCheck(self.recheck)
+            valid = watches.TokenCheck(self.recheck)
             next_relist = loop.time() + self.logs.gone_poll_seconds
             closing = False
             while True:

@@ -7,6 +7,10 @@ more â€” closed or finished, or for a job once its answer (or failure) is out â€
 leaves, or when the server shuts down. Idle streams get a comment line every
 ``bookmark_interval`` seconds so proxies keep them open.
 
+A stream can outlive its token, as a watch can: every :data:`~apiary.api.watch.REAUTH_SECONDS`
+it checks the token again, and once the token is revoked or expired it ends with an
+``event: error`` whose data is the API's error body (401 and why).
+
 With ``events=typed`` the same entries are sent as typed events instead
 (:mod:`apiary.api.session_events`): ``event:`` the type, ``id:`` ``SEQ.I``, so ``Last-Event-ID``
 resumes after the last typed event seen.
@@ -23,6 +27,7 @@ from starlette.responses import StreamingResponse
 from apiary.api.session_events import Position, TypedEvent, Typer
 from apiary.api.session_messages import entry_dict
 from apiary.api.session_ops import FINISHED_KINDS, SessionOps, session_key
+from apiary.api.watch import Recheck, TokenCheck
 from apiary.errors import NotFound
 from apiary.journal import Entry
 
@@ -42,6 +47,13 @@ def sse_typed(t: TypedEvent) -> bytes:
     return b"id: %s\nevent: %s\ndata: %s\n\n" % (t.id.encode(), t.type.encode(), data)
 
 
+def sse_error(check: TokenCheck) -> bytes:
+    """The last event of a stream whose token was refused (nothing when it was not)."""
+    if check.error is None:
+        return b""
+    return b"event: error\ndata: %s\n\n" % orjson.dumps(check.error.as_dict())
+
+
 def event_stream(body: AsyncIterator[bytes]) -> StreamingResponse:
     return StreamingResponse(
         body,
@@ -50,26 +62,33 @@ def event_stream(body: AsyncIterator[bytes]) -> StreamingResponse:
     )
 
 
-async def stream_response(ops: SessionOps, cell: str, name: str, after: int) -> StreamingResponse:
+async def stream_response(
+    ops: SessionOps, cell: str, name: str, after: int, recheck: Recheck
+) -> StreamingResponse:
     info = await ops.info(cell, name)  # 404 before the stream starts
     _ = ops.journal  # 503 before the stream starts when there is no journal
+    check = TokenCheck(recheck)
 
     async def body() -> AsyncIterator[bytes]:
         yield b"retry: 1000\n\n"
-        async for entries in entry_batches(ops, cell, name, after, info.job):
+        async for entries in entry_batches(ops, cell, name, after, info.job, check):
             yield b"".join(sse_event(e) for e in entries) if entries else b": keepalive\n\n"
+        yield sse_error(check)
 
     return event_stream(body())
 
 
-async def typed_response(ops: SessionOps, cell: str, name: str, at: Position) -> StreamingResponse:
+async def typed_response(
+    ops: SessionOps, cell: str, name: str, at: Position, recheck: Recheck
+) -> StreamingResponse:
     """``events=typed``: the entries as typed events, resuming after ``at``."""
     info = await ops.info(cell, name)
     typer = await Typer.resuming(ops.journal, session_key(cell, name), at.read_after)
+    check = TokenCheck(recheck)
 
     async def body() -> AsyncIterator[bytes]:
         yield b"retry: 1000\n\n"
-        async for entries in entry_batches(ops, cell, name, at.read_after, info.job):
+        async for entries in entry_batches(ops, cell, name, at.read_after, info.job, check):
             if not entries:
                 yield b": keepalive\n\n"
                 continue
@@ -77,22 +96,26 @@ async def typed_response(ops: SessionOps, cell: str, name: str, at: Position) ->
                      if at.wants(e.seq, i)]  # fmt: skip
             if chunk:
                 yield b"".join(sse_typed(t) for t in chunk)
+        yield sse_error(check)
 
     return event_stream(body())
 
 
 async def entry_batches(
-    ops: SessionOps, cell: str, name: str, after: int, job: bool
+    ops: SessionOps, cell: str, name: str, after: int, job: bool, valid: TokenCheck | None = None
 ) -> AsyncIterator[list[Entry]]:
     """The session's entries after ``after`` in batches as they are journaled (an empty batch:
     time for a keepalive). Ends once the session has ended (after what was written meanwhile),
-    for a job once its final or error is out, and at shutdown."""
+    for a job once its final or error is out, at shutdown, and once ``valid`` says the
+    request's token is no longer good."""
     key = session_key(cell, name)
     journal = ops.journal
     stopping = ops.state.stopping
     keepalive = ops.state.config.bookmark_interval
     quiet_since = time.monotonic()
     while not stopping.is_set():
+        if valid is not None and not await valid():
+            return
         entries = await journal.wait(key, after, min(CHECK_INTERVAL, keepalive))
         if entries:
             after = entries[-1].seq

@@ -35,6 +35,7 @@ from apiary.api.session_messages import (
 )
 from apiary.api.session_ops import SessionOps, session_key
 from apiary.api.session_stream import stream_response, typed_response
+from apiary.api.watch import token_recheck
 
 CELL = "/api/v1/cells/{cell}"
 SESSION = CELL + "/sessions/{name}"
@@ -103,10 +104,11 @@ def session_routes() -> APIRouter:
     @r.get(SESSION + "/stream", summary="Entries as Server-Sent Events (resumes at Last-Event-ID)")
     async def stream(request: Request, cell: str, name: str) -> Response:
         ops, cell, name = _ops(request, "get")
+        recheck = token_recheck(ops.state, request.headers.get("authorization"))
         if events_param(request.query_params.get("events")):
-            return await typed_response(ops, cell, name, typed_position(request))
+            return await typed_response(ops, cell, name, typed_position(request), recheck)
         after = after_param(request.query_params, request.headers.get("last-event-id"))
-        return await stream_response(ops, cell, name, after)
+        return await stream_response(ops, cell, name, after, recheck)
 
     @r.get(SESSION + "/transcript", summary="Every entry with stage, drone, latency and tokens")
     async def transcript(request: Request, cell: str, name: str) -> Response:

@@ -37,12 +37,37 @@ Recheck = Callable[[], Awaitable[None]]
 
 
 def token_recheck(state: ApiState, authorization: str | None) -> Recheck:
-    """What a long-running response (a watch, a log follow) calls to check its token again."""
+    """What a long-running response (a watch, a log follow, a session stream) calls to check its
+    token again."""
 
     async def still_valid() -> None:
         await state.authenticator.authenticate(authorization)
 
     return still_valid
+
+
+class TokenCheck:
+    """The request's token, checked again at most every :data:`REAUTH_SECONDS`; ``error`` is
+    why it was refused once it was."""
+
+    def __init__(self, recheck: Recheck) -> None:
+        self.recheck = recheck
+        self.checked = asyncio.get_running_loop().time()
+        self.error: ApiaryError | None = None
+
+    async def __call__(self) -> bool:
+        if self.error is not None:
+            return False
+        now = asyncio.get_running_loop().time()
+        if now - self.checked < REAUTH_SECONDS:
+            return True
+        self.checked = now
+        try:
+            await self.recheck()
+        except ApiaryError as exc:
+            self.error = exc
+            return False
+        return True
 
 
 async def horizon(store: Store) -> int:

@@ -10,7 +10,7 @@ from typing import Any
 
 from apiary.errors import BadRequest
 from apiary.journal.base import Clock, Journal
-from apiary.journal.model import ANSWER_KINDS, KINDS, Entry, SessionState
+from apiary.journal.model import ANSWER_KINDS, KINDS, Entry, SessionState, Totals
 
 
 def open_journal(url: str, **kw: Any) -> Journal:
@@ -43,4 +43,13 @@ def open_journal(url: str, **kw: Any) -> Journal:
     )
 
 
-__all__ = ["ANSWER_KINDS", "KINDS", "Clock", "Entry", "Journal", "SessionState", "open_journal"]
+__all__ = [
+    "ANSWER_KINDS",
+    "KINDS",
+    "Clock",
+    "Entry",
+    "Journal",
+    "SessionState",
+    "Totals",
+    "open_journal",
+]

@@ -28,6 +28,7 @@ from apiary.journal.model import (
     PendingCommit,
     Row,
     SessionState,
+    Totals,
     check_id,
     check_int,
     check_kinds,
@@ -196,8 +197,14 @@ class Journal(ABC):
 
     async def usage(self, session: str) -> tuple[int, int, int]:
         """(entries, prompt tokens, completion tokens) of the session, kept as running sums."""
+        entries, prompt, completion, _ = await self.totals(session)
+        return entries, prompt, completion
+
+    async def totals(self, session: str) -> Totals:
+        """``usage`` and the estimated cost (USD) of the session's entries: the same one-row
+        read of the running sums."""
         self._check_open()
-        return await self._usage(check_session(session))
+        return await self._totals(check_session(session))
 
     async def delete(self, session: str) -> None:
         """Forget the session: its state and every entry (a no-op for an unknown session)."""
@@ -252,7 +259,7 @@ class Journal(ABC):
     ) -> list[Entry]: ...
 
     @abstractmethod
-    async def _usage(self, session: str) -> tuple[int, int, int]: ...
+    async def _totals(self, session: str) -> Totals: ...
 
     @abstractmethod
     async def _delete(self, session: str) -> None: ...

@@ -14,7 +14,14 @@ from typing import Any
 import orjson
 
 from apiary.journal.base import Clock, Journal
-from apiary.journal.model import Entry, PendingCommit, SessionState, load_json, plan_commit
+from apiary.journal.model import (
+    Entry,
+    PendingCommit,
+    SessionState,
+    Totals,
+    load_json,
+    plan_commit,
+)
 
 
 @dataclass
@@ -39,6 +46,8 @@ class _Stored:
             completion_tokens=e.completion_tokens,
             seq=e.seq,
             created=e.created,
+            models=e.models,
+            cost_usd=e.cost_usd,
         )
 
 
@@ -51,6 +60,7 @@ class _Session:
     open: dict[str, _Stored] = field(default_factory=dict)  # unanswered dispatches
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cost_usd: float = 0.0
 
 
 def _frozen(entry: Entry, seq: int, created: float) -> Entry:
@@ -68,6 +78,8 @@ def _frozen(entry: Entry, seq: int, created: float) -> Entry:
         completion_tokens=entry.completion_tokens,
         seq=seq,
         created=created,
+        models=tuple(entry.models),  # tuples of str and int: immutable once copied
+        cost_usd=float(entry.cost_usd),
     )
 
 
@@ -108,6 +120,7 @@ class MemoryJournal(Journal):
             s.open.pop(dispatch, None)
         s.prompt_tokens += plan.prompt_tokens
         s.completion_tokens += plan.completion_tokens
+        s.cost_usd += plan.cost_usd
         s.version += 1
         s.state = pending.state
         plan.apply(created)
@@ -156,11 +169,11 @@ class MemoryJournal(Journal):
         found.sort(key=lambda st: (st.entry.created, st.entry.session, st.entry.seq))
         return [stored.copy() for stored in found[:limit]]
 
-    async def _usage(self, session: str) -> tuple[int, int, int]:
+    async def _totals(self, session: str) -> Totals:
         s = self._sessions.get(session)
         if s is None:
-            return (0, 0, 0)
-        return (len(s.entries), s.prompt_tokens, s.completion_tokens)
+            return Totals(0, 0, 0, 0.0)
+        return Totals(len(s.entries), s.prompt_tokens, s.completion_tokens, s.cost_usd)
 
     async def _delete(self, session: str) -> None:
         self._sessions.pop(session, None)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -25,6 +25,11 @@ ANSWER_KINDS = frozenset({"output", "error"})
 MAX_SESSION_LENGTH = 512
 MAX_ID_LENGTH = 256
 MAX_READ_LIMIT = 10_000
+MAX_MODELS = 64
+"""Most models one entry names (an Outcome carries at most this many; see waggle.envelope)."""
+
+ModelUsage = tuple[tuple[str, int, int], ...]
+"""(model, prompt tokens, completion tokens) per model that answered a hop's LLM calls."""
 
 
 @dataclass
@@ -43,6 +48,17 @@ class Entry:
     completion_tokens: int = 0
     seq: int = 0  # assigned by the journal on commit; increasing within a session
     created: float = 0.0  # epoch seconds, assigned on commit (injectable clock)
+    models: ModelUsage = ()  # the hop's tokens by the model that answered (the gateway's count)
+    cost_usd: float = 0.0  # their estimated cost, priced when the router recorded the hop
+
+
+class Totals(NamedTuple):
+    """A session's running sums, kept in its session row (one row read, never a scan)."""
+
+    entries: int
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float
 
 
 @dataclass
@@ -98,6 +114,7 @@ class Plan:
     last_seq: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cost_usd: float = 0.0
 
     def take(self, entry: Entry, message: str, open_: bool) -> None:
         """Append ``entry`` (new in the session) as the next seq."""
@@ -105,6 +122,7 @@ class Plan:
         self.rows.append(Row(entry, self.last_seq, message, open_))
         self.prompt_tokens += entry.prompt_tokens
         self.completion_tokens += entry.completion_tokens
+        self.cost_usd += entry.cost_usd
 
     def finish(self) -> None:
         """Work out ``close``: dispatches of earlier commits that the new entries answer."""
@@ -153,9 +171,25 @@ def written_entries(rows: Sequence[Row], after_seq: int, limit: int) -> list[Ent
                 e.completion_tokens,
                 r.seq,
                 e.created,
+                e.models,
+                e.cost_usd,
             )
         )
     return out
+
+
+def models_json(models: ModelUsage) -> str | None:
+    """An entry's ``models`` as the durable backends store them: NULL when there are none (most
+    entries — no LLM call), so a hop without LLM usage costs no encoding."""
+    return orjson.dumps(models).decode() if models else None
+
+
+def models_from_json(text: str | None) -> ModelUsage:
+    """The inverse of :func:`models_json` (NULL — also every row older than the column — is
+    no models)."""
+    if not text:
+        return ()
+    return tuple((str(m), int(p), int(c)) for m, p, c in orjson.loads(text))
 
 
 def plan_commit(pending: PendingCommit, existing: Collection[str], last_seq: int) -> Plan:
@@ -241,6 +275,25 @@ def _count_ok(value: object) -> bool:
     return type(value) is int and value >= 0
 
 
+def _model_ok(m: object) -> bool:
+    return (
+        type(m) is tuple
+        and len(m) == 3
+        and type(m[0]) is str
+        and m[0] != ""
+        and _count_ok(m[1])
+        and _count_ok(m[2])
+    )
+
+
+def _models_ok(models: object) -> bool:
+    return type(models) is tuple and len(models) <= MAX_MODELS and all(map(_model_ok, models))
+
+
+def _cost_ok(cost: object) -> bool:
+    return type(cost) in (int, float) and 0 <= cost < math.inf  # type: ignore[operator]
+
+
 def _looks_right(e: Entry, session: str) -> bool:
     """The common case in one expression (commit is on every message's path); ``_check_entry``
     then only runs its field-by-field checks to explain a failure."""
@@ -256,6 +309,8 @@ def _looks_right(e: Entry, session: str) -> bool:
         and _optional_str_ok(e.drone)
         and _count_ok(e.prompt_tokens)
         and _count_ok(e.completion_tokens)
+        and (not e.models or _models_ok(e.models))
+        and (e.cost_usd == 0 or _cost_ok(e.cost_usd))
         and (latency is None or (type(latency) in (int, float) and 0 <= latency < math.inf))
     )
 
@@ -278,6 +333,13 @@ def _check_entry(entry: object, session: str, path: str) -> Entry:
         check_seconds(entry.latency_ms, f"{path}.latency_ms")
     check_int(entry.prompt_tokens, f"{path}.prompt_tokens")
     check_int(entry.completion_tokens, f"{path}.completion_tokens")
+    if not _models_ok(entry.models):
+        raise _invalid(
+            f"{path}.models",
+            f"must be a tuple of at most {MAX_MODELS} (model, prompt tokens, completion tokens)",
+        )
+    if not _cost_ok(entry.cost_usd):
+        raise _invalid(f"{path}.cost_usd", "must be a finite number of US dollars ≥ 0")
     return entry
 
 
@@ -317,11 +379,14 @@ def load_json(text: str) -> dict[str, Any]:
 __all__ = [
     "ANSWER_KINDS",
     "KINDS",
+    "MAX_MODELS",
     "Entry",
+    "ModelUsage",
     "PendingCommit",
     "Plan",
     "Row",
     "SessionState",
+    "Totals",
     "check_id",
     "check_int",
     "check_kinds",
@@ -329,6 +394,8 @@ __all__ = [
     "check_seconds",
     "check_session",
     "load_json",
+    "models_from_json",
+    "models_json",
     "plan_commit",
     "prepare_commit",
     "written_entries",

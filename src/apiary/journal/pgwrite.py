@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from apiary.journal.model import PendingCommit, Plan, plan_commit
+from apiary.journal.model import PendingCommit, Plan, models_json, plan_commit
 
 CHANNEL = "apiary_journal"
 _NOTIFY_BYTES = 7000  # PostgreSQL caps a payload at 8000 bytes
@@ -47,27 +47,28 @@ _EXISTING = (
 _WRITE = """
 WITH ins AS (
     INSERT INTO journal_entries (session, seq, id, kind, stage, parent, drone, latency_ms,
-                                 prompt_tokens, completion_tokens, created, message, pending)
+                                 prompt_tokens, completion_tokens, created, message, pending,
+                                 models, cost_usd)
     SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[],
                          $6::text[], $7::text[], $8::float8[], $9::bigint[], $10::bigint[],
-                         $11::float8[], $12::text[], $13::bool[])
+                         $11::float8[], $12::text[], $13::bool[], $14::text[], $15::float8[])
     ON CONFLICT DO NOTHING
     RETURNING 1
 ), ses AS (
     UPDATE journal_sessions s
     SET version = t.version, state = t.state, last_seq = t.last_seq,
         messages = s.messages + t.messages, prompt_tokens = s.prompt_tokens + t.prompt,
-        completion_tokens = s.completion_tokens + t.completion
-    FROM unnest($14::text[], $15::bigint[], $16::text[], $17::bigint[], $18::bigint[],
-                $19::bigint[], $20::bigint[])
-         AS t(session, version, state, last_seq, messages, prompt, completion)
+        completion_tokens = s.completion_tokens + t.completion, cost_usd = s.cost_usd + t.cost
+    FROM unnest($16::text[], $17::bigint[], $18::text[], $19::bigint[], $20::bigint[],
+                $21::bigint[], $22::bigint[], $23::float8[])
+         AS t(session, version, state, last_seq, messages, prompt, completion, cost)
     WHERE s.session = t.session
 ), ans AS (
     UPDATE journal_entries e SET pending = NULL
-    FROM unnest($21::text[], $22::text[]) AS t(session, id)
+    FROM unnest($24::text[], $25::text[]) AS t(session, id)
     WHERE e.session = t.session AND e.id = t.id AND e.kind = 'dispatch' AND e.pending
 ), notified AS (
-    SELECT pg_notify('apiary_journal', p) FROM unnest($23::text[]) AS p
+    SELECT pg_notify('apiary_journal', p) FROM unnest($26::text[]) AS p
 )
 SELECT (SELECT count(*) FROM ins) + 0 * (SELECT count(*) FROM notified)
 """
@@ -160,7 +161,7 @@ async def _write_round(
     if probe_s:
         for r in await conn.fetch(_EXISTING, probe_s, probe_i):
             existing.setdefault(r[0], set()).add(r[1])
-    cols: list[list[Any]] = [[] for _ in range(22)]
+    cols: list[list[Any]] = [[] for _ in range(25)]
     for i in winners:
         c = batch[i]
         version, last_seq = current[c.session]
@@ -183,6 +184,8 @@ async def _write_round(
                     created,
                     row.message,
                     True if row.pending else None,
+                    models_json(e.models),
+                    float(e.cost_usd) or None,
                 )
             ):
                 cols[col].append(value)
@@ -195,13 +198,14 @@ async def _write_round(
                 len(plan.rows),
                 plan.prompt_tokens,
                 plan.completion_tokens,
+                float(plan.cost_usd),
             ),
-            start=13,
+            start=15,
         ):
             cols[col].append(field)
         for dispatch in plan.close:
-            cols[20].append(c.session)
-            cols[21].append(dispatch)
+            cols[23].append(c.session)
+            cols[24].append(dispatch)
     inserted = await conn.fetchval(
         _WRITE, *cols, notify_payloads([batch[i].session for i in winners])
     )

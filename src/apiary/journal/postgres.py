@@ -26,10 +26,11 @@ from apiary.errors import Unavailable
 from apiary.journal import pgwrite
 from apiary.journal.base import Clock, Journal
 from apiary.journal.batch import GroupCommit
-from apiary.journal.model import Entry, PendingCommit, SessionState, load_json
+from apiary.journal.model import Entry, PendingCommit, SessionState, Totals, load_json
 from apiary.journal.schema import (
     ENTRY_COLUMNS,
     POSTGRES_DDL,
+    POSTGRES_MIGRATIONS,
     SCHEMA_VERSION,
     check_schema_version,
     entry_from_row,
@@ -82,7 +83,7 @@ class PostgresJournal(Journal):
     async def _migrate(self, conn: Any) -> None:
         async with conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
-            for statement in POSTGRES_DDL:
+            for statement in (*POSTGRES_DDL, *POSTGRES_MIGRATIONS):
                 await conn.execute(statement)
             found = await conn.fetchval("SELECT version FROM journal_schema")
             if found is None:
@@ -203,14 +204,16 @@ class PostgresJournal(Journal):
             )
         return [entry_from_row(r) for r in rows]
 
-    async def _usage(self, session: str) -> tuple[int, int, int]:
+    async def _totals(self, session: str) -> Totals:
         async with self._conn() as conn:
             row = await conn.fetchrow(
-                "SELECT messages, prompt_tokens, completion_tokens FROM journal_sessions"
+                "SELECT messages, prompt_tokens, completion_tokens, cost_usd FROM journal_sessions"
                 " WHERE session = $1",
                 session,
             )
-        return (0, 0, 0) if row is None else (int(row[0]), int(row[1]), int(row[2]))
+        if row is None:
+            return Totals(0, 0, 0, 0.0)
+        return Totals(int(row[0]), int(row[1]), int(row[2]), float(row[3]))
 
     async def _delete(self, session: str) -> None:
         async with self._conn() as conn, conn.transaction():

@@ -36,13 +36,14 @@ from apiary.journal import sqlitewrite
 from apiary.journal.base import Clock, Journal
 from apiary.journal.batch import GroupCommit
 from apiary.journal.checkpoint import Checkpointer, Outcome
-from apiary.journal.model import Entry, PendingCommit, SessionState, load_json
+from apiary.journal.model import Entry, PendingCommit, SessionState, Totals, load_json
 from apiary.journal.schema import (
     ENTRY_COLUMNS,
     SCHEMA_VERSION,
     SQLITE_DDL,
     check_schema_version,
     entry_from_row,
+    sqlite_migrations,
 )
 
 T = TypeVar("T")
@@ -121,6 +122,12 @@ class SQLiteJournal(Journal):
         conn.execute("BEGIN IMMEDIATE")
         try:
             for statement in SQLITE_DDL:
+                conn.execute(statement)
+            columns = {
+                table: {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
+                for table in ("journal_entries", "journal_sessions")
+            }
+            for statement in sqlite_migrations(columns):
                 conn.execute(statement)
             row = conn.execute("SELECT version FROM journal_schema").fetchone()
             if row is None:
@@ -275,16 +282,18 @@ class SQLiteJournal(Journal):
 
         return await self._read_on(scan)
 
-    async def _usage(self, session: str) -> tuple[int, int, int]:
-        def usage(conn: sqlite3.Connection) -> tuple[int, int, int]:
+    async def _totals(self, session: str) -> Totals:
+        def totals(conn: sqlite3.Connection) -> Totals:
             row = conn.execute(
-                "SELECT messages, prompt_tokens, completion_tokens FROM journal_sessions"
+                "SELECT messages, prompt_tokens, completion_tokens, cost_usd FROM journal_sessions"
                 " WHERE session = ?",
                 (session,),
             ).fetchone()
-            return (0, 0, 0) if row is None else (int(row[0]), int(row[1]), int(row[2]))
+            if row is None:
+                return Totals(0, 0, 0, 0.0)
+            return Totals(int(row[0]), int(row[1]), int(row[2]), float(row[3]))
 
-        return await self._fast(usage)
+        return await self._fast(totals)
 
     async def _delete(self, session: str) -> None:
         def delete(conn: sqlite3.Connection) -> None:

@@ -13,25 +13,25 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from apiary import sqlitebackend
-from apiary.journal.model import PendingCommit, Plan, plan_commit
+from apiary.journal.model import PendingCommit, Plan, models_json, plan_commit
 
 T = TypeVar("T")
 
 _INSERT = (
     "INSERT OR IGNORE INTO journal_entries (session, seq, id, kind, stage, parent, drone,"
     " latency_ms,"
-    " prompt_tokens, completion_tokens, created, message, pending)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " prompt_tokens, completion_tokens, created, message, pending, models, cost_usd)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
 
 _SESSION_UPDATE = (
     "UPDATE journal_sessions SET version = ?, state = ?, last_seq = ?, messages = ?,"
-    " prompt_tokens = ?, completion_tokens = ? WHERE session = ?"
+    " prompt_tokens = ?, completion_tokens = ?, cost_usd = ? WHERE session = ?"
 )
 _SESSION_INSERT = (
     "INSERT INTO journal_sessions (version, state, last_seq, messages, prompt_tokens,"
-    " completion_tokens, session) VALUES (?, ?, ?, ?, ?, ?, ?)"
+    " completion_tokens, cost_usd, session) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _CLOSE = (
     "UPDATE journal_entries SET pending = NULL"
@@ -45,13 +45,14 @@ def _chunks(items: list[T], size: int = _CHUNK) -> list[list[T]]:
 
 
 def _sessions_of(conn: sqlite3.Connection, names: list[str]) -> dict[str, list[Any]]:
-    """session -> [version, state, last_seq, messages, prompt, completion] for those that exist."""
+    """session -> [version, state, last_seq, messages, prompt, completion, cost] of those that
+    exist."""
     out: dict[str, list[Any]] = {}
     for chunk in _chunks(names):
         marks = ",".join("?" * len(chunk))
         rows = conn.execute(
             "SELECT session, version, state, last_seq, messages, prompt_tokens,"
-            f" completion_tokens FROM journal_sessions WHERE session IN ({marks})",
+            f" completion_tokens, cost_usd FROM journal_sessions WHERE session IN ({marks})",
             chunk,
         )
         for r in rows:
@@ -102,7 +103,7 @@ def _decide(
             out.plans.append(None)
             continue
         if cur is None:
-            cur = sessions[c.session] = [0, "", 0, 0, 0, 0]
+            cur = sessions[c.session] = [0, "", 0, 0, 0, 0, 0.0]
         ids = existing.setdefault(c.session, set())
         plan = plan_commit(c, ids, cur[2])
         out.plans.append(plan)
@@ -124,6 +125,8 @@ def _decide(
                     created,
                     r.message,
                     1 if r.pending else None,
+                    models_json(e.models),
+                    float(e.cost_usd) or None,
                 )
             )
         out.closes.extend((c.session, d) for d in plan.close)
@@ -133,6 +136,7 @@ def _decide(
         cur[3] += len(plan.rows)
         cur[4] += plan.prompt_tokens
         cur[5] += plan.completion_tokens
+        cur[6] += plan.cost_usd
         touched[c.session] = None
     for s in touched:
         (out.updates if s in known else out.inserts).append((*sessions[s], s))

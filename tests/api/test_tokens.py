@@ -481,3 +481,48 @@ async def test_an_open_watch_ends_once_its_token_is_revoked(
     assert events[-1]["type"] == "ERROR"
     assert events[-1]["object"]["code"] == 401
     assert 'token "w" is not valid' in events[-1]["object"]["message"]
+
+
+async def test_a_node_token_spends_and_settles_only_the_budgets_of_its_own_drones_hives(
+    api: Api,
+) -> None:
+    """The LLM budgets are bound like Secrets: a node reserves and settles for a hive only while
+    one of that hive's drones is placed on it (d on n1 serves hive h); another hive, another
+    cell, or a node with no such drone is a 403 naming the node — and nothing is held."""
+    drone = await api.store.get("Drone", OWN, "d")
+    drone["spec"]["hive"] = "h"
+    drone["metadata"].setdefault("labels", {})["apiary.io/hive"] = "h"
+    await api.store.update(drone)
+    cell = await api.store.get("Cell", "", OWN)
+    cell["spec"]["budget"] = {"tokens": 1000}
+    await api.store.update(cell)
+    n1, n2 = await mint(api, "n1", "node", node="n1"), await mint(api, "n2", "node", node="n2")
+    ask = {"hive": "h", "session": "s1", "model": "m", "prompt": 10, "completion": 5}
+
+    async def reserve(token: str, cell: str = OWN, **change: Any) -> httpx.Response:
+        path = f"/api/v1/cells/{cell}/llmbudget/reserve"
+        return await api.client.post(path, json={**ask, **change}, headers=bearer(token))
+
+    r = await reserve(n1)
+    assert r.status_code == 200 and r.json()["hold"], r.text
+    settle = {"hold": r.json()["hold"], "hive": "h", "session": "s1", "model": "m",
+              "prompt": 10, "completion": 5}  # fmt: skip
+    for token, cell, change, why in (
+        (n2, OWN, {}, 'hive "h": no drone of it is placed on node "n2"'),
+        (n1, OWN, {"hive": "other"}, 'hive "other": no drone of it is placed on node "n1"'),
+        (n1, OWN, {"hive": "h,x=y"}, 'hive "h,x=y"'),
+        (n1, OTHER, {}, f'cell "{OTHER}" for hive "h"'),  # d of OTHER has no hive
+        (n2, OWN, {"hive": None}, None),  # e on n2 is a drone of OWN: no hive named, allowed
+    ):
+        r = await reserve(token, cell, **change)
+        if why is None:
+            assert r.status_code == 200, r.text
+            continue
+        assert r.status_code == 403 and why in r.json()["message"], (change, r.text)
+    path = f"/api/v1/cells/{OWN}/llmbudget/settle"
+    r = await api.client.post(path, json=settle, headers=bearer(n2))
+    assert r.status_code == 403 and "n2" in r.json()["message"]
+    r = await api.client.post(path, json=settle, headers=bearer(n1))
+    assert r.status_code == 200, r.text
+    used = (await api.client.get(f"/api/v1/cells/{OWN}/llmbudget")).json()
+    assert used["cell"]["tokens"] == 15, used  # n1's one call only; the refused held nothing

@@ -13,7 +13,8 @@ the Cell's defaults (:mod:`apiary.api.budget_ledger`). Prices are apiaryd's tabl
 (``APIARY_LLM_PRICES``) with the Cell's ``spec.prices`` over it. A refusal is an answer (200,
 ``refused``), not an error: the gateway turns it into its own 429 for the agent.
 
-Reserving and settling need ``create`` on ``LlmBudget`` (nodes have it); reading needs ``get``.
+Reserving and settling need ``create`` on ``LlmBudget`` (nodes have it), and a node only for a
+Hive one of its drones belongs to (:class:`apiary.api.nodeauth.NodeServes`); reading needs ``get``.
 """
 
 from __future__ import annotations
@@ -119,9 +120,11 @@ def budget_routes() -> APIRouter:
     @r.post(BASE + "/reserve", summary="Hold room for one LLM call in every scope (gateways)")
     async def reserve(request: Request, cell: str) -> Response:
         state = _state(request)
-        state.authorizer.authorize(request.scope[PRINCIPAL_KEY], "create", RESOURCE, cell)
+        principal = request.scope[PRINCIPAL_KEY]
+        state.authorizer.authorize(principal, "create", RESOURCE, cell)
         body = await _body(request)
         hive_name, session = _name(body, "hive"), _name(body, "session")
+        await state.node_serves.check(state.store, principal, cell, hive_name)
         cell_obj = await _get(state, "Cell", cell, cell)
         hive = await _get(state, "Hive", cell, hive_name)
         limits = ledger.scope_limits(cell_obj, hive, hive_name, session)
@@ -167,9 +170,11 @@ def budget_routes() -> APIRouter:
     @r.post(BASE + "/settle", summary="Count what one LLM call used and release its hold")
     async def settle(request: Request, cell: str) -> Response:
         state = _state(request)
-        state.authorizer.authorize(request.scope[PRINCIPAL_KEY], "create", RESOURCE, cell)
+        principal = request.scope[PRINCIPAL_KEY]
+        state.authorizer.authorize(principal, "create", RESOURCE, cell)
         body = await _body(request)
         hive_name, session = _name(body, "hive"), _name(body, "session")
+        await state.node_serves.check(state.store, principal, cell, hive_name)
         hold = body.get("hold") if isinstance(body.get("hold"), str) else None
         prompt, completion = _count(body, "prompt"), _count(body, "completion")
         assert prompt is not None and completion is not None

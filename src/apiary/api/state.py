@@ -9,6 +9,7 @@ from apiary.api.auth import Authenticator, Authorizer
 from apiary.api.events import EventRecorder
 from apiary.api.fairness import OverloadLimits
 from apiary.api.metrics import ApiMetrics
+from apiary.api.nodeauth import NodeServes
 from apiary.api.quotas import QuotaGuard
 from apiary.comb import Comb
 from apiary.comb.memory import MemoryComb
@@ -59,6 +60,8 @@ class ApiState:
     """Session transcripts and pattern state."""
     comb: Comb = field(default_factory=MemoryComb)
     """Session and long-term memory (apiaryd passes the configured one; memory:// otherwise)."""
+    node_serves: NodeServes = field(default_factory=NodeServes)
+    """Whether a node runs a drone of a hive (its gateway's budget and replay calls)."""
     quotas: QuotaGuard = field(init=False)
     recorder: EventRecorder = field(init=False)
 

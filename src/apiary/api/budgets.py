@@ -114,17 +114,26 @@ async def _session_phase(state: ApiState, cell: str, session: str, waiting: str 
     await state.store.update_with_retry("Session", cell, session, change, subresource="status")
 
 
+async def _gateway_call(
+    request: Request, cell: str
+) -> tuple[ApiState, Obj, str | None, str | None]:
+    """A reserve or settle, authorized (a node only for a hive one of its drones belongs to):
+    the state, the body, and the hive and session it names."""
+    state = _state(request)
+    principal = request.scope[PRINCIPAL_KEY]
+    state.authorizer.authorize(principal, "create", RESOURCE, cell)
+    body = await _body(request)
+    hive, session = _name(body, "hive"), _name(body, "session")
+    await state.node_serves.check(state.store, principal, cell, hive)
+    return state, body, hive, session
+
+
 def budget_routes() -> APIRouter:
     r = APIRouter(tags=["budgets"])
 
     @r.post(BASE + "/reserve", summary="Hold room for one LLM call in every scope (gateways)")
     async def reserve(request: Request, cell: str) -> Response:
-        state = _state(request)
-        principal = request.scope[PRINCIPAL_KEY]
-        state.authorizer.authorize(principal, "create", RESOURCE, cell)
-        body = await _body(request)
-        hive_name, session = _name(body, "hive"), _name(body, "session")
-        await state.node_serves.check(state.store, principal, cell, hive_name)
+        state, body, hive_name, session = await _gateway_call(request, cell)
         cell_obj = await _get(state, "Cell", cell, cell)
         hive = await _get(state, "Hive", cell, hive_name)
         limits = ledger.scope_limits(cell_obj, hive, hive_name, session)
@@ -169,12 +178,7 @@ def budget_routes() -> APIRouter:
 
     @r.post(BASE + "/settle", summary="Count what one LLM call used and release its hold")
     async def settle(request: Request, cell: str) -> Response:
-        state = _state(request)
-        principal = request.scope[PRINCIPAL_KEY]
-        state.authorizer.authorize(principal, "create", RESOURCE, cell)
-        body = await _body(request)
-        hive_name, session = _name(body, "hive"), _name(body, "session")
-        await state.node_serves.check(state.store, principal, cell, hive_name)
+        state, body, hive_name, session = await _gateway_call(request, cell)
         hold = body.get("hold") if isinstance(body.get("hold"), str) else None
         prompt, completion = _count(body, "prompt"), _count(body, "completion")
         assert prompt is not None and completion is not None

@@ -282,6 +282,8 @@ def settle(status: Obj, hold_id: str | None, names: list[str], prompt: int, comp
     for name in names:
         entry = _entry(status["scopes"], name)
         entry["tokens"] += prompt + completion
+        entry["promptTokens"] = int(entry.get("promptTokens") or 0) + prompt
+        entry["completionTokens"] = int(entry.get("completionTokens") or 0) + completion
         entry["usd"] += usd
         entry["at"] = now
     _tidy(status, now)

@@ -10,8 +10,9 @@
 * workers take keys from a de-duplicating queue (:mod:`apiary.controllers.workqueue`); a failed
   reconcile is retried with exponential backoff;
 * the scheduler, the node lease monitor, the Cell usage writer (``status.used``, at most once per
-  ``usage.min_interval``) and the garbage collector run as periodic loops that a change can wake
-  early;
+  ``usage.min_interval``), the LLM usage writer (Cell and Hive ``status.usage`` from the budget
+  ledgers, at most once per ``usage.llm_min_interval``) and the garbage collector run as periodic
+  loops that a change can wake early;
 * every ``loop.resync_period`` all Hives and AgentSpecs are queued again (level-triggered: a
   missed event costs latency, never correctness);
 * every ``pools.period`` the warm pools' traffic memory (:class:`WarmPools`, fed by every Drone
@@ -31,6 +32,8 @@ from apiary.controllers.cellusage import CellUsageController
 from apiary.controllers.events import EventRecorder
 from apiary.controllers.gc import GarbageCollector
 from apiary.controllers.hive import HiveReconciler
+from apiary.controllers.llmusage import KIND as LEDGER_KIND
+from apiary.controllers.llmusage import LlmUsageController
 from apiary.controllers.meta import Obj, controller_ref
 from apiary.controllers.nodes import NodeController
 from apiary.controllers.pooltraffic import Backlog, WarmPools
@@ -72,10 +75,12 @@ class Queen:
         self.nodes = NodeController(store, self.settings, self.events)
         self.gc = GarbageCollector(store, self.settings)
         self.usage = CellUsageController(store, self.settings, self.drones)
+        self.llm_usage = LlmUsageController(store)
         self.queue: WorkQueue[Key] = WorkQueue()
         self._kick_scheduler = asyncio.Event()
         self._kick_nodes = asyncio.Event()
         self._kick_usage = asyncio.Event()
+        self._kick_llm_usage = asyncio.Event()
         self._failures: dict[Key, int] = {}
         self._timers: set[asyncio.TimerHandle] = set()
         self._seen_generation: dict[Key, tuple[object, object, object]] = {}
@@ -107,6 +112,7 @@ class Queen:
         await self.nodes.run_once()
         await self.scheduler.run_once()
         await self.usage.run_once()
+        await self.llm_usage.run_once()
         await self.gc.run_once()
 
     def _requeue_hive(self, namespace: str, name: str) -> None:
@@ -146,6 +152,15 @@ class Queen:
                     self.settings.usage.min_interval,
                 ),
                 name="queen-cell-usage",
+            ),
+            asyncio.create_task(
+                self._periodic(
+                    self.llm_usage.run_once,
+                    self.settings.usage.period,
+                    self._kick_llm_usage,
+                    self.settings.usage.llm_min_interval,
+                ),
+                name="queen-llm-usage",
             ),
             asyncio.create_task(
                 self._periodic(self.gc.run_once, self.settings.gc.period, None), name="queen-gc"
@@ -237,6 +252,8 @@ class Queen:
         elif kind == "Node":
             self._kick_scheduler.set()
             self._kick_nodes.set()
+        elif kind == LEDGER_KIND:
+            self._kick_llm_usage.set()
 
     async def _resync(self) -> None:
         while True:

@@ -104,6 +104,9 @@ class CellUsageSettings:
     """Seconds between passes when nothing changes (a change wakes the pass earlier)."""
     min_interval: float = 1.0
     """Seconds at least between two passes, so a burst of drone changes costs one pass."""
+    llm_min_interval: float = 3.0
+    """Seconds at least between two copies of the LLM budget ledgers onto each Cell's and Hive's
+    ``status.usage`` (:mod:`apiary.controllers.llmusage`): a burst of calls costs one write."""
 
 
 @dataclass

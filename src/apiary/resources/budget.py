@@ -56,4 +56,16 @@ class ModelPrice(ApiModel):
     output: float = Field(default=0, ge=0)
 
 
-__all__ = ["Budget", "GatewaySettings", "Limit", "ModelPrice"]
+class LlmUsage(ApiModel):
+    """What a Cell's or a Hive's LLM calls used in all (``status.usage``), from apiaryd's budget
+    ledger: the tokens the providers reported and their estimated cost. Written by the Queen
+    (:mod:`apiary.controllers.llmusage`) a few seconds behind the calls, never per call."""
+
+    prompt_tokens: int = Field(default=0, ge=0)
+    completion_tokens: int = Field(default=0, ge=0)
+    total_tokens: int = Field(default=0, ge=0)
+    cost_usd: float = Field(default=0, ge=0)
+    """Estimated US dollars (the price table, as the USD budgets count them)."""
+
+
+__all__ = ["Budget", "GatewaySettings", "Limit", "LlmUsage", "ModelPrice"]

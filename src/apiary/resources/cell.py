@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from apiary.resources.base import ApiModel, NonNegativeNumber, Problems
-from apiary.resources.budget import Budget, GatewaySettings, ModelPrice
+from apiary.resources.budget import Budget, GatewaySettings, LlmUsage, ModelPrice
 from apiary.resources.guardrails import Guardrails
 from apiary.resources.interop import McpServer, check_mcp_servers
 from apiary.resources.meta import ApiObject, Status
@@ -69,9 +69,11 @@ class CellSpec(ApiModel):
 
 
 class CellStatus(Status):
-    """``phase`` is ``Active`` or ``Terminating``; ``used`` counts what the quota counts."""
+    """``phase`` is ``Active`` or ``Terminating``; ``used`` counts what the quota counts;
+    ``usage`` is what the Cell's LLM calls used (tokens, estimated USD)."""
 
     used: dict[str, NonNegativeNumber] | None = None
+    usage: LlmUsage | None = None
 
 
 class Cell(ApiObject):

@@ -13,7 +13,7 @@ from typing import Any, Literal
 from pydantic import Field, ModelWrapValidatorHandler, ValidationError, model_validator
 
 from apiary.resources.base import ApiModel, DNSLabel, Loc, Problems, Topic
-from apiary.resources.budget import Budget, GatewaySettings
+from apiary.resources.budget import Budget, GatewaySettings, LlmUsage
 from apiary.resources.guardrails import Guardrails
 from apiary.resources.hive_names import DEFAULT_PREFIX, duplicate_names
 from apiary.resources.hive_parts import (
@@ -206,6 +206,8 @@ class HiveSpec(ApiModel):
 class HiveStatus(Status):
     replicas: int | None = Field(default=None, ge=0)
     ready_replicas: int | None = Field(default=None, ge=0)
+    usage: LlmUsage | None = None
+    """What the Hive's LLM calls used in all (tokens, estimated USD), from the budget ledger."""
 
 
 class Hive(ApiObject):

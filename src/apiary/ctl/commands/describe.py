@@ -85,7 +85,20 @@ def summary(obj: Obj, now: datetime) -> list[str]:
             lines += _secret_data(obj)
         else:
             lines += _block(key[:1].upper() + key[1:], value)
-    return lines + _isolation(obj) + _quota(obj) + _status(obj, now)
+    return lines + _isolation(obj) + _quota(obj) + _llm_usage(obj) + _status(obj, now)
+
+
+def _llm_usage(obj: Obj) -> list[str]:
+    """A Cell's or Hive's ``status.usage`` on one line: the tokens its LLM calls used and their
+    estimated cost (``<none>`` before its first call is counted)."""
+    if obj.get("kind") not in ("Cell", "Hive"):
+        return []
+    usage = tables.dig(obj, "status", "usage", default=None)
+    if not isinstance(usage, dict):
+        return [f"{'LLM usage:':<14}<none>"]
+    return [f"{'LLM usage:':<14}{usage.get('totalTokens', 0)} tokens "
+            f"({usage.get('promptTokens', 0)} prompt + {usage.get('completionTokens', 0)} "
+            f"completion), ${float(usage.get('costUsd') or 0):.6f} estimated"]  # fmt: skip
 
 
 def _used(used: dict[str, Any], key: str) -> Any:

@@ -12,7 +12,8 @@ the journal's vocabulary. ``…/stream?events=typed`` sends these, one or more p
 ``stage.completed``       the stage's answer to a dispatch (``payload``, ``latencyMs``, ``drone``)
 ``approval.requested``    a dispatch to ``stage`` is held for a human
 ``approval.granted``      it was approved and sent
-``budget.updated``        tokens were spent (this entry's and the session's running total)
+``budget.updated``        tokens were spent (this entry's and the session's running total, with
+                          ``costUsd`` when the tokens' models have a price)
 ``session.completed``     an input's flow ended with its final answer (``input``, ``payload``)
 ``session.failed``        an input's flow failed (``input``, ``reason``, ``message``)
 ``tool.called``           an agent's MCP tool call through its keeper (server, tool, arguments,
@@ -33,7 +34,7 @@ from typing import Any
 
 from starlette.requests import Request
 
-from apiary.api.session_messages import rfc3339
+from apiary.api.session_messages import rfc3339, usd
 from apiary.errors import BadRequest
 from apiary.journal import Entry, Journal
 
@@ -92,6 +93,7 @@ class Typer:
     def __init__(self, prompt_tokens: int = 0, completion_tokens: int = 0) -> None:
         self.prompt_tokens = prompt_tokens
         self.completion_tokens = completion_tokens
+        self.cost_usd = 0.0
 
     @classmethod
     async def resuming(cls, journal: Journal, key: str, after: int) -> Typer:
@@ -105,6 +107,7 @@ class Typer:
                     return typer
                 typer.prompt_tokens += e.prompt_tokens
                 typer.completion_tokens += e.completion_tokens
+                typer.cost_usd += e.cost_usd
             if len(page) < 10_000:
                 break
             seen = page[-1].seq
@@ -115,13 +118,21 @@ class Typer:
         if e.prompt_tokens or e.completion_tokens:
             self.prompt_tokens += e.prompt_tokens
             self.completion_tokens += e.completion_tokens
+            self.cost_usd += e.cost_usd
             found.append(("budget.updated", {**_base(e), **self.usage(e)}))
         return [TypedEvent(f"{e.seq}.{i}", kind, {"type": kind, "id": f"{e.seq}.{i}", **data})
                 for i, (kind, data) in enumerate(found)]  # fmt: skip
 
     def usage(self, e: Entry) -> Obj:
-        total = {"promptTokens": self.prompt_tokens, "completionTokens": self.completion_tokens}
-        delta = {"promptTokens": e.prompt_tokens, "completionTokens": e.completion_tokens}
+        total: Obj = {
+            "promptTokens": self.prompt_tokens,
+            "completionTokens": self.completion_tokens,
+        }
+        delta: Obj = {"promptTokens": e.prompt_tokens, "completionTokens": e.completion_tokens}
+        if e.cost_usd > 0:
+            delta["costUsd"] = usd(e.cost_usd)
+        if self.cost_usd > 0:
+            total["costUsd"] = usd(self.cost_usd)
         return {"usage": delta, "total": total}
 
 

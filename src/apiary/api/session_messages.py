@@ -68,9 +68,18 @@ def rfc3339(epoch: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(int(epoch))) + f".{ms:03d}Z"
 
 
+def usd(cost: float) -> float:
+    """An estimated cost as the API shows it: to the nano-dollar, so a sum of floats reads as
+    the figure a person would work out (0.000022, not 0.000022000000000000003)."""
+    return round(cost, 9)
+
+
 def entry_dict(e: Entry) -> dict[str, Any]:
-    """One journal entry as the API shows it (transcript rows, long-poll items, SSE data)."""
-    return {
+    """One journal entry as the API shows it (transcript rows, long-poll items, SSE data).
+
+    ``usageByModel`` (the hop's tokens by the model that answered, as the gateway counted them)
+    and ``costUsd`` (their estimated cost) only when the hop had them."""
+    out = {
         "seq": e.seq,
         "id": e.id,
         "kind": e.kind,
@@ -82,6 +91,13 @@ def entry_dict(e: Entry) -> dict[str, Any]:
         "created": rfc3339(e.created),
         "message": e.message,
     }
+    if e.models:
+        out["usageByModel"] = {
+            m: {"promptTokens": p, "completionTokens": c} for m, p, c in e.models
+        }
+    if e.cost_usd > 0:
+        out["costUsd"] = usd(e.cost_usd)
+    return out
 
 
 def _int_param(q: QueryParams, name: str, default: int, low: int, high: int | None) -> int:

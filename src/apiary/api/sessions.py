@@ -31,6 +31,7 @@ from apiary.api.session_messages import (
     entry_dict,
     limit_param,
     parse_message,
+    usd,
     wait_param,
 )
 from apiary.api.session_ops import SessionOps, session_key
@@ -110,14 +111,18 @@ def session_routes() -> APIRouter:
         after = after_param(request.query_params, request.headers.get("last-event-id"))
         return await stream_response(ops, cell, name, after, recheck)
 
-    @r.get(SESSION + "/transcript", summary="Every entry with stage, drone, latency and tokens")
+    @r.get(
+        SESSION + "/transcript", summary="Every entry with stage, drone, latency, tokens and cost"
+    )
     async def transcript(request: Request, cell: str, name: str) -> Response:
         ops, cell, name = _ops(request, "get")
         info = await ops.info(cell, name)
         key = session_key(cell, name)
         entries = await ops.transcript(key)
-        count, prompt, completion = await ops.journal.usage(key)
-        usage = {"promptTokens": prompt, "completionTokens": completion}
+        count, prompt, completion, cost = await ops.journal.totals(key)
+        usage: dict[str, Any] = {"promptTokens": prompt, "completionTokens": completion}
+        if cost > 0:
+            usage["costUsd"] = usd(cost)
         body: dict[str, Any] = {
             "session": name,
             "hive": info.hive,

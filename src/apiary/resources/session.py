@@ -34,6 +34,9 @@ class TokenUsage(ApiModel):
     prompt_tokens: int = Field(default=0, ge=0)
     completion_tokens: int = Field(default=0, ge=0)
     total_tokens: int | None = Field(default=None, ge=0)
+    cost_usd: float | None = Field(default=None, ge=0)
+    """Estimated USD of the tokens whose model is known (the gateway's count), priced by the
+    Cell's table when each hop was journaled; absent when nothing was priced."""
 
 
 class SessionStatus(Status):

@@ -28,6 +28,7 @@ from apiary.errors import (
 from apiary.journal import Entry, Journal, SessionState
 from apiary.patterns import Engine, Step
 from apiary.router.cancel import Cancelling
+from apiary.router.costs import price_entries
 from apiary.router.holds import Holds
 from apiary.router.late import LateOutputs
 from apiary.router.plan import (
@@ -47,6 +48,7 @@ from apiary.router.publishing import Publishing
 from apiary.router.recovery import Recovery
 from apiary.router.sessions import SessionDirectory, SessionInfo
 from apiary.telemetry import hops, tracing
+from apiary.telemetry.prices import Prices
 from apiary.waggle import Message
 from apiary.waggle.envelope import (
     OUTCOMES,
@@ -58,6 +60,7 @@ from apiary.waggle.envelope import (
 log = logging.getLogger("apiary.router")
 
 MAX_ATTEMPTS = 100
+_BUILT_IN = Prices()
 QUEUE_PRUNE_INTERVAL = 1.0
 """Seconds between two checks of a full hive queue against the journal (docs/guardrails.md)."""
 Obj = dict[str, Any]
@@ -110,6 +113,9 @@ class Router(Holds, Recovery, LateOutputs, Cancelling, Publishing):
         """Called with (session, event, detail) for what hives may be notified of (webhooks,
         Events, metrics): timeout, guardrail_violation, dead_letter, approval_required,
         session_started, session_completed, session_failed."""
+        self.prices: Callable[[str], Awaitable[Prices]] | None = None
+        """A Cell's LLM price table (the daemon's :class:`~apiary.router.costs.CellPrices`),
+        asked only for hops whose outcome names the models used; None: the built-in table."""
 
     # ---------------------------------------------------------------------------- lifecycle
 
@@ -220,6 +226,13 @@ class Router(Holds, Recovery, LateOutputs, Cancelling, Publishing):
             original = sent.message if sent is not None else {}
 
         duplicate = False
+        prices = await self._prices_of(info) if outcome.models else None
+
+        def priced(state: Obj) -> Plan | None:
+            done = plan(state)
+            if done is not None and prices is not None:
+                price_entries(done.entries, prices)
+            return done
 
         def plan(state: Obj) -> Plan | None:
             nonlocal duplicate
@@ -240,7 +253,7 @@ class Router(Holds, Recovery, LateOutputs, Cancelling, Publishing):
             step = engine.on_outcome(es, d, outcome.stage, outputs, budget_error or error)
             return self._after_engine(info, policy, step, mine, [], outcome)
 
-        done = await self._run(info, plan)
+        done = await self._run(info, priced)
         if done is not None and outcome.attempt > 0:  # maybe a dlq replay's answer: settle it
             await self._settle_replay(info, outcome, done, budget_error or error)
         if duplicate:
@@ -260,6 +273,7 @@ class Router(Holds, Recovery, LateOutputs, Cancelling, Publishing):
                        "drone": outcome.drone}, type="error")  # fmt: skip
         failed.drone, failed.latency_ms = outcome.drone or None, outcome.latency_ms
         failed.prompt_tokens, failed.completion_tokens = outcome.usage  # the attempt's LLM calls
+        failed.models = outcome.models
         detail = {"stage": outcome.stage, "drone": outcome.drone, "dispatch": d,
                   "reason": error[0], "message": error[1], "attempt": attempt}  # fmt: skip
         notices = failure_notices(error[0], detail)
@@ -303,6 +317,11 @@ class Router(Holds, Recovery, LateOutputs, Cancelling, Publishing):
             notices += failure_notices(step.failure[0], detail)
             notices.append(("session_failed", detail))
         return Plan(join(step.state, mine), entries, sends, [], status, step, notices)
+
+    async def _prices_of(self, info: SessionInfo) -> Prices:
+        if self.prices is None:
+            return _BUILT_IN
+        return await self.prices(info.cell)
 
     async def _over_budget(
         self, info: SessionInfo, policy: HivePolicy, outputs: list[Message], outcome: Outcome
@@ -459,6 +478,7 @@ class Router(Holds, Recovery, LateOutputs, Cancelling, Publishing):
                 entry.completion_tokens = msg.usage.completion_tokens
             elif r.kind in ("output", "error") and gateway_usage != (0, 0):
                 entry.prompt_tokens, entry.completion_tokens = gateway_usage
+                entry.models = outcome.models if outcome is not None else ()  # priced later
                 gateway_usage = (0, 0)  # counted once, on the first output
             out.append(entry)
         for d in step.dispatches:

@@ -1,4 +1,5 @@
-"""Session status from what the router decides: output, phase, reason, approvals, token usage.
+"""Session status from what the router decides: output, phase, reason, approvals, token usage
+and its estimated cost.
 
 Writing a Session object on every message would put a store write on the hot path; instead the
 router reports the steps that change what a Session shows (a final output, a failure, a hold for
@@ -16,7 +17,7 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
-from apiary.journal import Journal
+from apiary.journal import Journal, Totals
 from apiary.router.sessions import SessionInfo
 from apiary.store import Store
 from apiary.store.model import StatusChange
@@ -73,15 +74,15 @@ class SessionStatusWriter:
         """One store write for every session in ``items`` (counts and usage from the journal)."""
         changes = []
         for info, change in items:
-            usage = await self.journal.usage(info.key)
+            usage = await self.journal.totals(info.key)
             changes.append((info.cell, info.name, _status_change(info, change, usage, _now())))
         await self.store.update_status_many("Session", changes)
 
 
 def _status_change(
-    info: SessionInfo, change: dict[str, Any], usage: tuple[int, int, int], now: str
+    info: SessionInfo, change: dict[str, Any], usage: Totals, now: str
 ) -> StatusChange:
-    messages, prompt, completion = usage
+    messages, prompt, completion, cost = usage
 
     def update(obj: dict[str, Any]) -> dict[str, Any] | None:
         if obj["metadata"].get("uid") != info.uid:
@@ -102,6 +103,8 @@ def _status_change(
             "promptTokens": prompt, "completionTokens": completion,
             "totalTokens": prompt + completion,
         }  # fmt: skip
+        if cost > 0:  # estimated from the models that answered (docs/sessions.md)
+            status["usage"]["costUsd"] = round(cost, 9)
         status["lastActivityTime"] = now
         obj["status"] = status
         return obj

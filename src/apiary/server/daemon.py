@@ -21,6 +21,8 @@ import uvicorn
 
 from apiary.api import ApiConfig, ReferenceResolver, api_state, create_app
 from apiary.api.audit import AuditLog
+from apiary.api.budget_ledger import prices_for
+from apiary.api.budgets import server_prices
 from apiary.api.comb import forget_deleted
 from apiary.bus import Bus, open_bus
 from apiary.comb import Comb, CombSettings, open_comb
@@ -29,6 +31,7 @@ from apiary.errors import ApiaryError
 from apiary.journal import Journal, open_journal
 from apiary.logging import ANNOUNCE, get_logger
 from apiary.router import Router, SessionDirectory
+from apiary.router.costs import CellPrices
 from apiary.router.status import SessionStatusWriter
 from apiary.server.bootstrap import ensure_default_cell, load_or_create_token, prepare_data_dir
 from apiary.server.notify import Notifier
@@ -139,6 +142,9 @@ class Daemon:
             sweep_on_start=True,
         )
         router.on_status = SessionStatusWriter(store, self.journal).update
+        # Hops are priced as the budget ledger prices their calls: the server's table with the
+        # Cell's spec.prices over it (apiary.router.costs).
+        router.prices = CellPrices(store, lambda cell: prices_for(server_prices(), cell))
         notifier = Notifier(store, metrics=NotifyMetrics(state.metrics.registry))
         router.on_notice = notifier.on_notice  # webhooks, Events, metrics (docs/notifications.md)
         self.supervisor.add("notifier", notifier.run)

@@ -52,6 +52,13 @@ export function ms(seconds) {
   return seconds < 1 ? `${(seconds * 1000).toFixed(1)} ms` : `${seconds.toFixed(2)} s`;
 }
 
+/** An estimated cost in US dollars, to the millionth (the API gives nano-dollars); "" for none. */
+export function usd(value) {
+  if (!value) return "";
+  if (value < 0.000001) return "<$0.000001";
+  return `$${value.toFixed(6).replace(/0+$/, "").replace(/\.$/, "")}`;
+}
+
 export function preview(value, max = 160) {
   const text = typeof value === "string" ? value : JSON.stringify(value);
   if (text === undefined) return "";

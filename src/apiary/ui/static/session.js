@@ -1,9 +1,10 @@
 // Session: input and final output, the transcript as a causal tree (every entry under the one
 // it answers: input → dispatch → output → next dispatch…), each hop with stage, drone,
-// attempt, latency and tokens, failed attempts and guardrail violations marked; Comb contents;
-// approve/reject when it waits; a trace link when a template was given at sign-in.
+// attempt, latency, tokens (by model, as the gateway counted them) and estimated cost, failed
+// attempts and guardrail violations marked; the session's total tokens and cost; Comb
+// contents; approve/reject when it waits; a trace link when a template was given at sign-in.
 import { auth, get, listPath, objectPath, post, request, eachEvent, watch } from "./api.js";
-import { act, badge, coalesce, h, hash, ms, phaseBadge, pretty, preview, section, table } from "./dom.js";
+import { act, badge, coalesce, h, hash, ms, phaseBadge, pretty, preview, section, table, usd } from "./dom.js";
 
 const GUARDRAILS = new Set(["ResponseTimeout", "OutputSchemaViolation", "TokenBudgetExceeded", "RateLimited", "MaxTurnsExceeded", "CircuitOpen"]);
 
@@ -34,7 +35,7 @@ export async function sessionPage(ctx, cell, name) {
     const st = session.status || {};
     const hive = (session.spec || {}).hiveRef;
     const items = [...entries.values()].sort((a, b) => a.seq - b.seq);
-    const usage = items.reduce((u, e) => ({ p: u.p + ((e.usage || {}).promptTokens || 0), c: u.c + ((e.usage || {}).completionTokens || 0) }), { p: 0, c: 0 });
+    const usage = items.reduce((u, e) => ({ p: u.p + ((e.usage || {}).promptTokens || 0), c: u.c + ((e.usage || {}).completionTokens || 0), usd: u.usd + (e.costUsd || 0) }), { p: 0, c: 0, usd: 0 });
     summary.replaceChildren(
       h(
         "dl",
@@ -47,7 +48,9 @@ export async function sessionPage(ctx, cell, name) {
         h("dt", {}, "Entries"),
         h("dd", {}, String(items.length)),
         h("dt", {}, "Tokens"),
-        h("dd", {}, `${usage.p} prompt + ${usage.c} completion`),
+        h("dd", { id: "tokens" }, `${usage.p} prompt + ${usage.c} completion`),
+        h("dt", {}, "Cost"),
+        h("dd", { id: "cost" }, usage.usd ? `${usd(usage.usd)} (estimated)` : "—"),
         traceLink(items),
       ),
     );
@@ -133,6 +136,8 @@ function entryLine(e) {
   else if (reason) marks.push(badge(reason, "warn"));
   const usage = e.usage || {};
   const tokens = (usage.promptTokens || 0) + (usage.completionTokens || 0);
+  const byModel = Object.entries(e.usageByModel || {}).map(([m, u]) => `${m}: ${u.promptTokens} prompt + ${u.completionTokens} completion`);
+  const tokenText = `${tokens} tokens (${usage.promptTokens || 0} + ${usage.completionTokens || 0})`;
   return h(
     "div",
     { class: `entry ${e.kind}${failed ? " failed" : ""}`, dataset: { kind: e.kind, seq: e.seq } },
@@ -141,7 +146,9 @@ function entryLine(e) {
     e.stage ? h("span", { class: "stage-name" }, e.stage) : null,
     e.drone ? h("span", { class: "drone" }, e.drone) : null,
     e.latencyMs !== null && e.latencyMs !== undefined ? h("span", { class: "num" }, ms(e.latencyMs / 1000)) : null,
-    tokens ? h("span", { class: "num" }, `${tokens} tokens`) : null,
+    tokens ? h("span", { class: "num tokens", title: byModel.join("\n") || null }, tokenText) : null,
+    byModel.length ? h("span", { class: "models" }, Object.keys(e.usageByModel).join(", ")) : null,
+    e.costUsd ? h("span", { class: "num cost" }, usd(e.costUsd)) : null,
     marks,
     h("code", { class: "payload" }, preview(payload)),
   );

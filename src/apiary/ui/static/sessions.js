@@ -1,7 +1,7 @@
 // Sessions of a cell, 100 a page (the list API's limit/continue: a cell with 10,000 sessions is
 // read a page at a time), the shown rows kept current through a watch from the list's version.
 import { listPage, listPath, watch } from "./api.js";
-import { age, coalesce, h, hash, phaseBadge, table } from "./dom.js";
+import { age, coalesce, h, hash, phaseBadge, table, usd } from "./dom.js";
 import { continueOf, pagerLinks, rememberNext } from "./pager.js";
 
 const PAGE = 100;
@@ -36,11 +36,12 @@ export async function sessionsPage(ctx, cell, pageArg) {
         h("td", {}, s.deleted ? "deleted" : phaseBadge(st.phase), st.reason && st.reason !== st.phase ? ` ${st.reason}` : ""),
         h("td", { class: "num" }, String(st.messageCount ?? "")),
         h("td", { class: "num" }, String(usage.totalTokens ?? "")),
+        h("td", { class: "num cost" }, usd(usage.costUsd)),
         h("td", {}, age(s.metadata.creationTimestamp)),
       );
     });
-    if (!rows.length) rows.push(h("tr", {}, h("td", { colspan: 6 }, "No sessions.")));
-    box.replaceChildren(table(`${shown.size} sessions on this page`, ["Session", "Hive", "Phase", "Messages", "Tokens", "Age"], rows, { id: "session-list" }));
+    if (!rows.length) rows.push(h("tr", {}, h("td", { colspan: 7 }, "No sessions.")));
+    box.replaceChildren(table(`${shown.size} sessions on this page`, ["Session", "Hive", "Phase", "Messages", "Tokens", "Cost", "Age"], rows, { id: "session-list" }));
     news.textContent = added ? `${added} sessions created since this page was read (they are listed in name order: reload to see them in place).` : "";
   });
   render();

@@ -155,7 +155,8 @@ def test_session_commands_and_run_into_a_session(run: Ctl) -> None:
     r = run("session", "transcript", "talk")
     assert r.exit_code == 0, r
     lines = r.stdout.splitlines()
-    assert lines[0].split() == ["SEQ", "KIND", "STAGE", "DRONE", "LATENCY", "TOKENS", "PAYLOAD"]
+    header = ["SEQ", "KIND", "STAGE", "DRONE", "LATENCY", "TOKENS", "COST", "PAYLOAD"]
+    assert lines[0].split() == header
     rows = [line.split() for line in lines[1:]]
     assert [row[1] for row in rows].count("final") == 2
     assert [row[1] for row in rows].count("input") == 2

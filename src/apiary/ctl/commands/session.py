@@ -192,6 +192,16 @@ def _payload_text(payload: Any, width: int = 60) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+def usd(cost: Any) -> str:
+    """An estimated cost (USD) as the tables show it, to the millionth as the console does;
+    ``-`` when there is none (no LLM call, or its model has no price)."""
+    if not isinstance(cost, int | float) or isinstance(cost, bool) or cost <= 0:
+        return "-"
+    if cost < 0.000001:
+        return "<$0.000001"
+    return "$" + f"{cost:.6f}".rstrip("0").rstrip(".")
+
+
 def transcript_rows(items: list[Obj]) -> list[list[str]]:
     rows = []
     for e in items:
@@ -206,6 +216,7 @@ def transcript_rows(items: list[Obj]) -> list[list[str]]:
                 e.get("drone") or "-",
                 f"{latency:.1f}ms" if isinstance(latency, int | float) else "-",
                 str(tokens) if tokens else "-",
+                usd(e.get("costUsd")),
                 _payload_text((e.get("message") or {}).get("payload")),
             ]
         )
@@ -214,7 +225,7 @@ def transcript_rows(items: list[Obj]) -> list[list[str]]:
 
 @session_app.command("transcript")
 def transcript_command(session: Annotated[str, typer.Argument(help="Session name.")]) -> None:
-    """Every entry: SEQ, KIND, STAGE, DRONE, LATENCY, TOKENS, PAYLOAD (or -o json|yaml)."""
+    """Every entry: SEQ, KIND, STAGE, DRONE, LATENCY, TOKENS, COST, PAYLOAD (or -o json|yaml)."""
     ctl = get_ctl()
     body = calls(ctl).transcript(session)
     if ctl.output == "json":
@@ -222,7 +233,7 @@ def transcript_command(session: Annotated[str, typer.Argument(help="Session name
     elif ctl.output == "yaml":
         output.out(output.dump_yaml(body).rstrip("\n"))
     else:
-        header = ["SEQ", "KIND", "STAGE", "DRONE", "LATENCY", "TOKENS", "PAYLOAD"]
+        header = ["SEQ", "KIND", "STAGE", "DRONE", "LATENCY", "TOKENS", "COST", "PAYLOAD"]
         for line in tables.render(transcript_rows(list(body.get("items") or [])), header):
             output.out(line)
         if not body.get("items"):

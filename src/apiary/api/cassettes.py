@@ -3,9 +3,11 @@
     POST /api/v1/cells/{cell}/sessions/{name}/llm-calls   the gateway records one exchange
     POST /api/v1/cells/{cell}/llmcalls/lookup             a replaying gateway asks for one
 
-**Record.** Every LLM call the gateway answers for a session (non-streamed; 2xx) is an ``event``
-entry of the session's journal, in order with its messages, whose payload is ``{"llmCall":
-{hash, path, stage, model, request, response, usage, latencyMs}}`` — the session's cassette.
+**Record.** Every LLM call the gateway answers for a session (2xx) is an ``event`` entry of the
+session's journal, in order with its messages, whose payload is ``{"llmCall": {hash, path,
+stage, model, request, response, usage, latencyMs}}`` — the session's cassette; a streamed call
+also has ``stream``, the provider's events as they came, and ``response`` is the answer they add
+up to (:mod:`apiary.gateway.recorded_streams`).
 ``hash`` is that of the *normalised* request (:func:`request_hash`: everything but the fields
 that may differ between two runs of the same call — ``max_tokens`` and friends, which budgets
 cap, ``stream``/``stream_options``, ``user``, ``metadata``).
@@ -115,6 +117,11 @@ def cassette_routes() -> APIRouter:
         check_size(body, max(state.config.max_message_bytes, 1 << 20), "llmCall")
         call = {k: body.get(k) for k in ("path", "stage", "model", "request", "response",
                                          "usage", "latencyMs")}  # fmt: skip
+        stream = body.get("stream")
+        if stream is not None:
+            if not isinstance(stream, list) or not all(isinstance(e, str) for e in stream):
+                raise Invalid("stream: a streamed call is recorded with its events, as strings")
+            call["stream"] = stream
         call["hash"] = request_hash(body["request"])
         ops = SessionOps(state)
         info = await ops.info(cell, name)
@@ -138,8 +145,10 @@ def cassette_routes() -> APIRouter:
         wanted = request_hash(asked)
         for call in calls:
             if call.get("hash") == wanted and call.get("path") == body.get("path"):
-                return json_response({"response": call.get("response"),
-                                      "usage": call.get("usage")})  # fmt: skip
+                found = {"response": call.get("response"), "usage": call.get("usage")}
+                if isinstance(call.get("stream"), list):
+                    found["stream"] = call["stream"]
+                return json_response(found)
         same = [c for c in calls if c.get("stage") == body.get("stage")] or calls
         if not same:
             why = f"session {source!r} recorded no LLM call"

@@ -39,6 +39,10 @@ def usage_of(answer: Any) -> tuple[int, int] | None:
     return (prompt, completion if isinstance(completion, int) else 0)
 
 
+def _is_done(event: bytes) -> bool:
+    return event.replace(b" ", b"").strip() == b"data:[DONE]"
+
+
 def model_name(value: Any) -> str:
     return value[:MAX_MODEL_NAME] if isinstance(value, str) else ""
 
@@ -59,9 +63,17 @@ class SseRelay:
         self.model = ""  # the requested model until a chunk names the one that answers
         self._named = False
         self.span: Any = None  # the call's trace span, ended with the stream
+        self.recorded: list[bytes] | None = None
+        """With a list: every event the provider sent is kept in it, for the cassette."""
+        self.complete = False
+        """Whether the provider's stream ran to its end (nothing broke off, the agent stayed)."""
+        self.finished: Callable[[tuple[int, int]], Awaitable[None]] | None = None
+        """Called with the usage after a complete stream is settled (to record it)."""
 
     def event(self, raw: bytes) -> bytes | None:
         """One event (without its blank line): what to send on, or None to drop it."""
+        if self.recorded is not None:
+            self.recorded.append(raw)
         data = b"".join(line[5:].strip() for line in raw.split(b"\n") if line.startswith(b"data:"))
         if not data or data == b"[DONE]":
             return raw
@@ -102,7 +114,10 @@ class SseRelay:
         return raw
 
     async def run(self, answer: httpx.Response) -> AsyncIterator[bytes]:
-        buffer = b""
+        """The events to send on. The ``[DONE]`` event is held until the call is settled (and
+        recorded): an agent that has the whole answer may end its turn at once, and the
+        ledger and the cassette must have the call by then."""
+        buffer, done, ended = b"", None, False
         try:
             async for chunk in answer.aiter_bytes():
                 buffer += chunk.replace(b"\r\n", b"\n")
@@ -112,27 +127,42 @@ class SseRelay:
                         break
                     raw, buffer = buffer[:end], buffer[end + 2 :]
                     out = self.event(raw)
-                    if out is not None:
+                    if out is not None and _is_done(out):
+                        done = out
+                    elif out is not None:
                         yield out + b"\n\n"
             if buffer.strip():
                 out = self.event(buffer.rstrip(b"\n"))
-                if out is not None:
+                if out is not None and _is_done(out):
+                    done = out
+                elif out is not None:
                     yield out + b"\n\n"
+            self.complete = ended = True
+            await self._end(answer)
+            if done is not None:
+                yield done + b"\n\n"
         except httpx.HTTPError as exc:
             log.warning("LLM provider stream broke off", extra={"error": str(exc)})
             failure = {"error": {"type": "provider_unreachable",
                                  "message": f"the provider's stream broke off: {exc}"}}  # fmt: skip
             yield b"data: " + orjson.dumps(failure) + b"\n\n"
         finally:
-            await answer.aclose()
-            usage = self.usage or (
-                estimate(self.prompt),
-                (self.streamed + CHARS_PER_TOKEN - 1) // CHARS_PER_TOKEN,
-            )
-            await self.settle(usage[0], usage[1], self.model)
-            if self.span is not None:
-                said = {"model": self.model} if self._named else None
-                hops.llm_end(self.span, answer.status_code, usage, said, self.usage is None)
+            if not ended:
+                await self._end(answer)
+
+    async def _end(self, answer: httpx.Response) -> None:
+        """Close the provider's stream, settle the call, record it when complete, end the span."""
+        await answer.aclose()
+        usage = self.usage or (
+            estimate(self.prompt),
+            (self.streamed + CHARS_PER_TOKEN - 1) // CHARS_PER_TOKEN,
+        )
+        await self.settle(usage[0], usage[1], self.model)
+        if self.complete and self.finished is not None:
+            await self.finished(usage)
+        if self.span is not None:
+            said = {"model": self.model} if self._named else None
+            hops.llm_end(self.span, answer.status_code, usage, said, self.usage is None)
 
 
 __all__ = ["MAX_MODEL_NAME", "SseRelay", "model_name", "usage_of"]

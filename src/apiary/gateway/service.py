@@ -48,6 +48,7 @@ from starlette.routing import BaseRoute, Route
 
 from apiary.errors import ApiaryError
 from apiary.gateway import calls, providers, translated
+from apiary.gateway import recorded_streams as streams
 from apiary.gateway.budget import DroneMeter, GatewayRefusal, Tally
 from apiary.gateway.calls import Budgeted, estimate, prompt_text
 from apiary.gateway.provider import Provider, Providers, Reader
@@ -266,14 +267,6 @@ class LlmGateway:
         """``spec.gateway.mode: replay`` (or a replaying session): the recorded answer, no
         provider, no tokens; ``mixed``: None — go to the provider — when nothing matches."""
         assert self.budgets is not None
-        if call.body.get("stream") and mixed:
-            return None
-        if call.body.get("stream"):
-            raise GatewayRefusal(
-                400, "invalid_request_error",
-                "this hive replays recorded calls (spec.gateway.mode: replay), which are not "
-                "streamed: call without stream", param="stream",
-            )  # fmt: skip
         stage = call.drone.spec.get("stage")
         got = await self.budgets.lookup(
             call.cell, source, {"path": path, "stage": stage, "request": call.body}
@@ -283,20 +276,36 @@ class LlmGateway:
         if "response" not in got:
             raise GatewayRefusal(400, "invalid_request_error", str(got.get("missing")),
                                  code="replay_mismatch")  # fmt: skip
+        sse = streams.sse_of(got, call.body, path) if call.body.get("stream") else None
+        if call.body.get("stream") and sse is None:
+            if mixed:
+                return None
+            raise GatewayRefusal(
+                400, "invalid_request_error",
+                f"the recorded {path[1:]} call was not streamed: call without stream",
+                param="stream",
+            )  # fmt: skip
         await self._settle(call, 0, 0)
+        if sse is not None:  # as it was streamed, or the recorded chat completion as a stream
+            return Response(sse, media_type="text/event-stream")
         return Response(orjson.dumps(got["response"]), media_type="application/json")
 
     async def _record(
-        self, call: Call, path: str, answer: Any, usage: tuple[int, int], started: float
-    ) -> None:
-        """Put the exchange in the session's journal: its cassette (:mod:`apiary.api.cassettes`)."""
+        self, call: Call, path: str, answer: Any, usage: tuple[int, int], started: float,
+        events: list[bytes] | None = None,
+    ) -> None:  # fmt: skip
+        """Put the exchange in the session's journal: its cassette (:mod:`apiary.api.cassettes`);
+        a streamed one with its events (:mod:`apiary.gateway.recorded_streams`)."""
         if self.budgets is None or not call.tally.session:
             return
-        await self.budgets.record(call.cell, call.tally.session, {
+        exchange = {
             "path": path, "stage": call.drone.spec.get("stage"), "model": call.body.get("model"),
             "request": call.body, "response": answer, "usage": list(usage),
             "latencyMs": round((time.monotonic() - started) * 1000, 3),
-        })  # fmt: skip
+        }  # fmt: skip
+        if events is not None:
+            exchange["stream"] = [e.decode("utf-8", "replace") for e in events]
+        await self.budgets.record(call.cell, call.tally.session, exchange)
 
     async def _translated(
         self, call: Call, path: str, translator: providers.Translator, span: Any
@@ -400,6 +409,14 @@ class LlmGateway:
         relay = SseRelay(settle, prompt_text(body), keep_usage_chunk=asked)
         relay.model = model_name(body.get("model"))
         relay.span = span
+        if call.tally.session and self.budgets is not None:  # into the cassette once complete
+            kept: list[bytes] = []
+            relay.recorded, started = kept, time.monotonic()
+
+            async def record(usage: tuple[int, int]) -> None:
+                await self._record(call, path, streams.assemble(kept), usage, started, kept)
+
+            relay.finished = record
         return StreamingResponse(
             relay.run(answer), answer.status_code, _passed(answer), media_type="text/event-stream"
         )

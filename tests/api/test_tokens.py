@@ -457,6 +457,15 @@ async def test_a_node_token_reads_only_the_secrets_its_own_drones_use(api: Api) 
     drone["spec"]["llm"] = {"provider": {"secretRef": {"name": "unused"}}}
     await api.store.update(drone)
     assert (await api.client.get(f"{base}/unused?reveal=true", headers=bearer(token))).is_success
+    # so does one a stdio MCP server's env takes a value from (the node starts the server)
+    r = await api.client.get(f"{base}/only-e?reveal=true", headers=bearer(token))
+    assert r.status_code == 403
+    ref = {"secretKeyRef": {"name": "only-e", "key": "token"}}
+    drone = await api.store.get("Drone", OWN, "d")
+    drone["spec"]["mcpServers"] = [{"name": "calc", "command": ["srv"],
+                                    "env": [{"name": "T", "valueFrom": ref}]}]  # fmt: skip
+    await api.store.update(drone)
+    assert (await api.client.get(f"{base}/only-e?reveal=true", headers=bearer(token))).is_success
 
 
 async def test_an_open_watch_ends_once_its_token_is_revoked(

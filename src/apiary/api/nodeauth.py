@@ -36,7 +36,8 @@ _LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 
 def secrets_of(drone_spec: Any) -> set[str]:
     """The Secrets a drone's spec names: env ``secretKeyRef``s, its LLM provider's, and its MCP
-    servers' ``headersFrom`` (the keeper sends those, docs/interop.md)."""
+    servers' ``headersFrom`` (the keeper sends those) and stdio servers' ``env``
+    (docs/interop.md)."""
     names = {name for _, name, _ in secret_key_refs(drone_spec)}
     llm = drone_spec.get("llm") if isinstance(drone_spec, dict) else None
     provider = llm.get("provider") if isinstance(llm, dict) else None
@@ -45,8 +46,14 @@ def secrets_of(drone_spec: Any) -> set[str]:
         names.add(ref["name"])
     servers = drone_spec.get("mcpServers") if isinstance(drone_spec, dict) else None
     for server in servers if isinstance(servers, list) else []:
-        for header in (server.get("headersFrom") if isinstance(server, dict) else None) or []:
+        server = server if isinstance(server, dict) else {}
+        for header in server.get("headersFrom") or []:
             ref = header.get("secretKeyRef") if isinstance(header, dict) else None
+            if isinstance(ref, dict) and isinstance(ref.get("name"), str) and ref["name"]:
+                names.add(ref["name"])
+        for var in server.get("env") or []:  # a stdio server's env, resolved by the node
+            source = var.get("valueFrom") if isinstance(var, dict) else None
+            ref = source.get("secretKeyRef") if isinstance(source, dict) else None
             if isinstance(ref, dict) and isinstance(ref.get("name"), str) and ref["name"]:
                 names.add(ref["name"])
     return names

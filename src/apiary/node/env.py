@@ -23,11 +23,12 @@ class EnvError(Exception):
 
 
 async def resolve_env(
-    entries: list[dict[str, Any]] | None, read_secret: SecretReader
+    entries: list[dict[str, Any]] | None, read_secret: SecretReader, field: str = "runtime.env"
 ) -> dict[str, str]:
-    """``runtime.env`` as a plain mapping. A missing Secret or key is an :class:`EnvError` naming
-    the env entry (``runtime.env[0].valueFrom.secretKeyRef``), so the status tells what to create.
-    Each Secret is read once per call."""
+    """``runtime.env`` (or another list of the same shape, at ``field``: a stdio MCP server's
+    ``mcpServers[0].env``) as a plain mapping. A missing Secret or key is an :class:`EnvError`
+    naming the env entry (``runtime.env[0].valueFrom.secretKeyRef``), so the status tells what
+    to create. Each Secret is read once per call."""
     env: dict[str, str] = {}
     secrets: dict[str, dict[str, Any]] = {}
     for i, entry in enumerate(entries or []):
@@ -39,7 +40,7 @@ async def resolve_env(
         if not ref:
             env[name] = ""
             continue
-        where = f"runtime.env[{i}].valueFrom.secretKeyRef"
+        where = f"{field}[{i}].valueFrom.secretKeyRef"
         secret_name, key = str(ref.get("name", "")), str(ref.get("key", ""))
         if secret_name not in secrets:
             try:

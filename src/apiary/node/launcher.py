@@ -81,6 +81,17 @@ class LaunchSpec:
     run_as: sandbox.Identity = field(default_factory=sandbox.Identity)
     home_dir: str | None = None  # the drone's private HOME/TMPDIR (:mod:`.sandbox`)
     cgroup_root: cgroups.CgroupRoot | None = None  # limits by cgroup v2 (:mod:`.cgroups`)
+    sidecar: str | None = None
+    """A process the node runs *for* the drone rather than the drone itself (a stdio MCP server,
+    ``mcp-<name>``): same identity, HOME, environment rules and limits, but its own orphan
+    record, cgroup and log stream (``<sidecar>.stderr``), so it neither replaces the drone's nor
+    is mistaken for it."""
+
+    @property
+    def unit(self) -> str:
+        """The name of this process's records (orphan record, cgroup): the drone's, or
+        ``<drone>.<sidecar>``."""
+        return self.drone if self.sidecar is None else f"{self.drone}.{self.sidecar}"
 
     def __post_init__(self) -> None:
         errors: list[FieldDetail] = []
@@ -104,6 +115,10 @@ class LaunchSpec:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value <= 0):
                 errors.append(FieldDetail(name, f"must be a positive integer, got {value!r}"))
+        if self.sidecar is not None and (
+            not self.sidecar or "/" in self.sidecar or " " in self.sidecar
+        ):
+            errors.append(FieldDetail("sidecar", f"must be a plain name, got {self.sidecar!r}"))
         if self.stdio not in ("pipes", "log"):
             errors.append(FieldDetail("stdio", f'must be "pipes" or "log", got {self.stdio!r}'))
         if not self.grace_period_seconds >= 0:
@@ -333,7 +348,7 @@ class DroneProcess:
         if self.cgroup is not None:
             await _remove_cgroup(self.cgroup)
         if self.spec.state_dir is not None:
-            orphans.forget_process(self.spec.state_dir, self.spec.cell, self.spec.drone, self.pid)
+            orphans.forget_process(self.spec.state_dir, self.spec.cell, self.spec.unit, self.pid)
         return rc
 
     async def _pump(self, reader: asyncio.StreamReader | None, stream: str) -> None:
@@ -358,8 +373,9 @@ class DroneProcess:
         if stream == "stderr":
             self._stderr_tail.extend(texts)
         if self._log is not None:
+            label = stream if self.spec.sidecar is None else f"{self.spec.sidecar}.{stream}"
             try:
-                self._log.write_lines(stream, texts)
+                self._log.write_lines(label, texts)
             except OSError as exc:  # a full disk must not kill the drone's pipe reader
                 log.warning(
                     "cannot write the drone's log",
@@ -391,7 +407,7 @@ def _make_cgroup(spec: LaunchSpec) -> str | None:
     try:
         return cgroups.create(
             root,
-            f"{spec.cell}__{spec.drone}",
+            f"{spec.cell}__{spec.unit}",
             memory_bytes=spec.memory_limit_bytes,
             cpu_millicores=spec.cpu_limit_millicores,
         )
@@ -457,7 +473,7 @@ async def launch(spec: LaunchSpec, *, log: LogWriter | None = None) -> DroneProc
     proc = DroneProcess(spec, transport, protocol, log, cgroup)
     if spec.state_dir is not None:
         try:
-            orphans.record_process(spec.state_dir, spec.cell, spec.drone, proc.pid, proc.pgid)
+            orphans.record_process(spec.state_dir, spec.cell, spec.unit, proc.pid, proc.pgid)
         except OSError as exc:
             proc.kill()
             await proc.wait()

@@ -30,7 +30,8 @@ from apiary.node import cgroups, sandbox
 from apiary.node.backoff import Backoff, BackoffPolicy
 from apiary.node.env import EnvError, SecretReader, resolve_env
 from apiary.node.keeper import Keeper, KeeperStats
-from apiary.node.launcher import DroneProcess, LaunchSpec, enforcement
+from apiary.node.launcher import DroneProcess, LaunchSpec, enforcement, launch
+from apiary.node.mcpstdio import StdioServers
 from apiary.node.probes import LIVENESS_FAILED, READINESS_FAILED, DroneProbes, probe_settings
 from apiary.node.statuswriter import rfc3339
 from apiary.node.supervision import DroneRuntimeStatus, Supervisor
@@ -139,6 +140,9 @@ class DroneRunner:
         """Why the readiness probe fails, while it does."""
         self.usage: Obj | None = None
         """The last ``status.usage`` (node/usage.py), sent with every status from then on."""
+        self.mcp_stdio = StdioServers(self.launch_mcp, grace_seconds=settings.grace_period_seconds)
+        """The drone's stdio MCP servers (``spec.mcpServers[].command``), which its keeper
+        starts on first use and which stop with it (:mod:`.mcpstdio`)."""
 
     # ---------------------------------------------------------------------------- lifecycle
 
@@ -151,6 +155,7 @@ class DroneRunner:
         if self._startup is not None:
             self._startup.cancel()
         self._stop_probes()
+        await self.mcp_stdio.close()  # before the supervisor closes the log they write to
         if self.supervisor is not None:
             await self.supervisor.stop()
         if self._task is not None:
@@ -216,9 +221,6 @@ class DroneRunner:
 
     def _launch_spec(self, env: dict[str, str]) -> LaunchSpec:
         runtime = self.spec.get("runtime") or {}
-        limits = (self.spec.get("resources") or {}).get("limits") or {}
-        memory = limits.get("memory")
-        cpu = limits.get("cpu")
         env = {**env, **self._extra_env, "APIARY_DRONE_UID": self.uid}
         for var, key in (("APIARY_HIVE", "hive"), ("APIARY_STAGE", "stage"),
                          ("APIARY_PATTERN", "pattern")):  # fmt: skip
@@ -229,34 +231,62 @@ class DroneRunner:
             env.setdefault("PORT", str(self.port))
             env.setdefault("APIARY_AGENT_PORT", str(self.port))
         command = list(runtime.get("command") or []) + list(runtime.get("args") or [])
+        spec = self._sandboxed(command, env, runtime.get("workingDir"))
+        self.isolation = {
+            "user": spec.run_as.describe(),
+            "home": spec.home_dir or "",
+            "workingDir": spec.working_dir or os.getcwd(),
+            # What launch() will do; each start confirms it (:meth:`_started`).
+            **enforcement(spec, spec.cgroup_root.path if spec.cgroup_root else None),
+        }
+        return spec
+
+    def _sandboxed(self, command: list[str], env: dict[str, str], working_dir: str | None,
+                   sidecar: str | None = None) -> LaunchSpec:  # fmt: skip
+        """The launch spec of a process of this drone — the agent, or a ``sidecar`` (a stdio
+        MCP server) — with the drone's identity, private directory and limits."""
+        limits = (self.spec.get("resources") or {}).get("limits") or {}
+        memory = limits.get("memory")
+        cpu = limits.get("cpu")
         identity = sandbox.drone_identity(
             self.spec.get("securityContext"), self.settings.drone_uid, self.settings.drone_gid
         )
         home = sandbox.private_dir_path(self.settings.drones_root(), self.cell, self.name)
-        spec = LaunchSpec(
+        return LaunchSpec(
             drone=self.name,
             cell=self.cell,
             command=command,
             env=env,
-            working_dir=runtime.get("workingDir") or self.settings.default_working_dir,
+            working_dir=working_dir or self.settings.default_working_dir,
             memory_limit_bytes=int(memory) if isinstance(memory, int) and memory > 0 else None,
             cpu_limit_millicores=int(cpu) if isinstance(cpu, int) and cpu > 0 else None,
-            stdio="log" if self.http else "pipes",
+            stdio="log" if self.http and sidecar is None else "pipes",
             log_dir=os.path.join(self.settings.state_dir, "logs"),
             state_dir=os.path.join(self.settings.state_dir, "pids"),
             grace_period_seconds=self.settings.grace_period_seconds,
             run_as=identity,
             home_dir=home,
             cgroup_root=cgroups.node_root() if self.settings.cgroups else None,
+            sidecar=sidecar,
         )
-        self.isolation = {
-            "user": identity.describe(),
-            "home": home,
-            "workingDir": spec.working_dir or os.getcwd(),
-            # What launch() will do; each start confirms it (:meth:`_started`).
-            **enforcement(spec, spec.cgroup_root.path if spec.cgroup_root else None),
-        }
-        return spec
+
+    async def launch_mcp(self, name: str) -> DroneProcess:
+        """Start the drone's stdio MCP server ``name`` in the drone's sandbox: its own ``env``
+        only (Secrets resolved like ``runtime.env``), its ``workingDir`` else the drone's, stdin
+        and stdout for the keeper, stderr into the drone's log (:mod:`.mcpstdio`)."""
+        servers = [s for s in self.spec.get("mcpServers") or [] if isinstance(s, dict)]
+        index = next((i for i, s in enumerate(servers) if s.get("name") == name), None)
+        if index is None or not servers[index].get("command"):
+            raise EnvError("NoSuchServer", f"no stdio MCP server {name!r} in the drone's spec")
+        entry = servers[index]
+        env = await resolve_env(entry.get("env"), self._read_secret, f"mcpServers[{index}].env")
+        env["PATH"] = agent_path(env)
+        runtime = self.spec.get("runtime") or {}
+        working_dir = entry.get("workingDir") or runtime.get("workingDir")
+        command = [str(a) for a in entry["command"]]
+        spec = self._sandboxed(command, env, working_dir, sidecar=f"mcp-{name}")
+        writer = self.supervisor.log if self.supervisor is not None else None
+        return await launch(spec, log=writer)
 
     # ------------------------------------------------------------------------ callbacks
 

@@ -4,6 +4,7 @@ what to install instead of failing with an ImportError; the rest of apiaryd does
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import pytest
 
@@ -25,7 +26,27 @@ def test_the_drone_spec_is_read_defensively() -> None:
                                 {"name": "Authorization", "prefix": "Bearer ",
                                  "secretKeyRef": {"name": "s", "key": "k"}}]},
                            {"name": "stdio", "command": ["srv"]}, "junk"]}  # fmt: skip
-    (calc,) = upstreams(spec).values()
+    calc, stdio = upstreams(spec).values()
     assert calc.allows("add") and not calc.allows("shout") and calc.timeout == 2
+    assert stdio.stdio and stdio.command == ("srv",) and not stdio.url and not calc.stdio
     assert calc.secret_headers == (("Authorization", "Bearer ", "s", "k"),)
     assert Upstream("all", "http://x", frozenset({"*"})).allows("anything")
+
+
+async def test_a_stdio_server_without_the_mcp_sdk_is_not_started(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from apiary.node.mcpstdio import NO_SDK as NO_STDIO_SDK
+    from apiary.node.mcpstdio import ServerUnavailable, StdioServers
+
+    started: list[str] = []
+
+    async def launch(name: str) -> Any:
+        started.append(name)
+        raise AssertionError("started without the SDK")
+
+    monkeypatch.setitem(sys.modules, "mcp", None)
+    with pytest.raises(ServerUnavailable) as refused:
+        await StdioServers(launch).client("calc")
+    assert str(refused.value) == NO_STDIO_SDK and "apiary[interop]" in NO_STDIO_SDK
+    assert started == []

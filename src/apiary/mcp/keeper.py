@@ -16,9 +16,10 @@ picks one when it holds several); a drone that holds none may list tools but not
 A call is bounded by ``timeoutSeconds`` (default 30) and cancelled when the agent hangs up.
 
 The upstream side is the ``mcp`` SDK's client (the ``interop`` extra: ``pip install
-'apiary[interop]'``); without it the endpoint answers every call with an error saying so.
-Servers started by ``command`` are not supported by the keeper: they would run as the node's
-user, not the drone's.
+'apiary[interop]'``); without it the endpoint answers every call with an error saying so. A
+``url`` server gets one Streamable HTTP session per request; a ``command`` (stdio) server is a
+process the node runs for the drone, in the drone's sandbox and as its user, started on first
+use and kept with one open MCP session for all the drone's calls (:mod:`apiary.node.mcpstdio`).
 """
 
 from __future__ import annotations
@@ -29,9 +30,9 @@ import binascii
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -40,6 +41,7 @@ from starlette.routing import BaseRoute, Route
 from apiary.errors import ApiaryError, BadRequest, Forbidden
 from apiary.mcp.protocol import INVALID_PARAMS, McpError, serve, text_result
 from apiary.node.keeperhttp import PREFIX, KeeperHttpServer, check_path
+from apiary.node.mcpstdio import ServerUnavailable
 from apiary.telemetry import tracing
 
 Obj = dict[str, Any]
@@ -57,11 +59,18 @@ class Upstream:
 
     name: str
     url: str
+    """The Streamable HTTP endpoint; empty for a stdio server."""
     allow: frozenset[str] = field(default_factory=frozenset)
     timeout: float = DEFAULT_TIMEOUT
     headers: Mapping[str, str] = field(default_factory=dict)
     secret_headers: tuple[tuple[str, str, str, str], ...] = ()
     """(header, prefix, Secret name, key) of ``headersFrom``."""
+    command: tuple[str, ...] = ()
+    """argv of a stdio server (the node starts it: :mod:`apiary.node.mcpstdio`)."""
+
+    @property
+    def stdio(self) -> bool:
+        return bool(self.command)
 
     def allows(self, tool: str) -> bool:
         return "*" in self.allow or tool in self.allow
@@ -71,7 +80,11 @@ def upstreams(spec: Mapping[str, Any]) -> dict[str, Upstream]:
     """The drone's MCP servers by name (entries the admission check would refuse are skipped)."""
     out: dict[str, Upstream] = {}
     for entry in spec.get("mcpServers") or []:
-        if not isinstance(entry, dict) or not isinstance(entry.get("url"), str):
+        if not isinstance(entry, dict):
+            continue
+        command = entry.get("command")
+        argv = tuple(str(a) for a in command) if isinstance(command, list) and command else ()
+        if not isinstance(entry.get("url"), str) and not argv:
             continue
         name = str(entry.get("name") or "")
         allow = frozenset(str(t) for t in entry.get("allowTools") or [])
@@ -82,7 +95,8 @@ def upstreams(spec: Mapping[str, Any]) -> dict[str, Upstream]:
         secret = tuple(
             _header_from(h) for h in entry.get("headersFrom") or [] if isinstance(h, dict)
         )
-        out[name] = Upstream(name, entry["url"], allow, seconds, pairs, secret)
+        url = "" if argv else str(entry["url"])
+        out[name] = Upstream(name, url, allow, seconds, pairs, secret, argv)
     return out
 
 
@@ -121,23 +135,43 @@ async def connect(up: Upstream, extra: Mapping[str, str] | None = None) -> Async
         yield client
 
 
+class StdioPool(Protocol):
+    """The drone's stdio servers (:class:`apiary.node.mcpstdio.StdioServers`)."""
+
+    async def client(self, name: str) -> Any: ...
+
+
 class KeeperTools:
     """The tool set one drone sees: its servers' allowed tools, each call recorded."""
 
     def __init__(self, keeper: KeeperHttpServer, cell: str, drone: str, spec: Mapping[str, Any],
-                 session: str | None, traceparent: str | None) -> None:  # fmt: skip
+                 session: str | None, traceparent: str | None,
+                 stdio: StdioPool | None = None) -> None:  # fmt: skip
         self.keeper, self.cell, self.drone = keeper, cell, drone
+        self.stdio = stdio
         self.servers = upstreams(spec)
         self.stage = str(spec.get("stage") or "") or None
         self.session, self.traceparent = session, traceparent
         self.name = f"apiary-keeper-{drone}"
 
+    @contextlib.asynccontextmanager
+    async def _client(self, up: Upstream) -> AsyncIterator[Any]:
+        """A connected client of ``up``: a new Streamable HTTP session, or the drone's open
+        session with its stdio server (started now if it does not run)."""
+        if not up.stdio:
+            extra = await secret_headers(self.keeper, self.cell, up)
+            async with connect(up, extra) as client:
+                yield client
+            return
+        if self.stdio is None:
+            raise ServerUnavailable("this keeper cannot run stdio MCP servers")
+        yield await self.stdio.client(up.name)
+
     async def list_tools(self) -> list[Obj]:
         tools: list[Obj] = []
         for up in self.servers.values():
             try:
-                extra = await secret_headers(self.keeper, self.cell, up)
-                async with connect(up, extra) as client:
+                async with asyncio.timeout(up.timeout), self._client(up) as client:
                     listed = (await client.list_tools()).tools
             except McpError:
                 raise
@@ -169,14 +203,18 @@ class KeeperTools:
         started = time.monotonic()
         with _span(up, tool, self.traceparent) as span:
             try:
-                extra = await secret_headers(self.keeper, self.cell, up)
-                async with asyncio.timeout(up.timeout), connect(up, extra) as client:
+                async with asyncio.timeout(up.timeout), self._client(up) as client:
                     result = await client.call_tool(
                         tool, arguments, read_timeout_seconds=up.timeout
                     )
                 answer: Obj = result.model_dump(mode="json", by_alias=True, exclude_none=True)
                 error = None
             except McpError:
+                raise
+            except asyncio.CancelledError:  # the agent hung up: the call is dropped, and said so
+                latency = (time.monotonic() - started) * 1000
+                why = f"cancelled: the agent hung up before MCP server {server!r} answered"
+                await asyncio.shield(self._record(up, tool, arguments, None, latency, why))
                 raise
             except TimeoutError:
                 error = f"MCP server {server!r} did not answer within {up.timeout:g}s"
@@ -211,7 +249,12 @@ def _span(up: Upstream, tool: str, traceparent: str | None) -> Any:
     if tracing.TRACER is None:
         yield None
         return
-    attributes = {"mcp.server": up.name, "mcp.tool": tool, "mcp.url": up.url}
+    attributes = {"mcp.server": up.name, "mcp.tool": tool,
+                  "mcp.transport": "stdio" if up.stdio else "streamable-http"}  # fmt: skip
+    if up.stdio:
+        attributes["mcp.command"] = up.command[0]
+    else:
+        attributes["mcp.url"] = up.url
     with tracing.TRACER.start_as_current_span(
         "mcp.tools/call", context=tracing.context_from(traceparent), attributes=attributes
     ) as span:
@@ -233,6 +276,31 @@ def _session(request: Request, keeper: KeeperHttpServer, cell: str, drone: str) 
     return held[0].rpartition("/")[2] if held else None
 
 
+async def _unless_hung_up(request: Request, work: Awaitable[Response]) -> Response:
+    """``work``, cancelled when the agent hangs up (its connection closes) before the answer:
+    the call is then dropped upstream too — a stdio server's session cancels the request."""
+    task = asyncio.ensure_future(work)
+
+    async def hung_up() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    watch = asyncio.ensure_future(hung_up())
+    try:
+        await asyncio.wait({task, watch}, return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:
+        task.cancel()
+        raise
+    finally:
+        watch.cancel()
+    if task.done():
+        return task.result()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    return Response(status_code=499)  # nobody reads it: the agent is gone
+
+
 def mcp_keeper_routes(keeper: KeeperHttpServer) -> list[BaseRoute]:
     """``POST /drones/{cell}/{drone}/mcp`` on the keeper's server (GET and DELETE: 405)."""
 
@@ -250,8 +318,9 @@ def mcp_keeper_routes(keeper: KeeperHttpServer) -> list[BaseRoute]:
         except ApiaryError as exc:
             return Response(exc.message, status_code=exc.status, media_type="text/plain")
         tools = KeeperTools(keeper, cell, drone, running.spec, session,
-                            request.headers.get("traceparent"))  # fmt: skip
-        return await serve(raw, tools)
+                            request.headers.get("traceparent"),
+                            getattr(running, "mcp_stdio", None))  # fmt: skip
+        return await _unless_hung_up(request, serve(raw, tools))
 
     async def not_allowed(request: Request) -> Response:
         return Response(status_code=405, headers={"Allow": "POST"})

@@ -37,11 +37,12 @@ def test_a_hive_says_whether_it_is_an_a2a_agent() -> None:
     assert {"spec.a2a.expose", "spec.a2a.skills[0].id"} <= set(_fields(bad.value))
 
 
-def test_mcp_servers_are_http_urls_with_unique_names_and_no_commands() -> None:
+def test_mcp_servers_are_http_urls_or_commands_with_unique_names() -> None:
     ok = admit(_agent([{"name": "calc", "url": "http://127.0.0.1:1/mcp", "allowTools": ["add"]}]))
     assert ok.warnings == []
     with pytest.raises(ValidationFailed) as bad:
-        admit(_agent([{"name": "a", "command": ["srv"]}, {"name": "b", "url": "ftp://x"},
+        admit(_agent([{"name": "a", "command": ["srv"], "url": "http://x"},
+                      {"name": "b", "url": "ftp://x"},
                       {"name": "c"},
                       {"name": "d", "url": "http://x", "timeoutSeconds": 9999}]))  # fmt: skip
     fields = _fields(bad.value)
@@ -50,6 +51,38 @@ def test_mcp_servers_are_http_urls_with_unique_names_and_no_commands() -> None:
     with pytest.raises(ValidationFailed) as dup:
         admit(_agent([{"name": "a", "url": "http://x"}, {"name": "a", "url": "http://y"}]))
     assert _fields(dup.value) == ["spec.mcpServers[1].name"]
+
+
+def test_a_stdio_server_is_a_bounded_command_with_its_own_env() -> None:
+    secret = {"secretKeyRef": {"name": "calc", "key": "token", "optional": True}}
+    server = {"name": "calc", "command": ["python", "calc.py"], "allowTools": ["*"],
+              "workingDir": "/srv", "timeoutSeconds": 5,
+              "env": [{"name": "A", "value": "1"}, {"name": "T", "valueFrom": secret}]}  # fmt: skip
+    assert admit(_agent([server])).warnings == []
+    with pytest.raises(ValidationFailed) as bad:
+        admit(_agent([
+            {"name": "a", "command": []},
+            {"name": "b", "command": ["x" * 4097]},
+            {"name": "c", "command": ["x"] * 65},
+            {"name": "d", "command": [" "]},
+            {"name": "e", "url": "http://x", "env": [{"name": "A", "value": "1"}]},
+            {"name": "f", "url": "http://x", "workingDir": "/srv"},
+            {"name": "g", "command": ["x"], "headers": {"A": "b"}},
+            {"name": "h", "command": ["x"], "env": [{"name": "A", "value": "1"},
+                                                     {"name": "A", "value": "2"}]},
+            {"name": "i", "command": ["x"], "env": [{"name": "1bad", "value": "1"}]},
+            {"name": "j", "command": ["x"],
+             "env": [{"name": "A", "value": "1", "valueFrom": secret}]},
+            {"name": "k", "command": ["x"], "env": [{"name": f"V{n}"} for n in range(65)]},
+            {"name": "l", "command": "python calc.py"},
+        ]))  # fmt: skip
+    fields = set(_fields(bad.value))
+    assert {"spec.mcpServers[0].command", "spec.mcpServers[1].command[0]",
+            "spec.mcpServers[2].command", "spec.mcpServers[3].command[0]",
+            "spec.mcpServers[4].env", "spec.mcpServers[5].workingDir",
+            "spec.mcpServers[6].headers", "spec.mcpServers[7].env[1].name",
+            "spec.mcpServers[8].env[0].name", "spec.mcpServers[9].env[0].valueFrom",
+            "spec.mcpServers[10].env", "spec.mcpServers[11].command"} <= fields, fields  # fmt: skip
 
 
 def test_an_a2a_interface_needs_a_url_and_no_runtime() -> None:

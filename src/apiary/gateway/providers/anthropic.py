@@ -23,6 +23,10 @@ VERSION = "2023-06-01"
 DEFAULT_MAX_TOKENS = 4096
 FINISH = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length",
           "tool_use": "tool_calls", "pause_turn": "stop", "refusal": "content_filter"}  # fmt: skip
+"""Anthropic's ``stop_reason`` → OpenAI's ``finish_reason`` (the first of each is the way back:
+:mod:`apiary.gateway.messages` serves the Messages API over chat completions)."""
+TOOL_CHOICE = {"auto": "auto", "required": "any", "none": "none"}
+"""OpenAI's ``tool_choice`` strings → Anthropic's ``tool_choice.type`` (and back)."""
 
 
 def _image(part: Obj) -> Obj | None:
@@ -51,7 +55,8 @@ def _blocks(content: Any) -> list[Obj]:
     return out
 
 
-def _arguments(raw: Any) -> Any:
+def tool_input(raw: Any) -> Any:
+    """A tool call's JSON ``arguments`` as the object a ``tool_use`` block's ``input`` is."""
     if isinstance(raw, dict):
         return raw
     try:
@@ -86,7 +91,7 @@ def _messages(messages: list[Any]) -> tuple[str, list[Obj]]:
                 fn = (call or {}).get("function") or {}
                 blocks.append({"type": "tool_use", "id": str(call.get("id") or ""),
                                "name": str(fn.get("name") or ""),
-                               "input": _arguments(fn.get("arguments"))})  # fmt: skip
+                               "input": tool_input(fn.get("arguments"))})  # fmt: skip
             add("assistant", blocks)
         else:
             add("user", _blocks(m.get("content")))
@@ -94,12 +99,8 @@ def _messages(messages: list[Any]) -> tuple[str, list[Obj]]:
 
 
 def _tool_choice(choice: Any) -> Obj | None:
-    if choice == "auto":
-        return {"type": "auto"}
-    if choice == "required":
-        return {"type": "any"}
-    if choice == "none":
-        return {"type": "none"}
+    if isinstance(choice, str) and choice in TOOL_CHOICE:
+        return {"type": TOOL_CHOICE[choice]}
     if isinstance(choice, dict):
         name = (choice.get("function") or {}).get("name")
         if isinstance(name, str):
@@ -153,8 +154,10 @@ class Anthropic:
         if calls:
             message["tool_calls"] = calls
         finish = FINISH.get(str(answer.get("stop_reason")), "stop")
-        return completion(str(answer.get("model") or model), str(answer.get("id") or "msg"),
-                          message, finish, usage_of(answer.get("usage")))  # fmt: skip
+        out = completion(str(answer.get("model") or model), str(answer.get("id") or "msg"),
+                         message, finish, usage_of(answer.get("usage")))  # fmt: skip
+        _stop_sequence(out, answer.get("stop_sequence"))
+        return out
 
     def stream(self, model: str) -> AnthropicStream:
         return AnthropicStream(model)
@@ -165,6 +168,14 @@ class Anthropic:
             kind = str(err.get("type") or "api_error")
             return error_body(str(err.get("message") or ""), kind)
         return error_body(f"the Anthropic API answered {status}", "api_error")
+
+
+def _stop_sequence(answer: Obj, sequence: Any) -> None:
+    """The stop sequence that ended the answer as ``choices[].stop_reason``, as vLLM names it
+    (chat completions have no field of their own): the Messages API served to agents
+    (:mod:`apiary.gateway.messages`) answers ``stop_sequence`` from it."""
+    if isinstance(sequence, str) and answer.get("choices"):
+        answer["choices"][0]["stop_reason"] = sequence
 
 
 def usage_of(usage: Any) -> tuple[int, int]:
@@ -221,7 +232,9 @@ class AnthropicStream:
             reason = (event.get("delta") or {}).get("stop_reason")
             if reason:
                 self._finished = True
-                return [self._chunk({}, FINISH.get(str(reason), "stop"))]
+                out_chunk = self._chunk({}, FINISH.get(str(reason), "stop"))
+                _stop_sequence(out_chunk, (event.get("delta") or {}).get("stop_sequence"))
+                return [out_chunk]
         if kind == "error":
             err = event.get("error") or {}
             return [{"error": error_body(str(err.get("message")), str(err.get("type")))["error"]}]
@@ -231,4 +244,4 @@ class AnthropicStream:
         return [] if self._finished else [self._chunk({}, "stop")]
 
 
-__all__ = ["Anthropic", "AnthropicStream"]
+__all__ = ["FINISH", "TOOL_CHOICE", "VERSION", "Anthropic", "AnthropicStream", "tool_input"]

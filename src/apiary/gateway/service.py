@@ -3,6 +3,7 @@
     POST /drones/{cell}/{drone}/v1/chat/completions   (``"stream": true`` → SSE, passed through)
     POST /drones/{cell}/{drone}/v1/embeddings
     GET  /drones/{cell}/{drone}/v1/models
+    POST /drones/{cell}/{drone}/v1/messages           (Anthropic's Messages API, as a chat)
 
 So an agent points any OpenAI client at ``$APIARY_KEEPER_URL/v1`` with ``$APIARY_KEEPER_TOKEN``
 as its API key. The gateway checks the caller (the keeper token of that drone), finds the provider
@@ -47,7 +48,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
 from apiary.errors import ApiaryError
-from apiary.gateway import calls, providers, translated
+from apiary.gateway import calls, messages, providers, translated
 from apiary.gateway import recorded_streams as streams
 from apiary.gateway.budget import DroneMeter, GatewayRefusal, Tally
 from apiary.gateway.calls import Budgeted, estimate, prompt_text
@@ -134,6 +135,7 @@ class LlmGateway:
             Route(PREFIX + "/v1/responses", self._responses, methods=["POST"]),
             Route(PREFIX + "/v1/embeddings", self._embeddings, methods=["POST"]),
             Route(PREFIX + "/v1/models", self._models, methods=["GET"]),
+            Route(PREFIX + "/v1/messages", self._messages, methods=["POST"]),
         ]
 
     async def aclose(self) -> None:
@@ -326,6 +328,10 @@ class LlmGateway:
 
     async def _chat(self, request: Request) -> Response:
         return await self._handle(request, "chat", "/chat/completions", completion_of_chat)
+
+    async def _messages(self, request: Request) -> Response:
+        """Anthropic's Messages API as a chat completion (:mod:`apiary.gateway.messages`)."""
+        return await messages.serve(request, self._body, self._chat)
 
     async def _responses(self, request: Request) -> Response:
         """The Responses API (``POST /v1/responses``), counted like a chat completion: usage

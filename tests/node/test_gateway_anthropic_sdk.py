@@ -294,6 +294,18 @@ async def test_create_stream_and_usage_from_a_drone_with_the_anthropic_sdk(
         usage = (await stack.client.request("GET", f"/api/v1/cells/{cell}/llmbudget")).body
         assert usage["hives"]["h"]["tokens"] == 2 * CALL
         assert usage["sessions"]["create"]["tokens"] == CALL
+        # Recorded as the chat completion it was served as, and replayed from the cassette.
+        for name in ("create", "stream"):
+            entries = await stack.journal.read(f"{cell}/{name}", kinds={"event"})
+            (call,) = [e.message["payload"]["llmCall"] for e in entries]
+            assert call["path"] == "/chat/completions" and call["usage"] == [10, 5]
+        gateway = {"mode": "replay", "replayFrom": "create"}
+        await sdk_hive_of(stack, budget={"tokens": 1000}, gateway=gateway)
+        again = await ask(stack, "again", {"op": "create", "text": "alpha"})
+        assert again.kind == "final", again.message
+        replayed = again.message["payload"]
+        assert replayed.pop("id").startswith("msg") and replayed == created
+        assert len(provider.chat_calls()) == 2  # none for the replay
 
 
 async def sdk_hive_of(stack: Stack, *, llm: dict[str, Any] | None = None, **hive_spec: Any) -> None:

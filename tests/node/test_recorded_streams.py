@@ -16,13 +16,13 @@ def event(chunk: dict[str, object]) -> bytes:
 HEAD = {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m"}
 TOOL = {"index": 0, "id": "t1", "type": "function",
         "function": {"name": "get_weather", "arguments": '{"ci'}}  # fmt: skip
+MORE = {"index": 0, "function": {"arguments": 'ty": "Paris"}'}}
 STREAM = [
     event({**HEAD, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]}),
     event({**HEAD, "choices": [{"index": 0, "delta": {"content": "echo: "}}]}),
     event({**HEAD, "choices": [{"index": 0, "delta": {"content": "alpha"}}]}),
     event({**HEAD, "choices": [{"index": 0, "delta": {"tool_calls": [TOOL]}}]}),
-    event({**HEAD, "choices": [{"index": 0, "delta": {"tool_calls": [
-        {"index": 0, "function": {"arguments": 'ty": "Paris"}'}}]}}]}),  # fmt: skip
+    event({**HEAD, "choices": [{"index": 0, "delta": {"tool_calls": [MORE]}}]}),
     event({**HEAD, "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]}),
     event({**HEAD, "choices": [], "usage": {"prompt_tokens": 10, "completion_tokens": 5}}),
     b"data: [DONE]",

@@ -144,6 +144,8 @@ def test_a_server_that_cannot_start_says_why(tmp_path: Path) -> None:
             {"name": "dies", "command": [sys.executable, "-c", "import sys; sys.exit(3)"]},
             {"name": "nosecret", "command": [sys.executable, str(CALC)],
              "env": [{"name": "X", "valueFrom": {"secretKeyRef": {"name": "gone", "key": "k"}}}]},
+            {"name": "mute", "command": [sys.executable, "-c",
+                                         "import os, time; os.close(1); time.sleep(60)"]},
         ])  # fmt: skip
         with pytest.raises(ServerUnavailable, match='could not start: executable "no-such'):
             await runner.mcp_stdio.client("calc")
@@ -151,6 +153,10 @@ def test_a_server_that_cannot_start_says_why(tmp_path: Path) -> None:
             await runner.mcp_stdio.client("dies")
         with pytest.raises(ServerUnavailable, match=r"mcpServers\[2\]\.env\[0\].*'gone'"):
             await runner.mcp_stdio.client("nosecret")
+        with pytest.raises(ServerUnavailable, match="did not answer the MCP handshake"):
+            await runner.mcp_stdio.client("mute")  # its stdout closed: stopped, not left over
+        assert runner.mcp_stdio.process("mute") is None
+        assert not list((tmp_path / "state" / "pids").glob("*.pid"))
         await runner.stop()
 
     asyncio.run(main())

@@ -48,9 +48,12 @@ class ServerUnavailable(Exception):
 
 
 @contextlib.asynccontextmanager
-async def pipes_transport(proc: DroneProcess) -> AsyncIterator[tuple[Any, Any]]:
+async def pipes_transport(
+    proc: DroneProcess, ended: asyncio.Event | None = None
+) -> AsyncIterator[tuple[Any, Any]]:
     """An ``mcp`` client transport over a started process's stdin/stdout: the read and write
-    streams of :class:`mcp.shared.message.SessionMessage` that ``mcp.Client`` takes."""
+    streams of :class:`mcp.shared.message.SessionMessage` that ``mcp.Client`` takes. ``ended``
+    is set when the server's stdout ends (it closed it, or died)."""
     import anyio
     import mcp_types
     from mcp.shared.message import SessionMessage
@@ -62,6 +65,13 @@ async def pipes_transport(proc: DroneProcess) -> AsyncIterator[tuple[Any, Any]]:
     write_stream, from_session = anyio.create_memory_object_stream[SessionMessage](0)
 
     async def read() -> None:
+        try:
+            await read_lines()
+        finally:
+            if ended is not None:
+                ended.set()
+
+    async def read_lines() -> None:
         async with to_session:
             while True:
                 try:
@@ -118,6 +128,7 @@ class _Server:
         self._stop = asyncio.Event()
 
     def alive(self) -> bool:
+        """The process runs and its session is open (the owner leaves when either ends)."""
         return (self.client is not None and self.proc is not None
                 and self.proc.returncode is None
                 and self._owner is not None and not self._owner.done())  # fmt: skip
@@ -150,13 +161,16 @@ class _Server:
         until the drone stops or the process dies."""
         from mcp import Client
 
+        ended = asyncio.Event()
         try:
-            async with Client(pipes_transport(proc)) as client:
+            async with Client(pipes_transport(proc, ended)) as client:
                 ready.set_result(client)
-                exited = asyncio.ensure_future(proc.wait())
-                stopping = asyncio.ensure_future(self._stop.wait())
-                await asyncio.wait({exited, stopping}, return_when=asyncio.FIRST_COMPLETED)
-                stopping.cancel()
+                waits = {asyncio.ensure_future(proc.wait()),
+                         asyncio.ensure_future(self._stop.wait()),
+                         asyncio.ensure_future(ended.wait())}  # fmt: skip
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                for waiting in waits:
+                    waiting.cancel()
         except Exception as exc:
             if not ready.done():
                 detail = f"exited with code {proc.returncode}" if proc.returncode is not None \

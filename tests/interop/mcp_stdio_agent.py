@@ -16,15 +16,17 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
 
-def _client(timeout: float) -> tuple[httpx2.AsyncClient, Client]:
-    token = os.environ["APIARY_KEEPER_TOKEN"]
-    http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=timeout)
+def _client(timeout: float, traceparent: str | None = None) -> tuple[httpx2.AsyncClient, Client]:
+    headers = {"Authorization": f"Bearer {os.environ['APIARY_KEEPER_TOKEN']}"}
+    if traceparent:  # the tool calls join the message's trace
+        headers["traceparent"] = traceparent
+    http = httpx2.AsyncClient(headers=headers, timeout=timeout)
     url = os.environ["APIARY_KEEPER_URL"] + "/mcp"
     return http, Client(streamable_http_client(url, http_client=http))
 
 
-async def handle(text: str) -> dict:
-    http, client = _client(30)
+async def handle(text: str, traceparent: str | None) -> dict:
+    http, client = _client(30, traceparent)
     async with http, client as mcp:
         names = sorted(t.name for t in (await mcp.list_tools()).tools)
         added = await mcp.call_tool("calc.add", {"a": 2, "b": 3})
@@ -47,5 +49,5 @@ async def handle(text: str) -> dict:
 
 for line in sys.stdin:
     message = json.loads(line)
-    answer = asyncio.run(handle(str(message["payload"])))
+    answer = asyncio.run(handle(str(message["payload"]), message.get("traceparent")))
     print(json.dumps({"type": "result", "payload": answer}), flush=True)

@@ -14,16 +14,28 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from e2e.cluster import Apiaryd, agent_processes, is_ready, new_cell, run_session, wait_drones
+from fakes.otlp_receiver import OtlpReceiver, running_receiver
 
 pytestmark = pytest.mark.slow
 HERE = Path(__file__).parent
 NOBODY = 65534
+
+
+@pytest.fixture
+def receiver(monkeypatch: pytest.MonkeyPatch) -> Iterator[OtlpReceiver]:
+    """An in-test OTLP receiver apiaryd exports its spans to (configured by OTEL_* only)."""
+    with running_receiver() as got:
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", got.url)
+        monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "100")
+        monkeypatch.delenv("OTEL_SERVICE_NAME", raising=False)
+        yield got
 
 
 def _uid_of(pid: int) -> int:
@@ -47,7 +59,9 @@ def _tool_calls(c: Any, cell: str, session: str) -> list[dict[str, Any]]:
             if e["kind"] == "event" and "toolCall" in e["message"]["payload"]]  # fmt: skip
 
 
-def test_an_agent_calls_a_stdio_server_the_node_runs_as_the_drone(tmp_path: Path) -> None:
+def test_an_agent_calls_a_stdio_server_the_node_runs_as_the_drone(
+    tmp_path: Path, receiver: OtlpReceiver
+) -> None:
     server = Apiaryd(tmp_path / "data").start()
     try:
         cell = new_cell()
@@ -101,6 +115,18 @@ def test_an_agent_calls_a_stdio_server_the_node_runs_as_the_drone(tmp_path: Path
             assert add["stage"] == "use" and add["drone"] and add["latencyMs"] > 0
             assert whoami["result"]["structuredContent"]["pid"] == pid
             assert shout["isError"] and "allowTools" in shout["error"]
+            path = f"/api/v1/cells/{cell}/sessions/{first}/transcript"
+            trace_id = c.request("GET", path).body["items"][0]["message"]["traceparent"]
+            trace_id = trace_id.split("-")[1]
+
+            def calls_of(spans: list) -> dict:  # type: ignore[type-arg]
+                return {g.attributes["mcp.tool"]: g for g in spans
+                        if g.name == "mcp.tools/call" and g.trace_id == trace_id}  # fmt: skip
+
+            spans = calls_of(receiver.wait_for(lambda got: len(calls_of(got)) == 2, 15))
+            assert spans["add"].attributes["mcp.transport"] == "stdio"
+            assert spans["add"].attributes["mcp.command"] == sys.executable
+            assert spans["add"].attributes["mcp.is_error"] is False
 
             # The next session: the same process and session; a call the agent hangs up on
             # is cancelled upstream and journaled so, and the server goes on answering.

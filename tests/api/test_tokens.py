@@ -535,3 +535,14 @@ async def test_a_node_token_spends_and_settles_only_the_budgets_of_its_own_drone
     assert r.status_code == 200, r.text
     used = (await api.client.get(f"/api/v1/cells/{OWN}/llmbudget")).json()
     assert used["cell"]["tokens"] == 15, used  # n1's one call only; the refused held nothing
+    # the recorded calls (cassettes) are bound the same way
+    await api.store.create(sample("Session", "s1", OWN))
+    call = {"request": {"messages": []}, "response": {}, "stage": "s"}
+    r = await api.client.post(f"/api/v1/cells/{OWN}/sessions/s1/llm-calls", json=call,
+                              headers=bearer(n2))  # fmt: skip
+    assert r.status_code == 403 and 'hive "h"' in r.json()["message"], r.text
+    n3 = await mint(api, "n3", "node", node="n3")
+    lookup = {"from": "s1", "request": {"messages": []}}
+    r = await api.client.post(f"/api/v1/cells/{OWN}/llmcalls/lookup", json=lookup,
+                              headers=bearer(n3))  # fmt: skip
+    assert r.status_code == 403 and 'placed on node "n3"' in r.json()["message"], r.text

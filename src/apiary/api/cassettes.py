@@ -17,7 +17,8 @@ calls a provider: each call is answered from SESSION's cassette by its hash, cos
 A call the cassette has no match for is refused naming the first field where it differs from the
 recorded call of the same stage nearest to it (``messages[1].content: 'new' ≠ recorded 'old'``).
 Recording needs ``update/comb`` on the Session (nodes have it, as for tool calls), the lookup
-``create`` on LlmBudget (nodes).
+``create`` on LlmBudget (nodes); a node records only for a session of a Hive one of its drones
+belongs to, and looks up only in a Cell where it runs a drone (``NodeServes``).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from apiary.api.session_ops import SessionOps
 from apiary.errors import Invalid, NotFound
 from apiary.journal import Entry
 from apiary.router.plan import Plan
+from apiary.security.roles import NODE
 from apiary.waggle import Message
 
 Obj = dict[str, Any]
@@ -110,7 +112,12 @@ def cassette_routes() -> APIRouter:
     @r.post(RECORD, status_code=201, summary="Record one LLM exchange in the session's journal")
     async def record(request: Request, cell: str, name: str) -> Response:
         state = state_of(request)
-        state.authorizer.authorize(request.scope[PRINCIPAL_KEY], "update/comb", "Session", cell)
+        principal = request.scope[PRINCIPAL_KEY]
+        state.authorizer.authorize(principal, "update/comb", "Session", cell)
+        if principal.role == NODE:  # only for a session of a hive it serves
+            session = await state.store.get("Session", cell, name)
+            hive = str((session.get("spec") or {}).get("hiveRef") or "")
+            await state.node_serves.check(state.store, principal, cell, hive or None)
         body = await read_json(request, state)
         if not isinstance(body.get("request"), dict) or "response" not in body:
             raise Invalid("request: an LLM call is recorded with its request and response")
@@ -136,7 +143,9 @@ def cassette_routes() -> APIRouter:
     @r.post(LOOKUP, summary="The recorded answer of an LLM call, for a replaying gateway")
     async def lookup(request: Request, cell: str) -> Response:
         state = state_of(request)
-        state.authorizer.authorize(request.scope[PRINCIPAL_KEY], "create", "LlmBudget", cell)
+        principal = request.scope[PRINCIPAL_KEY]
+        state.authorizer.authorize(principal, "create", "LlmBudget", cell)
+        await state.node_serves.check(state.store, principal, cell, None)
         body = await read_json(request, state)
         source, asked = body.get("from"), body.get("request")
         if not isinstance(source, str) or not isinstance(asked, dict):

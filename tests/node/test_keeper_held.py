@@ -20,6 +20,13 @@ AGENT = textwrap.dedent(
     """
     import json, sys, threading, time
 
+    lock = threading.Lock()
+
+    def say(out):  # one write per line: print() from two threads can interleave its newline
+        with lock:
+            sys.stdout.write(json.dumps(out) + "\\n")
+            sys.stdout.flush()
+
     def work(msg):
         p = msg["payload"]
         if p.get("do") == "hang":
@@ -29,10 +36,9 @@ AGENT = textwrap.dedent(
         for i in range(p.get("more", 0)):
             out = {"type": "result", "payload": i, "correlationId": msg["id"],
                    "metadata": {"more": "true"}}
-            print(json.dumps(out), flush=True)
+            say(out)
         time.sleep(p.get("sleep", 0))
-        print(json.dumps({"type": "result", "payload": "done", "correlationId": msg["id"]}),
-              flush=True)
+        say({"type": "result", "payload": "done", "correlationId": msg["id"]})
 
     for line in sys.stdin:
         threading.Thread(target=work, args=(json.loads(line),), daemon=True).start()

@@ -2,8 +2,9 @@
 
 A Drone's ``spec`` carries everything a node needs to run it — a copy of the AgentSpec's runtime,
 interface, resources and task tier, what that tier resolves to in its Cell (``resolvedTier``:
-model, token cap, priority — :mod:`apiary.resources.tiers`), the merged guardrails, and the
-stage's own configuration — so a node never reads the AgentSpec. The ``templateHash`` of that
+model, token cap, priority — :mod:`apiary.resources.tiers`), its ``llm`` over the Cell's default
+``spec.llm`` (:mod:`apiary.resources.llm`), the merged guardrails, and the stage's own
+configuration — so a node never reads the AgentSpec. The ``templateHash`` of that
 copy is part of the drone name, so any change that affects how a drone runs makes new names and
 a rolling replacement.
 
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from apiary.controllers.meta import Obj, QuantityError, requests_of, short_hash
+from apiary.resources.llm import merged_llm
 from apiary.resources.tiers import resolve_tier
 
 SEGMENT_ENTRY_KEYS = ("subscribers", "stages", "agents")
@@ -252,7 +254,8 @@ def drone_template(
 ) -> Obj:
     """The part of a Drone spec shared by all replicas of a stage (or standalone AgentSpec).
 
-    Guardrails merge from general to specific: Cell defaults, AgentSpec, Hive, stage. A
+    Guardrails merge from general to specific: Cell defaults, AgentSpec, Hive, stage; ``llm``
+    is the AgentSpec's over the Cell's ``spec.llm`` (:func:`apiary.resources.llm.merged_llm`). A
     ``taskTier`` is resolved into ``resolvedTier`` from the Cell's ``spec.tiers`` over ``tiers``
     (the server's map) over the built-in one, so a change of either rolls the tier's drones.
     Raises :class:`QuantityError` (naming the AgentSpec field) when its requests are unreadable.
@@ -268,6 +271,9 @@ def drone_template(
     servers = mcp_servers(cell, spec)
     if servers:
         template["mcpServers"] = servers
+    llm, _ = merged_llm(spec.get("llm"), _mapping((cell or {}).get("spec")).get("llm"))
+    if llm is not None:
+        template["llm"] = llm
     if isinstance(spec.get("taskTier"), str):
         resolved = resolve_tier(spec["taskTier"], cell_tiers(cell), tiers)
         if resolved is not None:

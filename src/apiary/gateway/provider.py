@@ -5,8 +5,9 @@ the provider's key lives in this process only; the agent's environment never hol
 are cached for ``ttl`` seconds: a call does not cost API round trips, and a rotated key or a
 changed model is picked up within the TTL.
 
-``spec.llm`` is taken from the Drone's spec when the controllers copied it there, else from the
-AgentSpec the drone was made from (``spec.agentSpec``).
+``spec.llm`` is taken from the Drone's spec, where the controllers put the AgentSpec's over its
+Cell's default ``spec.llm`` (:mod:`apiary.resources.llm`), else from the AgentSpec the drone was
+made from (``spec.agentSpec``).
 """
 
 from __future__ import annotations
@@ -109,13 +110,17 @@ class Providers:
         if not isinstance(llm, dict):
             raise GatewayRefusal(
                 404, "llm_not_configured",
-                f"AgentSpec {agentspec!r} has no spec.llm: add spec.llm.provider.secretRef",
+                f"AgentSpec {agentspec!r} has no spec.llm, nor has its Cell: add "
+                "spec.llm.provider.secretRef to either",
             )  # fmt: skip
         return llm
 
     async def resolve(self, cell: str, drone_spec: Obj) -> Provider:
         llm = await self.llm_spec(cell, drone_spec)
         where = "spec.llm.provider.secretRef"
+        if not isinstance(llm.get("provider"), dict):
+            raise _unconfigured("spec.llm.provider: neither the AgentSpec nor its Cell's spec.llm "
+                                "names a provider")  # fmt: skip
         ref = (llm.get("provider") or {}).get("secretRef") or {}
         name = ref.get("name")
         if not isinstance(name, str) or not name:

@@ -25,6 +25,7 @@ from apiary.resources.base import (
 )
 from apiary.resources.guardrails import Guardrails
 from apiary.resources.interop import McpServer, check_mcp_servers
+from apiary.resources.llm import Llm
 from apiary.resources.meta import ApiObject, Status
 from apiary.resources.quantity import Bytes, Millicores
 from apiary.resources.tiers import TierName
@@ -277,43 +278,6 @@ class Scaling(ApiModel):
             )
         problems.raise_if_any()
         return self
-
-
-class LlmSecretRef(ApiModel):
-    """The Secret (same Cell) that holds the provider's base URL and API key, and which keys."""
-
-    name: DNSLabel
-    base_url_key: SecretKey = "baseUrl"
-    """Key of the OpenAI-compatible base URL (``https://api.openai.com/v1``, the default when
-    the key is missing)."""
-    api_key_key: SecretKey = "apiKey"
-    """Key of the API key; a missing key sends no ``Authorization`` (local providers)."""
-
-
-class LlmProvider(ApiModel):
-    """Where the calls go and in which API shape (docs/gateway.md, "Providers")."""
-
-    secret_ref: LlmSecretRef
-    api: Literal["openai", "anthropic", "gemini"] = "openai"
-    """The provider's API: ``openai`` (any OpenAI-compatible server: OpenAI, Azure OpenAI, vLLM,
-    Ollama, a LiteLLM Proxy…), ``anthropic`` (the Messages API) or ``gemini``
-    (``generateContent``); the gateway translates the agent's OpenAI-shaped calls to it."""
-    api_key_header: str | None = Field(
-        default=None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9-]+$"
-    )
-    """The header the key goes in: ``Authorization`` (as ``Bearer <key>``, the default of
-    ``openai``), ``api-key`` (Azure OpenAI), ``x-api-key`` (the default of ``anthropic``),
-    ``x-goog-api-key`` (the default of ``gemini``); any other header gets the bare key."""
-
-
-class Llm(ApiModel):
-    """The LLM gateway of this agent's drones (docs/gateway.md): the node forwards the agent's
-    OpenAI-style calls to ``provider`` with the key from the Secret — the agent never sees the
-    key — counts tokens and enforces the token budgets."""
-
-    provider: LlmProvider
-    model: str | None = Field(default=None, min_length=1)
-    """Injected into requests that name no model."""
 
 
 class SecurityContext(ApiModel):

@@ -11,6 +11,7 @@ from apiary.resources.base import ApiModel, NonNegativeNumber, Problems
 from apiary.resources.budget import Budget, GatewaySettings, LlmUsage, ModelPrice
 from apiary.resources.guardrails import Guardrails
 from apiary.resources.interop import McpServer, check_mcp_servers
+from apiary.resources.llm import Llm
 from apiary.resources.meta import ApiObject, Status
 from apiary.resources.quantity import Millicores
 from apiary.resources.tiers import TierMap
@@ -56,6 +57,9 @@ class CellSpec(ApiModel):
     """``mode: live|replay`` of the Cell's LLM calls, unless a Hive says (docs/gateway.md)."""
     prices: dict[str, ModelPrice] | None = None
     """The Cell's own prices (USD per 1M tokens) over the server's table, for its budgets."""
+    llm: Llm | None = None
+    """The default ``spec.llm`` of the Cell's AgentSpecs: an AgentSpec's own fields win, the
+    provider is taken whole and its model only with it (:mod:`apiary.resources.llm`)."""
     mcp_servers: list[McpServer] | None = Field(default=None, max_length=32)
     """MCP servers every drone of the Cell reaches through its keeper (an AgentSpec's entry of
     the same name replaces one); see :mod:`apiary.resources.interop`, docs/interop.md."""

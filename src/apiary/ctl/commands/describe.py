@@ -14,6 +14,7 @@ from apiary.ctl import output, tables
 from apiary.ctl.commands.completion import complete_kind, complete_name
 from apiary.ctl.context import Ctl, get_ctl, split_ref
 from apiary.resources import KindInfo
+from apiary.resources.llm import merged_llm
 
 Obj = dict[str, Any]
 _SKIP_TOP = ("apiVersion", "kind", "metadata", "status")
@@ -200,7 +201,8 @@ def describe_command(
         raise typer.BadParameter("describe needs a NAME", param_hint="NAME")
     obj = ctl.client().get(info, obj_name, ctl.cell)
     now = datetime.now(UTC)
-    for line in summary(obj, now) + tier_of(ctl, obj) + events_for(ctl, info, obj_name, now):
+    extra = tier_of(ctl, obj) + llm_of(ctl, obj)
+    for line in summary(obj, now) + extra + events_for(ctl, info, obj_name, now):
         output.out(line)
 
 
@@ -222,6 +224,41 @@ def tier_of(ctl: Ctl, obj: Obj) -> list[str]:
         return [f"{'Tier:':<14}{tier} <no drones yet>"]
     parts = [f"{k} {resolved[k]}" for k in ("model", "maxTokens", "priority") if k in resolved]
     return [f"{'Tier:':<14}{tier} → " + (", ".join(parts) or "no model, no cap")]
+
+
+def llm_of(ctl: Ctl, obj: Obj) -> list[str]:
+    """The ``spec.llm`` an AgentSpec's drones use — its own over its Cell's default — and where
+    each part came from: ``LLM: provider openai (secret openai-key) from cell team-a, model
+    gpt-4o-mini from the agentspec``."""
+    if obj.get("kind") != "AgentSpec":
+        return []
+    own = tables.dig(obj, "spec", "llm", default=None)
+    cell_name = str((obj.get("metadata") or {}).get("namespace") or ctl.cell)
+    try:
+        cell_info, _ = split_ref("cell", cell_name)
+        cell_llm = tables.dig(ctl.client().get(cell_info, cell_name), "spec", "llm", default=None)
+    except errors.ApiaryError as exc:
+        cell_llm = None
+        if not own:
+            return [f"{'LLM:':<14}<cell {cell_name} unavailable: {exc.message}>"]
+    llm, sources = merged_llm(own, cell_llm)
+    if llm is None:
+        return [f"{'LLM:':<14}<none> (no spec.llm here or in cell {cell_name})"]
+
+    def origin(field: str) -> str:
+        return f"cell {cell_name}" if sources.get(field) == "cell" else "the agentspec"
+
+    provider = llm.get("provider") if isinstance(llm.get("provider"), dict) else None
+    parts = []
+    if provider is None:
+        parts.append("no provider (set spec.llm.provider here or in the cell)")
+    else:
+        secret = tables.dig(provider, "secretRef", "name", default="?")
+        parts.append(f"provider {provider.get('api') or 'openai'} (secret {secret}) from "
+                     f"{origin('provider')}")  # fmt: skip
+    if llm.get("model"):
+        parts.append(f"model {llm['model']} from {origin('model')}")
+    return [f"{'LLM:':<14}" + ", ".join(parts)]
 
 
 def register(app: typer.Typer) -> None:

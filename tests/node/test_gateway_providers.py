@@ -81,3 +81,40 @@ async def test_chat_streaming_and_tools_through_the_openai_sdk(
             assert (prompt, completion) == (10, 5), name
         ledger = (await stack.client.request("GET", f"/api/v1/cells/{cell}/llmbudget")).body
         assert ledger["hives"]["h"]["tokens"] == 3 * 15
+
+
+@pytest.mark.parametrize("api", ["anthropic", "gemini"])
+async def test_a_translated_call_is_recorded_and_replayed_without_the_provider(
+    tmp_path: Path, cell: str, api: str
+) -> None:
+    """Record/replay holds for a provider the gateway translates to: the cassette keeps the
+    chat completion the agent was served, and a replaying hive answers it from there."""
+    from test_gateway_replay import LLM_AGENT, run
+
+    from stack import agentspec, hive, is_ready
+
+    _, _, model, _ = SHAPES[api]
+    async with provider_world(tmp_path, cell, api) as (stack, fake):
+        agent = agentspec(cell, "writer", LLM_AGENT, fmt="waggle")
+        agent["spec"]["llm"] = {"provider": {"secretRef": {"name": "provider"}, "api": api},
+                                "model": model}  # fmt: skip
+        await stack.apply(agent)
+        routing = {"retryPolicy": {"maxRetries": 0}}
+        await stack.apply(hive(cell, "h", [("write", "writer", 1)], routing=routing))
+        await stack.wait(lambda ds: len(ds) == 1 and all(map(is_ready, ds)), 20, "drone ready")
+        golden = await run(stack, "golden", "alpha")
+        assert golden.kind == "final", golden.message
+        assert len(fake.requests) == 1
+        assert stack.journal is not None
+        events = await stack.journal.read(f"{cell}/golden", kinds={"event"})
+        (call,) = [e.message["payload"]["llmCall"] for e in events]
+        assert call["response"]["object"] == "chat.completion"  # as the agent was served it
+        assert call["usage"] == [10, 5]
+        gateway = {"mode": "replay", "replayFrom": "golden"}
+        await stack.apply(hive(cell, "h", [("write", "writer", 1)], routing=routing,
+                               gateway=gateway))  # fmt: skip
+        await stack.wait(lambda ds: len(ds) == 1 and all(map(is_ready, ds)), 20, "drone ready")
+        again = await run(stack, "again", "alpha")
+        assert again.kind == "final", again.message
+        assert again.message["payload"] == golden.message["payload"]
+        assert len(fake.requests) == 1  # no provider call

@@ -212,7 +212,7 @@ class LlmGateway:
             )
         except httpx.HTTPError as exc:
             await self._settle(call, 0, 0)
-            raise _unreachable(url, exc) from None
+            raise translated.unreachable(url, exc) from None
 
     # ------------------------------------------------------------------------- handlers
 
@@ -320,11 +320,16 @@ class LlmGateway:
             )  # fmt: skip
 
         async def settle(prompt: int, completion: int, model: str) -> None:
+            call.usage = (prompt, completion)
             await self._settle(call, prompt, completion, model)
 
-        return await translated.forward(
+        started = time.monotonic()
+        response = await translated.forward(
             self.http, call.provider, translator, call.body, settle, _headers(call.provider, span)
         )
+        if not call.body.get("stream") and response.status_code < 300:  # recorded as served
+            await self._record(call, path, _loads(bytes(response.body)), call.usage, started)
+        return response
 
     async def _chat(self, request: Request) -> Response:
         return await self._handle(request, "chat", "/chat/completions", completion_of_chat)
@@ -355,7 +360,7 @@ class LlmGateway:
             try:
                 answer = await self.http.get(url, headers=provider.headers())
             except httpx.HTTPError as exc:
-                raise _unreachable(url, exc) from None
+                raise translated.unreachable(url, exc) from None
         except GatewayRefusal as exc:
             return _refusal(exc)
         return Response(answer.content, answer.status_code, _passed(answer))
@@ -398,7 +403,7 @@ class LlmGateway:
         try:
             answer = await self.http.send(request, stream=True)
         except httpx.HTTPError as exc:
-            raise _unreachable(url, exc) from None
+            raise translated.unreachable(url, exc) from None
         if not answer.is_success:
             try:
                 content = await answer.aread()
@@ -485,15 +490,6 @@ def _headers(provider: Provider, span: Any) -> dict[str, str]:
 
 def _passed(answer: httpx.Response) -> dict[str, str]:
     return {k: v for k, v in answer.headers.items() if k.lower() in PASSED_HEADERS}
-
-
-def _unreachable(url: str, exc: httpx.HTTPError) -> GatewayRefusal:
-    what = type(exc).__name__
-    return GatewayRefusal(
-        502,
-        "provider_unreachable",
-        f"the LLM provider at {url} could not be reached: {what}: {exc}",
-    )
 
 
 __all__ = ["MESSAGE_HEADER", "SESSION_HEADER", "GatewayDrone", "LlmGateway", "estimate", "usage_of"]

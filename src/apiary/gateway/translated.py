@@ -30,7 +30,8 @@ def _json(body: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(body), status, media_type="application/json")
 
 
-def _unreachable(url: str, exc: httpx.HTTPError) -> GatewayRefusal:
+def unreachable(url: str, exc: httpx.HTTPError) -> GatewayRefusal:
+    """The 502 for a provider the gateway could not reach (the URL and the cause named)."""
     return GatewayRefusal(502, "provider_unreachable",
                           f"the LLM provider at {url} could not be reached: "
                           f"{type(exc).__name__}: {exc}")  # fmt: skip
@@ -50,7 +51,7 @@ async def forward(
             answer = await http.post(url, content=orjson.dumps(payload), headers=sent)
         except httpx.HTTPError as exc:
             await settle(0, 0, "")
-            raise _unreachable(url, exc) from None
+            raise unreachable(url, exc) from None
         parsed = _parsed(answer.content)
         if not answer.is_success:
             await settle(0, 0, "")
@@ -64,7 +65,7 @@ async def forward(
         answer = await http.send(request, stream=True)
     except httpx.HTTPError as exc:
         await settle(0, 0, "")
-        raise _unreachable(url, exc) from None
+        raise unreachable(url, exc) from None
     if not answer.is_success:
         try:
             content = await answer.aread()

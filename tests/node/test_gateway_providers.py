@@ -89,19 +89,12 @@ async def test_a_translated_call_is_recorded_and_replayed_without_the_provider(
 ) -> None:
     """Record/replay holds for a provider the gateway translates to: the cassette keeps the
     chat completion the agent was served, and a replaying hive answers it from there."""
-    from test_gateway_replay import LLM_AGENT, run
-
-    from stack import agentspec, hive, is_ready
+    from test_gateway_replay import REPLAY_GOLDEN, run, writer_hive
 
     _, _, model, _ = SHAPES[api]
     async with provider_world(tmp_path, cell, api) as (stack, fake):
-        agent = agentspec(cell, "writer", LLM_AGENT, fmt="waggle")
-        agent["spec"]["llm"] = {"provider": {"secretRef": {"name": "provider"}, "api": api},
-                                "model": model}  # fmt: skip
-        await stack.apply(agent)
-        routing = {"retryPolicy": {"maxRetries": 0}}
-        await stack.apply(hive(cell, "h", [("write", "writer", 1)], routing=routing))
-        await stack.wait(lambda ds: len(ds) == 1 and all(map(is_ready, ds)), 20, "drone ready")
+        llm = {"provider": {"secretRef": {"name": "provider"}, "api": api}, "model": model}
+        await writer_hive(stack, llm)
         golden = await run(stack, "golden", "alpha")
         assert golden.kind == "final", golden.message
         assert len(fake.requests) == 1
@@ -110,10 +103,7 @@ async def test_a_translated_call_is_recorded_and_replayed_without_the_provider(
         (call,) = [e.message["payload"]["llmCall"] for e in events]
         assert call["response"]["object"] == "chat.completion"  # as the agent was served it
         assert call["usage"] == [10, 5]
-        gateway = {"mode": "replay", "replayFrom": "golden"}
-        await stack.apply(hive(cell, "h", [("write", "writer", 1)], routing=routing,
-                               gateway=gateway))  # fmt: skip
-        await stack.wait(lambda ds: len(ds) == 1 and all(map(is_ready, ds)), 20, "drone ready")
+        await writer_hive(stack, llm, **REPLAY_GOLDEN)
         again = await run(stack, "again", "alpha")
         assert again.kind == "final", again.message
         assert again.message["payload"] == golden.message["payload"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from pathlib import Path
+from typing import Any
 
 from test_gateway_openai_sdk import sdk_world
 
@@ -31,17 +32,27 @@ async def run(stack: Stack, name: str, text: str) -> Entry:
     raise AssertionError(f"session {name} did not end: {[(e.kind, e.message) for e in everything]}")
 
 
+async def writer_hive(stack: Stack, llm: dict[str, Any], **extra: Any) -> None:
+    """Hive h: one stage of the LLM agent with ``llm``, no retries; applied again with a
+    ``gateway`` to make it replay."""
+    cell = stack.cell
+    agent = agentspec(cell, "writer", LLM_AGENT, fmt="waggle")
+    agent["spec"]["llm"] = llm
+    await stack.apply(agent)
+    routing = {"retryPolicy": {"maxRetries": 0}}
+    await stack.apply(hive(cell, "h", [("write", "writer", 1)], routing=routing, **extra))
+    await stack.wait(lambda ds: len(ds) == 1 and all(map(is_ready, ds)), 20, "drone ready")
+
+
+REPLAY_GOLDEN = {"gateway": {"mode": "replay", "replayFrom": "golden"}}
+
+
 async def test_calls_are_recorded_and_a_replaying_hive_never_calls_the_provider(
     tmp_path: Path, cell: str
 ) -> None:
     async with sdk_world(tmp_path, cell) as (stack, provider):
-        agent = agentspec(cell, "writer", LLM_AGENT, fmt="waggle")
-        agent["spec"]["llm"] = {"provider": {"secretRef": {"name": "provider"}},
-                                "model": "fake-small"}  # fmt: skip
-        await stack.apply(agent)
-        routing = {"retryPolicy": {"maxRetries": 0}}
-        await stack.apply(hive(cell, "h", [("write", "writer", 1)], routing=routing))
-        await stack.wait(lambda ds: len(ds) == 1 and all(map(is_ready, ds)), 20, "drone ready")
+        llm = {"provider": {"secretRef": {"name": "provider"}}, "model": "fake-small"}
+        await writer_hive(stack, llm)
         golden = await run(stack, "golden", "alpha")
         assert golden.kind == "final", golden.message
         assert len(provider.chat_calls()) == 1
@@ -54,10 +65,7 @@ async def test_calls_are_recorded_and_a_replaying_hive_never_calls_the_provider(
         assert call["usage"] == [10, 5] and call["latencyMs"] > 0 and call["stage"] == "write"
         assert len(call["hash"]) == 32
         # Replay: the same input gets the recorded answer, byte for byte, from no provider.
-        gateway = {"mode": "replay", "replayFrom": "golden"}
-        await stack.apply(hive(cell, "h", [("write", "writer", 1)], routing=routing,
-                               gateway=gateway))  # fmt: skip
-        await stack.wait(lambda ds: len(ds) == 1 and all(map(is_ready, ds)), 20, "drone ready")
+        await writer_hive(stack, llm, **REPLAY_GOLDEN)
         again = await run(stack, "again", "alpha")
         assert again.kind == "final", again.message
         assert again.message["payload"] == golden.message["payload"]

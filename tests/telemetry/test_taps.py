@@ -54,6 +54,22 @@ async def test_a_stage_counts_under_its_agentspecs_model(store: Store) -> None:
     assert await models.model("c", "h", "draft") == ""
 
 
+async def test_a_stage_without_an_llm_of_its_own_counts_under_its_cells(store: Store) -> None:
+    """As its drones get it (``merged_llm``): the Cell's provider and model."""
+    cell_llm = {"provider": {"secretRef": {"name": "openai"}}, "model": "gpt-4o"}
+    await store.create({"apiVersion": "apiary.io/v1", "kind": "Cell", "metadata": {"name": "c"},
+                        "spec": {"llm": cell_llm}})  # fmt: skip
+    await store.create({
+        "apiVersion": "apiary.io/v1", "kind": "AgentSpec",
+        "metadata": {"name": "plain", "namespace": "c"}, "spec": {"runtime": {"command": ["cat"]}},
+    })  # fmt: skip
+    await store.create({
+        "apiVersion": "apiary.io/v1", "kind": "Hive", "metadata": {"name": "h", "namespace": "c"},
+        "spec": {"pattern": "pipeline", "stages": [{"name": "check", "agentRef": "plain"}]},
+    })  # fmt: skip
+    assert await StageModels(store).model("c", "h", "check") == "gpt-4o"
+
+
 def test_the_backlog_times_each_answered_dispatch_once() -> None:
     now = [100.0]
     r = Recorder(CollectorRegistry())

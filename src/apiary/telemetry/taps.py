@@ -31,6 +31,7 @@ from apiary.errors import ApiaryError
 from apiary.journal import Journal
 from apiary.journal.model import Entry
 from apiary.logging import reset_fields, set_fields
+from apiary.resources.llm import merged_llm
 from apiary.router import Router, SessionInfo
 from apiary.router.plan import Plan
 from apiary.router.policy import StageBacklog
@@ -71,9 +72,10 @@ class TimedBacklog(StageBacklog):
 
 @dataclass
 class StageModels:
-    """The model a stage's tokens are counted under: its AgentSpec's ``spec.llm.model`` (the
-    gateway's default for requests that name none), ``""`` when unset. Two store reads per stage
-    every ``ttl`` seconds, and only for answers that used tokens."""
+    """The model a stage's tokens are counted under when the Outcome names none: its AgentSpec's
+    ``spec.llm.model`` over its Cell's (``merged_llm``, as its drones get it: the gateway's default
+    for requests that name none), ``""`` when unset. Three store reads per stage every ``ttl``
+    seconds, and only for answers that used tokens."""
 
     store: Store
     ttl: float = 60.0
@@ -92,7 +94,14 @@ class StageModels:
             ref = next((s.agent_ref for s in stages if s.name == stage), None)
             if ref:
                 spec = (await self.store.get("AgentSpec", cell, ref)).get("spec") or {}
-                model = str((spec.get("llm") or {}).get("model") or "")
+                try:
+                    cell_llm = ((await self.store.get("Cell", "", cell)).get("spec") or {}).get(
+                        "llm"
+                    )
+                except ApiaryError:  # a cell without its object: the AgentSpec's alone
+                    cell_llm = None
+                llm, _ = merged_llm(spec.get("llm"), cell_llm)
+                model = str((llm or {}).get("model") or "")
         except ApiaryError:  # deleted meanwhile, or the store is away: count it unnamed
             pass
         if len(self.cache) >= MAX_PENDING_HOPS:

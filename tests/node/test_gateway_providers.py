@@ -108,3 +108,27 @@ async def test_a_translated_call_is_recorded_and_replayed_without_the_provider(
         assert again.kind == "final", again.message
         assert again.message["payload"] == golden.message["payload"]
         assert len(fake.requests) == 1  # no provider call
+
+
+@pytest.mark.parametrize("api", ["anthropic", "gemini"])
+async def test_a_translated_stream_is_recorded_and_replayed_as_a_stream(
+    tmp_path: Path, cell: str, api: str
+) -> None:
+    """The openai SDK streams through a translated provider: the cassette keeps the chunks the
+    agent was sent (and the answer they add up to), and a replaying hive streams them back."""
+    _, _, model, _ = SHAPES[api]
+    async with provider_world(tmp_path, cell, api) as (stack, fake):
+        llm = {"provider": {"secretRef": {"name": "provider"}, "api": api}, "model": model}
+        await sdk_hive(stack, llm=llm)
+        golden = await ask(stack, "golden", {"op": "stream", "text": "beta gamma"})
+        assert golden.message["payload"] == {"text": "echo: beta gamma", "usage": [10, 5]}
+        assert len(fake.requests) == 1
+        assert stack.journal is not None
+        events = await stack.journal.read(f"{cell}/golden", kinds={"event"})
+        (call,) = [e.message["payload"]["llmCall"] for e in events]
+        assert call["response"]["choices"][0]["message"]["content"] == "echo: beta gamma"
+        assert call["usage"] == [10, 5] and call["stream"][-1] == "data: [DONE]"
+        await sdk_hive(stack, llm=llm, gateway={"mode": "replay", "replayFrom": "golden"})
+        again = await ask(stack, "again", {"op": "stream", "text": "beta gamma"})
+        assert again.message["payload"] == golden.message["payload"]
+        assert len(fake.requests) == 1  # no provider call

@@ -324,9 +324,14 @@ class LlmGateway:
             await self._settle(call, prompt, completion, model)
 
         started = time.monotonic()
+
+        async def record(events: list[bytes], usage: tuple[int, int]) -> None:
+            await self._record(call, path, streams.assemble(events), usage, started, events)
+
         response = await translated.forward(
-            self.http, call.provider, translator, call.body, settle, _headers(call.provider, span)
-        )
+            self.http, call.provider, translator, call.body, settle, _headers(call.provider, span),
+            record if call.tally.session and self.budgets is not None else None,
+        )  # fmt: skip
         if not call.body.get("stream") and response.status_code < 300:  # recorded as served
             await self._record(call, path, _loads(bytes(response.body)), call.usage, started)
         return response

@@ -24,6 +24,9 @@ from apiary.gateway.providers import Translator, chunk
 log = logging.getLogger("apiary.gateway")
 
 Settle = Callable[[int, int, str], Awaitable[None]]
+Record = Callable[[list[bytes], tuple[int, int]], Awaitable[None]]
+"""Puts a finished stream in the session's cassette: the events the agent was sent (the usage
+chunk always among them) and the usage settled."""
 
 
 def _json(body: Any, status: int = 200) -> Response:
@@ -39,7 +42,7 @@ def unreachable(url: str, exc: httpx.HTTPError) -> GatewayRefusal:
 
 async def forward(
     http: httpx.AsyncClient, provider: Provider, translator: Translator, body: dict[str, Any],
-    settle: Settle, headers: dict[str, str],
+    settle: Settle, headers: dict[str, str], record: Record | None = None,
 ) -> Response:  # fmt: skip
     stream = bool(body.get("stream"))
     path, payload, extra = translator.request(body, stream=stream)
@@ -74,7 +77,7 @@ async def forward(
         await settle(0, 0, "")
         return _json(translator.error(answer.status_code, _parsed(content)), answer.status_code)
     asked = bool((body.get("stream_options") or {}).get("include_usage"))
-    events = _events(answer, translator, model, settle, prompt_text(body), asked)
+    events = _events(answer, translator, model, settle, prompt_text(body), asked, record)
     return StreamingResponse(events, 200, media_type="text/event-stream")
 
 
@@ -91,11 +94,24 @@ def _sse(obj: Any) -> bytes:
 
 async def _events(
     answer: httpx.Response, translator: Translator, model: str, settle: Settle, prompt: str,
-    keep_usage: bool,
+    keep_usage: bool, record: Record | None = None,
 ) -> AsyncIterator[bytes]:  # fmt: skip
+    """The provider's stream as chat.completion.chunk events; settled (and recorded) before the
+    final ``[DONE]``, so the call is in the ledger and the cassette once the agent has it all."""
     converter = translator.stream(model)
     streamed = 0
     buffer = b""
+    kept: list[bytes] = []
+    settled = False
+
+    async def done() -> None:
+        nonlocal settled
+        settled = True
+        usage = converter.usage or (estimate(prompt), estimate("x" * streamed))
+        await settle(usage[0], usage[1], converter.model)
+        if record is not None:  # as the relay records them: each event without its blank line
+            await record([e.rstrip(b"\n") for e in kept], usage)
+
     try:
         async for piece in answer.aiter_bytes():
             buffer += piece.replace(b"\r\n", b"\n")
@@ -108,16 +124,22 @@ async def _events(
                 for out in converter.feed(event):
                     for choice in out.get("choices") or []:
                         streamed += len(str((choice.get("delta") or {}).get("content") or ""))
-                    yield _sse(out)
+                    kept.append(_sse(out))
+                    yield kept[-1]
         for out in converter.finish():
-            yield _sse(out)
-        if keep_usage and converter.usage is not None:
+            kept.append(_sse(out))
+            yield kept[-1]
+        if converter.usage is not None:
             prompt_tokens, completion = converter.usage
             last = chunk(converter.model, "usage", None)
             last["usage"] = {"prompt_tokens": prompt_tokens, "completion_tokens": completion,
                              "total_tokens": prompt_tokens + completion}  # fmt: skip
-            yield _sse(last)
-        yield b"data: [DONE]\n\n"
+            kept.append(_sse(last))  # recorded always; sent when the agent asked for it
+            if keep_usage:
+                yield kept[-1]
+        kept.append(b"data: [DONE]\n\n")
+        await done()
+        yield kept[-1]
     except httpx.HTTPError as exc:
         log.warning("LLM provider stream broke off", extra={"error": str(exc)})
         yield _sse({"error": {"message": f"the provider's stream broke off: {exc}",
@@ -125,8 +147,10 @@ async def _events(
                               "code": "provider_unreachable"}})  # fmt: skip
     finally:
         await answer.aclose()
-        usage = converter.usage or (estimate(prompt), estimate("x" * streamed))
-        await settle(usage[0], usage[1], converter.model)
+        if not settled:  # broke off, or the agent left: charge what came, record nothing
+            settled = True
+            usage = converter.usage or (estimate(prompt), estimate("x" * streamed))
+            await settle(usage[0], usage[1], converter.model)
 
 
 __all__ = ["forward"]

@@ -517,8 +517,8 @@ async def test_a_node_token_spends_and_settles_only_the_budgets_of_its_own_drone
     settle = {"hold": r.json()["hold"], "hive": "h", "session": "s1", "model": "m",
               "prompt": 10, "completion": 5}  # fmt: skip
     for token, cell, change, why in (
-        (n2, OWN, {}, 'hive "h": no drone of it is placed on node "n2"'),
-        (n1, OWN, {"hive": "other"}, 'hive "other": no drone of it is placed on node "n1"'),
+        (n2, OWN, {}, 'for hive "h" (its LLM'),
+        (n1, OWN, {"hive": "other"}, 'hive "other"'),
         (n1, OWN, {"hive": "h,x=y"}, 'hive "h,x=y"'),
         (n1, OTHER, {}, f'cell "{OTHER}" for hive "h"'),  # d of OTHER has no hive
         (n2, OWN, {"hive": None}, None),  # e on n2 is a drone of OWN: no hive named, allowed
@@ -546,3 +546,22 @@ async def test_a_node_token_spends_and_settles_only_the_budgets_of_its_own_drone
     r = await api.client.post(f"/api/v1/cells/{OWN}/llmcalls/lookup", json=lookup,
                               headers=bearer(n3))  # fmt: skip
     assert r.status_code == 403 and 'placed on node "n3"' in r.json()["message"], r.text
+
+
+async def test_a_node_token_reaches_comb_and_memory_only_in_cells_it_runs_drones_of(
+    api: Api,
+) -> None:
+    """A node relays its drones' Comb and memory calls: in a cell where none of its drones runs
+    it reaches neither (n1 and n2 run drones in both seeded cells; n3 in none)."""
+    await api.store.create(sample("Session", "s1", OWN))
+    n1, n3 = await mint(api, "n1", "node", node="n1"), await mint(api, "n3", "node", node="n3")
+    comb = f"/api/v1/cells/{OWN}/sessions/s1/comb/k"
+    search = f"/api/v1/cells/{OWN}/memory/search?q=x"
+    r = await api.client.put(comb, json={"value": 1}, headers=bearer(n1))
+    assert r.status_code == 200, r.text
+    assert (await api.client.get(search, headers=bearer(n1))).status_code == 200
+    for method, path in (("GET", comb), ("PUT", comb), ("GET", search)):
+        body = {"value": 2} if method == "PUT" else None
+        r = await api.client.request(method, path, json=body, headers=bearer(n3))
+        assert r.status_code == 403 and 'no drone is placed on node "n3"' in r.json()["message"]
+    assert (await api.client.get(comb)).json()["value"] == 1  # n3 changed nothing

@@ -13,9 +13,12 @@
     DELETE /api/v1/cells/{cell}/memory/{id}
 
 The session must exist as a Session object (404 otherwise): memory belongs to a conversation and
-goes with it — :func:`forget_deleted` is the delete hook that clears it. These routes are
-registered before the generic object routes, which would otherwise take ``/cells/{c}/memory``
-for a list of kind "memory".
+goes with it — :func:`forget_deleted` is the delete hook that clears it. A node (relaying its
+drones' calls) reaches sessions and long-term memory only of a Cell where it runs a drone
+(:class:`apiary.api.nodeauth.NodeServes`); which session a drone may reach is the keeper's
+"one drone, one message" rule (docs/security.md).
+These routes are registered before the generic object routes, which would otherwise take
+``/cells/{c}/memory`` for a list of kind "memory".
 """
 
 from __future__ import annotations
@@ -51,14 +54,21 @@ async def _session(request: Request, verb: str) -> str:
     """Authorize, check the Session exists, and return ``"<cell>/<session>"``."""
     cell, name = request.path_params["cell"], request.path_params["session"]
     state = _state(request)
-    state.authorizer.authorize(request.scope[PRINCIPAL_KEY], verb, "Session", cell)
+    principal = request.scope[PRINCIPAL_KEY]
+    state.authorizer.authorize(principal, verb, "Session", cell)
     await state.store.get("Session", cell, name)  # 404 naming the session when it is missing
+    # a node relays only in cells it runs drones of (not per hive: a composed hive's segments
+    # are drones of other hives working on the same session)
+    await state.node_serves.check(state.store, principal, cell, None)
     return f"{cell}/{name}"
 
 
-def _cell(request: Request, verb: str) -> str:
+async def _cell(request: Request, verb: str) -> str:
     cell: str = request.path_params["cell"]
-    _state(request).authorizer.authorize(request.scope[PRINCIPAL_KEY], verb, "Memory", cell)
+    state = _state(request)
+    principal = request.scope[PRINCIPAL_KEY]
+    state.authorizer.authorize(principal, verb, "Memory", cell)
+    await state.node_serves.check(state.store, principal, cell, None)  # a node: only its cells
     return cell
 
 
@@ -152,14 +162,14 @@ def comb_routes() -> APIRouter:
 
     @r.post(_MEMORY, status_code=201, summary='Remember a text: {"text", "metadata"?} → {"id"}')
     async def remember(request: Request, cell: str) -> Response:
-        c = _cell(request, "create")
+        c = await _cell(request, "create")
         body = await _body(request, ("text", "metadata"))
         memory_id = await _comb(request).remember(c, body.get("text"), body.get("metadata"))
         return json_response({"id": memory_id}, 201)
 
     @r.get(_MEMORY + "/search", summary="Search long-term memory (?q=…&limit=10), best first")
     async def search(request: Request, cell: str) -> Response:
-        c = _cell(request, "get")
+        c = await _cell(request, "get")
         q = request.query_params.get("q")
         if q is None:
             raise BadRequest("query parameter q is required: what to search for")
@@ -169,7 +179,7 @@ def comb_routes() -> APIRouter:
 
     @r.delete(_MEMORY + "/{memory_id}", summary="Forget one remembered text")
     async def forget(request: Request, cell: str, memory_id: str) -> Response:
-        c = _cell(request, "delete")
+        c = await _cell(request, "delete")
         if not await _comb(request).forget(c, memory_id):
             raise NotFound(f"memory {memory_id!r} not found in cell {c!r}")
         return json_response({"id": memory_id, "deleted": True})

@@ -6,11 +6,13 @@ Secret, one compromised node — or an agent that escaped to its node's token �
 Cell's credentials. As Kubernetes' node authorizer does, a node may get a Secret only while a
 Drone placed on it (``spec.nodeName``) names that Secret; anything else is a 403 that says so.
 
-The same holds for the LLM budgets and recorded calls its gateway uses
-(:func:`check_node_serves`): a node reserves, settles and replays only for a Hive one of its
-drones belongs to — else one node could spend, or settle against, any Cell's budgets and read
-any session's recorded calls. A yes is remembered for :data:`SERVES_TTL` seconds, since a
-gateway asks on every LLM call and a drone's placement changes rarely; a no is never.
+The same holds for what its keeper relays for its drones (:class:`NodeServes`): a node reserves
+and settles LLM budgets and records LLM calls only for a Hive one of its drones belongs to, and
+looks up recorded calls and reaches Comb and long-term memory only in a Cell where it runs a
+drone — else one node could spend, or settle against, any Cell's budgets and read or
+write any session's recorded calls and memory. A yes is remembered for :data:`SERVES_TTL`
+seconds, since a gateway asks on every LLM call and a drone's placement changes rarely; a no is
+never.
 """
 
 from __future__ import annotations
@@ -118,9 +120,9 @@ class NodeServes:
                         self._until.clear()
                     self._until[key] = now + SERVES_TTL
                     return
-        what = f'hive "{hive}"' if hive else "any drone"
+        scope, of = (f' for hive "{hive}"', " of it") if hive else ("", "")
         raise Forbidden(
-            f'user "{principal.user}" ({principal.describe()}) may not use the LLM budgets or '
-            f'recorded calls of cell "{cell}" for {what}: no drone of it is placed on node '
+            f'user "{principal.user}" ({principal.describe()}) may not act in cell "{cell}"{scope} '
+            f"(its LLM budgets, recorded calls, Comb, memory): no drone{of} is placed on node "
             f'"{principal.node}"'
         )

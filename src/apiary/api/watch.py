@@ -167,7 +167,8 @@ async def _stream(
         last = since
         interval = state.config.bookmark_interval
         loop = asyncio.get_running_loop()
-        marked = checked = loop.time()
+        marked = loop.time()
+        valid = TokenCheck(recheck) if recheck is not None else None
         while True:
             if pending is None:
                 pending = asyncio.ensure_future(anext(changes))
@@ -178,13 +179,10 @@ async def _stream(
             if stop in done:
                 return
             now = loop.time()
-            if recheck is not None and now - checked >= REAUTH_SECONDS:
-                checked = now
-                try:
-                    await recheck()
-                except ApiaryError as exc:
-                    yield _line("ERROR", exc.as_dict())
-                    return
+            if valid is not None and not await valid():
+                assert valid.error is not None
+                yield _line("ERROR", valid.error.as_dict())
+                return
             if not done:
                 if now - marked >= interval:
                     marked = now

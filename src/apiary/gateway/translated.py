@@ -104,12 +104,13 @@ async def _events(
     kept: list[bytes] = []
     settled = False
 
-    async def done() -> None:
+    async def done(recorded: bool) -> None:
+        """Settle what came (the provider's count, else an estimate), once; and record it."""
         nonlocal settled
         settled = True
         usage = converter.usage or (estimate(prompt), estimate("x" * streamed))
         await settle(usage[0], usage[1], converter.model)
-        if record is not None:  # as the relay records them: each event without its blank line
+        if recorded and record is not None:  # as the relay records: no blank line per event
             await record([e.rstrip(b"\n") for e in kept], usage)
 
     try:
@@ -138,7 +139,7 @@ async def _events(
             if keep_usage:
                 yield kept[-1]
         kept.append(b"data: [DONE]\n\n")
-        await done()
+        await done(recorded=True)
         yield kept[-1]
     except httpx.HTTPError as exc:
         log.warning("LLM provider stream broke off", extra={"error": str(exc)})
@@ -148,9 +149,7 @@ async def _events(
     finally:
         await answer.aclose()
         if not settled:  # broke off, or the agent left: charge what came, record nothing
-            settled = True
-            usage = converter.usage or (estimate(prompt), estimate("x" * streamed))
-            await settle(usage[0], usage[1], converter.model)
+            await done(recorded=False)
 
 
 __all__ = ["forward"]

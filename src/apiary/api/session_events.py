@@ -34,9 +34,10 @@ from typing import Any
 
 from starlette.requests import Request
 
-from apiary.api.session_messages import rfc3339, usd
+from apiary.api.session_messages import rfc3339
 from apiary.errors import BadRequest
 from apiary.journal import Entry, Journal
+from apiary.telemetry.prices import usd
 
 Obj = dict[str, Any]
 

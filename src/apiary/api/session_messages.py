@@ -16,6 +16,7 @@ from starlette.datastructures import QueryParams
 
 from apiary.errors import BadRequest, FieldDetail, Invalid, PayloadTooLarge
 from apiary.journal import Entry
+from apiary.telemetry.prices import usd
 from apiary.waggle import InvalidMessage, Message
 
 MESSAGE_FIELDS = frozenset({"payload", "type", "metadata", "id", "correlationId", "traceparent"})
@@ -66,12 +67,6 @@ def parse_message(body: dict[str, Any], limit: int, *, default_type: str = "task
 def rfc3339(epoch: float) -> str:
     ms = min(int((epoch - int(epoch)) * 1000), 999)
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(int(epoch))) + f".{ms:03d}Z"
-
-
-def usd(cost: float) -> float:
-    """An estimated cost as the API shows it: to the nano-dollar, so a sum of floats reads as
-    the figure a person would work out (0.000022, not 0.000022000000000000003)."""
-    return round(cost, 9)
 
 
 def entry_dict(e: Entry) -> dict[str, Any]:

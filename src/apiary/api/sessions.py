@@ -31,12 +31,12 @@ from apiary.api.session_messages import (
     entry_dict,
     limit_param,
     parse_message,
-    usd,
     wait_param,
 )
 from apiary.api.session_ops import SessionOps, session_key
 from apiary.api.session_stream import stream_response, typed_response
 from apiary.api.watch import token_recheck
+from apiary.telemetry.prices import usd
 
 CELL = "/api/v1/cells/{cell}"
 SESSION = CELL + "/sessions/{name}"

@@ -21,6 +21,7 @@ from apiary.journal import Journal, Totals
 from apiary.router.sessions import SessionInfo
 from apiary.store import Store
 from apiary.store.model import StatusChange
+from apiary.telemetry.prices import usd
 
 log = logging.getLogger("apiary.router")
 
@@ -104,7 +105,7 @@ def _status_change(
             "totalTokens": prompt + completion,
         }  # fmt: skip
         if cost > 0:  # estimated from the models that answered (docs/sessions.md)
-            status["usage"]["costUsd"] = round(cost, 9)
+            status["usage"]["costUsd"] = usd(cost)
         status["lastActivityTime"] = now
         obj["status"] = status
         return obj

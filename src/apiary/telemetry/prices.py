@@ -121,6 +121,12 @@ class Prices:
         return None
 
 
+def usd(cost: float) -> float:
+    """An estimated cost as Apiary shows it: to the nano-dollar, so a sum of floats reads as the
+    figure a person would work out (0.000022, not 0.000022000000000000003)."""
+    return round(cost, 9)
+
+
 def parse_prices(data: Any, where: str = "the price table") -> dict[str, Price]:
     """``{model: {input: USD per 1M, output: USD per 1M}}`` as :class:`Price` entries."""
     if not isinstance(data, dict):
@@ -157,4 +163,6 @@ def prices_from_env(env: Mapping[str, str] | None = None) -> Prices:
     return load_prices(path) if path else Prices()
 
 
-__all__ = ["BUILT_IN", "ENV", "PRICED_ON", "Price", "Prices", "load_prices", "prices_from_env"]
+__all__ = [
+    "BUILT_IN", "ENV", "PRICED_ON", "Price", "Prices", "load_prices", "prices_from_env", "usd",
+]  # fmt: skip

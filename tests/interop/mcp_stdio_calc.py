@@ -1,32 +1,11 @@
 """A test MCP server built with the ``mcp`` SDK, over stdio: what a ``command`` entry of
-``spec.mcpServers`` starts. ``add``, ``shout``, ``nap`` and ``whoami`` (the process's pid, uid,
-gid, groups, HOME and the ``CALC_GREETING`` variable, so a test sees whose process it is)."""
+``spec.mcpServers`` starts. The tools of :mod:`mcp_calc` (``add``, ``shout``, ``nap``) and
+``whoami`` (the process's pid, uid, gid, groups, HOME and the ``CALC_GREETING`` variable, so a
+test sees whose process it is)."""
 
-import asyncio
 import os
 
-from mcp.server.mcpserver import MCPServer
-
-app = MCPServer("calc")
-
-
-@app.tool()
-def add(a: int, b: int) -> int:
-    """Add two integers."""
-    return a + b
-
-
-@app.tool()
-def shout(text: str) -> str:
-    """Upper-case a text."""
-    return text.upper()
-
-
-@app.tool()
-async def nap(seconds: float) -> str:
-    """Sleep, then say so (for timeouts and hang-ups)."""
-    await asyncio.sleep(seconds)
-    return "rested"
+from mcp_calc import app  # this file's folder is on sys.path when it runs as a script
 
 
 @app.tool()

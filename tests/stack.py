@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from apiary.store import Store, open_store
 
 Obj = dict[str, Any]
 TOKEN = "test-token"
+APIARYCTL = str(Path(sys.executable).parent / "apiaryctl")
 
 
 @dataclass
@@ -60,6 +62,18 @@ class Stack:
                             (d.get("status") or {}).get("message")) for d in drones]  # fmt: skip
                 pytest.fail(f"timed out after {timeout}s waiting for {what}: {summary}")
             await asyncio.sleep(0.02)
+
+
+async def apiaryctl(stack: Stack, *args: str) -> str:
+    """The real ``apiaryctl`` against the stack's API, in its cell: what it printed (it must
+    succeed)."""
+    proc = await asyncio.create_subprocess_exec(
+        APIARYCTL, "-s", stack.url, "--token", TOKEN, "-n", stack.cell, *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await proc.communicate()
+    assert proc.returncode == 0, err.decode()
+    return out.decode()
 
 
 def is_ready(d: Obj) -> bool:

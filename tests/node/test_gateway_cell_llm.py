@@ -7,27 +7,14 @@ the node that runs a drone using it, and by no other node."""
 
 from __future__ import annotations
 
-import asyncio
-import sys
 from pathlib import Path
 
 import httpx
 from test_gateway_openai_sdk import SDK_AGENT, ask, sdk_world
 
-from stack import TOKEN, Stack, agentspec, hive, is_ready
+from stack import TOKEN, agentspec, apiaryctl, hive, is_ready
 
-APIARYCTL = str(Path(sys.executable).parent / "apiaryctl")
 PROVIDER = {"secretRef": {"name": "provider"}}
-
-
-async def describe(stack: Stack, *ref: str) -> str:
-    ctl = await asyncio.create_subprocess_exec(
-        APIARYCTL, "-s", stack.url, "--token", TOKEN, "-n", stack.cell, "describe", *ref,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    out, err = await ctl.communicate()
-    assert ctl.returncode == 0, err.decode()
-    return out.decode()
 
 
 async def mint(http: httpx.AsyncClient, node: str) -> str:
@@ -57,7 +44,7 @@ async def test_an_agentspec_without_llm_uses_its_cells_and_its_own_fields_win(
         assert done.kind == "final", done.message
         assert done.message["payload"]["text"] == "echo: hello"
         assert provider.chat_calls()[-1].body["model"] == "fake-small"  # the Cell's model
-        shown = await describe(stack, "agentspec", "plain")
+        shown = await apiaryctl(stack, "describe", "agentspec", "plain")
         assert (f"LLM:          provider openai (secret provider) from cell {cell}, model "
                 f"fake-small from cell {cell}") in shown  # fmt: skip
 
@@ -86,7 +73,7 @@ async def test_an_agentspec_without_llm_uses_its_cells_and_its_own_fields_win(
         done = await ask(stack, "s2", {"op": "chat", "text": "again"})
         assert done.kind == "final", done.message
         assert provider.chat_calls()[-1].body["model"] == "fake-large"
-        shown = await describe(stack, "agentspec", "plain")
+        shown = await apiaryctl(stack, "describe", "agentspec", "plain")
         assert (f"LLM:          provider openai (secret provider) from cell {cell}, model "
                 "fake-large from the agentspec") in shown  # fmt: skip
 
@@ -100,5 +87,5 @@ async def test_an_llm_named_nowhere_is_refused_naming_the_field(tmp_path: Path, 
         await stack.wait(lambda ds: len(ds) == 1 and all(map(is_ready, ds)), 20, "ready")
         done = await ask(stack, "s1", {"op": "chat", "text": "hello"})
         assert "spec.llm.provider: neither the AgentSpec nor its Cell" in str(done.message)
-        shown = await describe(stack, "agentspec", "bare")
+        shown = await apiaryctl(stack, "describe", "agentspec", "bare")
         assert "no provider (set spec.llm.provider here or in the cell)" in shown

@@ -11,10 +11,9 @@ from pathlib import Path
 from test_gateway_openai_sdk import sdk_world
 
 from apiary.waggle import Message
-from stack import TOKEN, agentspec, hive, is_ready, session
+from stack import agentspec, apiaryctl, hive, is_ready, session
 
 LLM_AGENT = [sys.executable, str(Path(__file__).parents[2] / "examples/agents/llm_agent.py")]
-APIARYCTL = str(Path(sys.executable).parent / "apiaryctl")
 
 
 async def phase_of(stack: object, name: str) -> str:
@@ -48,14 +47,8 @@ async def test_a_session_out_of_budget_waits_and_goes_on_when_raised(
         await asyncio.sleep(1.0)  # held, not failed, not retried
         assert len(provider.chat_calls()) == 1
         assert await stack.journal.read(f"{cell}/s", kinds={"final", "error"}) == []
-        ctl = await asyncio.create_subprocess_exec(
-            APIARYCTL, "-s", stack.url, "--token", TOKEN, "-n", cell,
-            "budget", "raise", "session/s", "--tokens", "20",
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        )  # fmt: skip
-        out, err = await ctl.communicate()
-        assert ctl.returncode == 0, err.decode()
-        assert out.decode().strip() == "session/s raised by 20 tokens (resumed: s)"
+        out = await apiaryctl(stack, "budget", "raise", "session/s", "--tokens", "20")
+        assert out.strip() == "session/s raised by 20 tokens (resumed: s)"
         for _ in range(200):
             done = await stack.journal.read(f"{cell}/s", kinds={"final", "error"})
             if done:

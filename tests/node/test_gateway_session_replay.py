@@ -21,10 +21,9 @@ from test_gateway_openai_sdk import sdk_world
 from apiary.waggle import Message
 from fakes import openai_server
 from fakes.openai_server import FakeOpenAI
-from stack import TOKEN, Stack, agentspec, hive, is_ready, session
+from stack import Stack, agentspec, apiaryctl, hive, is_ready, session
 
 LLM_AGENT = [sys.executable, str(Path(__file__).parents[2] / "examples/agents/llm_agent.py")]
-APIARYCTL = str(Path(sys.executable).parent / "apiaryctl")
 
 
 class PromptedFake(FakeOpenAI):
@@ -44,16 +43,6 @@ class PromptedFake(FakeOpenAI):
 @pytest.fixture
 def prompted(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(openai_server, "FakeOpenAI", PromptedFake)
-
-
-async def ctl(stack: Stack, *args: str) -> Any:
-    proc = await asyncio.create_subprocess_exec(
-        APIARYCTL, "-s", stack.url, "--token", TOKEN, "-n", stack.cell, "-o", "json", *args,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    out, err = await proc.communicate()
-    assert proc.returncode == 0, err.decode()
-    return json.loads(out)
 
 
 @pytest.fixture
@@ -93,7 +82,7 @@ async def test_replay_mixed_calls_only_the_changed_stage_and_recorded_calls_none
     assert golden["response"].endswith("[v1]")
     assert len(provider.chat_calls()) == 3
 
-    mixed = await ctl(stack, "session", "replay", "golden", "--hive", "h2", "--mode", "mixed")
+    mixed = await ctl_json(stack, "session", "replay", "golden", "--hive", "h2", "--mode", "mixed")
     assert len(provider.chat_calls()) == 4  # only the changed stage went to the provider
     assert mixed["stages"] == [
         {"stage": "one", "output": "same", "tokensBefore": 15, "tokensAfter": 0},
@@ -102,10 +91,14 @@ async def test_replay_mixed_calls_only_the_changed_stage_and_recorded_calls_none
     ]
     assert mixed["sameFinal"] is False and mixed["hive"] == "h2"
 
-    recorded = await ctl(stack, "session", "replay", "golden", "--mode", "recorded")
+    recorded = await ctl_json(stack, "session", "replay", "golden", "--mode", "recorded")
     assert len(provider.chat_calls()) == 4  # zero provider calls
     assert recorded["sameFinal"] is True and recorded["hive"] == "h"
     assert [s["output"] for s in recorded["stages"]] == ["same", "same", "same"]
     assert [s["tokensAfter"] for s in recorded["stages"]] == [0, 0, 0]
     (final,) = await stack.journal.read(f"{stack.cell}/{recorded['session']}", kinds={"final"})
     assert orjson.dumps(final.message["payload"]) == orjson.dumps(golden)  # byte for byte
+
+
+async def ctl_json(stack: Stack, *args: str) -> Any:
+    return json.loads(await apiaryctl(stack, "-o", "json", *args))

@@ -8,27 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 import orjson
 from test_gateway_openai_sdk import SDK_AGENT, ask, sdk_world
 
-from stack import TOKEN, Stack, agentspec, hive, is_ready
+from stack import Stack, agentspec, apiaryctl, hive, is_ready
 
-APIARYCTL = str(Path(sys.executable).parent / "apiaryctl")
 LLM = {"provider": {"secretRef": {"name": "provider"}}, "model": "fake-small"}
-
-
-async def ctl(stack: Stack, *args: str) -> Any:
-    proc = await asyncio.create_subprocess_exec(
-        APIARYCTL, "-s", stack.url, "--token", TOKEN, "-n", stack.cell, "-o", "json", *args,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    out, err = await proc.communicate()
-    assert proc.returncode == 0, err.decode()
-    return json.loads(out)
 
 
 async def test_a_streamed_call_is_recorded_and_replayed_as_a_stream(
@@ -59,14 +47,16 @@ async def test_a_streamed_call_is_recorded_and_replayed_as_a_stream(
         assert call["usage"] == [10, 5] and call["stream"][-1] == "data: [DONE]"
         assert len(call["stream"]) > 3  # role, content deltas, finish, usage, [DONE]
 
-        recorded = await ctl(stack, "session", "replay", "golden", "--mode", "recorded")
+        recorded = await ctl_json(stack, "session", "replay", "golden", "--mode", "recorded")
         assert len(provider.chat_calls()) == 1  # zero provider calls
         assert recorded["sameFinal"] is True
         assert [s["tokensAfter"] for s in recorded["stages"]] == [0]
         (final,) = await stack.journal.read(f"{cell}/{recorded['session']}", kinds={"final"})
         assert orjson.dumps(final.message["payload"]) == orjson.dumps(golden.message["payload"])
 
-        mixed = await ctl(stack, "session", "replay", "golden", "--hive", "h2", "--mode", "mixed")
+        mixed = await ctl_json(
+            stack, "session", "replay", "golden", "--hive", "h2", "--mode", "mixed"
+        )
         assert len(provider.chat_calls()) == 2  # the unmatched call went to the provider
         last = provider.chat_calls()[-1].body
         assert last["stream"] is True and last["model"] == "fake-other"
@@ -82,3 +72,7 @@ async def test_a_streamed_call_is_recorded_and_replayed_as_a_stream(
             await asyncio.sleep(0.05)
         assert [c["request"]["model"] for c in calls] == ["fake-other"]
         assert calls[0]["stream"][-1] == "data: [DONE]"
+
+
+async def ctl_json(stack: Stack, *args: str) -> Any:
+    return json.loads(await apiaryctl(stack, "-o", "json", *args))

@@ -6,16 +6,14 @@ gateway to the fake provider; ``apiaryctl describe`` shows the figures."""
 from __future__ import annotations
 
 import asyncio
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from test_gateway_openai_sdk import ask, sdk_hive, sdk_world
 
-from stack import TOKEN, Stack
+from stack import Stack, apiaryctl
 
-APIARYCTL = str(Path(sys.executable).parent / "apiaryctl")
 PRICES = {"fake-small": {"input": 1000, "output": 2000}}  # USD per 1M tokens
 
 
@@ -29,16 +27,6 @@ async def wait_usage(stack: Stack, kind: str, name: str, want: dict[str, Any]) -
     while (got := await usage_of(stack, kind, name)) != want:
         assert time.monotonic() < deadline, f"{kind} {name} status.usage: {got}, wanted {want}"
         await asyncio.sleep(0.1)
-
-
-async def describe(stack: Stack, *ref: str) -> str:
-    ctl = await asyncio.create_subprocess_exec(
-        APIARYCTL, "-s", stack.url, "--token", TOKEN, "-n", stack.cell, "describe", *ref,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    out, err = await ctl.communicate()
-    assert ctl.returncode == 0, err.decode()
-    return out.decode()
 
 
 async def test_hive_and_cell_status_usage_show_tokens_and_cost_of_gateway_calls(
@@ -63,9 +51,9 @@ async def test_hive_and_cell_status_usage_show_tokens_and_cost_of_gateway_calls(
         await asyncio.sleep(4.0)  # longer than the pass's min interval
         assert (await stack.store.get("Cell", "", cell))["metadata"]["resourceVersion"] == cell_rv
         assert (await stack.store.get("Hive", cell, "h"))["metadata"]["resourceVersion"] == hive_rv
-        shown = await describe(stack, "hive", "h")
+        shown = await apiaryctl(stack, "describe", "hive", "h")
         assert "LLM usage:    45 tokens (30 prompt + 15 completion), $0.060000 estimated" in shown
-        shown = await describe(stack, "cell", cell)
+        shown = await apiaryctl(stack, "describe", "cell", cell)
         assert "LLM usage:    45 tokens (30 prompt + 15 completion), $0.060000 estimated" in shown
         # One more call: the figures follow.
         done = await ask(stack, "s9", {"op": "chat", "text": "again"})

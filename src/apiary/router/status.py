@@ -8,12 +8,22 @@ such session (patches merged, writes coalesced), with counts and usage read from
 Everything pending when the writer wakes goes to the store as one write
 (``Store.update_status_many``: one transaction on SQLite, and the store's watchers woken once),
 so 64 sessions answering together cost one status write, not 64 read-modify-write rounds.
+
+Writes are also spaced in time: after a write the next waits until ``interval`` has passed since
+the last one began, so a session answering hundreds of messages a second costs about
+``1 / interval`` status writes a second, not one per message. The first change after a quiet
+spell is written at once, and what is pending is always written in the end (a session's last
+output and final phase are never skipped, only the intermediate ones); ``flush`` writes it now
+(at shutdown, after the router stopped).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -28,6 +38,8 @@ log = logging.getLogger("apiary.router")
 ENDED = frozenset({"Succeeded", "TimedOut", "Closed", "Failed"})
 MAX_BATCH = 256
 """Most Sessions one store write carries (the rest go in the next)."""
+INTERVAL = 0.1
+"""Seconds from the start of one status write to the next, at the least (docs/sessions.md)."""
 
 
 def _now() -> str:
@@ -35,11 +47,25 @@ def _now() -> str:
 
 
 class SessionStatusWriter:
-    def __init__(self, store: Store, journal: Journal) -> None:
+    def __init__(
+        self,
+        store: Store,
+        journal: Journal,
+        *,
+        interval: float = INTERVAL,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.store = store
         self.journal = journal
+        self.interval = interval
+        """Least seconds between the starts of two status writes (0: write whenever woken)."""
+        self.clock = clock
+        self.writes = 0
+        """Store writes made (each carries every session pending at the time)."""
         self._pending: dict[str, tuple[SessionInfo, dict[str, Any]]] = {}
         self._task: asyncio.Task[None] | None = None
+        self._last = -float("inf")
+        self._now = asyncio.Event()  # set by flush(): stop spacing, write what is pending
 
     def update(self, info: SessionInfo, patch: dict[str, Any]) -> None:
         """Router callback (sync): merge the patch into what is pending, wake the writer.
@@ -50,8 +76,24 @@ class SessionStatusWriter:
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._flush(), name="session-status")
 
+    async def flush(self) -> None:
+        """Write everything pending now and wait until it is written."""
+        self._now.set()
+        try:
+            while self._task is not None and not self._task.done():
+                await asyncio.shield(self._task)
+        finally:
+            self._now.clear()
+
     async def _flush(self) -> None:
         while self._pending:
+            wait = self._last + self.interval - self.clock()
+            if wait > 0 and not self._now.is_set():
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(wait):
+                        await self._now.wait()
+            self._last = self.clock()
+            self.writes += 1
             batch, self._pending = self._pending, {}
             items = list(batch.values())
             for i in range(0, len(items), MAX_BATCH):
@@ -73,10 +115,10 @@ class SessionStatusWriter:
 
     async def _write(self, items: list[tuple[SessionInfo, dict[str, Any]]]) -> None:
         """One store write for every session in ``items`` (counts and usage from the journal)."""
-        changes = []
+        changes, now = [], _now()
         for info, change in items:
             usage = await self.journal.totals(info.key)
-            changes.append((info.cell, info.name, _status_change(info, change, usage, _now())))
+            changes.append((info.cell, info.name, _status_change(info, change, usage, now)))
         await self.store.update_status_many("Session", changes)
 
 

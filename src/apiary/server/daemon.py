@@ -141,7 +141,8 @@ class Daemon:
             # still holds is dropped by its dedupe window, or answered twice at worst, once seen).
             sweep_on_start=True,
         )
-        router.on_status = SessionStatusWriter(store, self.journal).update
+        status_writer = SessionStatusWriter(store, self.journal)
+        router.on_status = status_writer.update
         # Hops are priced as the budget ledger prices their calls: the server's table with the
         # Cell's spec.prices over it (apiary.router.costs).
         router.prices = CellPrices(store, lambda cell: prices_for(server_prices(), cell))
@@ -153,7 +154,14 @@ class Daemon:
         event_metrics = EventMetrics(store)
         state.metrics.attach(event_metrics.registry)
         self.supervisor.add("event-metrics", event_metrics.run)
-        self.supervisor.add("router", lambda: router.run(self.stopping))
+
+        async def route() -> None:
+            try:
+                await router.run(self.stopping)
+            finally:  # the statuses of the router's last steps, not held back by the spacing
+                await status_writer.flush()
+
+        self.supervisor.add("router", route)
         resolver = ReferenceResolver(
             store, state.recorder, resync_interval=s.controllers.resync_interval
         )

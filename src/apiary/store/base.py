@@ -401,24 +401,29 @@ class Store(ABC):
         """Set the status of many objects of one kind in one write where the backend can.
 
         For each ``(namespace, name, change)``: ``change(current)`` returns the object with its
-        new status (only ``status`` is taken), or None to leave it as it is. A missing object is
-        skipped. Returns the stored objects (None where skipped), in order; watchers are woken
-        once. What a status writer that coalesces many objects' updates wants: under the write
-        lock nothing can change between read and write, so there is no read-modify-write retry.
-        If a ``change`` raises, the exception propagates and, on a backend that batches, none
-        of the batch is written.
+        new status (only ``status`` is taken), or None to leave it as it is; it may replace
+        the top-level fields of ``current`` and change its status in place, nothing deeper. A
+        missing object is skipped. Returns the stored objects (None where skipped), in order;
+        watchers are woken once. What a status writer that coalesces many objects' updates
+        wants: under the write lock nothing can change between read and write, so there is no
+        read-modify-write retry. If a ``change`` raises, the exception propagates and, on a
+        backend that batches, none of the batch is written.
         """
 
         def mutation(change: StatusChange) -> Mutate:
             def mutate(current: Obj | None, rv: int) -> Obj | None:
+                # ``current`` is the backend's private copy (decoded, or deep-copied by the
+                # memory store), so only what ``change`` may touch is copied: the top level and
+                # the status — not the whole object twice, which was most of a status write.
                 if current is None:
                     return None
-                wanted = change(self._from_stored(copy.deepcopy(current)) or {})
-                if wanted is None or wanted.get("status") == current.get("status"):
+                old = current.get("status")
+                view = {**current, "status": copy.deepcopy(old) if old else {}}
+                wanted = change(self._from_stored(view) or {})
+                if wanted is None or wanted.get("status") == old:
                     return current
-                new = copy.deepcopy(current)
-                new["status"] = wanted.get("status") or {}
-                new["metadata"]["resourceVersion"] = str(rv)
+                new = {**current, "status": wanted.get("status") or {}}
+                new["metadata"] = {**current["metadata"], "resourceVersion": str(rv)}
                 return new
 
             return mutate

@@ -1,0 +1,96 @@
+"""The Session status writer spaces its writes in time and never drops the last state.
+
+A real memory store and journal; the writer's clock is injected, the spacing is real time kept
+short (``INTERVAL`` seconds between the starts of two writes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from apiary.journal import Journal, open_journal
+from apiary.router.sessions import SessionInfo
+from apiary.router.status import SessionStatusWriter
+from apiary.store import Store, open_store
+
+INTERVAL = 0.2
+
+
+@pytest.fixture
+async def parts() -> AsyncIterator[tuple[Store, Journal, list[SessionInfo]]]:
+    async with contextlib.AsyncExitStack() as stack:
+        store = await stack.enter_async_context(open_store("memory://"))
+        journal = await stack.enter_async_context(open_journal("memory://"))
+        infos = []
+        for name in ("a", "b"):
+            obj = await store.create(
+                {"apiVersion": "apiary.io/v1", "kind": "Session",
+                 "metadata": {"name": name, "namespace": "default"}, "spec": {"hiveRef": "h"}}
+            )  # fmt: skip
+            infos.append(
+                SessionInfo("default", name, "h", "Running", False, obj["metadata"]["uid"])
+            )
+        yield store, journal, infos
+
+
+async def status(store: Store, name: str) -> dict[str, Any]:
+    return dict((await store.get("Session", "default", name)).get("status") or {})
+
+
+async def test_first_change_is_written_at_once_then_changes_wait_and_merge(
+    parts: tuple[Store, Journal, list[SessionInfo]],
+) -> None:
+    store, journal, (a, b) = parts
+    writer = SessionStatusWriter(store, journal, interval=INTERVAL)
+    writer.update(a, {"output": "one"})
+    await asyncio.sleep(0.02)
+    assert (await status(store, "a"))["output"] == "one"
+    assert writer.writes == 1
+
+    for n in range(50):  # a busy session: fifty outputs within the interval
+        writer.update(a, {"output": f"two-{n}"})
+    writer.update(b, {"output": "b", "phase": "Succeeded"})
+    await asyncio.sleep(0.02)
+    assert (await status(store, "a"))["output"] == "one"  # held back by the spacing
+    assert "output" not in await status(store, "b")
+
+    await asyncio.sleep(INTERVAL)
+    assert (await status(store, "a"))["output"] == "two-49"  # the newest, never skipped
+    got = await status(store, "b")
+    assert (got["output"], got["phase"]) == ("b", "Succeeded")
+    assert "completionTime" in got
+    assert writer.writes == 2  # both sessions and all 51 changes: one store write
+
+
+async def test_flush_writes_what_is_pending_now(
+    parts: tuple[Store, Journal, list[SessionInfo]],
+) -> None:
+    store, journal, (a, _) = parts
+    writer = SessionStatusWriter(store, journal, interval=60.0)
+    writer.update(a, {"output": "one"})
+    await asyncio.sleep(0.02)
+    writer.update(a, {"output": "last", "phase": "Failed", "reason": "X"})
+    await asyncio.wait_for(writer.flush(), 1.0)  # not after the 60 s spacing
+    got = await status(store, "a")
+    assert (got["output"], got["phase"], got["reason"]) == ("last", "Failed", "X")
+    await writer.flush()  # nothing pending: returns at once
+    assert writer.writes == 2
+
+
+async def test_a_quiet_writer_writes_at_once_again(
+    parts: tuple[Store, Journal, list[SessionInfo]],
+) -> None:
+    store, journal, (a, _) = parts
+    now = [100.0]
+    writer = SessionStatusWriter(store, journal, interval=INTERVAL, clock=lambda: now[0])
+    writer.update(a, {"output": "one"})
+    await asyncio.sleep(0.02)
+    now[0] += INTERVAL  # a quiet spell as long as the interval
+    writer.update(a, {"output": "two"})
+    await asyncio.sleep(0.02)
+    assert (await status(store, "a"))["output"] == "two"

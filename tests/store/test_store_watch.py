@@ -165,3 +165,38 @@ async def test_a_watch_cancelled_as_it_is_woken_ends(store: Store) -> None:
         task.cancel()  # ...when the cancel comes
         with pytest.raises(asyncio.CancelledError):
             await asyncio.wait_for(task, 2)
+
+
+async def test_watchers_woken_together_share_one_read_and_see_the_same_changes(
+    store: Store,
+) -> None:
+    since = await store.resource_version()
+    watchers, total = 6, 40
+    tasks = [asyncio.create_task(collect(store, total, since=since)) for _ in range(watchers)]
+    await asyncio.sleep(0.05)  # all six watching (and waiting) before the first write
+    reads = store._feed.reads
+    for i in range(total):
+        await store.create(hive(f"w{i}"))
+        await asyncio.sleep(0.01)  # each write wakes all six
+    seen = await asyncio.gather(*tasks)
+    assert all([c.rv for c in s] == list(range(since + 1, since + total + 1)) for s in seen)
+    # Unshared, every wake-up of every watcher would be a read: >= 6 x 40.
+    assert store._feed.reads - reads < watchers * total / 2
+
+
+async def test_a_watch_sees_a_write_made_without_a_notification(
+    backend: str, make_store: MakeStore
+) -> None:
+    """Another process writing the same SQLite file wakes nobody here: the poll finds it, and
+    reads on its own even when another watcher's shared read is at hand."""
+    if backend == "memory":
+        pytest.skip("a memory store has no other process")
+    first = await make_store(settings_for_tests(watch_poll_interval=0.1))
+    other = await make_store()
+    since = await first.resource_version()
+    a = asyncio.create_task(collect(first, 1, since=since, timeout=5))
+    b = asyncio.create_task(collect(first, 1, since=since, timeout=5))
+    await asyncio.sleep(0.15)
+    await other.create(hive("elsewhere"))
+    for got in await asyncio.gather(a, b):
+        assert got[0].object["metadata"]["name"] == "elsewhere"

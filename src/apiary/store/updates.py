@@ -1,12 +1,13 @@
 """What an update stores: the incoming body with the server's metadata and the current status,
 and the controller-owned annotations kept — one definition for :meth:`Store.update` and the API's
-dry run — plus what ``generation`` tracks."""
+dry run — plus what ``generation`` tracks, and a status-only change (``update_status_many``)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from apiary.store.model import Obj
+from apiary.store.model import Mutate, Obj, StatusChange
 
 MANAGED_METADATA = ("uid", "creationTimestamp", "generation", "deletionTimestamp")
 """Metadata only the server sets: an update keeps the stored values whatever it sends."""
@@ -51,3 +52,25 @@ def keep_owned_annotations(meta: Obj, current: Obj) -> None:
 def desired_part(obj: Obj) -> Any:
     """What ``generation`` tracks: everything but metadata and status."""
     return {k: v for k, v in obj.items() if k not in ("metadata", "status", "apiVersion", "kind")}
+
+
+def status_mutation(change: StatusChange, from_stored: Callable[[Obj], Obj | None]) -> Mutate:
+    """The backend mutation that sets the status ``change`` returns, nothing else, for
+    :meth:`Store.update_status_many`. The backend's ``current`` is its private copy (decoded,
+    or deep-copied by the memory store), so only what ``change`` may touch is copied — the top
+    level and the status's keys, not the whole object twice (which was most of a status
+    write)."""
+
+    def mutate(current: Obj | None, rv: int) -> Obj | None:
+        if current is None:
+            return None
+        old = current.get("status")
+        view = {**current, "status": dict(old) if old else {}}
+        wanted = change(from_stored(view) or {})
+        if wanted is None or wanted.get("status") == old:
+            return current
+        new = {**current, "status": wanted.get("status") or {}}
+        new["metadata"] = {**current["metadata"], "resourceVersion": str(rv)}
+        return new
+
+    return mutate

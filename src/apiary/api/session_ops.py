@@ -111,11 +111,15 @@ class SessionOps:
             status.update(phase="Running", startTime=now, lastActivityTime=now)
             return {**obj, "status": status}
 
-        updated = await self.store.update_with_retry(
-            "Session", info.cell, info.name, change, subresource="status"
-        )
-        if updated is None:
-            raise NotFound(f"session {info.name!r} not found in cell {info.cell!r}")
+        # One transaction that reads and writes (no GET, then PUT, then a retry on a 409):
+        # this is on the path of every session created with spec.input.
+        where = [(info.cell, info.name, change)]
+        (updated,) = await self.store.update_status_many("Session", where)
+        if updated is None:  # gone, or no longer Pending (another request was first)
+            try:
+                updated = await self.store.get("Session", info.cell, info.name)
+            except NotFound:
+                raise NotFound(f"session {info.name!r} not found in cell {info.cell!r}") from None
         self.router.sessions.remember(updated)
 
     # ------------------------------------------------------------------------------ read

@@ -38,6 +38,22 @@ DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
 BENCH_DB_PREFIX = "apiary_bench_"
 
 
+# ------------------------------------------------------------------------------- event loop
+
+LOOPS = ("uvloop", "asyncio")
+"""Event loops a bench that runs Apiary in-process can run on; the first is apiaryd's."""
+
+
+def run_on_loop(main: Any, loop: str = LOOPS[0]) -> Any:
+    """Run the coroutine ``main`` on ``loop``: apiaryd runs on uvloop (server/main.py), so a
+    bench that runs its message path in-process measures it on the same loop by default."""
+    if loop == "uvloop":
+        import uvloop
+
+        return uvloop.run(main)
+    return asyncio.run(main)
+
+
 # ------------------------------------------------------------------------------------ figures
 
 

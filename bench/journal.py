@@ -1,11 +1,15 @@
-"""How many journal commits per second each backend takes (docs/sessions.md: every message hop is
-one ``commit`` of ~2 entries plus a state document of a few hundred bytes; the system target is
-≥ 20,000 messages/s embedded on 2 cores, so the journal must stay well above that).
+"""Steps per second the journal commits for many sessions at once, per backend (docs/sessions.md:
+every message hop is one step — one ``commit`` of ~2 entries plus the session's state document —
+and the system target is ≥ 20,000 messages/s embedded on 2 cores, so the journal must stay well
+above that).
 
-For every backend (memory, SQLite, PostgreSQL) and every concurrency (1, 64, 512 committers, each
-driving its own session the way the router drives many sessions at once), committers loop
-``commit(expect_version=v)`` for a measured window after a short warm-up. Reported: commits/s,
-entries/s, latency percentiles, and for the batching backends the mean commits per transaction.
+For every backend (memory, SQLite, PostgreSQL) and every concurrency (1, 64, 512 sessions, each
+driven by its own committer the way the router drives many sessions at once), committers loop
+``commit(expect_version=v)`` for a measured window after a short warm-up. The durable backends
+batch the steps that are ready into one transaction (``GroupCommit``: SQLite one write
+transaction in WAL mode, PostgreSQL one round trip of set-based statements) and acknowledge each
+step when its batch is durable. Reported: steps/s, entries/s, step latency percentiles, and for
+the batching backends the mean steps per transaction.
 
 Prints a table and writes ``bench/results/journal.json``. PostgreSQL runs in a fresh database
 (dropped afterwards) and is skipped with a note when unreachable.
@@ -124,7 +128,7 @@ async def _measure(journal: Journal, concurrency: int, seconds: float) -> dict[s
         stop.set()
         await asyncio.gather(*tasks)
     summary = latency_summary(latencies, elapsed)
-    summary["commits_per_s"] = round(count / elapsed, 1)
+    summary["steps_per_s"] = round(count / elapsed, 1)
     summary["entries_per_s"] = round(2 * count / elapsed, 1)
     return summary
 
@@ -140,7 +144,7 @@ async def _run_backend(url: str, seconds: float) -> list[dict[str, Any]]:
             row = await _measure(journal, concurrency, seconds)
             if group is not None and group.batches > before[0]:
                 per_batch = (group.items - before[1]) / (group.batches - before[0])
-                row["commits_per_batch"] = round(per_batch, 1)
+                row["steps_per_transaction"] = round(per_batch, 1)
         finally:
             await journal.close()
         row["concurrency"] = concurrency
@@ -167,8 +171,8 @@ def main() -> None:
     args, _ = parser.parse_known_args()
     report: dict[str, Any] = {"machine": machine_info(), "seconds": args.seconds, "results": {}}
     print(
-        f"{'backend':<11} {'conc':>5} {'commits/s':>10} {'entries/s':>10} "
-        f"{'p50 ms':>8} {'p99 ms':>8} {'per batch':>9}"
+        f"{'backend':<11} {'sessions':>8} {'steps/s':>10} {'entries/s':>10} "
+        f"{'p50 ms':>8} {'p99 ms':>8} {'steps/txn':>9}"
     )
     for backend in args.backends.split(","):
         try:
@@ -181,9 +185,9 @@ def main() -> None:
         report["results"][backend] = rows
         for r in rows:
             print(
-                f"{backend:<11} {r['concurrency']:>5} {r['commits_per_s']:>10,.0f} "
+                f"{backend:<11} {r['concurrency']:>8} {r['steps_per_s']:>10,.0f} "
                 f"{r['entries_per_s']:>10,.0f} {r['p50_ms']:>8.3f} {r['p99_ms']:>8.3f} "
-                f"{r.get('commits_per_batch', ''):>9}"
+                f"{r.get('steps_per_transaction', ''):>9}"
             )
     out = write_result("journal", report)
     print(f"wrote {out.relative_to(ROOT)}")

@@ -12,7 +12,7 @@ Figures: messages/s and this process's CPU per message (every thread: the journa
 SQLite threads too). Runs against whatever ``apiary`` is importable, so ``PYTHONPATH=<other
 checkout>/src`` measures another commit with the same script.
 
-    .venv/bin/python bench/router_step.py --seconds 3 --in-flight 64 --rounds 3
+    .venv/bin/python bench/router_step.py --seconds 3 --in-flight 64 --rounds 3 [--loop asyncio]
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from pathlib import Path
 from statistics import median
 from typing import Any
 
-from _common import machine_info, write_result
+from _common import LOOPS, machine_info, run_on_loop, write_result
 
 from apiary.bus import Delivery, open_bus
 from apiary.journal import open_journal
@@ -124,6 +124,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         "benchmark": "router_step",
         "machine": machine_info(),
         "seconds": args.seconds,
+        "loop": args.loop,
         "rows": rows,
         "median_msgs_per_s": median(r["msgs_per_s"] for r in rows),
         "median_cpu_us_per_msg": median(r["cpu_us_per_msg"] for r in rows),
@@ -137,8 +138,9 @@ def main() -> None:
     parser.add_argument("--in-flight", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--loop", choices=LOOPS, default=LOOPS[0], help="event loop (apiaryd's)")
     args = parser.parse_args()
-    report = asyncio.run(measure(args))
+    report = run_on_loop(measure(args), args.loop)
     print(f"router step: {report['median_msgs_per_s']} msgs/s, "
           f"{report['median_cpu_us_per_msg']} µs CPU per message (median of {args.rounds}; "
           f"issue 12's budget ≈ 50 µs)")  # fmt: skip

@@ -52,7 +52,15 @@ sys.path[:0] = [str(ROOT / "src"), str(BENCH), str(ROOT)]
 
 import httpx  # noqa: E402
 import uvicorn  # noqa: E402
-from _common import machine_info, percentile, start_apiaryd, temp_dir, write_result  # noqa: E402
+from _common import (  # noqa: E402
+    LOOPS,
+    machine_info,
+    percentile,
+    run_on_loop,
+    start_apiaryd,
+    temp_dir,
+    write_result,
+)
 from keeper_relay import keeper_case  # noqa: E402
 
 from apiary.api import api_state, create_app  # noqa: E402
@@ -529,6 +537,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         "seconds_per_figure": seconds,
         "in_flight": in_flight,
         "agent_concurrency": AGENT_CONCURRENCY,
+        "loop": args.loop,
     }
     relay_n = 300 if args.quick else 3000
     alone = {
@@ -626,6 +635,7 @@ def main() -> None:
     )
     parser.add_argument("--tracing", action="store_true", help="the cost of tracing, off vs on")
     parser.add_argument("--rounds", type=int, default=2, help="--tracing: off/on pairs")
+    parser.add_argument("--loop", choices=LOOPS, default=LOOPS[0], help="event loop (apiaryd's)")
     args = parser.parse_args()
     args.seconds = args.seconds or (1.0 if args.quick else 5.0)
     args.in_flight = args.in_flight or (64 if args.quick else 256)
@@ -635,7 +645,7 @@ def main() -> None:
         tracing_cost.main(args)
         return
     args.latency_messages = args.latency_messages or (100 if args.quick else 1000)
-    report = asyncio.run(measure(args))
+    report = run_on_loop(measure(args), args.loop)
     print(table(report))
     out = write_result("throughput", report, args.out)
     print(f"\nwrote {out}")

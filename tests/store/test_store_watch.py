@@ -200,3 +200,16 @@ async def test_a_watch_sees_a_write_made_without_a_notification(
     await other.create(hive("elsewhere"))
     for got in await asyncio.gather(a, b):
         assert got[0].object["metadata"]["name"] == "elsewhere"
+
+
+async def test_a_watcher_behind_is_served_from_what_the_others_read(store: Store) -> None:
+    since = await store.resource_version()
+    ahead = asyncio.create_task(collect(store, 30, since=since))
+    for i in range(30):
+        await store.create(hive(f"r{i}"))
+        await asyncio.sleep(0.005)
+    await ahead
+    reads = store._feed.reads
+    behind = await collect(store, 30, since=since)  # starts late: everything is kept already
+    assert [c.rv for c in behind] == list(range(since + 1, since + 31))
+    assert store._feed.reads == reads

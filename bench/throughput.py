@@ -238,7 +238,8 @@ async def make_sessions(ap: Apiary, hive: str, count: int) -> list[str]:
 async def send_and_wait(ap: Apiary, session: str, seq: int) -> tuple[int, float]:
     """One message through the session's hive; returns (last seq seen, seconds to its final)."""
     t0 = time.perf_counter()
-    sent = await ap.router.submit(ap.cell, session, Message(PAYLOAD))
+    # fresh: the id was made here just now, as the API does for a message sent without one
+    sent = await ap.router.submit(ap.cell, session, Message(PAYLOAD), fresh=True)
     key = f"{ap.cell}/{session}"
     while True:
         entries = await ap.journal.wait(key, seq, 30.0)

@@ -84,7 +84,7 @@ class Store(ABC):
         self.clock: Clock = clock or (lambda: datetime.now(UTC))
         self._changed = asyncio.Event()
         self._feed = ChangeFeed(self._changes_since)
-        """The change-log reads of watchers woken together, shared (store/feed.py)."""
+        """The change log as this process's watchers read it: kept and shared (store/feed.py)."""
         self._compactor: asyncio.Task[None] | None = None
 
     # ----------------------------------------------------------------- lifecycle

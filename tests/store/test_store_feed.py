@@ -14,7 +14,8 @@ def log(first: int, last: int) -> list[Change]:
 
 class Log:
     def __init__(self, newest: int) -> None:
-        self.newest, self.asked = newest, []  # type: list[int]
+        self.newest = newest
+        self.asked: list[int] = []
 
     async def read(self, after: int, limit: int) -> list[Change]:
         self.asked.append(after)

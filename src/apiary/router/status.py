@@ -65,7 +65,7 @@ class SessionStatusWriter:
         self._pending: dict[str, tuple[SessionInfo, dict[str, Any]]] = {}
         self._task: asyncio.Task[None] | None = None
         self._last = -float("inf")
-        self._now = asyncio.Event()  # set by flush(): stop spacing, write what is pending
+        self._hurry = asyncio.Event()  # set by flush(): stop spacing, write what is pending
 
     def update(self, info: SessionInfo, patch: dict[str, Any]) -> None:
         """Router callback (sync): merge the patch into what is pending, wake the writer.
@@ -78,20 +78,20 @@ class SessionStatusWriter:
 
     async def flush(self) -> None:
         """Write everything pending now and wait until it is written."""
-        self._now.set()
+        self._hurry.set()
         try:
             while self._task is not None and not self._task.done():
                 await asyncio.shield(self._task)
         finally:
-            self._now.clear()
+            self._hurry.clear()
 
     async def _flush(self) -> None:
         while self._pending:
             wait = self._last + self.interval - self.clock()
-            if wait > 0 and not self._now.is_set():
+            if wait > 0 and not self._hurry.is_set():
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(wait):
-                        await self._now.wait()
+                        await self._hurry.wait()
             self._last = self.clock()
             self.writes += 1
             batch, self._pending = self._pending, {}

@@ -50,13 +50,27 @@ def parse_postgres_url(url: str, what: str) -> tuple[str, int, int]:
 
 
 async def open_pool(dsn: str, min_size: int, max_size: int, what: str) -> Any:
-    """An asyncpg pool; an unreachable server is a clear 503 naming the backend."""
+    """An asyncpg pool; an unreachable server is a clear 503 naming the backend.
+
+    A connection goes back to the pool without asyncpg's reset query (``pg_advisory_unlock_all();
+    CLOSE ALL; UNLISTEN *; RESET ALL``): that is one more round trip to the server for every
+    acquire, and our pooled connections never hold what it undoes — LISTEN runs on a connection
+    of its own (:class:`Listener`), advisory locks are ``pg_advisory_xact_lock`` (released at
+    commit), cursors live inside transactions and nothing ``SET``s a session variable. asyncpg
+    still rolls back a transaction left open and drops listeners before it calls ``reset``.
+    """
     import asyncpg
 
     try:
-        return await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size)
+        return await asyncpg.create_pool(
+            dsn, min_size=min_size, max_size=max_size, reset=_keep_session
+        )
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         raise Unavailable(f"cannot connect to the PostgreSQL {what}: {exc}") from exc
+
+
+async def _keep_session(conn: Any) -> None:
+    """The pool's ``reset``: nothing to undo (see :func:`open_pool`)."""
 
 
 @contextlib.asynccontextmanager

@@ -152,3 +152,23 @@ async def test_replicas_writing_at_once_give_watchers_one_gap_free_order(pg_url:
         changes = await watching
         assert [c.rv for c in changes] == list(range(since + 1, since + 301))
         assert await a.resource_version() == await b.resource_version() == since + 300
+
+
+async def test_postgres_pool_returns_a_connection_without_a_reset_round_trip(pg_url: str) -> None:
+    """asyncpg's default reset (``pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL``)
+    is one more query per acquire; our pooled connections hold nothing it would undo
+    (``pgbackend.open_pool``). A transaction left open is still rolled back."""
+    async with open_store(f"{pg_url}?pool_max_size=1") as store:
+        assert isinstance(store, PostgresStore)
+        async with store._conn() as conn:
+            raw = conn._con  # the proxy is new per acquire, the connection is not
+            sent = raw._protocol.queries_count
+        async with store._conn() as again:
+            assert again._con is raw
+            assert raw._protocol.queries_count == sent  # nothing ran on release
+            tx = again.transaction()
+            await tx.start()
+            await again.execute("CREATE TEMP TABLE left_open (x int)")
+        async with store._conn() as conn:
+            assert not conn.is_in_transaction()
+            assert await conn.fetchval("SELECT to_regclass('left_open')") is None

@@ -1,18 +1,23 @@
 """PostgreSQL takes the version last in a write: the races that makes possible are handled.
 
 Two stores on one database stand for two apiaryd replicas, each with its own pool, so their
-transactions really interleave on the server.
+transactions really interleave on the server. A write first tries without a transaction (read,
+then write if unchanged); the tests below also make another replica write in between, from a
+thread of its own, so the lost race and its locking retry are certain to run.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any
 
 import pytest
 
 from apiary.errors import AlreadyExists, Conflict
 from apiary.store import Store, StoreSettings, open_store
+from apiary.store.model import Key, Obj
 from services import fresh_postgres_url
 
 
@@ -97,3 +102,73 @@ async def test_versions_are_gap_free_in_commit_order_and_stamped(
     assert await b.resource_version() >= start + 202
     deleted = await b.delete("AgentSpec", "default", "x")
     assert int(deleted["metadata"]["resourceVersion"]) < await a.resource_version()
+
+
+def meanwhile(url: str, write: Callable[[Store], Coroutine[Any, Any, object]]) -> None:
+    """Run ``write`` on another replica (its own store, loop and thread) and wait for it: a
+    writer that commits while the caller is between its read and its write."""
+    failed: list[BaseException] = []
+
+    async def other() -> None:
+        async with open_store(url) as store:
+            await write(store)
+
+    def run() -> None:
+        try:
+            asyncio.run(other())
+        except BaseException as exc:
+            failed.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join(30)
+    assert not failed, failed
+
+
+@pytest.mark.parametrize("race", ["update", "delete", "create"])
+async def test_a_write_that_lost_its_race_runs_again_on_what_won(race: str) -> None:
+    async with fresh_postgres_url() as url, open_store(url) as store:
+        if race != "create":
+            await store.create(spec("x", 1))
+        start = await store.resource_version()
+        seen: list[Obj | None] = []
+
+        async def other_write(other: Store) -> None:
+            if race == "create":
+                await other.create(spec("x", 7))
+            else:
+                current = await other.get("AgentSpec", "default", "x")
+                current["spec"] = {"value": 7}
+                await other.update(current)
+
+        def mutate(current: Obj | None, rv: int) -> Obj | None:
+            seen.append(None if current is None else dict(current["spec"]))
+            if len(seen) == 1:  # between our read and our write, another replica commits
+                meanwhile(url, other_write)
+            if race == "delete":
+                return None
+            body = current or spec("x")
+            body["spec"] = {"value": (current or {"spec": {"value": 0}})["spec"]["value"] + 1}
+            body.setdefault("metadata", {})["resourceVersion"] = str(rv)
+            return body
+
+        old, new = await store._transact(Key("AgentSpec", "default", "x"), mutate)
+        first = None if race == "create" else {"value": 1}
+        assert seen == [first, {"value": 7}]  # decided again, on the winner's write
+        assert old is not None and old["spec"] == {"value": 7}
+        stored = await store._get(Key("AgentSpec", "default", "x"))
+        if race == "delete":
+            assert new is None and stored is None
+        else:
+            assert new is not None and new["spec"] == {"value": 8}
+            assert stored is not None and stored["spec"] == {"value": 8}
+            assert stored["metadata"]["resourceVersion"] == new["metadata"]["resourceVersion"]
+        changes = []
+        async for change in store.watch(since=start):
+            changes.append((change.rv, change.type))
+            if len(changes) == 2:
+                break
+        kinds = ["ADDED" if race == "create" else "MODIFIED",
+                 "DELETED" if race == "delete" else "MODIFIED"]  # fmt: skip
+        assert changes == [(start + 1, kinds[0]), (start + 2, kinds[1])]
+        assert await store.resource_version() == start + 2  # the lost try used no version

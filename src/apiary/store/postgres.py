@@ -72,8 +72,42 @@ _DELETE_SQL = f"""
 SELECT v, pg_notify('{CHANNEL}', v::text) FROM r
 """
 
+# The same writes for a body decided from an unlocked read, in one autocommit statement: ``cur``
+# locks the object's row only if it still has the version read ($6) — a concurrent writer's
+# commit fails that check (READ COMMITTED re-checks a locked row's WHERE) — and ``r`` allocates a
+# version only if ``cur`` found it, so a lost race writes nothing and returns no row. The object's
+# row is locked before the counter, the order the locking path takes too.
+_UNCHANGED = """cur AS (
+    SELECT 1 FROM objects WHERE kind = $1 AND namespace = $2 AND name = $3 AND rv = $6 FOR UPDATE
+), r AS (UPDATE rv_counter SET v = v + 1 WHERE EXISTS (SELECT 1 FROM cur) RETURNING v)"""
+
+_UPDATE_IF_SQL = f"""
+WITH {_UNCHANGED}, w AS (
+    UPDATE objects SET body = {_STAMPED}, rv = r.v FROM r
+    WHERE kind = $1 AND namespace = $2 AND name = $3
+), c AS (
+    INSERT INTO changes (rv, type, kind, namespace, name, body)
+    SELECT r.v, 'MODIFIED', $1, $2, $3, {_STAMPED} FROM r
+)
+SELECT v, pg_notify('{CHANNEL}', v::text) FROM r
+"""
+
+_DELETE_IF_SQL = f"""
+WITH {_UNCHANGED}, d AS (
+    DELETE FROM objects USING r WHERE kind = $1 AND namespace = $2 AND name = $3
+), c AS (
+    INSERT INTO changes (rv, type, kind, namespace, name, body)
+    SELECT r.v, 'DELETED', $1, $2, $3, {_STAMPED} FROM r
+)
+SELECT v, pg_notify('{CHANNEL}', v::text) FROM r
+"""
+
 _CREATE_RACES = 3
 """Attempts when another replica creates the same key between our read and our insert."""
+
+
+class _Raced(Exception):
+    """Another writer changed the object between the unlocked read and the write."""
 
 
 class _NoChange(Exception):
@@ -150,9 +184,18 @@ class PostgresStore(Store):
     # ---------------------------------------------------------------- primitives
 
     async def _transact(self, key: Key, mutate: Mutate) -> tuple[Obj | None, Obj | None]:
-        """Lock the object's row, run ``mutate``, then — last — take the version and write.
+        """Read, run ``mutate``, write if nobody wrote meanwhile; on a lost race, the same under
+        the object's row lock.
 
-        Commit order still equals version order: the version is allocated by the final
+        The first try is two round trips, both outside a transaction: read the row, then one
+        statement that writes only if the row still has the version read (``_UPDATE_IF_SQL``).
+        Most writes find no competitor, and a transaction (BEGIN, a locking read, the write,
+        COMMIT) costs twice the round trips. A write that lost the race runs again the locking
+        way below, where it cannot lose, so ``mutate`` runs at most a few times whatever the
+        contention (it may already run twice, on a create race: it must not count on once).
+
+        The locking way: lock the object's row, run ``mutate``, then — last — take the version
+        and write. Commit order still equals version order: the version is allocated by the final
         statement, whose ``rv_counter`` row lock is held until COMMIT, so version N+1 cannot be
         allocated before N's transaction has ended; a rollback after the increment returns N
         (gap-free). Everything before — the row read, ``mutate`` in Python — holds only the
@@ -165,6 +208,8 @@ class PostgresStore(Store):
         """
         import asyncpg
 
+        with contextlib.suppress(_Raced):
+            return await self._write_if_unchanged(key, mutate)
         for attempt in range(_CREATE_RACES):
             try:
                 return await self._transact_once(key, mutate)
@@ -172,6 +217,41 @@ class PostgresStore(Store):
                 if attempt == _CREATE_RACES - 1:
                     raise
         raise AssertionError("unreachable")
+
+    async def _write_if_unchanged(self, key: Key, mutate: Mutate) -> tuple[Obj | None, Obj | None]:
+        import asyncpg
+
+        k = (key.kind, key.namespace, key.name)
+        placeholder = f"rv-{uuid.uuid4().hex}"
+        async with self._conn() as conn:
+            row = await conn.fetchrow(
+                "SELECT body, rv FROM objects WHERE kind = $1 AND namespace = $2 AND name = $3", *k
+            )
+            text, read_rv = (None, None) if row is None else (row[0], row[1])
+            current = orjson.loads(text) if text is not None else None
+            new = mutate(orjson.loads(text) if text is not None else None, 0)
+            if new == current:
+                return current, current  # as of the read: a committed state, no write needed
+            if new is None:
+                logged: Obj = orjson.loads(text)  # type: ignore[arg-type]
+                logged["metadata"]["resourceVersion"] = placeholder
+                args: tuple[Any, ...] = (*k, _dumps(logged), placeholder, read_rv)
+                sql = _DELETE_IF_SQL
+            else:
+                new["metadata"]["resourceVersion"] = placeholder
+                if current is None:
+                    sql, args = _INSERT_SQL, (*k, _dumps(new), placeholder)
+                else:
+                    sql, args = _UPDATE_IF_SQL, (*k, _dumps(new), placeholder, read_rv)
+            try:
+                written = await conn.fetchrow(sql, *args)
+            except asyncpg.UniqueViolationError:
+                raise _Raced() from None  # created meanwhile
+        if written is None:
+            raise _Raced()
+        if new is not None:
+            new["metadata"]["resourceVersion"] = str(int(written[0]))
+        return current, new
 
     async def _transact_once(self, key: Key, mutate: Mutate) -> tuple[Obj | None, Obj | None]:
         k = (key.kind, key.namespace, key.name)

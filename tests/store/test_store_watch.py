@@ -213,3 +213,33 @@ async def test_a_watcher_behind_is_served_from_what_the_others_read(store: Store
     behind = await collect(store, 30, since=since)  # starts late: everything is kept already
     assert [c.rv for c in behind] == list(range(since + 1, since + 31))
     assert store._feed.reads == reads
+
+
+async def test_a_write_wakes_its_watchers_once(store: Store) -> None:
+    """One read of the change log per write, not two: on PostgreSQL the commit's NOTIFY comes
+    back to this store too, often before the writer has its answer, and it alone wakes."""
+    since = await store.resource_version()
+    watchers, total = 6, 30
+    tasks = [asyncio.create_task(collect(store, total, since=since)) for _ in range(watchers)]
+    await asyncio.sleep(0.05)
+    reads = store._feed.reads
+    for i in range(total):
+        await store.create(hive(f"once{i}"))
+        await asyncio.sleep(0.01)
+    await asyncio.gather(*tasks)
+    assert store._feed.reads - reads <= total * 1.3
+
+
+async def test_postgres_writes_still_wake_watchers_while_the_listener_is_down(
+    backend: str, make_store: MakeStore
+) -> None:
+    if backend != "postgresql":
+        pytest.skip("only PostgreSQL leaves the wake-up to the database's echo")
+    store = await make_store(settings_for_tests(watch_poll_interval=30))
+    await store._listener.close()  # type: ignore[attr-defined]  # no echo will come
+    since = await store.resource_version()
+    watching = asyncio.create_task(collect(store, 1, since=since, timeout=2))
+    await asyncio.sleep(0.05)
+    await store.create(hive("while-down"))
+    (got,) = await watching  # long before the 30 s poll
+    assert got.object["metadata"]["name"] == "while-down"

@@ -159,6 +159,10 @@ class Store(ABC):
         event, self._changed = self._changed, asyncio.Event()
         event.set()
 
+    def _written(self) -> None:
+        """Called once a write of this store has committed: wake the watchers."""
+        self._notify()
+
     def _to_stored(self, obj: Obj) -> Obj:
         if obj.get("kind") != "Secret" or self.codec is None:
             return obj
@@ -182,7 +186,7 @@ class Store(ABC):
             return None if new is None else self._to_stored(new)
 
         old, new = await self._transact(key, stored_mutate)
-        self._notify()
+        self._written()
         return self._from_stored(old), self._from_stored(new)
 
     # ---------------------------------------------------------------- the API
@@ -424,7 +428,7 @@ class Store(ABC):
             for ns, name, change in changes
         ]
         done = await self._transact_many(items)
-        self._notify()
+        self._written()
         out: builtins.list[Obj | None] = []
         for old, new in done:
             out.append(None if new is None or new is old else self._from_stored(new))

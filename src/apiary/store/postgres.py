@@ -151,6 +151,15 @@ class PostgresStore(Store):
         """A pooled connection; losing the server becomes a clear 503, not a driver traceback."""
         return pgbackend.pooled(self._pool, "store")
 
+    def _written(self) -> None:
+        """A write of this store committed: its NOTIFY wakes the watchers when it comes back
+        to the LISTEN connection — it does, for every commit, often before the writer has its
+        own answer — so waking them here too would only make each read the change log again
+        and find nothing. While that connection is down, no echo comes: wake them here. (An
+        echo lost when the connection drops is made up for by the wake-up on reconnecting.)"""
+        if self._listener.conn is None:
+            self._notify()
+
     async def _open(self) -> None:
         self._pool = await pgbackend.open_pool(self.dsn, self._pool_min, self._pool_max, "store")
         try:

@@ -172,3 +172,42 @@ async def test_a_write_that_lost_its_race_runs_again_on_what_won(race: str) -> N
                  "DELETED" if race == "delete" else "MODIFIED"]  # fmt: skip
         assert changes == [(start + 1, kinds[0]), (start + 2, kinds[1])]
         assert await store.resource_version() == start + 2  # the lost try used no version
+
+
+async def test_a_status_batch_that_lost_a_race_runs_item_by_item_on_what_won() -> None:
+    async with fresh_postgres_url() as url, open_store(url) as store:
+        for name in ("a", "b", "c"):
+            await store.create(spec(name, 1))
+        start = await store.resource_version()
+        calls: list[str] = []
+
+        def other_write(other: Store) -> Coroutine[Any, Any, object]:
+            async def write() -> None:
+                current = await other.get("AgentSpec", "default", "b")
+                current["spec"] = {"value": 7}
+                await other.update(current)
+
+            return write()
+
+        def mark(name: str) -> Callable[[Obj], Obj]:
+            def change(obj: Obj) -> Obj:
+                calls.append(name)
+                if calls == ["a", "b"]:  # between the batch's read and its write
+                    meanwhile(url, other_write)
+                obj["status"] = {"seen": obj["spec"]["value"]}
+                return obj
+
+            return change
+
+        out = await store.update_status_many(
+            "AgentSpec", [("default", n, mark(n)) for n in ("a", "b", "c")]
+        )
+        assert calls == ["a", "b", "c", "a", "b", "c"]  # the batch, then item by item
+        assert [o["status"] for o in out if o is not None] == [
+            {"seen": 1}, {"seen": 7}, {"seen": 1},
+        ]  # fmt: skip
+        assert [int(o["metadata"]["resourceVersion"]) for o in out if o is not None] == [
+            start + 2, start + 3, start + 4,
+        ]  # fmt: skip  # start + 1: the other replica's; the lost batch took none
+        stored = await store.get("AgentSpec", "default", "b")
+        assert stored["spec"] == {"value": 7} and stored["status"] == {"seen": 7}

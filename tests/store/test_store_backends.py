@@ -172,3 +172,31 @@ async def test_postgres_pool_returns_a_connection_without_a_reset_round_trip(pg_
         async with store._conn() as conn:
             assert not conn.is_in_transaction()
             assert await conn.fetchval("SELECT to_regclass('left_open')") is None
+
+
+async def test_postgres_writes_a_status_batch_in_one_read_and_one_statement(pg_url: str) -> None:
+    async with open_store(f"{pg_url}?pool_max_size=1") as store:
+        assert isinstance(store, PostgresStore)
+        names = [f"s{i}" for i in range(20)]
+        for name in names:
+            await store.create({"apiVersion": "apiary.io/v1", "kind": "Cell",
+                                "metadata": {"name": name}, "spec": {}})  # fmt: skip
+        async with store._conn() as conn:
+            raw = conn._con
+
+        def running(obj: dict[str, object]) -> dict[str, object]:
+            return {**obj, "status": {"phase": "Running"}}
+
+        def warm(obj: dict[str, object]) -> dict[str, object]:
+            return {**obj, "status": {"phase": "Pending"}}
+
+        # The first batch also prepares its two statements (asyncpg asks for the array types).
+        await store.update_status_many("Cell", [("", n, warm) for n in names])
+        since, sent = await store.resource_version(), raw._protocol.queries_count
+        out = await store.update_status_many("Cell", [("", n, running) for n in names])
+        assert raw._protocol.queries_count - sent == 2
+        assert [o["metadata"]["resourceVersion"] for o in out if o is not None] == [
+            str(since + i) for i in range(1, 21)
+        ]
+        for name in names:
+            assert (await store.get("Cell", "", name))["status"] == {"phase": "Running"}

@@ -1,7 +1,8 @@
 """``update_status_many``: many objects' status in one write (the session status writer's batch).
 
-Every backend gives the same answers; SQLite also writes the batch as one transaction, so a
-``change`` that raises leaves every object of the batch as it was.
+Every backend gives the same answers; SQLite also writes the batch as one transaction, and
+PostgreSQL a batch of distinct objects as one statement, so a ``change`` that raises leaves
+every object of the batch as it was.
 """
 
 from __future__ import annotations
@@ -87,6 +88,26 @@ async def test_a_failing_change_writes_nothing_of_its_batch_on_sqlite(
     with pytest.raises(RuntimeError):
         await store.update_status_many(
             "Hive", [("default", "a", set_status(phase="One")), ("default", "a", boom)]
+        )
+    assert (await store.get("Hive", "default", "a"))["status"] == {}
+    assert await store.resource_version() == since
+
+
+async def test_a_failing_change_writes_nothing_of_a_batch_of_distinct_objects(
+    store: Store, backend: str
+) -> None:
+    if backend == "memory":
+        pytest.skip("the memory store writes each item on its own")
+    await store.create(hive("a"))
+    await store.create(hive("b"))
+    since = await store.resource_version()
+
+    def boom(obj: dict[str, Any]) -> dict[str, Any]:
+        raise RuntimeError("no")
+
+    with pytest.raises(RuntimeError):
+        await store.update_status_many(
+            "Hive", [("default", "a", set_status(phase="One")), ("default", "b", boom)]
         )
     assert (await store.get("Hive", "default", "a"))["status"] == {}
     assert await store.resource_version() == since

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -98,6 +99,33 @@ WITH {_UNCHANGED}, d AS (
 ), c AS (
     INSERT INTO changes (rv, type, kind, namespace, name, body)
     SELECT r.v, 'DELETED', $1, $2, $3, {_STAMPED} FROM r
+)
+SELECT v, pg_notify('{CHANNEL}', v::text) FROM r
+"""
+
+# Many updates decided from one unlocked read, in one statement: the rows are locked in key
+# order (as every multi-row writer here takes them, so two batches cannot deadlock), and
+# versions are taken only if every row still has the version read; else nothing is written.
+# Item i (1-based, ``o``) gets version r.v - n + i: consecutive, in the items' order.
+_UPDATE_MANY_SQL = f"""
+WITH t AS (
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[])
+        WITH ORDINALITY AS t(kind, namespace, name, body, placeholder, read_rv, o)
+), cur AS (
+    SELECT 1 FROM objects x JOIN t ON x.kind = t.kind AND x.namespace = t.namespace
+        AND x.name = t.name AND x.rv = t.read_rv
+    ORDER BY x.kind, x.namespace, x.name FOR UPDATE OF x
+), r AS (
+    UPDATE rv_counter SET v = v + $7 WHERE (SELECT count(*) FROM cur) = $7 RETURNING v
+), s AS (
+    SELECT t.*, r.v - $7 + t.o AS rv, replace(t.body, t.placeholder, (r.v - $7 + t.o)::text) AS b
+    FROM t, r
+), w AS (
+    UPDATE objects x SET body = s.b, rv = s.rv FROM s
+    WHERE x.kind = s.kind AND x.namespace = s.namespace AND x.name = s.name
+), c AS (
+    INSERT INTO changes (rv, type, kind, namespace, name, body)
+    SELECT s.rv, 'MODIFIED', s.kind, s.namespace, s.name, s.b FROM s
 )
 SELECT v, pg_notify('{CHANNEL}', v::text) FROM r
 """
@@ -290,6 +318,62 @@ class PostgresStore(Store):
         if new is not None:
             new["metadata"]["resourceVersion"] = str(rv)
         return current, new
+
+    async def _transact_many(
+        self, items: Sequence[tuple[Key, Mutate]]
+    ) -> list[tuple[Obj | None, Obj | None]]:
+        """Updates of distinct objects in one read and one statement (``_UPDATE_MANY_SQL``),
+        all or none; a batch that creates or deletes, names an object twice, or lost a race
+        runs item by item (``_transact``: each atomic on its own, as the base class does)."""
+        keys = [key for key, _ in items]
+        if len(items) > 1 and len(set(keys)) == len(keys):
+            done = await self._update_many(items)
+            if done is not None:
+                return done
+        return [await self._transact(key, mutate) for key, mutate in items]
+
+    async def _update_many(
+        self, items: Sequence[tuple[Key, Mutate]]
+    ) -> list[tuple[Obj | None, Obj | None]] | None:
+        columns: tuple[list[Any], ...] = ([], [], [], [], [], [])
+        done: list[tuple[Obj | None, Obj | None]] = []
+        written: list[Obj] = []
+        async with self._conn() as conn:
+            rows = await conn.fetch(
+                "SELECT x.kind, x.namespace, x.name, x.body, x.rv FROM objects x"
+                " JOIN unnest($1::text[], $2::text[], $3::text[]) AS t(kind, namespace, name)"
+                " ON x.kind = t.kind AND x.namespace = t.namespace AND x.name = t.name",
+                *([getattr(k, f) for k, _ in items] for f in ("kind", "namespace", "name")),
+            )
+            found = {(r[0], r[1], r[2]): (r[3], r[4]) for r in rows}
+            for key, mutate in items:
+                text, read_rv = found.get((key.kind, key.namespace, key.name), (None, None))
+                current = orjson.loads(text) if text is not None else None
+                new = mutate(orjson.loads(text) if text is not None else None, 0)
+                if new == current:
+                    done.append((current, current))
+                    continue
+                if new is None or current is None:
+                    return None  # a create or a delete: item by item
+                placeholder = f"rv-{uuid.uuid4().hex}"
+                new["metadata"]["resourceVersion"] = placeholder
+                for column, value in zip(
+                    columns,
+                    (key.kind, key.namespace, key.name, _dumps(new), placeholder, read_rv),
+                    strict=True,
+                ):
+                    column.append(value)
+                done.append((current, new))
+                written.append(new)
+            if not written:
+                return done
+            row = await conn.fetchrow(_UPDATE_MANY_SQL, *columns, len(written))
+        if row is None:
+            return None  # another writer got to one of them first
+        first = int(row[0]) - len(written) + 1
+        for i, new in enumerate(written):
+            new["metadata"]["resourceVersion"] = str(first + i)
+        return done
 
     async def _read(self, key: Key) -> Obj | None:
         async with self._conn() as conn:

@@ -184,7 +184,9 @@ class PostgresStore(Store):
         to the LISTEN connection — it does, for every commit, often before the writer has its
         own answer — so waking them here too would only make each read the change log again
         and find nothing. While that connection is down, no echo comes: wake them here. (An
-        echo lost when the connection drops is made up for by the wake-up on reconnecting.)"""
+        echo lost when the connection drops is made up for by the wake-up on reconnecting; one
+        that dies without closing leaves this replica's writes to the watch poll, as it leaves
+        every other replica's.)"""
         if self._listener.conn is None:
             self._notify()
 

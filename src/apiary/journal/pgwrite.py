@@ -19,6 +19,13 @@ a session's commits keep their order — and each round is 3-4 statements whatev
 Step 3 is skipped on the first attempt: ids are assumed new, ``INSERT … ON CONFLICT DO NOTHING``
 counts what went in, and only when an id already existed is the batch rolled back and redone with
 the probe (``careful``) — so the usual batch costs one round trip less.
+
+A batch of sessions that exist, each once, is first tried without a transaction at all
+(``write_unlocked``): one read of the versions, then one statement (``_WRITE_IF``) that locks the
+sessions' rows in session order only where they still have the versions read, and writes only
+if every one does — two round trips instead of four (BEGIN, lock, write, COMMIT). The entries go
+in with a plain INSERT, so an id the session already has fails the whole statement (nothing is
+written) and the batch is redone the careful way; so does a batch that lost a race.
 """
 
 from __future__ import annotations
@@ -74,6 +81,48 @@ SELECT (SELECT count(*) FROM ins) + 0 * (SELECT count(*) FROM notified)
 """
 
 
+_VERSIONS = (
+    "SELECT session, version, last_seq FROM journal_sessions WHERE session = ANY($1::text[])"
+)
+_GUARD = "(SELECT yes FROM ok)"
+_WRITE_IF = f"""
+WITH cur AS (
+    SELECT 1 FROM journal_sessions s
+    JOIN unnest($16::text[], $27::bigint[]) AS g(session, version)
+        ON s.session = g.session AND s.version = g.version
+    ORDER BY s.session FOR UPDATE OF s
+), ok AS (
+    SELECT count(*) = $28 AS yes FROM cur
+), ins AS (
+    INSERT INTO journal_entries (session, seq, id, kind, stage, parent, drone, latency_ms,
+                                 prompt_tokens, completion_tokens, created, message, pending,
+                                 models, cost_usd)
+    SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[],
+                         $6::text[], $7::text[], $8::float8[], $9::bigint[], $10::bigint[],
+                         $11::float8[], $12::text[], $13::bool[], $14::text[], $15::float8[])
+    WHERE {_GUARD}
+    RETURNING 1
+), ses AS (
+    UPDATE journal_sessions s
+    SET version = t.version, state = t.state, last_seq = t.last_seq,
+        messages = s.messages + t.messages, prompt_tokens = s.prompt_tokens + t.prompt,
+        completion_tokens = s.completion_tokens + t.completion, cost_usd = s.cost_usd + t.cost
+    FROM unnest($16::text[], $17::bigint[], $18::text[], $19::bigint[], $20::bigint[],
+                $21::bigint[], $22::bigint[], $23::float8[])
+         AS t(session, version, state, last_seq, messages, prompt, completion, cost)
+    WHERE s.session = t.session AND {_GUARD}
+), ans AS (
+    UPDATE journal_entries e SET pending = NULL
+    FROM unnest($24::text[], $25::text[]) AS t(session, id)
+    WHERE e.session = t.session AND e.id = t.id AND e.kind = 'dispatch' AND e.pending
+        AND {_GUARD}
+), notified AS (
+    SELECT pg_notify('apiary_journal', p) FROM unnest($26::text[]) AS p WHERE {_GUARD}
+)
+SELECT {_GUARD} AND (SELECT count(*) FROM ins) + 0 * (SELECT count(*) FROM notified) >= 0
+"""
+
+
 def rounds(batch: list[PendingCommit]) -> list[list[int]]:
     """Indexes into ``batch``: round k = the k-th commit of each session, sorted by session."""
     out: list[list[int]] = []
@@ -125,6 +174,33 @@ async def write_batch(
     return plans
 
 
+async def write_unlocked(
+    conn: Any, batch: list[PendingCommit], created: float
+) -> list[Plan | None] | None:
+    """The batch in two round trips and no transaction, or None: write it with ``write_batch``
+    (a session new or twice in the batch, or a race lost — nothing was written). Raises
+    asyncpg's UniqueViolationError when an entry id was journaled already (nothing written:
+    redo it ``careful``)."""
+    names = [c.session for c in batch]
+    if len(set(names)) != len(names):
+        return None
+    current = {r[0]: (int(r[1]), int(r[2])) for r in await conn.fetch(_VERSIONS, names)}
+    if any(c.session not in current and c.expect_version == 0 for c in batch):
+        return None  # its row must be created first
+    plans: list[Plan | None] = [None] * len(batch)
+    winners = [
+        i for i, c in enumerate(batch)
+        if c.session in current and current[c.session][0] == c.expect_version
+    ]  # fmt: skip
+    if not winners:
+        return plans  # versions only grow: a commit that lost here loses under a lock too
+    winners.sort(key=lambda i: batch[i].session)
+    cols = _columns(batch, winners, current, {}, created, plans)
+    guard = [current[batch[i].session][0] for i in winners]
+    wrote = await conn.fetchval(_WRITE_IF, *cols, guard, len(winners))
+    return plans if wrote else None
+
+
 async def _write_round(
     conn: Any,
     batch: list[PendingCommit],
@@ -161,7 +237,23 @@ async def _write_round(
     if probe_s:
         for r in await conn.fetch(_EXISTING, probe_s, probe_i):
             existing.setdefault(r[0], set()).add(r[1])
-    cols: list[list[Any]] = [[] for _ in range(25)]
+    cols = _columns(batch, winners, current, existing, created, plans)
+    inserted = await conn.fetchval(_WRITE, *cols)
+    if inserted != len(cols[0]):
+        raise IdsExisted(f"{len(cols[0]) - inserted} entry id(s) already journaled")
+
+
+def _columns(
+    batch: list[PendingCommit],
+    winners: list[int],
+    current: dict[str, tuple[int, int]],
+    existing: dict[str, set[str]],
+    created: float,
+    plans: list[Plan | None],
+) -> list[list[Any]]:
+    """The statement's column arrays for the winning commits (``plans`` filled in for them):
+    entries $1 to $15, sessions $16 to $23, dispatches answered $24 and $25, NOTIFY payloads $26."""
+    cols: list[Any] = [[] for _ in range(25)]
     for i in winners:
         c = batch[i]
         version, last_seq = current[c.session]
@@ -206,11 +298,8 @@ async def _write_round(
         for dispatch in plan.close:
             cols[23].append(c.session)
             cols[24].append(dispatch)
-    inserted = await conn.fetchval(
-        _WRITE, *cols, notify_payloads([batch[i].session for i in winners])
-    )
-    if inserted != len(cols[0]):
-        raise IdsExisted(f"{len(cols[0]) - inserted} entry id(s) already journaled")
+    cols.append(notify_payloads([batch[i].session for i in winners]))
+    return cols
 
 
-__all__ = ["CHANNEL", "IdsExisted", "notify_payloads", "rounds", "write_batch"]
+__all__ = ["CHANNEL", "IdsExisted", "notify_payloads", "rounds", "write_batch", "write_unlocked"]

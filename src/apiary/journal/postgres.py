@@ -116,17 +116,24 @@ class PostgresJournal(Journal):
 
         created = self.clock()
         careful = False
+        try:
+            async with self._conn() as conn:
+                unlocked = await pgwrite.write_unlocked(conn, batch, created)
+        except asyncpg.UniqueViolationError:
+            unlocked, careful = None, True  # a repeated id: nothing written, probe first
+        plans = unlocked
         for attempt in range(5):
+            if plans is not None:
+                break
             try:
                 async with self._conn() as conn, conn.transaction():
                     plans = await pgwrite.write_batch(conn, batch, created, careful=careful)
-                break
             except pgwrite.IdsExisted:
                 careful = True  # a repeated id: redo, probing which ids exist first
             except (asyncpg.DeadlockDetectedError, asyncpg.SerializationError):
                 if attempt == 4:
                     raise
-        else:
+        if plans is None:
             raise Unavailable("PostgreSQL journal: a commit batch kept failing; try again")
         results: list[int | None] = []
         for c, plan in zip(batch, plans, strict=True):

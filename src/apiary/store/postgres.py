@@ -155,6 +155,14 @@ def _dumps(obj: Obj) -> str:
     return orjson.dumps(obj).decode()
 
 
+def _decide(text: str | None, mutate: Mutate) -> tuple[Obj | None, Obj | None]:
+    """(current, what ``mutate`` makes of it) from a stored body; ``mutate`` gets its own copy
+    and a provisional version 0 (the real one is taken by the write)."""
+    if text is None:
+        return None, mutate(None, 0)
+    return orjson.loads(text), mutate(orjson.loads(text), 0)
+
+
 class PostgresStore(Store):
     """Durable store shared by replicas through one PostgreSQL database."""
 
@@ -267,8 +275,7 @@ class PostgresStore(Store):
                 "SELECT body, rv FROM objects WHERE kind = $1 AND namespace = $2 AND name = $3", *k
             )
             text, read_rv = (None, None) if row is None else (row[0], row[1])
-            current = orjson.loads(text) if text is not None else None
-            new = mutate(orjson.loads(text) if text is not None else None, 0)
+            current, new = _decide(text, mutate)
             if new == current:
                 return current, current  # as of the read: a committed state, no write needed
             if new is None:
@@ -302,8 +309,7 @@ class PostgresStore(Store):
                     " FOR UPDATE",
                     *k,
                 )
-                current = orjson.loads(text) if text is not None else None
-                new = mutate(orjson.loads(text) if text is not None else None, 0)
+                current, new = _decide(text, mutate)
                 if new == current:
                     raise _NoChange(current)
                 if new is None:
@@ -350,8 +356,7 @@ class PostgresStore(Store):
             found = {(r[0], r[1], r[2]): (r[3], r[4]) for r in rows}
             for key, mutate in items:
                 text, read_rv = found.get((key.kind, key.namespace, key.name), (None, None))
-                current = orjson.loads(text) if text is not None else None
-                new = mutate(orjson.loads(text) if text is not None else None, 0)
+                current, new = _decide(text, mutate)
                 if new == current:
                     done.append((current, current))
                     continue

@@ -126,6 +126,18 @@ async def test_usage_sums_tokens(journal: Journal) -> None:
     assert got is not None and got.latency_ms == 12.5 and got.prompt_tokens == 10
 
 
+async def test_totals_of_many_sessions_at_once(journal: Journal) -> None:
+    other, unknown = "cell/other", "cell/never"
+    await step(journal, S, [entry(S, "in"), entry(S, "o", "output", prompt_tokens=5)])
+    await step(journal, other, [entry(other, "in", completion_tokens=2)])
+    got = await journal.totals_many([S, unknown, other])
+    assert got == {S: await journal.totals(S), unknown: (0, 0, 0, 0.0), other: (1, 0, 2, 0.0)}
+    assert got[S][:3] == (2, 5, 0)
+    assert await journal.totals_many([]) == {}
+    with pytest.raises(Invalid, match="session"):
+        await journal.totals_many([S, ""])
+
+
 async def test_delete_forgets_the_session(journal: Journal) -> None:
     other = "cell/keep"
     await step(journal, S, [entry(S, "in"), entry(S, "d", "dispatch")], turn=1)

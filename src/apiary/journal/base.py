@@ -206,6 +206,12 @@ class Journal(ABC):
         self._check_open()
         return await self._totals(check_session(session))
 
+    async def totals_many(self, sessions: Sequence[str]) -> dict[str, Totals]:
+        """``totals`` of each of ``sessions`` (zeros for one the journal does not hold), in one
+        read where the backend can: what a status writer with many sessions to update wants."""
+        self._check_open()
+        return await self._totals_many([check_session(s) for s in sessions])
+
     async def delete(self, session: str) -> None:
         """Forget the session: its state and every entry (a no-op for an unknown session)."""
         self._check_open()
@@ -260,6 +266,10 @@ class Journal(ABC):
 
     @abstractmethod
     async def _totals(self, session: str) -> Totals: ...
+
+    async def _totals_many(self, sessions: list[str]) -> dict[str, Totals]:
+        """One ``_totals`` per session; a backend with a cheaper way overrides it."""
+        return {session: await self._totals(session) for session in sessions}
 
     @abstractmethod
     async def _delete(self, session: str) -> None: ...

@@ -222,6 +222,16 @@ class PostgresJournal(Journal):
             return Totals(0, 0, 0, 0.0)
         return Totals(int(row[0]), int(row[1]), int(row[2]), float(row[3]))
 
+    async def _totals_many(self, sessions: list[str]) -> dict[str, Totals]:
+        async with self._conn() as conn:
+            rows = await conn.fetch(
+                "SELECT session, messages, prompt_tokens, completion_tokens, cost_usd"
+                " FROM journal_sessions WHERE session = ANY($1::text[])",
+                sessions,
+            )
+        found = {r[0]: Totals(int(r[1]), int(r[2]), int(r[3]), float(r[4])) for r in rows}
+        return {s: found.get(s, Totals(0, 0, 0, 0.0)) for s in sessions}
+
     async def _delete(self, session: str) -> None:
         async with self._conn() as conn, conn.transaction():
             # Lock the session row first, as writers do, so a delete never deadlocks with them.

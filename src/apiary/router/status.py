@@ -115,10 +115,12 @@ class SessionStatusWriter:
 
     async def _write(self, items: list[tuple[SessionInfo, dict[str, Any]]]) -> None:
         """One store write for every session in ``items`` (counts and usage from the journal)."""
-        changes, now = [], _now()
-        for info, change in items:
-            usage = await self.journal.totals(info.key)
-            changes.append((info.cell, info.name, _status_change(info, change, usage, now)))
+        now = _now()
+        usage = await self.journal.totals_many([info.key for info, _ in items])
+        changes = [
+            (info.cell, info.name, _status_change(info, change, usage[info.key], now))
+            for info, change in items
+        ]
         await self.store.update_status_many("Session", changes)
 
 

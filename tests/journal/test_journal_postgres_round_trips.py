@@ -1,4 +1,4 @@
-"""The PostgreSQL journal's two ways to write a batch: unlocked (two round trips) and locked.
+"""The PostgreSQL journal's round trips: a batch written unlocked or locked, many totals read.
 
 A batch of sessions that exist is first written without a transaction: one read of the
 versions, then one statement that writes only if every session still has the version read.
@@ -115,3 +115,19 @@ async def test_an_id_already_journaled_fails_the_unlocked_write_whole(url: str) 
         assert [(e.id, e.seq) for e in await journal.read(A)] == [("in", 1), ("new", 2)]
         assert [(e.id, e.seq) for e in await journal.read(B)] == [("in", 1), ("next", 2)]
         assert await journal.usage(A) == (2, 0, 0)  # counted once: nothing half-written
+
+
+async def test_the_totals_of_many_sessions_are_one_query(url: str) -> None:
+    async with open_journal(f"{url}?pool_max_size=1") as journal:
+        assert isinstance(journal, PostgresJournal)
+        names = [f"cell/t{i}" for i in range(20)]
+        await asyncio.gather(*(
+            journal.commit(n, expect_version=0, state={}, entries=[entry(n, "in")]) for n in names
+        ))  # fmt: skip
+        async with journal._conn() as conn:
+            raw = conn._con
+        await journal.totals_many(names)  # prepares the statement
+        sent = raw._protocol.queries_count
+        got = await journal.totals_many(names)
+        assert raw._protocol.queries_count - sent == 1
+        assert all(got[n].entries == 1 for n in names)

@@ -122,3 +122,44 @@ def test_an_agent_calls_an_allowed_tool_through_its_keeper(
         assert spans["nap"].attributes["mcp.is_error"] is True
     finally:
         server.stop()
+
+
+async def test_the_first_listing_does_not_spend_the_servers_timeout_importing_the_sdk(
+    calc: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The mcp SDK's first import takes about a second of CPU: it happens on a thread (the
+    event loop keeps turning) and before ``timeoutSeconds`` starts, so a server that answers in
+    milliseconds is listed even when its timeout is shorter than the import."""
+    import asyncio
+
+    from apiary.mcp import keeper
+
+    real, imported = keeper._sdk, []
+
+    def slow_first_import() -> tuple[object, object, object]:
+        if not imported:
+            time.sleep(1.5)
+            imported.append(True)
+            monkeypatch.setattr(keeper, "_SDK_MODULE", "mcp.client.streamable_http")
+        return real()
+
+    monkeypatch.setattr(keeper, "_sdk", slow_first_import)
+    monkeypatch.setattr(keeper, "_SDK_MODULE", "not.imported.yet")  # as if never imported
+    bearer = {"Authorization": f"Bearer {TOKEN}"}
+    spec = {"mcpServers": [{"name": "calc", "url": calc, "allowTools": ["add"],
+                            "timeoutSeconds": 1, "headers": bearer}]}  # fmt: skip
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    ticking = asyncio.create_task(tick())
+    try:
+        tools = await keeper.KeeperTools(None, "c", "d", spec, None, None).list_tools()  # type: ignore[arg-type]
+    finally:
+        ticking.cancel()
+    assert [t["name"] for t in tools] == ["calc.add"]
+    assert ticks > 50  # the loop was not held for the import

@@ -29,6 +29,7 @@ import base64
 import binascii
 import contextlib
 import logging
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Mapping
 from dataclasses import dataclass, field
@@ -122,14 +123,32 @@ def _header_from(h: Obj) -> tuple[str, str, str, str]:
     return str(h.get("name")), str(h.get("prefix") or ""), str(ref.get("name")), str(ref.get("key"))
 
 
-@contextlib.asynccontextmanager
-async def connect(up: Upstream, extra: Mapping[str, str] | None = None) -> AsyncIterator[Any]:
+_SDK_MODULE = "mcp.client.streamable_http"
+
+
+def _sdk() -> tuple[Any, Any, Any]:
     try:
         import httpx2
         from mcp import Client
         from mcp.client.streamable_http import streamable_http_client
     except ImportError:
         raise McpError(INVALID_PARAMS, NO_SDK) from None
+    return httpx2, Client, streamable_http_client
+
+
+async def load_sdk() -> tuple[Any, Any, Any]:
+    """The mcp SDK's client pieces. The first import takes about a second of CPU, so it runs on
+    a thread, and before a call's ``timeoutSeconds`` starts: it must neither stall the event
+    loop (the node's, in embedded mode apiaryd's) nor make a drone's first tool listing time
+    out on a server that answers in milliseconds."""
+    if sys.modules.get(_SDK_MODULE) is not None:
+        return _sdk()
+    return await asyncio.to_thread(_sdk)
+
+
+@contextlib.asynccontextmanager
+async def connect(up: Upstream, extra: Mapping[str, str] | None = None) -> AsyncIterator[Any]:
+    httpx2, Client, streamable_http_client = await load_sdk()
     http = httpx2.AsyncClient(headers={**up.headers, **(extra or {})}, timeout=up.timeout)
     async with http, Client(streamable_http_client(up.url, http_client=http)) as client:
         yield client
@@ -169,6 +188,8 @@ class KeeperTools:
 
     async def list_tools(self) -> list[Obj]:
         tools: list[Obj] = []
+        if self.servers:
+            await load_sdk()  # not on any server's clock
         for up in self.servers.values():
             try:
                 async with asyncio.timeout(up.timeout), self._client(up) as client:
@@ -200,6 +221,7 @@ class KeeperTools:
                    f"(it allows {allowed})")  # fmt: skip
             await self._record(up, tool, arguments, None, 0.0, why)
             raise McpError(INVALID_PARAMS, why)
+        await load_sdk()  # not on the server's clock
         started = time.monotonic()
         with _span(up, tool, self.traceparent) as span:
             try:

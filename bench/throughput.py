@@ -51,6 +51,7 @@ BENCH = ROOT / "bench"
 sys.path[:0] = [str(ROOT / "src"), str(BENCH), str(ROOT)]
 
 import httpx  # noqa: E402
+import psutil  # noqa: E402
 import uvicorn  # noqa: E402
 from _common import (  # noqa: E402
     LOOPS,
@@ -114,6 +115,8 @@ class Apiary:
     router: Router
     client: AsyncApiClient
     cell: str
+    node_pid: int | None = None
+    """The node agent's process when it runs apart (``node_process``); None: in this one."""
 
 
 def routes_one_cell() -> bool:
@@ -137,9 +140,13 @@ def wire_status(router: Router, writer: SessionStatusWriter) -> None:
 
 @contextlib.asynccontextmanager
 async def apiary_stack(
-    tmp: Path, bus_url: str, journal_url: str, cell: str | None = None
+    tmp: Path, bus_url: str, journal_url: str, cell: str | None = None, node_process: bool = False
 ) -> AsyncIterator[Apiary]:
-    """A whole embedded Apiary in this event loop, wired as ``apiaryd`` wires it (Daemon)."""
+    """A whole embedded Apiary in this event loop, wired as ``apiaryd`` wires it (Daemon).
+
+    ``node_process``: the node agent (drones, keepers, the relay to the agents) runs as
+    ``apiaryd node`` in a process of its own, as on a worker machine — a bus other processes
+    can reach (NATS) only."""
     cell = cell or f"tp{secrets.token_hex(3)}"
     async with contextlib.AsyncExitStack() as opened:
         store = await opened.enter_async_context(open_store(f"sqlite:///{tmp}/store.db"))
@@ -163,22 +170,56 @@ async def apiary_stack(
         while not server.started:
             await asyncio.sleep(0.005)
         client = AsyncApiClient(url, TOKEN, cell)
-        node = NodeAgent(client, NodeSettings(name="bench-node", state_dir=str(tmp / "node")), bus)
         stop = asyncio.Event()
         tasks = [
             asyncio.create_task(run_controllers(store, QueenSettings(), stop)),
             asyncio.create_task(router.run(stop)),
-            asyncio.create_task(node.run(stop)),
         ]
+        apart = await NodeProcess.start(tmp, url, bus_url) if node_process else None
+        if apart is None:
+            settings = NodeSettings(name="bench-node", state_dir=str(tmp / "node"))
+            tasks.append(asyncio.create_task(NodeAgent(client, settings, bus).run(stop)))
         try:
-            yield Apiary(store, journal, bus, router, client, cell)
+            yield Apiary(store, journal, bus, router, client, cell,
+                         apart.proc.pid if apart else None)  # fmt: skip
         finally:
+            if apart is not None:  # before the API it talks to goes
+                await apart.stop()
             stop.set()
             await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 30)
             server.should_exit = True
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(serving, 5)
             await client.aclose()
+
+
+@dataclass
+class NodeProcess:
+    """``apiaryd node`` against a stack's API and bus, as on a worker machine."""
+
+    proc: asyncio.subprocess.Process
+    log: Any
+
+    @classmethod
+    async def start(cls, tmp: Path, url: str, bus_url: str) -> NodeProcess:
+        token = tmp / "node.token"
+        token.write_text(TOKEN)
+        argv = [str(Path(sys.executable).with_name("apiaryd")), "node", "--server", url,
+                "--token-file", str(token), "--bus", bus_url, "--name", "bench-node",
+                "--data-dir", str(tmp / "node"), "--log-level", "warning"]  # fmt: skip
+        log = (tmp / "node.log").open("wb")
+        return cls(await asyncio.create_subprocess_exec(*argv, stdout=log, stderr=log), log)
+
+    async def stop(self) -> None:
+        """SIGTERM (its drones stop gracefully), SIGKILL after 15 s."""
+        with contextlib.suppress(ProcessLookupError):
+            self.proc.terminate()
+        try:
+            await asyncio.wait_for(self.proc.wait(), 15)
+        except TimeoutError:
+            self.proc.kill()
+            await self.proc.wait()
+        self.log.close()
 
 
 def obj(kind: str, cell: str | None, name: str, spec: dict[str, Any]) -> dict[str, Any]:
@@ -267,11 +308,17 @@ async def closed_loop(ap: Apiary, hive: str, seconds: float, in_flight: int) -> 
 
     warm_until = time.perf_counter() + min(1.0, seconds / 2)
     await asyncio.gather(*(run(s, warm_until, False) for s in sessions))
+    node = psutil.Process(ap.node_pid) if ap.node_pid else None
+    node0 = sum(node.cpu_times()[:2]) if node else 0.0
     t0, cpu0 = time.perf_counter(), time.process_time()
     await asyncio.gather(*(run(s, t0 + seconds, True) for s in sessions))
     elapsed, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     lat = sorted(latencies)
     hops = len(HIVES[hive])
+    apart: dict[str, Any] = {}
+    if node is not None:  # the node's own CPU (its agents are processes of their own)
+        node_cpu = sum(node.cpu_times()[:2]) - node0
+        apart["node_cpu_us_per_msg"] = round(node_cpu / max(1, len(lat)) * 1e6, 1)
     return {
         "hive": hive,
         "agent": HIVES[hive][0][1],
@@ -286,6 +333,7 @@ async def closed_loop(ap: Apiary, hive: str, seconds: float, in_flight: int) -> 
         # this process's CPU (every thread; the agents are processes of their own) per message:
         # steadier than msgs/s on a machine that is busy with other work
         "cpu_us_per_msg": round(cpu / max(1, len(lat)) * 1e6, 1),
+        **apart,
     }
 
 
@@ -327,9 +375,10 @@ async def apiary_mode(
     agent_alone: dict[str, Any],
     hives: list[str],
     cell: str | None = None,
+    node_process: bool = False,
 ) -> dict[str, Any]:
     await asyncio.to_thread(tmp.mkdir, parents=True, exist_ok=True)
-    async with apiary_stack(tmp, bus_url, journal_url, cell) as ap:
+    async with apiary_stack(tmp, bus_url, journal_url, cell, node_process) as ap:
         t0 = time.perf_counter()
         await deploy(ap)
         deployed = time.perf_counter() - t0
@@ -344,8 +393,9 @@ async def apiary_mode(
                 file=sys.stderr,
             )
         latency = await hop_latency(ap, latency_n, agent_alone)
-    return {"deploy_seconds": round(deployed, 2), "drone_pids": pids, "throughput": rows,
-            "latency": latency}  # fmt: skip
+        node_pid = ap.node_pid
+    return {"deploy_seconds": round(deployed, 2), "drone_pids": pids, "node_pid": node_pid,
+            "throughput": rows, "latency": latency}  # fmt: skip
 
 
 async def session_creation(seconds: float, clients: list[int]) -> list[dict[str, Any]]:

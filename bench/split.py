@@ -1,0 +1,123 @@
+"""Which split of the message path pays on two cores (issue 12, build point 4): the node apart.
+
+``bench/throughput.py`` runs everything Apiary does in one process — the API, the router, the
+journal's Python, the Queen and the node agent with its relay to the agents — so one GIL holds
+all of it while the second core runs the agents and SQLite. This runs the same closed loop
+(``throughput.closed_loop``: 256 sessions in flight, one message at a time each, real ``cat``
+and SDK echo agents) three ways, alternating, in the same run:
+
+* ``embedded``    the in-process bus, the node agent in this process (what ``apiaryd`` runs);
+* ``nats``        NATS JetStream, the node agent still in this process;
+* ``nats-apart``  NATS JetStream, the node agent as ``apiaryd node`` in a process of its own, as
+                  a worker machine runs it: the relay's CPU leaves the control plane's process.
+
+The journal is SQLite in every case. Reported per hive: msgs/s, this process's CPU per message
+(the control plane and the load generator), and the node process's when it is apart. The other
+split (router shards per session hash, each with its own journal writer) is not built, so it
+cannot be measured here.
+
+    .venv/bin/python bench/split.py [--seconds 3] [--rounds 2] [--in-flight 256] [--out F]
+                                    [--modes embedded,nats,nats-apart]
+"""
+
+from __future__ import annotations
+
+import argparse
+import secrets
+import sys
+from pathlib import Path
+from statistics import median
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import throughput  # puts src/ on the path too
+from _common import LOOPS, machine_info, run_on_loop, temp_dir, write_result
+from keeper_relay import keeper_case
+
+MODES = ("embedded", "nats", "nats-apart")
+HIVES = ["cat-r1", "cat-r2", "echo-r2"]
+
+
+async def one(mode: str, tmp: Path, args: argparse.Namespace, alone: dict[str, Any]) -> Any:
+    cell = f"sp{secrets.token_hex(3)}"
+    bus = "memory://"
+    if mode != "embedded":
+        bus = f"{args.nats}?stream=SPLIT_{cell}&subjects=apiary.{cell}.>"
+    return await throughput.apiary_mode(
+        tmp / mode, bus, f"sqlite:///{tmp}/{mode}-journal.db", args.seconds, args.in_flight,
+        args.latency_messages, alone, HIVES, cell=cell, node_process=mode == "nats-apart",
+    )  # fmt: skip
+
+
+async def measure(args: argparse.Namespace) -> dict[str, Any]:
+    alone = await keeper_case("cat", ["cat"], "text", 1, 300)
+    runs: list[dict[str, Any]] = []
+    pids: list[int] = []
+    modes = args.modes.split(",")
+    for i in range(args.rounds):
+        for mode in modes:
+            with temp_dir("apiary-split-") as tmp:
+                print(f"== round {i}: {mode}", file=sys.stderr)
+                got = await one(mode, tmp, args, alone)
+            pids += got["drone_pids"] + ([got["node_pid"]] if got["node_pid"] else [])
+            for row in got["throughput"]:
+                runs.append({"round": i, "mode": mode, **row})
+    summary = []
+    for mode in modes:
+        for hive in HIVES:
+            rows = [r for r in runs if r["mode"] == mode and r["hive"] == hive]
+            node = [r["node_cpu_us_per_msg"] for r in rows if "node_cpu_us_per_msg" in r]
+            summary.append({
+                "mode": mode, "hive": hive,
+                "msgs_per_s": median(r["msgs_per_s"] for r in rows),
+                "range": [min(r["msgs_per_s"] for r in rows), max(r["msgs_per_s"] for r in rows)],
+                "cpu_us_per_msg": median(r["cpu_us_per_msg"] for r in rows),
+                "node_cpu_us_per_msg": median(node) if node else None,
+            })  # fmt: skip
+    return {
+        "benchmark": "split",
+        "machine": machine_info(),
+        "seconds": args.seconds,
+        "in_flight": args.in_flight,
+        "rounds": args.rounds,
+        "loop": args.loop,
+        "runs": runs,
+        "summary": summary,
+        "pids": pids,
+    }
+
+
+def table(report: dict[str, Any]) -> str:
+    lines = ["mode        hive      msgs/s (range)          µs CPU/msg here   node apart"]
+    for r in report["summary"]:
+        node = "—" if r["node_cpu_us_per_msg"] is None else f"{r['node_cpu_us_per_msg']:.0f}"
+        span = f"({r['range'][0]:.0f}-{r['range'][1]:.0f})"
+        lines.append(
+            f"{r['mode']:<11} {r['hive']:<9} {r['msgs_per_s']:>7.0f} {span:<15}"
+            f" {r['cpu_us_per_msg']:>10.0f}        {node:>6}"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--in-flight", type=int, default=256)
+    parser.add_argument("--latency-messages", type=int, default=50)
+    parser.add_argument("--nats", default="nats://127.0.0.1:4222")
+    parser.add_argument("--modes", default=",".join(MODES), help="comma-separated subset")
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--loop", choices=LOOPS, default=LOOPS[0], help="event loop (apiaryd's)")
+    args = parser.parse_args()
+    unknown = sorted(set(args.modes.split(",")) - set(MODES))
+    if unknown:
+        parser.error(f"--modes: unknown {', '.join(unknown)} (choose from {', '.join(MODES)})")
+    report = run_on_loop(measure(args), args.loop)
+    print(table(report))
+    print(f"wrote {write_result('split', report, args.out)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,46 @@
+"""``bench/split.py`` still runs with the node agent apart (``apiaryd node`` on NATS).
+
+Not a timed test: it checks that the node process really ran the drones, that the figures are
+there and coherent, and that nothing it started (the node, its agents) is left running.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+import pytest
+
+from services import require_nats
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow
+
+
+def test_split_with_the_node_apart_writes_sane_json(tmp_path: Path) -> None:
+    out = tmp_path / "split.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "split.py"), "--modes", "nats-apart",
+         "--seconds", "0.3", "--rounds", "1", "--in-flight", "8", "--latency-messages", "3",
+         "--nats", require_nats(), "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["benchmark"] == "split"
+    rows = {r["hive"]: r for r in report["summary"]}
+    assert set(rows) == {"cat-r1", "cat-r2", "echo-r2"}
+    for r in rows.values():
+        assert r["mode"] == "nats-apart" and r["msgs_per_s"] > 0
+        assert r["node_cpu_us_per_msg"] is not None and r["node_cpu_us_per_msg"] > 0
+    assert "nats-apart" in proc.stdout
+    assert len(report["pids"]) == 13  # 12 drones and the node
+    for pid in report["pids"]:
+        try:
+            alive = psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            alive = False
+        assert not alive, f"process {pid} left running"

@@ -5,9 +5,11 @@ URL: ``postgresql://user@host:5432/db`` with optional ``pool_min_size`` / ``pool
 inside a message, and text skips jsonb's parse-and-rebuild on every write.
 
 Commits are group-committed (``GroupCommit``): a batch is one transaction whose cost is a handful
-of round trips however many commits it carries (``pgwrite.write_batch``). Each commit keeps its own
-version check; concurrency with other replicas is handled by row locks on the session rows, always
-taken in session order, so replicas never deadlock.
+of round trips however many commits it carries (``pgwrite.write_batch``) — or, when every
+session of the batch exists already, two round trips and no transaction
+(``pgwrite.write_unlocked``), redone the locked way if another writer got there first. Each
+commit keeps its own version check; concurrency with other replicas is handled by row locks on
+the session rows, always taken in session order, so replicas never deadlock.
 
 Waits in other replicas wake at once through ``NOTIFY apiary_journal, '<session>\\n<session>…'``,
 issued inside the write transaction (PostgreSQL delivers it exactly when the transaction commits).

@@ -26,6 +26,7 @@ from apiary.bus import open_bus
 from apiary.client import AsyncApiClient
 from apiary.errors import ApiaryError, BadRequest
 from apiary.logging import ANNOUNCE, FORMATS, configure_logging, default_format, get_logger
+from apiary.loop import run as run_loop
 from apiary.node.agent import NodeAgent, NodeSettings, node_name_from_host
 from apiary.telemetry.tracing import init_tracing
 
@@ -154,7 +155,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     init_tracing("apiary-node", node=settings.name)  # OTEL_* (docs/observability.md)
     Path(settings.state_dir).mkdir(parents=True, exist_ok=True)
     try:
-        asyncio.run(run_node(settings, server, token, bus_url))
+        run_loop(run_node(settings, server, token, bus_url))
     except ApiaryError as exc:
         log.error("apiaryd node: error", error=exc.message)
         raise SystemExit(3 if exc.status in (401, 503) else 1) from None

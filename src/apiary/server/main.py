@@ -13,7 +13,6 @@ terminal, console text on one (``--log-format`` overrides; :mod:`apiary.logging`
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import sys
 from collections.abc import Mapping, Sequence
@@ -22,6 +21,7 @@ from pathlib import Path
 from apiary import __version__
 from apiary.errors import ApiaryError
 from apiary.logging import FORMATS, configure_logging, default_format, get_logger
+from apiary.loop import run as run_loop
 from apiary.server.daemon import Daemon
 from apiary.server.settings import (
     CombConfig,
@@ -280,12 +280,7 @@ def settings_from(
 
 
 def _run(coro_main: Daemon) -> None:
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency of uvicorn[standard]
-        asyncio.run(coro_main.run())
-    else:
-        uvloop.run(coro_main.run())
+    run_loop(coro_main.run())
 
 
 def main(argv: Sequence[str] | None = None) -> None:

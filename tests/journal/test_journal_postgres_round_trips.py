@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from journalkit import entry
 
-from apiary.journal import Journal, open_journal, pgwrite
+from apiary.journal import Journal, SessionState, open_journal, pgwrite
 from apiary.journal.postgres import PostgresJournal
 from services import fresh_postgres_url
 
@@ -131,3 +131,44 @@ async def test_the_totals_of_many_sessions_are_one_query(url: str) -> None:
         got = await journal.totals_many(names)
         assert raw._protocol.queries_count - sent == 1
         assert all(got[n].entries == 1 for n in names)
+
+
+async def test_a_new_sessions_first_step_is_three_queries(url: str) -> None:
+    async with open_journal(f"{url}?pool_max_size=1") as journal:
+        assert isinstance(journal, PostgresJournal)
+        await journal.commit(B, expect_version=0, state={}, entries=[entry(B, "warm")])
+        async with journal._conn() as conn:
+            raw = conn._con
+        sent = raw._protocol.queries_count
+        assert await journal.commit(A, expect_version=0, state={"n": 0}, entries=[entry(A, "in")])
+        assert raw._protocol.queries_count - sent == 3  # versions, the row, the write
+        assert [e.id for e in await journal.read(A)] == ["in"]
+
+
+async def test_a_new_session_that_lost_its_race_reads_as_the_winner_wrote_it(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The loser's row at version 0 was committed before its write lost: what anyone reads is
+    the winner's step, and the loser's commit answers None (load again, redo the step)."""
+    async with open_journal(url) as journal:
+        columns = pgwrite._columns
+        calls = []
+
+        def between_create_and_write(*args: Any) -> Any:
+            if threading.current_thread() is not threading.main_thread():
+                return columns(*args)
+            calls.append(1)
+            if len(calls) == 1:
+                meanwhile(url, lambda other: other.commit(
+                    A, expect_version=0, state={"by": "other"}, entries=[entry(A, "theirs")]
+                ))  # fmt: skip
+            return columns(*args)
+
+        monkeypatch.setattr(pgwrite, "_columns", between_create_and_write)
+        lost = await journal.commit(
+            A, expect_version=0, state={"by": "us"}, entries=[entry(A, "ours")]
+        )
+        assert lost is None
+        assert [e.id for e in await journal.read(A)] == ["theirs"]
+        assert await journal.load(A) == SessionState(1, {"by": "other"})  # on our row at 0
+        assert len(calls) == 1  # the locked redo found version 1 and planned nothing

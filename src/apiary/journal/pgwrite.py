@@ -20,12 +20,13 @@ Step 3 is skipped on the first attempt: ids are assumed new, ``INSERT … ON CON
 counts what went in, and only when an id already existed is the batch rolled back and redone with
 the probe (``careful``) — so the usual batch costs one round trip less.
 
-A batch of sessions that exist, each once, is first tried without a transaction at all
-(``write_unlocked``): one read of the versions, then one statement (``_WRITE_IF``) that locks the
-sessions' rows in session order only where they still have the versions read, and writes only
-if every one does — two round trips instead of four (BEGIN, lock, write, COMMIT). The entries go
-in with a plain INSERT, so an id the session already has fails the whole statement (nothing is
-written) and the batch is redone the careful way; so does a batch that lost a race.
+A batch with each session once is first tried without a transaction at all
+(``write_unlocked``): one read of the versions (and the rows of new sessions created at version
+0), then one statement (``_WRITE_IF``) that locks the sessions' rows in session order only where
+they still have the versions read, and writes only if every one does — two or three round trips
+instead of four or five (BEGIN, lock, create, write, COMMIT). The entries go in with a plain
+INSERT, so an id the session already has fails the whole statement (nothing is written) and the
+batch is redone the careful way; so does a batch that lost a race.
 """
 
 from __future__ import annotations
@@ -177,16 +178,23 @@ async def write_batch(
 async def write_unlocked(
     conn: Any, batch: list[PendingCommit], created: float
 ) -> list[Plan | None] | None:
-    """The batch in two round trips and no transaction, or None: write it with ``write_batch``
-    (a session new or twice in the batch, or a race lost — nothing was written). Raises
-    asyncpg's UniqueViolationError when an entry id was journaled already (nothing written:
-    redo it ``careful``)."""
+    """The batch in two round trips and no transaction (three when it starts a session), or
+    None: write it with ``write_batch`` (a session twice in the batch, or a race lost — no
+    entry was written). Raises asyncpg's UniqueViolationError when an entry id was journaled
+    already (nothing written: redo it ``careful``)."""
     names = [c.session for c in batch]
     if len(set(names)) != len(names):
         return None
     current = {r[0]: (int(r[1]), int(r[2])) for r in await conn.fetch(_VERSIONS, names)}
-    if any(c.session not in current and c.expect_version == 0 for c in batch):
-        return None  # its row must be created first
+    new = [c.session for c in batch if c.session not in current and c.expect_version == 0]
+    if new:
+        # Their rows at version 0 first, committed on their own: a row at version 0 with no
+        # entries reads exactly as a session the journal does not hold, so one left behind by
+        # a write that then loses its race changes nothing anyone can see.
+        made = {r[0] for r in await conn.fetch(_CREATE, new)}
+        if len(made) != len(new):
+            return None  # another writer created one meanwhile: the locked way decides
+        current.update(dict.fromkeys(made, (0, 0)))
     plans: list[Plan | None] = [None] * len(batch)
     winners = [
         i for i, c in enumerate(batch)

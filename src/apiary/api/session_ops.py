@@ -111,8 +111,8 @@ class SessionOps:
             status.update(phase="Running", startTime=now, lastActivityTime=now)
             return {**obj, "status": status}
 
-        # One transaction that reads and writes (no GET, then PUT, then a retry on a 409):
-        # this is on the path of every session created with spec.input.
+        # One status write that reads and writes in the store (no GET, then PUT, then a retry
+        # on a 409): this is on the path of every session created with spec.input.
         where = [(info.cell, info.name, change)]
         (updated,) = await self.store.update_status_many("Session", where)
         if updated is None:  # gone, or no longer Pending (another request was first)

@@ -52,15 +52,24 @@ _EXISTING = (
     " JOIN unnest($1::text[], $2::text[]) AS t(session, id)"
     " ON e.session = t.session AND e.id = t.id"
 )
-_WRITE = """
-WITH ins AS (
+
+
+def _writes(guard: str | None) -> str:
+    """The CTEs that write a batch's column arrays ($1 to $26): ``ins`` the entries, ``ses`` the
+    session rows, ``ans`` the dispatches answered, ``notified`` the NOTIFYs. With a ``guard``
+    (the unlocked way) every one of them writes only if it holds, and the entries go in with a
+    plain INSERT that fails on an id already journaled; without one (the locked way) such ids
+    are skipped and the count of what went in tells."""
+    also = f" AND {guard}" if guard else ""
+    only = f" WHERE {guard}" if guard else ""
+    return f"""ins AS (
     INSERT INTO journal_entries (session, seq, id, kind, stage, parent, drone, latency_ms,
                                  prompt_tokens, completion_tokens, created, message, pending,
                                  models, cost_usd)
     SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[],
                          $6::text[], $7::text[], $8::float8[], $9::bigint[], $10::bigint[],
                          $11::float8[], $12::text[], $13::bool[], $14::text[], $15::float8[])
-    ON CONFLICT DO NOTHING
+    {f"WHERE {guard}" if guard else "ON CONFLICT DO NOTHING"}
     RETURNING 1
 ), ses AS (
     UPDATE journal_sessions s
@@ -70,17 +79,20 @@ WITH ins AS (
     FROM unnest($16::text[], $17::bigint[], $18::text[], $19::bigint[], $20::bigint[],
                 $21::bigint[], $22::bigint[], $23::float8[])
          AS t(session, version, state, last_seq, messages, prompt, completion, cost)
-    WHERE s.session = t.session
+    WHERE s.session = t.session{also}
 ), ans AS (
     UPDATE journal_entries e SET pending = NULL
     FROM unnest($24::text[], $25::text[]) AS t(session, id)
-    WHERE e.session = t.session AND e.id = t.id AND e.kind = 'dispatch' AND e.pending
+    WHERE e.session = t.session AND e.id = t.id AND e.kind = 'dispatch' AND e.pending{also}
 ), notified AS (
-    SELECT pg_notify('apiary_journal', p) FROM unnest($26::text[]) AS p
-)
+    SELECT pg_notify('apiary_journal', p) FROM unnest($26::text[]) AS p{only}
+)"""
+
+
+_WRITE = f"""
+WITH {_writes(None)}
 SELECT (SELECT count(*) FROM ins) + 0 * (SELECT count(*) FROM notified)
 """
-
 
 _VERSIONS = (
     "SELECT session, version, last_seq FROM journal_sessions WHERE session = ANY($1::text[])"
@@ -94,32 +106,7 @@ WITH cur AS (
     ORDER BY s.session FOR UPDATE OF s
 ), ok AS (
     SELECT count(*) = $28 AS yes FROM cur
-), ins AS (
-    INSERT INTO journal_entries (session, seq, id, kind, stage, parent, drone, latency_ms,
-                                 prompt_tokens, completion_tokens, created, message, pending,
-                                 models, cost_usd)
-    SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[],
-                         $6::text[], $7::text[], $8::float8[], $9::bigint[], $10::bigint[],
-                         $11::float8[], $12::text[], $13::bool[], $14::text[], $15::float8[])
-    WHERE {_GUARD}
-    RETURNING 1
-), ses AS (
-    UPDATE journal_sessions s
-    SET version = t.version, state = t.state, last_seq = t.last_seq,
-        messages = s.messages + t.messages, prompt_tokens = s.prompt_tokens + t.prompt,
-        completion_tokens = s.completion_tokens + t.completion, cost_usd = s.cost_usd + t.cost
-    FROM unnest($16::text[], $17::bigint[], $18::text[], $19::bigint[], $20::bigint[],
-                $21::bigint[], $22::bigint[], $23::float8[])
-         AS t(session, version, state, last_seq, messages, prompt, completion, cost)
-    WHERE s.session = t.session AND {_GUARD}
-), ans AS (
-    UPDATE journal_entries e SET pending = NULL
-    FROM unnest($24::text[], $25::text[]) AS t(session, id)
-    WHERE e.session = t.session AND e.id = t.id AND e.kind = 'dispatch' AND e.pending
-        AND {_GUARD}
-), notified AS (
-    SELECT pg_notify('apiary_journal', p) FROM unnest($26::text[]) AS p WHERE {_GUARD}
-)
+), {_writes(_GUARD)}
 SELECT {_GUARD} AND (SELECT count(*) FROM ins) + 0 * (SELECT count(*) FROM notified) >= 0
 """
 

@@ -39,69 +39,45 @@ _MIGRATION_LOCK = 0x41_50_49_41  # "APIA": one replica migrates at a time
 # it into the body in place of the transaction's placeholder ($5) and write object + change log.
 # Data-modifying CTEs all run, exactly once; each reads ``r``, so the counter is locked before any
 # row is inserted (no lock-order cycle between the counter and a unique-index wait).
-_RV_CTE = "WITH r AS (UPDATE rv_counter SET v = v + 1 RETURNING v)"
+_RV_CTE = "r AS (UPDATE rv_counter SET v = v + 1 RETURNING v)"
 _STAMPED = "replace($4, $5, r.v::text)"
+_KEY = "kind = $1 AND namespace = $2 AND name = $3"
 
-_INSERT_SQL = f"""
-{_RV_CTE}, w AS (
-    INSERT INTO objects (kind, namespace, name, body, rv) SELECT $1, $2, $3, {_STAMPED}, r.v FROM r
+
+def _writes(object_write: str, change: str) -> str:
+    """The object's row and its change-log entry, written with the version ``r`` holds."""
+    return f"""w AS (
+    {object_write}
 ), c AS (
     INSERT INTO changes (rv, type, kind, namespace, name, body)
-    SELECT r.v, 'ADDED', $1, $2, $3, {_STAMPED} FROM r
+    SELECT r.v, '{change}', $1, $2, $3, {_STAMPED} FROM r
 )
-SELECT v, pg_notify('{CHANNEL}', v::text) FROM r
-"""
+SELECT v, pg_notify('{CHANNEL}', v::text) FROM r"""
 
-_UPDATE_SQL = f"""
-{_RV_CTE}, w AS (
-    UPDATE objects SET body = {_STAMPED}, rv = r.v FROM r
-    WHERE kind = $1 AND namespace = $2 AND name = $3
-), c AS (
-    INSERT INTO changes (rv, type, kind, namespace, name, body)
-    SELECT r.v, 'MODIFIED', $1, $2, $3, {_STAMPED} FROM r
-)
-SELECT v, pg_notify('{CHANNEL}', v::text) FROM r
-"""
 
-_DELETE_SQL = f"""
-{_RV_CTE}, d AS (
-    DELETE FROM objects WHERE kind = $1 AND namespace = $2 AND name = $3
-), c AS (
-    INSERT INTO changes (rv, type, kind, namespace, name, body)
-    SELECT r.v, 'DELETED', $1, $2, $3, {_STAMPED} FROM r
+_INSERT = _writes(
+    f"INSERT INTO objects (kind, namespace, name, body, rv) SELECT $1, $2, $3, {_STAMPED}, r.v"
+    " FROM r",
+    "ADDED",
 )
-SELECT v, pg_notify('{CHANNEL}', v::text) FROM r
-"""
+_UPDATE = _writes(f"UPDATE objects SET body = {_STAMPED}, rv = r.v FROM r WHERE {_KEY}", "MODIFIED")
+_DELETE = _writes(f"DELETE FROM objects USING r WHERE {_KEY}", "DELETED")
+
+_INSERT_SQL = f"WITH {_RV_CTE}, {_INSERT}"
+_UPDATE_SQL = f"WITH {_RV_CTE}, {_UPDATE}"
+_DELETE_SQL = f"WITH {_RV_CTE}, {_DELETE}"
 
 # The same writes for a body decided from an unlocked read, in one autocommit statement: ``cur``
 # locks the object's row only if it still has the version read ($6) — a concurrent writer's
 # commit fails that check (READ COMMITTED re-checks a locked row's WHERE) — and ``r`` allocates a
 # version only if ``cur`` found it, so a lost race writes nothing and returns no row. The object's
 # row is locked before the counter, the order the locking path takes too.
-_UNCHANGED = """cur AS (
-    SELECT 1 FROM objects WHERE kind = $1 AND namespace = $2 AND name = $3 AND rv = $6 FOR UPDATE
+_UNCHANGED = f"""cur AS (
+    SELECT 1 FROM objects WHERE {_KEY} AND rv = $6 FOR UPDATE
 ), r AS (UPDATE rv_counter SET v = v + 1 WHERE EXISTS (SELECT 1 FROM cur) RETURNING v)"""
 
-_UPDATE_IF_SQL = f"""
-WITH {_UNCHANGED}, w AS (
-    UPDATE objects SET body = {_STAMPED}, rv = r.v FROM r
-    WHERE kind = $1 AND namespace = $2 AND name = $3
-), c AS (
-    INSERT INTO changes (rv, type, kind, namespace, name, body)
-    SELECT r.v, 'MODIFIED', $1, $2, $3, {_STAMPED} FROM r
-)
-SELECT v, pg_notify('{CHANNEL}', v::text) FROM r
-"""
-
-_DELETE_IF_SQL = f"""
-WITH {_UNCHANGED}, d AS (
-    DELETE FROM objects USING r WHERE kind = $1 AND namespace = $2 AND name = $3
-), c AS (
-    INSERT INTO changes (rv, type, kind, namespace, name, body)
-    SELECT r.v, 'DELETED', $1, $2, $3, {_STAMPED} FROM r
-)
-SELECT v, pg_notify('{CHANNEL}', v::text) FROM r
-"""
+_UPDATE_IF_SQL = f"WITH {_UNCHANGED}, {_UPDATE}"
+_DELETE_IF_SQL = f"WITH {_UNCHANGED}, {_DELETE}"
 
 # Many updates decided from one unlocked read, in one statement: the rows are locked in key
 # order (as every multi-row writer here takes them, so two batches cannot deadlock), and
@@ -271,9 +247,7 @@ class PostgresStore(Store):
         k = (key.kind, key.namespace, key.name)
         placeholder = f"rv-{uuid.uuid4().hex}"
         async with self._conn() as conn:
-            row = await conn.fetchrow(
-                "SELECT body, rv FROM objects WHERE kind = $1 AND namespace = $2 AND name = $3", *k
-            )
+            row = await conn.fetchrow(f"SELECT body, rv FROM objects WHERE {_KEY}", *k)
             text, read_rv = (None, None) if row is None else (row[0], row[1])
             current, new = _decide(text, mutate)
             if new == current:

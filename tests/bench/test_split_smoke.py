@@ -11,10 +11,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import psutil
 import pytest
 
-from services import require_nats
+from services import alive, require_nats
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
@@ -39,8 +38,4 @@ def test_split_with_the_node_apart_writes_sane_json(tmp_path: Path) -> None:
     assert "nats-apart" in proc.stdout
     assert len(report["pids"]) == 13  # 12 drones and the node
     for pid in report["pids"]:
-        try:
-            alive = psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-        except psutil.NoSuchProcess:
-            alive = False
-        assert not alive, f"process {pid} left running"
+        assert not alive(pid), f"process {pid} left running"

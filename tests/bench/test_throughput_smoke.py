@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import psutil
+from services import alive
 
 ROOT = Path(__file__).resolve().parents[2]
 TARGETS = {
@@ -60,8 +60,4 @@ def test_throughput_quick_writes_sane_json(tmp_path: Path) -> None:
     # Nothing left behind: every agent process it started (12 drones) is gone.
     assert len(emb["drone_pids"]) == 12
     for pid in emb["drone_pids"]:
-        try:
-            alive = psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-        except psutil.NoSuchProcess:
-            alive = False
-        assert not alive, f"agent process {pid} left running"
+        assert not alive(pid), f"agent process {pid} left running"

@@ -19,6 +19,7 @@ from journalkit import entry
 
 from apiary.journal import Journal, SessionState, open_journal, pgwrite
 from apiary.journal.postgres import PostgresJournal
+from replica import run_elsewhere
 from services import fresh_postgres_url
 
 A, B = "cell/a", "cell/b"
@@ -32,22 +33,12 @@ async def url() -> AsyncIterator[str]:
 
 def meanwhile(url: str, write: Callable[[Journal], Any]) -> None:
     """Commit through another journal (its own pool, loop and thread) and wait for it."""
-    failed: list[BaseException] = []
 
     async def other() -> None:
         async with open_journal(url) as journal:
             await write(journal)
 
-    def run() -> None:
-        try:
-            asyncio.run(other())
-        except BaseException as exc:
-            failed.append(exc)
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    thread.join(30)
-    assert not failed, failed
+    run_elsewhere(other)
 
 
 async def test_a_step_of_a_session_that_exists_is_two_queries(url: str) -> None:

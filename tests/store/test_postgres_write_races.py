@@ -9,7 +9,6 @@ thread of its own, so the lost race and its locking retry are certain to run.
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
@@ -18,6 +17,7 @@ import pytest
 from apiary.errors import AlreadyExists, Conflict
 from apiary.store import Store, StoreSettings, open_store
 from apiary.store.model import Key, Obj
+from replica import run_elsewhere
 from services import fresh_postgres_url
 
 
@@ -107,22 +107,12 @@ async def test_versions_are_gap_free_in_commit_order_and_stamped(
 def meanwhile(url: str, write: Callable[[Store], Coroutine[Any, Any, object]]) -> None:
     """Run ``write`` on another replica (its own store, loop and thread) and wait for it: a
     writer that commits while the caller is between its read and its write."""
-    failed: list[BaseException] = []
 
     async def other() -> None:
         async with open_store(url) as store:
             await write(store)
 
-    def run() -> None:
-        try:
-            asyncio.run(other())
-        except BaseException as exc:
-            failed.append(exc)
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    thread.join(30)
-    assert not failed, failed
+    run_elsewhere(other)
 
 
 @pytest.mark.parametrize("race", ["update", "delete", "create"])

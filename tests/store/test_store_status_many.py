@@ -74,32 +74,16 @@ async def test_only_status_is_taken_and_unchanged_or_missing_objects_are_skipped
     assert await store.update_status_many("Hive", []) == []
 
 
-async def test_a_failing_change_writes_nothing_of_its_batch_on_sqlite(
-    store: Store, backend: str
-) -> None:
-    if backend != "sqlite":
-        pytest.skip("only SQLite batches the write; elsewhere each item is its own update")
-    await store.create(hive("a"))
-    since = await store.resource_version()
-
-    def boom(obj: dict[str, Any]) -> dict[str, Any]:
-        raise RuntimeError("no")
-
-    with pytest.raises(RuntimeError):
-        await store.update_status_many(
-            "Hive", [("default", "a", set_status(phase="One")), ("default", "a", boom)]
-        )
-    assert (await store.get("Hive", "default", "a"))["status"] == {}
-    assert await store.resource_version() == since
-
-
-async def test_a_failing_change_writes_nothing_of_a_batch_of_distinct_objects(
-    store: Store, backend: str
+@pytest.mark.parametrize("second", ["a", "b"], ids=["same-object", "distinct-objects"])
+async def test_a_failing_change_writes_nothing_of_its_batch(
+    store: Store, backend: str, second: str
 ) -> None:
     if backend == "memory":
         pytest.skip("the memory store writes each item on its own")
-    await store.create(hive("a"))
-    await store.create(hive("b"))
+    if backend == "postgresql" and second == "a":
+        pytest.skip("PostgreSQL writes a batch naming an object twice item by item")
+    for name in sorted({"a", second}):
+        await store.create(hive(name))
     since = await store.resource_version()
 
     def boom(obj: dict[str, Any]) -> dict[str, Any]:
@@ -107,7 +91,7 @@ async def test_a_failing_change_writes_nothing_of_a_batch_of_distinct_objects(
 
     with pytest.raises(RuntimeError):
         await store.update_status_many(
-            "Hive", [("default", "a", set_status(phase="One")), ("default", "b", boom)]
+            "Hive", [("default", "a", set_status(phase="One")), ("default", second, boom)]
         )
     assert (await store.get("Hive", "default", "a"))["status"] == {}
     assert await store.resource_version() == since

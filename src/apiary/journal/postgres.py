@@ -28,7 +28,7 @@ from apiary.errors import Unavailable
 from apiary.journal import pgwrite
 from apiary.journal.base import Clock, Journal
 from apiary.journal.batch import GroupCommit
-from apiary.journal.model import Entry, PendingCommit, SessionState, Totals, load_json
+from apiary.journal.model import Entry, PendingCommit, Plan, SessionState, Totals, load_json
 from apiary.journal.schema import (
     ENTRY_COLUMNS,
     POSTGRES_DDL,
@@ -120,23 +120,11 @@ class PostgresJournal(Journal):
         careful = False
         try:
             async with self._conn() as conn:
-                unlocked = await pgwrite.write_unlocked(conn, batch, created)
+                plans = await pgwrite.write_unlocked(conn, batch, created)
         except asyncpg.UniqueViolationError:
-            unlocked, careful = None, True  # a repeated id: nothing written, probe first
-        plans = unlocked
-        for attempt in range(5):
-            if plans is not None:
-                break
-            try:
-                async with self._conn() as conn, conn.transaction():
-                    plans = await pgwrite.write_batch(conn, batch, created, careful=careful)
-            except pgwrite.IdsExisted:
-                careful = True  # a repeated id: redo, probing which ids exist first
-            except (asyncpg.DeadlockDetectedError, asyncpg.SerializationError):
-                if attempt == 4:
-                    raise
+            plans, careful = None, True  # a repeated id: nothing written, probe first
         if plans is None:
-            raise Unavailable("PostgreSQL journal: a commit batch kept failing; try again")
+            plans = await self._write_locked(batch, created, careful)
         results: list[int | None] = []
         for c, plan in zip(batch, plans, strict=True):
             if plan is None:
@@ -146,6 +134,24 @@ class PostgresJournal(Journal):
                 c.written = plan.rows
                 results.append(c.expect_version + 1)
         return results
+
+    async def _write_locked(
+        self, batch: list[PendingCommit], created: float, careful: bool
+    ) -> list[Plan | None]:
+        """The batch in one transaction (``pgwrite.write_batch``), redone on a repeated id
+        (probing ids first) or a deadlock."""
+        import asyncpg
+
+        for attempt in range(5):
+            try:
+                async with self._conn() as conn, conn.transaction():
+                    return await pgwrite.write_batch(conn, batch, created, careful=careful)
+            except pgwrite.IdsExisted:
+                careful = True  # a repeated id: redo, probing which ids exist first
+            except (asyncpg.DeadlockDetectedError, asyncpg.SerializationError):
+                if attempt == 4:
+                    raise
+        raise Unavailable("PostgreSQL journal: a commit batch kept failing; try again")
 
     async def _load(self, session: str) -> SessionState:
         async with self._conn() as conn:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import socket
 import time
 from collections.abc import Callable
 from typing import Any
@@ -11,13 +12,17 @@ from typing import Any
 from apiary.bus import Bus, Delivery
 from apiary.bus.jetstream import JetStreamBus
 from apiary.bus.memory import MemoryBus
+from apiary.bus.remote import RemoteBus
+from apiary.bus.serve import serve_bus
 
 
 class BusEnv:
     """One test's bus world: a unique subject prefix (and, for NATS, a unique stream).
 
     ``new_bus()`` opens another client on the same world — for NATS that is what another process
-    would be; buses are closed and the stream deleted at teardown.
+    would be; for ``remote`` it is another socket-pair client of one served in-process bus (what
+    ``apiaryd --node-process`` gives its node). Buses are closed and the stream deleted at
+    teardown.
     """
 
     def __init__(self, kind: str, nats_url: str | None = None) -> None:
@@ -31,19 +36,37 @@ class BusEnv:
             else "memory://"
         )
         self.buses: list[Bus] = []
+        self.served: MemoryBus | None = None
+        self.servers: list[asyncio.Task[None]] = []
 
     def subject(self, rest: str) -> str:
         return f"{self.prefix}.{rest}"
 
     async def new_bus(self, **kw: Any) -> Bus:
-        bus: Bus = MemoryBus(**kw) if self.kind == "memory" else JetStreamBus(self.url, **kw)
+        bus: Bus
+        if self.kind == "remote":
+            bus = await self._remote_client(**kw)
+        else:
+            bus = MemoryBus(**kw) if self.kind == "memory" else JetStreamBus(self.url, **kw)
         await bus.open()
         self.buses.append(bus)
         return bus
 
+    async def _remote_client(self, **kw: Any) -> Bus:
+        if self.served is None:
+            self.served = MemoryBus(**kw)
+            await self.served.open()
+        mine, theirs = socket.socketpair()
+        self.servers.append(asyncio.create_task(serve_bus(self.served, mine)))
+        return RemoteBus(f"fd://{theirs.detach()}")
+
     async def teardown(self) -> None:
         for bus in self.buses:
             await bus.close()
+        if self.servers:
+            await asyncio.wait_for(asyncio.gather(*self.servers), 5)
+        if self.served is not None:
+            await self.served.close()
         if self.kind == "nats":
             cleaner = JetStreamBus(self.url)
             await cleaner.open()

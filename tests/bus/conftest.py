@@ -1,4 +1,5 @@
-"""The bus contract suite runs against every backend: in-process always, NATS when reachable.
+"""The bus contract suite runs against every backend: in-process and remote (the in-process bus
+served over a socket pair) always, NATS when reachable.
 
 NATS tests get a unique stream and subject prefix each, so parallel runs never see each other's
 messages, and the stream is deleted afterwards; without NATS they skip (or fail under
@@ -16,7 +17,7 @@ from apiary.bus import Bus
 from services import require_nats
 
 
-@pytest.fixture(params=["memory", "nats"])
+@pytest.fixture(params=["memory", "remote", "nats"])
 async def env(request: pytest.FixtureRequest) -> AsyncIterator[BusEnv]:
     kind = str(request.param)
     world = BusEnv(kind, require_nats() if kind == "nats" else None)

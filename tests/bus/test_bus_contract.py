@@ -226,7 +226,7 @@ async def test_bus_close_returns_unsettled_work_for_others(env: BusEnv, bus: Bus
     await bus.subscribe(env.subject("cl"), "g", lazy, max_in_flight=3, ack_wait=30)
     await bus.publish_many([(env.subject("cl"), b"%d" % i) for i in range(3)])
     await lazy.wait_for(3)
-    if env.kind == "nats":
+    if env.kind != "memory":
         other = await env.new_bus()
         worker = Collector()
         await other.subscribe(env.subject("cl"), "g", worker)

@@ -19,7 +19,9 @@ from apiary.errors import BadRequest
 
 
 def open_bus(url: str = "memory://") -> Bus:
-    """A bus for ``url`` (not yet opened): ``memory://`` or ``nats://host:4222[?stream=…]``.
+    """A bus for ``url`` (not yet opened): ``memory://``, ``nats://host:4222[?stream=…]``, or
+    ``fd://N`` — apiaryd's bus served on socket descriptor N (:mod:`apiary.bus.remote`; how
+    ``apiaryd --node-process`` gives its node the embedded bus).
 
     NATS query options: ``stream`` (default ``APIARY``), ``subjects`` (comma list, default
     ``apiary.>``), ``max_age`` (seconds, default 86400), ``duplicate_window`` (seconds, default
@@ -36,6 +38,10 @@ def open_bus(url: str = "memory://") -> Bus:
         from apiary.bus.jetstream import JetStreamBus
 
         return JetStreamBus(url)
+    if scheme == "fd":
+        from apiary.bus.remote import RemoteBus
+
+        return RemoteBus(url)
     raise BadRequest(f"unknown bus URL scheme {scheme!r} in {url!r} (use memory:// or nats://)")
 
 

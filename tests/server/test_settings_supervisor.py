@@ -88,3 +88,19 @@ async def test_stop_event_ends_everything_cleanly() -> None:
     asyncio.get_running_loop().call_later(0.01, stop.set)
     await sup.run(stop)
     assert sup.names == ["forever"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "apart"),
+    [
+        ([], {}, False),
+        (["--node-process"], {}, True),
+        ([], {"APIARY_NODE_PROCESS": "1"}, True),
+        ([], {"APIARY_NODE_PROCESS": "0"}, False),
+    ],
+)
+def test_node_process_flag_and_env(
+    tmp_path: Path, argv: list[str], env: dict[str, str], apart: bool
+) -> None:
+    s = settings_from(["--data-dir", str(tmp_path), *argv], env=env)
+    assert s.runtime.node_process is apart and s.runtime.local_node

@@ -34,6 +34,7 @@ from apiary.router import Router, SessionDirectory
 from apiary.router.costs import CellPrices
 from apiary.router.status import SessionStatusWriter
 from apiary.server.bootstrap import ensure_default_cell, load_or_create_token, prepare_data_dir
+from apiary.server.nodeproc import node_process_task
 from apiary.server.notify import Notifier
 from apiary.server.notify_metrics import NotifyMetrics
 from apiary.server.runtime import (
@@ -243,12 +244,11 @@ class Daemon:
             ),
         )
         if self.settings.runtime.local_node and self.address is not None:
-            self.supervisor.add(
-                "local-node",
-                local_node_task(
-                    self.address, self.node_token, self.settings, self.stopping, self.bus
-                ),
+            assert self.bus is not None
+            node = (node_process_task if self.settings.runtime.node_process else local_node_task)(
+                self.address, self.node_token, self.settings, self.stopping, self.bus
             )
+            self.supervisor.add("local-node", node)
 
     async def _announce(
         self,

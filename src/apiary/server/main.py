@@ -151,6 +151,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="run no node agent in this process (drones run on `apiaryd node` machines)",
     )
+    p.add_argument(
+        "--node-process",
+        action="store_true",
+        help="run the local node in a child process of its own, on another core than the "
+        "router and API (env APIARY_NODE_PROCESS=1; docs/apiaryd.md)",
+    )
     p.add_argument("--node-name", help="the local node's name (default: the host name)")
     p.add_argument("--node-cpu", type=_positive_int, help="millicores the local node offers")
     p.add_argument("--node-memory", type=_positive_int, help="bytes the local node offers")
@@ -240,6 +246,7 @@ def settings_from(
         controllers.resync_interval = a.resync_interval
     runtime = RuntimeSettings(
         local_node=not a.no_local_node and env.get("APIARY_LOCAL_NODE", "1") not in ("0", "false"),
+        node_process=a.node_process or env.get("APIARY_NODE_PROCESS", "0") in ("1", "true"),
         node_name=a.node_name,
         node_cpu=a.node_cpu,
         node_memory=a.node_memory,

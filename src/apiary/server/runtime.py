@@ -126,6 +126,15 @@ def reap_local_orphans(data_dir: Path) -> None:
         )
 
 
+def local_api_url(address: tuple[str, int]) -> str:
+    """Our own API's URL, for the embedded node (loopback when we listen on every address)."""
+    host, port = address
+    if host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1"
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{port}"
+
+
 def local_node_task(
     address: tuple[str, int],
     token: str,
@@ -134,13 +143,9 @@ def local_node_task(
     bus: Bus | None = None,
 ) -> TaskFactory:
     """The embedded node: state under ``<data-dir>/node``, talking to our own API."""
-    host, port = address
-    if host in ("0.0.0.0", "::", ""):
-        host = "127.0.0.1"
-    shown = f"[{host}]" if ":" in host else host
 
     async def run() -> None:
-        async with AsyncApiClient(f"http://{shown}:{port}", token) as client:
+        async with AsyncApiClient(local_api_url(address), token) as client:
             agent = NodeAgent(client, node_settings(settings, settings.data_dir / "node"), bus)
             await agent.run(stop)
 

@@ -105,6 +105,11 @@ class RuntimeSettings:
     """Run a node agent inside apiaryd (embedded mode); ``--no-local-node`` for a control plane
     whose drones run only on ``apiaryd node`` machines."""
 
+    node_process: bool = False
+    """Run that local node in a child process of its own (``--node-process``, env
+    ``APIARY_NODE_PROCESS=1``) instead of on apiaryd's event loop: the drones' relays then run
+    on another core than the router, journal and API (:mod:`apiary.server.nodeproc`)."""
+
     node_name: str | None = None
     """The local node's name (default: the host name as a DNS-1123 label)."""
 

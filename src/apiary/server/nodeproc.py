@@ -1,0 +1,146 @@
+"""The embedded node in a child process (``apiaryd --node-process``): the message path on two cores.
+
+Run in apiaryd's process, the local node shares one GIL with the router, the journal and the API;
+every message pays the node's relay (the keeper, the stdio pipe, the node's bus work) on that
+same core. As a child process, that share moves to the other core — the split issue 12 asked to
+measure (docs/benchmarks.md, "Which split of the message path pays").
+
+The child (:mod:`apiary.node.child`) is supervised like a drone: started once apiaryd serves its
+API, started again with a back-off when it exits unasked, and stopped with SIGTERM — its drones
+stopping gracefully — when apiaryd stops. With the in-process bus, apiaryd serves that bus to
+the child on one end of a socket pair (:mod:`apiary.bus.serve`); with NATS the child connects
+itself. When apiaryd dies, however it dies, the child's end of a pipe only apiaryd holds open reads
+end of file, and the child stops too; what either leaves running is reaped at the next start, as
+for the in-process node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import pickle
+import socket
+import subprocess
+import sys
+
+from apiary.bus import Bus
+from apiary.bus.memory import MemoryBus
+from apiary.bus.serve import serve_bus
+from apiary.logging import get_logger
+from apiary.node.child import ChildSpec
+from apiary.server.runtime import local_api_url, node_settings, reap_local_orphans
+from apiary.server.settings import Settings
+from apiary.server.supervisor import TaskFactory
+
+log = get_logger("apiary.nodeproc")
+
+STOP_TIMEOUT = 60.0
+"""Seconds the child may take to stop its drones after SIGTERM before it is killed."""
+
+RESTART_DELAYS = (0.5, 1.0, 2.0, 5.0, 10.0)
+"""Back-off between restarts of a child that keeps exiting; reset after a minute of running."""
+
+
+def node_process_task(
+    address: tuple[str, int], token: str, settings: Settings, stop: asyncio.Event, bus: Bus
+) -> TaskFactory:
+    """The supervised child, talking to our API at ``address`` with the embedded node's
+    ``token``; its drones' state under ``<data-dir>/node``, as the in-process node's."""
+    url = local_api_url(address)
+
+    async def run() -> None:
+        failures = 0
+        loop = asyncio.get_running_loop()
+        while not stop.is_set():
+            await asyncio.to_thread(reap_local_orphans, settings.data_dir)
+            started = loop.time()
+            code = await _run_child(url, token, settings, stop, bus)
+            if stop.is_set():
+                return
+            if loop.time() - started > 60:
+                failures = 0
+            delay = RESTART_DELAYS[min(failures, len(RESTART_DELAYS) - 1)]
+            failures += 1
+            log.warning("the node process exited; starting it again", code=code, delay=delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+
+    return run
+
+
+def _spec(url: str, token: str, settings: Settings, bus_url: str, lifeline: int) -> bytes:
+    spec = ChildSpec(
+        server=url,
+        token=token,
+        settings=node_settings(settings, settings.data_dir / "node"),
+        bus_url=bus_url,
+        lifeline=lifeline,
+        log_json=settings.logging.json,
+        log_level=settings.logging.level,
+    )
+    return pickle.dumps(spec)
+
+
+async def _run_child(
+    url: str, token: str, settings: Settings, stop: asyncio.Event, bus: Bus
+) -> int | None:
+    """Start the child, serve it the bus until it exits (or stop it); its exit code."""
+    mine: socket.socket | None = None
+    theirs: socket.socket | None = None
+    # Descriptors made here are not inheritable: only what pass_fds names reaches the child.
+    life_read, life_write = os.pipe()
+    spec_read, spec_write = os.pipe()
+    pass_fds = [life_read, spec_read]
+    if isinstance(bus, MemoryBus):
+        mine, theirs = socket.socketpair()
+        bus_url = f"fd://{theirs.fileno()}"
+        pass_fds.append(theirs.fileno())
+    else:
+        bus_url = bus.url
+    try:
+        # The spec is a few KB, well inside a pipe's buffer: written whole before the child runs.
+        try:
+            os.write(spec_write, _spec(url, token, settings, bus_url, life_read))
+        finally:
+            os.close(spec_write)
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "apiary.node.child", str(spec_read),
+            stdin=subprocess.DEVNULL, pass_fds=pass_fds,
+        )  # fmt: skip
+    except BaseException:
+        os.close(life_write)
+        if mine is not None:
+            mine.close()
+        raise
+    finally:
+        for fd in (life_read, spec_read):
+            os.close(fd)
+        if theirs is not None:
+            theirs.close()
+    serving = asyncio.create_task(serve_bus(bus, mine), name="node-bus") if mine else None
+    log.info("node process started", pid=proc.pid)
+    exited = asyncio.create_task(proc.wait())
+    try:
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait({exited, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if not exited.done():
+            proc.terminate()
+            try:
+                await asyncio.wait_for(asyncio.shield(exited), STOP_TIMEOUT)
+            except TimeoutError:
+                log.warning("the node process did not stop in time; killing it", pid=proc.pid)
+                proc.kill()
+        await exited
+    finally:
+        if not exited.done():  # cancelled: apiaryd is going down without a clean stop
+            proc.kill()
+            await asyncio.shield(exited)
+        os.close(life_write)
+        if serving is not None:
+            await serving  # ends at the child's end of stream; unsettled work goes back
+    return proc.returncode
+
+
+__all__ = ["STOP_TIMEOUT", "node_process_task"]

@@ -7,17 +7,20 @@ all of it while the second core runs the agents and SQLite. This runs the same c
 and SDK echo agents) three ways, alternating, in the same run:
 
 * ``embedded``    the in-process bus, the node agent in this process (what ``apiaryd`` runs);
+* ``embedded-apart`` the in-process bus, the node in a child process served that bus over a
+                  socket pair (what ``apiaryd --node-process`` runs);
 * ``nats``        NATS JetStream, the node agent still in this process;
 * ``nats-apart``  NATS JetStream, the node agent as ``apiaryd node`` in a process of its own, as
                   a worker machine runs it: the relay's CPU leaves the control plane's process.
 
 The journal is SQLite in every case. Reported per hive: msgs/s, this process's CPU per message
-(the control plane and the load generator), and the node process's when it is apart. The other
+(the control plane and the load generator), and the node process's when it is apart; per mode,
+what Apiary adds per hop one message at a time (3 stages, the agent subtracted). The other
 split (router shards per session hash, each with its own journal writer) is not built, so it
 cannot be measured here.
 
     .venv/bin/python bench/split.py [--seconds 3] [--rounds 2] [--in-flight 256] [--out F]
-                                    [--modes embedded,nats,nats-apart]
+                                    [--modes embedded,embedded-apart,nats,nats-apart]
 """
 
 from __future__ import annotations
@@ -35,24 +38,27 @@ import throughput  # puts src/ on the path too
 from _common import LOOPS, machine_info, run_on_loop, temp_dir, write_result
 from keeper_relay import keeper_case
 
-MODES = ("embedded", "nats", "nats-apart")
+MODES = ("embedded", "embedded-apart", "nats", "nats-apart")
+LATENCY = ("added_per_hop_3_stages_p50_ms", "added_per_hop_3_stages_p99_ms", "e2e_1_stage_p50_ms")
+"""One message at a time (``throughput.hop_latency``): what Apiary adds per hop, and one stage."""
 HIVES = ["cat-r1", "cat-r2", "echo-r2"]
 
 
 async def one(mode: str, tmp: Path, args: argparse.Namespace, alone: dict[str, Any]) -> Any:
     cell = f"sp{secrets.token_hex(3)}"
     bus = "memory://"
-    if mode != "embedded":
+    if mode.startswith("nats"):
         bus = f"{args.nats}?stream=SPLIT_{cell}&subjects=apiary.{cell}.>"
     return await throughput.apiary_mode(
         tmp / mode, bus, f"sqlite:///{tmp}/{mode}-journal.db", args.seconds, args.in_flight,
-        args.latency_messages, alone, HIVES, cell=cell, node_process=mode == "nats-apart",
+        args.latency_messages, alone, HIVES, cell=cell, node_process=mode.endswith("-apart"),
     )  # fmt: skip
 
 
 async def measure(args: argparse.Namespace) -> dict[str, Any]:
     alone = await keeper_case("cat", ["cat"], "text", 1, 300)
     runs: list[dict[str, Any]] = []
+    latencies: list[dict[str, Any]] = []
     pids: list[int] = []
     modes = args.modes.split(",")
     for i in range(args.rounds):
@@ -63,6 +69,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
             pids += got["drone_pids"] + ([got["node_pid"]] if got["node_pid"] else [])
             for row in got["throughput"]:
                 runs.append({"round": i, "mode": mode, **row})
+            latencies.append({"round": i, "mode": mode, **got["latency"]})
     summary = []
     for mode in modes:
         for hive in HIVES:
@@ -75,6 +82,10 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
                 "cpu_us_per_msg": median(r["cpu_us_per_msg"] for r in rows),
                 "node_cpu_us_per_msg": median(node) if node else None,
             })  # fmt: skip
+    hop = {
+        mode: {k: median(r[k] for r in latencies if r["mode"] == mode) for k in LATENCY}
+        for mode in modes
+    }
     return {
         "benchmark": "split",
         "machine": machine_info(),
@@ -84,19 +95,25 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         "loop": args.loop,
         "runs": runs,
         "summary": summary,
+        "latency": latencies,
+        "latency_summary": hop,
         "pids": pids,
     }
 
 
 def table(report: dict[str, Any]) -> str:
-    lines = ["mode        hive      msgs/s (range)          µs CPU/msg here   node apart"]
+    lines = ["mode            hive      msgs/s (range)          µs CPU/msg here   node apart"]
     for r in report["summary"]:
         node = "—" if r["node_cpu_us_per_msg"] is None else f"{r['node_cpu_us_per_msg']:.0f}"
         span = f"({r['range'][0]:.0f}-{r['range'][1]:.0f})"
         lines.append(
-            f"{r['mode']:<11} {r['hive']:<9} {r['msgs_per_s']:>7.0f} {span:<15}"
+            f"{r['mode']:<15} {r['hive']:<9} {r['msgs_per_s']:>7.0f} {span:<15}"
             f" {r['cpu_us_per_msg']:>10.0f}        {node:>6}"
         )
+    lines.append("mode            added per hop p50 / p99 ms (3 stages)   1 stage p50 ms")
+    for mode, h in report["latency_summary"].items():
+        added = f"{h[LATENCY[0]]:.2f} / {h[LATENCY[1]]:.2f}"
+        lines.append(f"{mode:<15} {added:<39} {h[LATENCY[2]]:.2f}")
     return "\n".join(lines)
 
 

@@ -144,9 +144,9 @@ async def apiary_stack(
 ) -> AsyncIterator[Apiary]:
     """A whole embedded Apiary in this event loop, wired as ``apiaryd`` wires it (Daemon).
 
-    ``node_process``: the node agent (drones, keepers, the relay to the agents) runs as
-    ``apiaryd node`` in a process of its own, as on a worker machine — a bus other processes
-    can reach (NATS) only."""
+    ``node_process``: the node agent (drones, keepers, the relay to the agents) runs in a process
+    of its own: with NATS as ``apiaryd node``, as on a worker machine; with the in-process bus
+    as ``apiaryd --node-process`` runs it, a child served that bus over a socket pair."""
     cell = cell or f"tp{secrets.token_hex(3)}"
     async with contextlib.AsyncExitStack() as opened:
         store = await opened.enter_async_context(open_store(f"sqlite:///{tmp}/store.db"))
@@ -175,7 +175,11 @@ async def apiary_stack(
             asyncio.create_task(run_controllers(store, QueenSettings(), stop)),
             asyncio.create_task(router.run(stop)),
         ]
-        apart = await NodeProcess.start(tmp, url, bus_url) if node_process else None
+        apart: NodeProcess | ChildNode | None = None
+        if node_process and bus_url.startswith("memory:"):
+            apart = await ChildNode.start(tmp, url, bus)
+        elif node_process:
+            apart = await NodeProcess.start(tmp, url, bus_url)
         if apart is None:
             settings = NodeSettings(name="bench-node", state_dir=str(tmp / "node"))
             tasks.append(asyncio.create_task(NodeAgent(client, settings, bus).run(stop)))
@@ -220,6 +224,34 @@ class NodeProcess:
             self.proc.kill()
             await self.proc.wait()
         self.log.close()
+
+
+@dataclass
+class ChildNode:
+    """The node as ``apiaryd --node-process`` runs it (``apiary.server.nodeproc.NodeChild``)."""
+
+    child: Any
+    task: asyncio.Task[int | None]
+    stopping: asyncio.Event
+
+    @property
+    def proc(self) -> Any:
+        return self.child.proc
+
+    @classmethod
+    async def start(cls, tmp: Path, url: str, bus: Bus) -> ChildNode:
+        from apiary.server.nodeproc import NodeChild
+
+        settings = NodeSettings(name="bench-node", state_dir=str(tmp / "node"))
+        child = NodeChild(url, TOKEN, settings, bus, log_level="warning")
+        await child.start()
+        stopping = asyncio.Event()
+        return cls(child, asyncio.create_task(child.run(stopping)), stopping)
+
+    async def stop(self) -> None:
+        """SIGTERM (its drones stop gracefully); served the bus until it exits."""
+        self.stopping.set()
+        await self.task
 
 
 def obj(kind: str, cell: str | None, name: str, spec: dict[str, Any]) -> dict[str, Any]:

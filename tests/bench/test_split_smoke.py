@@ -1,4 +1,5 @@
-"""``bench/split.py`` still runs with the node agent apart (``apiaryd node`` on NATS).
+"""``bench/split.py`` still runs with the node agent apart: ``apiaryd node`` on NATS, and the
+child ``apiaryd --node-process`` runs, served the in-process bus.
 
 Not a timed test: it checks that the node process really ran the drones, that the figures are
 there and coherent, and that nothing it started (the node, its agents) is left running.
@@ -19,10 +20,11 @@ ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
 
 
-def test_split_with_the_node_apart_writes_sane_json(tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", ["nats-apart", "embedded-apart"])
+def test_split_with_the_node_apart_writes_sane_json(tmp_path: Path, mode: str) -> None:
     out = tmp_path / "split.json"
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "split.py"), "--modes", "nats-apart",
+        [sys.executable, str(ROOT / "bench" / "split.py"), "--modes", mode,
          "--seconds", "0.3", "--rounds", "1", "--in-flight", "8", "--latency-messages", "3",
          "--nats", require_nats(), "--out", str(out)],
         cwd=ROOT, capture_output=True, text=True, timeout=240,
@@ -33,9 +35,9 @@ def test_split_with_the_node_apart_writes_sane_json(tmp_path: Path) -> None:
     rows = {r["hive"]: r for r in report["summary"]}
     assert set(rows) == {"cat-r1", "cat-r2", "echo-r2"}
     for r in rows.values():
-        assert r["mode"] == "nats-apart" and r["msgs_per_s"] > 0
+        assert r["mode"] == mode and r["msgs_per_s"] > 0
         assert r["node_cpu_us_per_msg"] is not None and r["node_cpu_us_per_msg"] > 0
-    assert "nats-apart" in proc.stdout
+    assert mode in proc.stdout
     assert len(report["pids"]) == 13  # 12 drones and the node
     for pid in report["pids"]:
         assert not alive(pid), f"process {pid} left running"

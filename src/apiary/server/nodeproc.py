@@ -28,6 +28,7 @@ from apiary.bus import Bus
 from apiary.bus.memory import MemoryBus
 from apiary.bus.serve import serve_bus
 from apiary.logging import get_logger
+from apiary.node.agent import NodeSettings
 from apiary.node.child import ChildSpec
 from apiary.server.runtime import local_api_url, node_settings, reap_local_orphans
 from apiary.server.settings import Settings
@@ -48,6 +49,7 @@ def node_process_task(
     """The supervised child, talking to our API at ``address`` with the embedded node's
     ``token``; its drones' state under ``<data-dir>/node``, as the in-process node's."""
     url = local_api_url(address)
+    node = node_settings(settings, settings.data_dir / "node")
 
     async def run() -> None:
         failures = 0
@@ -55,7 +57,10 @@ def node_process_task(
         while not stop.is_set():
             await asyncio.to_thread(reap_local_orphans, settings.data_dir)
             started = loop.time()
-            code = await _run_child(url, token, settings, stop, bus)
+            child = NodeChild(url, token, node, bus, log_json=settings.logging.json,
+                              log_level=settings.logging.level)  # fmt: skip
+            await child.start()
+            code = await child.run(stop)
             if stop.is_set():
                 return
             if loop.time() - started > 60:
@@ -69,78 +74,90 @@ def node_process_task(
     return run
 
 
-def _spec(url: str, token: str, settings: Settings, bus_url: str, lifeline: int) -> bytes:
-    spec = ChildSpec(
-        server=url,
-        token=token,
-        settings=node_settings(settings, settings.data_dir / "node"),
-        bus_url=bus_url,
-        lifeline=lifeline,
-        log_json=settings.logging.json,
-        log_level=settings.logging.level,
-    )
-    return pickle.dumps(spec)
+class NodeChild:
+    """One run of the node process: :meth:`start` it, then :meth:`run` it until it exits."""
 
+    def __init__(
+        self, url: str, token: str, node: NodeSettings, bus: Bus, *,
+        log_json: bool = True, log_level: str = "info",
+    ) -> None:  # fmt: skip
+        self.url, self.token, self.node, self.bus = url, token, node, bus
+        self.log_json, self.log_level = log_json, log_level
+        self.proc: asyncio.subprocess.Process | None = None
+        self._mine: socket.socket | None = None
+        self._lifeline = -1
 
-async def _run_child(
-    url: str, token: str, settings: Settings, stop: asyncio.Event, bus: Bus
-) -> int | None:
-    """Start the child, serve it the bus until it exits (or stop it); its exit code."""
-    mine: socket.socket | None = None
-    theirs: socket.socket | None = None
-    # Descriptors made here are not inheritable: only what pass_fds names reaches the child.
-    life_read, life_write = os.pipe()
-    spec_read, spec_write = os.pipe()
-    pass_fds = [life_read, spec_read]
-    if isinstance(bus, MemoryBus):
-        mine, theirs = socket.socketpair()
-        bus_url = f"fd://{theirs.fileno()}"
-        pass_fds.append(theirs.fileno())
-    else:
-        bus_url = bus.url
-    try:
-        # The spec is a few KB, well inside a pipe's buffer: written whole before the child runs.
+    async def start(self) -> None:
+        """Spawn the child with its spec, its lifeline and (in-process bus) its bus socket."""
+        theirs: socket.socket | None = None
+        # Descriptors made here are not inheritable: only what pass_fds names reaches the child.
+        life_read, self._lifeline = os.pipe()
+        spec_read, spec_write = os.pipe()
+        pass_fds = [life_read, spec_read]
+        bus_url = self.bus.url
+        if isinstance(self.bus, MemoryBus):
+            self._mine, theirs = socket.socketpair()
+            bus_url = f"fd://{theirs.fileno()}"
+            pass_fds.append(theirs.fileno())
+        spec = ChildSpec(self.url, self.token, self.node, bus_url, life_read,
+                         self.log_json, self.log_level)  # fmt: skip
         try:
-            os.write(spec_write, _spec(url, token, settings, bus_url, life_read))
+            try:  # a few KB, well inside a pipe's buffer: written whole before the child runs
+                os.write(spec_write, pickle.dumps(spec))
+            finally:
+                os.close(spec_write)
+            self.proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "apiary.node.child", str(spec_read),
+                stdin=subprocess.DEVNULL, pass_fds=pass_fds,
+            )  # fmt: skip
+        except BaseException:
+            self._close()
+            raise
         finally:
-            os.close(spec_write)
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "apiary.node.child", str(spec_read),
-            stdin=subprocess.DEVNULL, pass_fds=pass_fds,
-        )  # fmt: skip
-    except BaseException:
-        os.close(life_write)
-        if mine is not None:
-            mine.close()
-        raise
-    finally:
-        for fd in (life_read, spec_read):
-            os.close(fd)
-        if theirs is not None:
-            theirs.close()
-    serving = asyncio.create_task(serve_bus(bus, mine), name="node-bus") if mine else None
-    log.info("node process started", pid=proc.pid)
-    exited = asyncio.create_task(proc.wait())
-    try:
-        stopping = asyncio.create_task(stop.wait())
-        await asyncio.wait({exited, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        stopping.cancel()
-        if not exited.done():
-            proc.terminate()
-            try:
-                await asyncio.wait_for(asyncio.shield(exited), STOP_TIMEOUT)
-            except TimeoutError:
-                log.warning("the node process did not stop in time; killing it", pid=proc.pid)
+            for fd in (life_read, spec_read):
+                os.close(fd)
+            if theirs is not None:
+                theirs.close()
+        log.info("node process started", pid=self.proc.pid)
+
+    async def run(self, stop: asyncio.Event) -> int | None:
+        """Serve the child its bus until it exits, or stop it once ``stop`` is set (SIGTERM,
+        SIGKILL after :data:`STOP_TIMEOUT`); its exit code."""
+        proc = self.proc
+        assert proc is not None, "start() first"
+        serving = None
+        if self._mine is not None:
+            serving = asyncio.create_task(serve_bus(self.bus, self._mine), name="node-bus")
+            self._mine = None  # serve_bus owns it now
+        exited = asyncio.create_task(proc.wait())
+        try:
+            stopping = asyncio.create_task(stop.wait())
+            await asyncio.wait({exited, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            stopping.cancel()
+            if not exited.done():
+                proc.terminate()
+                try:
+                    await asyncio.wait_for(asyncio.shield(exited), STOP_TIMEOUT)
+                except TimeoutError:
+                    log.warning("the node process did not stop in time; killing it", pid=proc.pid)
+                    proc.kill()
+            await exited
+        finally:
+            if not exited.done():  # cancelled: apiaryd is going down without a clean stop
                 proc.kill()
-        await exited
-    finally:
-        if not exited.done():  # cancelled: apiaryd is going down without a clean stop
-            proc.kill()
-            await asyncio.shield(exited)
-        os.close(life_write)
-        if serving is not None:
-            await serving  # ends at the child's end of stream; unsettled work goes back
-    return proc.returncode
+                await asyncio.shield(exited)
+            self._close()
+            if serving is not None:
+                await serving  # ends at the child's end of stream; unsettled work goes back
+        return proc.returncode
+
+    def _close(self) -> None:
+        if self._lifeline >= 0:
+            os.close(self._lifeline)
+            self._lifeline = -1
+        if self._mine is not None:
+            self._mine.close()
+            self._mine = None
 
 
-__all__ = ["STOP_TIMEOUT", "node_process_task"]
+__all__ = ["STOP_TIMEOUT", "NodeChild", "node_process_task"]

@@ -35,11 +35,13 @@ def _python() -> str:
     return "/usr/bin/python3" if os.access("/usr/bin/python3", os.X_OK) else sys.executable
 
 
-@pytest.fixture(scope="module")
-def daemon() -> Iterator[Apiaryd]:
+@pytest.fixture(scope="module", params=[[], ["--node-process"]], ids=["node-in", "node-apart"])
+def daemon(request: pytest.FixtureRequest) -> Iterator[Apiaryd]:
+    """apiaryd with its node in-process, and apart (the child holds the node token, the bus
+    socket and a lifeline pipe: none of them may reach the drone)."""
     root = Path(tempfile.mkdtemp(prefix="apiary-isolation-"))
     root.chmod(0o755)  # anyone may look in: the data dir's own mode must keep them out
-    d = start(root / "data", env={MARKER: "the control plane's environment"})
+    d = start(root / "data", *request.param, env={MARKER: "the control plane's environment"})
     try:
         yield d
     finally:

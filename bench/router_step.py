@@ -56,7 +56,8 @@ async def run(seconds: float, in_flight: int, tmp: Path) -> dict[str, Any]:
         journal = await opened.enter_async_context(open_journal(f"sqlite:///{tmp}/journal.db"))
         bus = await opened.enter_async_context(open_bus("memory://"))
         router = Router(journal, bus, SessionDirectory(store))
-        router.on_status = SessionStatusWriter(store, journal).update
+        status = SessionStatusWriter(store, journal)
+        router.on_status = status.update
         await store.create(obj("Cell", None, cell, {}))
         spec = {"pattern": "pipeline", "stages": [{"name": stage, "agentRef": "cat"}]}
         await store.create(obj("Hive", cell, hive, spec))
@@ -103,6 +104,7 @@ async def run(seconds: float, in_flight: int, tmp: Path) -> dict[str, Any]:
         done = sum(counts.values()) - before
         stop.set()
         await asyncio.wait_for(routing, 30)
+        await status.flush()  # as apiaryd does, before the store it writes to closes
         return {
             "in_flight": in_flight,
             "messages": done,

@@ -1,4 +1,5 @@
-"""The Session status writer spaces its writes in time and never drops the last state.
+"""The Session status writer spaces its writes in time and never drops the last state, not even
+while the store is unavailable.
 
 A real memory store and journal; the writer's clock is injected, the spacing is real time kept
 short (``INTERVAL`` seconds between the starts of two writes).
@@ -13,12 +14,14 @@ from typing import Any
 
 import pytest
 
+from apiary.errors import Unavailable
 from apiary.journal import Journal, open_journal
 from apiary.router.sessions import SessionInfo
-from apiary.router.status import SessionStatusWriter
+from apiary.router.status import SHUTDOWN_TRIES, SessionStatusWriter
 from apiary.store import Store, open_store
 
 INTERVAL = 0.2
+RETRY = (0.02, 0.05)
 
 
 @pytest.fixture
@@ -94,3 +97,55 @@ async def test_a_quiet_writer_writes_at_once_again(
     writer.update(a, {"output": "two"})
     await asyncio.sleep(0.02)
     assert (await status(store, "a"))["output"] == "two"
+
+
+class Outage:
+    """The real store, unavailable for its next ``fail`` status writes (a PostgreSQL restart)."""
+
+    def __init__(self, store: Store, fail: int) -> None:
+        self.store, self.fail, self.calls = store, fail, []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+    async def update_status_many(self, kind: str, changes: list[Any]) -> Any:
+        self.calls.append(len(changes))
+        if self.fail > 0:
+            self.fail -= 1
+            raise Unavailable("PostgreSQL store unavailable: connection lost")
+        return await self.store.update_status_many(kind, changes)
+
+
+async def test_an_unavailable_store_loses_no_final_and_newer_changes_win(
+    parts: tuple[Store, Journal, list[SessionInfo]], caplog: pytest.LogCaptureFixture
+) -> None:
+    store, journal, (a, b) = parts
+    down = Outage(store, fail=3)
+    writer = SessionStatusWriter(down, journal, interval=0.0, retry=RETRY)  # type: ignore[arg-type]
+    writer.update(a, {"output": "a-final", "phase": "Succeeded"})
+    writer.update(b, {"output": "b-1"})
+    await asyncio.sleep(0.01)
+    writer.update(b, {"output": "b-2", "phase": "Failed"})  # while the store is away
+    for _ in range(500):
+        if "phase" in await status(store, "b"):
+            break
+        await asyncio.sleep(0.01)
+    got_a, got_b = await status(store, "a"), await status(store, "b")
+    assert (got_a["output"], got_a["phase"]) == ("a-final", "Succeeded")
+    assert (got_b["output"], got_b["phase"]) == ("b-2", "Failed")
+    assert down.calls == [2, 2, 2, 2]  # the batch again after each refusal, not one by one
+    warned = [r for r in caplog.records if "store is unavailable" in r.getMessage()]
+    assert len(warned) == 1  # once per outage, not per try or per session
+
+
+async def test_at_shutdown_a_store_that_stays_away_is_given_up_on(
+    parts: tuple[Store, Journal, list[SessionInfo]], caplog: pytest.LogCaptureFixture
+) -> None:
+    store, journal, (a, _) = parts
+    down = Outage(store, fail=1_000)
+    writer = SessionStatusWriter(down, journal, interval=0.0, retry=RETRY)  # type: ignore[arg-type]
+    writer.update(a, {"output": "lost"})
+    await asyncio.wait_for(writer.flush(), 5)  # returns: it does not hang apiaryd's shutdown
+    assert len(down.calls) == SHUTDOWN_TRIES
+    assert "output" not in await status(store, "a")
+    assert any("through shutdown" in r.getMessage() for r in caplog.records)

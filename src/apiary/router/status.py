@@ -14,7 +14,10 @@ the last one began, so a session answering hundreds of messages a second costs a
 ``1 / interval`` status writes a second, not one per message. The first change after a quiet
 spell is written at once, and what is pending is always written in the end (a session's last
 output and final phase are never skipped, only the intermediate ones); ``flush`` writes it now
-(at shutdown, after the router stopped).
+(at shutdown, after the router stopped). A store that is unavailable (a PostgreSQL restart, a
+lost connection) loses nothing either: what it refused is kept, under any newer change, and
+written again after a back-off (``RETRY``); only at shutdown does the writer give up, after
+``SHUTDOWN_TRIES``, with a warning that says how many sessions' status were not written.
 """
 
 from __future__ import annotations
@@ -23,10 +26,11 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from apiary.errors import Unavailable
 from apiary.journal import Journal, Totals
 from apiary.router.sessions import SessionInfo
 from apiary.store import Store
@@ -40,6 +44,10 @@ MAX_BATCH = 256
 """Most Sessions one store write carries (the rest go in the next)."""
 INTERVAL = 0.1
 """Seconds from the start of one status write to the next, at the least (docs/sessions.md)."""
+RETRY = (0.2, 0.5, 1.0, 2.0, 5.0)
+"""Seconds before writing again what an unavailable store refused, by failures in a row."""
+SHUTDOWN_TRIES = 3
+"""Writes tried at shutdown (``flush``) while the store is unavailable, before giving up."""
 
 
 def _now() -> str:
@@ -54,12 +62,16 @@ class SessionStatusWriter:
         *,
         interval: float = INTERVAL,
         clock: Callable[[], float] = time.monotonic,
+        retry: Sequence[float] = RETRY,
     ) -> None:
         self.store = store
         self.journal = journal
         self.interval = interval
         """Least seconds between the starts of two status writes (0: write whenever woken)."""
         self.clock = clock
+        self.retry = tuple(retry)
+        """Seconds before writing again what an unavailable store refused, by failures in a
+        row (the last one repeats)."""
         self.writes = 0
         """Store writes made (each carries every session pending at the time)."""
         self._pending: dict[str, tuple[SessionInfo, dict[str, Any]]] = {}
@@ -86,32 +98,77 @@ class SessionStatusWriter:
             self._hurry.clear()
 
     async def _flush(self) -> None:
+        outage = 0  # writes in a row that found the store (or journal) unavailable
         while self._pending:
-            wait = self._last + self.interval - self.clock()
-            if wait > 0 and not self._hurry.is_set():
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(wait):
-                        await self._hurry.wait()
+            if outage:
+                if self._hurry.is_set() and outage >= SHUTDOWN_TRIES:
+                    self._give_up()
+                    return
+                await asyncio.sleep(self.retry[min(outage, len(self.retry)) - 1])
+            else:
+                wait = self._last + self.interval - self.clock()
+                if wait > 0 and not self._hurry.is_set():
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(wait):
+                            await self._hurry.wait()
             self._last = self.clock()
             self.writes += 1
             batch, self._pending = self._pending, {}
             items = list(batch.values())
+            kept: list[tuple[SessionInfo, dict[str, Any]]] = []
+            error = "unavailable"
             for i in range(0, len(items), MAX_BATCH):
                 chunk = items[i : i + MAX_BATCH]
                 try:
                     await self._write(chunk)
+                except Unavailable as exc:  # away for everyone: not worth trying one by one
+                    kept += chunk
+                    error = str(exc)
                 except Exception:  # one bad item must not lose the others: write them alone
                     for item in chunk:
-                        await self._write_alone(item)
+                        if not await self._write_alone(item):
+                            kept.append(item)
+            if not kept:
+                if outage:
+                    log.info("session status written again after the store came back")
+                outage = 0
+                continue
+            if not outage:
+                log.warning(
+                    "session status not written: the store is unavailable; retrying",
+                    extra={"sessions": len(kept), "error": error},
+                )
+            outage += 1
+            self._keep(kept)
 
-    async def _write_alone(self, item: tuple[SessionInfo, dict[str, Any]]) -> None:
+    def _keep(self, items: list[tuple[SessionInfo, dict[str, Any]]]) -> None:
+        """Put changes that could not be written back, under whatever came in since."""
+        for info, change in items:
+            newer = self._pending.get(info.key)
+            self._pending[info.key] = (
+                (newer[0], {**change, **newer[1]}) if newer else (info, change)
+            )
+
+    def _give_up(self) -> None:
+        """At shutdown with the store still away: say what is lost rather than hang."""
+        log.warning(
+            "session status not written: the store stayed unavailable through shutdown",
+            extra={"sessions": len(self._pending), "tries": SHUTDOWN_TRIES},
+        )
+        self._pending = {}
+
+    async def _write_alone(self, item: tuple[SessionInfo, dict[str, Any]]) -> bool:
+        """Write one session's change; False when the store is unavailable (keep it)."""
         try:
             await self._write([item])
+        except Unavailable:
+            return False
         except Exception as exc:  # the session may be gone; status is best effort
             log.warning(
                 "session status not written",
                 extra={**item[0].log_fields, "error": str(exc)},
             )
+        return True
 
     async def _write(self, items: list[tuple[SessionInfo, dict[str, Any]]]) -> None:
         """One store write for every session in ``items`` (counts and usage from the journal)."""

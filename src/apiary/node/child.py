@@ -75,7 +75,12 @@ async def run_child(spec: ChildSpec) -> None:
         loop.add_signal_handler(signal.SIGTERM, stop.set)
         # Ctrl-C reaches the whole foreground group; apiaryd decides, and sends SIGTERM.
         loop.add_signal_handler(signal.SIGINT, lambda: None)
-    loop.add_reader(spec.lifeline, stop.set)
+
+    def apiaryd_gone() -> None:  # end of file stays readable: hear it once, not every turn
+        loop.remove_reader(spec.lifeline)
+        stop.set()
+
+    loop.add_reader(spec.lifeline, apiaryd_gone)
     async with AsyncApiClient(spec.server, spec.token) as client, open_bus(spec.bus_url) as bus:
         if isinstance(bus, RemoteBus):
             lost = asyncio.create_task(bus.lost.wait(), name="bus-lost")

@@ -59,8 +59,13 @@ def node_process_task(
             started = loop.time()
             child = NodeChild(url, token, node, bus, log_json=settings.logging.json,
                               log_level=settings.logging.level)  # fmt: skip
-            await child.start()
-            code = await child.run(stop)
+            try:
+                await child.start()
+            except OSError as exc:  # no process (out of descriptors, memory): try again later
+                log.error("could not start the node process", error=str(exc))
+                code = None
+            else:
+                code = await child.run(stop)
             if stop.is_set():
                 return
             if loop.time() - started > 60:
@@ -130,10 +135,9 @@ class NodeChild:
             serving = asyncio.create_task(serve_bus(self.bus, self._mine), name="node-bus")
             self._mine = None  # serve_bus owns it now
         exited = asyncio.create_task(proc.wait())
+        stopping = asyncio.create_task(stop.wait())
         try:
-            stopping = asyncio.create_task(stop.wait())
             await asyncio.wait({exited, stopping}, return_when=asyncio.FIRST_COMPLETED)
-            stopping.cancel()
             if not exited.done():
                 proc.terminate()
                 try:
@@ -143,6 +147,7 @@ class NodeChild:
                     proc.kill()
             await exited
         finally:
+            stopping.cancel()
             if not exited.done():  # cancelled: apiaryd is going down without a clean stop
                 proc.kill()
                 await asyncio.shield(exited)

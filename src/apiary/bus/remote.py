@@ -195,6 +195,9 @@ class RemoteBus(Bus):
                     self._answer(head)
         except (WireError, ConnectionError, OSError) as exc:
             log.warning("bus connection broken", extra={"bus": self.url, "error": str(exc)})
+        except (IndexError, TypeError, ValueError) as exc:  # a head of the wrong shape
+            why = {"bus": self.url, "error": repr(exc)}
+            log.warning("bus server sent a malformed frame", extra=why)
         finally:
             self.lost.set()
             self._fail_calls(f"bus {self.url}: the serving process closed the connection")

@@ -104,3 +104,12 @@ def test_node_process_flag_and_env(
 ) -> None:
     s = settings_from(["--data-dir", str(tmp_path), *argv], env=env)
     assert s.runtime.node_process is apart and s.runtime.local_node
+
+
+def test_node_process_without_a_local_node_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        settings_from(["--data-dir", str(tmp_path), "--node-process", "--no-local-node"], env={})
+    assert exit_.value.code == 2
+    assert "--node-process" in capsys.readouterr().err

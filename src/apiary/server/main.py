@@ -251,7 +251,7 @@ def settings_from(
         node_cpu=a.node_cpu,
         node_memory=a.node_memory,
     )
-    if a.node_process and not runtime.local_node:
+    if runtime.node_process and not runtime.local_node:
         parser.error("--node-process runs the local node apart: it cannot go with no local node")
     if a.lease_seconds:
         runtime.lease_seconds = a.lease_seconds

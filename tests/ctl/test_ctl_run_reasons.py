@@ -158,7 +158,10 @@ def test_scaled_to_zero(ctl: Ctl) -> None:
 def test_a_healthy_slow_stage_is_still_working(ctl: Ctl) -> None:
     """Nothing wrong, only slow: the timeout error says the stage was at work."""
     with ctl.server.client(cell=CELL) as c:
-        c.apply(agentspec("sleepy", ["/bin/sh", "-c", "while read l; do sleep 30; done"]))
+        # Busy past run's 2 s timeout, then it answers: apiaryd's graceful stop at the end of
+        # the module gives work in flight 10 s, and an agent that never answered held it that long.
+        sleepy = 'while read l; do sleep 3; echo "got $l"; done'
+        c.apply(agentspec("sleepy", ["/bin/sh", "-c", sleepy]))
         c.apply(hive("sleepy", "sleepy"))
         until(
             lambda: any(

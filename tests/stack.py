@@ -83,8 +83,10 @@ def is_ready(d: Obj) -> bool:
 
 @contextlib.asynccontextmanager
 async def running_stack(
-    tmp_path: Path, cell: str, *, messaging: bool = False, store_url: str = "memory://"
-) -> AsyncIterator[Stack]:
+    tmp_path: Path, cell: str, *, messaging: bool = False, store_url: str = "memory://",
+    queen: QueenSettings | None = None,
+) -> AsyncIterator[Stack]:  # fmt: skip
+    """``queen``: the controllers' settings (default: apiaryd's), e.g. shorter intervals."""
     async with contextlib.AsyncExitStack() as opened:
         store = await opened.enter_async_context(open_store(store_url))
         bus = journal = router = None
@@ -107,7 +109,7 @@ async def running_stack(
         while not server.started:
             await asyncio.sleep(0.005)
         stop = asyncio.Event()
-        tasks = [asyncio.create_task(run_controllers(store, QueenSettings(), stop))]
+        tasks = [asyncio.create_task(run_controllers(store, queen or QueenSettings(), stop))]
         if router is not None:
             tasks.append(asyncio.create_task(router.run(stop)))
         client = AsyncApiClient(url, TOKEN, cell)

@@ -19,6 +19,7 @@ import openai
 import psutil
 import pytest
 
+from apiary.controllers import QueenSettings
 from apiary.journal import Entry
 from apiary.waggle import Message
 from fakes.openai_server import FakeOpenAI, running_fake_openai
@@ -30,11 +31,12 @@ CALL = 15  # tokens the fake provider charges per call (10 prompt + 5 completion
 
 @contextlib.asynccontextmanager
 async def sdk_world(
-    tmp_path: Path, cell: str, *, store_url: str = "memory://", **fake: Any
-) -> AsyncIterator[tuple[Stack, FakeOpenAI]]:
+    tmp_path: Path, cell: str, *, store_url: str = "memory://",
+    queen: QueenSettings | None = None, **fake: Any,
+) -> AsyncIterator[tuple[Stack, FakeOpenAI]]:  # fmt: skip
     async with (
         running_fake_openai(**fake) as provider,
-        running_stack(tmp_path, cell, messaging=True, store_url=store_url) as s,
+        running_stack(tmp_path, cell, messaging=True, store_url=store_url, queen=queen) as s,
     ):
         await s.apply({
             "apiVersion": "apiary.io/v1", "kind": "Secret",

@@ -12,9 +12,13 @@ from typing import Any
 
 from test_gateway_openai_sdk import ask, sdk_hive, sdk_world
 
+from apiary.controllers import QueenSettings
+from apiary.controllers.settings import CellUsageSettings
 from stack import Stack, apiaryctl
 
 PRICES = {"fake-small": {"input": 1000, "output": 2000}}  # USD per 1M tokens
+LLM_MIN_INTERVAL = 0.5
+"""The ledger copy's coalescing window, shorter than apiaryd's 3 s: the test waits on it."""
 
 
 async def usage_of(stack: Stack, kind: str, name: str) -> Any:
@@ -32,7 +36,8 @@ async def wait_usage(stack: Stack, kind: str, name: str, want: dict[str, Any]) -
 async def test_hive_and_cell_status_usage_show_tokens_and_cost_of_gateway_calls(
     tmp_path: Path, cell: str
 ) -> None:
-    async with sdk_world(tmp_path, cell) as (stack, provider):
+    queen = QueenSettings(usage=CellUsageSettings(llm_min_interval=LLM_MIN_INTERVAL))
+    async with sdk_world(tmp_path, cell, queen=queen) as (stack, provider):
         await stack.apply({"apiVersion": "apiary.io/v1", "kind": "Cell",
                            "metadata": {"name": cell}, "spec": {"prices": PRICES}})  # fmt: skip
         await sdk_hive(stack)
@@ -48,7 +53,7 @@ async def test_hive_and_cell_status_usage_show_tokens_and_cost_of_gateway_calls(
         # Coalesced: one write for the three calls' burst, none while nothing changes.
         hive_rv = (await stack.store.get("Hive", cell, "h"))["metadata"]["resourceVersion"]
         cell_rv = (await stack.store.get("Cell", "", cell))["metadata"]["resourceVersion"]
-        await asyncio.sleep(4.0)  # longer than the pass's min interval
+        await asyncio.sleep(3 * LLM_MIN_INTERVAL)  # longer than the pass's min interval
         assert (await stack.store.get("Cell", "", cell))["metadata"]["resourceVersion"] == cell_rv
         assert (await stack.store.get("Hive", cell, "h"))["metadata"]["resourceVersion"] == hive_rv
         shown = await apiaryctl(stack, "describe", "hive", "h")

@@ -48,10 +48,13 @@ async def test_timeouts_retries_and_the_dead_letter_are_span_events(
         await s.wait(lambda ds: len(ds) == 1 and all(map(is_ready, ds)), 15, "drone ready")
         await s.store.create(session(cell, "s", "h"))
         message = await s.router.submit(cell, "s", Message("anyone there?"))
-        for _ in range(200):
-            if await s.journal.read(f"{cell}/s", kinds={"error"}):
+        for _ in range(200):  # both attempts failed: the second failure dead-letters
+            events = await s.journal.read(f"{cell}/s", kinds={"event"})
+            if sum("#failed" in e.id for e in events) >= 2:
                 break
             await asyncio.sleep(0.05)
+        else:
+            pytest.fail("the second attempt never failed")
     tracing.force_flush()
     assert message.traceparent is not None  # the journaled input names its trace
     trace_id = message.traceparent.split("-")[1]

@@ -66,7 +66,7 @@ def test_a_remote_a2a_agent_is_a_stage_like_any_other(tmp_path: Path, remote: st
                     "metadata": {"name": "remote", "namespace": cell},
                     "spec": {
                         "interface": {"type": "a2a", "url": remote, "concurrency": 4},
-                        "guardrails": {"responseTimeoutSeconds": 4},
+                        "guardrails": {"responseTimeoutSeconds": 2},
                     },
                 }
             )

@@ -1,7 +1,8 @@
 """``apiaryd``: the control plane in one process, no flags needed.
 
     apiaryd [--data-dir DIR] [--host H] [--port 8080] [--store URL] [--max-body-bytes N]
-            [--log-level info] [--changelog-retention N] [--secret-key-file F] [--no-local-node]
+            [--log-level info] [--changelog-retention N] [--secret-key-file F]
+            [--no-local-node | --node-process]
     apiaryd node --server URL --token T [--name N]     # a node agent alone, on a worker machine
 
 Embedded SQLite at ``<data-dir>/apiary.db`` by default; logs

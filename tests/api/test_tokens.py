@@ -6,6 +6,7 @@ and plaintext that never comes back."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+import pytest_asyncio
 
 from apiary.api import api_state
 from apiary.api.logs import LogStore
@@ -33,12 +35,17 @@ def state_of(api: Api) -> ApiState:
 async def seed(api: Api) -> None:
     """In both cells: a Hive h, an AgentSpec a, Secrets s, only-e and unused, a Drone d on node
     n1 using s and one e on n2 using only-e; the Cells themselves and Nodes n1, n2."""
-    store = api.store
-    for name in (OWN, OTHER):
-        await store.create(sample("Cell", name))
     for node in ("n1", "n2"):
-        await store.create(sample("Node", node))
-    for cell in (OWN, OTHER):
+        await api.store.create(sample("Node", node))
+    await seed_cells(api, OWN, OTHER)
+
+
+async def seed_cells(api: Api, *cells: str) -> None:
+    """The cells of ``seed`` (Nodes n1 and n2 must exist)."""
+    store = api.store
+    for name in cells:
+        await store.create(sample("Cell", name))
+    for cell in cells:
         await store.create(sample("Hive", "h", cell))
         await store.create(sample("AgentSpec", "a", cell))
         await store.create(sample("Secret", "s", cell))
@@ -102,10 +109,10 @@ OPS: dict[str, Callable[[str], Request]] = {
     "delete Cell": lambda c: ("DELETE", f"/api/v1/cells/{c}", None),
     "get Cell": lambda c: ("GET", f"/api/v1/cells/{c}", None),
     "list Hive (all cells)": lambda c: ("GET", "/api/v1/hives", None),
-    "create Node": lambda c: ("POST", "/api/v1/nodes", sample("Node", "n3")),
+    "create Node": lambda c: ("POST", "/api/v1/nodes", sample("Node", f"n3-{c}")),
     "update Node n2": lambda c: ("PUT", "/api/v1/nodes/n2", sample("Node", "n2")),
     "list Token": lambda c: ("GET", "/api/v1/tokens", None),
-    "create Token": lambda c: ("POST", "/api/v1/tokens", {"metadata": {"name": "x"}, "spec": {"role": "cluster-admin"}}),
+    "create Token": lambda c: ("POST", "/api/v1/tokens", {"metadata": {"name": f"x-{c}"}, "spec": {"role": "cluster-admin"}}),
     "get AuditLog": lambda c: ("GET", "/api/v1/audit", None),
 }  # fmt: skip
 
@@ -119,7 +126,8 @@ DEVELOPER = VIEWER | {
 }  # fmt: skip
 NODE = {"get AgentSpec", "get Secret", "reveal Secret", "update/status Drone", "create/logs Drone",
         "create Memory", "get Memory", "get/comb Session", "update/comb Session"}  # fmt: skip
-# "create Node" n3 with n1's node token is refused: a node may create only its own Node.
+# "create Node" n3-… with n1's node token is refused: a node may create only its own Node.
+# (The names of the Node and Token a case creates carry its cell: one app serves every case.)
 
 ALLOWED_IN_OWN_CELL: dict[str, set[str]] = {
     "cluster-admin": set(OPS),
@@ -131,19 +139,36 @@ ALLOWED_IN_OWN_CELL: dict[str, set[str]] = {
 CLUSTER_WIDE = {"cluster-admin", "node"}  # roles not bound to one cell
 
 
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def matrix_api() -> AsyncIterator[Api]:
+    """One app for the whole matrix (making an app and its routes costs ~0.1 s, the matrix has
+    300 cases): each case seeds a fresh pair of cells of its own and mints its own token, so
+    what it may touch in them is as in a fresh ``api``. Nodes n1 and n2 are shared."""
+    async with running_api("memory://", resolver=False) as running:
+        for node in ("n1", "n2"):
+            await running.store.create(sample("Node", node))
+        yield running
+
+
+_case = itertools.count()
+
+
+@pytest.mark.asyncio(loop_scope="module")
 @pytest.mark.parametrize("cell", [OWN, OTHER])
 @pytest.mark.parametrize("op", sorted(OPS))
 @pytest.mark.parametrize("role", sorted(ALLOWED_IN_OWN_CELL))
-async def test_matrix(api: Api, role: str, op: str, cell: str) -> None:
+async def test_matrix(matrix_api: Api, role: str, op: str, cell: str) -> None:
+    api, n = matrix_api, next(_case)
+    own, other = f"{OWN}-{n}", f"{OTHER}-{n}"
+    await seed_cells(api, own, other)
     if role == "node":
-        token = await mint(api, "t", "node", node="n1")
+        token = await mint(api, f"t{n}", "node", node="n1")
     elif role == "cluster-admin":
-        token = await mint(api, "t", role)
+        token = await mint(api, f"t{n}", role)
     else:
-        token = await mint(api, "t", role, OWN)
-    method, path, body = OPS[op](cell)
-    if "watch" in op:  # an allowed watch streams until the server stops: end it at once
-        state_of(api).stopping.set()
+        token = await mint(api, f"t{n}", role, own)
+    method, path, body = OPS[op](own if cell == OWN else other)
+    assert "watch" not in op  # an allowed watch would stream until the (shared) server stops
     r = await api.client.request(method, path, json=body, headers=bearer(token))
     want = op in ALLOWED_IN_OWN_CELL[role] and (cell == OWN or role in CLUSTER_WIDE)
     if want:

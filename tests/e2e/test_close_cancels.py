@@ -16,9 +16,14 @@ from .cluster import REPO, Apiaryd, n_ready, new_cell, wait_drones
 
 pytestmark = pytest.mark.slow
 Obj = dict[str, Any]
+HOLD = 3.0
+"""Seconds stage 1's agent holds a task before it answers: ten times what the close takes to
+reach it here (0.3 s), and the test waits past it to see that no answer ever comes."""
+AFTER = 1.5
+"""Seconds past the moment the agent would have answered until the transcript is read."""
 
 
-def manifests(cell: str, hold: float = 6) -> list[Obj]:
+def manifests(cell: str, hold: float = HOLD) -> list[Obj]:
     def spec(name: str, script: str, **env: str) -> Obj:
         return {"apiVersion": "apiary.io/v1", "kind": "AgentSpec",
                 "metadata": {"name": name, "namespace": cell},
@@ -60,6 +65,7 @@ def check(server: Apiaryd) -> None:
     while "holding" not in str(c.request("GET", logs).body):
         assert time.monotonic() < deadline, "stage 1 never got the message"
         time.sleep(0.1)
+    answer_due = time.monotonic() + HOLD  # it held the task already when its log said so
 
     c.request("POST", f"{base}/close")
 
@@ -67,7 +73,7 @@ def check(server: Apiaryd) -> None:
     while "cancelled" not in str(c.request("GET", logs).body):  # the agent got the notice
         assert time.monotonic() < deadline, str(c.request("GET", logs).body)
         time.sleep(0.1)
-    time.sleep(7)  # past the moment the agent would have answered
+    time.sleep(max(0.0, answer_due + AFTER - time.monotonic()))  # past its answer's moment
     entries = transcript(c, base)
     assert [e["stage"] for e in entries if e["kind"] == "dispatch"] == ["first"]
     errors = [e for e in entries if e["kind"] == "error"]

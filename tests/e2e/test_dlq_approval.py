@@ -99,13 +99,15 @@ def start_session(c: ApiClient, cell: str, name: str, payload: str) -> None:
 
 
 def ends(server: Apiaryd, cell: str, name: str, wait: float = 10.0) -> list[Obj]:
-    """The session's final/error entries, long-polling up to ``wait`` s for the first one."""
+    """The session's final/error entries, long-polling up to ``wait`` s for the first one (no
+    poll outlasts the ``wait`` left)."""
     with server.client(cell) as c:
         path = f"/api/v1/cells/{cell}/sessions/{name}/messages"
         after, found = 0, []
         deadline = time.monotonic() + wait
-        while not found and time.monotonic() < deadline:
-            body = c.request("GET", path, params={"after": str(after), "wait": "2"}).body
+        while not found and (left := deadline - time.monotonic()) > 0:
+            poll = {"after": str(after), "wait": f"{min(2.0, left):.3f}"}
+            body = c.request("GET", path, params=poll).body
             found += [e for e in body["items"] if e["kind"] in ("final", "error")]
             after = body["last"]
         return found

@@ -177,7 +177,9 @@ POOL_CONNECTIONS = 8
 """Connections of one pool of :func:`sharded_clients`."""
 
 
-def sharded_clients(token: str, concurrency: int, timeout: float = 30.0) -> list[httpx.AsyncClient]:
+def sharded_clients(
+    token: str, concurrency: int, timeout: httpx.Timeout = httpx.Timeout(30.0, connect=2.0)
+) -> list[httpx.AsyncClient]:
     """Pools of :data:`POOL_CONNECTIONS` for ``concurrency`` requests in flight (plain HTTP: no
     TLS context, whose CA bundle costs 40 ms a client). Each may grow past its share, so a pool
     that more sessions happen to hash to does not hold them back."""
@@ -185,7 +187,7 @@ def sharded_clients(token: str, concurrency: int, timeout: float = 30.0) -> list
     return [
         httpx.AsyncClient(
             headers={"Authorization": f"Bearer {token}"},
-            timeout=httpx.Timeout(timeout, connect=2.0),
+            timeout=timeout,
             limits=limits,
             verify=False,
         )

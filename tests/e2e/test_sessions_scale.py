@@ -20,6 +20,7 @@ from .cluster import (
     new_cell,
     wait_drones,
 )
+from .crashkit import pool_of, sharded_clients
 
 pytestmark = pytest.mark.slow
 Obj = dict[str, Any]
@@ -53,12 +54,13 @@ async def run_sessions(server: Apiaryd, cell: str, n: int, concurrency: int = 64
     """Create n sessions and send each one input, all with the same message id; return, per
     session, its final/error entries."""
     base = f"{server.url}/api/v1/cells/{cell}/sessions"
-    headers = {"Authorization": f"Bearer {server.token}"}
     gate = asyncio.Semaphore(concurrency)
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(headers=headers, timeout=60, limits=limits) as http:
+    # small pools, a session on one (one pool of 64 made the client the bottleneck: crashkit)
+    pools = sharded_clients(server.token, concurrency, httpx.Timeout(60))
+    try:
 
         async def one(i: int) -> Obj:
+            http = pool_of(pools, f"s{i}")
             async with gate:
                 r = await http.post(base, json={
                     "apiVersion": "apiary.io/v1", "kind": "Session",
@@ -87,6 +89,9 @@ async def run_sessions(server: Apiaryd, cell: str, n: int, concurrency: int = 64
             return {"session": i, "ends": ends}
 
         return await asyncio.gather(*(one(i) for i in range(n)))
+    finally:
+        for pool in pools:
+            await pool.aclose()
 
 
 async def check_run(server: Apiaryd) -> None:

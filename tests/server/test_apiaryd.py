@@ -89,30 +89,32 @@ def test_bad_flags_are_a_usage_error(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    for args in (["--port", "99999"], ["--max-body-bytes", "0"], ["--log-level", "loud"]):
-        p = subprocess.run(
-            [sys.executable, "-m", "apiary.server.main", "--data-dir", str(tmp_path), *args],
-            capture_output=True,
+    # (flags, exit code, what stderr says); run side by side: each is an interpreter start
+    cases = [
+        (["--port", "99999"], 2, "apiaryd: error"),
+        (["--max-body-bytes", "0"], 2, "apiaryd: error"),
+        (["--log-level", "loud"], 2, "apiaryd: error"),
+        (["--store", "mysql://x"], 1, "unknown store URL scheme"),
+    ]
+    apiaryd = [sys.executable, "-m", "apiary.server.main"]
+    procs = [
+        subprocess.Popen(
+            [*apiaryd, "--data-dir", str(tmp_path / str(i)), *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
-            timeout=30,
         )
-        assert p.returncode == 2 and "apiaryd: error" in p.stderr and "Traceback" not in p.stderr
-    p = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "apiary.server.main",
-            "--data-dir",
-            str(tmp_path),
-            "--store",
-            "mysql://x",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    assert p.returncode == 1 and "unknown store URL scheme" in p.stderr
-    assert "Traceback" not in p.stderr
+        for i, (args, _, _) in enumerate(cases)
+    ]
+    try:
+        for (args, code, said), p in zip(cases, procs, strict=True):
+            _, err = p.communicate(timeout=30)
+            assert p.returncode == code and said in err and "Traceback" not in err, (args, err)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
 
 
 async def _burst(url: str, headers: dict[str, str], acked: list[str], stop: asyncio.Event) -> None:

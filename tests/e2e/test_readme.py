@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -245,13 +246,20 @@ SEED_ANSWERS = {
 
 def seed_hives_answer(sh: Shell) -> None:
     """After the scale step and both applies, every seed hive of the runnable set answers, and so
-    does the quick start at its new size."""
-    for hive, (text, good) in SEED_ANSWERS.items():
-        out = sh.ctl(f'-n seeds run hive/{hive} --input "{text}" --timeout 30s', 45)
+    does the quick start at its new size (the runs go side by side: each is an apiaryctl start
+    and a session of its own hive)."""
+    runs = {hive: f'-n seeds run hive/{hive} --input "{text}" --timeout 30s'
+            for hive, (text, _) in SEED_ANSWERS.items()}  # fmt: skip
+    runs["event-driven-hive"] = "-n seeds run hive/event-driven-hive --input ping --timeout 30s"
+    runs["quickstart"] = 'run hive/quickstart --input "again" --timeout 30s'
+    with ThreadPoolExecutor(len(runs)) as pool:
+        outs = dict(zip(runs, pool.map(lambda args: sh.ctl(args, 45), runs.values()), strict=True))
+    for hive, (_, good) in SEED_ANSWERS.items():
+        out = outs[hive]
         assert out.rc == 0 and good(out.stdout.strip()), (hive, out)
-    out = sh.ctl("-n seeds run hive/event-driven-hive --input ping --timeout 30s", 45)
+    out = outs["event-driven-hive"]
     assert out.rc == 0 and "subscriber" in out.stdout, out
-    out = sh.ctl('run hive/quickstart --input "again" --timeout 30s', 45)
+    out = outs["quickstart"]
     assert out.rc == 0 and out.stdout.strip() == "Echo: AGAIN", out
 
 

@@ -7,23 +7,46 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from ctlkit import SEEDS, Ctl, Server, start_server
+from ctlkit import SEEDS, Ctl, Server, Spares
+
+HERE = Path(__file__).parent
+
+
+_spares: Spares | None = None
+"""This directory's servers, each started while the module before its user runs."""
+
+
+@pytest.fixture(scope="session")
+def spares(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Spares]:
+    global _spares
+    _spares = Spares(tmp_path_factory)
+    yield _spares
+    _spares.close()
+    _spares = None
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    """After the directory's last test (its fixtures torn down) no server of it runs on; the
+    session's other tests need none."""
+    if _spares is not None and (nextitem is None or Path(nextitem.path).parent != HERE):
+        _spares.close()
 
 
 @pytest.fixture(scope="module")
-def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def shared_server(spares: Spares) -> Iterator[Server]:
     """One server per test module; tests isolate themselves with their own cells."""
-    srv = start_server(tmp_path_factory.mktemp("apiaryd") / "data")
+    srv = spares.take()
     yield srv
-    srv.stop()
+    spares.retire(srv)
 
 
 @pytest.fixture
-def fresh_server(tmp_path: Path) -> Iterator[Server]:
+def fresh_server(spares: Spares) -> Iterator[Server]:
     """A server of the test's own, for tests that need the seed's `default` cell untouched."""
-    srv = start_server(tmp_path / "data")
+    srv = spares.take()
     yield srv
-    srv.stop()
+    spares.retire(srv)
 
 
 @pytest.fixture

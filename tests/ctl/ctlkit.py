@@ -54,8 +54,17 @@ class Server:
                 self.proc.wait(5)
 
 
-def start_server(data_dir: Path, extra: list[str] | None = None, timeout: float = 20.0) -> Server:
-    """Start ``apiaryd --port 0`` and wait for its ``listening on`` line and ``/readyz``."""
+@dataclass
+class Starting:
+    """An apiaryd :func:`launch_server` started; :func:`wait_server` waits until it serves."""
+
+    data_dir: Path
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+
+def launch_server(data_dir: Path, extra: list[str] | None = None) -> Starting:
+    """Start ``apiaryd --port 0`` on ``data_dir`` without waiting for it."""
     data_dir.mkdir(parents=True, exist_ok=True)
     log = data_dir.parent / f"{data_dir.name}.log"
     with log.open("wb") as f:
@@ -74,6 +83,12 @@ def start_server(data_dir: Path, extra: list[str] | None = None, timeout: float 
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
         )
+    return Starting(data_dir, proc, log)
+
+
+def wait_server(starting: Starting, timeout: float = 20.0) -> Server:
+    """Wait for a launched apiaryd's ``listening on`` line and ``/readyz``."""
+    data_dir, proc, log = starting.data_dir, starting.proc, starting.log
     deadline = time.monotonic() + timeout
     url = None
     while url is None:
@@ -99,6 +114,49 @@ def start_server(data_dir: Path, extra: list[str] | None = None, timeout: float 
         time.sleep(0.02)
     token = (data_dir / "admin.token").read_text().strip()
     return Server(url, data_dir, token, proc, log)
+
+
+def start_server(data_dir: Path, extra: list[str] | None = None, timeout: float = 20.0) -> Server:
+    """Start ``apiaryd --port 0`` and wait for its ``listening on`` line and ``/readyz``."""
+    return wait_server(launch_server(data_dir, extra), timeout)
+
+
+class Spares:
+    """New apiaryd servers, each started one ahead of its use: while a module's tests run on
+    theirs, the next one starts (its second or so overlaps those tests instead of adding to
+    them), and a used one is stopped without waiting (it is reaped at :meth:`close`). Every
+    server is new, on a data dir of its own, and serves one user only, as one started on
+    demand would."""
+
+    def __init__(self, tmp: pytest.TempPathFactory) -> None:
+        self.tmp = tmp
+        self.ahead: Starting | None = None
+        self.retired: list[Server] = []
+
+    def _launch(self) -> Starting:
+        return launch_server(self.tmp.mktemp("apiaryd") / "data")
+
+    def take(self) -> Server:
+        starting = self.ahead or self._launch()
+        self.ahead = self._launch()
+        return wait_server(starting)
+
+    def retire(self, server: Server) -> None:
+        if server.proc.poll() is None:
+            server.proc.terminate()
+        self.retired.append(server)
+
+    def close(self) -> None:
+        """Stop the one started ahead, if any, and wait for every retired one to end."""
+        if self.ahead is not None:
+            self.ahead.proc.terminate()
+            self.retired.append(
+                Server("", self.ahead.data_dir, "", self.ahead.proc, self.ahead.log)
+            )
+            self.ahead = None
+        for server in self.retired:
+            server.stop()
+        self.retired.clear()
 
 
 @dataclass

@@ -29,7 +29,7 @@ def test_api_bench_quick_writes_sane_json(tmp_path: Path) -> None:
             "--clients",
             "1",
             "--seconds",
-            "0.5",
+            "0.25",
             "--out",
             str(out),
         ],

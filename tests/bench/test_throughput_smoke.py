@@ -24,7 +24,7 @@ TARGETS = {
 def test_throughput_quick_writes_sane_json(tmp_path: Path) -> None:
     out = tmp_path / "throughput.json"
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "throughput.py"), "--quick", "--seconds", "0.5",
+        [sys.executable, str(ROOT / "bench" / "throughput.py"), "--quick", "--seconds", "0.25",
          "--in-flight", "16", "--latency-messages", "20", "--out", str(out)],
         cwd=ROOT, capture_output=True, text=True, timeout=240,
     )  # fmt: skip

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_metrics_cost_bench_writes_sane_json(tmp_path: Path) -> None:
     out = tmp_path / "metrics_cost.json"
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "metrics_cost.py"), "--seconds", "0.4",
+        [sys.executable, str(ROOT / "bench" / "metrics_cost.py"), "--seconds", "0.2",
          "--in-flight", "8", "--rounds", "1", "--alone", "500", "--out", str(out)],
         cwd=ROOT, capture_output=True, text=True, timeout=240,
     )  # fmt: skip

@@ -98,11 +98,16 @@ def ctl(broken: Server, tmp_path: Any) -> Ctl:
     return Ctl(broken, tmp_path)
 
 
+TIMEOUT = "1s"
+"""run's --timeout here: the reason it names is read once more at the timeout, and every hive
+is in its state before the first test (``broken``), so a longer wait would change nothing."""
+
+
 def timed_out(ctl: Ctl, hive_name: str, **env: str) -> str:
-    r = ctl("run", f"hive/{hive_name}", "-n", CELL, "--input", "hi", "--timeout", "2s", **env)
+    r = ctl("run", f"hive/{hive_name}", "-n", CELL, "--input", "hi", "--timeout", TIMEOUT, **env)
     assert r.exit_code == 1 and r.stdout == "", r
-    m = re.search(r"^error: timed out after 2s waiting for hive/(\S+) \(session (\S+)\): (.+)$",
-                  r.stderr, re.M)  # fmt: skip
+    m = re.search(rf"^error: timed out after {TIMEOUT} waiting for hive/(\S+) \(session (\S+)\): "
+                  r"(.+)$", r.stderr, re.M)  # fmt: skip
     assert m is not None and m.group(1) == hive_name, r
     return m.group(3)
 
@@ -135,7 +140,7 @@ def test_unresolved_agent_ref(ctl: Ctl) -> None:
 
 
 def test_waiting_for_approval(ctl: Ctl) -> None:
-    r = ctl("run", "hive/gated", "-n", CELL, "--input", "hi", "--timeout", "2s")
+    r = ctl("run", "hive/gated", "-n", CELL, "--input", "hi", "--timeout", TIMEOUT)
     assert r.exit_code == 1, r
     session = re.search(r"\(session (\S+)\)", r.stderr)
     assert session is not None, r
@@ -158,7 +163,7 @@ def test_scaled_to_zero(ctl: Ctl) -> None:
 def test_a_healthy_slow_stage_is_still_working(ctl: Ctl) -> None:
     """Nothing wrong, only slow: the timeout error says the stage was at work."""
     with ctl.server.client(cell=CELL) as c:
-        # Busy past run's 2 s timeout, then it answers: apiaryd's graceful stop at the end of
+        # Busy past run's 1 s timeout, then it answers: apiaryd's graceful stop at the end of
         # the module gives work in flight 10 s, and an agent that never answered held it that long.
         sleepy = 'while read l; do sleep 3; echo "got $l"; done'
         c.apply(agentspec("sleepy", ["/bin/sh", "-c", sleepy]))

@@ -290,9 +290,9 @@ def test_wait_for_condition_timeout_and_delete(ctl: Ctl, cell: str, tmp_path: Pa
 
 def test_get_watch_streams_changes(ctl: Ctl, cell: str) -> None:
     t, results = _in_thread(
-        ctl, "get", "agentspecs", "-n", cell, "-w", "-o", "name", "--watch-timeout", "3s"
+        ctl, "get", "agentspecs", "-n", cell, "-w", "-o", "name", "--watch-timeout", "1500ms"
     )
-    time.sleep(0.5)
+    time.sleep(0.5)  # the change comes while the watch runs (1 s before it ends)
     with ctl.server.client() as c:
         c.create(
             {

@@ -133,6 +133,24 @@ class NodeProc:
                 self.kill()
 
 
+_retired: list[Apiaryd] = []
+
+
+def retire(server: Apiaryd) -> None:
+    """End a test's apiaryd without waiting (SIGTERM: it stops its own drones), so the next
+    test starts while it does; :func:`reap_retired` waits for every one (the conftest, once the
+    directory's last test is done). For fixtures: a test that stops one to start it again
+    calls :meth:`Apiaryd.stop`."""
+    if server.proc is not None and server.proc.poll() is None:
+        server.proc.terminate()
+    _retired.append(server)
+
+
+def reap_retired() -> None:
+    while _retired:
+        _retired.pop().stop()
+
+
 def start_node(server: Apiaryd, name: str, state_dir: Path, *extra: str) -> NodeProc:
     log = state_dir.parent / f"{name}.log"
     with log.open("wb") as out:

@@ -12,14 +12,24 @@ import pytest
 
 from services import fresh_postgres_url, require_nats, require_postgres
 
-from .cluster import Apiaryd, drop_stale_test_streams
+from .cluster import Apiaryd, drop_stale_test_streams, reap_retired, retire
+
+HERE = Path(__file__).parent
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    """After the directory's last test (its fixtures torn down), every apiaryd a fixture
+    retired has ended."""
+    if nextitem is None or Path(nextitem.path).parent != HERE:
+        reap_retired()
 
 
 @pytest.fixture
 def embedded(tmp_path: Path) -> AsyncIterator[Apiaryd]:
     server = Apiaryd(tmp_path / "data").start()
     yield server  # type: ignore[misc]
-    server.stop()
+    retire(server)
 
 
 @contextlib.asynccontextmanager

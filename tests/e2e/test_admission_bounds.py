@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from .cluster import Apiaryd
+from .cluster import Apiaryd, retire
 
 
 def laughs(levels: int = 9, width: int = 9) -> str:
@@ -29,7 +29,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Apiaryd]:
     data: Path = tmp_path_factory.mktemp("bounds") / "data"
     running = Apiaryd(data, ["--no-local-node"]).start()
     yield running
-    running.stop()
+    retire(running)
 
 
 def client(server: Apiaryd) -> httpx.Client:

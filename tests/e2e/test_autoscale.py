@@ -30,6 +30,7 @@ from .cluster import (
     agent_processes,
     n_ready,
     new_cell,
+    retire,
     wait_drones,
     wait_no_agent_processes,
 )
@@ -44,7 +45,7 @@ SLOW = ["/bin/sh", "-c", 'while IFS= read -r line; do sleep 0.3; echo "slow:$lin
 def server(tmp_path: Path) -> Iterator[Apiaryd]:
     s = Apiaryd(tmp_path / "data").start()
     yield s
-    s.stop()
+    retire(s)
 
 
 def manifests(cell: str) -> list[Obj]:

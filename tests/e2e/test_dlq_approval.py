@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 from apiary.client import ApiClient
 from apiary.ctl.main import app as ctl_app
 
-from .cluster import ECHO, Apiaryd, is_ready, new_cell, wait_drones, wait_no_agent_processes
+from .cluster import ECHO, Apiaryd, is_ready, new_cell, retire, wait_drones, wait_no_agent_processes
 
 pytestmark = pytest.mark.slow
 Obj = dict[str, Any]
@@ -44,7 +44,7 @@ REVIEW = ["/bin/sh", "-c", 'while IFS= read -r line; do echo "$line" >> "$RAN"; 
 def apiaryd(tmp_path: Path) -> Iterator[Apiaryd]:
     server = Apiaryd(tmp_path / "data").start()
     yield server
-    server.stop()
+    retire(server)
 
 
 def ctl(server: Apiaryd, home: Path, *args: str) -> tuple[int, str, str]:

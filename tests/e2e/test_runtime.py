@@ -20,6 +20,7 @@ from .cluster import (
     hive,
     n_ready,
     new_cell,
+    retire,
     start_node,
     wait_drones,
     wait_no_agent_processes,
@@ -32,7 +33,7 @@ pytestmark = pytest.mark.slow
 def apiaryd(tmp_path: Path) -> Iterator[Apiaryd]:
     server = Apiaryd(tmp_path / "data").start()
     yield server
-    server.stop()
+    retire(server)
 
 
 def _set_replicas(client: object, cell: str, name: str, replicas: int) -> None:

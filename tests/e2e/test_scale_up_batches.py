@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .cluster import Apiaryd
+from .cluster import Apiaryd, retire
 
 pytestmark = pytest.mark.slow
 REPLICAS = 1000
@@ -25,7 +25,7 @@ MIN_SAMPLES = 200
 def server(tmp_path: Path) -> Iterator[Apiaryd]:
     running = Apiaryd(tmp_path / "data", ["--no-local-node"]).start()
     yield running
-    running.stop()
+    retire(running)
 
 
 def p99(samples: list[float]) -> float:

@@ -28,7 +28,7 @@ import yaml
 
 from apiary.client import ApiClient
 
-from .cluster import ECHO, REPO, Apiaryd, drones, new_cell, run_session, wait_for
+from .cluster import ECHO, REPO, Apiaryd, drones, new_cell, retire, run_session, wait_for
 
 pytestmark = pytest.mark.slow
 Obj = dict[str, Any]
@@ -43,7 +43,7 @@ def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     monkeypatch.setenv("APIARY_NODE_USAGE_SECONDS", "0.2")
     s = Apiaryd(tmp_path / "data").start()
     yield s
-    s.stop()
+    retire(s)
 
 
 def seed(name: str, cell: str) -> Obj:

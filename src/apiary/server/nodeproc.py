@@ -29,6 +29,7 @@ from apiary.bus.memory import MemoryBus
 from apiary.bus.serve import serve_bus
 from apiary.logging import get_logger
 from apiary.node.agent import NodeSettings
+from apiary.node.backoff import Backoff, BackoffPolicy
 from apiary.node.child import ChildSpec
 from apiary.server.runtime import local_api_url, node_settings, reap_local_orphans
 from apiary.server.settings import Settings
@@ -39,8 +40,9 @@ log = get_logger("apiary.nodeproc")
 STOP_TIMEOUT = 60.0
 """Seconds the child may take to stop its drones after SIGTERM before it is killed."""
 
-RESTART_DELAYS = (0.5, 1.0, 2.0, 5.0, 10.0)
-"""Back-off between restarts of a child that keeps exiting; reset after a minute of running."""
+RESTART = BackoffPolicy(initial_seconds=0.5, factor=2.0, cap_seconds=10.0)
+"""Back-off between restarts of a child that keeps exiting (a drone's CrashLoopBackOff, with a
+shorter cap); back to 0.5 s after a minute of running."""
 
 
 def node_process_task(
@@ -52,11 +54,10 @@ def node_process_task(
     node = node_settings(settings, settings.data_dir / "node")
 
     async def run() -> None:
-        failures = 0
-        loop = asyncio.get_running_loop()
+        backoff = Backoff(RESTART)
         while not stop.is_set():
             await asyncio.to_thread(reap_local_orphans, settings.data_dir)
-            started = loop.time()
+            backoff.started()
             child = NodeChild(url, token, node, bus, log_json=settings.logging.json,
                               log_level=settings.logging.level)  # fmt: skip
             try:
@@ -68,10 +69,7 @@ def node_process_task(
                 code = await child.run(stop)
             if stop.is_set():
                 return
-            if loop.time() - started > 60:
-                failures = 0
-            delay = RESTART_DELAYS[min(failures, len(RESTART_DELAYS) - 1)]
-            failures += 1
+            delay = backoff.next_delay()
             log.warning("the node process exited; starting it again", code=code, delay=delay)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), delay)

@@ -50,6 +50,10 @@ SHUTDOWN_TRIES = 3
 """Writes tried at shutdown (``flush``) while the store is unavailable, before giving up."""
 
 
+_Item = tuple[SessionInfo, dict[str, Any]]
+"""A session and its pending status change."""
+
+
 def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -74,7 +78,7 @@ class SessionStatusWriter:
         row (the last one repeats)."""
         self.writes = 0
         """Store writes made (each carries every session pending at the time)."""
-        self._pending: dict[str, tuple[SessionInfo, dict[str, Any]]] = {}
+        self._pending: dict[str, _Item] = {}
         self._task: asyncio.Task[None] | None = None
         self._last = -float("inf")
         self._hurry = asyncio.Event()  # set by flush(): stop spacing, write what is pending
@@ -106,28 +110,11 @@ class SessionStatusWriter:
                     return
                 await asyncio.sleep(self.retry[min(outage, len(self.retry)) - 1])
             else:
-                wait = self._last + self.interval - self.clock()
-                if wait > 0 and not self._hurry.is_set():
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(wait):
-                            await self._hurry.wait()
+                await self._spaced()
             self._last = self.clock()
             self.writes += 1
             batch, self._pending = self._pending, {}
-            items = list(batch.values())
-            kept: list[tuple[SessionInfo, dict[str, Any]]] = []
-            error = "unavailable"
-            for i in range(0, len(items), MAX_BATCH):
-                chunk = items[i : i + MAX_BATCH]
-                try:
-                    await self._write(chunk)
-                except Unavailable as exc:  # away for everyone: not worth trying one by one
-                    kept += chunk
-                    error = str(exc)
-                except Exception:  # one bad item must not lose the others: write them alone
-                    for item in chunk:
-                        if not await self._write_alone(item):
-                            kept.append(item)
+            kept, error = await self._write_all(list(batch.values()))
             if not kept:
                 if outage:
                     log.info("session status written again after the store came back")
@@ -141,7 +128,30 @@ class SessionStatusWriter:
             outage += 1
             self._keep(kept)
 
-    def _keep(self, items: list[tuple[SessionInfo, dict[str, Any]]]) -> None:
+    async def _spaced(self) -> None:
+        """Wait until ``interval`` has passed since the last write began (or ``flush`` hurries)."""
+        wait = self._last + self.interval - self.clock()
+        if wait > 0 and not self._hurry.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait):
+                    await self._hurry.wait()
+
+    async def _write_all(self, items: list[_Item]) -> tuple[list[_Item], str]:
+        """Write ``items`` in batches; what an unavailable store refused, and why."""
+        kept: list[_Item] = []
+        error = "unavailable"
+        for i in range(0, len(items), MAX_BATCH):
+            chunk = items[i : i + MAX_BATCH]
+            try:
+                await self._write(chunk)
+            except Unavailable as exc:  # away for everyone: not worth trying one by one
+                kept += chunk
+                error = str(exc)
+            except Exception:  # one bad item must not lose the others: write them alone
+                kept += [item for item in chunk if not await self._write_alone(item)]
+        return kept, error
+
+    def _keep(self, items: list[_Item]) -> None:
         """Put changes that could not be written back, under whatever came in since."""
         for info, change in items:
             newer = self._pending.get(info.key)
@@ -157,7 +167,7 @@ class SessionStatusWriter:
         )
         self._pending = {}
 
-    async def _write_alone(self, item: tuple[SessionInfo, dict[str, Any]]) -> bool:
+    async def _write_alone(self, item: _Item) -> bool:
         """Write one session's change; False when the store is unavailable (keep it)."""
         try:
             await self._write([item])
@@ -170,7 +180,7 @@ class SessionStatusWriter:
             )
         return True
 
-    async def _write(self, items: list[tuple[SessionInfo, dict[str, Any]]]) -> None:
+    async def _write(self, items: list[_Item]) -> None:
         """One store write for every session in ``items`` (counts and usage from the journal)."""
         now = _now()
         usage = await self.journal.totals_many([info.key for info, _ in items])

@@ -111,3 +111,22 @@ async def test_deliveries_for_a_drained_subscription_go_to_the_next_member() -> 
         for bus in (a, b):
             await bus.close()
         await asyncio.wait_for(asyncio.gather(server_a, server_b), 5)
+
+
+async def test_a_delivery_that_expires_on_the_client_is_forgotten_quietly(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The client's "forget" is one-way: no error logged, no answer that could hit a call."""
+    async with MemoryBus() as served:
+        client, server, _ = pair(served)
+        await client.open()
+        held = Collector(ack=False)
+        await client.subscribe("e.x", "g", held, ack_wait=0.2)
+        await client.publish("e.x", b"job")
+        await held.wait_for(2)  # expired on both sides, then delivered again
+        assert held.deliveries[1].num_delivered == 2
+        await client.publish("e.x", b"more")  # calls still get their own answers
+        await held.wait_for(3)
+        assert not [r for r in caplog.records if r.levelname in ("ERROR", "WARNING")]
+        await client.close()
+        await asyncio.wait_for(server, 5)

@@ -28,6 +28,10 @@ from apiary.errors import ApiaryError
 
 log = logging.getLogger("apiary.bus")
 
+_SETTLES = frozenset("atnwf")
+"""One-way operations on a delivery (:mod:`apiary.bus.wire`): ack, term, nak, in_progress,
+forget."""
+
 
 class BusServer:
     """Serves one client's calls on ``bus`` until the client goes away."""
@@ -61,9 +65,8 @@ class BusServer:
 
     async def _handle(self, head: list[Any], body: bytes) -> None:
         op = head[0]
-        settle = self._SETTLE.get(op)
-        if settle is not None:
-            await self._settle(settle, head)
+        if op in _SETTLES:
+            await self._settle(op, head)
             return
         seq = head[1]
         try:
@@ -77,22 +80,24 @@ class BusServer:
         else:
             self._out.send(["ok", seq])
 
-    _SETTLE = {"a": "ack", "t": "term", "n": "nak", "w": "in_progress", "f": None}
-
-    async def _settle(self, verb: str | None, head: list[Any]) -> None:
+    async def _settle(self, op: str, head: list[Any]) -> None:
+        """ack, term, nak, in_progress or forget one delivery: one-way, no answer."""
         did = head[1]
-        if verb == "in_progress":
+        if op == "w":
             held = self._deliveries.get(did)
             if held is not None:
                 await held[1].in_progress()
             return
         held = self._deliveries.pop(did, None)
-        if held is None or verb is None:  # settled before, or "forget"
+        if held is None or op == "f":  # settled before, or the client's copy expired
             return
-        if verb == "nak":
-            await held[1].nak(head[2])
+        delivery = held[1]
+        if op == "a":
+            await delivery.ack()
+        elif op == "t":
+            await delivery.term()
         else:
-            await getattr(held[1], verb)()
+            await delivery.nak(head[2])
 
     async def _call(self, op: str, head: list[Any], body: bytes) -> None:
         if op == "p":

@@ -148,11 +148,15 @@ class Bus(ABC):
         ``msg_id`` s and the copies are dropped. Messages of one batch are stored, and so
         offered to each group, in the order given.
         """
+        for p in self.checked(items):
+            await self.publish(p.subject, p.data, msg_id=p.msg_id, headers=p.headers)
+
+    def checked(self, items: Iterable[Publish | tuple[str, bytes]]) -> list[Publish]:
+        """``items`` as :class:`Publish` tuples, every one checked (:meth:`check_publish`)."""
         batch = [item if isinstance(item, Publish) else Publish(*item) for item in items]
         for p in batch:
             self.check_publish(p)
-        for p in batch:
-            await self.publish(p.subject, p.data, msg_id=p.msg_id, headers=p.headers)
+        return batch
 
     def check_publish(self, item: Publish) -> None:
         """Raise :class:`~apiary.errors.Invalid`/``BadRequest`` for an item ``publish`` would

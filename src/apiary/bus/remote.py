@@ -234,9 +234,7 @@ class RemoteBus(Bus):
         await self.publish_many([Publish(subject, data, msg_id, headers)])
 
     async def publish_many(self, items: Iterable[Publish | tuple[str, bytes]]) -> None:
-        batch = [item if isinstance(item, Publish) else Publish(*item) for item in items]
-        for p in batch:
-            self.check_publish(p)
+        batch = self.checked(items)
         if not batch:
             return
         heads = [[p.subject, p.msg_id, dict(p.headers) if p.headers else None, len(p.data)]

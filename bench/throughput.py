@@ -55,6 +55,7 @@ import psutil  # noqa: E402
 import uvicorn  # noqa: E402
 from _common import (  # noqa: E402
     LOOPS,
+    machine_busy_cpu,
     machine_info,
     percentile,
     run_on_loop,
@@ -342,9 +343,10 @@ async def closed_loop(ap: Apiary, hive: str, seconds: float, in_flight: int) -> 
     await asyncio.gather(*(run(s, warm_until, False) for s in sessions))
     node = psutil.Process(ap.node_pid) if ap.node_pid else None
     node0 = sum(node.cpu_times()[:2]) if node else 0.0
-    t0, cpu0 = time.perf_counter(), time.process_time()
+    t0, cpu0, busy0 = time.perf_counter(), time.process_time(), machine_busy_cpu()
     await asyncio.gather(*(run(s, t0 + seconds, True) for s in sessions))
     elapsed, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    busy = machine_busy_cpu() - busy0
     lat = sorted(latencies)
     hops = len(HIVES[hive])
     apart: dict[str, Any] = {}
@@ -365,6 +367,10 @@ async def closed_loop(ap: Apiary, hive: str, seconds: float, in_flight: int) -> 
         # this process's CPU (every thread; the agents are processes of their own) per message:
         # steadier than msgs/s on a machine that is busy with other work
         "cpu_us_per_msg": round(cpu / max(1, len(lat)) * 1e6, 1),
+        # the whole machine: every process (agents, node, SQLite threads, anyone else), so what
+        # is left of the cores says whether a split across processes could still gain
+        "machine_cores_busy": round(busy / elapsed, 2),
+        "machine_cpu_us_per_msg": round(busy / max(1, len(lat)) * 1e6, 1),
         **apart,
     }
 

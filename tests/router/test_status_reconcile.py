@@ -388,3 +388,53 @@ async def test_ended_sessions_cost_no_journal_read_and_the_pass_is_quick(rig: Ri
     assert done.read == n // 4 + lost * 3 // 4  # open ones and the lost ones; no ended job
     assert (await rig.status(f"s{n - 1:04d}"))["phase"] == "Succeeded"
     assert took < 5.0
+
+
+def test_apiaryd_reconciles_at_start_what_a_kill_9_lost(tmp_path: Path) -> None:
+    """The wiring: a job whose final is in apiaryd's journal but not in its status (written
+    here while apiaryd was down, as a kill -9 right after the commit leaves it) shows
+    Succeeded with its output soon after the next start."""
+    import httpx
+
+    from apiary.journal import Entry
+    from server.daemon_proc import start
+
+    base = "/api/v1/cells/default"
+    data = tmp_path / "data"
+    d = start(data, "--no-local-node")
+    try:
+        agent = {"runtime": {"command": ["cat"]}, "interface": {"format": "text"}}
+        hive = {"pattern": "pipeline", "stages": [{"name": "s", "agentRef": "cat"}]}
+        objects = [("AgentSpec", "agentspecs", "cat", agent), ("Hive", "hives", "h", hive),
+                   ("Session", "sessions", "job", {"hiveRef": "h"})]  # fmt: skip
+        for kind, path, name, spec in objects:
+            meta = {"name": name, "labels": {JOB_LABEL: "true"}}
+            obj = {"apiVersion": "apiary.io/v1", "kind": kind, "metadata": meta, "spec": spec}
+            r = httpx.post(f"{d.url}{base}/{path}", json=obj, headers=d.headers, timeout=10)
+            assert r.status_code < 300, r.text
+    finally:
+        d.kill9()
+
+    async def commit() -> None:
+        async with open_journal(f"sqlite:///{data / 'journal.db'}") as journal:
+            key = f"{CELL}/job"
+            entries = [Entry(key, "in-1", "input", Message("hi", id="in-1").to_dict()),
+                       Entry(key, "f-1", "final", Message("HI", "result").to_dict(),
+                             parent="in-1")]  # fmt: skip
+            assert await journal.commit(key, expect_version=0, state={}, entries=entries)
+
+    asyncio.run(commit())
+    d = start(data, "--no-local-node")
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            r = httpx.get(f"{d.url}{base}/sessions/job", headers=d.headers, timeout=5)
+            status = r.json().get("status") or {}
+            if status.get("phase") == "Succeeded" or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert _shown(status, "phase", "output", "messageCount") == {
+            "phase": "Succeeded", "output": "HI", "messageCount": 2,
+        }  # fmt: skip
+    finally:
+        d.terminate()

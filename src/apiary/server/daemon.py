@@ -32,6 +32,7 @@ from apiary.journal import Journal, open_journal
 from apiary.logging import ANNOUNCE, get_logger
 from apiary.router import Router, SessionDirectory
 from apiary.router.costs import CellPrices
+from apiary.router.reconcile import StatusReconciler
 from apiary.router.status import SessionStatusWriter
 from apiary.server.bootstrap import ensure_default_cell, load_or_create_token, prepare_data_dir
 from apiary.server.nodeproc import node_process_task
@@ -144,6 +145,11 @@ class Daemon:
         )
         status_writer = SessionStatusWriter(store, self.journal)
         router.on_status = status_writer.update
+        # Status the writer gave up at the last shutdown, or lost to a crash, is re-derived from
+        # the journal once at start, through the same writer (apiary.router.reconcile).
+        self.supervisor.add(
+            "status-reconcile", StatusReconciler(store, self.journal, status_writer).run
+        )
         # Hops are priced as the budget ledger prices their calls: the server's table with the
         # Cell's spec.prices over it (apiary.router.costs).
         router.prices = CellPrices(store, lambda cell: prices_for(server_prices(), cell))

@@ -364,7 +364,7 @@ async def test_a_session_that_commits_during_the_pass_shows_its_newest_status(ri
 async def test_ended_sessions_cost_no_journal_read_and_the_pass_is_quick(rig: Rig) -> None:
     """Mostly ended jobs that show their output (their journal totals are read, in one read a
     page, never their state or entries), some open sessions and some lost finals. 2,000 such
-    sessions take ~80 ms on SQLite (docs/sessions.md); 400 here keep the test short."""
+    sessions take ~50 ms on SQLite (docs/sessions.md); 400 here keep the test short."""
     rig.router.on_status = rig.writer.update
     n, lost = 400, 40
     for i in range(n):

@@ -17,7 +17,9 @@ output and final phase are never skipped, only the intermediate ones); ``flush``
 (at shutdown, after the router stopped). A store that is unavailable (a PostgreSQL restart, a
 lost connection) loses nothing either: what it refused is kept, under any newer change, and
 written again after a back-off (``RETRY``); only at shutdown does the writer give up, after
-``SHUTDOWN_TRIES``, with a warning that says how many sessions' status were not written.
+``SHUTDOWN_TRIES``, with a warning that says how many sessions' status were not written. What it
+gave up, and what a crash between a commit and its write lost, is re-derived from the journal at
+the next start (:mod:`apiary.router.reconcile`, through ``update``).
 """
 
 from __future__ import annotations

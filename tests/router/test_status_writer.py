@@ -1,5 +1,5 @@
-"""The Session status writer spaces its writes in time and never drops the last state, not even
-while the store is unavailable.
+"""The Session status writer spaces its writes in time (all of them, and one session's routine
+changes) and never drops the last state, not even while the store is unavailable.
 
 A real memory store and journal; the writer's clock is injected, the spacing is real time kept
 short (``INTERVAL`` seconds between the starts of two writes).
@@ -49,7 +49,7 @@ async def test_first_change_is_written_at_once_then_changes_wait_and_merge(
     parts: tuple[Store, Journal, list[SessionInfo]],
 ) -> None:
     store, journal, (a, b) = parts
-    writer = SessionStatusWriter(store, journal, interval=INTERVAL)
+    writer = SessionStatusWriter(store, journal, interval=INTERVAL, session_interval=0)
     writer.update(a, {"output": "one"})
     await asyncio.sleep(0.02)
     assert (await status(store, "a"))["output"] == "one"
@@ -90,13 +90,60 @@ async def test_a_quiet_writer_writes_at_once_again(
 ) -> None:
     store, journal, (a, _) = parts
     now = [100.0]
-    writer = SessionStatusWriter(store, journal, interval=INTERVAL, clock=lambda: now[0])
+    writer = SessionStatusWriter(
+        store, journal, interval=INTERVAL, session_interval=0, clock=lambda: now[0]
+    )
     writer.update(a, {"output": "one"})
     await asyncio.sleep(0.02)
     now[0] += INTERVAL  # a quiet spell as long as the interval
     writer.update(a, {"output": "two"})
     await asyncio.sleep(0.02)
     assert (await status(store, "a"))["output"] == "two"
+
+
+async def test_one_sessions_routine_changes_wait_for_it_but_a_phase_does_not(
+    parts: tuple[Store, Journal, list[SessionInfo]],
+) -> None:
+    """Many sessions each answering now and then: the writer's spacing alone would write every
+    one of them on every answer. A session's outputs wait for ``session_interval`` since its own
+    last write; another session, and a change of phase, are not held back by it."""
+    store, journal, (a, b) = parts
+    writer = SessionStatusWriter(store, journal, interval=0.0, session_interval=INTERVAL * 2)
+    writer.update(a, {"output": "one"})
+    await asyncio.sleep(0.02)
+    assert (await status(store, "a"))["output"] == "one"
+
+    writer.update(a, {"output": "two"})
+    writer.update(b, {"output": "b"})  # another session: its first write goes at once
+    await asyncio.sleep(0.05)
+    assert (await status(store, "a"))["output"] == "one"  # held back for a
+    assert (await status(store, "b"))["output"] == "b"
+    assert writer.writes == 2
+
+    writer.update(a, {"output": "three"})
+    await asyncio.sleep(INTERVAL * 2)
+    assert (await status(store, "a"))["output"] == "three"  # the newest, once it is due
+    assert writer.writes == 3
+
+    writer.update(a, {"output": "four"})
+    await asyncio.sleep(0.02)
+    writer.update(a, {"output": "five", "phase": "Succeeded"})  # a phase wakes the writer
+    await asyncio.sleep(0.05)
+    got = await status(store, "a")
+    assert (got["output"], got["phase"]) == ("five", "Succeeded")
+    assert writer.writes == 4
+
+
+async def test_flush_does_not_wait_for_a_sessions_interval(
+    parts: tuple[Store, Journal, list[SessionInfo]],
+) -> None:
+    store, journal, (a, _) = parts
+    writer = SessionStatusWriter(store, journal, interval=0.0, session_interval=60.0)
+    writer.update(a, {"output": "one"})
+    await asyncio.sleep(0.02)
+    writer.update(a, {"output": "last"})
+    await asyncio.wait_for(writer.flush(), 1.0)
+    assert (await status(store, "a"))["output"] == "last"
 
 
 class Outage:

@@ -11,10 +11,14 @@ so 64 sessions answering together cost one status write, not 64 read-modify-writ
 
 Writes are also spaced in time: after a write the next waits until ``interval`` has passed since
 the last one began, so a session answering hundreds of messages a second costs about
-``1 / interval`` status writes a second, not one per message. The first change after a quiet
-spell is written at once, and what is pending is always written in the end (a session's last
-output and final phase are never skipped, only the intermediate ones); ``flush`` writes it now
-(at shutdown, after the router stopped). A store that is unavailable (a PostgreSQL restart, a
+``1 / interval`` status writes a second, not one per message. And one session whose change is
+only routine (a new ``output``; counts and usage come along) is written at most once per
+``session_interval``: with many sessions each answering a few messages a second, the writer's
+spacing alone would write each of them on every message. A change of phase, reason or approval
+is never held back for that. The first change after a quiet spell is written at once, and what
+is pending is always written in the end (a session's last output and final phase are never
+skipped, only the intermediate ones); ``flush`` writes it now (at shutdown, after the router
+stopped). A store that is unavailable (a PostgreSQL restart, a
 lost connection) loses nothing either: what it refused is kept, under any newer change, and
 written again after a back-off (``RETRY``); only at shutdown does the writer give up, after
 ``SHUTDOWN_TRIES``, with a warning that says how many sessions' status were not written. What it
@@ -28,6 +32,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -46,6 +51,10 @@ MAX_BATCH = 256
 """Most Sessions one store write carries (the rest go in the next)."""
 INTERVAL = 0.1
 """Seconds from the start of one status write to the next, at the least (docs/sessions.md)."""
+SESSION_INTERVAL = 1.0
+"""Seconds between two writes of one session's status when all that changed is routine."""
+ROUTINE = frozenset({"output"})
+"""Patch fields that may wait for ``session_interval``; any other field is written at once."""
 RETRY = (0.2, 0.5, 1.0, 2.0, 5.0)
 """Seconds before writing again what an unavailable store refused, by failures in a row."""
 SHUTDOWN_TRIES = 3
@@ -67,6 +76,7 @@ class SessionStatusWriter:
         journal: Journal,
         *,
         interval: float = INTERVAL,
+        session_interval: float = SESSION_INTERVAL,
         clock: Callable[[], float] = time.monotonic,
         retry: Sequence[float] = RETRY,
     ) -> None:
@@ -74,6 +84,9 @@ class SessionStatusWriter:
         self.journal = journal
         self.interval = interval
         """Least seconds between the starts of two status writes (0: write whenever woken)."""
+        self.session_interval = session_interval
+        """Least seconds between two writes of one session whose change is only :data:`ROUTINE`
+        (0: no such wait)."""
         self.clock = clock
         self.retry = tuple(retry)
         """Seconds before writing again what an unavailable store refused, by failures in a
@@ -84,6 +97,10 @@ class SessionStatusWriter:
         self._task: asyncio.Task[None] | None = None
         self._last = -float("inf")
         self._hurry = asyncio.Event()  # set by flush(): stop spacing, write what is pending
+        self._nudge = asyncio.Event()  # set by a change that may not wait for its session
+        self._written: OrderedDict[str, float] = OrderedDict()
+        """When each session's status was last written, oldest first (only the last
+        ``session_interval``'s)."""
 
     def update(self, info: SessionInfo, patch: dict[str, Any]) -> None:
         """Router callback (sync): merge the patch into what is pending, wake the writer.
@@ -91,12 +108,15 @@ class SessionStatusWriter:
         change: dict[str, Any] = dict(self._pending.get(info.key, (info, {}))[1])
         change.update(patch)
         self._pending[info.key] = (info, change)
+        if not ROUTINE.issuperset(patch):
+            self._nudge.set()
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._flush(), name="session-status")
 
     async def flush(self) -> None:
         """Write everything pending now and wait until it is written."""
         self._hurry.set()
+        self._nudge.set()
         try:
             while self._task is not None and not self._task.done():
                 await asyncio.shield(self._task)
@@ -113,10 +133,13 @@ class SessionStatusWriter:
                 await asyncio.sleep(self.retry[min(outage, len(self.retry)) - 1])
             else:
                 await self._spaced()
+            batch = self._take_due()
+            if not batch:  # only routine changes of sessions written a moment ago
+                await self._until_due()
+                continue
             self._last = self.clock()
             self.writes += 1
-            batch, self._pending = self._pending, {}
-            kept, error = await self._write_all(list(batch.values()))
+            kept, error = await self._write_all(batch)
             if not kept:
                 if outage:
                     log.info("session status written again after the store came back")
@@ -137,6 +160,37 @@ class SessionStatusWriter:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(wait):
                     await self._hurry.wait()
+
+    def _take_due(self) -> list[_Item]:
+        """Take from what is pending every change that may be written now: all of it when
+        ``flush`` hurries, else all but routine changes of sessions written less than
+        ``session_interval`` ago."""
+        now, written = self.clock(), self._written
+        while written and next(iter(written.values())) <= now - self.session_interval:
+            written.popitem(last=False)
+        if self._hurry.is_set() or not written:
+            due, self._pending = list(self._pending.values()), {}
+        else:
+            due, wait = [], {}
+            for key, item in self._pending.items():
+                if key in written and ROUTINE.issuperset(item[1]):
+                    wait[key] = item
+                else:
+                    due.append(item)
+            self._pending = wait
+        for info, _ in due:
+            written[info.key] = now
+            written.move_to_end(info.key)
+        return due
+
+    async def _until_due(self) -> None:
+        """Wait until the first session held back may be written again, or a change that may
+        not wait comes in (or ``flush`` hurries)."""
+        self._nudge.clear()
+        first = min(self._written[key] for key in self._pending)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(max(0.0, first + self.session_interval - self.clock())):
+                await self._nudge.wait()
 
     async def _write_all(self, items: list[_Item]) -> tuple[list[_Item], str]:
         """Write ``items`` in batches; what an unavailable store refused, and why."""

@@ -23,6 +23,16 @@ APPROVAL = "WaitingForApproval"
 DEAD = "DeadLettered"
 
 
+def dead_letter_message(held: Obj) -> str:
+    """A dead-lettered session's status message, from what its state holds of the letter
+    (``held`` as :meth:`Router._retry_or_dead_letter` records it; the reconciler reads it back)."""
+    reason, detail = held["error"]
+    return (
+        f"stage {held['stage']}: {reason}: {detail} "
+        f"after {held['attempts']} attempts; see apiaryctl dlq list"
+    )
+
+
 @dataclass
 class Send:
     """One dispatch to put on the bus, ``delay`` seconds from now."""

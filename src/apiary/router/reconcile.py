@@ -46,7 +46,7 @@ from typing import Any
 
 from apiary.errors import Unavailable
 from apiary.journal import Entry, Journal, Totals
-from apiary.router.plan import APPROVAL, DEAD, held_for, split
+from apiary.router.plan import APPROVAL, DEAD, dead_letter_message, held_for, split
 from apiary.router.sessions import OPEN_PHASES, SessionInfo, session_info
 from apiary.router.status import SessionStatusWriter
 from apiary.store import Store
@@ -262,16 +262,6 @@ class StatusReconciler:
         return None
 
 
-def dead_letter_message(held: Obj) -> str:
-    """The status message of the router's dead-letter patch (``Router._retry_or_dead_letter``),
-    from what the session's state holds of the letter."""
-    reason, detail = held["error"]
-    return (
-        f"stage {held['stage']}: {reason}: {detail} "
-        f"after {held['attempts']} attempts; see apiaryctl dlq list"
-    )
-
-
 def _settled(info: SessionInfo, status: Obj) -> bool:
     """Whether the session's phase stands whatever its journal says: ended, except a job shown
     dead-lettered (a replay may have taken it on)."""
@@ -290,4 +280,4 @@ def _counts_match(status: Obj, totals: Totals) -> bool:
     )
 
 
-__all__ = ["Reconciled", "StatusReconciler", "dead_letter_message"]
+__all__ = ["Reconciled", "StatusReconciler"]

@@ -37,6 +37,7 @@ from apiary.router.plan import (
     Plan,
     Send,
     agent_error,
+    dead_letter_message,
     failure_notices,
     hold_approvals,
     join,
@@ -286,8 +287,7 @@ class Router(Holds, Recovery, LateOutputs, Cancelling, Publishing):
                            "attempts": attempt + 1, "message": original}  # fmt: skip
         dead = DeadLetter(d, outcome.stage, original, attempt + 1, error[0], error[1])
         status = {"phase": "Failed", "reason": DEAD,
-                  "message": f"stage {outcome.stage}: {error[0]}: {error[1]} "
-                             f"after {attempt + 1} attempts; see apiaryctl dlq list"}  # fmt: skip
+                  "message": dead_letter_message(mine["held"][d])}  # fmt: skip
         notices.append(("dead_letter", {**detail, "attempts": attempt + 1}))
         return Plan(join(es, mine), [failed], [], [dead], status, notices=notices)
 

@@ -137,11 +137,21 @@ async def run_node(
                 f"with --name {me.get('node')} (or use that node's token)"
             )
         bus = await opened.enter_async_context(open_bus(bus_url)) if bus_url else None
-        get_logger(ANNOUNCE).info(
-            f"apiaryd node {settings.name} joined {client.server}",
-            node=settings.name, server=client.server,
-        )  # fmt: skip
-        await NodeAgent(client, settings, bus).run(stop)
+        agent = NodeAgent(client, settings, bus)
+        running = asyncio.create_task(agent.run(stop), name="node")
+        registered = asyncio.create_task(agent.registered.wait(), name="node:registered")
+        try:
+            await asyncio.wait([running, registered], return_when=asyncio.FIRST_COMPLETED)
+            if agent.registered.is_set():  # its Node is stored with a fresh lease and Ready:
+                get_logger(ANNOUNCE).info(  # what scripts wait for before placing drones on it
+                    f"apiaryd node {settings.name} joined {client.server}",
+                    node=settings.name, server=client.server,
+                )  # fmt: skip
+            await running
+        finally:
+            for task in (registered, running):
+                task.cancel()
+            await asyncio.gather(registered, running, return_exceptions=True)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

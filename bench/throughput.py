@@ -157,7 +157,8 @@ async def apiary_stack(
             opened.push_async_callback(bus.delete_stream)  # type: ignore[attr-defined]
         app = create_app(store, TOKEN)
         router = make_router(journal, bus, SessionDirectory(store), cell)
-        wire_status(router, SessionStatusWriter(store, journal))
+        status = SessionStatusWriter(store, journal)
+        wire_status(router, status)
         state = api_state(app)
         state.router, state.journal = router, journal
         sock = socket.socket()
@@ -192,6 +193,8 @@ async def apiary_stack(
                 await apart.stop()
             stop.set()
             await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 30)
+            if hasattr(status, "flush"):  # as apiaryd does, before the journal and store close
+                await status.flush()
             server.should_exit = True
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(serving, 5)

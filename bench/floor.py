@@ -18,13 +18,16 @@ same agent (``/bin/cat``, one line in, one line out), three ways, alternating, s
                wakes the batch's futures with one ``call_soon_threadsafe``.
 * ``apiary``   Apiary's embedded mode on the same hive (``throughput.apiary_mode``, ``cat-r1``):
                router, pattern engine, journal, status, in-process bus, node and keeper relay.
+* ``celery``   the named peer, Celery on the local Redis (``bench/celery_peer.py``, the best of
+               its one-task rows), so every figure has a same-run ratio: this VM's speed drifts
+               by a factor of 2-4 between days, and only the ratios carry over.
 
 Nothing here is Apiary's: no envelopes, no routing, no schema, no status, no bus, no
 guardrails, no keeper. Reported per mode: msgs/s, this process's CPU per message (every thread),
 and the whole machine's (the agent process too) with the cores busy.
 
     .venv/bin/python bench/floor.py [--seconds 3] [--rounds 3] [--in-flight 64]
-                                    [--modes relay,durable,apiary] [--out F]
+                                    [--modes relay,durable,apiary,celery] [--redis URL] [--out F]
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import throughput  # puts src/ on the path too
 from _common import LOOPS, machine_busy_cpu, machine_info, run_on_loop, temp_dir, write_result
 
-MODES = ("relay", "durable", "apiary")
+MODES = ("relay", "durable", "apiary", "celery")
 FIGURES = ("msgs_per_s", "cpu_us_per_msg", "machine_cpu_us_per_msg", "machine_cores_busy",
            "steps_per_transaction")  # fmt: skip
 STATE = b'{"stage":0,"open":{},"done":[]}'
@@ -229,19 +232,38 @@ async def apiary(tmp: Path, args: argparse.Namespace) -> dict[str, Any]:
     return {k: out["throughput"][0][k] for k in keys}
 
 
+async def celery(args: argparse.Namespace) -> dict[str, Any]:
+    import celery_peer
+
+    rows = await asyncio.to_thread(celery_peer.run_peer, args.seconds, args.in_flight, args.redis)
+    return {"msgs_per_s": max(r["msgs_per_s"] for r in rows if r["hops"] == 1), "rows": rows}
+
+
 async def measure(args: argparse.Namespace) -> dict[str, Any]:
     rows: dict[str, list[dict[str, Any]]] = {m: [] for m in args.modes}
     for i in range(args.rounds):
         for mode in args.modes:
             with temp_dir(f"floor-{mode}-") as tmp:
-                row = await (apiary(tmp, args) if mode == "apiary" else plain(mode, tmp, args))
+                if mode == "celery":
+                    row = await celery(args)
+                elif mode == "apiary":
+                    row = await apiary(tmp, args)
+                else:
+                    row = await plain(mode, tmp, args)
             rows[mode].append(row)
-            print(f"  round {i} {mode}: {row['msgs_per_s']} msgs/s, {row['cpu_us_per_msg']} µs "
-                  f"CPU/msg, {row['machine_cores_busy']} cores busy", file=sys.stderr)  # fmt: skip
+            print(f"  round {i} {mode}: {row['msgs_per_s']} msgs/s, "
+                  f"{row.get('cpu_us_per_msg', '-')} µs CPU/msg", file=sys.stderr)  # fmt: skip
     summary = {
         mode: {k: median(r[k] for r in rs) for k in FIGURES if k in rs[0]}
         for mode, rs in rows.items()
     }
+    ratios = {
+        f"{a}_over_{b}": round(summary[a]["msgs_per_s"] / summary[b]["msgs_per_s"], 3)
+        for a, b in (("durable", "celery"), ("apiary", "celery"), ("apiary", "durable"))
+        if a in summary and b in summary and summary[b]["msgs_per_s"]
+    }
+    if "durable" in summary:  # issue 12's one-hop target against the floor
+        ratios["target_20000_over_durable"] = round(20_000 / summary["durable"]["msgs_per_s"], 2)
     return {
         "machine": machine_info(),
         "seconds": args.seconds,
@@ -249,6 +271,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         "loop": args.loop,
         "rounds": rows,
         "median": summary,
+        "ratios": ratios,
     }
 
 
@@ -258,6 +281,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--in-flight", type=int, default=64)
     parser.add_argument("--modes", type=lambda s: s.split(","), default=list(MODES))
+    parser.add_argument("--redis", default="redis://127.0.0.1:6379/14", help="celery's broker")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--loop", choices=LOOPS, default=LOOPS[0], help="event loop (apiaryd's)")
     args = parser.parse_args()
@@ -269,8 +293,13 @@ def main() -> None:
     report = run_on_loop(measure(args), args.loop)
     print(f"{'mode':<8} {'msgs/s':>9} {'µs CPU/msg':>11} {'machine µs/msg':>15} {'cores busy':>11}")
     for mode, m in report["median"].items():
+        if "cpu_us_per_msg" not in m:  # the peer: many processes, msgs/s only
+            print(f"{mode:<8} {m['msgs_per_s']:>9,.0f}")
+            continue
         print(f"{mode:<8} {m['msgs_per_s']:>9,.0f} {m['cpu_us_per_msg']:>11,.1f} "
               f"{m['machine_cpu_us_per_msg']:>15,.1f} {m['machine_cores_busy']:>11}")  # fmt: skip
+    for name, ratio in report["ratios"].items():
+        print(f"{name}: {ratio}")
     print(f"wrote {write_result('floor', report, args.out)}")
 
 

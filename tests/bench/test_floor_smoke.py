@@ -37,6 +37,7 @@ def test_floor_writes_sane_json(tmp_path: Path) -> None:
     assert durable["steps_committed"] >= 2 * durable["messages"]
     assert durable["steps_committed"] % 2 == 0  # never an input without its output
     assert "durable" in proc.stdout
+    assert report["ratios"]["target_20000_over_durable"] > 0
 
 
 def test_floor_names_an_unknown_mode() -> None:
@@ -45,4 +46,4 @@ def test_floor_names_an_unknown_mode() -> None:
         cwd=ROOT, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert proc.returncode == 2
-    assert "--modes: unknown fast" in proc.stderr
+    assert "--modes: unknown fast (choose from relay, durable, apiary, celery)" in proc.stderr

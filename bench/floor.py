@@ -5,18 +5,22 @@ the figure and why it is the limit. ``bench/throughput.py`` says what Apiary doe
 what the least a CPython program can do while keeping the same promises, so the distance
 between the two is the part a redesign could still win, and the floor itself is the part it
 cannot. The same closed loop (``--in-flight`` sessions, one message at a time each) through the
-same agent (``/bin/cat``, one line in, one line out), three ways, alternating, same run:
+same agent (``/bin/cat``, one line in, one line out), alternating, same run:
 
-* ``relay``    a line to the agent process and its answer back, one asyncio future per message
-               (a task per session, one reader task matching answers to futures). No journal:
-               what handing a message to a process and waiting for it costs on this loop.
+* ``pipelined`` a line to the agent process and its answer back, one asyncio future per message
+               (a task per session, one reader task matching answers to futures), as many lines
+               in the pipe at once as sessions wait. No journal.
+* ``relay``    the same, but the agent holds one message at a time, as Apiary's keeper holds a
+               text agent (``interface.concurrency: 1``): the next line is written when the
+               answer to the last is read. What handing a message to a process costs.
 * ``durable``  ``relay`` plus what DESIGN §6 and §7 promise: the input recorded before it is
                forwarded and the output recorded before it is answered, each one row of an
                entries table and the session's row updated (its sequence and a small state),
                committed in SQLite WAL at ``synchronous=NORMAL`` as Apiary's journal does. One
                writer thread commits everything queued in one transaction (group commit) and
                wakes the batch's futures with one ``call_soon_threadsafe``.
-* ``apiary``   Apiary's embedded mode on the same hive (``throughput.apiary_mode``, ``cat-r1``):
+* ``apiary``   Apiary's embedded mode on the same hive (``throughput.apiary_mode``, ``cat-r1``,
+               or ``cat-r2`` with ``--replicas 2``, as the plain modes then run two ``cat``):
                router, pattern engine, journal, status, in-process bus, node and keeper relay.
 * ``celery``   the named peer, Celery on the local Redis (``bench/celery_peer.py``, the best of
                its one-task rows), so every figure has a same-run ratio: this VM's speed drifts
@@ -26,8 +30,8 @@ Nothing here is Apiary's: no envelopes, no routing, no schema, no status, no bus
 guardrails, no keeper. Reported per mode: msgs/s, this process's CPU per message (every thread),
 and the whole machine's (the agent process too) with the cores busy.
 
-    .venv/bin/python bench/floor.py [--seconds 3] [--rounds 3] [--in-flight 64]
-                                    [--modes relay,durable,apiary,celery] [--redis URL] [--out F]
+    .venv/bin/python bench/floor.py [--seconds 3] [--rounds 3] [--in-flight 64] [--replicas 1]
+                         [--modes pipelined,relay,durable,apiary,celery] [--redis URL] [--out F]
 """
 
 from __future__ import annotations
@@ -50,7 +54,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import throughput  # puts src/ on the path too
 from _common import LOOPS, machine_busy_cpu, machine_info, run_on_loop, temp_dir, write_result
 
-MODES = ("relay", "durable", "apiary", "celery")
+MODES = ("pipelined", "relay", "durable", "apiary", "celery")
 FIGURES = ("msgs_per_s", "cpu_us_per_msg", "machine_cpu_us_per_msg", "machine_cores_busy",
            "steps_per_transaction")  # fmt: skip
 STATE = b'{"stage":0,"open":{},"done":[]}'
@@ -58,10 +62,12 @@ STATE = b'{"stage":0,"open":{},"done":[]}'
 
 
 class Cat:
-    """``/bin/cat`` over pipes: a line per message, answers matched to futures in order."""
+    """``/bin/cat`` over pipes: a line per message, answers matched to futures in order;
+    ``one_at_a_time``: the next line waits for the answer to the last."""
 
-    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+    def __init__(self, proc: asyncio.subprocess.Process, one_at_a_time: bool) -> None:
         self.proc = proc
+        self.turn = asyncio.Lock() if one_at_a_time else None
         self.waiting: dict[bytes, asyncio.Future[bytes]] = {}
         self.reader = asyncio.create_task(self._read())
 
@@ -73,6 +79,12 @@ class Cat:
                 fut.set_result(line)
 
     async def send(self, key: bytes, body: bytes) -> bytes:
+        if self.turn is None:
+            return await self._send(key, body)
+        async with self.turn:
+            return await self._send(key, body)
+
+    async def _send(self, key: bytes, body: bytes) -> bytes:
         assert self.proc.stdin is not None
         fut = asyncio.get_running_loop().create_future()
         self.waiting[key] = fut
@@ -82,9 +94,10 @@ class Cat:
 
 
 @contextlib.asynccontextmanager
-async def cat() -> AsyncIterator[Cat]:
+async def cat(one_at_a_time: bool) -> AsyncIterator[Cat]:
     pipe = asyncio.subprocess.PIPE
-    agent = Cat(await asyncio.create_subprocess_exec("cat", stdin=pipe, stdout=pipe))
+    proc = await asyncio.create_subprocess_exec("cat", stdin=pipe, stdout=pipe)
+    agent = Cat(proc, one_at_a_time)
     try:
         yield agent
     finally:
@@ -195,37 +208,42 @@ async def closed_loop(step: Step, names: list[str], seconds: float) -> dict[str,
 
 async def plain(mode: str, tmp: Path, args: argparse.Namespace) -> dict[str, Any]:
     names = [f"s{i}" for i in range(args.in_flight)]
-    async with cat() as agent:
-        if mode == "relay":
+    async with contextlib.AsyncExitStack() as opened:
+        agents = [
+            await opened.enter_async_context(cat(one_at_a_time=mode != "pipelined"))
+            for _ in range(args.replicas)
+        ]
+        by_session = {name: agents[i % len(agents)] for i, name in enumerate(names)}
+        pids = {"agent_pids": [a.proc.pid for a in agents]}
+        if mode in ("pipelined", "relay"):
 
             async def step(name: str, seq: int) -> None:
-                await agent.send(f"{name}.{seq}".encode(), b"x")
+                await by_session[name].send(f"{name}.{seq}".encode(), b"x")
 
-            return {**await closed_loop(step, names, args.seconds), "agent_pid": agent.proc.pid}
+            return {**await closed_loop(step, names, args.seconds), **pids}
 
         journal = GroupCommit(tmp / "floor.db")
         journal.add_sessions(names)
 
         async def durable(name: str, seq: int) -> None:
             await journal.commit((name, seq, "input", b"x"))  # recorded before it is forwarded
-            answer = await agent.send(f"{name}.{seq}".encode(), b"x")
+            answer = await by_session[name].send(f"{name}.{seq}".encode(), b"x")
             await journal.commit((name, seq + 1, "output", answer))  # before it is answered
 
         try:
             row = await closed_loop(durable, names, args.seconds)
         finally:
             await asyncio.to_thread(journal.close)
-        row["agent_pid"] = agent.proc.pid
         row["steps_committed"] = journal.steps  # the warm-up's too: two per message
         row["steps_per_transaction"] = round(journal.steps / max(1, journal.batches), 1)
-        return row
+        return {**row, **pids}
 
 
 async def apiary(tmp: Path, args: argparse.Namespace) -> dict[str, Any]:
     alone = {"p50_ms": 0.0, "p99_ms": 0.0}  # the hop latency it also measures is not used here
     out = await throughput.apiary_mode(
         tmp, "memory://", f"sqlite:///{tmp}/journal.db", args.seconds, args.in_flight, 20,
-        alone, ["cat-r1"],
+        alone, [f"cat-r{args.replicas}"],
     )  # fmt: skip
     keys = ("messages", "msgs_per_s", "cpu_us_per_msg", "machine_cores_busy",
             "machine_cpu_us_per_msg")  # fmt: skip
@@ -280,6 +298,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--in-flight", type=int, default=64)
+    parser.add_argument("--replicas", type=int, choices=(1, 2), default=1,
+                        help="agent processes (apiary: hive cat-r1 or cat-r2)")  # fmt: skip
     parser.add_argument("--modes", type=lambda s: s.split(","), default=list(MODES))
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/14", help="celery's broker")
     parser.add_argument("--out", type=Path, default=None)

@@ -319,7 +319,9 @@ async def warm_scenarios(client: AsyncApiClient, watch: DroneWatch, runs: int) -
         await _gone(client, watch, name)
     per_claim = [ms for r in claim for ms in r["drones_ms"]]
 
-    def after_put(runs: list[Obj]) -> float:  # the Queen's part: from the Hive's change on
+    # The Queen's part: from the Hive's change on. Negative when the watch saw the drones
+    # serving before the PUT's answer was read (the claim beat the response).
+    def after_put(runs: list[Obj]) -> float:
         return float(_summary("", [r["total_ms"] - r["put_ms"] for r in runs])["p50_ms"])
 
     rows = [

@@ -150,7 +150,14 @@ def page(browser: Any, console: Console, tabs: Callable[[Any], Any]) -> Iterator
 
 
 def ready(tab: Any) -> None:
+    """The page has rendered its data, and style.css is applied: layout-dependent reads (an
+    element's ``inner_text`` takes its line breaks from the CSS) come after both. Under CI load
+    the module can render before the stylesheet lands (a box read "prepecho", not "prep\necho")."""
     tab.wait_for_selector("main[data-ready='true']", timeout=10_000)
+    tab.wait_for_function(
+        "() => getComputedStyle(document.documentElement).getPropertyValue('--accent') !== ''",
+        timeout=10_000,
+    )
 
 
 def assert_accessible(tab: Any) -> None:

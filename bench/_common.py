@@ -137,6 +137,33 @@ def machine_busy_cpu() -> float:
     return float(sum(t) - t.idle - getattr(t, "iowait", 0.0))
 
 
+@dataclass
+class Window:
+    """A measured window of a closed loop: wall time, this process's CPU (every thread) and the
+    whole machine's busy CPU from :meth:`start` to :meth:`figures`."""
+
+    t0: float
+    cpu0: float
+    busy0: float
+
+    @classmethod
+    def start(cls) -> Window:
+        return cls(time.perf_counter(), time.process_time(), machine_busy_cpu())
+
+    def figures(self, messages: int) -> dict[str, float]:
+        """msgs/s; CPU per message of this process (steadier than msgs/s on a busy machine)
+        and of the whole machine (agents, SQLite threads, anyone else), and the cores busy: what
+        is left of them says whether a split across processes could still gain."""
+        elapsed = time.perf_counter() - self.t0
+        cpu, busy = time.process_time() - self.cpu0, machine_busy_cpu() - self.busy0
+        return {
+            "msgs_per_s": round(messages / elapsed, 1),
+            "cpu_us_per_msg": round(cpu / max(1, messages) * 1e6, 1),
+            "machine_cores_busy": round(busy / elapsed, 2),
+            "machine_cpu_us_per_msg": round(busy / max(1, messages) * 1e6, 1),
+        }
+
+
 def postgres_cpu() -> dict[int, float]:
     """CPU seconds of each PostgreSQL server process by pid (its share of the store's cost).
 

@@ -52,7 +52,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import throughput  # puts src/ on the path too
-from _common import LOOPS, machine_busy_cpu, machine_info, run_on_loop, temp_dir, write_result
+from _common import LOOPS, Window, machine_info, run_on_loop, temp_dir, write_result
 
 MODES = ("pipelined", "relay", "durable", "apiary", "celery")
 FIGURES = ("msgs_per_s", "cpu_us_per_msg", "machine_cpu_us_per_msg", "machine_cores_busy",
@@ -194,17 +194,9 @@ async def closed_loop(step: Step, names: list[str], seconds: float) -> dict[str,
     await asyncio.gather(
         *(run(n, time.perf_counter() + min(1.0, seconds / 2), False) for n in names)
     )
-    t0, cpu0, busy0 = time.perf_counter(), time.process_time(), machine_busy_cpu()
-    await asyncio.gather(*(run(n, t0 + seconds, True) for n in names))
-    elapsed, cpu = time.perf_counter() - t0, time.process_time() - cpu0
-    busy = machine_busy_cpu() - busy0
-    return {
-        "messages": done,
-        "msgs_per_s": round(done / elapsed, 1),
-        "cpu_us_per_msg": round(cpu / max(1, done) * 1e6, 1),
-        "machine_cores_busy": round(busy / elapsed, 2),
-        "machine_cpu_us_per_msg": round(busy / max(1, done) * 1e6, 1),
-    }
+    window = Window.start()
+    await asyncio.gather(*(run(n, window.t0 + seconds, True) for n in names))
+    return {"messages": done, **window.figures(done)}
 
 
 async def plain(mode: str, tmp: Path, args: argparse.Namespace) -> dict[str, Any]:

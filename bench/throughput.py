@@ -55,7 +55,7 @@ import psutil  # noqa: E402
 import uvicorn  # noqa: E402
 from _common import (  # noqa: E402
     LOOPS,
-    machine_busy_cpu,
+    Window,
     machine_info,
     percentile,
     run_on_loop,
@@ -346,10 +346,9 @@ async def closed_loop(ap: Apiary, hive: str, seconds: float, in_flight: int) -> 
     await asyncio.gather(*(run(s, warm_until, False) for s in sessions))
     node = psutil.Process(ap.node_pid) if ap.node_pid else None
     node0 = sum(node.cpu_times()[:2]) if node else 0.0
-    t0, cpu0, busy0 = time.perf_counter(), time.process_time(), machine_busy_cpu()
-    await asyncio.gather(*(run(s, t0 + seconds, True) for s in sessions))
-    elapsed, cpu = time.perf_counter() - t0, time.process_time() - cpu0
-    busy = machine_busy_cpu() - busy0
+    window = Window.start()
+    await asyncio.gather(*(run(s, window.t0 + seconds, True) for s in sessions))
+    figures = window.figures(len(latencies))
     lat = sorted(latencies)
     hops = len(HIVES[hive])
     apart: dict[str, Any] = {}
@@ -363,17 +362,10 @@ async def closed_loop(ap: Apiary, hive: str, seconds: float, in_flight: int) -> 
         "replicas_per_stage": HIVES[hive][0][2],
         "in_flight": in_flight,
         "messages": len(lat),
-        "msgs_per_s": round(len(lat) / elapsed, 1),
-        "hops_per_s": round(len(lat) * hops / elapsed, 1),
+        **figures,
+        "hops_per_s": round(figures["msgs_per_s"] * hops, 1),
         "p50_ms": ms(percentile(lat, 50)),
         "p99_ms": ms(percentile(lat, 99)),
-        # this process's CPU (every thread; the agents are processes of their own) per message:
-        # steadier than msgs/s on a machine that is busy with other work
-        "cpu_us_per_msg": round(cpu / max(1, len(lat)) * 1e6, 1),
-        # the whole machine: every process (agents, node, SQLite threads, anyone else), so what
-        # is left of the cores says whether a split across processes could still gain
-        "machine_cores_busy": round(busy / elapsed, 2),
-        "machine_cpu_us_per_msg": round(busy / max(1, len(lat)) * 1e6, 1),
         **apart,
     }
 

@@ -123,13 +123,12 @@ async def shard_worker(args: argparse.Namespace) -> None:
     journal, cell = f"sqlite:///{tmp}/journal.db", f"sh{secrets.token_hex(3)}"
     async with throughput.apiary_stack(tmp, "memory://", journal, cell) as ap:
         await throughput.deploy(ap)
-        drones = (await ap.client.list("Drone", ap.cell))["items"]
+        pids = await throughput.drone_pids(ap)
         for hive in HIVES:
             print(json.dumps({"ready": hive}), flush=True)
             await loop.run_in_executor(None, sys.stdin.readline)
             row = await throughput.closed_loop(ap, hive, args.seconds, args.in_flight)
             print(json.dumps(row), flush=True)
-        pids = [int(d["status"]["pid"]) for d in drones if (d.get("status") or {}).get("pid")]
         print(json.dumps({"drone_pids": pids}), flush=True)
 
 

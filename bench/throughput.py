@@ -398,6 +398,12 @@ async def hop_latency(ap: Apiary, count: int, agent_alone: dict[str, Any]) -> di
     return row
 
 
+async def drone_pids(ap: Apiary) -> list[int]:
+    """The agent processes of the stack's drones (to check afterwards that none is left)."""
+    drones = (await ap.client.list("Drone", ap.cell))["items"]
+    return sorted(int(d["status"]["pid"]) for d in drones if (d.get("status") or {}).get("pid"))
+
+
 async def apiary_mode(
     tmp: Path,
     bus_url: str,
@@ -415,8 +421,7 @@ async def apiary_mode(
         t0 = time.perf_counter()
         await deploy(ap)
         deployed = time.perf_counter() - t0
-        drones = (await ap.client.list("Drone", ap.cell))["items"]
-        pids = sorted(int(d["status"]["pid"]) for d in drones if (d.get("status") or {}).get("pid"))
+        pids = await drone_pids(ap)
         rows = []
         for hive in hives:
             rows.append(await closed_loop(ap, hive, seconds, in_flight))
